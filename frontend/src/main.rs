@@ -1,0 +1,4 @@
+//! The browser entry point: mounts the app on the page's body.
+fn main() {
+    kite_frontend::start();
+}

@@ -1,0 +1,71 @@
+//! The app, mounted in a real browser (wasm-bindgen-test-runner + headless Chromium).
+#![cfg(target_arch = "wasm32")]
+// Test helpers panic on failure by design.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use wasm_bindgen::JsCast;
+use wasm_bindgen_test::*;
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+fn mount() -> web_sys::Element {
+    let document = web_sys::window().unwrap().document().unwrap();
+    let root = document.create_element("div").unwrap();
+    document.body().unwrap().append_child(&root).unwrap();
+    yew::Renderer::<kite_frontend::app::App>::with_root(root.clone()).render();
+    root
+}
+
+async fn sleep(duration: Duration) {
+    let promise = js_sys::Promise::new(&mut |resolve, _| {
+        web_sys::window()
+            .unwrap()
+            .set_timeout_with_callback_and_timeout_and_arguments_0(
+                &resolve,
+                duration.as_millis() as i32,
+            )
+            .unwrap();
+    });
+    wasm_bindgen_futures::JsFuture::from(promise).await.unwrap();
+}
+
+/// Polls until `f` holds, up to five seconds.
+async fn eventually(root: &web_sys::Element, f: impl Fn(&str) -> bool) -> String {
+    for _ in 0..100 {
+        let text = root.text_content().unwrap_or_default();
+        if f(&text) {
+            return text;
+        }
+        sleep(Duration::from_millis(50)).await;
+    }
+    panic!("condition never held; page text: {:?}", root.text_content());
+}
+
+#[wasm_bindgen_test]
+async fn renders_the_shell_with_the_mqtt_endpoint() {
+    let root = mount();
+    let text = eventually(&root, |t| t.contains("Kite")).await;
+    assert!(text.contains("MQTT in the browser"), "{text}");
+    let endpoint = root.query_selector(".endpoint").unwrap().unwrap();
+    let endpoint = endpoint
+        .dyn_into::<web_sys::HtmlElement>()
+        .unwrap()
+        .inner_text();
+    assert!(
+        endpoint.starts_with("ws://") && endpoint.ends_with("/mqtt"),
+        "{endpoint}"
+    );
+}
+
+#[wasm_bindgen_test]
+async fn a_gateway_without_the_api_shows_a_clear_error() {
+    // The test runner's server has no /api/v1/upstreams: the app must say so, not crash.
+    let root = mount();
+    let text = eventually(&root, |t| t.contains("Could not read")).await;
+    assert!(
+        text.contains("/api/v1/upstreams answered HTTP 404"),
+        "{text}"
+    );
+}

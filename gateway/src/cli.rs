@@ -1,0 +1,74 @@
+//! The `kite` command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Overrides, UpstreamArg};
+
+/// Kite: MQTT in the browser. Serves the Kite dashboard and carries MQTT over WebSocket to
+/// your brokers.
+#[derive(Debug, Parser)]
+#[command(name = "kite", version, about, arg_required_else_help = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the app at http://ADDR/ and MQTT over WebSocket at ws://ADDR/mqtt.
+    Serve(ServeArgs),
+}
+
+/// `kite serve` options. Flags override the config file.
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+    kite serve --upstream mqtt://127.0.0.1:1883\n  \
+    kite serve --upstream plant=mqtts://broker.example.com --upstream plant=mqtts://backup.example.com\n  \
+    kite serve --config kite.toml --http 0.0.0.0:8080")]
+pub struct ServeArgs {
+    /// Address for HTTP and WebSocket [default: 127.0.0.1:8080]
+    #[arg(long, value_name = "ADDR", env = "KITE_HTTP")]
+    pub http: Option<SocketAddr>,
+
+    /// Broker to forward to, as [NAME=]mqtt://HOST:PORT or [NAME=]mqtts://HOST:PORT.
+    /// Repeat for more brokers; the same NAME again adds a failover address. The first
+    /// upstream serves /mqtt, each also /mqtt/NAME.
+    #[arg(long, value_name = "[NAME=]URL")]
+    pub upstream: Vec<UpstreamArg>,
+
+    /// TOML config file (see the README's config reference).
+    #[arg(long, value_name = "FILE", env = "KITE_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Directory holding the built app (index.html) [default: the `app` dir next to the
+    /// binary, or target/dist/app in the workspace]
+    #[arg(long, value_name = "DIR", env = "KITE_ASSETS")]
+    pub assets: Option<PathBuf>,
+}
+
+impl ServeArgs {
+    /// The flags as overrides of the config file.
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            http: self.http,
+            assets: self.assets.clone(),
+            upstreams: self.upstream.clone(),
+        }
+    }
+}
+
+/// Where the built app is when `--assets` is not given: `<exe dir>/app` (the `cargo xtask
+/// dist` layout) or `<exe dir>/../dist/app` (a workspace build in target/debug or
+/// target/release).
+pub fn default_assets() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?;
+    [dir.join("app"), dir.join("../dist/app")]
+        .into_iter()
+        .find(|d| d.join("index.html").is_file())
+}

@@ -1,0 +1,506 @@
+//! The gateway's configuration: a TOML file, overridden by command-line flags.
+//!
+//! ```toml
+//! [http]
+//! listen = "127.0.0.1:8080"   # where the app and /mqtt are served
+//! assets = "target/dist/app"  # the built app (optional)
+//!
+//! [[upstream]]                # the first upstream serves /mqtt; each also /mqtt/<name>
+//! name = "local"
+//! addresses = ["mqtt://127.0.0.1:1883", "mqtt://10.0.0.2:1883"]  # tried in order
+//! ```
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::Deserialize;
+use thiserror::Error;
+
+/// Where the gateway listens for HTTP and WebSocket by default.
+pub const DEFAULT_HTTP: &str = "127.0.0.1:8080";
+
+/// The name given to an upstream passed as `--upstream URL` without a `NAME=` part.
+pub const DEFAULT_UPSTREAM_NAME: &str = "default";
+
+/// A configuration problem, always with what is wrong, where, and how to fix it.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML or has unknown or mistyped keys.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// toml's message, which names the line and column.
+        message: String,
+    },
+    /// An upstream URL is malformed.
+    #[error("{0}")]
+    Url(#[from] UrlError),
+    /// An upstream has an unusable name.
+    #[error(
+        "invalid upstream name {name:?}: use 1 to 64 letters, digits, '-' or '_' (it appears in the /mqtt/<name> path)"
+    )]
+    UpstreamName {
+        /// The name as given.
+        name: String,
+    },
+    /// An upstream has no address.
+    #[error("upstream {name:?} has no addresses: add `addresses = [\"mqtt://HOST:1883\"]`")]
+    NoAddresses {
+        /// The upstream.
+        name: String,
+    },
+    /// Two upstreams share a name in the config file.
+    #[error("upstream {name:?} is defined twice in the config file: names must be unique")]
+    DuplicateUpstream {
+        /// The upstream.
+        name: String,
+    },
+    /// The listen address does not parse.
+    #[error(
+        "invalid listen address {value:?} in [http] listen: expected IP:PORT, e.g. \"127.0.0.1:8080\""
+    )]
+    Listen {
+        /// The value as given.
+        value: String,
+    },
+}
+
+/// Why an upstream URL was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("invalid upstream URL {url:?}: {reason}")]
+pub struct UrlError {
+    url: String,
+    reason: String,
+}
+
+impl UrlError {
+    fn new(url: &str, reason: impl Into<String>) -> Self {
+        Self {
+            url: url.to_owned(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// One address of an upstream broker: `mqtt://host:port` (TCP) or `mqtts://host:port` (TLS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerUrl {
+    /// Whether to speak TLS to the broker.
+    pub tls: bool,
+    /// Host name or IP address (without brackets for IPv6).
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+}
+
+impl FromStr for BrokerUrl {
+    type Err = UrlError;
+
+    fn from_str(url: &str) -> Result<Self, UrlError> {
+        let (tls, rest) = if let Some(rest) = url.strip_prefix("mqtt://") {
+            (false, rest)
+        } else if let Some(rest) = url.strip_prefix("mqtts://") {
+            (true, rest)
+        } else {
+            let scheme = url.split_once("://").map_or("", |(s, _)| s);
+            let reason = if scheme.is_empty() {
+                "missing scheme: write mqtt://HOST:PORT or mqtts://HOST:PORT".to_owned()
+            } else {
+                format!(
+                    "unsupported scheme {scheme:?}: use mqtt:// (TCP) or mqtts:// (TLS); WebSocket brokers are not upstreams"
+                )
+            };
+            return Err(UrlError::new(url, reason));
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        if rest.contains(['/', '?', '#', '@']) {
+            return Err(UrlError::new(
+                url,
+                "only mqtt(s)://HOST:PORT is allowed: no path, query or user info (put credentials in the config file)",
+            ));
+        }
+        let default_port = if tls { 8883 } else { 1883 };
+        let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+            let Some((host, after)) = v6.split_once(']') else {
+                return Err(UrlError::new(url, "unclosed '[' in IPv6 address"));
+            };
+            let port = match after {
+                "" => None,
+                p => match p.strip_prefix(':') {
+                    Some(p) => Some(p),
+                    None => return Err(UrlError::new(url, "expected ':PORT' after ']'")),
+                },
+            };
+            (host, port)
+        } else {
+            match rest.rsplit_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (rest, None),
+            }
+        };
+        if host.is_empty() {
+            return Err(UrlError::new(url, "missing host"));
+        }
+        let port = match port {
+            None => default_port,
+            Some(p) => match p.parse::<u16>() {
+                Ok(0) | Err(_) => {
+                    return Err(UrlError::new(
+                        url,
+                        format!("port {p:?} is not a number from 1 to 65535"),
+                    ));
+                }
+                Ok(p) => p,
+            },
+        };
+        Ok(Self {
+            tls,
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
+impl fmt::Display for BrokerUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.tls { "mqtts" } else { "mqtt" };
+        if self.host.contains(':') {
+            write!(f, "{scheme}://[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{scheme}://{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// `--upstream [NAME=]URL` as given on the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamArg {
+    /// The upstream's name (`default` when not given).
+    pub name: String,
+    /// One address of it.
+    pub url: BrokerUrl,
+}
+
+impl FromStr for UpstreamArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (name, url) = match s.split_once('=') {
+            Some((name, url)) => (name, url),
+            None => (DEFAULT_UPSTREAM_NAME, s),
+        };
+        check_name(name).map_err(|e| e.to_string())?;
+        let url = url.parse::<BrokerUrl>().map_err(|e| e.to_string())?;
+        Ok(Self {
+            name: name.to_owned(),
+            url,
+        })
+    }
+}
+
+/// A broker the gateway forwards to, with its addresses in failover order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// Name, as used in `/mqtt/<name>` and listed by `/api/v1/upstreams`.
+    pub name: String,
+    /// Addresses, tried in order until one connects.
+    pub addresses: Vec<BrokerUrl>,
+}
+
+/// The whole, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// HTTP/WebSocket listen address.
+    pub http: SocketAddr,
+    /// Directory holding the built app (`index.html` and its assets), if any.
+    pub assets: Option<PathBuf>,
+    /// Upstream brokers; the first one serves `/mqtt`.
+    pub upstreams: Vec<Upstream>,
+}
+
+impl Config {
+    /// The upstream that serves `/mqtt`.
+    pub fn default_upstream(&self) -> Option<&Upstream> {
+        self.upstreams.first()
+    }
+
+    /// The upstream with this name.
+    pub fn upstream(&self, name: &str) -> Option<&Upstream> {
+        self.upstreams.iter().find(|u| u.name == name)
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(default)]
+    http: FileHttp,
+    #[serde(default)]
+    upstream: Vec<FileUpstream>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileHttp {
+    listen: Option<String>,
+    assets: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileUpstream {
+    name: String,
+    addresses: Vec<String>,
+}
+
+/// What the command line says, to be merged over the config file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--http`.
+    pub http: Option<SocketAddr>,
+    /// `--assets`.
+    pub assets: Option<PathBuf>,
+    /// `--upstream`, in order.
+    pub upstreams: Vec<UpstreamArg>,
+}
+
+fn check_name(name: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::UpstreamName {
+            name: name.to_owned(),
+        })
+    }
+}
+
+impl Config {
+    /// Reads the config file (if any) and applies the command-line overrides. Upstreams given
+    /// on the command line are added after the file's; an address for an existing name is
+    /// appended to that upstream's failover list.
+    pub fn load(file: Option<&Path>, overrides: Overrides) -> Result<Self, ConfigError> {
+        let parsed = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                Self::parse_file(&text, path)?
+            }
+            None => FileConfig::default(),
+        };
+        let http = match (overrides.http, parsed.http.listen) {
+            (Some(addr), _) => addr,
+            (None, Some(value)) => value.parse().map_err(|_| ConfigError::Listen { value })?,
+            (None, None) => DEFAULT_HTTP.parse().map_err(|_| ConfigError::Listen {
+                value: DEFAULT_HTTP.to_owned(),
+            })?,
+        };
+        let assets = overrides.assets.or(parsed.http.assets);
+        let mut upstreams: Vec<Upstream> = Vec::new();
+        for u in parsed.upstream {
+            check_name(&u.name)?;
+            if upstreams.iter().any(|x| x.name == u.name) {
+                return Err(ConfigError::DuplicateUpstream { name: u.name });
+            }
+            if u.addresses.is_empty() {
+                return Err(ConfigError::NoAddresses { name: u.name });
+            }
+            let addresses = u
+                .addresses
+                .iter()
+                .map(|a| a.parse::<BrokerUrl>())
+                .collect::<Result<Vec<_>, _>>()?;
+            upstreams.push(Upstream {
+                name: u.name,
+                addresses,
+            });
+        }
+        for arg in overrides.upstreams {
+            match upstreams.iter_mut().find(|u| u.name == arg.name) {
+                Some(u) => u.addresses.push(arg.url),
+                None => upstreams.push(Upstream {
+                    name: arg.name,
+                    addresses: vec![arg.url],
+                }),
+            }
+        }
+        Ok(Self {
+            http,
+            assets,
+            upstreams,
+        })
+    }
+
+    fn parse_file(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| {
+            let at = e.span().map_or(String::new(), |span| {
+                let before = &text[..span.start.min(text.len())];
+                let line = before.matches('\n').count() + 1;
+                let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                format!("line {line}, column {column}: ")
+            });
+            ConfigError::Parse {
+                path: path.to_owned(),
+                message: format!("{at}{}", e.message().trim_end().replace('\n', " ")),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(s: &str) -> BrokerUrl {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn broker_urls() {
+        assert_eq!(
+            url("mqtt://broker.local:1884"),
+            BrokerUrl {
+                tls: false,
+                host: "broker.local".into(),
+                port: 1884
+            }
+        );
+        assert_eq!(url("mqtt://h").port, 1883);
+        assert_eq!(url("mqtts://h").port, 8883);
+        assert_eq!(url("mqtts://h/").port, 8883);
+        let v6 = url("mqtt://[::1]:1999");
+        assert_eq!((v6.host.as_str(), v6.port), ("::1", 1999));
+        assert_eq!(v6.to_string(), "mqtt://[::1]:1999");
+        assert_eq!(url("mqtt://[::1]").port, 1883);
+    }
+
+    #[test]
+    fn bad_broker_urls_say_why() {
+        for (input, needle) in [
+            ("broker:1883", "missing scheme"),
+            ("ws://h:80", "unsupported scheme \"ws\""),
+            ("mqtt://h:0", "1 to 65535"),
+            ("mqtt://h:99999", "1 to 65535"),
+            ("mqtt://h:x", "1 to 65535"),
+            ("mqtt://:1883", "missing host"),
+            ("mqtt://u:p@h", "no path, query or user info"),
+            ("mqtt://h/topic", "no path"),
+            ("mqtt://[::1", "unclosed"),
+        ] {
+            let err = input.parse::<BrokerUrl>().unwrap_err().to_string();
+            assert!(err.contains(needle), "{input}: {err}");
+            assert!(
+                err.contains(input),
+                "{input}: error must quote the input: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn upstream_args() {
+        let a: UpstreamArg = "mqtt://h:1".parse().unwrap();
+        assert_eq!(a.name, "default");
+        let b: UpstreamArg = "lab=mqtts://h".parse().unwrap();
+        assert_eq!((b.name.as_str(), b.url.tls), ("lab", true));
+        assert!(
+            "bad name=mqtt://h"
+                .parse::<UpstreamArg>()
+                .unwrap_err()
+                .contains("invalid upstream name")
+        );
+    }
+
+    fn load_text(text: &str, overrides: Overrides) -> Result<Config, ConfigError> {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("kite-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{n}.toml"));
+        std::fs::write(&path, text).unwrap();
+        Config::load(Some(&path), overrides)
+    }
+
+    #[test]
+    fn file_and_flags_merge() {
+        let cfg = load_text(
+            "[http]\nlisten = \"127.0.0.1:9000\"\n[[upstream]]\nname = \"a\"\naddresses = [\"mqtt://x\", \"mqtt://y:2\"]\n",
+            Overrides {
+                upstreams: vec!["a=mqtt://z".parse().unwrap(), "mqtt://w".parse().unwrap()],
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(cfg.http.to_string(), "127.0.0.1:9000");
+        assert_eq!(cfg.default_upstream().unwrap().name, "a");
+        let a: Vec<String> = cfg
+            .upstream("a")
+            .unwrap()
+            .addresses
+            .iter()
+            .map(|u| u.to_string())
+            .collect();
+        assert_eq!(a, ["mqtt://x:1883", "mqtt://y:2", "mqtt://z:1883"]);
+        assert_eq!(cfg.upstream("default").unwrap().addresses[0].host, "w");
+    }
+
+    #[test]
+    fn defaults_without_file() {
+        let cfg = Config::load(None, Overrides::default()).unwrap();
+        assert_eq!(cfg.http.to_string(), DEFAULT_HTTP);
+        assert!(cfg.upstreams.is_empty());
+    }
+
+    #[test]
+    fn file_errors_name_the_problem() {
+        let unknown = load_text(
+            "[http]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n",
+            Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(unknown.contains("unknown field `lisen`"), "{unknown}");
+        assert!(unknown.contains("line 3"), "{unknown}");
+        let bad_listen = load_text("[http]\nlisten = \"localhost\"\n", Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(bad_listen.contains("IP:PORT"), "{bad_listen}");
+        let empty = load_text(
+            "[[upstream]]\nname = \"a\"\naddresses = []\n",
+            Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(empty.contains("no addresses"), "{empty}");
+        let dup = load_text(
+            "[[upstream]]\nname = \"a\"\naddresses = [\"mqtt://x\"]\n[[upstream]]\nname = \"a\"\naddresses = [\"mqtt://y\"]\n",
+            Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(dup.contains("defined twice"), "{dup}");
+        let missing = Config::load(
+            Some(Path::new("/nonexistent/kite.toml")),
+            Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(missing.contains("/nonexistent/kite.toml"), "{missing}");
+    }
+}

@@ -1,0 +1,12 @@
+//! Kite's gateway: serves the browser app and carries MQTT over WebSocket to TCP brokers.
+//!
+//! `main.rs` parses arguments and configuration, binds, and calls [`server::run`]; tests bind
+//! `127.0.0.1:0` and call the same function.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod proxy;
+pub mod server;
+pub mod upstream;

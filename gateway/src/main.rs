@@ -1,0 +1,141 @@
+//! `kite`: parses arguments and configuration, binds, and runs the server.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+
+use kite_gateway::cli::{Cli, Command, ServeArgs, default_assets};
+use kite_gateway::config::Config;
+use kite_gateway::http::AppState;
+use kite_gateway::server;
+
+/// Exit code for bad usage or configuration (as clap uses).
+const USAGE: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KITE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Serve(args) => serve(args),
+    }
+}
+
+/// Help and version go to stdout as clap prints them; a usage error is one line on stderr
+/// (clap's reason plus its tip, if any) and exit code 2.
+fn usage_error(e: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = e.print();
+        let code = if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+            USAGE
+        } else {
+            0
+        };
+        return ExitCode::from(code);
+    }
+    let rendered = e.render().to_string();
+    let mut parts = rendered
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("error:") || l.starts_with("tip:"))
+        .map(|l| l.trim_start_matches("error:").trim());
+    let reason = parts.next().unwrap_or("invalid arguments");
+    let tips: Vec<&str> = parts.collect();
+    let tip = if tips.is_empty() {
+        String::new()
+    } else {
+        format!("; {}", tips.join("; "))
+    };
+    eprintln!("kite: error: {reason}{tip} (see `kite --help`)");
+    ExitCode::from(USAGE)
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let config = match load(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("kite: error: {e:#}");
+            return ExitCode::from(USAGE);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("kite: error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kite: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(args: &ServeArgs) -> anyhow::Result<Config> {
+    let mut config = Config::load(args.config.as_deref(), args.overrides())?;
+    match &config.assets {
+        Some(dir) if !dir.join("index.html").is_file() => anyhow::bail!(
+            "assets directory {} has no index.html: build the app with `cargo xtask dist`, or point --assets at the directory trunk built",
+            dir.display()
+        ),
+        Some(_) => {}
+        None => config.assets = default_assets(),
+    }
+    if config.upstreams.is_empty() {
+        anyhow::bail!(
+            "no upstream broker configured: pass --upstream mqtt://HOST:PORT or add an [[upstream]] to the config file"
+        );
+    }
+    Ok(config)
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.http)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (is another program using it? choose another with --http)",
+                config.http
+            )
+        })?;
+    let addr = listener.local_addr()?;
+    match &config.assets {
+        Some(dir) => tracing::info!("serving the app from {}", dir.display()),
+        None => tracing::warn!(
+            "the app is not built; only /mqtt and /api are served (run `cargo xtask dist`)"
+        ),
+    }
+    for u in &config.upstreams {
+        let addrs: Vec<String> = u.addresses.iter().map(ToString::to_string).collect();
+        tracing::info!(upstream = %u.name, "forwarding to {}", addrs.join(", "));
+    }
+    let state = AppState::new(config)?;
+    // One line on stdout that people and tests can read: where to point the browser.
+    #[allow(clippy::print_stdout)]
+    {
+        println!(
+            "kite {} listening on http://{addr}/ (MQTT over WebSocket: ws://{addr}/mqtt)",
+            env!("CARGO_PKG_VERSION")
+        );
+    }
+    server::run(listener, state, server::shutdown_signal()).await?;
+    Ok(())
+}

@@ -1,0 +1,149 @@
+//! The `kite` binary's command line: exit codes and one-line reasons.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Output, Stdio};
+
+fn kite(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kite"))
+        .args(args)
+        .env_remove("KITE_HTTP")
+        .env_remove("KITE_CONFIG")
+        .env_remove("KITE_ASSETS")
+        .output()
+        .unwrap()
+}
+
+/// Exit code 2 and exactly one line on stderr that contains `needle`.
+fn usage_error(args: &[&str], needle: &str) {
+    let out = kite(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+    assert_eq!(
+        stderr.lines().count(),
+        1,
+        "{args:?}: one line expected: {stderr}"
+    );
+    assert!(
+        stderr.contains(needle),
+        "{args:?}: {stderr:?} lacks {needle:?}"
+    );
+}
+
+#[test]
+fn version() {
+    let out = kite(&["--version"]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("kite {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn help_names_every_serve_option() {
+    let out = kite(&["serve", "--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in ["--http", "--upstream", "--config", "--assets", "Examples:"] {
+        assert!(help.contains(flag), "{flag} missing from:\n{help}");
+    }
+}
+
+#[test]
+fn no_arguments_prints_help_and_exits_2() {
+    let out = kite(&[]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn bad_usage_is_one_line_and_exit_2() {
+    usage_error(&["serve", "--bogus"], "unexpected argument '--bogus'");
+    usage_error(
+        &["serve", "--htp", "x"],
+        "similar argument exists: '--http'",
+    );
+    usage_error(
+        &["serve", "--http", "localhost"],
+        "invalid value 'localhost' for '--http <ADDR>'",
+    );
+    usage_error(
+        &["serve", "--upstream", "ws://h:1"],
+        "unsupported scheme \"ws\"",
+    );
+    usage_error(&["serve", "--upstream", "mqtt://h:70000"], "1 to 65535");
+    usage_error(&["frobnicate"], "unrecognized subcommand 'frobnicate'");
+}
+
+#[test]
+fn bad_configuration_is_one_line_and_exit_2() {
+    usage_error(
+        &["serve", "--http", "127.0.0.1:0"],
+        "no upstream broker configured",
+    );
+    usage_error(
+        &[
+            "serve",
+            "--upstream",
+            "mqtt://127.0.0.1:1",
+            "--assets",
+            "/nonexistent",
+        ],
+        "has no index.html",
+    );
+    let dir = std::env::temp_dir().join(format!("kite-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("kite.toml");
+    std::fs::write(&file, "[http]\nlisten = 8080\n").unwrap();
+    usage_error(
+        &["serve", "--config", file.to_str().unwrap()],
+        "invalid config file",
+    );
+    usage_error(
+        &["serve", "--config", "/nonexistent/kite.toml"],
+        "cannot read config file /nonexistent/kite.toml",
+    );
+}
+
+#[test]
+fn serve_prints_its_address_and_answers() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = dead.local_addr().unwrap().port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kite"))
+        .args([
+            "serve",
+            "--http",
+            "127.0.0.1:0",
+            "--upstream",
+            &format!("plant=mqtt://127.0.0.1:{port}"),
+        ])
+        .env("KITE_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_owned();
+    let body = std::io::Read::bytes(
+        std::net::TcpStream::connect(&addr)
+            .map(|mut s| {
+                use std::io::Write;
+                write!(s, "GET /api/v1/upstreams HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+                s
+            })
+            .unwrap(),
+    )
+    .map(|b| b.unwrap())
+    .collect::<Vec<u8>>();
+    let body = String::from_utf8(body).unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(body.contains(r#""upstreams":["plant"]"#), "{body}");
+}

@@ -1,0 +1,11 @@
+//! Kite's MQTT protocol core, shared by the browser app (wasm) and the gateway (native).
+//!
+//! Architecture invariant: this crate does no I/O and never reads the clock. Time is passed
+//! in by the caller; bytes go in and come out as buffers.
+#![forbid(unsafe_code)]
+
+pub mod topic;
+
+// wasm tests run in headless Chromium, like the app that embeds this crate.
+#[cfg(all(test, target_arch = "wasm32"))]
+wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);

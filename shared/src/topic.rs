@@ -1,0 +1,376 @@
+//! Topic names, topic filters, matching and shared-subscription parsing (MQTT 3.1.1 §4.7,
+//! MQTT 5.0 §4.7 and §4.8.2).
+//!
+//! A *topic name* is what a PUBLISH carries; it never holds wildcards. A *topic filter* is what
+//! a SUBSCRIBE carries; it may hold `+` (one level) and `#` (this level and all below, last).
+
+use thiserror::Error;
+
+/// The longest UTF-8 string MQTT can carry: a two-byte length prefix ([MQTT-1.5.3]).
+pub const MAX_TOPIC_LEN: usize = 65_535;
+
+const SHARE_PREFIX: &str = "$share/";
+
+/// Why a topic name or topic filter is not valid. Each variant names the rule it breaks.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum TopicError {
+    /// [MQTT-4.7.3-1]: topic names and filters are at least one character long.
+    #[error("topic is empty: a topic name or filter must be at least one character [MQTT-4.7.3-1]")]
+    Empty,
+    /// [MQTT-4.7.3-3]: a topic is a UTF-8 string of at most 65,535 bytes.
+    #[error("topic is {len} bytes long; the limit is 65535 bytes of UTF-8 [MQTT-4.7.3-3]")]
+    TooLong {
+        /// Length in bytes.
+        len: usize,
+    },
+    /// [MQTT-4.7.3-2]: topics must not contain U+0000.
+    #[error("topic contains the null character U+0000 at byte {at} [MQTT-4.7.3-2]")]
+    NullChar {
+        /// Byte offset of the null character.
+        at: usize,
+    },
+    /// [MQTT-4.7.1-1]: wildcards are for filters only; a topic name must not contain them.
+    #[error(
+        "topic name contains the wildcard '{wildcard}' at byte {at}; wildcards are only allowed in subscription filters [MQTT-4.7.1-1]"
+    )]
+    WildcardInName {
+        /// `+` or `#`.
+        wildcard: char,
+        /// Byte offset of the wildcard.
+        at: usize,
+    },
+    /// [MQTT-4.7.1-2]: `#` must be the last character and occupy a whole level.
+    #[error(
+        "'#' at byte {at} must be alone in the last level of the filter (e.g. \"a/b/#\") [MQTT-4.7.1-2]"
+    )]
+    MisplacedHash {
+        /// Byte offset of the `#`.
+        at: usize,
+    },
+    /// [MQTT-4.7.1-3]: `+` must occupy a whole level.
+    #[error(
+        "'+' at byte {at} must occupy a whole level of the filter (e.g. \"a/+/c\") [MQTT-4.7.1-3]"
+    )]
+    MisplacedPlus {
+        /// Byte offset of the `+`.
+        at: usize,
+    },
+    /// [MQTT-4.8.2-1]: a share name is at least one character and has no `/`, `+` or `#`.
+    #[error(
+        "shared subscription \"{filter}\" needs a share name without '/', '+' or '#': use \"$share/<group>/<filter>\" [MQTT-4.8.2-1]"
+    )]
+    InvalidShareName {
+        /// The whole filter as given.
+        filter: String,
+    },
+    /// [MQTT-4.8.2-2]: a shared subscription names a filter after the share name.
+    #[error(
+        "shared subscription \"{filter}\" has no topic filter after the share name: use \"$share/<group>/<filter>\" [MQTT-4.8.2-2]"
+    )]
+    MissingSharedFilter {
+        /// The whole filter as given.
+        filter: String,
+    },
+}
+
+fn check_common(topic: &str) -> Result<(), TopicError> {
+    if topic.is_empty() {
+        return Err(TopicError::Empty);
+    }
+    if topic.len() > MAX_TOPIC_LEN {
+        return Err(TopicError::TooLong { len: topic.len() });
+    }
+    if let Some(at) = topic.find('\0') {
+        return Err(TopicError::NullChar { at });
+    }
+    Ok(())
+}
+
+/// Checks a topic name as carried by PUBLISH or a Will: non-empty, at most 65,535 bytes, no
+/// U+0000, no wildcard.
+pub fn validate_name(name: &str) -> Result<(), TopicError> {
+    check_common(name)?;
+    if let Some(at) = name.find(['+', '#']) {
+        let wildcard = if name.as_bytes()[at] == b'+' {
+            '+'
+        } else {
+            '#'
+        };
+        return Err(TopicError::WildcardInName { wildcard, at });
+    }
+    Ok(())
+}
+
+/// Checks a topic filter as carried by SUBSCRIBE/UNSUBSCRIBE, including the `$share/` form.
+pub fn validate_filter(filter: &str) -> Result<(), TopicError> {
+    check_common(filter)?;
+    let inner = match parse_shared(filter)? {
+        Some(shared) => shared.filter,
+        None => filter,
+    };
+    validate_plain_filter(inner, filter.len() - inner.len())
+}
+
+fn validate_plain_filter(filter: &str, offset: usize) -> Result<(), TopicError> {
+    let mut start = 0;
+    let last = filter.split('/').count() - 1;
+    for (index, level) in filter.split('/').enumerate() {
+        if let Some(pos) = level.find('#')
+            && (level.len() != 1 || index != last)
+        {
+            return Err(TopicError::MisplacedHash {
+                at: offset + start + pos,
+            });
+        }
+        if let Some(pos) = level.find('+')
+            && level.len() != 1
+        {
+            return Err(TopicError::MisplacedPlus {
+                at: offset + start + pos,
+            });
+        }
+        start += level.len() + 1;
+    }
+    Ok(())
+}
+
+/// A `$share/<group>/<filter>` subscription, split into its parts ([MQTT-4.8.2]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SharedFilter<'a> {
+    /// The share name (group).
+    pub group: &'a str,
+    /// The topic filter that messages are matched against.
+    pub filter: &'a str,
+}
+
+/// Splits a `$share/<group>/<filter>` filter. `Ok(None)` when the filter is not a shared
+/// subscription; an error when it starts with `$share/` but is malformed.
+pub fn parse_shared(filter: &str) -> Result<Option<SharedFilter<'_>>, TopicError> {
+    let Some(rest) = filter.strip_prefix(SHARE_PREFIX) else {
+        return Ok(None);
+    };
+    let Some((group, inner)) = rest.split_once('/') else {
+        return Err(if rest.is_empty() || rest.contains(['+', '#']) {
+            TopicError::InvalidShareName {
+                filter: filter.to_owned(),
+            }
+        } else {
+            TopicError::MissingSharedFilter {
+                filter: filter.to_owned(),
+            }
+        });
+    };
+    if group.is_empty() || group.contains(['+', '#']) {
+        return Err(TopicError::InvalidShareName {
+            filter: filter.to_owned(),
+        });
+    }
+    if inner.is_empty() {
+        return Err(TopicError::MissingSharedFilter {
+            filter: filter.to_owned(),
+        });
+    }
+    Ok(Some(SharedFilter {
+        group,
+        filter: inner,
+    }))
+}
+
+/// Whether a topic name matches a (valid, non-shared) topic filter.
+///
+/// Filters starting with a wildcard do not match names starting with `$` ([MQTT-4.7.2-1]).
+/// `sport/#` also matches `sport` itself ([MQTT-4.7.1-2] non-normative example).
+pub fn matches(filter: &str, name: &str) -> bool {
+    if name.starts_with('$') && filter.starts_with(['+', '#']) {
+        return false;
+    }
+    let mut names = name.split('/');
+    let mut filters = filter.split('/');
+    loop {
+        match (filters.next(), names.next()) {
+            (Some("#"), _) => return true,
+            (Some("+"), Some(_)) => {}
+            (Some(f), Some(n)) if f == n => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn names_valid() {
+        for name in [
+            "a",
+            "/",
+            "a/b/c",
+            "$SYS/broker/uptime",
+            "sport/tennis/player1",
+            " ",
+            "é/ü",
+        ] {
+            assert_eq!(validate_name(name), Ok(()), "{name:?}");
+        }
+    }
+
+    #[test]
+    fn name_rules() {
+        // [MQTT-4.7.3-1]
+        assert_eq!(validate_name(""), Err(TopicError::Empty));
+        // [MQTT-4.7.3-2]
+        assert_eq!(validate_name("a\0b"), Err(TopicError::NullChar { at: 1 }));
+        // [MQTT-4.7.3-3]
+        let long = "a".repeat(MAX_TOPIC_LEN + 1);
+        assert_eq!(
+            validate_name(&long),
+            Err(TopicError::TooLong {
+                len: MAX_TOPIC_LEN + 1
+            })
+        );
+        assert_eq!(validate_name(&long[1..]), Ok(()));
+        // [MQTT-4.7.1-1]
+        assert_eq!(
+            validate_name("a/+/c"),
+            Err(TopicError::WildcardInName {
+                wildcard: '+',
+                at: 2
+            })
+        );
+        assert_eq!(
+            validate_name("a/b#"),
+            Err(TopicError::WildcardInName {
+                wildcard: '#',
+                at: 3
+            })
+        );
+    }
+
+    #[test]
+    fn filters_valid() {
+        for filter in [
+            "#",
+            "+",
+            "+/+",
+            "/+",
+            "a/#",
+            "a/+/c/#",
+            "sport/tennis/+",
+            "$SYS/#",
+            "$share/g/a/#",
+            "$share/g/#",
+            "$shareX/#",
+        ] {
+            assert_eq!(validate_filter(filter), Ok(()), "{filter:?}");
+        }
+    }
+
+    #[test]
+    fn filter_rules() {
+        assert_eq!(validate_filter(""), Err(TopicError::Empty));
+        // [MQTT-4.7.1-2]
+        assert_eq!(
+            validate_filter("a/#/b"),
+            Err(TopicError::MisplacedHash { at: 2 })
+        );
+        assert_eq!(
+            validate_filter("a#"),
+            Err(TopicError::MisplacedHash { at: 1 })
+        );
+        assert_eq!(
+            validate_filter("a/b#"),
+            Err(TopicError::MisplacedHash { at: 3 })
+        );
+        // [MQTT-4.7.1-3]
+        assert_eq!(
+            validate_filter("a+"),
+            Err(TopicError::MisplacedPlus { at: 1 })
+        );
+        assert_eq!(
+            validate_filter("a/+b/c"),
+            Err(TopicError::MisplacedPlus { at: 2 })
+        );
+        // Offsets count from the start of the whole filter, share prefix included.
+        assert_eq!(
+            validate_filter("$share/g/a+"),
+            Err(TopicError::MisplacedPlus { at: 10 })
+        );
+    }
+
+    #[test]
+    fn shared_subscriptions() {
+        assert_eq!(
+            parse_shared("$share/group/a/+/c"),
+            Ok(Some(SharedFilter {
+                group: "group",
+                filter: "a/+/c"
+            }))
+        );
+        assert_eq!(parse_shared("a/b"), Ok(None));
+        assert_eq!(parse_shared("$share"), Ok(None));
+        // [MQTT-4.8.2-1]
+        for bad in ["$share//a", "$share/g+/a", "$share/#", "$share/"] {
+            assert!(
+                matches!(parse_shared(bad), Err(TopicError::InvalidShareName { .. })),
+                "{bad:?}"
+            );
+        }
+        // [MQTT-4.8.2-2]
+        for bad in ["$share/g", "$share/g/"] {
+            assert!(
+                matches!(
+                    parse_shared(bad),
+                    Err(TopicError::MissingSharedFilter { .. })
+                ),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn matching_spec_examples() {
+        // Non-normative examples of MQTT 3.1.1 §4.7.1.2 and §4.7.1.3.
+        let cases = [
+            ("sport/tennis/player1/#", "sport/tennis/player1", true),
+            (
+                "sport/tennis/player1/#",
+                "sport/tennis/player1/ranking",
+                true,
+            ),
+            (
+                "sport/tennis/player1/#",
+                "sport/tennis/player1/score/wimbledon",
+                true,
+            ),
+            ("sport/#", "sport", true),
+            ("#", "a/b/c", true),
+            ("sport/tennis/+", "sport/tennis/player1", true),
+            ("sport/tennis/+", "sport/tennis/player1/ranking", false),
+            ("sport/+", "sport", false),
+            ("sport/+", "sport/", true),
+            ("+/+", "/finance", true),
+            ("/+", "/finance", true),
+            ("+", "/finance", false),
+            ("a/b", "a/b", true),
+            ("a/b", "a/b/c", false),
+            ("a/b/c", "a/b", false),
+            ("+/b", "a/b", true),
+        ];
+        for (filter, name, expected) in cases {
+            assert_eq!(matches(filter, name), expected, "{filter:?} vs {name:?}");
+        }
+    }
+
+    #[test]
+    fn dollar_topics_not_matched_by_leading_wildcards() {
+        // [MQTT-4.7.2-1]
+        assert!(!matches("#", "$SYS/broker/uptime"));
+        assert!(!matches("+/monitor/Clients", "$SYS/monitor/Clients"));
+        assert!(matches("$SYS/#", "$SYS/broker/uptime"));
+        assert!(matches("$SYS/monitor/+", "$SYS/monitor/Clients"));
+    }
+}

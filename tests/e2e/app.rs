@@ -1,0 +1,85 @@
+//! The built app, served by the gateway, loaded in headless Chromium.
+
+use std::time::Duration;
+
+use kite_tests::browser::Browser;
+use kite_tests::{Gateway, Mosquitto, assets_dir};
+
+#[test]
+fn the_app_renders_in_chromium_and_lists_the_gateways_brokers() {
+    let broker = Mosquitto::start();
+    let gateway = Gateway::start(
+        &[&broker.url(), &format!("lab={}", broker.url())],
+        Some(assets_dir()),
+    );
+    let browser = Browser::start();
+    browser.goto(&gateway.http_url("/"));
+    let first = browser.wait_text(".upstream[data-name=default]", Duration::from_secs(30));
+    assert!(first.contains("default"), "{first}");
+    assert_eq!(
+        browser.text(".upstream[data-name=lab]").as_deref(),
+        Some("lab")
+    );
+    assert_eq!(browser.text("#kite-app h1").as_deref(), Some("Kite"));
+    let endpoint = browser.text(".endpoint").unwrap();
+    assert_eq!(endpoint, format!("ws://{}/mqtt", gateway.addr));
+    let errors = browser.console_errors();
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
+    if let Some(path) = std::env::var_os("KITE_SCREENSHOT") {
+        browser.screenshot(&path.into());
+    }
+}
+
+#[test]
+fn static_files_have_the_right_types_and_cache_rules() {
+    let broker = Mosquitto::start();
+    let gateway = Gateway::start(&[&broker.url()], Some(assets_dir()));
+    let index = ureq::get(gateway.http_url("/")).call().unwrap();
+    assert_eq!(index.headers()["cache-control"], "no-cache");
+    assert!(
+        index.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let html = ureq::get(gateway.http_url("/"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    let wasm = html
+        .split('"')
+        .find(|s| s.ends_with("_bg.wasm"))
+        .unwrap_or_else(|| panic!("no wasm referenced in index.html: {html}"))
+        .to_owned();
+    let response = ureq::get(gateway.http_url(&wasm)).call().unwrap();
+    assert_eq!(response.headers()["content-type"], "application/wasm");
+    assert_eq!(
+        response.headers()["cache-control"],
+        "public, max-age=31536000, immutable"
+    );
+    // A client-side route falls back to the app.
+    let route = ureq::get(gateway.http_url("/connections/x"))
+        .call()
+        .unwrap();
+    assert!(
+        route.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+}
+
+/// Guards the assertion above: the console check must see an error when there is one.
+#[test]
+fn console_error_detection_sees_errors() {
+    let browser = Browser::start();
+    browser.goto("about:blank");
+    browser.eval("console.error('kite-canary-error'); return null;");
+    let errors = browser.console_errors();
+    assert!(
+        errors.iter().any(|e| e.contains("kite-canary-error")),
+        "{errors:#?}"
+    );
+}

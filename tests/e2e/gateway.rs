@@ -1,0 +1,142 @@
+//! MQTT over WebSocket through the gateway to a real mosquitto.
+
+use kite_tests::mqtt::{WsClient, connect_v5, connect_v311, subscribe_v311};
+use kite_tests::{Gateway, Mosquitto, free_port};
+
+fn setup() -> (Mosquitto, Gateway) {
+    let broker = Mosquitto::start();
+    let gateway = Gateway::start(&[&broker.url()], None);
+    (broker, gateway)
+}
+
+#[test]
+fn v311_session_through_the_gateway_receives_a_device_message() {
+    let (broker, gateway) = setup();
+    let mut client = WsClient::connect(&gateway.ws_url("/mqtt"), Some("mqtt")).unwrap();
+    client.send(&connect_v311("kite-e2e-311"));
+    // CONNACK: session present 0, return code 0 (accepted).
+    assert_eq!(client.read_packet(), [0x20, 0x02, 0x00, 0x00]);
+    client.send(&subscribe_v311(1, "kite/e2e/#"));
+    // SUBACK for packet id 1, granted QoS 0.
+    assert_eq!(client.read_packet(), [0x90, 0x03, 0x00, 0x01, 0x00]);
+    broker.publish("kite/e2e/temp", "21.5");
+    let publish = client.read_packet();
+    let mut expected = vec![0x30, 2 + 13 + 4, 0x00, 13];
+    expected.extend_from_slice(b"kite/e2e/temp21.5");
+    assert_eq!(publish, expected);
+}
+
+#[test]
+fn v5_connect_is_carried_and_answered() {
+    let (_broker, gateway) = setup();
+    let mut client = WsClient::connect(&gateway.ws_url("/mqtt"), Some("mqtt")).unwrap();
+    client.send(&connect_v5("kite-e2e-5"));
+    let connack = client.read_packet();
+    // CONNACK, flags 0, reason code 0x00 Success (mosquitto adds v5 properties after it).
+    assert_eq!(connack[0], 0x20, "{connack:02x?}");
+    assert_eq!(&connack[2..4], &[0x00, 0x00], "{connack:02x?}");
+}
+
+#[test]
+fn a_packet_split_across_frames_and_two_packets_in_one_frame_both_work() {
+    let (_broker, gateway) = setup();
+    let mut client = WsClient::connect(&gateway.ws_url("/mqtt"), Some("mqtt")).unwrap();
+    let connect = connect_v311("kite-e2e-split");
+    let (a, b) = connect.split_at(5);
+    client.send(a);
+    client.send(b);
+    assert_eq!(client.read_packet(), [0x20, 0x02, 0x00, 0x00]);
+    // SUBSCRIBE and PINGREQ in one frame.
+    let mut both = subscribe_v311(7, "x/y");
+    both.extend_from_slice(&[0xC0, 0x00]);
+    client.send(&both);
+    assert_eq!(client.read_packet(), [0x90, 0x03, 0x00, 0x07, 0x00]);
+    assert_eq!(client.read_packet(), [0xD0, 0x00]);
+}
+
+#[test]
+fn the_legacy_mqttv31_subprotocol_is_accepted() {
+    let (_broker, gateway) = setup();
+    let mut client = WsClient::connect(&gateway.ws_url("/mqtt"), Some("mqttv3.1")).unwrap();
+    client.send(&connect_v311("kite-e2e-legacy"));
+    assert_eq!(client.read_packet(), [0x20, 0x02, 0x00, 0x00]);
+}
+
+#[test]
+fn a_named_upstream_is_reachable_at_its_path() {
+    let broker = Mosquitto::start();
+    let dead = free_port();
+    let gateway = Gateway::start(
+        &[
+            &format!("mqtt://127.0.0.1:{dead}"),
+            &format!("lab={}", broker.url()),
+        ],
+        None,
+    );
+    let mut client = WsClient::connect(&gateway.ws_url("/mqtt/lab"), Some("mqtt")).unwrap();
+    client.send(&connect_v311("kite-e2e-named"));
+    assert_eq!(client.read_packet(), [0x20, 0x02, 0x00, 0x00]);
+    let err = WsClient::connect(&gateway.ws_url("/mqtt/nope"), Some("mqtt"))
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("404"), "{err}");
+}
+
+#[test]
+fn a_text_frame_closes_the_connection_mqtt_6_0_0_1() {
+    let (_broker, gateway) = setup();
+    let mut client = WsClient::connect(&gateway.ws_url("/mqtt"), Some("mqtt")).unwrap();
+    client.send_text("CONNECT");
+    let close = client.read_close().expect("a close frame with a reason");
+    assert_eq!(u16::from(close.code), 1003);
+    assert!(close.reason.contains("MQTT-6.0.0-1"), "{}", close.reason);
+}
+
+#[test]
+fn a_client_without_the_mqtt_subprotocol_is_refused_mqtt_6_0_0_3() {
+    let (_broker, gateway) = setup();
+    let err = WsClient::connect(&gateway.ws_url("/mqtt"), None)
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("400"), "{err}");
+}
+
+#[test]
+fn an_unreachable_broker_closes_with_a_reason_and_hides_the_address() {
+    let dead = free_port();
+    let gateway = Gateway::start(&[&format!("mqtt://127.0.0.1:{dead}")], None);
+    let mut client = WsClient::connect(&gateway.ws_url("/mqtt"), Some("mqtt")).unwrap();
+    let close = client.read_close().expect("a close frame with a reason");
+    assert_eq!(u16::from(close.code), 1011);
+    assert!(
+        close.reason.contains("cannot reach the upstream broker"),
+        "{}",
+        close.reason
+    );
+    assert!(!close.reason.contains("127.0.0.1"), "{}", close.reason);
+}
+
+#[test]
+fn the_broker_closing_closes_the_websocket() {
+    let (_broker, gateway) = setup();
+    let mut client = WsClient::connect(&gateway.ws_url("/mqtt"), Some("mqtt")).unwrap();
+    client.send(&connect_v311("kite-e2e-close"));
+    assert_eq!(client.read_packet(), [0x20, 0x02, 0x00, 0x00]);
+    // A second CONNECT is a protocol violation: mosquitto drops the TCP connection
+    // ([MQTT-3.1.0-2]); the gateway must pass that on as a WebSocket close.
+    client.send(&connect_v311("kite-e2e-close"));
+    let close = client.read_close().expect("a close frame");
+    assert_eq!(u16::from(close.code), 1000);
+}
+
+#[test]
+fn api_lists_upstream_names_never_addresses() {
+    let (broker, gateway) = setup();
+    let mut response = ureq::get(gateway.http_url("/api/v1/upstreams"))
+        .call()
+        .unwrap();
+    assert_eq!(response.headers()["cache-control"], "no-cache");
+    let body = response.body_mut().read_to_string().unwrap();
+    assert_eq!(body, r#"{"default":"default","upstreams":["default"]}"#);
+    assert!(!body.contains(&broker.port.to_string()));
+}

@@ -1,0 +1,6 @@
+//! Kite end to end: the real gateway, a real mosquitto, real clients, a real headless Chromium.
+//! One test binary, one module per area.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod app;
+mod gateway;

@@ -1,0 +1,309 @@
+//! Kite's project commands. `cargo xtask serve`, `cargo xtask test`, `cargo xtask dist`.
+//!
+//! Each command first installs what it needs and is missing (see `tools`), printing one
+//! progress line per step, and stops with what failed, the command, and how to fix it.
+//! Standard library only, so it compiles in seconds on a fresh machine.
+
+// xtask is a command-line program: printing is its interface.
+#![allow(clippy::print_stdout)]
+
+mod proc;
+mod tools;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+use proc::{Counts, Failure, cargo, run, run_tests};
+
+const USAGE: &str = "\
+cargo xtask <command>
+
+Commands:
+  serve [ARGS...]  install missing tools, build the app (release) and the gateway, then run
+                   `kite serve ARGS...` (app at http://127.0.0.1:8080/, MQTT at ws://127.0.0.1:8080/mqtt)
+  test             install missing tools and Debian packages, then run everything CI runs:
+                   fmt, clippy (host + wasm32), host tests, end-to-end tests, wasm tests
+  dist             build the release binary and app into target/dist and print the app's size
+  help             this text
+";
+
+fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    let command = args.next().unwrap_or_default();
+    let rest: Vec<String> = args.collect();
+    let root = workspace_root();
+    let result = match command.as_str() {
+        "serve" => serve(&root, &rest),
+        "test" => test(&root, &rest),
+        "dist" => dist(&root).map(|_| ()),
+        "help" | "--help" | "-h" => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        other => {
+            eprintln!("xtask: unknown command {other:?}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("\n[xtask] error: {failure}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .parent()
+        .map_or(manifest.clone(), Path::to_path_buf)
+}
+
+/// Where trunk writes the built app (also set in Trunk.toml).
+fn app_dir(root: &Path) -> PathBuf {
+    root.join("target/dist/app")
+}
+
+fn build_app(root: &Path, env: &tools::Env) -> Result<(), Failure> {
+    step("building the app (trunk build --release --offline)");
+    // trunk runs cargo offline: fetch first so a fresh checkout has its crates.
+    run(
+        cargo(env).arg("fetch").current_dir(root),
+        "cargo fetch",
+        "check the network access to crates.io",
+    )?;
+    run(
+        env.command("trunk")
+            .args(["build", "--release", "--offline"])
+            .current_dir(root),
+        "building the app with trunk",
+        "read trunk's error above; `cargo xtask test` checks the same code with clippy",
+    )
+}
+
+fn build_gateway(root: &Path, env: &tools::Env) -> Result<PathBuf, Failure> {
+    step("building the gateway (cargo build --release -p kite-gateway)");
+    run(
+        cargo(env)
+            .args(["build", "--release", "-p", "kite-gateway"])
+            .current_dir(root),
+        "building the gateway",
+        "read cargo's error above",
+    )?;
+    Ok(root.join("target/release/kite"))
+}
+
+fn serve(root: &Path, args: &[String]) -> Result<(), Failure> {
+    let env = tools::ensure_build_tools(root)?;
+    build_app(root, &env)?;
+    let kite = build_gateway(root, &env)?;
+    step(&format!("running kite serve {}", args.join(" ")));
+    let mut cmd = Command::new(&kite);
+    cmd.arg("serve")
+        .args(args)
+        .env("KITE_ASSETS", app_dir(root));
+    let status = cmd.status().map_err(|e| Failure {
+        what: "starting the gateway".into(),
+        command: format!("{cmd:?}"),
+        detail: e.to_string(),
+        fix: "build it with `cargo build --release -p kite-gateway`".into(),
+    })?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(Failure {
+            what: "kite serve stopped with an error".into(),
+            command: format!("{cmd:?}"),
+            detail: status.to_string(),
+            fix: "read kite's message above (`kite serve --help` lists the options)".into(),
+        })
+    }
+}
+
+fn dist(root: &Path) -> Result<PathBuf, Failure> {
+    let env = tools::ensure_build_tools(root)?;
+    build_app(root, &env)?;
+    let kite = build_gateway(root, &env)?;
+    let dist = root.join("target/dist");
+    let target = dist.join("kite");
+    std::fs::copy(&kite, &target).map_err(|e| Failure {
+        what: "copying the kite binary into target/dist".into(),
+        command: format!("cp {} {}", kite.display(), target.display()),
+        detail: e.to_string(),
+        fix: "check the disk space and permissions of target/".into(),
+    })?;
+    println!(
+        "\n[xtask] target/dist/kite and target/dist/app are ready; run: target/dist/kite serve --upstream mqtt://HOST:1883"
+    );
+    print_bundle_size(&app_dir(root))?;
+    Ok(dist)
+}
+
+/// Prints the app's wasm + js + css, raw and gzip -9, and the total against the 200 KB goal.
+fn print_bundle_size(app: &Path) -> Result<(), Failure> {
+    let entries = std::fs::read_dir(app).map_err(|e| Failure {
+        what: "reading the built app".into(),
+        command: format!("ls {}", app.display()),
+        detail: e.to_string(),
+        fix: "build it with `cargo xtask dist`".into(),
+    })?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            matches!(
+                p.extension().and_then(|e| e.to_str()),
+                Some("wasm" | "js" | "css")
+            )
+        })
+        .collect();
+    files.sort();
+    println!("[xtask] app bundle (gzip -9):");
+    let (mut raw_total, mut gz_total) = (0u64, 0u64);
+    for file in &files {
+        let raw = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+        let gz = proc::gzip9_len(file)?;
+        raw_total += raw;
+        gz_total += gz;
+        let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("?");
+        println!("  {:>9} B  {:>9} B gz  {name}", raw, gz);
+    }
+    println!(
+        "  {:>9} B  {:>9} B gz  total ({:.1} KB gzip; goal: under 200 KB)",
+        raw_total,
+        gz_total,
+        gz_total as f64 / 1000.0
+    );
+    Ok(())
+}
+
+fn test(root: &Path, args: &[String]) -> Result<(), Failure> {
+    if let Some(a) = args.first() {
+        return Err(Failure {
+            what: format!("unknown argument {a:?}"),
+            command: "cargo xtask test".into(),
+            detail: "`cargo xtask test` takes no arguments".into(),
+            fix: "run `cargo test -p CRATE NAME` for a single test".into(),
+        });
+    }
+    let env = tools::ensure_build_tools(root)?;
+    let system = tools::ensure_test_packages()?;
+    let mut results: Vec<(&str, Result<(), Failure>, f64)> = Vec::new();
+    let mut counts = Counts::default();
+    let mut stage = |name: &'static str, f: &mut dyn FnMut() -> Result<(), Failure>| {
+        step(name);
+        let start = Instant::now();
+        let r = f();
+        if let Err(e) = &r {
+            eprintln!("[xtask] {name}: FAILED: {e}");
+        }
+        results.push((name, r, start.elapsed().as_secs_f64()));
+    };
+    stage("cargo fmt --check", &mut || {
+        run(
+            cargo(&env)
+                .args(["fmt", "--all", "--", "--check"])
+                .current_dir(root),
+            "formatting check",
+            "run `cargo fmt --all`",
+        )
+    });
+    stage("clippy (host)", &mut || {
+        run(
+            cargo(&env)
+                .args([
+                    "clippy",
+                    "--workspace",
+                    "--all-targets",
+                    "--",
+                    "-D",
+                    "warnings",
+                ])
+                .current_dir(root),
+            "clippy on the host",
+            "fix the warnings above",
+        )
+    });
+    stage("clippy (wasm32: shared, frontend)", &mut || {
+        run(
+            cargo(&env)
+                .args([
+                    "clippy",
+                    "--target",
+                    tools::WASM_TARGET,
+                    "-p",
+                    "kite-mqtt",
+                    "-p",
+                    "kite-frontend",
+                    "--all-targets",
+                    "--",
+                    "-D",
+                    "warnings",
+                ])
+                .current_dir(root),
+            "clippy for wasm32",
+            "fix the warnings above; `shared` must build for wasm32-unknown-unknown",
+        )
+    });
+    stage("build the app (trunk, release)", &mut || {
+        build_app(root, &env)
+    });
+    stage("host tests (unit, integration, end-to-end)", &mut || {
+        let mut cmd = cargo(&env);
+        cmd.args(["test", "--workspace"])
+            .current_dir(root)
+            .env("KITE_ASSETS", app_dir(root));
+        system.apply(&mut cmd);
+        run_tests(&mut cmd, "host tests", &mut counts)
+    });
+    stage("wasm tests in headless Chromium", &mut || {
+        let mut cmd = cargo(&env);
+        cmd.args([
+            "test",
+            "--target",
+            tools::WASM_TARGET,
+            "-p",
+            "kite-mqtt",
+            "-p",
+            "kite-frontend",
+        ])
+        .current_dir(root)
+        .env(
+            "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER",
+            "wasm-bindgen-test-runner",
+        )
+        .env("WASM_BINDGEN_TEST_TIMEOUT", "120");
+        system.apply(&mut cmd);
+        run_tests(&mut cmd, "wasm tests", &mut counts)
+    });
+    println!("\n[xtask] summary");
+    let mut failed = 0;
+    for (name, result, secs) in &results {
+        let mark = if result.is_ok() { "ok  " } else { "FAIL" };
+        failed += usize::from(result.is_err());
+        println!("  {mark}  {name:<45} {secs:>7.1}s");
+    }
+    // The closing line CI reads: every test of every cargo test run, summed.
+    println!(
+        "tests: {} passed, {} failed, {} skipped",
+        counts.passed, counts.failed, counts.ignored
+    );
+    if failed == 0 {
+        Ok(())
+    } else {
+        Err(Failure {
+            what: format!("{failed} of {} checks failed", results.len()),
+            command: "cargo xtask test".into(),
+            detail: "see the FAILED lines above".into(),
+            fix: "fix them and run `cargo xtask test` again".into(),
+        })
+    }
+}
+
+/// One progress line.
+pub fn step(what: &str) {
+    println!("[xtask] ▸ {what}");
+}
