@@ -4,7 +4,10 @@
 //! in by the caller; bytes go in and come out as buffers.
 #![forbid(unsafe_code)]
 
+pub mod codec;
 pub mod topic;
+
+pub use codec::{DecodeError, EncodeError, Limits, Packet, QoS, Version, decode};
 
 // wasm tests run in headless Chromium, like the app that embeds this crate.
 #[cfg(all(test, target_arch = "wasm32"))]

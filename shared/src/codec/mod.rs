@@ -1,0 +1,778 @@
+//! The MQTT 3.1.1 and 5.0 codec: every control packet, strict validation, zero-copy decode.
+//!
+//! - [`decode`] takes bytes as they arrive (a WebSocket frame may hold half a packet or
+//!   several) and returns one [`Packet`] at a time, `Ok(None)` when more bytes are needed.
+//!   On error **nothing is consumed**: the buffer is as it was, and the error names the rule.
+//! - [`Packet::encode`] validates first and writes only when the whole packet is valid: on
+//!   error **nothing is written**.
+//!
+//! CONNECT carries its own protocol version; every other packet is read and written in the
+//! version the caller passes (the one the connection negotiated).
+
+mod ack;
+mod auth;
+mod connack;
+mod connect;
+mod disconnect;
+mod properties;
+mod publish;
+mod reason;
+mod suback;
+mod subscribe;
+mod unsuback;
+mod unsubscribe;
+pub mod wire;
+
+use bytes::{BufMut, BytesMut};
+use thiserror::Error;
+
+pub use ack::Ack;
+pub use auth::Auth;
+pub use connack::ConnAck;
+pub use connect::{Connect, Will};
+pub use disconnect::Disconnect;
+pub use properties::{Properties, PropertyContext, PropertyId};
+pub use publish::Publish;
+pub use reason::ReasonCode;
+pub use suback::SubAck;
+pub use subscribe::{RetainHandling, Subscribe, Subscription};
+pub use unsuback::UnsubAck;
+pub use unsubscribe::Unsubscribe;
+
+use crate::topic::TopicError;
+use wire::{Reader, VarInt};
+
+/// The MQTT protocol version of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Version {
+    /// MQTT 3.1 (protocol name `MQIsdp`, level 3), for old devices.
+    V3_1,
+    /// MQTT 3.1.1 (level 4).
+    V3_1_1,
+    /// MQTT 5.0 (level 5).
+    V5,
+}
+
+impl Version {
+    /// The protocol level byte of CONNECT.
+    pub fn level(self) -> u8 {
+        match self {
+            Self::V3_1 => 3,
+            Self::V3_1_1 => 4,
+            Self::V5 => 5,
+        }
+    }
+
+    /// Whether this is MQTT 5 (properties, reason codes, AUTH).
+    pub fn is_v5(self) -> bool {
+        self == Self::V5
+    }
+}
+
+impl std::fmt::Display for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::V3_1 => "MQTT 3.1",
+            Self::V3_1_1 => "MQTT 3.1.1",
+            Self::V5 => "MQTT 5.0",
+        })
+    }
+}
+
+/// Quality of service of a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub enum QoS {
+    /// QoS 0: at most once.
+    #[default]
+    AtMostOnce = 0,
+    /// QoS 1: at least once.
+    AtLeastOnce = 1,
+    /// QoS 2: exactly once.
+    ExactlyOnce = 2,
+}
+
+impl QoS {
+    /// The QoS with this value (0, 1 or 2).
+    pub fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            0 => Some(Self::AtMostOnce),
+            1 => Some(Self::AtLeastOnce),
+            2 => Some(Self::ExactlyOnce),
+            _ => None,
+        }
+    }
+}
+
+/// The control packet types (§2.1.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[allow(missing_docs)]
+pub enum PacketType {
+    Connect = 1,
+    ConnAck = 2,
+    Publish = 3,
+    PubAck = 4,
+    PubRec = 5,
+    PubRel = 6,
+    PubComp = 7,
+    Subscribe = 8,
+    SubAck = 9,
+    Unsubscribe = 10,
+    UnsubAck = 11,
+    PingReq = 12,
+    PingResp = 13,
+    Disconnect = 14,
+    Auth = 15,
+}
+
+impl PacketType {
+    fn from_nibble(v: u8) -> Option<Self> {
+        use PacketType::*;
+        Some(match v {
+            1 => Connect,
+            2 => ConnAck,
+            3 => Publish,
+            4 => PubAck,
+            5 => PubRec,
+            6 => PubRel,
+            7 => PubComp,
+            8 => Subscribe,
+            9 => SubAck,
+            10 => Unsubscribe,
+            11 => UnsubAck,
+            12 => PingReq,
+            13 => PingResp,
+            14 => Disconnect,
+            15 => Auth,
+            _ => return None,
+        })
+    }
+
+    /// The fixed-header flags this packet type must carry (all but PUBLISH, §2.1.3).
+    fn required_flags(self) -> u8 {
+        match self {
+            Self::PubRel | Self::Subscribe | Self::Unsubscribe => 0b0010,
+            _ => 0,
+        }
+    }
+}
+
+impl std::fmt::Display for PacketType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Connect => "CONNECT",
+            Self::ConnAck => "CONNACK",
+            Self::Publish => "PUBLISH",
+            Self::PubAck => "PUBACK",
+            Self::PubRec => "PUBREC",
+            Self::PubRel => "PUBREL",
+            Self::PubComp => "PUBCOMP",
+            Self::Subscribe => "SUBSCRIBE",
+            Self::SubAck => "SUBACK",
+            Self::Unsubscribe => "UNSUBSCRIBE",
+            Self::UnsubAck => "UNSUBACK",
+            Self::PingReq => "PINGREQ",
+            Self::PingResp => "PINGRESP",
+            Self::Disconnect => "DISCONNECT",
+            Self::Auth => "AUTH",
+        })
+    }
+}
+
+/// An MQTT control packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub enum Packet {
+    /// Boxed: CONNECT is rare and the largest packet (two property sets).
+    Connect(Box<Connect>),
+    ConnAck(ConnAck),
+    Publish(Publish),
+    PubAck(Ack),
+    PubRec(Ack),
+    PubRel(Ack),
+    PubComp(Ack),
+    Subscribe(Subscribe),
+    SubAck(SubAck),
+    Unsubscribe(Unsubscribe),
+    UnsubAck(UnsubAck),
+    PingReq,
+    PingResp,
+    Disconnect(Disconnect),
+    Auth(Auth),
+}
+
+impl Packet {
+    /// The packet's type.
+    pub fn packet_type(&self) -> PacketType {
+        match self {
+            Self::Connect(_) => PacketType::Connect,
+            Self::ConnAck(_) => PacketType::ConnAck,
+            Self::Publish(_) => PacketType::Publish,
+            Self::PubAck(_) => PacketType::PubAck,
+            Self::PubRec(_) => PacketType::PubRec,
+            Self::PubRel(_) => PacketType::PubRel,
+            Self::PubComp(_) => PacketType::PubComp,
+            Self::Subscribe(_) => PacketType::Subscribe,
+            Self::SubAck(_) => PacketType::SubAck,
+            Self::Unsubscribe(_) => PacketType::Unsubscribe,
+            Self::UnsubAck(_) => PacketType::UnsubAck,
+            Self::PingReq => PacketType::PingReq,
+            Self::PingResp => PacketType::PingResp,
+            Self::Disconnect(_) => PacketType::Disconnect,
+            Self::Auth(_) => PacketType::Auth,
+        }
+    }
+}
+
+/// Limits applied while decoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The largest whole packet (fixed header included) accepted, in bytes. Checked from the
+    /// fixed header alone, before the body is buffered.
+    pub max_packet_size: u32,
+}
+
+impl Default for Limits {
+    /// The protocol's own ceiling: 268,435,455 bytes of remaining length plus a 5-byte header.
+    fn default() -> Self {
+        Self {
+            max_packet_size: wire::MAX_VAR_INT + 5,
+        }
+    }
+}
+
+/// Why bytes could not be decoded. Each variant names the rule; the spec clause is in its doc.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// Packet type 0 is reserved (§2.1.2); type 15 (AUTH) exists only in MQTT 5.
+    #[error("packet type {value} is reserved in {version} (§2.1.2)")]
+    ReservedPacketType {
+        /// The type nibble.
+        value: u8,
+        /// The connection's version.
+        version: Version,
+    },
+    /// [MQTT-2.1.3-1] (v5 [MQTT-2.1.3-1], 3.1.1 [MQTT-2.2.2-1]): reserved flag bits must be as the table says.
+    #[error(
+        "{packet} has fixed-header flags {flags:#06b}; they must be {expected:#06b} [MQTT-2.2.2-1]"
+    )]
+    InvalidFlags {
+        /// The packet type.
+        packet: PacketType,
+        /// The flags found.
+        flags: u8,
+        /// The flags required.
+        expected: u8,
+    },
+    /// [MQTT-3.3.1-4]: a PUBLISH must not have both QoS bits set.
+    #[error("PUBLISH has QoS 3, which does not exist [MQTT-3.3.1-4]")]
+    InvalidQoS,
+    /// [MQTT-3.3.1-2]: DUP must be 0 for QoS 0 messages.
+    #[error("PUBLISH has DUP set with QoS 0 [MQTT-3.3.1-2]")]
+    DupWithQoS0,
+    /// [MQTT-1.5.5-1]: a variable byte integer has at most 4 bytes.
+    #[error("variable byte integer longer than 4 bytes [MQTT-1.5.5-1]")]
+    VarIntTooLong,
+    /// [MQTT-1.5.5-1]: a variable byte integer uses the fewest bytes possible.
+    #[error("variable byte integer not in its shortest form [MQTT-1.5.5-1]")]
+    NonMinimalVarInt,
+    /// The packet is larger than the limit ([MQTT-3.2.2-?] v5 Maximum Packet Size, §3.1.2.11.4).
+    #[error("packet of {size} bytes exceeds the maximum packet size of {max} bytes")]
+    PacketTooLarge {
+        /// Whole packet size from the fixed header.
+        size: usize,
+        /// The limit.
+        max: u32,
+    },
+    /// The remaining length ends before a field does (a malformed packet, §4.13).
+    #[error("packet ends in the middle of its {what}")]
+    Truncated {
+        /// The field being read.
+        what: &'static str,
+    },
+    /// Bytes are left over after the last field of the packet (a malformed packet, §4.13).
+    #[error("{packet} has {count} unexpected bytes after its last field")]
+    TrailingBytes {
+        /// The packet type.
+        packet: PacketType,
+        /// How many bytes are left.
+        count: usize,
+    },
+    /// [MQTT-1.5.4-1] (3.1.1 [MQTT-1.5.3-1]): strings are well-formed UTF-8.
+    #[error("{what} is not valid UTF-8 [MQTT-1.5.4-1]")]
+    InvalidUtf8 {
+        /// The field.
+        what: &'static str,
+    },
+    /// [MQTT-1.5.4-2] (3.1.1 [MQTT-1.5.3-2]): strings must not contain U+0000.
+    #[error("{what} contains the null character U+0000 [MQTT-1.5.4-2]")]
+    NullCharacter {
+        /// The field.
+        what: &'static str,
+    },
+    /// [MQTT-3.1.2-1]: the protocol name is "MQTT" (levels 4 and 5) or "MQIsdp" (level 3).
+    #[error(
+        "protocol name {name:?} does not match the protocol level: 3.1.1 and 5.0 use \"MQTT\", 3.1 uses \"MQIsdp\" [MQTT-3.1.2-1]"
+    )]
+    InvalidProtocolName {
+        /// The name found (lossy).
+        name: String,
+    },
+    /// [MQTT-3.1.2-2]: the protocol level is 3, 4 or 5.
+    #[error(
+        "protocol level {level} is not supported: expected 4 (3.1.1) or 5 (5.0) [MQTT-3.1.2-2]"
+    )]
+    UnsupportedProtocolLevel {
+        /// The level found.
+        level: u8,
+    },
+    /// [MQTT-3.1.2-3]: the reserved CONNECT flag is 0.
+    #[error("CONNECT reserved flag is set [MQTT-3.1.2-3]")]
+    ConnectReservedFlag,
+    /// [MQTT-3.1.2-11], [MQTT-3.1.2-13], [MQTT-3.1.2-15]: Will QoS and Will Retain are 0 without a Will; Will QoS is not 3.
+    #[error(
+        "CONNECT Will flags are inconsistent (Will QoS/Retain without Will, or Will QoS 3) [MQTT-3.1.2-11]"
+    )]
+    InvalidWillFlags,
+    /// [MQTT-3.1.2-22] (3.1.1): a password requires a user name.
+    #[error("CONNECT has a password but no user name [MQTT-3.1.2-22]")]
+    PasswordWithoutUsername,
+    /// [MQTT-3.2.2-1]: CONNACK flags bits 7-1 are reserved.
+    #[error("CONNACK reserved flags are set: {flags:#04x} [MQTT-3.2.2-1]")]
+    InvalidConnAckFlags {
+        /// The flags byte.
+        flags: u8,
+    },
+    /// [MQTT-3.2.2-4] (v5 [MQTT-3.2.2-6]): Session Present is 0 when the connection is refused.
+    #[error("CONNACK refuses the connection but has Session Present set [MQTT-3.2.2-4]")]
+    SessionPresentOnFailure,
+    /// [MQTT-2.3.1-1] (v5 [MQTT-2.2.1-3]): packet identifiers are non-zero.
+    #[error("{packet} has packet identifier 0 [MQTT-2.3.1-1]")]
+    ZeroPacketId {
+        /// The packet type.
+        packet: PacketType,
+    },
+    /// A PUBLISH topic name breaks a rule (§4.7).
+    #[error("invalid topic name: {0}")]
+    InvalidTopicName(TopicError),
+    /// A subscription filter breaks a rule (§4.7).
+    #[error("invalid topic filter: {0}")]
+    InvalidTopicFilter(TopicError),
+    /// [MQTT-3.3.2-1] / v5 §3.3.2.3.4: an empty topic name needs a Topic Alias (v5 only).
+    #[error("PUBLISH has an empty topic name without a Topic Alias [MQTT-3.3.2-1]")]
+    EmptyTopicWithoutAlias,
+    /// [MQTT-3.8.3-3]: SUBSCRIBE has at least one filter.
+    #[error("SUBSCRIBE has no topic filter [MQTT-3.8.3-3]")]
+    EmptySubscribe,
+    /// [MQTT-3.10.3-2]: UNSUBSCRIBE has at least one filter.
+    #[error("UNSUBSCRIBE has no topic filter [MQTT-3.10.3-2]")]
+    EmptyUnsubscribe,
+    /// [MQTT-3.8.3-4] (v5 [MQTT-3.8.3-5]): reserved subscription option bits are 0; QoS and Retain Handling are not 3.
+    #[error(
+        "subscription options byte {options:#04x} is invalid (reserved bits, QoS 3 or Retain Handling 3) [MQTT-3.8.3-4]"
+    )]
+    InvalidSubscriptionOptions {
+        /// The options byte.
+        options: u8,
+    },
+    /// v5 §3.8.3.1 [MQTT-3.8.3-4]: No Local on a shared subscription is a protocol error.
+    #[error("No Local is set on shared subscription {filter:?} [MQTT-3.8.3-4]")]
+    NoLocalOnSharedSubscription {
+        /// The filter.
+        filter: String,
+    },
+    /// A reason or return code this packet may not carry (MQTT 5.0 §2.4, 3.1.1 §3.2.2.3, §3.9.3).
+    #[error("{packet} cannot carry reason code {code:#04x}")]
+    InvalidReasonCode {
+        /// The packet type.
+        packet: PacketType,
+        /// The code.
+        code: u8,
+    },
+    /// §2.2.2.2: the property identifier is not defined.
+    #[error("unknown property identifier {id:#04x} (§2.2.2.2)")]
+    UnknownProperty {
+        /// The identifier.
+        id: u32,
+    },
+    /// §2.2.2.2: this property may not appear here.
+    #[error("property {property} is not allowed in {context} (§2.2.2.2)")]
+    PropertyNotAllowed {
+        /// The property's name.
+        property: &'static str,
+        /// Where it appeared.
+        context: PropertyContext,
+    },
+    /// Properties appear at most once, except User Property and (in PUBLISH) Subscription Identifier.
+    #[error("property {property} appears more than once")]
+    DuplicateProperty {
+        /// The property's name.
+        property: &'static str,
+    },
+    /// A property value out of its range: a boolean not 0/1, Maximum QoS not 0/1, or 0 for
+    /// Receive Maximum, Topic Alias, Maximum Packet Size or Subscription Identifier.
+    #[error("property {property} has the invalid value {value}")]
+    InvalidPropertyValue {
+        /// The property's name.
+        property: &'static str,
+        /// The value.
+        value: u32,
+    },
+    /// The property length runs past the end of the packet.
+    #[error("property length {length} exceeds the {available} bytes left in the packet")]
+    PropertyLengthOverflow {
+        /// The declared length.
+        length: usize,
+        /// What is left.
+        available: usize,
+    },
+}
+
+/// Why a packet could not be encoded. Nothing was written.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum EncodeError {
+    /// Strings and binary values are at most 65,535 bytes ([MQTT-1.5.4], §1.5.6).
+    #[error("{what} is {len} bytes; strings and binary data are limited to 65535 bytes")]
+    StringTooLong {
+        /// The field.
+        what: &'static str,
+        /// Its length.
+        len: usize,
+    },
+    /// [MQTT-1.5.4-2]: strings must not contain U+0000.
+    #[error("{what} contains the null character U+0000 [MQTT-1.5.4-2]")]
+    NullCharacter {
+        /// The field.
+        what: &'static str,
+    },
+    /// The remaining length would exceed 268,435,455 bytes (§2.1.4).
+    #[error("packet body of {size} bytes exceeds the MQTT limit of 268435455")]
+    PacketTooLarge {
+        /// The size.
+        size: usize,
+    },
+    /// [MQTT-2.2.1-3]: QoS 1/2 PUBLISH, SUBSCRIBE, UNSUBSCRIBE and acknowledgements need a non-zero packet identifier.
+    #[error("{packet} needs a non-zero packet identifier [MQTT-2.2.1-3]")]
+    ZeroPacketId {
+        /// The packet type.
+        packet: PacketType,
+    },
+    /// A topic name that may not be sent.
+    #[error("invalid topic name: {0}")]
+    InvalidTopicName(TopicError),
+    /// A topic filter that may not be sent.
+    #[error("invalid topic filter: {0}")]
+    InvalidTopicFilter(TopicError),
+    /// An empty topic name needs a Topic Alias (v5 only).
+    #[error("PUBLISH with an empty topic name needs a Topic Alias (MQTT 5 only)")]
+    EmptyTopicWithoutAlias,
+    /// DUP must be 0 for QoS 0 ([MQTT-3.3.1-2]).
+    #[error("PUBLISH with QoS 0 cannot have DUP set [MQTT-3.3.1-2]")]
+    DupWithQoS0,
+    /// SUBSCRIBE / UNSUBSCRIBE need at least one filter; SUBACK at least one code.
+    #[error("{packet} needs at least one entry")]
+    Empty {
+        /// The packet type.
+        packet: PacketType,
+    },
+    /// The property may not appear in this packet.
+    #[error("property {property} is not allowed in {context}")]
+    PropertyNotAllowed {
+        /// The property's name.
+        property: &'static str,
+        /// Where.
+        context: PropertyContext,
+    },
+    /// A property value out of range (0 where not allowed, Maximum QoS 2, two Subscription Identifiers in SUBSCRIBE).
+    #[error("property {property} has a value that cannot be sent")]
+    InvalidPropertyValue {
+        /// The property's name.
+        property: &'static str,
+    },
+    /// The packet or field exists only in MQTT 5 (properties, reason codes, AUTH, subscription options).
+    #[error("{what} cannot be expressed in {version}")]
+    NotInVersion {
+        /// What.
+        what: &'static str,
+        /// The connection's version.
+        version: Version,
+    },
+    /// A reason code the packet may not carry.
+    #[error("{packet} cannot carry reason code {code}")]
+    InvalidReasonCode {
+        /// The packet type.
+        packet: PacketType,
+        /// The code.
+        code: ReasonCode,
+    },
+    /// [MQTT-3.1.2-22] (3.1.1): a password requires a user name.
+    #[error("a CONNECT password needs a user name in MQTT 3.1.1 [MQTT-3.1.2-22]")]
+    PasswordWithoutUsername,
+    /// The Will's QoS must be 0, 1 or 2 and its topic a valid topic name.
+    #[error("Will topic is invalid: {0}")]
+    InvalidWillTopic(TopicError),
+    /// Session Present must be 0 on a refused connection ([MQTT-3.2.2-4]).
+    #[error("CONNACK refusing a connection cannot have Session Present [MQTT-3.2.2-4]")]
+    SessionPresentOnFailure,
+    /// [MQTT-3.1.3-7] (3.1.1): a zero-byte client identifier requires Clean Session.
+    #[error("an empty client identifier requires Clean Session in MQTT 3.1.1 [MQTT-3.1.3-7]")]
+    EmptyClientIdNeedsCleanStart,
+    /// MQTT 3.1: the client identifier has 1 to 23 characters.
+    #[error("MQTT 3.1 needs a client identifier of 1 to 23 characters, not {len}")]
+    ClientIdInvalidForV31 {
+        /// Its length in characters.
+        len: usize,
+    },
+}
+
+/// Reads one packet from the front of `buf`.
+///
+/// - `Ok(Some(packet))`: the packet's bytes were removed from `buf`.
+/// - `Ok(None)`: `buf` holds only part of a packet; nothing was removed. Feed more bytes.
+/// - `Err(e)`: the bytes break a rule; nothing was removed. The connection should be closed
+///   (MQTT 5: with DISCONNECT 0x81 Malformed Packet or 0x82 Protocol Error).
+///
+/// `version` is the connection's protocol version; a CONNECT is read by its own level.
+pub fn decode(
+    buf: &mut BytesMut,
+    version: Version,
+    limits: &Limits,
+) -> Result<Option<Packet>, DecodeError> {
+    let Some(&first) = buf.first() else {
+        return Ok(None);
+    };
+    let packet_type = check_first_byte(first, version)?;
+    let (remaining, header_len) = match wire::read_var_int(&buf[1..])? {
+        VarInt::Value(v, n) => (v as usize, n + 1),
+        VarInt::Incomplete => return Ok(None),
+    };
+    let size = header_len + remaining;
+    if size > limits.max_packet_size as usize {
+        return Err(DecodeError::PacketTooLarge {
+            size,
+            max: limits.max_packet_size,
+        });
+    }
+    if buf.len() < size {
+        return Ok(None);
+    }
+    let frame = buf.split_to(size).freeze();
+    let body = Reader::new(frame.slice(header_len..));
+    match decode_body(packet_type, first & 0x0f, body, version) {
+        Ok(packet) => Ok(Some(packet)),
+        Err(e) => {
+            // Put the frame back: an error consumes nothing.
+            let mut restored = BytesMut::with_capacity(frame.len() + buf.len());
+            restored.extend_from_slice(&frame);
+            restored.extend_from_slice(buf);
+            *buf = restored;
+            Err(e)
+        }
+    }
+}
+
+/// Validates the first byte alone: the type exists in this version and the flags are legal.
+fn check_first_byte(first: u8, version: Version) -> Result<PacketType, DecodeError> {
+    let nibble = first >> 4;
+    let packet_type = match PacketType::from_nibble(nibble) {
+        Some(PacketType::Auth) if !version.is_v5() => None,
+        other => other,
+    }
+    .ok_or(DecodeError::ReservedPacketType {
+        value: nibble,
+        version,
+    })?;
+    let flags = first & 0x0f;
+    if packet_type == PacketType::Publish {
+        if flags & 0b0110 == 0b0110 {
+            return Err(DecodeError::InvalidQoS);
+        }
+        if flags & 0b1000 != 0 && flags & 0b0110 == 0 {
+            return Err(DecodeError::DupWithQoS0);
+        }
+    } else if flags != packet_type.required_flags() {
+        return Err(DecodeError::InvalidFlags {
+            packet: packet_type,
+            flags,
+            expected: packet_type.required_flags(),
+        });
+    }
+    Ok(packet_type)
+}
+
+fn decode_body(
+    packet_type: PacketType,
+    flags: u8,
+    mut r: Reader,
+    version: Version,
+) -> Result<Packet, DecodeError> {
+    let packet = match packet_type {
+        PacketType::Connect => Packet::Connect(Box::new(Connect::decode(&mut r)?)),
+        PacketType::ConnAck => Packet::ConnAck(ConnAck::decode(&mut r, version)?),
+        PacketType::Publish => Packet::Publish(Publish::decode(flags, &mut r, version)?),
+        PacketType::PubAck => Packet::PubAck(Ack::decode(PacketType::PubAck, &mut r, version)?),
+        PacketType::PubRec => Packet::PubRec(Ack::decode(PacketType::PubRec, &mut r, version)?),
+        PacketType::PubRel => Packet::PubRel(Ack::decode(PacketType::PubRel, &mut r, version)?),
+        PacketType::PubComp => Packet::PubComp(Ack::decode(PacketType::PubComp, &mut r, version)?),
+        PacketType::Subscribe => Packet::Subscribe(Subscribe::decode(&mut r, version)?),
+        PacketType::SubAck => Packet::SubAck(SubAck::decode(&mut r, version)?),
+        PacketType::Unsubscribe => Packet::Unsubscribe(Unsubscribe::decode(&mut r, version)?),
+        PacketType::UnsubAck => Packet::UnsubAck(UnsubAck::decode(&mut r, version)?),
+        PacketType::PingReq => Packet::PingReq,
+        PacketType::PingResp => Packet::PingResp,
+        PacketType::Disconnect => Packet::Disconnect(Disconnect::decode(&mut r, version)?),
+        PacketType::Auth => Packet::Auth(Auth::decode(&mut r)?),
+    };
+    if !r.is_empty() {
+        return Err(DecodeError::TrailingBytes {
+            packet: packet_type,
+            count: r.remaining(),
+        });
+    }
+    Ok(packet)
+}
+
+/// A packet checked for encoding: its first byte, body length and how to write the body.
+pub(crate) struct Sized<'a> {
+    pub first: u8,
+    pub len: usize,
+    pub body: Body<'a>,
+}
+
+/// What to write after the fixed header.
+pub(crate) enum Body<'a> {
+    Empty,
+    Connect(&'a Connect, connect::Lens),
+    ConnAck(&'a ConnAck, usize),
+    Publish(&'a Publish, Option<usize>),
+    Ack(&'a Ack, Tail),
+    Subscribe(&'a Subscribe, Option<usize>),
+    SubAck(&'a SubAck, Option<usize>),
+    Unsubscribe(&'a Unsubscribe, Option<usize>),
+    UnsubAck(&'a UnsubAck, Option<usize>),
+    Disconnect(&'a Disconnect, Tail),
+    Auth(&'a Auth, Tail),
+}
+
+/// The optional end of PUBACK/PUBREC/PUBREL/PUBCOMP, DISCONNECT and AUTH in MQTT 5: the
+/// reason code may be left out when it is 0 with no properties, and the properties when empty.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Tail {
+    /// Nothing after the fixed part.
+    Nothing,
+    /// The reason code only.
+    Reason,
+    /// The reason code and `n` bytes of properties.
+    ReasonAndProps(usize),
+}
+
+impl Tail {
+    /// The shortest legal form for this reason code and these properties.
+    pub(crate) fn shortest(
+        reason: ReasonCode,
+        props: &Properties,
+        ctx: PropertyContext,
+    ) -> Result<Self, EncodeError> {
+        let n = props.encoded_len(ctx)?;
+        Ok(match (reason.value(), n) {
+            (0, 0) => Self::Nothing,
+            (_, 0) => Self::Reason,
+            _ => Self::ReasonAndProps(n),
+        })
+    }
+
+    pub(crate) fn len(self) -> usize {
+        match self {
+            Self::Nothing => 0,
+            Self::Reason => 1,
+            Self::ReasonAndProps(n) => 1 + props_total(n),
+        }
+    }
+
+    pub(crate) fn write(self, reason: ReasonCode, props: &Properties, buf: &mut BytesMut) {
+        match self {
+            Self::Nothing => {}
+            Self::Reason => buf.put_u8(reason.value()),
+            Self::ReasonAndProps(n) => {
+                buf.put_u8(reason.value());
+                props.write(n, buf);
+            }
+        }
+    }
+}
+
+/// The length of a property block with its length prefix.
+pub(crate) fn props_total(len: usize) -> usize {
+    wire::var_int_len(len as u32) + len
+}
+
+/// Errors if `props` is not empty in a pre-5 version.
+pub(crate) fn no_props(props: &Properties, version: Version) -> Result<(), EncodeError> {
+    if props.is_empty() {
+        Ok(())
+    } else {
+        Err(EncodeError::NotInVersion {
+            what: "properties",
+            version,
+        })
+    }
+}
+
+impl Packet {
+    /// Validates the packet for `version` and appends its bytes to `buf` (which may already
+    /// hold data). On error nothing is written. A CONNECT is written in its own version.
+    pub fn encode(&self, version: Version, buf: &mut BytesMut) -> Result<(), EncodeError> {
+        let sized = self.sized(version)?;
+        if sized.len > wire::MAX_VAR_INT as usize {
+            return Err(EncodeError::PacketTooLarge { size: sized.len });
+        }
+        buf.reserve(1 + wire::var_int_len(sized.len as u32) + sized.len);
+        buf.put_u8(sized.first);
+        wire::put_var_int(buf, sized.len as u32);
+        match sized.body {
+            Body::Empty => {}
+            Body::Connect(p, lens) => p.write(&lens, buf),
+            Body::ConnAck(p, props) => p.write(version, props, buf),
+            Body::Publish(p, props) => p.write(props, buf),
+            Body::Ack(p, props) => p.write(props, buf),
+            Body::Subscribe(p, props) => p.write(version, props, buf),
+            Body::SubAck(p, props) => p.write(version, props, buf),
+            Body::Unsubscribe(p, props) => p.write(props, buf),
+            Body::UnsubAck(p, props) => p.write(props, buf),
+            Body::Disconnect(p, props) => p.write(props, buf),
+            Body::Auth(p, props) => p.write(props, buf),
+        }
+        Ok(())
+    }
+
+    /// The encoded size of the whole packet in `version`, after validation.
+    pub fn encoded_len(&self, version: Version) -> Result<usize, EncodeError> {
+        let sized = self.sized(version)?;
+        Ok(1 + wire::var_int_len(sized.len as u32) + sized.len)
+    }
+
+    fn sized(&self, version: Version) -> Result<Sized<'_>, EncodeError> {
+        let t = self.packet_type();
+        let first = ((t as u8) << 4) | t.required_flags();
+        Ok(match self {
+            Self::Connect(p) => p.sized()?,
+            Self::ConnAck(p) => p.sized(version)?,
+            Self::Publish(p) => p.sized(version)?,
+            Self::PubAck(p) | Self::PubRec(p) | Self::PubRel(p) | Self::PubComp(p) => {
+                p.sized(t, first, version)?
+            }
+            Self::Subscribe(p) => p.sized(version)?,
+            Self::SubAck(p) => p.sized(version)?,
+            Self::Unsubscribe(p) => p.sized(version)?,
+            Self::UnsubAck(p) => p.sized(version)?,
+            Self::PingReq | Self::PingResp => Sized {
+                first,
+                len: 0,
+                body: Body::Empty,
+            },
+            Self::Disconnect(p) => p.sized(version)?,
+            Self::Auth(p) => p.sized(version)?,
+        })
+    }
+}

@@ -1,0 +1,120 @@
+//! PUBLISH (MQTT 5.0 §3.3, 3.1.1 §3.3).
+
+use bytes::{BufMut, Bytes, BytesMut};
+use bytestring::ByteString;
+
+use super::properties::PropertyContext;
+use super::wire::{self, Reader};
+use super::{
+    Body, DecodeError, EncodeError, PacketType, Properties, QoS, Sized, Version, props_total,
+};
+use crate::topic;
+
+/// An application message.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Publish {
+    /// Re-delivery of an earlier attempt (QoS 1/2 only).
+    pub dup: bool,
+    /// Quality of service.
+    pub qos: QoS,
+    /// Whether the server keeps the message for future subscribers.
+    pub retain: bool,
+    /// Topic name; empty only in MQTT 5 with a Topic Alias.
+    pub topic: ByteString,
+    /// Packet identifier for QoS 1/2 (non-zero); ignored at QoS 0.
+    pub packet_id: u16,
+    /// PUBLISH properties (MQTT 5).
+    pub properties: Properties,
+    /// The payload, zero-copy.
+    pub payload: Bytes,
+}
+
+impl Publish {
+    pub(crate) fn decode(flags: u8, r: &mut Reader, version: Version) -> Result<Self, DecodeError> {
+        let qos = QoS::from_u8((flags >> 1) & 0x03).ok_or(DecodeError::InvalidQoS)?;
+        let topic = r.string("topic name")?;
+        let packet_id = if qos == QoS::AtMostOnce {
+            0
+        } else {
+            let id = r.u16("packet identifier")?;
+            if id == 0 {
+                return Err(DecodeError::ZeroPacketId {
+                    packet: PacketType::Publish,
+                });
+            }
+            id
+        };
+        let properties = if version.is_v5() {
+            Properties::decode(r, PropertyContext::Packet(PacketType::Publish))?
+        } else {
+            Properties::default()
+        };
+        if topic.is_empty() {
+            // v5 §3.3.2.1: a zero-length topic name needs a Topic Alias.
+            if properties.topic_alias.is_none() {
+                return Err(DecodeError::EmptyTopicWithoutAlias);
+            }
+        } else {
+            topic::validate_name(&topic).map_err(DecodeError::InvalidTopicName)?;
+        }
+        Ok(Self {
+            dup: flags & 0x08 != 0,
+            qos,
+            retain: flags & 0x01 != 0,
+            topic,
+            packet_id,
+            properties,
+            payload: r.rest(),
+        })
+    }
+
+    pub(crate) fn sized(&self, version: Version) -> Result<Sized<'_>, EncodeError> {
+        if self.dup && self.qos == QoS::AtMostOnce {
+            return Err(EncodeError::DupWithQoS0);
+        }
+        if self.qos != QoS::AtMostOnce && self.packet_id == 0 {
+            return Err(EncodeError::ZeroPacketId {
+                packet: PacketType::Publish,
+            });
+        }
+        if self.topic.is_empty() {
+            if !version.is_v5() || self.properties.topic_alias.is_none() {
+                return Err(EncodeError::EmptyTopicWithoutAlias);
+            }
+        } else {
+            topic::validate_name(&self.topic).map_err(EncodeError::InvalidTopicName)?;
+        }
+        let mut len = wire::check_str(&self.topic, "topic name")? + self.payload.len();
+        if self.qos != QoS::AtMostOnce {
+            len += 2;
+        }
+        let props = if version.is_v5() {
+            let n = self
+                .properties
+                .encoded_len(PropertyContext::Packet(PacketType::Publish))?;
+            len += props_total(n);
+            Some(n)
+        } else {
+            super::no_props(&self.properties, version)?;
+            None
+        };
+        let first =
+            0x30 | (u8::from(self.dup) << 3) | ((self.qos as u8) << 1) | u8::from(self.retain);
+        Ok(Sized {
+            first,
+            len,
+            body: Body::Publish(self, props),
+        })
+    }
+
+    pub(crate) fn write(&self, props: Option<usize>, buf: &mut BytesMut) {
+        wire::put_bytes(buf, self.topic.as_bytes());
+        if self.qos != QoS::AtMostOnce {
+            buf.put_u16(self.packet_id);
+        }
+        if let Some(n) = props {
+            self.properties.write(n, buf);
+        }
+        buf.put_slice(&self.payload);
+    }
+}

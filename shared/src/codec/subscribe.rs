@@ -1,0 +1,174 @@
+//! SUBSCRIBE (MQTT 5.0 §3.8, 3.1.1 §3.8).
+
+use bytes::{BufMut, BytesMut};
+use bytestring::ByteString;
+
+use super::properties::PropertyContext;
+use super::wire::{self, Reader};
+use super::{
+    Body, DecodeError, EncodeError, PacketType, Properties, QoS, Sized, Version, props_total,
+};
+use crate::topic;
+
+/// When the server sends retained messages for a new subscription (MQTT 5 §3.8.3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum RetainHandling {
+    /// 0: send retained messages at the time of the subscribe.
+    #[default]
+    SendAtSubscribe = 0,
+    /// 1: send them only if the subscription did not exist yet.
+    SendIfNew = 1,
+    /// 2: do not send them.
+    DoNotSend = 2,
+}
+
+/// One topic filter with its options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    /// The topic filter, possibly `$share/<group>/<filter>`.
+    pub filter: ByteString,
+    /// Maximum QoS the client accepts.
+    pub qos: QoS,
+    /// MQTT 5: do not send the client its own publications.
+    pub no_local: bool,
+    /// MQTT 5: keep the RETAIN flag as published.
+    pub retain_as_published: bool,
+    /// MQTT 5: when to send retained messages.
+    pub retain_handling: RetainHandling,
+}
+
+impl Subscription {
+    /// A subscription to `filter` at `qos` with default options.
+    pub fn new(filter: impl Into<ByteString>, qos: QoS) -> Self {
+        Self {
+            filter: filter.into(),
+            qos,
+            no_local: false,
+            retain_as_published: false,
+            retain_handling: RetainHandling::SendAtSubscribe,
+        }
+    }
+
+    fn options(&self) -> u8 {
+        self.qos as u8
+            | u8::from(self.no_local) << 2
+            | u8::from(self.retain_as_published) << 3
+            | (self.retain_handling as u8) << 4
+    }
+}
+
+/// A request to subscribe to one or more topic filters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscribe {
+    /// Packet identifier (non-zero).
+    pub packet_id: u16,
+    /// The filters, at least one.
+    pub filters: Vec<Subscription>,
+    /// SUBSCRIBE properties (MQTT 5): a Subscription Identifier and user properties.
+    pub properties: Properties,
+}
+
+impl Subscribe {
+    pub(crate) fn decode(r: &mut Reader, version: Version) -> Result<Self, DecodeError> {
+        let packet_id = r.u16("packet identifier")?;
+        if packet_id == 0 {
+            return Err(DecodeError::ZeroPacketId {
+                packet: PacketType::Subscribe,
+            });
+        }
+        let properties = if version.is_v5() {
+            Properties::decode(r, PropertyContext::Packet(PacketType::Subscribe))?
+        } else {
+            Properties::default()
+        };
+        let mut filters = Vec::new();
+        while !r.is_empty() {
+            let filter = r.string("topic filter")?;
+            topic::validate_filter(&filter).map_err(DecodeError::InvalidTopicFilter)?;
+            let options = r.u8("subscription options")?;
+            let reserved = if version.is_v5() { 0xc0 } else { 0xfc };
+            let qos = QoS::from_u8(options & 0x03);
+            let retain_handling = match (options >> 4) & 0x03 {
+                0 => Some(RetainHandling::SendAtSubscribe),
+                1 => Some(RetainHandling::SendIfNew),
+                2 => Some(RetainHandling::DoNotSend),
+                _ => None,
+            };
+            let (Some(qos), Some(retain_handling), 0) = (qos, retain_handling, options & reserved)
+            else {
+                return Err(DecodeError::InvalidSubscriptionOptions { options });
+            };
+            let no_local = options & 0x04 != 0;
+            if no_local && filter.starts_with("$share/") {
+                return Err(DecodeError::NoLocalOnSharedSubscription {
+                    filter: filter.to_string(),
+                });
+            }
+            filters.push(Subscription {
+                filter,
+                qos,
+                no_local,
+                retain_as_published: options & 0x08 != 0,
+                retain_handling,
+            });
+        }
+        if filters.is_empty() {
+            return Err(DecodeError::EmptySubscribe);
+        }
+        Ok(Self {
+            packet_id,
+            filters,
+            properties,
+        })
+    }
+
+    pub(crate) fn sized(&self, version: Version) -> Result<Sized<'_>, EncodeError> {
+        if self.packet_id == 0 {
+            return Err(EncodeError::ZeroPacketId {
+                packet: PacketType::Subscribe,
+            });
+        }
+        if self.filters.is_empty() {
+            return Err(EncodeError::Empty {
+                packet: PacketType::Subscribe,
+            });
+        }
+        let mut len = 2;
+        for s in &self.filters {
+            topic::validate_filter(&s.filter).map_err(EncodeError::InvalidTopicFilter)?;
+            if !version.is_v5() && s.options() > 2 {
+                return Err(EncodeError::NotInVersion {
+                    what: "subscription options other than QoS",
+                    version,
+                });
+            }
+            len += wire::check_str(&s.filter, "topic filter")? + 1;
+        }
+        let props = if version.is_v5() {
+            let n = self
+                .properties
+                .encoded_len(PropertyContext::Packet(PacketType::Subscribe))?;
+            len += props_total(n);
+            Some(n)
+        } else {
+            super::no_props(&self.properties, version)?;
+            None
+        };
+        Ok(Sized {
+            first: 0x82,
+            len,
+            body: Body::Subscribe(self, props),
+        })
+    }
+
+    pub(crate) fn write(&self, _version: Version, props: Option<usize>, buf: &mut BytesMut) {
+        buf.put_u16(self.packet_id);
+        if let Some(n) = props {
+            self.properties.write(n, buf);
+        }
+        for s in &self.filters {
+            wire::put_bytes(buf, s.filter.as_bytes());
+            buf.put_u8(s.options());
+        }
+    }
+}

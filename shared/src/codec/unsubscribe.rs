@@ -1,0 +1,93 @@
+//! UNSUBSCRIBE (MQTT 5.0 §3.10, 3.1.1 §3.10).
+
+use bytes::{BufMut, BytesMut};
+use bytestring::ByteString;
+
+use super::properties::PropertyContext;
+use super::wire::{self, Reader};
+use super::{Body, DecodeError, EncodeError, PacketType, Properties, Sized, Version, props_total};
+use crate::topic;
+
+/// A request to remove subscriptions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unsubscribe {
+    /// Packet identifier (non-zero).
+    pub packet_id: u16,
+    /// The filters to remove, at least one.
+    pub filters: Vec<ByteString>,
+    /// UNSUBSCRIBE properties (MQTT 5: user properties).
+    pub properties: Properties,
+}
+
+impl Unsubscribe {
+    pub(crate) fn decode(r: &mut Reader, version: Version) -> Result<Self, DecodeError> {
+        let packet_id = r.u16("packet identifier")?;
+        if packet_id == 0 {
+            return Err(DecodeError::ZeroPacketId {
+                packet: PacketType::Unsubscribe,
+            });
+        }
+        let properties = if version.is_v5() {
+            Properties::decode(r, PropertyContext::Packet(PacketType::Unsubscribe))?
+        } else {
+            Properties::default()
+        };
+        let mut filters = Vec::new();
+        while !r.is_empty() {
+            let filter = r.string("topic filter")?;
+            topic::validate_filter(&filter).map_err(DecodeError::InvalidTopicFilter)?;
+            filters.push(filter);
+        }
+        if filters.is_empty() {
+            return Err(DecodeError::EmptyUnsubscribe);
+        }
+        Ok(Self {
+            packet_id,
+            filters,
+            properties,
+        })
+    }
+
+    pub(crate) fn sized(&self, version: Version) -> Result<Sized<'_>, EncodeError> {
+        if self.packet_id == 0 {
+            return Err(EncodeError::ZeroPacketId {
+                packet: PacketType::Unsubscribe,
+            });
+        }
+        if self.filters.is_empty() {
+            return Err(EncodeError::Empty {
+                packet: PacketType::Unsubscribe,
+            });
+        }
+        let mut len = 2;
+        for f in &self.filters {
+            topic::validate_filter(f).map_err(EncodeError::InvalidTopicFilter)?;
+            len += wire::check_str(f, "topic filter")?;
+        }
+        let props = if version.is_v5() {
+            let n = self
+                .properties
+                .encoded_len(PropertyContext::Packet(PacketType::Unsubscribe))?;
+            len += props_total(n);
+            Some(n)
+        } else {
+            super::no_props(&self.properties, version)?;
+            None
+        };
+        Ok(Sized {
+            first: 0xa2,
+            len,
+            body: Body::Unsubscribe(self, props),
+        })
+    }
+
+    pub(crate) fn write(&self, props: Option<usize>, buf: &mut BytesMut) {
+        buf.put_u16(self.packet_id);
+        if let Some(n) = props {
+            self.properties.write(n, buf);
+        }
+        for f in &self.filters {
+            wire::put_bytes(buf, f.as_bytes());
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! MQTT's data representations (MQTT 5.0 §1.5, 3.1.1 §1.5): big-endian integers, variable
+//! byte integers, length-prefixed UTF-8 strings and binary data. Reading is zero-copy.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytestring::ByteString;
+
+use super::{DecodeError, EncodeError};
+
+/// The largest value a variable byte integer can hold ([MQTT-1.5.5]).
+pub const MAX_VAR_INT: u32 = 268_435_455;
+
+/// The longest string or binary value: a two-byte length prefix.
+pub const MAX_STR_LEN: usize = 65_535;
+
+/// Result of reading a variable byte integer from the start of a buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VarInt {
+    /// The value and how many bytes it took.
+    Value(u32, usize),
+    /// The buffer ends before the integer does.
+    Incomplete,
+}
+
+/// Reads a variable byte integer: at most 4 bytes, minimal encoding ([MQTT-1.5.5-1]).
+pub fn read_var_int(buf: &[u8]) -> Result<VarInt, DecodeError> {
+    let mut value: u32 = 0;
+    for (i, &byte) in buf.iter().take(4).enumerate() {
+        value |= u32::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            // A final byte of 0 after a continuation adds nothing: not minimal.
+            if i > 0 && byte == 0 {
+                return Err(DecodeError::NonMinimalVarInt);
+            }
+            return Ok(VarInt::Value(value, i + 1));
+        }
+    }
+    if buf.len() >= 4 {
+        Err(DecodeError::VarIntTooLong)
+    } else {
+        Ok(VarInt::Incomplete)
+    }
+}
+
+/// How many bytes `value` takes as a variable byte integer.
+pub fn var_int_len(value: u32) -> usize {
+    match value {
+        0..=127 => 1,
+        128..=16_383 => 2,
+        16_384..=2_097_151 => 3,
+        _ => 4,
+    }
+}
+
+/// Writes a variable byte integer; the caller has checked `value <= MAX_VAR_INT`.
+pub fn put_var_int(buf: &mut BytesMut, mut value: u32) {
+    loop {
+        let mut byte = (value % 128) as u8;
+        value /= 128;
+        if value > 0 {
+            byte |= 0x80;
+        }
+        buf.put_u8(byte);
+        if value == 0 {
+            break;
+        }
+    }
+}
+
+/// Checks that a string can be encoded: at most 65,535 bytes, no U+0000.
+pub fn check_str(s: &str, what: &'static str) -> Result<usize, EncodeError> {
+    if s.len() > MAX_STR_LEN {
+        return Err(EncodeError::StringTooLong { what, len: s.len() });
+    }
+    if s.contains('\0') {
+        return Err(EncodeError::NullCharacter { what });
+    }
+    Ok(2 + s.len())
+}
+
+/// Checks that binary data can be encoded: at most 65,535 bytes.
+pub fn check_bin(b: &[u8], what: &'static str) -> Result<usize, EncodeError> {
+    if b.len() > MAX_STR_LEN {
+        return Err(EncodeError::StringTooLong { what, len: b.len() });
+    }
+    Ok(2 + b.len())
+}
+
+/// Writes a length-prefixed string or binary value; the caller checked the length.
+pub fn put_bytes(buf: &mut BytesMut, b: &[u8]) {
+    buf.put_u16(b.len() as u16);
+    buf.put_slice(b);
+}
+
+/// A cursor over one packet's body. Every read names what it reads, for the error.
+#[derive(Debug)]
+pub struct Reader {
+    buf: Bytes,
+}
+
+impl Reader {
+    /// A reader over these bytes.
+    pub fn new(buf: Bytes) -> Self {
+        Self { buf }
+    }
+
+    /// Bytes not yet read.
+    pub fn remaining(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Whether everything was read.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    fn need(&self, n: usize, what: &'static str) -> Result<(), DecodeError> {
+        if self.buf.len() < n {
+            Err(DecodeError::Truncated { what })
+        } else {
+            Ok(())
+        }
+    }
+
+    /// One byte.
+    pub fn u8(&mut self, what: &'static str) -> Result<u8, DecodeError> {
+        self.need(1, what)?;
+        Ok(self.buf.get_u8())
+    }
+
+    /// A two-byte integer.
+    pub fn u16(&mut self, what: &'static str) -> Result<u16, DecodeError> {
+        self.need(2, what)?;
+        Ok(self.buf.get_u16())
+    }
+
+    /// A four-byte integer.
+    pub fn u32(&mut self, what: &'static str) -> Result<u32, DecodeError> {
+        self.need(4, what)?;
+        Ok(self.buf.get_u32())
+    }
+
+    /// A variable byte integer.
+    pub fn var_int(&mut self, what: &'static str) -> Result<u32, DecodeError> {
+        match read_var_int(&self.buf)? {
+            VarInt::Value(v, n) => {
+                self.buf.advance(n);
+                Ok(v)
+            }
+            VarInt::Incomplete => Err(DecodeError::Truncated { what }),
+        }
+    }
+
+    /// The next `n` bytes, zero-copy.
+    pub fn take(&mut self, n: usize, what: &'static str) -> Result<Bytes, DecodeError> {
+        self.need(n, what)?;
+        Ok(self.buf.split_to(n))
+    }
+
+    /// Everything left, zero-copy.
+    pub fn rest(&mut self) -> Bytes {
+        std::mem::take(&mut self.buf)
+    }
+
+    /// Binary data with a two-byte length.
+    pub fn binary(&mut self, what: &'static str) -> Result<Bytes, DecodeError> {
+        let len = self.u16(what)?;
+        self.take(usize::from(len), what)
+    }
+
+    /// A UTF-8 string with a two-byte length: well-formed, no U+0000 ([MQTT-1.5.4-1],
+    /// [MQTT-1.5.4-2]).
+    pub fn string(&mut self, what: &'static str) -> Result<ByteString, DecodeError> {
+        let raw = self.binary(what)?;
+        let s = ByteString::try_from(raw).map_err(|_| DecodeError::InvalidUtf8 { what })?;
+        if s.as_bytes().contains(&0) {
+            return Err(DecodeError::NullCharacter { what });
+        }
+        Ok(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn var_int_boundaries() {
+        for (value, bytes) in [
+            (0u32, &[0x00][..]),
+            (127, &[0x7f]),
+            (128, &[0x80, 0x01]),
+            (16_383, &[0xff, 0x7f]),
+            (16_384, &[0x80, 0x80, 0x01]),
+            (2_097_151, &[0xff, 0xff, 0x7f]),
+            (2_097_152, &[0x80, 0x80, 0x80, 0x01]),
+            (MAX_VAR_INT, &[0xff, 0xff, 0xff, 0x7f]),
+        ] {
+            let mut buf = BytesMut::new();
+            put_var_int(&mut buf, value);
+            assert_eq!(&buf[..], bytes, "{value}");
+            assert_eq!(var_int_len(value), bytes.len());
+            assert_eq!(read_var_int(bytes), Ok(VarInt::Value(value, bytes.len())));
+        }
+    }
+
+    #[test]
+    fn var_int_rules() {
+        // [MQTT-1.5.5-1]: at most four bytes.
+        assert_eq!(
+            read_var_int(&[0xff, 0xff, 0xff, 0xff, 0x01]),
+            Err(DecodeError::VarIntTooLong)
+        );
+        assert_eq!(
+            read_var_int(&[0xff, 0xff, 0xff, 0xff]),
+            Err(DecodeError::VarIntTooLong)
+        );
+        // [MQTT-1.5.5-1]: the minimum number of bytes.
+        assert_eq!(
+            read_var_int(&[0x80, 0x00]),
+            Err(DecodeError::NonMinimalVarInt)
+        );
+        assert_eq!(
+            read_var_int(&[0xff, 0x80, 0x00]),
+            Err(DecodeError::NonMinimalVarInt)
+        );
+        assert_eq!(read_var_int(&[0x80]), Ok(VarInt::Incomplete));
+        assert_eq!(read_var_int(&[]), Ok(VarInt::Incomplete));
+    }
+
+    #[test]
+    fn strings() {
+        let mut r = Reader::new(Bytes::from_static(
+            b"\x00\x02hi\x00\x01\xff\x00\x01\x00\x00\x05ab",
+        ));
+        assert_eq!(&r.string("a").unwrap()[..], "hi");
+        // [MQTT-1.5.4-1]
+        assert_eq!(r.string("b"), Err(DecodeError::InvalidUtf8 { what: "b" }));
+        // [MQTT-1.5.4-2]
+        assert_eq!(r.string("c"), Err(DecodeError::NullCharacter { what: "c" }));
+        assert_eq!(r.string("d"), Err(DecodeError::Truncated { what: "d" }));
+        assert_eq!(check_str(&"x".repeat(65_535), "s"), Ok(65_537));
+        assert_eq!(
+            check_str(&"x".repeat(65_536), "s"),
+            Err(EncodeError::StringTooLong {
+                what: "s",
+                len: 65_536
+            })
+        );
+        assert_eq!(
+            check_str("a\0", "s"),
+            Err(EncodeError::NullCharacter { what: "s" })
+        );
+    }
+}
