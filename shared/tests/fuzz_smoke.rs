@@ -93,7 +93,7 @@ fn check(input: &[u8], version: Version, limits: &Limits) -> bool {
         Ok(Some(packet)) => {
             let consumed = input.len() - buf.len();
             assert!(
-                consumed > 0 && &input[consumed..] == &buf[..],
+                consumed > 0 && input[consumed..] == buf[..],
                 "a prefix is consumed: {input:02x?}"
             );
             let mut again = BytesMut::new();
