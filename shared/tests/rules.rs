@@ -417,8 +417,10 @@ fn property_not_allowed_in_this_packet() {
             ..
         }
     ));
-    let mut props = Properties::default();
-    props.topic_alias = Some(1);
+    let props = Properties {
+        topic_alias: Some(1),
+        ..Properties::default()
+    };
     let p = Packet::PubAck(Ack {
         packet_id: 1,
         reason: ReasonCode::Success,
@@ -633,8 +635,10 @@ fn connack_rules_mqtt_3_2_2() {
 
 #[test]
 fn v5_only_content_cannot_be_sent_in_3_1_1() {
-    let mut props = Properties::default();
-    props.message_expiry_interval = Some(1);
+    let props = Properties {
+        message_expiry_interval: Some(1),
+        ..Properties::default()
+    };
     let p = Packet::Publish(Publish {
         topic: "a".into(),
         properties: props,
