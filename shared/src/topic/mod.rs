@@ -6,6 +6,9 @@
 
 use thiserror::Error;
 
+mod tree;
+pub use tree::SubscriptionTree;
+
 /// The longest UTF-8 string MQTT can carry: a two-byte length prefix ([MQTT-1.5.3]).
 pub const MAX_TOPIC_LEN: usize = 65_535;
 
