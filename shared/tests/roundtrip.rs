@@ -8,8 +8,8 @@ use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 use kite_mqtt::codec::{
     Ack, Auth, ConnAck, Connect, Disconnect, PacketType, Properties, PropertyContext, PropertyId,
-    Publish, ReasonCode, RetainHandling, SubAck, Subscribe, Subscription, UnsubAck, Unsubscribe,
-    Will,
+    Props, Publish, ReasonCode, RetainHandling, SubAck, Subscribe, Subscription, UnsubAck,
+    Unsubscribe, Will,
 };
 use kite_mqtt::{Limits, Packet, QoS, Version, decode};
 use proptest::collection::vec;
@@ -170,11 +170,13 @@ fn keep_allowed(p: &mut Properties, ctx: PropertyContext) {
 }
 
 /// Properties for `ctx` in `v`: none before MQTT 5.
-fn props(v: Version, packet: PacketType) -> BoxedStrategy<Properties> {
+fn props(v: Version, packet: PacketType) -> BoxedStrategy<Props> {
     if v.is_v5() {
-        properties(PropertyContext::Packet(packet)).boxed()
+        properties(PropertyContext::Packet(packet))
+            .prop_map(Props::from)
+            .boxed()
     } else {
-        Just(Properties::default()).boxed()
+        Just(Props::default()).boxed()
     }
 }
 
@@ -196,9 +198,11 @@ fn reason(v: Version, packet: PacketType) -> impl Strategy<Value = ReasonCode> {
 
 fn will(v: Version) -> impl Strategy<Value = Will> {
     let props = if v.is_v5() {
-        properties(PropertyContext::Will).boxed()
+        properties(PropertyContext::Will)
+            .prop_map(Props::from)
+            .boxed()
     } else {
-        Just(Properties::default()).boxed()
+        Just(Props::default()).boxed()
     };
     (topic_name(), binary(), qos(), any::<bool>(), props).prop_map(
         |(topic, payload, qos, retain, properties)| Will {

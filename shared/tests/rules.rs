@@ -186,7 +186,7 @@ fn strings_over_65535_bytes_cannot_be_encoded() {
     props.user_properties.push(("k".into(), long));
     let p = Packet::Disconnect(Disconnect {
         reason: ReasonCode::NormalDisconnection,
-        properties: props,
+        properties: props.into(),
     });
     assert!(matches!(
         refuses(&p, V5),
@@ -284,7 +284,7 @@ fn packet_id_0_cannot_be_encoded_mqtt_2_2_1_3() {
     let sub = Packet::Subscribe(Subscribe {
         packet_id: 0,
         filters: vec![Subscription::new("a", QoS::AtMostOnce)],
-        properties: Properties::default(),
+        properties: Default::default(),
     });
     assert!(matches!(
         refuses(&sub, V3),
@@ -302,7 +302,7 @@ fn empty_subscribe_mqtt_3_8_3_3_and_unsubscribe_mqtt_3_10_3_2() {
     let unsub = Packet::Unsubscribe(Unsubscribe {
         packet_id: 1,
         filters: vec![],
-        properties: Properties::default(),
+        properties: Default::default(),
     });
     assert!(matches!(refuses(&unsub, V3), EncodeError::Empty { .. }));
 }
@@ -424,7 +424,7 @@ fn property_not_allowed_in_this_packet() {
     let p = Packet::PubAck(Ack {
         packet_id: 1,
         reason: ReasonCode::Success,
-        properties: props,
+        properties: props.into(),
     });
     assert!(matches!(
         refuses(&p, V5),
@@ -641,7 +641,7 @@ fn v5_only_content_cannot_be_sent_in_3_1_1() {
     };
     let p = Packet::Publish(Publish {
         topic: "a".into(),
-        properties: props,
+        properties: props.into(),
         ..Publish::default()
     });
     assert!(matches!(
@@ -653,7 +653,7 @@ fn v5_only_content_cannot_be_sent_in_3_1_1() {
     ));
     let auth = Packet::Auth(kite_mqtt::codec::Auth {
         reason: ReasonCode::Success,
-        properties: Properties::default(),
+        properties: Default::default(),
     });
     assert!(matches!(
         refuses(&auth, V3),
@@ -827,7 +827,7 @@ fn connect_written_into_a_non_empty_buffer_keeps_its_flags() {
             payload: Bytes::from_static(b"x"),
             qos: QoS::AtLeastOnce,
             retain: true,
-            properties: Properties::default(),
+            properties: Default::default(),
         }),
         ..Connect::default()
     }));
@@ -851,7 +851,7 @@ fn encode_then_decode_every_packet_in_both_versions() {
             Subscription::new("a/+", QoS::ExactlyOnce),
             Subscription::new("$share/g/#", QoS::AtMostOnce),
         ],
-        properties: Properties::default(),
+        properties: Default::default(),
     });
     for v in [V3, V5] {
         for p in [

@@ -8,8 +8,8 @@
 use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 use kite_mqtt::codec::{
-    Ack, Auth, ConnAck, Connect, Disconnect, Properties, Publish, ReasonCode, RetainHandling,
-    SubAck, Subscribe, Subscription, UnsubAck, Unsubscribe, Will,
+    Ack, Auth, ConnAck, Connect, Disconnect, Properties, Props, Publish, ReasonCode,
+    RetainHandling, SubAck, Subscribe, Subscription, UnsubAck, Unsubscribe, Will,
 };
 use kite_mqtt::{DecodeError, Limits, Packet, QoS, Version, decode};
 use serde_json::{Map, Value};
@@ -166,9 +166,9 @@ fn obj<'a>(v: &'a Value, what: &str) -> R<&'a Map<String, Value>> {
     v.as_object().ok_or(format!("{what} is not an object: {v}"))
 }
 
-fn properties(o: &Map<String, Value>) -> R<Properties> {
+fn properties(o: &Map<String, Value>) -> R<Props> {
     let Some(p) = field(o, "properties") else {
-        return Ok(Properties::default());
+        return Ok(Props::default());
     };
     let p = obj(p, "properties")?;
     let mut props = Properties {
@@ -236,7 +236,7 @@ fn properties(o: &Map<String, Value>) -> R<Properties> {
             }
         }
     }
-    Ok(props)
+    Ok(props.into())
 }
 
 fn reason(

@@ -1,12 +1,10 @@
 //! PUBACK, PUBREC, PUBREL and PUBCOMP (MQTT 5.0 §3.4–3.7, 3.1.1 §3.4–3.7): one shape.
 
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 
 use super::properties::PropertyContext;
-use super::wire::Reader;
-use super::{
-    Body, DecodeError, EncodeError, PacketType, Properties, ReasonCode, Sized, Tail, Version,
-};
+use super::wire::{self, Reader};
+use super::{Body, DecodeError, EncodeError, PacketType, Props, ReasonCode, Sized, Tail, Version};
 
 /// An acknowledgement in a QoS 1 or QoS 2 flow.
 ///
@@ -20,7 +18,7 @@ pub struct Ack {
     /// Success or why not (MQTT 5; always Success in 3.1.1).
     pub reason: ReasonCode,
     /// Properties (MQTT 5).
-    pub properties: Properties,
+    pub properties: Props,
 }
 
 impl Ack {
@@ -29,10 +27,11 @@ impl Ack {
         Self {
             packet_id,
             reason: ReasonCode::Success,
-            properties: Properties::default(),
+            properties: Props::default(),
         }
     }
 
+    #[inline]
     pub(crate) fn decode(
         packet: PacketType,
         r: &mut Reader,
@@ -48,12 +47,13 @@ impl Ack {
             ack.reason = ReasonCode::from_byte(packet, code)
                 .ok_or(DecodeError::InvalidReasonCode { packet, code })?;
             if !r.is_empty() {
-                ack.properties = Properties::decode(r, PropertyContext::Packet(packet))?;
+                ack.properties = Props::decode(r, PropertyContext::Packet(packet))?;
             }
         }
         Ok(ack)
     }
 
+    #[inline]
     pub(crate) fn sized(
         &self,
         packet: PacketType,
@@ -92,8 +92,9 @@ impl Ack {
         })
     }
 
+    #[inline]
     pub(crate) fn write(&self, tail: Tail, buf: &mut BytesMut) {
-        buf.put_u16(self.packet_id);
+        wire::put_u16(buf, self.packet_id);
         tail.write(self.reason, &self.properties, buf);
     }
 }

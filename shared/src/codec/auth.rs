@@ -4,9 +4,7 @@ use bytes::BytesMut;
 
 use super::properties::PropertyContext;
 use super::wire::Reader;
-use super::{
-    Body, DecodeError, EncodeError, PacketType, Properties, ReasonCode, Sized, Tail, Version,
-};
+use super::{Body, DecodeError, EncodeError, PacketType, Props, ReasonCode, Sized, Tail, Version};
 
 /// One step of an enhanced authentication exchange.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,14 +12,14 @@ pub struct Auth {
     /// Success, Continue authentication or Re-authenticate.
     pub reason: ReasonCode,
     /// Authentication Method, Authentication Data, Reason String, user properties.
-    pub properties: Properties,
+    pub properties: Props,
 }
 
 impl Auth {
     pub(crate) fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
         let mut a = Self {
             reason: ReasonCode::Success,
-            properties: Properties::default(),
+            properties: Props::default(),
         };
         // §3.15.2.1: a remaining length of 0 means Success with no properties.
         if !r.is_empty() {
@@ -33,7 +31,7 @@ impl Auth {
                 },
             )?;
             if !r.is_empty() {
-                a.properties = Properties::decode(r, PropertyContext::Packet(PacketType::Auth))?;
+                a.properties = Props::decode(r, PropertyContext::Packet(PacketType::Auth))?;
             }
         }
         Ok(a)

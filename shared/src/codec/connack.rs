@@ -1,11 +1,11 @@
 //! CONNACK (MQTT 5.0 §3.2, 3.1.1 §3.2).
 
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 
 use super::properties::PropertyContext;
-use super::wire::Reader;
+use super::wire::{self, Reader};
 use super::{
-    Body, DecodeError, EncodeError, PacketType, Properties, ReasonCode, Sized, Version, props_total,
+    Body, DecodeError, EncodeError, PacketType, Props, ReasonCode, Sized, Version, props_total,
 };
 
 /// The server's answer to CONNECT. In 3.1.1 the return code is mapped to the v5 reason code of
@@ -18,7 +18,7 @@ pub struct ConnAck {
     /// Success, or why the connection is refused.
     pub reason: ReasonCode,
     /// CONNACK properties (MQTT 5).
-    pub properties: Properties,
+    pub properties: Props,
 }
 
 impl Default for ConnAck {
@@ -26,7 +26,7 @@ impl Default for ConnAck {
         Self {
             session_present: false,
             reason: ReasonCode::Success,
-            properties: Properties::default(),
+            properties: Props::default(),
         }
     }
 }
@@ -55,9 +55,9 @@ impl ConnAck {
             return Err(DecodeError::SessionPresentOnFailure);
         }
         let properties = if v3_form {
-            Properties::default()
+            Props::default()
         } else {
-            Properties::decode(r, PropertyContext::Packet(PacketType::ConnAck))?
+            Props::decode(r, PropertyContext::Packet(PacketType::ConnAck))?
         };
         Ok(Self {
             session_present,
@@ -97,12 +97,12 @@ impl ConnAck {
     }
 
     pub(crate) fn write(&self, version: Version, props: usize, buf: &mut BytesMut) {
-        buf.put_u8(u8::from(self.session_present));
+        wire::put_u8(buf, u8::from(self.session_present));
         if version.is_v5() {
-            buf.put_u8(self.reason.value());
+            wire::put_u8(buf, self.reason.value());
             self.properties.write(props, buf);
         } else {
-            buf.put_u8(self.reason.to_v3_connack().unwrap_or(0x80));
+            wire::put_u8(buf, self.reason.to_v3_connack().unwrap_or(0x80));
         }
     }
 }

@@ -1,13 +1,11 @@
 //! CONNECT (MQTT 5.0 §3.1, 3.1.1 §3.1).
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 
 use super::properties::PropertyContext;
 use super::wire::{self, Reader};
-use super::{
-    Body, DecodeError, EncodeError, PacketType, Properties, QoS, Sized, Version, props_total,
-};
+use super::{Body, DecodeError, EncodeError, PacketType, Props, QoS, Sized, Version, props_total};
 use crate::topic;
 
 /// A client's request to connect.
@@ -31,7 +29,7 @@ pub struct Connect {
     /// The Will message.
     pub will: Option<Will>,
     /// CONNECT properties (MQTT 5).
-    pub properties: Properties,
+    pub properties: Props,
 }
 
 /// The message the server publishes if the client goes away without DISCONNECT.
@@ -46,7 +44,7 @@ pub struct Will {
     /// Whether the Will message is retained.
     pub retain: bool,
     /// Will properties (MQTT 5).
-    pub properties: Properties,
+    pub properties: Props,
 }
 
 impl Default for Connect {
@@ -60,7 +58,7 @@ impl Default for Connect {
             username: None,
             password: None,
             will: None,
-            properties: Properties::default(),
+            properties: Props::default(),
         }
     }
 }
@@ -112,16 +110,16 @@ impl Connect {
         }
         let keep_alive = r.u16("keep alive")?;
         let properties = if version.is_v5() {
-            Properties::decode(r, PropertyContext::Packet(PacketType::Connect))?
+            Props::decode(r, PropertyContext::Packet(PacketType::Connect))?
         } else {
-            Properties::default()
+            Props::default()
         };
         let client_id = r.string("client identifier")?;
         let will = if has_will {
             let properties = if version.is_v5() {
-                Properties::decode(r, PropertyContext::Will)?
+                Props::decode(r, PropertyContext::Will)?
             } else {
-                Properties::default()
+                Props::default()
             };
             let topic = r.string("will topic")?;
             topic::validate_name(&topic).map_err(DecodeError::InvalidTopicName)?;
@@ -225,7 +223,10 @@ impl Connect {
 
     pub(crate) fn write(&self, lens: &Lens, buf: &mut BytesMut) {
         wire::put_bytes(buf, self.protocol_name());
-        buf.put_u8(self.version.level() | if self.bridge { 0x80 } else { 0 });
+        wire::put_u8(
+            buf,
+            self.version.level() | if self.bridge { 0x80 } else { 0 },
+        );
         let mut flags = 0u8;
         if self.username.is_some() {
             flags |= 0x80;
@@ -242,8 +243,8 @@ impl Connect {
         if self.clean_start {
             flags |= 0x02;
         }
-        buf.put_u8(flags);
-        buf.put_u16(self.keep_alive);
+        wire::put_u8(buf, flags);
+        wire::put_u16(buf, self.keep_alive);
         if let Some(n) = lens.props {
             self.properties.write(n, buf);
         }

@@ -4,9 +4,7 @@ use bytes::BytesMut;
 
 use super::properties::PropertyContext;
 use super::wire::Reader;
-use super::{
-    Body, DecodeError, EncodeError, PacketType, Properties, ReasonCode, Sized, Tail, Version,
-};
+use super::{Body, DecodeError, EncodeError, PacketType, Props, ReasonCode, Sized, Tail, Version};
 
 /// The end of a connection. In 3.1.1 it has no content and only the client sends it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,14 +12,14 @@ pub struct Disconnect {
     /// Why (MQTT 5); Normal disconnection in 3.1.1.
     pub reason: ReasonCode,
     /// DISCONNECT properties (MQTT 5).
-    pub properties: Properties,
+    pub properties: Props,
 }
 
 impl Default for Disconnect {
     fn default() -> Self {
         Self {
             reason: ReasonCode::NormalDisconnection,
-            properties: Properties::default(),
+            properties: Props::default(),
         }
     }
 }
@@ -31,7 +29,7 @@ impl Disconnect {
     pub fn new(reason: ReasonCode) -> Self {
         Self {
             reason,
-            properties: Properties::default(),
+            properties: Props::default(),
         }
     }
 
@@ -48,8 +46,7 @@ impl Disconnect {
                 },
             )?;
             if !r.is_empty() {
-                d.properties =
-                    Properties::decode(r, PropertyContext::Packet(PacketType::Disconnect))?;
+                d.properties = Props::decode(r, PropertyContext::Packet(PacketType::Disconnect))?;
             }
         }
         Ok(d)

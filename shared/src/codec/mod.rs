@@ -23,7 +23,7 @@ mod unsuback;
 mod unsubscribe;
 pub mod wire;
 
-use bytes::{BufMut, BytesMut};
+use bytes::{Buf, BytesMut};
 use thiserror::Error;
 
 pub use ack::Ack;
@@ -31,7 +31,7 @@ pub use auth::Auth;
 pub use connack::ConnAck;
 pub use connect::{Connect, Will};
 pub use disconnect::Disconnect;
-pub use properties::{Properties, PropertyContext, PropertyId};
+pub use properties::{Properties, PropertyContext, PropertyId, Props};
 pub use publish::Publish;
 pub use reason::ReasonCode;
 pub use suback::SubAck;
@@ -93,6 +93,7 @@ pub enum QoS {
 
 impl QoS {
     /// The QoS with this value (0, 1 or 2).
+    #[inline]
     pub fn from_u8(v: u8) -> Option<Self> {
         match v {
             0 => Some(Self::AtMostOnce),
@@ -125,6 +126,7 @@ pub enum PacketType {
 }
 
 impl PacketType {
+    #[inline]
     fn from_nibble(v: u8) -> Option<Self> {
         use PacketType::*;
         Some(match v {
@@ -148,6 +150,7 @@ impl PacketType {
     }
 
     /// The fixed-header flags this packet type must carry (all but PUBLISH, §2.1.3).
+    #[inline]
     fn required_flags(self) -> u8 {
         match self {
             Self::PubRel | Self::Subscribe | Self::Unsubscribe => 0b0010,
@@ -557,14 +560,22 @@ pub fn decode(
     if buf.len() < size {
         return Ok(None);
     }
-    let frame = buf.split_to(size).freeze();
-    let body = Reader::new(frame.slice(header_len..));
-    match decode_body(packet_type, first & 0x0f, body, version) {
+    let header: [u8; 5] = {
+        let mut h = [0u8; 5];
+        h[..header_len].copy_from_slice(&buf[..header_len]);
+        h
+    };
+    let mut frame = buf.split_to(size).freeze();
+    frame.advance(header_len);
+    let mut body = Reader::new(frame);
+    match decode_body(packet_type, first & 0x0f, &mut body, version) {
         Ok(packet) => Ok(Some(packet)),
         Err(e) => {
             // Put the frame back: an error consumes nothing.
-            let mut restored = BytesMut::with_capacity(frame.len() + buf.len());
-            restored.extend_from_slice(&frame);
+            let body = body.into_body();
+            let mut restored = BytesMut::with_capacity(size + buf.len());
+            restored.extend_from_slice(&header[..header_len]);
+            restored.extend_from_slice(&body);
             restored.extend_from_slice(buf);
             *buf = restored;
             Err(e)
@@ -573,6 +584,7 @@ pub fn decode(
 }
 
 /// Validates the first byte alone: the type exists in this version and the flags are legal.
+#[inline]
 fn check_first_byte(first: u8, version: Version) -> Result<PacketType, DecodeError> {
     let nibble = first >> 4;
     let packet_type = match PacketType::from_nibble(nibble) {
@@ -604,25 +616,25 @@ fn check_first_byte(first: u8, version: Version) -> Result<PacketType, DecodeErr
 fn decode_body(
     packet_type: PacketType,
     flags: u8,
-    mut r: Reader,
+    r: &mut Reader,
     version: Version,
 ) -> Result<Packet, DecodeError> {
     let packet = match packet_type {
-        PacketType::Connect => Packet::Connect(Box::new(Connect::decode(&mut r)?)),
-        PacketType::ConnAck => Packet::ConnAck(ConnAck::decode(&mut r, version)?),
-        PacketType::Publish => Packet::Publish(Publish::decode(flags, &mut r, version)?),
-        PacketType::PubAck => Packet::PubAck(Ack::decode(PacketType::PubAck, &mut r, version)?),
-        PacketType::PubRec => Packet::PubRec(Ack::decode(PacketType::PubRec, &mut r, version)?),
-        PacketType::PubRel => Packet::PubRel(Ack::decode(PacketType::PubRel, &mut r, version)?),
-        PacketType::PubComp => Packet::PubComp(Ack::decode(PacketType::PubComp, &mut r, version)?),
-        PacketType::Subscribe => Packet::Subscribe(Subscribe::decode(&mut r, version)?),
-        PacketType::SubAck => Packet::SubAck(SubAck::decode(&mut r, version)?),
-        PacketType::Unsubscribe => Packet::Unsubscribe(Unsubscribe::decode(&mut r, version)?),
-        PacketType::UnsubAck => Packet::UnsubAck(UnsubAck::decode(&mut r, version)?),
+        PacketType::Connect => Packet::Connect(Box::new(Connect::decode(r)?)),
+        PacketType::ConnAck => Packet::ConnAck(ConnAck::decode(r, version)?),
+        PacketType::Publish => Packet::Publish(Publish::decode(flags, r, version)?),
+        PacketType::PubAck => Packet::PubAck(Ack::decode(PacketType::PubAck, r, version)?),
+        PacketType::PubRec => Packet::PubRec(Ack::decode(PacketType::PubRec, r, version)?),
+        PacketType::PubRel => Packet::PubRel(Ack::decode(PacketType::PubRel, r, version)?),
+        PacketType::PubComp => Packet::PubComp(Ack::decode(PacketType::PubComp, r, version)?),
+        PacketType::Subscribe => Packet::Subscribe(Subscribe::decode(r, version)?),
+        PacketType::SubAck => Packet::SubAck(SubAck::decode(r, version)?),
+        PacketType::Unsubscribe => Packet::Unsubscribe(Unsubscribe::decode(r, version)?),
+        PacketType::UnsubAck => Packet::UnsubAck(UnsubAck::decode(r, version)?),
         PacketType::PingReq => Packet::PingReq,
         PacketType::PingResp => Packet::PingResp,
-        PacketType::Disconnect => Packet::Disconnect(Disconnect::decode(&mut r, version)?),
-        PacketType::Auth => Packet::Auth(Auth::decode(&mut r)?),
+        PacketType::Disconnect => Packet::Disconnect(Disconnect::decode(r, version)?),
+        PacketType::Auth => Packet::Auth(Auth::decode(r)?),
     };
     if !r.is_empty() {
         return Err(DecodeError::TrailingBytes {
@@ -669,6 +681,7 @@ pub(crate) enum Tail {
 
 impl Tail {
     /// The shortest legal form for this reason code and these properties.
+    #[inline]
     pub(crate) fn shortest(
         reason: ReasonCode,
         props: &Properties,
@@ -682,6 +695,7 @@ impl Tail {
         })
     }
 
+    #[inline]
     pub(crate) fn len(self) -> usize {
         match self {
             Self::Nothing => 0,
@@ -690,12 +704,13 @@ impl Tail {
         }
     }
 
-    pub(crate) fn write(self, reason: ReasonCode, props: &Properties, buf: &mut BytesMut) {
+    #[inline]
+    pub(crate) fn write(self, reason: ReasonCode, props: &Props, buf: &mut BytesMut) {
         match self {
             Self::Nothing => {}
-            Self::Reason => buf.put_u8(reason.value()),
+            Self::Reason => wire::put_u8(buf, reason.value()),
             Self::ReasonAndProps(n) => {
-                buf.put_u8(reason.value());
+                wire::put_u8(buf, reason.value());
                 props.write(n, buf);
             }
         }
@@ -703,12 +718,14 @@ impl Tail {
 }
 
 /// The length of a property block with its length prefix.
+#[inline]
 pub(crate) fn props_total(len: usize) -> usize {
     wire::var_int_len(len as u32) + len
 }
 
 /// Errors if `props` is not empty in a pre-5 version.
-pub(crate) fn no_props(props: &Properties, version: Version) -> Result<(), EncodeError> {
+#[inline]
+pub(crate) fn no_props(props: &Props, version: Version) -> Result<(), EncodeError> {
     if props.is_empty() {
         Ok(())
     } else {
@@ -728,7 +745,7 @@ impl Packet {
             return Err(EncodeError::PacketTooLarge { size: sized.len });
         }
         buf.reserve(1 + wire::var_int_len(sized.len as u32) + sized.len);
-        buf.put_u8(sized.first);
+        wire::put_u8(buf, sized.first);
         wire::put_var_int(buf, sized.len as u32);
         match sized.body {
             Body::Empty => {}
@@ -774,5 +791,21 @@ impl Packet {
             Self::Disconnect(p) => p.sized(version)?,
             Self::Auth(p) => p.sized(version)?,
         })
+    }
+}
+#[cfg(test)]
+mod tests {
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    /// Guards the `Props` design: with ~400 bytes of properties inline, every packet was 464
+    /// bytes to build and move.
+    #[test]
+    fn packets_stay_small() {
+        assert!(
+            size_of::<super::Packet>() <= 96,
+            "Packet is {} bytes",
+            size_of::<super::Packet>()
+        );
     }
 }

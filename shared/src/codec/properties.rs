@@ -1,7 +1,7 @@
 //! MQTT 5 properties (§2.2.2): every property, which packets may carry it, no duplicates
 //! except User Property (and Subscription Identifier in PUBLISH), and value rules.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 
 use super::wire::{self, Reader};
@@ -156,6 +156,122 @@ pub struct Properties {
     pub shared_subscription_available: Option<bool>,
 }
 
+impl Properties {
+    /// No property set (usable in `const` and `static` contexts).
+    pub const EMPTY: Properties = Properties {
+        payload_format_indicator: None,
+        message_expiry_interval: None,
+        content_type: None,
+        response_topic: None,
+        correlation_data: None,
+        subscription_identifiers: Vec::new(),
+        session_expiry_interval: None,
+        assigned_client_identifier: None,
+        server_keep_alive: None,
+        authentication_method: None,
+        authentication_data: None,
+        request_problem_information: None,
+        will_delay_interval: None,
+        request_response_information: None,
+        response_information: None,
+        server_reference: None,
+        reason_string: None,
+        receive_maximum: None,
+        topic_alias_maximum: None,
+        topic_alias: None,
+        maximum_qos: None,
+        retain_available: None,
+        user_properties: Vec::new(),
+        maximum_packet_size: None,
+        wildcard_subscription_available: None,
+        subscription_identifier_available: None,
+        shared_subscription_available: None,
+    };
+}
+
+static EMPTY: Properties = Properties::EMPTY;
+
+/// The properties of a packet as it carries them: nothing (no allocation) or a boxed
+/// [`Properties`]. Read and write fields through it as if it were a `Properties`
+/// (`packet.properties.topic_alias = Some(1)`); build one with `Properties { .. }.into()`.
+///
+/// Why: `Properties` holds every MQTT 5 property (about 400 bytes). Inline, it made every
+/// packet — 3.1.1 ones included — that large to build and to move.
+#[derive(Clone, Default)]
+pub struct Props(Option<Box<Properties>>);
+
+impl Props {
+    /// Whether no property is set.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.0.as_ref().is_none_or(|p| p.is_empty())
+    }
+
+    /// Validates for `ctx` and returns the encoded length of the contents.
+    #[inline]
+    pub(crate) fn encoded_len(&self, ctx: PropertyContext) -> Result<usize, EncodeError> {
+        match &self.0 {
+            None => Ok(0),
+            Some(p) => p.encoded_len(ctx),
+        }
+    }
+
+    /// Writes the property length and the properties.
+    pub(crate) fn write(&self, len: usize, buf: &mut BytesMut) {
+        match &self.0 {
+            None => wire::put_u8(buf, 0),
+            Some(p) => p.write(len, buf),
+        }
+    }
+}
+
+impl Props {
+    /// Reads a property length and that many bytes of properties.
+    pub(crate) fn decode(r: &mut Reader, ctx: PropertyContext) -> Result<Self, DecodeError> {
+        Properties::decode(r, ctx)
+    }
+}
+
+impl std::ops::Deref for Props {
+    type Target = Properties;
+
+    #[inline]
+    fn deref(&self) -> &Properties {
+        self.0.as_deref().unwrap_or(&EMPTY)
+    }
+}
+
+impl std::ops::DerefMut for Props {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut Properties {
+        self.0.get_or_insert_with(Box::default)
+    }
+}
+
+impl From<Properties> for Props {
+    fn from(p: Properties) -> Self {
+        if p.is_empty() {
+            Self(None)
+        } else {
+            Self(Some(Box::new(p)))
+        }
+    }
+}
+
+impl PartialEq for Props {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for Props {}
+
+impl std::fmt::Debug for Props {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&**self, f)
+    }
+}
+
 fn set<T>(slot: &mut Option<T>, id: PropertyId, value: T) -> Result<(), DecodeError> {
     if slot.is_some() {
         return Err(DecodeError::DuplicateProperty {
@@ -198,11 +314,12 @@ fn strp(s: &Option<ByteString>) -> Option<&[u8]> {
 impl Properties {
     /// Whether no property is set.
     pub fn is_empty(&self) -> bool {
-        *self == Self::default()
+        *self == Self::EMPTY
     }
 
-    /// Reads a property length and that many bytes of properties.
-    pub(crate) fn decode(r: &mut Reader, ctx: PropertyContext) -> Result<Self, DecodeError> {
+    /// Reads a property length and that many bytes of properties (allocating only if there
+    /// are any).
+    fn decode(r: &mut Reader, ctx: PropertyContext) -> Result<Props, DecodeError> {
         let len = r.var_int("property length")? as usize;
         if len > r.remaining() {
             return Err(DecodeError::PropertyLengthOverflow {
@@ -210,8 +327,11 @@ impl Properties {
                 available: r.remaining(),
             });
         }
+        if len == 0 {
+            return Ok(Props::default());
+        }
         let mut r = Reader::new(r.take(len, "properties")?);
-        let mut p = Properties::default();
+        let mut p = Box::<Properties>::default();
         while !r.is_empty() {
             let byte = r.var_int("property identifier")?;
             let id = u8::try_from(byte)
@@ -321,11 +441,12 @@ impl Properties {
                 }
             }
         }
-        Ok(p)
+        Ok(Props(Some(p)))
     }
 
     /// Validates the properties for `ctx` and returns the encoded length of their contents
     /// (without the property length prefix).
+    #[inline]
     pub(crate) fn encoded_len(&self, ctx: PropertyContext) -> Result<usize, EncodeError> {
         let mut len = 0usize;
         let mut check = |id: PropertyId, present: bool, size: usize| -> Result<(), EncodeError> {
@@ -500,25 +621,25 @@ impl Properties {
         wire::put_var_int(buf, len as u32);
         let flag = |buf: &mut BytesMut, id: P, v: Option<bool>| {
             if let Some(v) = v {
-                buf.put_u8(id as u8);
-                buf.put_u8(u8::from(v));
+                wire::put_u8(buf, id as u8);
+                wire::put_u8(buf, u8::from(v));
             }
         };
         let u32p = |buf: &mut BytesMut, id: P, v: Option<u32>| {
             if let Some(v) = v {
-                buf.put_u8(id as u8);
-                buf.put_u32(v);
+                wire::put_u8(buf, id as u8);
+                wire::put_u32(buf, v);
             }
         };
         let u16p = |buf: &mut BytesMut, id: P, v: Option<u16>| {
             if let Some(v) = v {
-                buf.put_u8(id as u8);
-                buf.put_u16(v);
+                wire::put_u8(buf, id as u8);
+                wire::put_u16(buf, v);
             }
         };
         let bytesp = |buf: &mut BytesMut, id: P, v: Option<&[u8]>| {
             if let Some(v) = v {
-                buf.put_u8(id as u8);
+                wire::put_u8(buf, id as u8);
                 wire::put_bytes(buf, v);
             }
         };
@@ -532,7 +653,7 @@ impl Properties {
         bytesp(buf, P::ResponseTopic, strp(&self.response_topic));
         bytesp(buf, P::CorrelationData, self.correlation_data.as_deref());
         for &id in &self.subscription_identifiers {
-            buf.put_u8(P::SubscriptionIdentifier as u8);
+            wire::put_u8(buf, P::SubscriptionIdentifier as u8);
             wire::put_var_int(buf, id);
         }
         u32p(buf, P::SessionExpiryInterval, self.session_expiry_interval);
@@ -574,12 +695,12 @@ impl Properties {
         u16p(buf, P::TopicAliasMaximum, self.topic_alias_maximum);
         u16p(buf, P::TopicAlias, self.topic_alias);
         if let Some(q) = self.maximum_qos {
-            buf.put_u8(P::MaximumQoS as u8);
-            buf.put_u8(q as u8);
+            wire::put_u8(buf, P::MaximumQoS as u8);
+            wire::put_u8(buf, q as u8);
         }
         flag(buf, P::RetainAvailable, self.retain_available);
         for (name, value) in &self.user_properties {
-            buf.put_u8(P::UserProperty as u8);
+            wire::put_u8(buf, P::UserProperty as u8);
             wire::put_bytes(buf, name.as_bytes());
             wire::put_bytes(buf, value.as_bytes());
         }

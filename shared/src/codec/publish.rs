@@ -1,13 +1,11 @@
 //! PUBLISH (MQTT 5.0 §3.3, 3.1.1 §3.3).
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 
 use super::properties::PropertyContext;
 use super::wire::{self, Reader};
-use super::{
-    Body, DecodeError, EncodeError, PacketType, Properties, QoS, Sized, Version, props_total,
-};
+use super::{Body, DecodeError, EncodeError, PacketType, Props, QoS, Sized, Version, props_total};
 use crate::topic;
 
 /// An application message.
@@ -24,15 +22,16 @@ pub struct Publish {
     /// Packet identifier for QoS 1/2 (non-zero); ignored at QoS 0.
     pub packet_id: u16,
     /// PUBLISH properties (MQTT 5).
-    pub properties: Properties,
+    pub properties: Props,
     /// The payload, zero-copy.
     pub payload: Bytes,
 }
 
 impl Publish {
+    #[inline]
     pub(crate) fn decode(flags: u8, r: &mut Reader, version: Version) -> Result<Self, DecodeError> {
         let qos = QoS::from_u8((flags >> 1) & 0x03).ok_or(DecodeError::InvalidQoS)?;
-        let topic = r.string("topic name")?;
+        let topic = r.utf8("topic name")?;
         let packet_id = if qos == QoS::AtMostOnce {
             0
         } else {
@@ -45,9 +44,9 @@ impl Publish {
             id
         };
         let properties = if version.is_v5() {
-            Properties::decode(r, PropertyContext::Packet(PacketType::Publish))?
+            Props::decode(r, PropertyContext::Packet(PacketType::Publish))?
         } else {
-            Properties::default()
+            Props::default()
         };
         if topic.is_empty() {
             // v5 §3.3.2.1: a zero-length topic name needs a Topic Alias.
@@ -55,7 +54,12 @@ impl Publish {
                 return Err(DecodeError::EmptyTopicWithoutAlias);
             }
         } else {
-            topic::validate_name(&topic).map_err(DecodeError::InvalidTopicName)?;
+            topic::validate_name(&topic).map_err(|e| match e {
+                topic::TopicError::NullChar { .. } => {
+                    DecodeError::NullCharacter { what: "topic name" }
+                }
+                e => DecodeError::InvalidTopicName(e),
+            })?;
         }
         Ok(Self {
             dup: flags & 0x08 != 0,
@@ -68,6 +72,7 @@ impl Publish {
         })
     }
 
+    #[inline]
     pub(crate) fn sized(&self, version: Version) -> Result<Sized<'_>, EncodeError> {
         if self.dup && self.qos == QoS::AtMostOnce {
             return Err(EncodeError::DupWithQoS0);
@@ -84,7 +89,8 @@ impl Publish {
         } else {
             topic::validate_name(&self.topic).map_err(EncodeError::InvalidTopicName)?;
         }
-        let mut len = wire::check_str(&self.topic, "topic name")? + self.payload.len();
+        // validate_name has checked the length and U+0000 (an empty topic is 2 bytes).
+        let mut len = 2 + self.topic.len() + self.payload.len();
         if self.qos != QoS::AtMostOnce {
             len += 2;
         }
@@ -107,14 +113,15 @@ impl Publish {
         })
     }
 
+    #[inline]
     pub(crate) fn write(&self, props: Option<usize>, buf: &mut BytesMut) {
         wire::put_bytes(buf, self.topic.as_bytes());
         if self.qos != QoS::AtMostOnce {
-            buf.put_u16(self.packet_id);
+            wire::put_u16(buf, self.packet_id);
         }
         if let Some(n) = props {
             self.properties.write(n, buf);
         }
-        buf.put_slice(&self.payload);
+        buf.extend_from_slice(&self.payload);
     }
 }

@@ -1,11 +1,11 @@
 //! SUBACK (MQTT 5.0 §3.9, 3.1.1 §3.9).
 
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 
 use super::properties::PropertyContext;
-use super::wire::Reader;
+use super::wire::{self, Reader};
 use super::{
-    Body, DecodeError, EncodeError, PacketType, Properties, ReasonCode, Sized, Version, props_total,
+    Body, DecodeError, EncodeError, PacketType, Props, ReasonCode, Sized, Version, props_total,
 };
 
 /// The answer to SUBSCRIBE: one code per filter, in order. In 3.1.1 the return codes are
@@ -17,7 +17,7 @@ pub struct SubAck {
     /// One code per filter.
     pub reasons: Vec<ReasonCode>,
     /// SUBACK properties (MQTT 5).
-    pub properties: Properties,
+    pub properties: Props,
 }
 
 impl SubAck {
@@ -29,9 +29,9 @@ impl SubAck {
             });
         }
         let properties = if version.is_v5() {
-            Properties::decode(r, PropertyContext::Packet(PacketType::SubAck))?
+            Props::decode(r, PropertyContext::Packet(PacketType::SubAck))?
         } else {
-            Properties::default()
+            Props::default()
         };
         let mut reasons = Vec::with_capacity(r.remaining());
         while !r.is_empty() {
@@ -98,16 +98,19 @@ impl SubAck {
     }
 
     pub(crate) fn write(&self, version: Version, props: Option<usize>, buf: &mut BytesMut) {
-        buf.put_u16(self.packet_id);
+        wire::put_u16(buf, self.packet_id);
         if let Some(n) = props {
             self.properties.write(n, buf);
         }
         for c in &self.reasons {
-            buf.put_u8(if version.is_v5() {
-                c.value()
-            } else {
-                c.to_v3_suback()
-            });
+            wire::put_u8(
+                buf,
+                if version.is_v5() {
+                    c.value()
+                } else {
+                    c.to_v3_suback()
+                },
+            );
         }
     }
 }

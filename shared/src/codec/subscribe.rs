@@ -1,13 +1,11 @@
 //! SUBSCRIBE (MQTT 5.0 §3.8, 3.1.1 §3.8).
 
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 use bytestring::ByteString;
 
 use super::properties::PropertyContext;
 use super::wire::{self, Reader};
-use super::{
-    Body, DecodeError, EncodeError, PacketType, Properties, QoS, Sized, Version, props_total,
-};
+use super::{Body, DecodeError, EncodeError, PacketType, Props, QoS, Sized, Version, props_total};
 use crate::topic;
 
 /// When the server sends retained messages for a new subscription (MQTT 5 §3.8.3.1).
@@ -65,7 +63,7 @@ pub struct Subscribe {
     /// The filters, at least one.
     pub filters: Vec<Subscription>,
     /// SUBSCRIBE properties (MQTT 5): a Subscription Identifier and user properties.
-    pub properties: Properties,
+    pub properties: Props,
 }
 
 impl Subscribe {
@@ -77,9 +75,9 @@ impl Subscribe {
             });
         }
         let properties = if version.is_v5() {
-            Properties::decode(r, PropertyContext::Packet(PacketType::Subscribe))?
+            Props::decode(r, PropertyContext::Packet(PacketType::Subscribe))?
         } else {
-            Properties::default()
+            Props::default()
         };
         let mut filters = Vec::new();
         while !r.is_empty() {
@@ -142,7 +140,8 @@ impl Subscribe {
                     version,
                 });
             }
-            len += wire::check_str(&s.filter, "topic filter")? + 1;
+            // validate_filter has checked the length and U+0000.
+            len += 2 + s.filter.len() + 1;
         }
         let props = if version.is_v5() {
             let n = self
@@ -162,13 +161,13 @@ impl Subscribe {
     }
 
     pub(crate) fn write(&self, _version: Version, props: Option<usize>, buf: &mut BytesMut) {
-        buf.put_u16(self.packet_id);
+        wire::put_u16(buf, self.packet_id);
         if let Some(n) = props {
             self.properties.write(n, buf);
         }
         for s in &self.filters {
             wire::put_bytes(buf, s.filter.as_bytes());
-            buf.put_u8(s.options());
+            wire::put_u8(buf, s.options());
         }
     }
 }

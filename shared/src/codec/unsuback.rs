@@ -1,11 +1,11 @@
 //! UNSUBACK (MQTT 5.0 §3.11, 3.1.1 §3.11).
 
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 
 use super::properties::PropertyContext;
-use super::wire::Reader;
+use super::wire::{self, Reader};
 use super::{
-    Body, DecodeError, EncodeError, PacketType, Properties, ReasonCode, Sized, Version, props_total,
+    Body, DecodeError, EncodeError, PacketType, Props, ReasonCode, Sized, Version, props_total,
 };
 
 /// The answer to UNSUBSCRIBE. MQTT 5 has one reason code per filter; 3.1.1 has none.
@@ -16,7 +16,7 @@ pub struct UnsubAck {
     /// One code per filter (MQTT 5); empty in 3.1.1.
     pub reasons: Vec<ReasonCode>,
     /// UNSUBACK properties (MQTT 5).
-    pub properties: Properties,
+    pub properties: Props,
 }
 
 impl UnsubAck {
@@ -31,10 +31,10 @@ impl UnsubAck {
             return Ok(Self {
                 packet_id,
                 reasons: Vec::new(),
-                properties: Properties::default(),
+                properties: Props::default(),
             });
         }
-        let properties = Properties::decode(r, PropertyContext::Packet(PacketType::UnsubAck))?;
+        let properties = Props::decode(r, PropertyContext::Packet(PacketType::UnsubAck))?;
         let mut reasons = Vec::with_capacity(r.remaining());
         while !r.is_empty() {
             let code = r.u8("reason code")?;
@@ -102,11 +102,11 @@ impl UnsubAck {
     }
 
     pub(crate) fn write(&self, props: Option<usize>, buf: &mut BytesMut) {
-        buf.put_u16(self.packet_id);
+        wire::put_u16(buf, self.packet_id);
         if let Some(n) = props {
             self.properties.write(n, buf);
             for c in &self.reasons {
-                buf.put_u8(c.value());
+                wire::put_u8(buf, c.value());
             }
         }
     }

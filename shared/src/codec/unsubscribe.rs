@@ -1,11 +1,11 @@
 //! UNSUBSCRIBE (MQTT 5.0 §3.10, 3.1.1 §3.10).
 
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 use bytestring::ByteString;
 
 use super::properties::PropertyContext;
 use super::wire::{self, Reader};
-use super::{Body, DecodeError, EncodeError, PacketType, Properties, Sized, Version, props_total};
+use super::{Body, DecodeError, EncodeError, PacketType, Props, Sized, Version, props_total};
 use crate::topic;
 
 /// A request to remove subscriptions.
@@ -16,7 +16,7 @@ pub struct Unsubscribe {
     /// The filters to remove, at least one.
     pub filters: Vec<ByteString>,
     /// UNSUBSCRIBE properties (MQTT 5: user properties).
-    pub properties: Properties,
+    pub properties: Props,
 }
 
 impl Unsubscribe {
@@ -28,9 +28,9 @@ impl Unsubscribe {
             });
         }
         let properties = if version.is_v5() {
-            Properties::decode(r, PropertyContext::Packet(PacketType::Unsubscribe))?
+            Props::decode(r, PropertyContext::Packet(PacketType::Unsubscribe))?
         } else {
-            Properties::default()
+            Props::default()
         };
         let mut filters = Vec::new();
         while !r.is_empty() {
@@ -62,7 +62,8 @@ impl Unsubscribe {
         let mut len = 2;
         for f in &self.filters {
             topic::validate_filter(f).map_err(EncodeError::InvalidTopicFilter)?;
-            len += wire::check_str(f, "topic filter")?;
+            // validate_filter has checked the length and U+0000.
+            len += 2 + f.len();
         }
         let props = if version.is_v5() {
             let n = self
@@ -82,7 +83,7 @@ impl Unsubscribe {
     }
 
     pub(crate) fn write(&self, props: Option<usize>, buf: &mut BytesMut) {
-        buf.put_u16(self.packet_id);
+        wire::put_u16(buf, self.packet_id);
         if let Some(n) = props {
             self.properties.write(n, buf);
         }

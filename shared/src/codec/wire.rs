@@ -1,7 +1,7 @@
 //! MQTT's data representations (MQTT 5.0 §1.5, 3.1.1 §1.5): big-endian integers, variable
 //! byte integers, length-prefixed UTF-8 strings and binary data. Reading is zero-copy.
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use bytestring::ByteString;
 
 use super::{DecodeError, EncodeError};
@@ -22,6 +22,7 @@ pub enum VarInt {
 }
 
 /// Reads a variable byte integer: at most 4 bytes, minimal encoding ([MQTT-1.5.5-1]).
+#[inline]
 pub fn read_var_int(buf: &[u8]) -> Result<VarInt, DecodeError> {
     let mut value: u32 = 0;
     for (i, &byte) in buf.iter().take(4).enumerate() {
@@ -42,6 +43,7 @@ pub fn read_var_int(buf: &[u8]) -> Result<VarInt, DecodeError> {
 }
 
 /// How many bytes `value` takes as a variable byte integer.
+#[inline]
 pub fn var_int_len(value: u32) -> usize {
     match value {
         0..=127 => 1,
@@ -51,7 +53,29 @@ pub fn var_int_len(value: u32) -> usize {
     }
 }
 
+// BytesMut's `put_slice` (behind `put_u8`, `put_u16`, ...) is not `#[inline]`: a call and a
+// memmove for every byte written. `extend_from_slice` is inline.
+
+/// Writes one byte.
+#[inline]
+pub fn put_u8(buf: &mut BytesMut, v: u8) {
+    buf.extend_from_slice(&[v]);
+}
+
+/// Writes a big-endian two-byte integer.
+#[inline]
+pub fn put_u16(buf: &mut BytesMut, v: u16) {
+    buf.extend_from_slice(&v.to_be_bytes());
+}
+
+/// Writes a big-endian four-byte integer.
+#[inline]
+pub fn put_u32(buf: &mut BytesMut, v: u32) {
+    buf.extend_from_slice(&v.to_be_bytes());
+}
+
 /// Writes a variable byte integer; the caller has checked `value <= MAX_VAR_INT`.
+#[inline]
 pub fn put_var_int(buf: &mut BytesMut, mut value: u32) {
     loop {
         let mut byte = (value % 128) as u8;
@@ -59,7 +83,7 @@ pub fn put_var_int(buf: &mut BytesMut, mut value: u32) {
         if value > 0 {
             byte |= 0x80;
         }
-        buf.put_u8(byte);
+        put_u8(buf, byte);
         if value == 0 {
             break;
         }
@@ -67,6 +91,7 @@ pub fn put_var_int(buf: &mut BytesMut, mut value: u32) {
 }
 
 /// Checks that a string can be encoded: at most 65,535 bytes, no U+0000.
+#[inline]
 pub fn check_str(s: &str, what: &'static str) -> Result<usize, EncodeError> {
     if s.len() > MAX_STR_LEN {
         return Err(EncodeError::StringTooLong { what, len: s.len() });
@@ -78,6 +103,7 @@ pub fn check_str(s: &str, what: &'static str) -> Result<usize, EncodeError> {
 }
 
 /// Checks that binary data can be encoded: at most 65,535 bytes.
+#[inline]
 pub fn check_bin(b: &[u8], what: &'static str) -> Result<usize, EncodeError> {
     if b.len() > MAX_STR_LEN {
         return Err(EncodeError::StringTooLong { what, len: b.len() });
@@ -86,35 +112,50 @@ pub fn check_bin(b: &[u8], what: &'static str) -> Result<usize, EncodeError> {
 }
 
 /// Writes a length-prefixed string or binary value; the caller checked the length.
+#[inline]
 pub fn put_bytes(buf: &mut BytesMut, b: &[u8]) {
-    buf.put_u16(b.len() as u16);
-    buf.put_slice(b);
+    put_u16(buf, b.len() as u16);
+    buf.extend_from_slice(b);
 }
 
 /// A cursor over one packet's body. Every read names what it reads, for the error.
+///
+/// The reader keeps the whole body and a position, so that after a failed parse the body is
+/// still whole ([`Reader::into_body`]) and nothing is cloned to make that possible.
 #[derive(Debug)]
 pub struct Reader {
     buf: Bytes,
+    pos: usize,
 }
 
 impl Reader {
     /// A reader over these bytes.
+    #[inline]
     pub fn new(buf: Bytes) -> Self {
-        Self { buf }
+        Self { buf, pos: 0 }
+    }
+
+    /// The whole body, read or not (empty after [`Reader::rest`]).
+    #[inline]
+    pub fn into_body(self) -> Bytes {
+        self.buf
     }
 
     /// Bytes not yet read.
+    #[inline]
     pub fn remaining(&self) -> usize {
-        self.buf.len()
+        self.buf.len() - self.pos
     }
 
     /// Whether everything was read.
+    #[inline]
     pub fn is_empty(&self) -> bool {
-        self.buf.is_empty()
+        self.remaining() == 0
     }
 
+    #[inline]
     fn need(&self, n: usize, what: &'static str) -> Result<(), DecodeError> {
-        if self.buf.len() < n {
+        if self.remaining() < n {
             Err(DecodeError::Truncated { what })
         } else {
             Ok(())
@@ -122,28 +163,39 @@ impl Reader {
     }
 
     /// One byte.
+    #[inline]
     pub fn u8(&mut self, what: &'static str) -> Result<u8, DecodeError> {
         self.need(1, what)?;
-        Ok(self.buf.get_u8())
+        let v = self.buf[self.pos];
+        self.pos += 1;
+        Ok(v)
     }
 
     /// A two-byte integer.
+    #[inline]
     pub fn u16(&mut self, what: &'static str) -> Result<u16, DecodeError> {
         self.need(2, what)?;
-        Ok(self.buf.get_u16())
+        let v = u16::from_be_bytes([self.buf[self.pos], self.buf[self.pos + 1]]);
+        self.pos += 2;
+        Ok(v)
     }
 
     /// A four-byte integer.
+    #[inline]
     pub fn u32(&mut self, what: &'static str) -> Result<u32, DecodeError> {
         self.need(4, what)?;
-        Ok(self.buf.get_u32())
+        let b = &self.buf[self.pos..self.pos + 4];
+        let v = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+        self.pos += 4;
+        Ok(v)
     }
 
     /// A variable byte integer.
+    #[inline]
     pub fn var_int(&mut self, what: &'static str) -> Result<u32, DecodeError> {
-        match read_var_int(&self.buf)? {
+        match read_var_int(&self.buf[self.pos..])? {
             VarInt::Value(v, n) => {
-                self.buf.advance(n);
+                self.pos += n;
                 Ok(v)
             }
             VarInt::Incomplete => Err(DecodeError::Truncated { what }),
@@ -151,31 +203,48 @@ impl Reader {
     }
 
     /// The next `n` bytes, zero-copy.
+    #[inline]
     pub fn take(&mut self, n: usize, what: &'static str) -> Result<Bytes, DecodeError> {
         self.need(n, what)?;
-        Ok(self.buf.split_to(n))
+        let b = self.buf.slice(self.pos..self.pos + n);
+        self.pos += n;
+        Ok(b)
     }
 
-    /// Everything left, zero-copy.
+    /// Everything left, zero-copy, without touching the reference count. Must be the last
+    /// read: afterwards the reader is empty and [`Reader::into_body`] returns nothing.
+    #[inline]
     pub fn rest(&mut self) -> Bytes {
-        std::mem::take(&mut self.buf)
+        let mut b = std::mem::take(&mut self.buf);
+        b.advance(self.pos);
+        self.pos = 0;
+        b
     }
 
     /// Binary data with a two-byte length.
+    #[inline]
     pub fn binary(&mut self, what: &'static str) -> Result<Bytes, DecodeError> {
         let len = self.u16(what)?;
         self.take(usize::from(len), what)
     }
 
+    /// A well-formed UTF-8 string with a two-byte length, U+0000 not checked: for topic names,
+    /// whose validation finds U+0000 in the same pass as the wildcards.
+    #[inline]
+    pub fn utf8(&mut self, what: &'static str) -> Result<ByteString, DecodeError> {
+        let raw = self.binary(what)?;
+        ByteString::try_from(raw).map_err(|_| DecodeError::InvalidUtf8 { what })
+    }
+
     /// A UTF-8 string with a two-byte length: well-formed, no U+0000 ([MQTT-1.5.4-1],
     /// [MQTT-1.5.4-2]).
+    #[inline]
     pub fn string(&mut self, what: &'static str) -> Result<ByteString, DecodeError> {
         let raw = self.binary(what)?;
-        let s = ByteString::try_from(raw).map_err(|_| DecodeError::InvalidUtf8 { what })?;
-        if s.as_bytes().contains(&0) {
+        if raw.contains(&0) {
             return Err(DecodeError::NullCharacter { what });
         }
-        Ok(s)
+        ByteString::try_from(raw).map_err(|_| DecodeError::InvalidUtf8 { what })
     }
 }
 

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 
-use super::{TopicError, parse_shared, validate_filter};
+use super::{Levels, TopicError, levels, parse_shared, validate_filter};
 
 #[derive(Debug)]
 struct Node<K, V> {
@@ -82,8 +82,8 @@ impl<K: Eq + Hash, V> SubscriptionTree<K, V> {
     /// Adds (or replaces) `key`'s subscription to `filter`; returns the value it replaced.
     pub fn insert(&mut self, filter: &str, key: K, value: V) -> Result<Option<V>, TopicError> {
         let mut node = &mut self.root;
-        let mut levels = inner(filter)?.split('/').peekable();
-        while let Some(level) = levels.next() {
+        let mut it = levels(inner(filter)?).peekable();
+        while let Some(level) = it.next() {
             if level == "#" {
                 let old = node.hash.insert(key, value);
                 self.len += usize::from(old.is_none());
@@ -94,7 +94,7 @@ impl<K: Eq + Hash, V> SubscriptionTree<K, V> {
             } else {
                 node.children.entry(level.into()).or_default()
             };
-            if levels.peek().is_none() {
+            if it.peek().is_none() {
                 break;
             }
         }
@@ -106,8 +106,8 @@ impl<K: Eq + Hash, V> SubscriptionTree<K, V> {
     /// Removes `key`'s subscription to `filter`, pruning emptied nodes.
     pub fn remove(&mut self, filter: &str, key: &K) -> Option<V> {
         let filter = inner(filter).ok()?;
-        let levels: Vec<&str> = filter.split('/').collect();
-        let removed = Self::remove_at(&mut self.root, &levels, key);
+        let parts: Vec<&str> = levels(filter).collect();
+        let removed = Self::remove_at(&mut self.root, &parts, key);
         self.len -= usize::from(removed.is_some());
         removed
     }
@@ -140,9 +140,9 @@ impl<K: Eq + Hash, V> SubscriptionTree<K, V> {
     /// ([MQTT-4.7.2-1]): names starting with `$` are not matched by `#` or `+` at the first level.
     pub fn for_each_match<'s>(&'s self, topic: &str, mut f: impl FnMut(&'s K, &'s V)) {
         let dollar = topic.starts_with('$');
-        let mut levels = topic.split('/');
-        if let Some(first) = levels.next() {
-            Self::walk(&self.root, first, levels, !dollar, &mut f);
+        let mut rest = levels(topic);
+        if let Some(first) = rest.next() {
+            Self::walk(&self.root, first, rest, !dollar, &mut f);
         }
     }
 
@@ -156,7 +156,7 @@ impl<K: Eq + Hash, V> SubscriptionTree<K, V> {
     fn walk<'s, 't>(
         node: &'s Node<K, V>,
         level: &'t str,
-        mut rest: std::str::Split<'t, char>,
+        mut rest: Levels<'t>,
         wildcards: bool,
         f: &mut impl FnMut(&'s K, &'s V),
     ) {
