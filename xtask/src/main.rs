@@ -238,7 +238,10 @@ fn test(root: &Path, args: &[String]) -> Result<(), Failure> {
                     "kite-mqtt",
                     "-p",
                     "kite-frontend",
-                    "--all-targets",
+                    // Benches (criterion) are not browser targets.
+                    "--lib",
+                    "--bins",
+                    "--tests",
                     "--",
                     "-D",
                     "warnings",
