@@ -221,7 +221,7 @@ fn topic_tree(c: &mut Criterion) {
     assert_eq!(tree.len(), 100_000);
     let mut g = c.benchmark_group("topic_tree (100,000 subscriptions)");
     g.throughput(Throughput::Elements(1));
-    // One device's reading (2 matches), an alarm every subscriber of site 43 gets (1,001
+    // One device's reading (1 match), an alarm every subscriber of site 43 gets (1,000
     // matches: fan-out), and a topic nobody wants (0).
     for topic in [
         "site/40/dev/4240/temp",
