@@ -298,7 +298,7 @@ fn test(root: &Path, args: &[String]) -> Result<(), Failure> {
         Ok(())
     } else {
         Err(Failure {
-            what: format!("{failed} of {} checks failed", results.len()),
+            what: format!("{failed} of {} checks", results.len()),
             command: "cargo xtask test".into(),
             detail: "see the FAILED lines above".into(),
             fix: "fix them and run `cargo xtask test` again".into(),
