@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod codec;
+pub mod session;
 pub mod topic;
 
 pub use codec::{DecodeError, EncodeError, Limits, Packet, QoS, Version, decode};
