@@ -4,3 +4,4 @@
 
 mod app;
 mod gateway;
+mod session;

@@ -83,7 +83,7 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
 
 /// A child process killed on drop.
 #[derive(Debug)]
-pub struct Process(Child);
+pub struct Process(pub Child);
 
 impl Drop for Process {
     fn drop(&mut self) {
@@ -92,47 +92,93 @@ impl Drop for Process {
     }
 }
 
-/// A real mosquitto broker on a free loopback port, anonymous access, no persistence.
+/// A real mosquitto broker on a free loopback port, anonymous access.
 #[derive(Debug)]
 pub struct Mosquitto {
     pub port: u16,
-    _process: Process,
+    process: Option<Process>,
+    conf: PathBuf,
     _dir: TempDir,
 }
 
 impl Mosquitto {
+    /// A broker without persistence.
     pub fn start() -> Self {
+        Self::start_with("persistence false\n")
+    }
+
+    /// A broker that keeps sessions and queued messages across [`Mosquitto::restart`], and
+    /// queues up to 100,000 messages per offline client.
+    pub fn start_persistent() -> Self {
+        Self::start_with("persistence true\nmax_queued_messages 100000\n")
+    }
+
+    fn start_with(extra: &str) -> Self {
+        let dir = TempDir::new("mosquitto");
+        // Started as root, mosquitto drops to the `mosquitto` user: it must be able to write
+        // its persistence database here, or it silently keeps nothing across a restart.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o777),
+        )
+        .unwrap();
+        let port = free_port();
+        let conf = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence_location {}/\nlog_dest stderr\nlog_type error\nlog_type warning\n{extra}",
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        let mut broker = Self {
+            port,
+            process: None,
+            conf,
+            _dir: dir,
+        };
+        broker.run();
+        broker
+    }
+
+    fn run(&mut self) {
         let bin = program(
             "KITE_MOSQUITTO",
             &["/usr/sbin/mosquitto", "/usr/bin/mosquitto"],
             "mosquitto",
         );
-        let dir = TempDir::new("mosquitto");
-        let port = free_port();
-        let conf = dir.path().join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\nlog_type error\nlog_type warning\n"),
-        )
-        .unwrap();
         let child = Command::new(bin)
             .arg("-c")
-            .arg(&conf)
+            .arg(&self.conf)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()
             .expect("cannot start mosquitto");
-        let process = Process(child);
+        self.process = Some(Process(child));
+        let port = self.port;
         wait_for(
             "mosquitto to accept connections",
             Duration::from_secs(10),
             || TcpStream::connect(("127.0.0.1", port)).ok(),
         );
-        Self {
-            port,
-            _process: process,
-            _dir: dir,
+    }
+
+    /// Stops the broker with SIGTERM (it saves its persistence database) and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut p) = self.process.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(p.0.id().to_string())
+                .status();
+            let _ = p.0.wait();
         }
+    }
+
+    /// Stops and starts the broker again on the same port with the same configuration.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.run();
     }
 
     pub fn url(&self) -> String {
