@@ -60,6 +60,9 @@ pub struct ConnectOptions {
     pub max_inflight: u16,
     /// Outbox bound: publishes waiting for the connection or the window.
     pub outbox_limit: OutboxLimit,
+    /// Replace repeated topic names by aliases when the server allows them (5.0): the first
+    /// topics published get alias 1, 2, ... up to the server's Topic Alias Maximum.
+    pub outgoing_topic_aliases: bool,
 }
 
 impl Default for ConnectOptions {
@@ -76,6 +79,7 @@ impl Default for ConnectOptions {
             connect_timeout: Duration::from_secs(10),
             max_inflight: 100,
             outbox_limit: OutboxLimit::default(),
+            outgoing_topic_aliases: true,
         }
     }
 }
@@ -269,7 +273,13 @@ pub enum SessionError {
     /// The command needs a connection (AUTH, DISCONNECT).
     #[error("not connected")]
     NotConnected,
+    /// Exported outbox data that cannot be read back.
+    #[error("the saved outbox cannot be read: {0}")]
+    BadOutbox(String),
 }
+
+/// The first bytes of [`Session::export_outbox`] data (a format version).
+const OUTBOX_MAGIC: &[u8; 8] = b"KITEOBX1";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -319,6 +329,9 @@ pub struct Session {
     subscriptions: Vec<Subscription>,
     /// Incoming topic aliases (5.0).
     aliases: HashMap<u16, ByteString>,
+    /// Outgoing topic aliases on this connection, and how many the server allows.
+    out_aliases: HashMap<ByteString, u16>,
+    out_alias_max: u16,
     /// Send window: the server's receive maximum, or ours for 3.1.1.
     send_window: u16,
     server_max_packet: Option<u32>,
@@ -352,6 +365,8 @@ impl Session {
             pending_unsubscribe: HashMap::new(),
             subscriptions: Vec::new(),
             aliases: HashMap::new(),
+            out_aliases: HashMap::new(),
+            out_alias_max: 0,
             send_window: opts.max_inflight.max(1),
             server_max_packet: None,
             keep_alive: Duration::from_secs(u64::from(opts.keep_alive)),
@@ -386,6 +401,9 @@ impl Session {
         self.read.clear();
         self.out.clear();
         self.aliases.clear();
+        // Topic aliases belong to one connection ([MQTT-3.3.2-7]).
+        self.out_aliases.clear();
+        self.out_alias_max = 0;
         self.ping_deadline = None;
         let o = &self.opts;
         let connect = Connect {
@@ -504,6 +522,8 @@ impl Session {
     ) -> Result<Option<u16>, SessionError> {
         publish.dup = false;
         publish.packet_id = if publish.qos == QoS::AtMostOnce { 0 } else { 1 };
+        // Aliases are the session's business: they are chosen per connection when sending.
+        publish.properties.topic_alias = None;
         // Validate now, so that a bad publish is refused here and not on the wire later.
         let size = Packet::Publish(publish.clone()).encoded_len(self.opts.version)?;
         if let Some(max) = self.server_max_packet
@@ -596,6 +616,87 @@ impl Session {
         Ok(())
     }
 
+    /// The messages not yet acknowledged — the outbox, then QoS 1/2 publishes in flight — as
+    /// bytes to keep elsewhere (a browser keeps them across a page reload). Message expiry
+    /// intervals are what is left of them at `now`.
+    pub fn export_outbox(&self, now: Instant) -> Bytes {
+        let mut out = BytesMut::from(&OUTBOX_MAGIC[..]);
+        let inflight = self.outgoing.iter().filter_map(|(_, f)| match f {
+            Flight::Publish(p) => Some((p, now)),
+            Flight::Released => None,
+        });
+        let queued = self.outbox.iter().map(|q| (&q.publish, q.since));
+        for (p, since) in inflight.chain(queued) {
+            let mut p = p.clone();
+            p.dup = false;
+            if p.qos != QoS::AtMostOnce {
+                p.packet_id = 1;
+            }
+            if let Some(expiry) = p.properties.message_expiry_interval {
+                let waited = u32::try_from(now.saturating_duration_since(since).as_secs())
+                    .unwrap_or(u32::MAX);
+                if waited >= expiry {
+                    continue; // expired: nothing to keep
+                }
+                p.properties.message_expiry_interval = Some(expiry - waited);
+            }
+            // Written as MQTT 5 PUBLISH packets; a message that cannot be encoded was refused
+            // when it was published, so this never skips one.
+            let _ = Packet::Publish(p).encode(Version::V5, &mut out);
+        }
+        out.freeze()
+    }
+
+    /// Queues messages saved by [`Session::export_outbox`] (they go out as new publishes).
+    /// All or nothing: if the data is damaged, nothing is queued. Returns how many were queued.
+    pub fn import_outbox(&mut self, data: &[u8], now: Instant) -> Result<usize, SessionError> {
+        let Some(body) = data.strip_prefix(&OUTBOX_MAGIC[..]) else {
+            return Err(SessionError::BadOutbox(
+                "it does not start with KITEOBX1".into(),
+            ));
+        };
+        let mut buf = BytesMut::from(body);
+        let mut messages = Vec::new();
+        loop {
+            match decode(&mut buf, Version::V5, &Limits::default()) {
+                Ok(Some(Packet::Publish(p))) => messages.push(p),
+                Ok(Some(other)) => {
+                    return Err(SessionError::BadOutbox(format!(
+                        "it holds a {} packet",
+                        other.packet_type()
+                    )));
+                }
+                Ok(None) if buf.is_empty() => break,
+                Ok(None) => {
+                    return Err(SessionError::BadOutbox(
+                        "it ends in the middle of a message".into(),
+                    ));
+                }
+                Err(e) => return Err(SessionError::BadOutbox(e.to_string())),
+            }
+        }
+        // Check everything before queueing anything.
+        for p in &messages {
+            Packet::Publish(p.clone()).encoded_len(self.opts.version)?;
+        }
+        let limit = self.opts.outbox_limit;
+        let bytes: usize = messages.iter().map(|p| p.payload.len()).sum();
+        if limit.policy == OverflowPolicy::RejectNew
+            && (self.outbox.len() + messages.len() > limit.messages
+                || self.outbox_bytes + bytes > limit.bytes)
+        {
+            return Err(SessionError::OutboxFull {
+                messages: self.outbox.len(),
+                bytes: self.outbox_bytes,
+            });
+        }
+        let n = messages.len();
+        for p in messages {
+            self.publish(p, now)?;
+        }
+        Ok(n)
+    }
+
     // ---- internals ------------------------------------------------------------------
 
     fn send(&mut self, packet: &Packet, now: Instant) {
@@ -651,13 +752,37 @@ impl Session {
     }
 
     fn send_publish(&mut self, publish: Publish, now: Instant) {
-        let packet = Packet::Publish(publish);
-        self.send(&packet, now);
-        if let Packet::Publish(p) = packet
-            && p.qos != QoS::AtMostOnce
-        {
-            self.outgoing.push_back((p.packet_id, Flight::Publish(p)));
+        self.send_aliased(&publish, now);
+        if publish.qos != QoS::AtMostOnce {
+            self.outgoing
+                .push_back((publish.packet_id, Flight::Publish(publish)));
         }
+    }
+
+    /// Sends a PUBLISH, replacing its topic by an alias when one is set up (5.0 §3.3.2.3.4):
+    /// the first publish to a topic carries topic and new alias, later ones the alias alone.
+    /// The stored message keeps its topic, so a resend on another connection is whole.
+    fn send_aliased(&mut self, publish: &Publish, now: Instant) {
+        if self.out_alias_max == 0 || !self.opts.version.is_v5() {
+            return self.send(&Packet::Publish(publish.clone()), now);
+        }
+        let mut wire = publish.clone();
+        match self.out_aliases.get(&publish.topic) {
+            Some(&alias) => {
+                wire.topic = ByteString::new();
+                wire.properties.topic_alias = Some(alias);
+            }
+            None => {
+                let next = self.out_aliases.len() + 1;
+                if let Ok(alias) = u16::try_from(next)
+                    && alias <= self.out_alias_max
+                {
+                    self.out_aliases.insert(publish.topic.clone(), alias);
+                    wire.properties.topic_alias = Some(alias);
+                }
+            }
+        }
+        self.send(&Packet::Publish(wire), now);
     }
 
     fn enqueue(&mut self, publish: Publish, now: Instant) -> Result<(), SessionError> {
@@ -800,6 +925,9 @@ impl Session {
             .min(self.opts.max_inflight)
             .max(1);
         self.server_max_packet = p.maximum_packet_size;
+        if self.opts.outgoing_topic_aliases {
+            self.out_alias_max = p.topic_alias_maximum.unwrap_or(0);
+        }
         let session_present = connack.session_present;
         self.events.push_back(Event::Connected {
             session_present,
@@ -820,7 +948,7 @@ impl Session {
                 match flight {
                     Flight::Publish(mut p) => {
                         p.dup = true;
-                        self.send(&Packet::Publish(p.clone()), now);
+                        self.send_aliased(&p, now);
                         self.outgoing.push_back((id, Flight::Publish(p)));
                     }
                     Flight::Released => {
