@@ -24,6 +24,27 @@ pub const DEFAULT_HTTP: &str = "127.0.0.1:8080";
 /// The name given to an upstream passed as `--upstream URL` without a `NAME=` part.
 pub const DEFAULT_UPSTREAM_NAME: &str = "default";
 
+/// Limits that keep one browser (or a crowd of hostile ones) from hurting the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GatewayLimits {
+    /// Open TCP connections at most (HTTP and WebSocket); a permit is taken before accept.
+    pub max_connections: usize,
+    /// Largest MQTT packet from a browser, and largest WebSocket message, in bytes.
+    pub max_packet_size: u32,
+    /// Time a new WebSocket has to send its CONNECT (slowloris defence).
+    pub connect_timeout: std::time::Duration,
+}
+
+impl Default for GatewayLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            max_packet_size: 16 * 1024 * 1024,
+            connect_timeout: std::time::Duration::from_secs(10),
+        }
+    }
+}
+
 /// A configuration problem, always with what is wrong, where, and how to fix it.
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -65,6 +86,24 @@ pub enum ConfigError {
     DuplicateUpstream {
         /// The upstream.
         name: String,
+    },
+    /// A limit is out of its range.
+    #[error("invalid [limits] {key} = {value}: {expected}")]
+    Limit {
+        /// The key.
+        key: &'static str,
+        /// The value as given.
+        value: u64,
+        /// The accepted range.
+        expected: &'static str,
+    },
+    /// An allowed origin is not `*` or `scheme://host[:port]`.
+    #[error(
+        "invalid [http] allowed_origins entry {value:?}: use \"*\" or an origin like \"https://dash.example.com\" (scheme and host, no path)"
+    )]
+    Origin {
+        /// The value as given.
+        value: String,
     },
     /// The listen address does not parse.
     #[error(
@@ -227,6 +266,10 @@ pub struct Config {
     pub assets: Option<PathBuf>,
     /// Upstream brokers; the first one serves `/mqtt`.
     pub upstreams: Vec<Upstream>,
+    /// Origins (besides the gateway's own) whose pages may open `/mqtt`; `*` allows any.
+    pub allowed_origins: Vec<String>,
+    /// Connection and packet limits.
+    pub limits: GatewayLimits,
 }
 
 impl Config {
@@ -248,6 +291,16 @@ struct FileConfig {
     http: FileHttp,
     #[serde(default)]
     upstream: Vec<FileUpstream>,
+    #[serde(default)]
+    limits: FileLimits,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLimits {
+    max_connections: Option<u64>,
+    max_packet_size: Option<u64>,
+    connect_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -255,6 +308,8 @@ struct FileConfig {
 struct FileHttp {
     listen: Option<String>,
     assets: Option<PathBuf>,
+    #[serde(default)]
+    allowed_origins: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -341,10 +396,16 @@ impl Config {
                 }),
             }
         }
+        for origin in &parsed.http.allowed_origins {
+            check_origin(origin)?;
+        }
+        let limits = parsed.limits.resolve()?;
         Ok(Self {
             http,
             assets,
             upstreams,
+            allowed_origins: parsed.http.allowed_origins,
+            limits,
         })
     }
 
@@ -360,6 +421,64 @@ impl Config {
                 path: path.to_owned(),
                 message: format!("{at}{}", e.message().trim_end().replace('\n', " ")),
             }
+        })
+    }
+}
+
+fn check_origin(origin: &str) -> Result<(), ConfigError> {
+    let ok = origin == "*"
+        || origin.split_once("://").is_some_and(|(scheme, rest)| {
+            !scheme.is_empty() && !rest.is_empty() && !rest.contains('/')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::Origin {
+            value: origin.to_owned(),
+        })
+    }
+}
+
+impl FileLimits {
+    fn resolve(&self) -> Result<GatewayLimits, ConfigError> {
+        let d = GatewayLimits::default();
+        let range = |key, v: Option<u64>, lo: u64, hi: u64, expected, default: u64| match v {
+            None => Ok(default),
+            Some(v) if (lo..=hi).contains(&v) => Ok(v),
+            Some(value) => Err(ConfigError::Limit {
+                key,
+                value,
+                expected,
+            }),
+        };
+        let max_connections = range(
+            "max_connections",
+            self.max_connections,
+            1,
+            1_000_000,
+            "1 to 1000000",
+            d.max_connections as u64,
+        )?;
+        let max_packet_size = range(
+            "max_packet_size",
+            self.max_packet_size,
+            128,
+            268_435_460,
+            "128 to 268435460 bytes (the MQTT maximum)",
+            u64::from(d.max_packet_size),
+        )?;
+        let connect_timeout = range(
+            "connect_timeout_secs",
+            self.connect_timeout_secs,
+            1,
+            300,
+            "1 to 300 seconds",
+            d.connect_timeout.as_secs(),
+        )?;
+        Ok(GatewayLimits {
+            max_connections: usize::try_from(max_connections).unwrap_or(d.max_connections),
+            max_packet_size: u32::try_from(max_packet_size).unwrap_or(d.max_packet_size),
+            connect_timeout: std::time::Duration::from_secs(connect_timeout),
         })
     }
 }
@@ -458,6 +577,37 @@ mod tests {
             .collect();
         assert_eq!(a, ["mqtt://x:1883", "mqtt://y:2", "mqtt://z:1883"]);
         assert_eq!(cfg.upstream("default").unwrap().addresses[0].host, "w");
+    }
+
+    #[test]
+    fn limits_and_origins() {
+        let cfg = load_text(
+            "[http]\nallowed_origins = [\"https://dash.example.com\", \"*\"]\n[limits]\nmax_connections = 5\nmax_packet_size = 4096\nconnect_timeout_secs = 3\n",
+            Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(cfg.limits.max_connections, 5);
+        assert_eq!(cfg.limits.max_packet_size, 4096);
+        assert_eq!(cfg.limits.connect_timeout.as_secs(), 3);
+        assert_eq!(cfg.allowed_origins.len(), 2);
+        let bad = load_text("[limits]\nmax_packet_size = 10\n", Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            bad.contains("max_packet_size = 10") && bad.contains("128 to"),
+            "{bad}"
+        );
+        let bad = load_text("[limits]\nconnect_timeout_secs = 0\n", Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(bad.contains("1 to 300 seconds"), "{bad}");
+        let bad = load_text(
+            "[http]\nallowed_origins = [\"dash.example.com/x\"]\n",
+            Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(bad.contains("no path"), "{bad}");
     }
 
     #[test]

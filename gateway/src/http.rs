@@ -4,9 +4,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::{WebSocketUpgrade, close_code};
 use axum::extract::{Path as UrlPath, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
@@ -29,6 +29,11 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
     /// State for this configuration.
     pub fn new(config: Config) -> anyhow::Result<Self> {
         let connector = Connector::new(&config.upstreams)?;
@@ -45,6 +50,8 @@ pub fn router(state: AppState) -> Router {
         .route("/mqtt", get(mqtt_default))
         .route("/mqtt/{upstream}", get(mqtt_named))
         .route("/api/v1/upstreams", get(list_upstreams))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
         .with_state(state.clone());
     let app = match &state.config.assets {
         Some(dir) => {
@@ -74,7 +81,7 @@ async fn cache_headers(req: Request, next: Next) -> Response {
     if !res.status().is_success() || path.starts_with("/mqtt") {
         return res;
     }
-    let value = if path.starts_with("/api/") || !is_hashed_asset(&path) {
+    let value = if !is_hashed_asset(&path) {
         "no-cache"
     } else {
         "public, max-age=31536000, immutable"
@@ -110,9 +117,53 @@ async fn list_upstreams(State(state): State<AppState>) -> Json<serde_json::Value
     }))
 }
 
-async fn mqtt_default(ws: WebSocketUpgrade, State(state): State<AppState>) -> Response {
+/// 200 when the default upstream accepts a connection, 503 (with the reason, never the
+/// address) when it does not.
+async fn readyz(State(state): State<AppState>) -> Response {
+    let Some(upstream) = state.config.default_upstream() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no upstream broker is configured\n",
+        )
+            .into_response();
+    };
+    match state.connector.connect(upstream).await {
+        Ok(_) => "ready\n".into_response(),
+        Err(e) => {
+            tracing::warn!("readiness check: {e}");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("upstream {:?} is unreachable\n", upstream.name),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// Cross-site WebSocket hijacking defence: a browser page may open `/mqtt` only from the
+/// gateway's own origin or an allowed one. Clients that send no Origin (not browsers) pass.
+fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
+        return true;
+    };
+    if allowed
+        .iter()
+        .any(|a| a == "*" || a.eq_ignore_ascii_case(origin))
+    {
+        return true;
+    }
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let origin_host = origin.split_once("://").map(|(_, h)| h);
+    matches!((host, origin_host), (Some(h), Some(o)) if h.eq_ignore_ascii_case(o))
+}
+
+async fn mqtt_default(
+    ws: WebSocketUpgrade,
+    headers: HeaderMap,
+    State(state): State<AppState>,
+) -> Response {
     match state.config.default_upstream() {
-        Some(u) => upgrade(ws, &state, u.clone()),
+        Some(u) => upgrade(ws, &headers, &state, u.clone()),
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
             "no upstream broker is configured\n",
@@ -123,11 +174,12 @@ async fn mqtt_default(ws: WebSocketUpgrade, State(state): State<AppState>) -> Re
 
 async fn mqtt_named(
     ws: WebSocketUpgrade,
+    headers: HeaderMap,
     State(state): State<AppState>,
     UrlPath(name): UrlPath<String>,
 ) -> Response {
     match state.config.upstream(&name) {
-        Some(u) => upgrade(ws, &state, u.clone()),
+        Some(u) => upgrade(ws, &headers, &state, u.clone()),
         None => (
             StatusCode::NOT_FOUND,
             format!("no upstream named {name:?}; GET /api/v1/upstreams lists them\n"),
@@ -136,8 +188,25 @@ async fn mqtt_named(
     }
 }
 
-fn upgrade(ws: WebSocketUpgrade, state: &AppState, upstream: Upstream) -> Response {
-    let ws = ws.protocols(SUBPROTOCOLS);
+fn upgrade(
+    ws: WebSocketUpgrade,
+    headers: &HeaderMap,
+    state: &AppState,
+    upstream: Upstream,
+) -> Response {
+    if !origin_allowed(headers, &state.config.allowed_origins) {
+        return (
+            StatusCode::FORBIDDEN,
+            "this page's origin may not open MQTT sessions here; add it to [http] allowed_origins\n",
+        )
+            .into_response();
+    }
+    let limits = state.config.limits;
+    let max = limits.max_packet_size as usize;
+    let ws = ws
+        .protocols(SUBPROTOCOLS)
+        .max_message_size(max)
+        .max_frame_size(max);
     if ws.selected_protocol().is_none() {
         return (
             StatusCode::BAD_REQUEST,
@@ -147,16 +216,55 @@ fn upgrade(ws: WebSocketUpgrade, state: &AppState, upstream: Upstream) -> Respon
     }
     let connector = state.connector.clone();
     ws.on_upgrade(move |socket| async move {
-        let (tx, rx) = socket.split();
-        let broker = match connector.connect(&upstream).await {
+        let (mut tx, mut rx) = socket.split();
+        // The CONNECT first, in time; only then is the upstream contacted.
+        let mut inbound = proxy::Inbound::new(limits.max_packet_size);
+        let first = match tokio::time::timeout(
+            limits.connect_timeout,
+            proxy::read_connect(&mut rx, &mut inbound),
+        )
+        .await
+        {
+            Err(_) => {
+                let secs = limits.connect_timeout.as_secs();
+                proxy::close(
+                    &mut tx,
+                    close_code::POLICY,
+                    &format!("no CONNECT within {secs} s"),
+                )
+                .await;
+                return;
+            }
+            Ok(Err(v)) => return proxy::refuse_with(&mut tx, inbound.version(), &v).await,
+            Ok(Ok(None)) => return,
+            Ok(Ok(Some(packets))) => packets,
+        };
+        let mut broker = match connector.connect(&upstream).await {
             Ok(b) => b,
             Err(e) => {
                 tracing::warn!("{e}");
-                proxy::refuse(tx, "cannot reach the upstream broker").await;
+                proxy::close(
+                    &mut tx,
+                    close_code::ERROR,
+                    "cannot reach the upstream broker",
+                )
+                .await;
                 return;
             }
         };
-        let end = proxy::pump(tx, rx, broker).await;
+        for raw in first {
+            if let Err(e) = tokio::io::AsyncWriteExt::write_all(&mut broker, &raw).await {
+                tracing::warn!(upstream = %upstream.name, "writing CONNECT to the broker: {e}");
+                proxy::close(
+                    &mut tx,
+                    close_code::ERROR,
+                    "connection to the broker failed",
+                )
+                .await;
+                return;
+            }
+        }
+        let end = proxy::pump(tx, rx, broker, inbound).await;
         tracing::debug!(upstream = %upstream.name, ?end, "session ended");
     })
 }

@@ -1,18 +1,120 @@
 //! Carrying one browser session between its WebSocket and its broker connection.
 //!
-//! Today this is a byte pipe with the WebSocket rules of MQTT (binary frames only; packets may
-//! span frames and frames may hold several packets, so bytes are forwarded as they come).
-//! Backpressure is end to end: a frame is read only after the previous one was written to the
-//! broker, and the broker is read only after the previous frame went to the browser, so memory
-//! per session is bounded by one read buffer and one in-flight frame each way.
+//! Browser → broker is packet-aware: bytes are decoded with `kite-mqtt` as they arrive (a
+//! packet may span frames, a frame may hold several), checked (CONNECT first and once,
+//! well-formed, within the maximum packet size), and each packet's *original* bytes are
+//! forwarded (zero-copy). The upstream is contacted only after a valid CONNECT arrived.
+//! Broker → browser is a byte pipe for now.
+//!
+//! Backpressure is end to end: a frame is read only after the previous packets were written to
+//! the broker, and the broker is read (64 KiB at most) only after the previous frame reached
+//! the browser. Memory per session: the inbound buffer (at most one packet, bounded by the
+//! maximum packet size) plus one 64 KiB read buffer and one frame in flight each way.
 
 use axum::extract::ws::{CloseFrame, Message, close_code};
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use kite_mqtt::codec::{Disconnect, PacketType, ReasonCode};
+use kite_mqtt::{DecodeError, Limits, Packet, Version, decode_raw};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Bytes read from the broker at most per WebSocket frame sent to the browser.
 pub const READ_CHUNK: usize = 64 * 1024;
+
+/// Why the gateway closes a browser's session, with the close code and (MQTT 5) reason code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// WebSocket close code.
+    pub ws_code: u16,
+    /// MQTT 5 DISCONNECT reason code sent before closing (MQTT 5 sessions only).
+    pub reason: ReasonCode,
+    /// What happened, for the close frame and the log.
+    pub detail: String,
+}
+
+impl Violation {
+    fn protocol(detail: impl Into<String>) -> Self {
+        Self {
+            ws_code: close_code::PROTOCOL,
+            reason: ReasonCode::ProtocolError,
+            detail: detail.into(),
+        }
+    }
+
+    fn from_decode(e: &DecodeError) -> Self {
+        match e {
+            DecodeError::PacketTooLarge { .. } => Self {
+                ws_code: close_code::SIZE,
+                reason: ReasonCode::PacketTooLarge,
+                detail: e.to_string(),
+            },
+            _ => Self {
+                ws_code: close_code::PROTOCOL,
+                reason: ReasonCode::MalformedPacket,
+                detail: format!("malformed packet: {e}"),
+            },
+        }
+    }
+}
+
+/// The browser → broker direction: a streaming parser enforcing the session rules.
+#[derive(Debug)]
+pub struct Inbound {
+    buf: BytesMut,
+    limits: Limits,
+    /// Set by the CONNECT.
+    version: Option<Version>,
+}
+
+impl Inbound {
+    /// A parser for a new session.
+    pub fn new(max_packet_size: u32) -> Self {
+        Self {
+            buf: BytesMut::new(),
+            limits: Limits { max_packet_size },
+            version: None,
+        }
+    }
+
+    /// The session's protocol version, once CONNECT was read.
+    pub fn version(&self) -> Option<Version> {
+        self.version
+    }
+
+    /// Takes bytes from the browser; returns the whole packets (original bytes) to forward.
+    pub fn feed(&mut self, bytes: &[u8], out: &mut Vec<Bytes>) -> Result<(), Violation> {
+        self.buf.extend_from_slice(bytes);
+        loop {
+            // Before CONNECT the version is unknown, so only the first byte is judged.
+            if self.version.is_none()
+                && let Some(&first) = self.buf.first()
+                && first >> 4 != PacketType::Connect as u8
+            {
+                let kind = PacketType::from_first_byte(first)
+                    .map_or_else(|| format!("type {}", first >> 4), |t| t.to_string());
+                return Err(Violation::protocol(format!(
+                    "the first packet must be CONNECT, not {kind} [MQTT-3.1.0-1]"
+                )));
+            }
+            // CONNECT carries its own version.
+            let version = self.version.unwrap_or(Version::V5);
+            match decode_raw(&mut self.buf, version, &self.limits) {
+                Ok(Some((packet, raw))) => {
+                    match (&packet, self.version) {
+                        (Packet::Connect(c), None) => self.version = Some(c.version),
+                        (Packet::Connect(_), Some(_)) => {
+                            return Err(Violation::protocol("a second CONNECT [MQTT-3.1.0-2]"));
+                        }
+                        _ => {}
+                    }
+                    out.push(raw);
+                }
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(Violation::from_decode(&e)),
+            }
+        }
+    }
+}
 
 /// How a session ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,14 +123,53 @@ pub enum End {
     Browser,
     /// The broker closed the TCP connection.
     Broker,
-    /// The browser sent a text frame, which MQTT forbids ([MQTT-6.0.0-1]).
-    TextFrame,
+    /// The browser broke a rule; the session was closed with this.
+    Violation(Violation),
     /// Reading or writing failed.
     Error(String),
 }
 
-/// Forwards bytes both ways until one side ends, then closes the other side with a reason.
-pub async fn pump<Tx, Rx, E, B>(mut ws_tx: Tx, mut ws_rx: Rx, broker: B) -> End
+/// Reads the browser's first packets until a CONNECT is whole. Returns the packets to forward
+/// (the CONNECT first). `None` if the browser went away.
+pub async fn read_connect<Rx, E>(
+    ws_rx: &mut Rx,
+    inbound: &mut Inbound,
+) -> Result<Option<Vec<Bytes>>, Violation>
+where
+    Rx: Stream<Item = Result<Message, E>> + Unpin,
+{
+    let mut out = Vec::new();
+    while let Some(msg) = ws_rx.next().await {
+        match msg {
+            Ok(Message::Binary(bytes)) => {
+                inbound.feed(&bytes, &mut out)?;
+                if inbound.version().is_some() {
+                    return Ok(Some(out));
+                }
+            }
+            Ok(Message::Text(_)) => return Err(text_frame()),
+            Ok(Message::Close(_)) | Err(_) => return Ok(None),
+            Ok(Message::Ping(_) | Message::Pong(_)) => {}
+        }
+    }
+    Ok(None)
+}
+
+fn text_frame() -> Violation {
+    Violation {
+        ws_code: close_code::UNSUPPORTED,
+        reason: ReasonCode::ProtocolError,
+        detail: "MQTT over WebSocket uses binary frames only [MQTT-6.0.0-1]".into(),
+    }
+}
+
+/// Forwards both ways until one side ends, then closes the other side with a reason.
+pub async fn pump<Tx, Rx, E, B>(
+    mut ws_tx: Tx,
+    mut ws_rx: Rx,
+    broker: B,
+    mut inbound: Inbound,
+) -> End
 where
     Tx: Sink<Message> + Unpin,
     Tx::Error: std::fmt::Display,
@@ -39,14 +180,20 @@ where
     let (mut broker_rd, mut broker_wr) = tokio::io::split(broker);
     let end = {
         let up = async {
+            let mut packets = Vec::new();
             while let Some(msg) = ws_rx.next().await {
                 match msg {
                     Ok(Message::Binary(bytes)) => {
-                        if let Err(e) = broker_wr.write_all(&bytes).await {
-                            return End::Error(format!("writing to the broker: {e}"));
+                        if let Err(v) = inbound.feed(&bytes, &mut packets) {
+                            return End::Violation(v);
+                        }
+                        for raw in packets.drain(..) {
+                            if let Err(e) = broker_wr.write_all(&raw).await {
+                                return End::Error(format!("writing to the broker: {e}"));
+                            }
                         }
                     }
-                    Ok(Message::Text(_)) => return End::TextFrame,
+                    Ok(Message::Text(_)) => return End::Violation(text_frame()),
                     Ok(Message::Close(_)) => return End::Browser,
                     Ok(Message::Ping(_) | Message::Pong(_)) => {}
                     Err(e) => return End::Error(format!("reading from the browser: {e}")),
@@ -75,36 +222,121 @@ where
             end = down => end,
         }
     };
-    let close = match &end {
-        End::Browser => None,
-        End::Broker => Some((close_code::NORMAL, "the broker closed the connection")),
-        End::TextFrame => Some((
-            close_code::UNSUPPORTED,
-            "MQTT over WebSocket uses binary frames only [MQTT-6.0.0-1]",
-        )),
-        End::Error(_) => Some((close_code::ERROR, "connection to the broker failed")),
-    };
-    if let Some((code, reason)) = close {
-        let frame = CloseFrame {
-            code,
-            reason: reason.into(),
-        };
-        let _ = ws_tx.send(Message::Close(Some(frame))).await;
+    match &end {
+        End::Browser => {
+            let _ = ws_tx.close().await;
+        }
+        End::Broker => {
+            close(
+                &mut ws_tx,
+                close_code::NORMAL,
+                "the broker closed the connection",
+            )
+            .await
+        }
+        End::Violation(v) => refuse_with(&mut ws_tx, inbound.version(), v).await,
+        End::Error(_) => {
+            close(
+                &mut ws_tx,
+                close_code::ERROR,
+                "connection to the broker failed",
+            )
+            .await
+        }
     }
-    let _ = ws_tx.close().await;
     let _ = broker_wr.shutdown().await;
     end
 }
 
-/// Closes a WebSocket that cannot be served, telling the browser why (code 1011).
-pub async fn refuse<Tx>(mut ws_tx: Tx, reason: &'static str)
+/// Closes a WebSocket with a code and a reason (cut to the 123 bytes a close frame allows).
+pub async fn close<Tx>(ws_tx: &mut Tx, code: u16, reason: &str)
 where
     Tx: Sink<Message> + Unpin,
 {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
     let frame = CloseFrame {
-        code: close_code::ERROR,
-        reason: reason.into(),
+        code,
+        reason: reason[..end].into(),
     };
     let _ = ws_tx.send(Message::Close(Some(frame))).await;
     let _ = ws_tx.close().await;
+}
+
+/// Ends a session the browser broke: an MQTT 5 DISCONNECT with the reason code (when the
+/// session speaks 5.0), then the WebSocket close.
+pub async fn refuse_with<Tx>(ws_tx: &mut Tx, version: Option<Version>, v: &Violation)
+where
+    Tx: Sink<Message> + Unpin,
+{
+    tracing::info!(code = v.ws_code, "closing a browser session: {}", v.detail);
+    if version == Some(Version::V5) {
+        let mut bytes = BytesMut::new();
+        if Packet::Disconnect(Disconnect::new(v.reason))
+            .encode(Version::V5, &mut bytes)
+            .is_ok()
+        {
+            let _ = ws_tx.send(Message::Binary(bytes.freeze())).await;
+        }
+    }
+    close(ws_tx, v.ws_code, &v.detail).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connect(version: u8) -> Vec<u8> {
+        let mut v = vec![0x10, 0, 0, 4, b'M', b'Q', b'T', b'T', version, 0x02, 0, 30];
+        if version == 5 {
+            v.push(0);
+        }
+        v.extend_from_slice(&[0, 1, b'c']);
+        v[1] = (v.len() - 2) as u8;
+        v
+    }
+
+    #[test]
+    fn forwards_original_bytes_across_frames() {
+        let mut inbound = Inbound::new(1024);
+        let c = connect(4);
+        let mut out = Vec::new();
+        inbound.feed(&c[..3], &mut out).unwrap();
+        assert!(out.is_empty());
+        let mut rest = c[3..].to_vec();
+        rest.extend_from_slice(&[0xc0, 0x00]);
+        inbound.feed(&rest, &mut out).unwrap();
+        assert_eq!(out, [Bytes::from(c), Bytes::from_static(&[0xc0, 0x00])]);
+        assert_eq!(inbound.version(), Some(Version::V3_1_1));
+    }
+
+    #[test]
+    fn session_rules() {
+        let mut out = Vec::new();
+        let v = Inbound::new(1024)
+            .feed(&[0xc0, 0x00], &mut out)
+            .unwrap_err();
+        assert!(v.detail.contains("MQTT-3.1.0-1"), "{v:?}");
+        let mut twice = connect(5);
+        twice.extend(connect(5));
+        let v = Inbound::new(1024).feed(&twice, &mut out).unwrap_err();
+        assert!(v.detail.contains("MQTT-3.1.0-2"), "{v:?}");
+        let mut malformed = connect(4);
+        malformed.extend_from_slice(&[0x36, 0x00]);
+        let v = Inbound::new(1024).feed(&malformed, &mut out).unwrap_err();
+        assert_eq!(
+            (v.ws_code, v.reason),
+            (close_code::PROTOCOL, ReasonCode::MalformedPacket)
+        );
+        // Refused from the fixed header alone: a CONNECT announcing 1,000,000 bytes, 100 allowed.
+        let v = Inbound::new(100)
+            .feed(&[0x10, 0xc0, 0x84, 0x3d], &mut out)
+            .unwrap_err();
+        assert_eq!(
+            (v.ws_code, v.reason),
+            (close_code::SIZE, ReasonCode::PacketTooLarge)
+        );
+    }
 }

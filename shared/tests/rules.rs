@@ -875,3 +875,19 @@ fn encode_then_decode_every_packet_in_both_versions() {
         }
     }
 }
+
+#[test]
+fn decode_raw_returns_the_original_bytes_of_each_packet() {
+    let bytes = hex("c000 3007 0001 61 02 0101 ff");
+    let mut buf = BytesMut::from(&bytes[..]);
+    let (p1, raw1) = kite_mqtt::decode_raw(&mut buf, V5, &Limits::default())
+        .unwrap()
+        .unwrap();
+    let (p2, raw2) = kite_mqtt::decode_raw(&mut buf, V5, &Limits::default())
+        .unwrap()
+        .unwrap();
+    assert_eq!((p1, &raw1[..]), (Packet::PingReq, &bytes[..2]));
+    assert!(matches!(p2, Packet::Publish(_)));
+    assert_eq!(&raw2[..], &bytes[2..]);
+    assert!(buf.is_empty());
+}

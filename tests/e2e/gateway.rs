@@ -106,6 +106,8 @@ fn an_unreachable_broker_closes_with_a_reason_and_hides_the_address() {
     let dead = free_port();
     let gateway = Gateway::start(&[&format!("mqtt://127.0.0.1:{dead}")], None);
     let mut client = WsClient::connect(&gateway.ws_url("/mqtt"), Some("mqtt")).unwrap();
+    // The upstream is contacted once the browser's CONNECT is in.
+    client.send(&connect_v311("kite-e2e-dead"));
     let close = client.read_close().expect("a close frame with a reason");
     assert_eq!(u16::from(close.code), 1011);
     assert!(
@@ -122,9 +124,8 @@ fn the_broker_closing_closes_the_websocket() {
     let mut client = WsClient::connect(&gateway.ws_url("/mqtt"), Some("mqtt")).unwrap();
     client.send(&connect_v311("kite-e2e-close"));
     assert_eq!(client.read_packet(), [0x20, 0x02, 0x00, 0x00]);
-    // A second CONNECT is a protocol violation: mosquitto drops the TCP connection
-    // ([MQTT-3.1.0-2]); the gateway must pass that on as a WebSocket close.
-    client.send(&connect_v311("kite-e2e-close"));
+    // DISCONNECT: mosquitto closes the TCP connection; the gateway passes that on.
+    client.send(&[0xe0, 0x00]);
     let close = client.read_close().expect("a close frame");
     assert_eq!(u16::from(close.code), 1000);
 }

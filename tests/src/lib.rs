@@ -234,6 +234,15 @@ pub struct Gateway {
 impl Gateway {
     /// Starts the gateway with these upstreams (`[NAME=]URL`) and, optionally, the app.
     pub fn start(upstreams: &[&str], assets: Option<PathBuf>) -> Self {
+        Self::start_with(upstreams, assets, |_| {})
+    }
+
+    /// Like [`Gateway::start`], with the configuration adjusted by `adjust` (limits, origins).
+    pub fn start_with(
+        upstreams: &[&str],
+        assets: Option<PathBuf>,
+        adjust: impl FnOnce(&mut Config),
+    ) -> Self {
         let overrides = Overrides {
             http: Some("127.0.0.1:0".parse().unwrap()),
             assets,
@@ -242,7 +251,8 @@ impl Gateway {
                 .map(|u| u.parse::<UpstreamArg>().unwrap())
                 .collect(),
         };
-        let config = Config::load(None, overrides).unwrap();
+        let mut config = Config::load(None, overrides).unwrap();
+        adjust(&mut config);
         let state = AppState::new(config.clone()).unwrap();
         let listener = std::net::TcpListener::bind(config.http).unwrap();
         listener.set_nonblocking(true).unwrap();

@@ -25,6 +25,14 @@ pub fn connect_v5(client_id: &str) -> Vec<u8> {
     frame(0x10, body)
 }
 
+/// A 3.1.1 QoS 0 PUBLISH.
+pub fn publish_v311(topic: &str, payload: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    push_str(&mut body, topic);
+    body.extend_from_slice(payload);
+    frame(0x30, body)
+}
+
 /// A 3.1.1 SUBSCRIBE of one filter at QoS 0.
 pub fn subscribe_v311(packet_id: u16, filter: &str) -> Vec<u8> {
     let mut body = packet_id.to_be_bytes().to_vec();
@@ -78,7 +86,19 @@ pub struct WsClient {
 impl WsClient {
     /// Opens `url` offering `protocol` (none if `None`).
     pub fn connect(url: &str, protocol: Option<&str>) -> Result<Self, tungstenite::Error> {
+        Self::connect_with(url, protocol, &[])
+    }
+
+    /// Opens `url` offering `protocol`, with extra request headers (e.g. `Origin`).
+    pub fn connect_with(
+        url: &str,
+        protocol: Option<&str>,
+        headers: &[(&'static str, &str)],
+    ) -> Result<Self, tungstenite::Error> {
         let mut request = url.into_client_request()?;
+        for (k, v) in headers {
+            request.headers_mut().insert(*k, v.parse().unwrap());
+        }
         if let Some(p) = protocol {
             request
                 .headers_mut()
@@ -124,6 +144,11 @@ impl WsClient {
                 other => panic!("expected a binary frame, got {other:?}"),
             }
         }
+    }
+
+    /// The next frame, whatever it is.
+    pub fn next_message(&mut self) -> Message {
+        self.ws.read().unwrap()
     }
 
     /// Reads until the server closes; returns its close frame.

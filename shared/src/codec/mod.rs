@@ -23,7 +23,7 @@ mod unsuback;
 mod unsubscribe;
 pub mod wire;
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use thiserror::Error;
 
 pub use ack::Ack;
@@ -126,6 +126,11 @@ pub enum PacketType {
 }
 
 impl PacketType {
+    /// The type a packet's first byte announces (flags not checked).
+    pub fn from_first_byte(b: u8) -> Option<Self> {
+        Self::from_nibble(b >> 4)
+    }
+
     #[inline]
     fn from_nibble(v: u8) -> Option<Self> {
         use PacketType::*;
@@ -537,11 +542,31 @@ pub enum EncodeError {
 ///   (MQTT 5: with DISCONNECT 0x81 Malformed Packet or 0x82 Protocol Error).
 ///
 /// `version` is the connection's protocol version; a CONNECT is read by its own level.
+#[inline]
 pub fn decode(
     buf: &mut BytesMut,
     version: Version,
     limits: &Limits,
 ) -> Result<Option<Packet>, DecodeError> {
+    Ok(decode_inner(buf, version, limits, false)?.map(|(p, _)| p))
+}
+
+/// Like [`decode`], and also returns the packet's original bytes (fixed header included,
+/// zero-copy), for a proxy that checks packets but forwards exactly what it received.
+pub fn decode_raw(
+    buf: &mut BytesMut,
+    version: Version,
+    limits: &Limits,
+) -> Result<Option<(Packet, Bytes)>, DecodeError> {
+    Ok(decode_inner(buf, version, limits, true)?.and_then(|(p, raw)| raw.map(|r| (p, r))))
+}
+
+fn decode_inner(
+    buf: &mut BytesMut,
+    version: Version,
+    limits: &Limits,
+    keep_raw: bool,
+) -> Result<Option<(Packet, Option<Bytes>)>, DecodeError> {
     let Some(&first) = buf.first() else {
         return Ok(None);
     };
@@ -566,10 +591,11 @@ pub fn decode(
         h
     };
     let mut frame = buf.split_to(size).freeze();
+    let raw = keep_raw.then(|| frame.clone());
     frame.advance(header_len);
     let mut body = Reader::new(frame);
     match decode_body(packet_type, first & 0x0f, &mut body, version) {
-        Ok(packet) => Ok(Some(packet)),
+        Ok(packet) => Ok(Some((packet, raw))),
         Err(e) => {
             // Put the frame back: an error consumes nothing.
             let body = body.into_body();

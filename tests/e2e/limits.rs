@@ -1,0 +1,202 @@
+//! The gateway's rules and limits: each closes only the offending connection, with the right
+//! WebSocket close code and (MQTT 5) DISCONNECT reason code.
+
+use std::time::Duration;
+
+use kite_tests::mqtt::{WsClient, connect_v5, connect_v311, publish_v311, subscribe_v311};
+use kite_tests::{Gateway, Mosquitto, free_port};
+use tokio_tungstenite::tungstenite::Message;
+
+fn gateway_with(
+    broker: &Mosquitto,
+    adjust: impl FnOnce(&mut kite_gateway::config::Config),
+) -> Gateway {
+    Gateway::start_with(&[&broker.url()], None, adjust)
+}
+
+fn open(gateway: &Gateway) -> WsClient {
+    WsClient::connect(&gateway.ws_url("/mqtt"), Some("mqtt")).unwrap()
+}
+
+#[test]
+fn a_browser_that_sends_no_connect_is_closed_after_the_connect_timeout() {
+    let broker = Mosquitto::start();
+    let gateway = gateway_with(&broker, |c| {
+        c.limits.connect_timeout = Duration::from_secs(1)
+    });
+    let mut slow = open(&gateway);
+    let close = slow.read_close().expect("a close frame");
+    assert_eq!(u16::from(close.code), 1008);
+    assert_eq!(close.reason.as_str(), "no CONNECT within 1 s");
+}
+
+#[test]
+fn the_first_packet_must_be_connect_mqtt_3_1_0_1() {
+    let broker = Mosquitto::start();
+    let gateway = gateway_with(&broker, |_| {});
+    let mut client = open(&gateway);
+    client.send(&subscribe_v311(1, "a"));
+    let close = client.read_close().expect("a close frame");
+    assert_eq!(u16::from(close.code), 1002);
+    assert!(close.reason.contains("MQTT-3.1.0-1"), "{}", close.reason);
+}
+
+#[test]
+fn a_second_connect_closes_the_session_mqtt_3_1_0_2() {
+    let broker = Mosquitto::start();
+    let gateway = gateway_with(&broker, |_| {});
+    let mut client = open(&gateway);
+    client.send(&connect_v311("twice"));
+    assert_eq!(client.read_packet(), [0x20, 0x02, 0x00, 0x00]);
+    client.send(&connect_v311("twice"));
+    let close = client.read_close().expect("a close frame");
+    assert_eq!(u16::from(close.code), 1002);
+    assert!(close.reason.contains("MQTT-3.1.0-2"), "{}", close.reason);
+}
+
+#[test]
+fn an_oversized_packet_closes_with_1009_and_disconnect_0x95_in_v5() {
+    let broker = Mosquitto::start();
+    let gateway = gateway_with(&broker, |c| c.limits.max_packet_size = 256);
+    let mut client = open(&gateway);
+    client.send(&connect_v5("big"));
+    assert_eq!(client.read_packet()[0], 0x20);
+    // The fixed header alone announces 300 bytes: refused before the body arrives.
+    client.send(&[0x30, 0xac, 0x02]);
+    assert_eq!(
+        client.read_packet(),
+        [0xe0, 0x01, 0x95],
+        "DISCONNECT Packet too large"
+    );
+    let close = client.read_close().expect("a close frame");
+    assert_eq!(u16::from(close.code), 1009);
+}
+
+#[test]
+fn a_malformed_packet_closes_only_that_session() {
+    let broker = Mosquitto::start();
+    let gateway = gateway_with(&broker, |_| {});
+    // A good client subscribed before the bad one arrives...
+    let mut good = open(&gateway);
+    good.send(&connect_v311("good"));
+    assert_eq!(good.read_packet(), [0x20, 0x02, 0x00, 0x00]);
+    good.send(&subscribe_v311(1, "still/+"));
+    assert_eq!(good.read_packet(), [0x90, 0x03, 0x00, 0x01, 0x00]);
+
+    let mut bad = open(&gateway);
+    bad.send(&connect_v5("bad"));
+    assert_eq!(bad.read_packet()[0], 0x20);
+    // PUBLISH with QoS 3.
+    bad.send(&[0x36, 0x03, 0x00, 0x01, 0x61]);
+    assert_eq!(
+        bad.read_packet(),
+        [0xe0, 0x01, 0x81],
+        "DISCONNECT Malformed Packet"
+    );
+    let close = bad.read_close().expect("a close frame");
+    assert_eq!(u16::from(close.code), 1002);
+    assert!(
+        close.reason.contains("malformed packet"),
+        "{}",
+        close.reason
+    );
+
+    // ...carries on untouched.
+    good.send(&publish_v311("still/here", b"yes"));
+    let got = good.read_packet();
+    assert!(got.ends_with(b"still/hereyes"), "{got:02x?}");
+}
+
+#[test]
+fn cross_site_pages_are_refused_and_the_gateways_own_origin_allowed() {
+    let broker = Mosquitto::start();
+    let gateway = gateway_with(&broker, |c| {
+        c.allowed_origins = vec!["https://dash.example.com".into()]
+    });
+    let url = gateway.ws_url("/mqtt");
+    let evil = WsClient::connect_with(&url, Some("mqtt"), &[("Origin", "https://evil.example")])
+        .err()
+        .unwrap();
+    assert!(evil.to_string().contains("403"), "{evil}");
+    let own = format!("http://{}", gateway.addr);
+    for origin in [own.as_str(), "https://dash.example.com"] {
+        let mut c = WsClient::connect_with(&url, Some("mqtt"), &[("Origin", origin)]).unwrap();
+        c.send(&connect_v311("origin-ok"));
+        assert_eq!(c.read_packet(), [0x20, 0x02, 0x00, 0x00], "{origin}");
+    }
+}
+
+#[test]
+fn connections_over_the_limit_wait_for_a_permit() {
+    let broker = Mosquitto::start();
+    let gateway = gateway_with(&broker, |c| c.limits.max_connections = 1);
+    let mut first = open(&gateway);
+    first.send(&connect_v311("first"));
+    assert_eq!(first.read_packet(), [0x20, 0x02, 0x00, 0x00]);
+    let url = gateway.ws_url("/mqtt");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(WsClient::connect(&url, Some("mqtt")).is_ok());
+    });
+    assert!(
+        rx.recv_timeout(Duration::from_millis(500)).is_err(),
+        "the second connection must not be served while the first holds the only permit"
+    );
+    drop(first);
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(10)),
+        Ok(true),
+        "served once the permit is free"
+    );
+}
+
+#[test]
+fn healthz_and_readyz() {
+    let broker = Mosquitto::start();
+    let up = gateway_with(&broker, |_| {});
+    assert_eq!(
+        ureq::get(up.http_url("/healthz"))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap(),
+        "ok\n"
+    );
+    assert_eq!(
+        ureq::get(up.http_url("/readyz")).call().unwrap().status(),
+        200
+    );
+    let dead = free_port();
+    let down = Gateway::start(&[&format!("mqtt://127.0.0.1:{dead}")], None);
+    let err = ureq::get(down.http_url("/readyz")).call().err().unwrap();
+    assert!(err.to_string().contains("503"), "{err}");
+    let body = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent()
+        .get(down.http_url("/readyz"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    assert!(
+        !body.contains(&dead.to_string()),
+        "never the address: {body}"
+    );
+}
+
+#[test]
+fn a_text_frame_after_connect_closes_with_1003() {
+    let broker = Mosquitto::start();
+    let gateway = gateway_with(&broker, |_| {});
+    let mut c = open(&gateway);
+    c.send(&connect_v311("text"));
+    assert_eq!(c.read_packet(), [0x20, 0x02, 0x00, 0x00]);
+    c.send_text("hello");
+    match c.next_message() {
+        Message::Close(Some(f)) => assert_eq!(u16::from(f.code), 1003),
+        other => panic!("{other:?}"),
+    }
+}
