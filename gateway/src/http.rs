@@ -26,6 +26,49 @@ pub const SUBPROTOCOLS: [&str; 2] = ["mqtt", "mqttv3.1"];
 pub struct AppState {
     config: Arc<Config>,
     connector: Connector,
+    sessions: Arc<Sessions>,
+}
+
+/// The open WebSocket sessions: how many, and the signal that tells them to close.
+#[derive(Debug)]
+pub struct Sessions {
+    shutdown: tokio::sync::watch::Sender<bool>,
+    open: tokio::sync::watch::Sender<usize>,
+}
+
+impl Sessions {
+    fn new() -> Self {
+        Self {
+            shutdown: tokio::sync::watch::Sender::new(false),
+            open: tokio::sync::watch::Sender::new(0),
+        }
+    }
+
+    /// Tells every session to close (MQTT 5: DISCONNECT 0x8B Server shutting down).
+    pub fn close_all(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// Waits until no session is open, or `timeout` passed; returns how many are left.
+    pub async fn drained(&self, timeout: std::time::Duration) -> usize {
+        let mut open = self.open.subscribe();
+        let _ = tokio::time::timeout(timeout, open.wait_for(|n| *n == 0)).await;
+        *open.borrow()
+    }
+
+    fn enter(self: &Arc<Self>) -> SessionGuard {
+        self.open.send_modify(|n| *n += 1);
+        SessionGuard(self.clone())
+    }
+}
+
+/// Counts a session as open while it lives.
+struct SessionGuard(Arc<Sessions>);
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        self.0.open.send_modify(|n| *n = n.saturating_sub(1));
+    }
 }
 
 impl AppState {
@@ -40,7 +83,13 @@ impl AppState {
         Ok(Self {
             config: Arc::new(config),
             connector,
+            sessions: Arc::new(Sessions::new()),
         })
+    }
+
+    /// The open sessions.
+    pub fn sessions(&self) -> &Arc<Sessions> {
+        &self.sessions
     }
 }
 
@@ -215,16 +264,25 @@ fn upgrade(
             .into_response();
     }
     let connector = state.connector.clone();
+    let sessions = state.sessions.clone();
     ws.on_upgrade(move |socket| async move {
+        let _open = sessions.enter();
+        let mut shutdown = sessions.shutdown.subscribe();
         let (mut tx, mut rx) = socket.split();
         // The CONNECT first, in time; only then is the upstream contacted.
         let mut inbound = proxy::Inbound::new(limits.max_packet_size);
-        let first = match tokio::time::timeout(
+        let reading = tokio::time::timeout(
             limits.connect_timeout,
             proxy::read_connect(&mut rx, &mut inbound),
-        )
-        .await
-        {
+        );
+        let read = tokio::select! {
+            r = reading => r,
+            () = proxy::shutting_down(&mut shutdown) => {
+                proxy::close(&mut tx, close_code::AWAY, "the gateway is shutting down").await;
+                return;
+            }
+        };
+        let first = match read {
             Err(_) => {
                 let secs = limits.connect_timeout.as_secs();
                 proxy::close(
@@ -264,7 +322,7 @@ fn upgrade(
                 return;
             }
         }
-        let end = proxy::pump(tx, rx, broker, inbound).await;
+        let end = proxy::pump(tx, rx, broker, inbound, shutdown).await;
         tracing::debug!(upstream = %upstream.name, ?end, "session ended");
     })
 }

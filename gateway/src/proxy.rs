@@ -127,6 +127,8 @@ pub enum End {
     Violation(Violation),
     /// Reading or writing failed.
     Error(String),
+    /// The gateway is shutting down.
+    Shutdown,
 }
 
 /// Reads the browser's first packets until a CONNECT is whole. Returns the packets to forward
@@ -169,6 +171,7 @@ pub async fn pump<Tx, Rx, E, B>(
     mut ws_rx: Rx,
     broker: B,
     mut inbound: Inbound,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> End
 where
     Tx: Sink<Message> + Unpin,
@@ -220,6 +223,7 @@ where
         tokio::select! {
             end = up => end,
             end = down => end,
+            () = shutting_down(&mut shutdown) => End::Shutdown,
         }
     };
     match &end {
@@ -243,9 +247,23 @@ where
             )
             .await
         }
+        End::Shutdown => {
+            let v = Violation {
+                ws_code: close_code::AWAY,
+                reason: ReasonCode::ServerShuttingDown,
+                detail: "the gateway is shutting down".into(),
+            };
+            refuse_with(&mut ws_tx, inbound.version(), &v).await;
+        }
     }
     let _ = broker_wr.shutdown().await;
     end
+}
+
+/// Completes when the gateway starts shutting down (the guard `wait_for` returns is not
+/// `Send`, so it is dropped here).
+pub async fn shutting_down(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|s| *s).await;
 }
 
 /// Closes a WebSocket with a code and a reason (cut to the 123 bytes a close frame allows).

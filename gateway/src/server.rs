@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -13,9 +14,13 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::http::{AppState, router};
 
-/// Serves the app, the API and `/mqtt` on `listener` until `shutdown` completes, then stops
-/// accepting and lets open requests finish. At most `max_connections` (from the config) TCP
-/// connections are open at once: a permit is taken before each accept.
+/// How long open sessions get to close after a shutdown signal.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Serves the app, the API and `/mqtt` on `listener` until `shutdown` completes. Then it stops
+/// accepting, tells every session to close (MQTT 5: DISCONNECT 0x8B), and waits for them up to
+/// [`DRAIN_TIMEOUT`]. At most `max_connections` (from the config) TCP connections are open at
+/// once: a permit is taken before each accept.
 pub async fn run(
     listener: TcpListener,
     state: AppState,
@@ -26,9 +31,25 @@ pub async fn run(
         inner: listener,
         permits,
     };
+    let sessions = state.sessions().clone();
+    let signal = {
+        let sessions = sessions.clone();
+        async move {
+            shutdown.await;
+            sessions.close_all();
+        }
+    };
     axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+        .with_graceful_shutdown(signal)
+        .await?;
+    let left = sessions.drained(DRAIN_TIMEOUT).await;
+    if left > 0 {
+        tracing::warn!(
+            "{left} sessions still open after {}s; stopping anyway",
+            DRAIN_TIMEOUT.as_secs()
+        );
+    }
+    Ok(())
 }
 
 /// A listener that holds a connection permit for as long as each accepted connection lives.

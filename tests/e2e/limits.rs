@@ -200,3 +200,30 @@ fn a_text_frame_after_connect_closes_with_1003() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn shutdown_closes_every_session_cleanly() {
+    let broker = Mosquitto::start();
+    let gateway = gateway_with(&broker, |_| {});
+    let mut v5 = open(&gateway);
+    v5.send(&connect_v5("bye-5"));
+    assert_eq!(v5.read_packet()[0], 0x20);
+    let mut v3 = open(&gateway);
+    v3.send(&connect_v311("bye-3"));
+    assert_eq!(v3.read_packet(), [0x20, 0x02, 0x00, 0x00]);
+    let mut waiting = open(&gateway);
+
+    // Dropping the gateway sends the shutdown signal and waits for the server to finish.
+    let stopped = std::thread::spawn(move || drop(gateway));
+    assert_eq!(
+        v5.read_packet(),
+        [0xe0, 0x01, 0x8b],
+        "DISCONNECT Server shutting down (MQTT 5)"
+    );
+    for c in [&mut v5, &mut v3, &mut waiting] {
+        let close = c.read_close().expect("a close frame");
+        assert_eq!(u16::from(close.code), 1001);
+        assert_eq!(close.reason.as_str(), "the gateway is shutting down");
+    }
+    stopped.join().unwrap();
+}
