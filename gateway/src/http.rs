@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::ws::{WebSocketUpgrade, close_code};
-use axum::extract::{Path as UrlPath, Request, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path as UrlPath, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Json, Response};
@@ -15,7 +17,9 @@ use tower_http::compression::CompressionLayer;
 use tower_http::services::{ServeDir, ServeFile};
 
 use crate::config::{Config, Upstream};
+use crate::metrics::{EndKind, Metrics};
 use crate::proxy;
+use crate::server::Peer;
 use crate::upstream::Connector;
 
 /// WebSocket subprotocols accepted, in order of preference ([MQTT-6.0.0-3], [MQTT-6.0.0-4]).
@@ -27,6 +31,7 @@ pub struct AppState {
     config: Arc<Config>,
     connector: Connector,
     sessions: Arc<Sessions>,
+    metrics: Arc<Metrics>,
 }
 
 /// The open WebSocket sessions: how many, and the signal that tells them to close.
@@ -84,6 +89,7 @@ impl AppState {
             config: Arc::new(config),
             connector,
             sessions: Arc::new(Sessions::new()),
+            metrics: Arc::default(),
         })
     }
 
@@ -101,6 +107,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/upstreams", get(list_upstreams))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .with_state(state.clone());
     let app = match &state.config.assets {
         Some(dir) => {
@@ -166,6 +173,17 @@ async fn list_upstreams(State(state): State<AppState>) -> Json<serde_json::Value
     }))
 }
 
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
 /// 200 when the default upstream accepts a connection, 503 (with the reason, never the
 /// address) when it does not.
 async fn readyz(State(state): State<AppState>) -> Response {
@@ -209,10 +227,11 @@ fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
 async fn mqtt_default(
     ws: WebSocketUpgrade,
     headers: HeaderMap,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     State(state): State<AppState>,
 ) -> Response {
     match state.config.default_upstream() {
-        Some(u) => upgrade(ws, &headers, &state, u.clone()),
+        Some(u) => upgrade(ws, &headers, peer, &state, u.clone()),
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
             "no upstream broker is configured\n",
@@ -224,11 +243,12 @@ async fn mqtt_default(
 async fn mqtt_named(
     ws: WebSocketUpgrade,
     headers: HeaderMap,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     State(state): State<AppState>,
     UrlPath(name): UrlPath<String>,
 ) -> Response {
     match state.config.upstream(&name) {
-        Some(u) => upgrade(ws, &headers, &state, u.clone()),
+        Some(u) => upgrade(ws, &headers, peer, &state, u.clone()),
         None => (
             StatusCode::NOT_FOUND,
             format!("no upstream named {name:?}; GET /api/v1/upstreams lists them\n"),
@@ -237,9 +257,42 @@ async fn mqtt_named(
     }
 }
 
+/// Counts a session and logs one line when it opens and one when it closes, with the reason.
+struct SessionLog {
+    metrics: Arc<Metrics>,
+    peer: SocketAddr,
+    upstream: String,
+    started: std::time::Instant,
+}
+
+impl SessionLog {
+    fn open(metrics: Arc<Metrics>, peer: SocketAddr, upstream: &str) -> Self {
+        metrics.session_opened();
+        tracing::info!(%peer, upstream, "session opened");
+        Self {
+            metrics,
+            peer,
+            upstream: upstream.to_owned(),
+            started: std::time::Instant::now(),
+        }
+    }
+
+    fn close(self, kind: EndKind, detail: &str) {
+        self.metrics.session_closed(kind);
+        tracing::info!(
+            peer = %self.peer,
+            upstream = self.upstream,
+            secs = self.started.elapsed().as_secs(),
+            reason = ?kind,
+            "session closed: {detail}"
+        );
+    }
+}
+
 fn upgrade(
     ws: WebSocketUpgrade,
     headers: &HeaderMap,
+    peer: SocketAddr,
     state: &AppState,
     upstream: Upstream,
 ) -> Response {
@@ -265,12 +318,14 @@ fn upgrade(
     }
     let connector = state.connector.clone();
     let sessions = state.sessions.clone();
+    let metrics = state.metrics.clone();
     ws.on_upgrade(move |socket| async move {
         let _open = sessions.enter();
+        let log = SessionLog::open(metrics.clone(), peer, &upstream.name);
         let mut shutdown = sessions.shutdown.subscribe();
         let (mut tx, mut rx) = socket.split();
         // The CONNECT first, in time; only then is the upstream contacted.
-        let mut inbound = proxy::Inbound::new(limits.max_packet_size);
+        let mut inbound = proxy::Inbound::new(limits.max_packet_size, metrics.clone());
         let reading = tokio::time::timeout(
             limits.connect_timeout,
             proxy::read_connect(&mut rx, &mut inbound),
@@ -279,51 +334,56 @@ fn upgrade(
             r = reading => r,
             () = proxy::shutting_down(&mut shutdown) => {
                 proxy::close(&mut tx, close_code::AWAY, "the gateway is shutting down").await;
-                return;
+                return log.close(EndKind::Shutdown, "before CONNECT");
             }
         };
         let first = match read {
             Err(_) => {
-                let secs = limits.connect_timeout.as_secs();
-                proxy::close(
-                    &mut tx,
-                    close_code::POLICY,
-                    &format!("no CONNECT within {secs} s"),
-                )
-                .await;
-                return;
+                let reason = format!("no CONNECT within {} s", limits.connect_timeout.as_secs());
+                proxy::close(&mut tx, close_code::POLICY, &reason).await;
+                return log.close(EndKind::ConnectTimeout, &reason);
             }
-            Ok(Err(v)) => return proxy::refuse_with(&mut tx, inbound.version(), &v).await,
-            Ok(Ok(None)) => return,
+            Ok(Err(v)) => {
+                proxy::refuse_with(&mut tx, inbound.version(), &v).await;
+                return log.close(EndKind::Violation, &v.detail);
+            }
+            Ok(Ok(None)) => return log.close(EndKind::Browser, "before CONNECT"),
             Ok(Ok(Some(packets))) => packets,
         };
         let mut broker = match connector.connect(&upstream).await {
             Ok(b) => b,
             Err(e) => {
-                tracing::warn!("{e}");
                 proxy::close(
                     &mut tx,
                     close_code::ERROR,
                     "cannot reach the upstream broker",
                 )
                 .await;
-                return;
+                metrics.upstream_error();
+                return log.close(EndKind::UpstreamUnreachable, &e.to_string());
             }
         };
         for raw in first {
             if let Err(e) = tokio::io::AsyncWriteExt::write_all(&mut broker, &raw).await {
-                tracing::warn!(upstream = %upstream.name, "writing CONNECT to the broker: {e}");
                 proxy::close(
                     &mut tx,
                     close_code::ERROR,
                     "connection to the broker failed",
                 )
                 .await;
-                return;
+                return log.close(
+                    EndKind::Error,
+                    &format!("writing CONNECT to the broker: {e}"),
+                );
             }
         }
         let end = proxy::pump(tx, rx, broker, inbound, shutdown).await;
-        tracing::debug!(upstream = %upstream.name, ?end, "session ended");
+        let detail = match &end {
+            proxy::End::Violation(v) => v.detail.clone(),
+            proxy::End::Error(e) => e.clone(),
+            other => format!("{other:?}"),
+        };
+        log.close(end.kind(), &detail);
     })
 }
 

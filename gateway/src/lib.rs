@@ -8,6 +8,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod http;
+pub mod metrics;
 pub mod proxy;
 pub mod server;
 pub mod upstream;

@@ -16,7 +16,11 @@ use bytes::{Bytes, BytesMut};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use kite_mqtt::codec::{Disconnect, PacketType, ReasonCode};
 use kite_mqtt::{DecodeError, Limits, Packet, Version, decode_raw};
+use std::sync::Arc;
+
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::metrics::{EndKind, Metrics};
 
 /// Bytes read from the broker at most per WebSocket frame sent to the browser.
 pub const READ_CHUNK: usize = 64 * 1024;
@@ -64,15 +68,17 @@ pub struct Inbound {
     limits: Limits,
     /// Set by the CONNECT.
     version: Option<Version>,
+    metrics: Arc<Metrics>,
 }
 
 impl Inbound {
-    /// A parser for a new session.
-    pub fn new(max_packet_size: u32) -> Self {
+    /// A parser for a new session, counting what it forwards in `metrics`.
+    pub fn new(max_packet_size: u32, metrics: Arc<Metrics>) -> Self {
         Self {
             buf: BytesMut::new(),
             limits: Limits { max_packet_size },
             version: None,
+            metrics,
         }
     }
 
@@ -107,11 +113,25 @@ impl Inbound {
                         }
                         _ => {}
                     }
+                    self.metrics.packet_in(packet.packet_type(), raw.len());
                     out.push(raw);
                 }
                 Ok(None) => return Ok(()),
                 Err(e) => return Err(Violation::from_decode(&e)),
             }
+        }
+    }
+}
+
+impl End {
+    /// The counted kind.
+    pub fn kind(&self) -> EndKind {
+        match self {
+            Self::Browser => EndKind::Browser,
+            Self::Broker => EndKind::Broker,
+            Self::Violation(_) => EndKind::Violation,
+            Self::Error(_) => EndKind::Error,
+            Self::Shutdown => EndKind::Shutdown,
         }
     }
 }
@@ -181,6 +201,7 @@ where
     B: AsyncRead + AsyncWrite + Unpin,
 {
     let (mut broker_rd, mut broker_wr) = tokio::io::split(broker);
+    let metrics = inbound.metrics.clone();
     let end = {
         let up = async {
             let mut packets = Vec::new();
@@ -210,7 +231,8 @@ where
                 buf.reserve(READ_CHUNK);
                 match broker_rd.read_buf(&mut buf).await {
                     Ok(0) => return End::Broker,
-                    Ok(_) => {
+                    Ok(n) => {
+                        metrics.bytes_out(n);
                         let frame = Message::Binary(buf.split().freeze());
                         if let Err(e) = ws_tx.send(frame).await {
                             return End::Error(format!("writing to the browser: {e}"));
@@ -228,7 +250,7 @@ where
     };
     match &end {
         End::Browser => {
-            let _ = ws_tx.close().await;
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws_tx.close()).await;
         }
         End::Broker => {
             close(
@@ -266,7 +288,13 @@ pub async fn shutting_down(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|s| *s).await;
 }
 
+/// How long closing may take: a browser that neither reads nor answers must not hold its
+/// session (and its connection permit) open.
+pub const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Closes a WebSocket with a code and a reason (cut to the 123 bytes a close frame allows).
+/// The Close frame is sent and flushed; the caller then drops the socket, which ends the TCP
+/// connection. It does not wait for the browser's Close reply.
 pub async fn close<Tx>(ws_tx: &mut Tx, code: u16, reason: &str)
 where
     Tx: Sink<Message> + Unpin,
@@ -279,8 +307,7 @@ where
         code,
         reason: reason[..end].into(),
     };
-    let _ = ws_tx.send(Message::Close(Some(frame))).await;
-    let _ = ws_tx.close().await;
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws_tx.send(Message::Close(Some(frame)))).await;
 }
 
 /// Ends a session the browser broke: an MQTT 5 DISCONNECT with the reason code (when the
@@ -296,7 +323,9 @@ where
             .encode(Version::V5, &mut bytes)
             .is_ok()
         {
-            let _ = ws_tx.send(Message::Binary(bytes.freeze())).await;
+            let _ =
+                tokio::time::timeout(CLOSE_TIMEOUT, ws_tx.send(Message::Binary(bytes.freeze())))
+                    .await;
         }
     }
     close(ws_tx, v.ws_code, &v.detail).await;
@@ -318,7 +347,7 @@ mod tests {
 
     #[test]
     fn forwards_original_bytes_across_frames() {
-        let mut inbound = Inbound::new(1024);
+        let mut inbound = Inbound::new(1024, Arc::default());
         let c = connect(4);
         let mut out = Vec::new();
         inbound.feed(&c[..3], &mut out).unwrap();
@@ -333,23 +362,27 @@ mod tests {
     #[test]
     fn session_rules() {
         let mut out = Vec::new();
-        let v = Inbound::new(1024)
+        let v = Inbound::new(1024, Arc::default())
             .feed(&[0xc0, 0x00], &mut out)
             .unwrap_err();
         assert!(v.detail.contains("MQTT-3.1.0-1"), "{v:?}");
         let mut twice = connect(5);
         twice.extend(connect(5));
-        let v = Inbound::new(1024).feed(&twice, &mut out).unwrap_err();
+        let v = Inbound::new(1024, Arc::default())
+            .feed(&twice, &mut out)
+            .unwrap_err();
         assert!(v.detail.contains("MQTT-3.1.0-2"), "{v:?}");
         let mut malformed = connect(4);
         malformed.extend_from_slice(&[0x36, 0x00]);
-        let v = Inbound::new(1024).feed(&malformed, &mut out).unwrap_err();
+        let v = Inbound::new(1024, Arc::default())
+            .feed(&malformed, &mut out)
+            .unwrap_err();
         assert_eq!(
             (v.ws_code, v.reason),
             (close_code::PROTOCOL, ReasonCode::MalformedPacket)
         );
         // Refused from the fixed header alone: a CONNECT announcing 1,000,000 bytes, 100 allowed.
-        let v = Inbound::new(100)
+        let v = Inbound::new(100, Arc::default())
             .feed(&[0x10, 0xc0, 0x84, 0x3d], &mut out)
             .unwrap_err();
         assert_eq!(

@@ -39,9 +39,12 @@ pub async fn run(
             sessions.close_all();
         }
     };
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(signal)
-        .await?;
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<Peer>(),
+    )
+    .with_graceful_shutdown(signal)
+    .await?;
     let left = sessions.drained(DRAIN_TIMEOUT).await;
     if left > 0 {
         tracing::warn!(
@@ -52,8 +55,18 @@ pub async fn run(
     Ok(())
 }
 
+/// The remote address of a connection, for handlers (`ConnectInfo<Peer>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer(pub SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Limited>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, Limited>) -> Self {
+        Peer(*stream.remote_addr())
+    }
+}
+
 /// A listener that holds a connection permit for as long as each accepted connection lives.
-struct Limited {
+pub struct Limited {
     inner: TcpListener,
     permits: Arc<Semaphore>,
 }
@@ -86,7 +99,7 @@ impl axum::serve::Listener for Limited {
 }
 
 /// A TCP stream and the permit it holds.
-struct Permitted {
+pub struct Permitted {
     io: TcpStream,
     _permit: OwnedSemaphorePermit,
 }

@@ -227,3 +227,42 @@ fn shutdown_closes_every_session_cleanly() {
     }
     stopped.join().unwrap();
 }
+
+#[test]
+fn metrics_count_sessions_packets_and_closes() {
+    let broker = Mosquitto::start();
+    let gateway = gateway_with(&broker, |_| {});
+    let mut good = open(&gateway);
+    good.send(&connect_v311("metrics-good"));
+    assert_eq!(good.read_packet(), [0x20, 0x02, 0x00, 0x00]);
+    for _ in 0..2 {
+        good.send(&publish_v311("m/t", b"1"));
+    }
+    let mut bad = open(&gateway);
+    bad.send(&subscribe_v311(1, "x"));
+    bad.read_close();
+    let url = gateway.http_url("/metrics");
+    let expected = [
+        "kite_sessions_total 2",
+        "kite_sessions_open 1",
+        "kite_packets_in_total{type=\"CONNECT\"} 1",
+        "kite_packets_in_total{type=\"PUBLISH\"} 2",
+        "kite_sessions_closed_total{reason=\"violation\"} 1",
+    ];
+    let text = kite_tests::wait_for("the metrics", Duration::from_secs(10), || {
+        let text = ureq::get(&url)
+            .call()
+            .ok()?
+            .body_mut()
+            .read_to_string()
+            .ok()?;
+        expected
+            .iter()
+            .all(|e| text.lines().any(|l| l == *e))
+            .then_some(text)
+    });
+    assert!(
+        text.contains("# TYPE kite_bytes_in_total counter"),
+        "{text}"
+    );
+}

@@ -1,0 +1,187 @@
+//! Counters for `GET /metrics` (Prometheus text format 0.0.4), kept in atomics: recording is
+//! a relaxed increment on the forwarding path, never a lock.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use kite_mqtt::codec::PacketType;
+
+const PACKET_TYPES: [PacketType; 15] = [
+    PacketType::Connect,
+    PacketType::ConnAck,
+    PacketType::Publish,
+    PacketType::PubAck,
+    PacketType::PubRec,
+    PacketType::PubRel,
+    PacketType::PubComp,
+    PacketType::Subscribe,
+    PacketType::SubAck,
+    PacketType::Unsubscribe,
+    PacketType::UnsubAck,
+    PacketType::PingReq,
+    PacketType::PingResp,
+    PacketType::Disconnect,
+    PacketType::Auth,
+];
+
+/// Why a session ended, as counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub enum EndKind {
+    Browser = 0,
+    Broker,
+    Violation,
+    Error,
+    Shutdown,
+    ConnectTimeout,
+    UpstreamUnreachable,
+}
+
+const END_NAMES: [&str; 7] = [
+    "browser_closed",
+    "broker_closed",
+    "violation",
+    "error",
+    "shutdown",
+    "connect_timeout",
+    "upstream_unreachable",
+];
+
+/// All counters of one gateway.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    sessions_total: AtomicU64,
+    sessions_open: AtomicU64,
+    packets_in: [AtomicU64; 16],
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    ends: [AtomicU64; 7],
+    upstream_errors: AtomicU64,
+}
+
+impl Metrics {
+    /// A session started (WebSocket upgraded).
+    pub fn session_opened(&self) {
+        self.sessions_total.fetch_add(1, Relaxed);
+        self.sessions_open.fetch_add(1, Relaxed);
+    }
+
+    /// A session ended.
+    pub fn session_closed(&self, why: EndKind) {
+        self.sessions_open.fetch_sub(1, Relaxed);
+        self.ends[why as usize].fetch_add(1, Relaxed);
+    }
+
+    /// A packet from a browser was forwarded.
+    pub fn packet_in(&self, packet: PacketType, bytes: usize) {
+        self.packets_in[packet as usize].fetch_add(1, Relaxed);
+        self.bytes_in.fetch_add(bytes as u64, Relaxed);
+    }
+
+    /// Bytes from a broker were sent to a browser.
+    pub fn bytes_out(&self, bytes: usize) {
+        self.bytes_out.fetch_add(bytes as u64, Relaxed);
+    }
+
+    /// No address of an upstream answered.
+    pub fn upstream_error(&self) {
+        self.upstream_errors.fetch_add(1, Relaxed);
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(2048);
+        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, v) in samples {
+                let _ = writeln!(out, "{name}{labels} {v}");
+            }
+        };
+        let one = |v: &AtomicU64| vec![(String::new(), v.load(Relaxed))];
+        metric(
+            "kite_sessions_total",
+            "counter",
+            "WebSocket MQTT sessions started.",
+            &one(&self.sessions_total),
+        );
+        metric(
+            "kite_sessions_open",
+            "gauge",
+            "WebSocket MQTT sessions open now.",
+            &one(&self.sessions_open),
+        );
+        let packets: Vec<(String, u64)> = PACKET_TYPES
+            .iter()
+            .map(|t| {
+                (
+                    format!("{{type=\"{t}\"}}"),
+                    self.packets_in[*t as usize].load(Relaxed),
+                )
+            })
+            .collect();
+        metric(
+            "kite_packets_in_total",
+            "counter",
+            "MQTT packets from browsers forwarded to brokers, by type.",
+            &packets,
+        );
+        metric(
+            "kite_bytes_in_total",
+            "counter",
+            "Bytes from browsers forwarded to brokers.",
+            &one(&self.bytes_in),
+        );
+        metric(
+            "kite_bytes_out_total",
+            "counter",
+            "Bytes from brokers sent to browsers.",
+            &one(&self.bytes_out),
+        );
+        let ends: Vec<(String, u64)> = END_NAMES
+            .iter()
+            .zip(&self.ends)
+            .map(|(n, v)| (format!("{{reason=\"{n}\"}}"), v.load(Relaxed)))
+            .collect();
+        metric(
+            "kite_sessions_closed_total",
+            "counter",
+            "Sessions ended, by reason.",
+            &ends,
+        );
+        metric(
+            "kite_upstream_connect_errors_total",
+            "counter",
+            "Sessions for which no upstream address answered.",
+            &one(&self.upstream_errors),
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let m = Metrics::default();
+        m.session_opened();
+        m.packet_in(PacketType::Publish, 10);
+        m.packet_in(PacketType::Publish, 5);
+        m.session_closed(EndKind::Violation);
+        let text = m.render();
+        for line in [
+            "kite_sessions_total 1",
+            "kite_sessions_open 0",
+            "kite_packets_in_total{type=\"PUBLISH\"} 2",
+            "kite_bytes_in_total 15",
+            "kite_sessions_closed_total{reason=\"violation\"} 1",
+            "# TYPE kite_sessions_open gauge",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from:\n{text}"
+            );
+        }
+    }
+}
