@@ -49,6 +49,15 @@ pub struct ServeArgs {
     /// binary, or target/dist/app in the workspace]
     #[arg(long, value_name = "DIR", env = "KITE_ASSETS")]
     pub assets: Option<PathBuf>,
+
+    /// Serve https:// and wss:// with this PEM certificate chain (needs --tls-key; reloaded
+    /// on SIGHUP)
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -58,6 +67,13 @@ impl ServeArgs {
             http: self.http,
             assets: self.assets.clone(),
             upstreams: self.upstream.clone(),
+            tls: match (&self.tls_cert, &self.tls_key) {
+                (Some(cert), Some(key)) => Some(crate::tls::TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                }),
+                _ => None,
+            },
         }
     }
 }

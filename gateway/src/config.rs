@@ -270,6 +270,8 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     /// Connection and packet limits.
     pub limits: GatewayLimits,
+    /// Certificate and key when the gateway serves `https://` and `wss://` itself.
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 impl Config {
@@ -293,6 +295,14 @@ struct FileConfig {
     upstream: Vec<FileUpstream>,
     #[serde(default)]
     limits: FileLimits,
+    tls: Option<FileTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTls {
+    cert: PathBuf,
+    key: PathBuf,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -328,6 +338,8 @@ pub struct Overrides {
     pub assets: Option<PathBuf>,
     /// `--upstream`, in order.
     pub upstreams: Vec<UpstreamArg>,
+    /// `--tls-cert` and `--tls-key`.
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 fn check_name(name: &str) -> Result<(), ConfigError> {
@@ -400,7 +412,12 @@ impl Config {
             check_origin(origin)?;
         }
         let limits = parsed.limits.resolve()?;
+        let tls = overrides.tls.or(parsed.tls.map(|t| crate::tls::TlsFiles {
+            cert: t.cert,
+            key: t.key,
+        }));
         Ok(Self {
+            tls,
             http,
             assets,
             upstreams,

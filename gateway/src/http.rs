@@ -32,6 +32,7 @@ pub struct AppState {
     connector: Connector,
     sessions: Arc<Sessions>,
     metrics: Arc<Metrics>,
+    tls: Option<crate::tls::Reloadable>,
 }
 
 /// The open WebSocket sessions: how many, and the signal that tells them to close.
@@ -85,12 +86,23 @@ impl AppState {
     /// State for this configuration.
     pub fn new(config: Config) -> anyhow::Result<Self> {
         let connector = Connector::new(&config.upstreams)?;
+        let tls = config
+            .tls
+            .clone()
+            .map(crate::tls::Reloadable::new)
+            .transpose()?;
         Ok(Self {
+            tls,
             config: Arc::new(config),
             connector,
             sessions: Arc::new(Sessions::new()),
             metrics: Arc::default(),
         })
+    }
+
+    /// The TLS certificate in use, if the gateway terminates TLS.
+    pub fn tls(&self) -> Option<&crate::tls::Reloadable> {
+        self.tls.as_ref()
     }
 
     /// The open sessions.

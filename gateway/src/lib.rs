@@ -11,4 +11,5 @@ pub mod http;
 pub mod metrics;
 pub mod proxy;
 pub mod server;
+pub mod tls;
 pub mod upstream;

@@ -50,17 +50,33 @@ fn usage_error(e: &clap::Error) -> ExitCode {
         return ExitCode::from(code);
     }
     let rendered = e.render().to_string();
-    let mut parts = rendered
-        .lines()
-        .map(str::trim)
-        .filter(|l| l.starts_with("error:") || l.starts_with("tip:"))
-        .map(|l| l.trim_start_matches("error:").trim());
-    let reason = parts.next().unwrap_or("invalid arguments");
-    let tips: Vec<&str> = parts.collect();
+    // clap's reason, with the indented lines that continue it (e.g. the missing arguments).
+    let mut reason = String::new();
+    let mut tips: Vec<&str> = Vec::new();
+    let mut in_error = false;
+    for line in rendered.lines() {
+        let trimmed = line.trim();
+        if let Some(rest) = trimmed.strip_prefix("error:") {
+            reason = rest.trim().to_owned();
+            in_error = true;
+        } else if let Some(tip) = trimmed.strip_prefix("tip:") {
+            tips.push(tip.trim());
+            in_error = false;
+        } else if in_error && line.starts_with(char::is_whitespace) && !trimmed.is_empty() {
+            reason.push(' ');
+            reason.push_str(trimmed);
+        } else {
+            in_error = false;
+        }
+    }
+    if reason.is_empty() {
+        reason = "invalid arguments".to_owned();
+    }
+
     let tip = if tips.is_empty() {
         String::new()
     } else {
-        format!("; {}", tips.join("; "))
+        format!("; tip: {}", tips.join("; "))
     };
     eprintln!("kite: error: {reason}{tip} (see `kite --help`)");
     ExitCode::from(USAGE)
@@ -100,6 +116,9 @@ fn load(args: &ServeArgs) -> anyhow::Result<Config> {
         Some(_) => {}
         None => config.assets = default_assets(),
     }
+    if let Some(tls) = &config.tls {
+        kite_gateway::tls::load(tls)?;
+    }
     if config.upstreams.is_empty() {
         anyhow::bail!(
             "no upstream broker configured: pass --upstream mqtt://HOST:PORT or add an [[upstream]] to the config file"
@@ -128,12 +147,18 @@ async fn run(config: Config) -> anyhow::Result<()> {
         let addrs: Vec<String> = u.addresses.iter().map(ToString::to_string).collect();
         tracing::info!(upstream = %u.name, "forwarding to {}", addrs.join(", "));
     }
+    let config_tls = config.tls.is_some();
     let state = AppState::new(config)?;
     // One line on stdout that people and tests can read: where to point the browser.
     #[allow(clippy::print_stdout)]
     {
+        let (http, ws) = if config_tls {
+            ("https", "wss")
+        } else {
+            ("http", "ws")
+        };
         println!(
-            "kite {} listening on http://{addr}/ (MQTT over WebSocket: ws://{addr}/mqtt)",
+            "kite {} listening on {http}://{addr}/ (MQTT over WebSocket: {ws}://{addr}/mqtt)",
             env!("CARGO_PKG_VERSION")
         );
     }

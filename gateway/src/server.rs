@@ -27,11 +27,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let permits = Arc::new(Semaphore::new(state.config().limits.max_connections));
-    let listener = Limited {
-        inner: listener,
-        permits,
-    };
     let sessions = state.sessions().clone();
+    let tls = state.tls().cloned();
     let signal = {
         let sessions = sessions.clone();
         async move {
@@ -39,12 +36,25 @@ pub async fn run(
             sessions.close_all();
         }
     };
-    axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<Peer>(),
-    )
-    .with_graceful_shutdown(signal)
-    .await?;
+    let app = router(state).into_make_service_with_connect_info::<Peer>();
+    match tls {
+        None => {
+            let listener = Limited {
+                inner: listener,
+                permits,
+            };
+            axum::serve(listener, app)
+                .with_graceful_shutdown(signal)
+                .await?;
+        }
+        Some(tls) => {
+            reload_on_sighup(tls.clone());
+            let listener = crate::tls::TlsListener::spawn(listener, permits, tls)?;
+            axum::serve(listener, app)
+                .with_graceful_shutdown(signal)
+                .await?;
+        }
+    }
     let left = sessions.drained(DRAIN_TIMEOUT).await;
     if left > 0 {
         tracing::warn!(
@@ -65,6 +75,37 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Limi
     }
 }
 
+impl
+    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, crate::tls::TlsListener>>
+    for Peer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, crate::tls::TlsListener>) -> Self {
+        Peer(*stream.remote_addr())
+    }
+}
+
+/// Reloads the certificate and key when the process gets SIGHUP.
+fn reload_on_sighup(tls: crate::tls::Reloadable) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            tracing::warn!("cannot listen for SIGHUP: the TLS certificate will not be reloaded");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match tls.reload() {
+                Ok(()) => tracing::info!("TLS certificate reloaded"),
+                Err(e) => {
+                    tracing::error!("TLS certificate not reloaded, keeping the current one: {e}")
+                }
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = tls;
+}
+
 /// A listener that holds a connection permit for as long as each accepted connection lives.
 pub struct Limited {
     inner: TcpListener,
@@ -72,7 +113,7 @@ pub struct Limited {
 }
 
 impl axum::serve::Listener for Limited {
-    type Io = Permitted;
+    type Io = Permitted<TcpStream>;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
@@ -98,13 +139,23 @@ impl axum::serve::Listener for Limited {
     }
 }
 
-/// A TCP stream and the permit it holds.
-pub struct Permitted {
-    io: TcpStream,
+/// A connection and the permit it holds.
+pub struct Permitted<S> {
+    io: S,
     _permit: OwnedSemaphorePermit,
 }
 
-impl AsyncRead for Permitted {
+impl<S> Permitted<S> {
+    /// Ties `io` to `permit`: the permit is released when the connection is dropped.
+    pub fn new(io: S, permit: OwnedSemaphorePermit) -> Self {
+        Self {
+            io,
+            _permit: permit,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Permitted<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -114,7 +165,7 @@ impl AsyncRead for Permitted {
     }
 }
 
-impl AsyncWrite for Permitted {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Permitted<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -73,6 +73,7 @@ fn bad_usage_is_one_line_and_exit_2() {
     );
     usage_error(&["serve", "--upstream", "mqtt://h:70000"], "1 to 65535");
     usage_error(&["frobnicate"], "unrecognized subcommand 'frobnicate'");
+    usage_error(&["serve", "--tls-cert", "c.pem"], "--tls-key");
 }
 
 #[test]

@@ -6,3 +6,4 @@ mod app;
 mod gateway;
 mod limits;
 mod session;
+mod tls;

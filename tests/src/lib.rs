@@ -227,6 +227,7 @@ pub fn assets_dir() -> PathBuf {
 #[derive(Debug)]
 pub struct Gateway {
     pub addr: SocketAddr,
+    state: AppState,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -250,10 +251,12 @@ impl Gateway {
                 .iter()
                 .map(|u| u.parse::<UpstreamArg>().unwrap())
                 .collect(),
+            tls: None,
         };
         let mut config = Config::load(None, overrides).unwrap();
         adjust(&mut config);
         let state = AppState::new(config.clone()).unwrap();
+        let kept = state.clone();
         let listener = std::net::TcpListener::bind(config.http).unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
@@ -275,9 +278,15 @@ impl Gateway {
         });
         Self {
             addr,
+            state: kept,
             shutdown: Some(tx),
             thread: Some(thread),
         }
+    }
+
+    /// The running gateway's state (e.g. to reload its TLS certificate).
+    pub fn state(&self) -> &AppState {
+        &self.state
     }
 
     pub fn http_url(&self, path: &str) -> String {
