@@ -1,8 +1,102 @@
 //! The app's root component.
 
+use std::collections::VecDeque;
+use std::rc::Rc;
+
+use kite_mqtt::QoS;
+use kite_mqtt::session::Event;
+use web_sys::HtmlInputElement;
 use yew::prelude::*;
 
 use crate::api::{self, Upstreams};
+use crate::mqtt::{Connection, Notice, Status};
+
+/// Messages kept for display (the newest first); older ones are dropped.
+pub const MESSAGES_KEPT: usize = 200;
+
+/// One received message, as shown.
+#[derive(Debug, Clone, PartialEq)]
+struct Shown {
+    topic: String,
+    payload: String,
+    qos: u8,
+    retain: bool,
+}
+
+/// The live side of the app: connection status, subscriptions and recent messages.
+#[derive(Debug, Default, Clone, PartialEq)]
+struct Live {
+    status: Option<Status>,
+    messages: VecDeque<Shown>,
+    received: u64,
+    subscriptions: Vec<(u16, String, String)>,
+}
+
+enum Action {
+    Notice(Notice),
+    Subscribing(u16, String),
+}
+
+impl Reducible for Live {
+    type Action = Action;
+
+    fn reduce(self: Rc<Self>, action: Action) -> Rc<Self> {
+        let mut next = (*self).clone();
+        match action {
+            Action::Subscribing(id, filter) => {
+                next.subscriptions.push((id, filter, "pending".into()))
+            }
+            Action::Notice(Notice::Status(s)) => next.status = Some(s),
+            Action::Notice(Notice::Mqtt(Event::Message(p))) => {
+                next.received += 1;
+                let text = String::from_utf8_lossy(&p.payload);
+                let payload: String = text.chars().take(500).collect();
+                next.messages.push_front(Shown {
+                    topic: p.topic.to_string(),
+                    payload,
+                    qos: p.qos as u8,
+                    retain: p.retain,
+                });
+                next.messages.truncate(MESSAGES_KEPT);
+            }
+            Action::Notice(Notice::Mqtt(Event::Subscribed { packet_id, reasons })) => {
+                for (id, _, state) in &mut next.subscriptions {
+                    if *id == packet_id {
+                        *state = match reasons.first() {
+                            Some(r) if r.is_error() => format!("refused: {r}"),
+                            Some(r) => format!("granted QoS {}", r.value()),
+                            None => "no answer".into(),
+                        };
+                    }
+                }
+            }
+            Action::Notice(Notice::Mqtt(_)) => return self,
+        }
+        Rc::new(next)
+    }
+}
+
+fn status_text(status: &Option<Status>) -> String {
+    match status {
+        None => "not connected".into(),
+        Some(Status::Connecting) => "connecting…".into(),
+        Some(Status::Connected) => "connected".into(),
+        Some(Status::Reconnecting { in_ms, reason }) => {
+            format!(
+                "reconnecting in {:.1} s ({reason})",
+                f64::from(*in_ms) / 1000.0
+            )
+        }
+        Some(Status::Closed) => "disconnected".into(),
+    }
+}
+
+fn random_client_id() -> String {
+    format!(
+        "kite-{:06x}",
+        (js_sys::Math::random() * f64::from(0xff_ffff)) as u32
+    )
+}
 
 #[derive(Debug, Clone, PartialEq)]
 enum Load {
@@ -38,6 +132,47 @@ pub fn App() -> Html {
         });
     }
     let endpoint = mqtt_endpoint().unwrap_or_else(|| "/mqtt".to_owned());
+    let live = use_reducer(Live::default);
+    let conn = use_state(|| None::<Connection>);
+    let filter = use_state(|| "#".to_owned());
+    let filter_error = kite_mqtt::topic::validate_filter(&filter)
+        .err()
+        .map(|e| e.to_string());
+
+    let toggle = {
+        let (conn, live, endpoint) = (conn.clone(), live.clone(), endpoint.clone());
+        Callback::from(move |_: MouseEvent| match &*conn {
+            Some(c) => {
+                c.close();
+                conn.set(None);
+            }
+            None => {
+                let dispatch = live.dispatcher();
+                let c = Connection::open(&endpoint, &random_client_id(), move |n| {
+                    dispatch.dispatch(Action::Notice(n))
+                });
+                conn.set(Some(c));
+            }
+        })
+    };
+    let on_filter = {
+        let filter = filter.clone();
+        Callback::from(move |e: InputEvent| {
+            let input: HtmlInputElement = e.target_unchecked_into();
+            filter.set(input.value());
+        })
+    };
+    let subscribe = {
+        let (conn, live, filter) = (conn.clone(), live.clone(), filter.clone());
+        Callback::from(move |_: MouseEvent| {
+            if let Some(c) = &*conn
+                && let Ok(id) = c.subscribe(&filter, QoS::AtLeastOnce)
+            {
+                live.dispatch(Action::Subscribing(id, (*filter).clone()));
+            }
+        })
+    };
+    let connected = conn.is_some();
     html! {
         <div id="kite-app" class="kite">
             <header class="bar">
@@ -50,6 +185,36 @@ pub fn App() -> Html {
                     <h2 id="gateway-title">{ "Gateway" }</h2>
                     <p>{ "MQTT over WebSocket: " }<code class="endpoint">{ endpoint }</code></p>
                     { upstream_list(&upstreams) }
+                </section>
+                <section class="card" aria-labelledby="live-title">
+                    <h2 id="live-title">{ "Live" }</h2>
+                    <p class="row">
+                        <button id="connect" onclick={toggle}>{ if connected { "Disconnect" } else { "Connect" } }</button>
+                        <span class="status" role="status">{ status_text(&live.status) }</span>
+                    </p>
+                    <p class="row">
+                        <label for="filter">{ "Topic filter" }</label>
+                        <input id="filter" value={(*filter).clone()} oninput={on_filter} spellcheck="false" autocomplete="off" />
+                        <button id="subscribe" onclick={subscribe} disabled={!connected || filter_error.is_some()}>{ "Subscribe" }</button>
+                    </p>
+                    if let Some(err) = filter_error {
+                        <p class="error filter-error" role="alert">{ err }</p>
+                    }
+                    <ul class="subscriptions">
+                        { for live.subscriptions.iter().map(|(_, f, state)| html! {
+                            <li class="subscription"><code>{ f.clone() }</code>{ " — " }{ state.clone() }</li>
+                        }) }
+                    </ul>
+                    <p class="muted count">{ format!("{} message{} received (newest {} shown)", live.received, if live.received == 1 { "" } else { "s" }, live.messages.len()) }</p>
+                    <ul class="messages">
+                        { for live.messages.iter().map(|m| html! {
+                            <li class="message">
+                                <code class="topic">{ m.topic.clone() }</code>
+                                <span class="meta">{ format!(" QoS {}{}", m.qos, if m.retain { " retained" } else { "" }) }</span>
+                                <pre class="payload">{ m.payload.clone() }</pre>
+                            </li>
+                        }) }
+                    </ul>
                 </section>
             </main>
         </div>

@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod app;
+pub mod mqtt;
 
 /// Mounts the app on the document's body.
 pub fn start() {

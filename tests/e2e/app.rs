@@ -83,3 +83,68 @@ fn console_error_detection_sees_errors() {
         "{errors:#?}"
     );
 }
+
+fn set_input(browser: &Browser, selector: &str, value: &str) {
+    browser.eval(&format!(
+        "const i = document.querySelector({}); i.value = {}; i.dispatchEvent(new InputEvent('input', {{bubbles: true}})); return null;",
+        serde_json::Value::from(selector),
+        serde_json::Value::from(value)
+    ));
+}
+
+fn click(browser: &Browser, selector: &str) {
+    browser.eval(&format!(
+        "document.querySelector({}).click(); return null;",
+        serde_json::Value::from(selector)
+    ));
+}
+
+fn wait_until_text(browser: &Browser, selector: &str, needle: &str) -> String {
+    kite_tests::wait_for(
+        &format!("{selector} to contain {needle:?}"),
+        Duration::from_secs(30),
+        || browser.text(selector).filter(|t| t.contains(needle)),
+    )
+}
+
+/// The whole path a person takes: open the app, connect, subscribe, and see what a device
+/// publishes to mosquitto arrive in the page (device → mosquitto → gateway → browser).
+#[test]
+fn the_app_connects_subscribes_and_shows_a_device_message() {
+    let broker = Mosquitto::start();
+    let gateway = Gateway::start(&[&broker.url()], Some(assets_dir()));
+    let browser = Browser::start();
+    browser.goto(&gateway.http_url("/"));
+    browser.wait_text("#connect", Duration::from_secs(30));
+
+    // Filter validation as you type: the rule broken is shown and Subscribe is disabled.
+    set_input(&browser, "#filter", "plant/#/temp");
+    let error = wait_until_text(&browser, ".filter-error", "MQTT-4.7.1-2");
+    assert!(error.contains("'#'"), "{error}");
+    assert_eq!(
+        browser.eval("return document.querySelector('#subscribe').disabled;"),
+        true
+    );
+
+    click(&browser, "#connect");
+    wait_until_text(&browser, ".status", "connected");
+    set_input(&browser, "#filter", "plant/#");
+    assert_eq!(browser.text(".filter-error"), None);
+    click(&browser, "#subscribe");
+    wait_until_text(&browser, ".subscription", "granted QoS 1");
+
+    broker.publish("plant/line-1/temp", "21.5");
+    let message = wait_until_text(&browser, ".message", "plant/line-1/temp");
+    assert!(message.contains("21.5"), "{message}");
+    wait_until_text(&browser, ".count", "1 message received");
+    if let Some(path) = std::env::var_os("KITE_SCREENSHOT_LIVE") {
+        broker.publish("plant/line-2/pressure", "{\"bar\": 3.2, \"ok\": true}");
+        wait_until_text(&browser, ".count", "2 messages received");
+        browser.screenshot(&path.into());
+    }
+
+    click(&browser, "#connect");
+    wait_until_text(&browser, ".status", "disconnected");
+    let errors = browser.console_errors();
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
+}

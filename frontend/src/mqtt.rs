@@ -1,0 +1,361 @@
+//! The browser's MQTT driver: a web-sys `WebSocket` and one timer around
+//! `kite_mqtt::session::Session`. It parses no bytes itself; it moves them and the time.
+//!
+//! Events are collected while the driver's state is borrowed and handed to the application
+//! afterwards, so an application callback may call back into the driver.
+
+use std::cell::RefCell;
+use std::rc::{Rc, Weak};
+
+use bytestring::ByteString;
+use kite_mqtt::codec::{Props, Publish, ReasonCode, Subscription};
+use kite_mqtt::session::{
+    Backoff, CloseReason, ConnectOptions, Event, Instant, Session, SessionError,
+};
+use kite_mqtt::{QoS, Version};
+use wasm_bindgen::JsCast;
+use wasm_bindgen::closure::Closure;
+use web_sys::{BinaryType, MessageEvent, WebSocket};
+
+/// What the application hears from the driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// The connection state changed.
+    Status(Status),
+    /// A session event (messages, acknowledgements, ...).
+    Mqtt(Event),
+}
+
+/// Where the connection stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    /// Opening the WebSocket or waiting for CONNACK.
+    Connecting,
+    /// CONNACK accepted.
+    Connected,
+    /// Lost; the next attempt in this many milliseconds.
+    Reconnecting {
+        /// Delay before the next attempt.
+        in_ms: u32,
+        /// Why the last connection ended.
+        reason: String,
+    },
+    /// Closed on request.
+    Closed,
+}
+
+struct Inner {
+    session: Session,
+    url: String,
+    ws: Option<WebSocket>,
+    backoff: Backoff,
+    attempt: u32,
+    connected_at: Option<Instant>,
+    user_closed: bool,
+    timer: Option<i32>,
+    notify: Rc<dyn Fn(Notice)>,
+    /// The closures the browser calls, made once per connection and never replaced while
+    /// they could run (wasm-bindgen refuses a call into a dropped closure).
+    callbacks: Option<Callbacks>,
+}
+
+struct Callbacks {
+    on_open: Closure<dyn FnMut(MessageEvent)>,
+    on_message: Closure<dyn FnMut(MessageEvent)>,
+    on_close: Closure<dyn FnMut(MessageEvent)>,
+    tick: Closure<dyn FnMut()>,
+    redial: Closure<dyn FnMut()>,
+}
+
+fn detach(ws: &WebSocket) {
+    ws.set_onopen(None);
+    ws.set_onmessage(None);
+    ws.set_onclose(None);
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let (Some(id), Some(w)) = (self.timer.take(), web_sys::window()) {
+            w.clear_timeout_with_handle(id);
+        }
+        if let Some(ws) = self.ws.take() {
+            detach(&ws);
+            let _ = ws.close();
+        }
+    }
+}
+
+/// A connection to a broker through Kite's gateway. Cheap to clone.
+#[derive(Clone)]
+pub struct Connection {
+    inner: Rc<RefCell<Inner>>,
+}
+
+impl PartialEq for Connection {
+    fn eq(&self, other: &Self) -> bool {
+        Rc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection").finish_non_exhaustive()
+    }
+}
+
+fn window_timeout(f: &js_sys::Function, ms: i32) -> Option<i32> {
+    web_sys::window()?
+        .set_timeout_with_callback_and_timeout_and_arguments_0(f, ms)
+        .ok()
+}
+
+impl Connection {
+    /// Connects to `url` (`ws://.../mqtt`) as MQTT 5 with this client id; `notify` hears
+    /// every status change and session event.
+    pub fn open(url: &str, client_id: &str, notify: impl Fn(Notice) + 'static) -> Self {
+        let opts = ConnectOptions {
+            version: Version::V5,
+            client_id: ByteString::from(client_id),
+            keep_alive: 30,
+            ..ConnectOptions::default()
+        };
+        let inner = Rc::new(RefCell::new(Inner {
+            session: Session::new(opts),
+            url: url.to_owned(),
+            ws: None,
+            backoff: Backoff::default(),
+            attempt: 0,
+            connected_at: None,
+            user_closed: false,
+            timer: None,
+            notify: Rc::new(notify),
+            callbacks: None,
+        }));
+        let conn = Self { inner };
+        conn.make_callbacks();
+        conn.dial();
+        conn
+    }
+
+    /// Subscribes to `filter` (validated by the session; the error says which rule it breaks).
+    pub fn subscribe(&self, filter: &str, qos: QoS) -> Result<u16, SessionError> {
+        let r = self.with(|s, now| {
+            s.subscribe(vec![Subscription::new(filter, qos)], Props::default(), now)
+        });
+        self.pump();
+        r
+    }
+
+    /// Publishes (queued in the outbox while disconnected).
+    pub fn publish(&self, publish: Publish) -> Result<Option<u16>, SessionError> {
+        let r = self.with(|s, now| s.publish(publish, now));
+        self.pump();
+        r
+    }
+
+    /// Disconnects and stops reconnecting.
+    pub fn close(&self) {
+        {
+            let mut inner = self.inner.borrow_mut();
+            inner.user_closed = true;
+            let now = Instant::now();
+            let _ = inner
+                .session
+                .disconnect(ReasonCode::NormalDisconnection, now);
+        }
+        self.pump();
+        let ws = self.inner.borrow_mut().ws.take();
+        if let Some(ws) = ws {
+            detach(&ws);
+            let _ = ws.close();
+        }
+        self.clear_timer();
+        self.emit(vec![Notice::Status(Status::Closed)]);
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Session, Instant) -> T) -> T {
+        let mut inner = self.inner.borrow_mut();
+        f(&mut inner.session, Instant::now())
+    }
+
+    fn weak(&self) -> Weak<RefCell<Inner>> {
+        Rc::downgrade(&self.inner)
+    }
+
+    fn from_weak(weak: &Weak<RefCell<Inner>>) -> Option<Self> {
+        weak.upgrade().map(|inner| Self { inner })
+    }
+
+    fn emit(&self, notices: Vec<Notice>) {
+        let notify = self.inner.borrow().notify.clone();
+        for n in notices {
+            notify(n);
+        }
+    }
+
+    fn make_callbacks(&self) {
+        let weak = self.weak();
+        let on = |f: fn(&Connection, MessageEvent)| {
+            let weak = weak.clone();
+            Closure::<dyn FnMut(MessageEvent)>::new(move |e: MessageEvent| {
+                if let Some(c) = Self::from_weak(&weak) {
+                    f(&c, e);
+                }
+            })
+        };
+        let on_open = on(|c, _| {
+            c.with(|s, now| s.connect(now));
+            c.pump();
+        });
+        let on_message = on(|c, e| {
+            if let Ok(buf) = e.data().dyn_into::<js_sys::ArrayBuffer>() {
+                let bytes = js_sys::Uint8Array::new(&buf).to_vec();
+                c.with(|s, now| s.handle_bytes(&bytes, now));
+                c.pump();
+            }
+        });
+        let on_close = on(|c, _| {
+            c.with(|s, now| s.connection_lost(now));
+            if let Some(ws) = c.inner.borrow_mut().ws.take() {
+                detach(&ws);
+            }
+            c.pump();
+        });
+        let tick = {
+            let weak = weak.clone();
+            Closure::<dyn FnMut()>::new(move || {
+                if let Some(c) = Self::from_weak(&weak) {
+                    c.inner.borrow_mut().timer = None;
+                    c.with(|s, now| s.handle_timeout(now));
+                    c.pump();
+                }
+            })
+        };
+        let redial = Closure::<dyn FnMut()>::new(move || {
+            if let Some(c) = Self::from_weak(&weak) {
+                c.inner.borrow_mut().timer = None;
+                if !c.inner.borrow().user_closed {
+                    c.dial();
+                }
+            }
+        });
+        self.inner.borrow_mut().callbacks = Some(Callbacks {
+            on_open,
+            on_message,
+            on_close,
+            tick,
+            redial,
+        });
+    }
+
+    fn clear_timer(&self) {
+        if let (Some(id), Some(w)) = (self.inner.borrow_mut().timer.take(), web_sys::window()) {
+            w.clear_timeout_with_handle(id);
+        }
+    }
+
+    /// Sets the one timer to call `which` (tick or redial) after `ms`.
+    fn set_timer(&self, ms: i32, redial: bool) {
+        self.clear_timer();
+        let mut inner = self.inner.borrow_mut();
+        let handle = inner.callbacks.as_ref().and_then(|cb| {
+            let f = if redial { &cb.redial } else { &cb.tick };
+            window_timeout(f.as_ref().unchecked_ref(), ms)
+        });
+        inner.timer = handle;
+    }
+
+    /// Opens a WebSocket and wires its callbacks.
+    fn dial(&self) {
+        let url = self.inner.borrow().url.clone();
+        let ws = match WebSocket::new_with_str(&url, "mqtt") {
+            Ok(ws) => ws,
+            Err(e) => {
+                let reason = format!("cannot open {url}: {}", crate::api::describe(e));
+                return self.schedule_reconnect(reason);
+            }
+        };
+        ws.set_binary_type(BinaryType::Arraybuffer);
+        {
+            let mut inner = self.inner.borrow_mut();
+            if let Some(cb) = &inner.callbacks {
+                ws.set_onopen(Some(cb.on_open.as_ref().unchecked_ref()));
+                ws.set_onmessage(Some(cb.on_message.as_ref().unchecked_ref()));
+                ws.set_onclose(Some(cb.on_close.as_ref().unchecked_ref()));
+            }
+            if let Some(old) = inner.ws.replace(ws) {
+                detach(&old);
+                let _ = old.close();
+            }
+        }
+        self.emit(vec![Notice::Status(Status::Connecting)]);
+    }
+
+    /// Sends what the session has to send, hands out its events, and sets the timer.
+    fn pump(&self) {
+        let mut notices = Vec::new();
+        let mut ended = None;
+        {
+            let mut inner = self.inner.borrow_mut();
+            while let Some(bytes) = inner.session.poll_transmit() {
+                if let Some(ws) = &inner.ws {
+                    let _ = ws.send_with_u8_array(&bytes);
+                }
+            }
+            while let Some(event) = inner.session.poll_event() {
+                match &event {
+                    Event::Connected { .. } => {
+                        inner.connected_at = Some(Instant::now());
+                        notices.push(Notice::Status(Status::Connected));
+                    }
+                    Event::Disconnected(reason) => ended = Some(reason.clone()),
+                    _ => {}
+                }
+                notices.push(Notice::Mqtt(event));
+            }
+        }
+        self.emit(notices);
+        if let Some(reason) = ended {
+            let ws = self.inner.borrow_mut().ws.take();
+            if let Some(ws) = ws {
+                detach(&ws);
+                let _ = ws.close();
+            }
+            if reason != CloseReason::Requested && !self.inner.borrow().user_closed {
+                self.schedule_reconnect(reason.to_string());
+            }
+            return;
+        }
+        self.arm_timer();
+    }
+
+    fn arm_timer(&self) {
+        let deadline = self.inner.borrow().session.poll_timeout();
+        match deadline {
+            Some(at) => {
+                let ms = at
+                    .saturating_duration_since(Instant::now())
+                    .as_millis()
+                    .min(i32::MAX as u128) as i32;
+                self.set_timer(ms, false);
+            }
+            None => self.clear_timer(),
+        }
+    }
+
+    fn schedule_reconnect(&self, reason: String) {
+        let delay = {
+            let mut inner = self.inner.borrow_mut();
+            let lasted = inner
+                .connected_at
+                .take()
+                .map(|t| t.elapsed())
+                .unwrap_or_default();
+            inner.attempt = inner.backoff.next_attempt(inner.attempt, lasted);
+            inner.backoff.delay(inner.attempt, js_sys::Math::random())
+        };
+        let in_ms = delay.as_millis().min(u32::MAX as u128) as u32;
+        self.emit(vec![Notice::Status(Status::Reconnecting { in_ms, reason })]);
+        self.set_timer(i32::try_from(in_ms).unwrap_or(i32::MAX), true);
+    }
+}
