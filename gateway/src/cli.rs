@@ -22,6 +22,9 @@ pub struct Cli {
 pub enum Command {
     /// Serve the app at http://ADDR/ and MQTT over WebSocket at ws://ADDR/mqtt.
     Serve(ServeArgs),
+    /// Print an argon2 hash of the password read from standard input, for a [[user]]
+    /// password_hash in the config (e.g. `printf %s 'secret' | kite passwd`).
+    Passwd,
 }
 
 /// `kite serve` options. Flags override the config file.

@@ -105,6 +105,9 @@ pub enum ConfigError {
         /// The value as given.
         value: String,
     },
+    /// Users or roles are inconsistent.
+    #[error("{0}")]
+    Auth(#[from] crate::auth::AuthConfigError),
     /// The listen address does not parse.
     #[error(
         "invalid listen address {value:?} in [http] listen: expected IP:PORT, e.g. \"127.0.0.1:8080\""
@@ -272,6 +275,8 @@ pub struct Config {
     pub limits: GatewayLimits,
     /// Certificate and key when the gateway serves `https://` and `wss://` itself.
     pub tls: Option<crate::tls::TlsFiles>,
+    /// Users and roles (empty: no authentication at the gateway).
+    pub auth: crate::auth::Auth,
 }
 
 impl Config {
@@ -296,6 +301,28 @@ struct FileConfig {
     #[serde(default)]
     limits: FileLimits,
     tls: Option<FileTls>,
+    #[serde(default)]
+    user: Vec<FileUser>,
+    #[serde(default)]
+    role: Vec<FileRole>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileUser {
+    name: String,
+    password_hash: String,
+    role: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRole {
+    name: String,
+    upstream_username: Option<String>,
+    upstream_password: Option<String>,
+    #[serde(default)]
+    client_id_prefix: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -416,7 +443,29 @@ impl Config {
             cert: t.cert,
             key: t.key,
         }));
+        let auth = crate::auth::Auth::new(
+            parsed
+                .user
+                .into_iter()
+                .map(|u| crate::auth::User {
+                    name: u.name,
+                    password_hash: u.password_hash,
+                    role: u.role,
+                })
+                .collect(),
+            parsed
+                .role
+                .into_iter()
+                .map(|r| crate::auth::Role {
+                    name: r.name,
+                    upstream_username: r.upstream_username,
+                    upstream_password: r.upstream_password,
+                    client_id_prefix: r.client_id_prefix,
+                })
+                .collect(),
+        )?;
         Ok(Self {
+            auth,
             tls,
             http,
             assets,

@@ -4,7 +4,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::ws::{WebSocketUpgrade, close_code};
+use axum::extract::ws::{Message, WebSocketUpgrade, close_code};
+use bytes::{Bytes, BytesMut};
+use futures_util::SinkExt;
+use kite_mqtt::Packet;
+use kite_mqtt::codec::{ConnAck, Connect, ReasonCode};
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, Path as UrlPath, Request, State};
@@ -269,6 +273,33 @@ async fn mqtt_named(
     }
 }
 
+/// Checks the browser's credentials when users are configured (argon2, off the async
+/// threads). `Ok(Some(bytes))`: the CONNECT to send upstream instead (the role's broker
+/// credentials and client id prefix); `Ok(None)`: forward the browser's own; `Err`: the CONNACK
+/// reason code of the refusal.
+async fn authenticate(
+    config: &Arc<Config>,
+    connect: &Connect,
+) -> Result<Option<Bytes>, ReasonCode> {
+    if !config.auth.required() {
+        return Ok(None);
+    }
+    let config = config.clone();
+    let username = connect.username.as_ref().map(ToString::to_string);
+    let password = connect.password.clone();
+    let role = tokio::task::spawn_blocking(move || {
+        config.auth.check(username.as_deref(), password.as_deref())
+    })
+    .await
+    .map_err(|_| ReasonCode::ServerUnavailable)??;
+    let upstream = crate::auth::rewrite_connect(connect, role.as_ref());
+    let mut bytes = BytesMut::new();
+    Packet::Connect(Box::new(upstream))
+        .encode(connect.version, &mut bytes)
+        .map_err(|_| ReasonCode::ClientIdentifierNotValid)?;
+    Ok(Some(bytes.freeze()))
+}
+
 /// Counts a session and logs one line when it opens and one when it closes, with the reason.
 struct SessionLog {
     metrics: Arc<Metrics>,
@@ -331,6 +362,7 @@ fn upgrade(
     let connector = state.connector.clone();
     let sessions = state.sessions.clone();
     let metrics = state.metrics.clone();
+    let config = state.config.clone();
     ws.on_upgrade(move |socket| async move {
         let _open = sessions.enter();
         let log = SessionLog::open(metrics.clone(), peer, &upstream.name);
@@ -362,6 +394,39 @@ fn upgrade(
             Ok(Ok(None)) => return log.close(EndKind::Browser, "before CONNECT"),
             Ok(Ok(Some(packets))) => packets,
         };
+        let mut first = first;
+        if let Some(connect) = inbound.connect().cloned() {
+            match authenticate(&config, &connect).await {
+                Ok(Some(upstream_connect)) => first[0] = upstream_connect,
+                Ok(None) => {}
+                Err(code) => {
+                    let mut bytes = BytesMut::new();
+                    let refusal = Packet::ConnAck(ConnAck {
+                        session_present: false,
+                        reason: code,
+                        properties: Default::default(),
+                    });
+                    if refusal.encode(connect.version, &mut bytes).is_ok() {
+                        let _ = tokio::time::timeout(
+                            proxy::CLOSE_TIMEOUT,
+                            tx.send(Message::Binary(bytes.freeze())),
+                        )
+                        .await;
+                    }
+                    let user = connect.username.as_deref().unwrap_or("(none)").to_owned();
+                    proxy::close(
+                        &mut tx,
+                        close_code::POLICY,
+                        &code.description().to_lowercase(),
+                    )
+                    .await;
+                    return log.close(
+                        EndKind::AuthFailed,
+                        &format!("user {user:?} refused: {code}"),
+                    );
+                }
+            }
+        }
         let mut broker = match connector.connect(&upstream).await {
             Ok(b) => b,
             Err(e) => {

@@ -28,6 +28,7 @@ fn main() -> ExitCode {
         .init();
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Passwd => passwd(),
     }
 }
 
@@ -80,6 +81,36 @@ fn usage_error(e: &clap::Error) -> ExitCode {
     };
     eprintln!("kite: error: {reason}{tip} (see `kite --help`)");
     ExitCode::from(USAGE)
+}
+
+/// `kite passwd`: one line from standard input (without its line ending) → its argon2 hash.
+fn passwd() -> ExitCode {
+    let mut line = String::new();
+    if let Err(e) = std::io::stdin().read_line(&mut line) {
+        eprintln!("kite: error: cannot read the password from standard input: {e}");
+        return ExitCode::FAILURE;
+    }
+    let password = line.strip_suffix('\n').unwrap_or(&line);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    if password.is_empty() {
+        eprintln!(
+            "kite: error: empty password: pipe one in, e.g. `printf %s 'secret' | kite passwd`"
+        );
+        return ExitCode::from(USAGE);
+    }
+    match kite_gateway::auth::hash_password(password.as_bytes()) {
+        Ok(hash) => {
+            #[allow(clippy::print_stdout)]
+            {
+                println!("{hash}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("kite: error: hashing failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn serve(args: ServeArgs) -> ExitCode {

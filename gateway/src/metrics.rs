@@ -35,9 +35,10 @@ pub enum EndKind {
     Shutdown,
     ConnectTimeout,
     UpstreamUnreachable,
+    AuthFailed,
 }
 
-const END_NAMES: [&str; 7] = [
+const END_NAMES: [&str; 8] = [
     "browser_closed",
     "broker_closed",
     "violation",
@@ -45,6 +46,7 @@ const END_NAMES: [&str; 7] = [
     "shutdown",
     "connect_timeout",
     "upstream_unreachable",
+    "auth_failed",
 ];
 
 /// All counters of one gateway.
@@ -55,7 +57,7 @@ pub struct Metrics {
     packets_in: [AtomicU64; 16],
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
-    ends: [AtomicU64; 7],
+    ends: [AtomicU64; 8],
     upstream_errors: AtomicU64,
 }
 

@@ -68,6 +68,7 @@ pub struct Inbound {
     limits: Limits,
     /// Set by the CONNECT.
     version: Option<Version>,
+    connect: Option<Box<kite_mqtt::codec::Connect>>,
     metrics: Arc<Metrics>,
 }
 
@@ -78,8 +79,14 @@ impl Inbound {
             buf: BytesMut::new(),
             limits: Limits { max_packet_size },
             version: None,
+            connect: None,
             metrics,
         }
+    }
+
+    /// The browser's CONNECT, once read.
+    pub fn connect(&self) -> Option<&kite_mqtt::codec::Connect> {
+        self.connect.as_deref()
     }
 
     /// The session's protocol version, once CONNECT was read.
@@ -107,7 +114,10 @@ impl Inbound {
             match decode_raw(&mut self.buf, version, &self.limits) {
                 Ok(Some((packet, raw))) => {
                     match (&packet, self.version) {
-                        (Packet::Connect(c), None) => self.version = Some(c.version),
+                        (Packet::Connect(c), None) => {
+                            self.version = Some(c.version);
+                            self.connect = Some(c.clone());
+                        }
                         (Packet::Connect(_), Some(_)) => {
                             return Err(Violation::protocol("a second CONNECT [MQTT-3.1.0-2]"));
                         }

@@ -148,3 +148,46 @@ fn serve_prints_its_address_and_answers() {
     child.wait().unwrap();
     assert!(body.contains(r#""upstreams":["plant"]"#), "{body}");
 }
+
+fn passwd(input: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kite"))
+        .arg("passwd")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn passwd_prints_a_hash_the_gateway_accepts() {
+    let out = passwd("s3cret\n");
+    assert!(out.status.success());
+    let hash = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    let auth = kite_gateway::auth::Auth::new(
+        vec![kite_gateway::auth::User {
+            name: "u".into(),
+            password_hash: hash,
+            role: None,
+        }],
+        vec![],
+    )
+    .unwrap();
+    assert!(auth.check(Some("u"), Some(b"s3cret")).is_ok());
+    assert!(
+        auth.check(Some("u"), Some(b"s3cret\n")).is_err(),
+        "the line ending is not part of the password"
+    );
+    let empty = passwd("\n");
+    assert_eq!(empty.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&empty.stderr).contains("empty password"));
+}

@@ -99,6 +99,7 @@ pub struct Mosquitto {
     process: Option<Process>,
     conf: PathBuf,
     _dir: TempDir,
+    _extra: Vec<TempDir>,
 }
 
 impl Mosquitto {
@@ -111,6 +112,39 @@ impl Mosquitto {
     /// queues up to 100,000 messages per offline client.
     pub fn start_persistent() -> Self {
         Self::start_with("persistence true\nmax_queued_messages 100000\n")
+    }
+
+    /// A broker that admits only `user` with `password` (no anonymous clients).
+    pub fn start_with_password(user: &str, password: &str) -> Self {
+        let dir = TempDir::new("mosquitto-passwd");
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o777),
+        )
+        .unwrap();
+        let file = dir.path().join("passwd");
+        let bin = program(
+            "KITE_MOSQUITTO_PASSWD",
+            &["/usr/bin/mosquitto_passwd"],
+            "mosquitto",
+        );
+        let status = Command::new(bin)
+            .arg("-b")
+            .arg("-c")
+            .arg(&file)
+            .arg(user)
+            .arg(password)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mosquitto_passwd failed: {status}");
+        std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .unwrap();
+        let mut broker = Self::start_with(&format!(
+            "persistence false\npassword_file {}\n",
+            file.display()
+        ));
+        broker._extra.push(dir);
+        broker
     }
 
     fn start_with(extra: &str) -> Self {
@@ -127,7 +161,8 @@ impl Mosquitto {
         std::fs::write(
             &conf,
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence_location {}/\nlog_dest stderr\nlog_type error\nlog_type warning\n{extra}",
+                "listener {port} 127.0.0.1\nallow_anonymous {}\npersistence_location {}/\nlog_dest stderr\nlog_type error\nlog_type warning\n{extra}",
+                !extra.contains("password_file"),
                 dir.path().display()
             ),
         )
@@ -137,6 +172,7 @@ impl Mosquitto {
             process: None,
             conf,
             _dir: dir,
+            _extra: Vec::new(),
         };
         broker.run();
         broker

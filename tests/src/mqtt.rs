@@ -18,6 +18,29 @@ pub fn connect_v311(client_id: &str) -> Vec<u8> {
     frame(0x10, body)
 }
 
+/// An MQTT 3.1.1 or 5.0 CONNECT with a user name and password.
+pub fn connect_with_credentials(v5: bool, client_id: &str, user: &str, password: &str) -> Vec<u8> {
+    let mut body = vec![
+        0,
+        4,
+        b'M',
+        b'Q',
+        b'T',
+        b'T',
+        if v5 { 5 } else { 4 },
+        0xc2,
+        0,
+        30,
+    ];
+    if v5 {
+        body.push(0);
+    }
+    push_str(&mut body, client_id);
+    push_str(&mut body, user);
+    push_str(&mut body, password);
+    frame(0x10, body)
+}
+
 /// An MQTT 5.0 CONNECT: clean start, keep-alive 30 s, no properties.
 pub fn connect_v5(client_id: &str) -> Vec<u8> {
     let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 30, 0];

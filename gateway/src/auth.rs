@@ -1,0 +1,276 @@
+//! Authentication at the gateway: users with argon2 password hashes, and per-role broker
+//! credentials that the gateway puts into the CONNECT it sends upstream, so the browser never
+//! holds the broker's secrets.
+//!
+//! ```toml
+//! [[user]]
+//! name = "alice"
+//! password_hash = "$argon2id$v=19$..."   # `kite passwd` prints one
+//! role = "operator"
+//!
+//! [[role]]
+//! name = "operator"
+//! upstream_username = "kite-gateway"     # what the broker sees
+//! upstream_password = "broker-secret"
+//! client_id_prefix = "web-"              # prepended to the browser's client id
+//! ```
+//!
+//! When users are configured, every CONNECT must carry a known user name and its password.
+
+use std::collections::HashMap;
+
+use argon2::Argon2;
+use argon2::password_hash::phc::PasswordHash;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use bytes::Bytes;
+use bytestring::ByteString;
+use kite_mqtt::codec::{Connect, ReasonCode};
+
+/// One user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// The user name in CONNECT.
+    pub name: String,
+    /// The argon2 hash of the password, as a PHC string.
+    pub password_hash: String,
+    /// The role (broker credentials, client id prefix).
+    pub role: Option<String>,
+}
+
+/// What a role gets at the broker.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Role {
+    /// Name referenced by users.
+    pub name: String,
+    /// User name sent to the broker (none: the CONNECT carries none).
+    pub upstream_username: Option<String>,
+    /// Password sent to the broker.
+    pub upstream_password: Option<String>,
+    /// Prepended to the browser's client id.
+    pub client_id_prefix: String,
+}
+
+/// Why the users and roles of a config are refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthConfigError {
+    /// A password hash is not an argon2 PHC string.
+    #[error(
+        "user {user:?}: password_hash is not an argon2 hash ({detail}); make one with `kite passwd`"
+    )]
+    BadHash {
+        /// The user.
+        user: String,
+        /// Why.
+        detail: String,
+    },
+    /// A user names a role that does not exist.
+    #[error("user {user:?} has role {role:?}, which no [[role]] defines")]
+    UnknownRole {
+        /// The user.
+        user: String,
+        /// The role.
+        role: String,
+    },
+    /// Two users or two roles share a name.
+    #[error("{what} {name:?} is defined twice")]
+    Duplicate {
+        /// "user" or "role".
+        what: &'static str,
+        /// The name.
+        name: String,
+    },
+}
+
+/// The users and roles, checked.
+#[derive(Debug, Clone, Default)]
+pub struct Auth {
+    users: HashMap<String, User>,
+    roles: HashMap<String, Role>,
+}
+
+/// A hash nobody's password matches, verified for unknown users so that a missing user costs
+/// the same time as a wrong password (no user enumeration by timing).
+const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$CdG4jWZAdJxCVSnXgKnPALGpmBFzzyi5uNvH7nJl2ng";
+
+impl Auth {
+    /// Checks the users and roles of a config.
+    pub fn new(users: Vec<User>, roles: Vec<Role>) -> Result<Self, AuthConfigError> {
+        let mut role_map = HashMap::new();
+        for r in roles {
+            if role_map.contains_key(&r.name) {
+                return Err(AuthConfigError::Duplicate {
+                    what: "role",
+                    name: r.name,
+                });
+            }
+            role_map.insert(r.name.clone(), r);
+        }
+        let mut user_map = HashMap::new();
+        for u in users {
+            if let Err(e) = PasswordHash::new(&u.password_hash) {
+                return Err(AuthConfigError::BadHash {
+                    user: u.name,
+                    detail: e.to_string(),
+                });
+            }
+            if let Some(role) = &u.role
+                && !role_map.contains_key(role)
+            {
+                return Err(AuthConfigError::UnknownRole {
+                    user: u.name,
+                    role: role.clone(),
+                });
+            }
+            if user_map.contains_key(&u.name) {
+                return Err(AuthConfigError::Duplicate {
+                    what: "user",
+                    name: u.name,
+                });
+            }
+            user_map.insert(u.name.clone(), u);
+        }
+        Ok(Self {
+            users: user_map,
+            roles: role_map,
+        })
+    }
+
+    /// Whether CONNECT must carry credentials.
+    pub fn required(&self) -> bool {
+        !self.users.is_empty()
+    }
+
+    /// Checks a CONNECT's credentials (argon2: call it off the async threads). Returns the
+    /// user's role, or the CONNACK reason code of the refusal.
+    pub fn check(
+        &self,
+        username: Option<&str>,
+        password: Option<&[u8]>,
+    ) -> Result<Option<Role>, ReasonCode> {
+        let (Some(name), Some(password)) = (username, password) else {
+            return Err(ReasonCode::NotAuthorized);
+        };
+        let user = self.users.get(name);
+        let hash = user.map_or(DUMMY_HASH, |u| u.password_hash.as_str());
+        let ok = PasswordHash::new(hash)
+            .is_ok_and(|h| Argon2::default().verify_password(password, &h).is_ok());
+        match (user, ok) {
+            (Some(u), true) => Ok(u.role.as_ref().and_then(|r| self.roles.get(r)).cloned()),
+            _ => Err(ReasonCode::BadUserNameOrPassword),
+        }
+    }
+}
+
+/// The CONNECT the broker gets: the role's credentials instead of the browser's, and the
+/// client id with the role's prefix.
+pub fn rewrite_connect(connect: &Connect, role: Option<&Role>) -> Connect {
+    let mut c = connect.clone();
+    let role = role.cloned().unwrap_or_default();
+    c.username = role.upstream_username.map(ByteString::from);
+    c.password = role.upstream_password.map(Bytes::from);
+    if !role.client_id_prefix.is_empty() {
+        c.client_id = ByteString::from(format!("{}{}", role.client_id_prefix, c.client_id));
+    }
+    c
+}
+
+/// An argon2id hash (PHC string) of `password`, for `password_hash` in the config.
+pub fn hash_password(password: &[u8]) -> Result<String, String> {
+    Argon2::default()
+        .hash_password(password)
+        .map(|h| h.to_string())
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth() -> Auth {
+        Auth::new(
+            vec![User {
+                name: "alice".into(),
+                password_hash: hash_password(b"s3cret").unwrap(),
+                role: Some("op".into()),
+            }],
+            vec![Role {
+                name: "op".into(),
+                upstream_username: Some("gw".into()),
+                upstream_password: Some("broker-secret".into()),
+                client_id_prefix: "web-".into(),
+            }],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn checks_credentials() {
+        let a = auth();
+        assert!(a.required());
+        assert_eq!(
+            a.check(Some("alice"), Some(b"s3cret"))
+                .unwrap()
+                .unwrap()
+                .name,
+            "op"
+        );
+        assert_eq!(
+            a.check(Some("alice"), Some(b"wrong")),
+            Err(ReasonCode::BadUserNameOrPassword)
+        );
+        assert_eq!(
+            a.check(Some("mallory"), Some(b"s3cret")),
+            Err(ReasonCode::BadUserNameOrPassword)
+        );
+        assert_eq!(a.check(None, None), Err(ReasonCode::NotAuthorized));
+        assert!(
+            PasswordHash::new(DUMMY_HASH).is_ok(),
+            "the dummy hash must parse, or timing would differ"
+        );
+    }
+
+    #[test]
+    fn rewrites_connect_with_the_roles_credentials() {
+        let a = auth();
+        let role = a.check(Some("alice"), Some(b"s3cret")).unwrap();
+        let browser = Connect {
+            client_id: "tab-1".into(),
+            username: Some("alice".into()),
+            password: Some(Bytes::from_static(b"s3cret")),
+            ..Connect::default()
+        };
+        let upstream = rewrite_connect(&browser, role.as_ref());
+        assert_eq!(upstream.client_id, "web-tab-1");
+        assert_eq!(upstream.username.as_deref(), Some("gw"));
+        assert_eq!(upstream.password.as_deref(), Some(&b"broker-secret"[..]));
+    }
+
+    #[test]
+    fn config_errors_name_the_user_and_the_fix() {
+        let bad = Auth::new(
+            vec![User {
+                name: "bob".into(),
+                password_hash: "plaintext".into(),
+                role: None,
+            }],
+            vec![],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            bad.contains("\"bob\"") && bad.contains("kite passwd"),
+            "{bad}"
+        );
+        let unknown = Auth::new(
+            vec![User {
+                name: "c".into(),
+                password_hash: hash_password(b"x").unwrap(),
+                role: Some("ghost".into()),
+            }],
+            vec![],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(unknown.contains("ghost"), "{unknown}");
+    }
+}
