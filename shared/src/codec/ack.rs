@@ -37,10 +37,7 @@ impl Ack {
         r: &mut Reader,
         version: Version,
     ) -> Result<Self, DecodeError> {
-        let packet_id = r.u16("packet identifier")?;
-        if packet_id == 0 {
-            return Err(DecodeError::ZeroPacketId { packet });
-        }
+        let packet_id = super::read_packet_id(r, packet)?;
         let mut ack = Self::new(packet_id);
         if version.is_v5() && !r.is_empty() {
             let code = r.u8("reason code")?;
@@ -60,9 +57,7 @@ impl Ack {
         first: u8,
         version: Version,
     ) -> Result<Sized<'_>, EncodeError> {
-        if self.packet_id == 0 {
-            return Err(EncodeError::ZeroPacketId { packet });
-        }
+        super::check_packet_id(self.packet_id, packet)?;
         if !self.reason.allowed_in(packet) {
             return Err(EncodeError::InvalidReasonCode {
                 packet,

@@ -743,6 +743,50 @@ impl Tail {
     }
 }
 
+/// Reads a packet identifier, which must not be 0 ([MQTT-2.3.1-1]).
+pub(crate) fn read_packet_id(r: &mut Reader, packet: PacketType) -> Result<u16, DecodeError> {
+    match r.u16("packet identifier")? {
+        0 => Err(DecodeError::ZeroPacketId { packet }),
+        id => Ok(id),
+    }
+}
+
+/// Reads the packet's properties in MQTT 5; none before.
+pub(crate) fn read_props(
+    r: &mut Reader,
+    version: Version,
+    packet: PacketType,
+) -> Result<Props, DecodeError> {
+    if version.is_v5() {
+        Props::decode(r, PropertyContext::Packet(packet))
+    } else {
+        Ok(Props::default())
+    }
+}
+
+/// Refuses packet identifier 0 on encode ([MQTT-2.2.1-3]).
+pub(crate) fn check_packet_id(id: u16, packet: PacketType) -> Result<(), EncodeError> {
+    if id == 0 {
+        Err(EncodeError::ZeroPacketId { packet })
+    } else {
+        Ok(())
+    }
+}
+
+/// Validates the properties for `packet` in `version`: their encoded length in MQTT 5 (`Some`),
+/// or `None` before MQTT 5, where any property is an error.
+pub(crate) fn props_len(
+    props: &Props,
+    version: Version,
+    packet: PacketType,
+) -> Result<Option<usize>, EncodeError> {
+    if version.is_v5() {
+        props.encoded_len(PropertyContext::Packet(packet)).map(Some)
+    } else {
+        no_props(props, version).map(|()| None)
+    }
+}
+
 /// The length of a property block with its length prefix.
 #[inline]
 pub(crate) fn props_total(len: usize) -> usize {

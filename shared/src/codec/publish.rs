@@ -3,7 +3,6 @@
 use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 
-use super::properties::PropertyContext;
 use super::wire::{self, Reader};
 use super::{Body, DecodeError, EncodeError, PacketType, Props, QoS, Sized, Version, props_total};
 use crate::topic;
@@ -43,11 +42,7 @@ impl Publish {
             }
             id
         };
-        let properties = if version.is_v5() {
-            Props::decode(r, PropertyContext::Packet(PacketType::Publish))?
-        } else {
-            Props::default()
-        };
+        let properties = super::read_props(r, version, PacketType::Publish)?;
         if topic.is_empty() {
             // v5 §3.3.2.1: a zero-length topic name needs a Topic Alias.
             if properties.topic_alias.is_none() {
@@ -94,16 +89,8 @@ impl Publish {
         if self.qos != QoS::AtMostOnce {
             len += 2;
         }
-        let props = if version.is_v5() {
-            let n = self
-                .properties
-                .encoded_len(PropertyContext::Packet(PacketType::Publish))?;
-            len += props_total(n);
-            Some(n)
-        } else {
-            super::no_props(&self.properties, version)?;
-            None
-        };
+        let props = super::props_len(&self.properties, version, PacketType::Publish)?;
+        len += props.map_or(0, props_total);
         let first =
             0x30 | (u8::from(self.dup) << 3) | ((self.qos as u8) << 1) | u8::from(self.retain);
         Ok(Sized {

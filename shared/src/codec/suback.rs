@@ -2,7 +2,6 @@
 
 use bytes::BytesMut;
 
-use super::properties::PropertyContext;
 use super::wire::{self, Reader};
 use super::{
     Body, DecodeError, EncodeError, PacketType, Props, ReasonCode, Sized, Version, props_total,
@@ -22,17 +21,8 @@ pub struct SubAck {
 
 impl SubAck {
     pub(crate) fn decode(r: &mut Reader, version: Version) -> Result<Self, DecodeError> {
-        let packet_id = r.u16("packet identifier")?;
-        if packet_id == 0 {
-            return Err(DecodeError::ZeroPacketId {
-                packet: PacketType::SubAck,
-            });
-        }
-        let properties = if version.is_v5() {
-            Props::decode(r, PropertyContext::Packet(PacketType::SubAck))?
-        } else {
-            Props::default()
-        };
+        let packet_id = super::read_packet_id(r, PacketType::SubAck)?;
+        let properties = super::read_props(r, version, PacketType::SubAck)?;
         let mut reasons = Vec::with_capacity(r.remaining());
         while !r.is_empty() {
             let code = r.u8("reason code")?;
@@ -59,11 +49,7 @@ impl SubAck {
     }
 
     pub(crate) fn sized(&self, version: Version) -> Result<Sized<'_>, EncodeError> {
-        if self.packet_id == 0 {
-            return Err(EncodeError::ZeroPacketId {
-                packet: PacketType::SubAck,
-            });
-        }
+        super::check_packet_id(self.packet_id, PacketType::SubAck)?;
         if self.reasons.is_empty() {
             return Err(EncodeError::Empty {
                 packet: PacketType::SubAck,
@@ -80,16 +66,8 @@ impl SubAck {
             });
         }
         let mut len = 2 + self.reasons.len();
-        let props = if version.is_v5() {
-            let n = self
-                .properties
-                .encoded_len(PropertyContext::Packet(PacketType::SubAck))?;
-            len += props_total(n);
-            Some(n)
-        } else {
-            super::no_props(&self.properties, version)?;
-            None
-        };
+        let props = super::props_len(&self.properties, version, PacketType::SubAck)?;
+        len += props.map_or(0, props_total);
         Ok(Sized {
             first: 0x90,
             len,

@@ -3,7 +3,6 @@
 use bytes::BytesMut;
 use bytestring::ByteString;
 
-use super::properties::PropertyContext;
 use super::wire::{self, Reader};
 use super::{Body, DecodeError, EncodeError, PacketType, Props, QoS, Sized, Version, props_total};
 use crate::topic;
@@ -68,17 +67,8 @@ pub struct Subscribe {
 
 impl Subscribe {
     pub(crate) fn decode(r: &mut Reader, version: Version) -> Result<Self, DecodeError> {
-        let packet_id = r.u16("packet identifier")?;
-        if packet_id == 0 {
-            return Err(DecodeError::ZeroPacketId {
-                packet: PacketType::Subscribe,
-            });
-        }
-        let properties = if version.is_v5() {
-            Props::decode(r, PropertyContext::Packet(PacketType::Subscribe))?
-        } else {
-            Props::default()
-        };
+        let packet_id = super::read_packet_id(r, PacketType::Subscribe)?;
+        let properties = super::read_props(r, version, PacketType::Subscribe)?;
         let mut filters = Vec::new();
         while !r.is_empty() {
             let filter = r.string("topic filter")?;
@@ -121,11 +111,7 @@ impl Subscribe {
     }
 
     pub(crate) fn sized(&self, version: Version) -> Result<Sized<'_>, EncodeError> {
-        if self.packet_id == 0 {
-            return Err(EncodeError::ZeroPacketId {
-                packet: PacketType::Subscribe,
-            });
-        }
+        super::check_packet_id(self.packet_id, PacketType::Subscribe)?;
         if self.filters.is_empty() {
             return Err(EncodeError::Empty {
                 packet: PacketType::Subscribe,
@@ -143,16 +129,8 @@ impl Subscribe {
             // validate_filter has checked the length and U+0000.
             len += 2 + s.filter.len() + 1;
         }
-        let props = if version.is_v5() {
-            let n = self
-                .properties
-                .encoded_len(PropertyContext::Packet(PacketType::Subscribe))?;
-            len += props_total(n);
-            Some(n)
-        } else {
-            super::no_props(&self.properties, version)?;
-            None
-        };
+        let props = super::props_len(&self.properties, version, PacketType::Subscribe)?;
+        len += props.map_or(0, props_total);
         Ok(Sized {
             first: 0x82,
             len,

@@ -21,12 +21,7 @@ pub struct UnsubAck {
 
 impl UnsubAck {
     pub(crate) fn decode(r: &mut Reader, version: Version) -> Result<Self, DecodeError> {
-        let packet_id = r.u16("packet identifier")?;
-        if packet_id == 0 {
-            return Err(DecodeError::ZeroPacketId {
-                packet: PacketType::UnsubAck,
-            });
-        }
+        let packet_id = super::read_packet_id(r, PacketType::UnsubAck)?;
         if !version.is_v5() {
             return Ok(Self {
                 packet_id,
@@ -58,11 +53,7 @@ impl UnsubAck {
     }
 
     pub(crate) fn sized(&self, version: Version) -> Result<Sized<'_>, EncodeError> {
-        if self.packet_id == 0 {
-            return Err(EncodeError::ZeroPacketId {
-                packet: PacketType::UnsubAck,
-            });
-        }
+        super::check_packet_id(self.packet_id, PacketType::UnsubAck)?;
         let props = if version.is_v5() {
             if self.reasons.is_empty() {
                 return Err(EncodeError::Empty {

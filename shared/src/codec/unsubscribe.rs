@@ -3,7 +3,6 @@
 use bytes::BytesMut;
 use bytestring::ByteString;
 
-use super::properties::PropertyContext;
 use super::wire::{self, Reader};
 use super::{Body, DecodeError, EncodeError, PacketType, Props, Sized, Version, props_total};
 use crate::topic;
@@ -21,17 +20,8 @@ pub struct Unsubscribe {
 
 impl Unsubscribe {
     pub(crate) fn decode(r: &mut Reader, version: Version) -> Result<Self, DecodeError> {
-        let packet_id = r.u16("packet identifier")?;
-        if packet_id == 0 {
-            return Err(DecodeError::ZeroPacketId {
-                packet: PacketType::Unsubscribe,
-            });
-        }
-        let properties = if version.is_v5() {
-            Props::decode(r, PropertyContext::Packet(PacketType::Unsubscribe))?
-        } else {
-            Props::default()
-        };
+        let packet_id = super::read_packet_id(r, PacketType::Unsubscribe)?;
+        let properties = super::read_props(r, version, PacketType::Unsubscribe)?;
         let mut filters = Vec::new();
         while !r.is_empty() {
             let filter = r.string("topic filter")?;
@@ -49,11 +39,7 @@ impl Unsubscribe {
     }
 
     pub(crate) fn sized(&self, version: Version) -> Result<Sized<'_>, EncodeError> {
-        if self.packet_id == 0 {
-            return Err(EncodeError::ZeroPacketId {
-                packet: PacketType::Unsubscribe,
-            });
-        }
+        super::check_packet_id(self.packet_id, PacketType::Unsubscribe)?;
         if self.filters.is_empty() {
             return Err(EncodeError::Empty {
                 packet: PacketType::Unsubscribe,
@@ -65,16 +51,8 @@ impl Unsubscribe {
             // validate_filter has checked the length and U+0000.
             len += 2 + f.len();
         }
-        let props = if version.is_v5() {
-            let n = self
-                .properties
-                .encoded_len(PropertyContext::Packet(PacketType::Unsubscribe))?;
-            len += props_total(n);
-            Some(n)
-        } else {
-            super::no_props(&self.properties, version)?;
-            None
-        };
+        let props = super::props_len(&self.properties, version, PacketType::Unsubscribe)?;
+        len += props.map_or(0, props_total);
         Ok(Sized {
             first: 0xa2,
             len,
