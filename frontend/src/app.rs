@@ -30,11 +30,14 @@ struct Live {
     messages: VecDeque<Shown>,
     received: u64,
     subscriptions: Vec<(u16, String, String)>,
+    /// The last publish: its packet id (QoS 1/2) and what became of it.
+    published: Option<(Option<u16>, String)>,
 }
 
 enum Action {
     Notice(Notice),
     Subscribing(u16, String),
+    Published(Option<u16>, String),
 }
 
 impl Reducible for Live {
@@ -43,6 +46,19 @@ impl Reducible for Live {
     fn reduce(self: Rc<Self>, action: Action) -> Rc<Self> {
         let mut next = (*self).clone();
         match action {
+            Action::Published(id, state) => next.published = Some((id, state)),
+            Action::Notice(Notice::Mqtt(Event::Published { packet_id, reason })) => {
+                match &mut next.published {
+                    Some((Some(id), state)) if *id == packet_id => {
+                        *state = if reason.is_error() {
+                            format!("refused by the broker: {reason}")
+                        } else {
+                            "acknowledged by the broker".into()
+                        };
+                    }
+                    _ => return self,
+                }
+            }
             Action::Subscribing(id, filter) => {
                 next.subscriptions.push((id, filter, "pending".into()))
             }
@@ -172,6 +188,67 @@ pub fn App() -> Html {
             }
         })
     };
+    let pub_topic = use_state(|| "kite/hello".to_owned());
+    let pub_payload = use_state(String::new);
+    let pub_qos = use_state(|| 1u8);
+    let pub_retain = use_state(|| false);
+    let topic_error = kite_mqtt::topic::validate_name(&pub_topic)
+        .err()
+        .map(|e| e.to_string());
+    let text_input = |state: &UseStateHandle<String>| {
+        let state = state.clone();
+        Callback::from(move |e: InputEvent| {
+            let input: HtmlInputElement = e.target_unchecked_into();
+            state.set(input.value());
+        })
+    };
+    let on_pub_topic = text_input(&pub_topic);
+    let on_pub_payload = {
+        let state = pub_payload.clone();
+        Callback::from(move |e: InputEvent| {
+            let input: web_sys::HtmlTextAreaElement = e.target_unchecked_into();
+            state.set(input.value());
+        })
+    };
+    let on_pub_qos = {
+        let state = pub_qos.clone();
+        Callback::from(move |e: web_sys::Event| {
+            let select: web_sys::HtmlSelectElement = e.target_unchecked_into();
+            state.set(select.value().parse().unwrap_or(0));
+        })
+    };
+    let on_pub_retain = {
+        let state = pub_retain.clone();
+        Callback::from(move |e: web_sys::Event| {
+            let input: HtmlInputElement = e.target_unchecked_into();
+            state.set(input.checked());
+        })
+    };
+    let publish = {
+        let (conn, live) = (conn.clone(), live.clone());
+        let (topic, payload, qos, retain) = (
+            pub_topic.clone(),
+            pub_payload.clone(),
+            pub_qos.clone(),
+            pub_retain.clone(),
+        );
+        Callback::from(move |_: MouseEvent| {
+            let Some(c) = &*conn else { return };
+            let message = kite_mqtt::codec::Publish {
+                qos: QoS::from_u8(*qos).unwrap_or_default(),
+                retain: *retain,
+                topic: topic.as_str().into(),
+                payload: bytes::Bytes::from((*payload).clone()),
+                ..Default::default()
+            };
+            let outcome = match c.publish(message) {
+                Ok(None) => (None, "sent (QoS 0: no acknowledgement)".to_owned()),
+                Ok(Some(id)) => (Some(id), "waiting for the broker…".to_owned()),
+                Err(e) => (None, format!("not sent: {e}")),
+            };
+            live.dispatch(Action::Published(outcome.0, outcome.1));
+        })
+    };
     let connected = conn.is_some();
     html! {
         <div id="kite-app" class="kite">
@@ -206,6 +283,27 @@ pub fn App() -> Html {
                         }) }
                     </ul>
                     <p class="muted count">{ format!("{} message{} received (newest {} shown)", live.received, if live.received == 1 { "" } else { "s" }, live.messages.len()) }</p>
+                    <h3>{ "Publish" }</h3>
+                    <p class="row">
+                        <label for="pub-topic">{ "Topic" }</label>
+                        <input id="pub-topic" value={(*pub_topic).clone()} oninput={on_pub_topic} spellcheck="false" autocomplete="off" />
+                        <label for="pub-qos">{ "QoS" }</label>
+                        <select id="pub-qos" onchange={on_pub_qos}>
+                            { for (0..=2u8).map(|q| html! { <option value={q.to_string()} selected={*pub_qos == q}>{ q }</option> }) }
+                        </select>
+                        <label><input id="pub-retain" type="checkbox" checked={*pub_retain} onchange={on_pub_retain} />{ " retain" }</label>
+                    </p>
+                    if let Some(err) = topic_error.clone() {
+                        <p class="error topic-error" role="alert">{ err }</p>
+                    }
+                    <p class="row">
+                        <textarea id="pub-payload" rows="2" placeholder="payload" value={(*pub_payload).clone()} oninput={on_pub_payload} />
+                        <button id="publish" onclick={publish} disabled={!connected || topic_error.is_some()}>{ "Publish" }</button>
+                    </p>
+                    if let Some((_, state)) = &live.published {
+                        <p class="muted publish-result" role="status">{ state.clone() }</p>
+                    }
+                    <h3>{ "Messages" }</h3>
                     <ul class="messages">
                         { for live.messages.iter().map(|m| html! {
                             <li class="message">

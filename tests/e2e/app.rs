@@ -148,3 +148,29 @@ fn the_app_connects_subscribes_and_shows_a_device_message() {
     let errors = browser.console_errors();
     assert!(errors.is_empty(), "console errors: {errors:#?}");
 }
+
+/// Publishing from the page: the topic is checked as you type, the broker's acknowledgement
+/// is shown, and the message is really at the broker (retained, read back with mosquitto_sub).
+#[test]
+fn the_app_publishes_and_shows_the_brokers_acknowledgement() {
+    let broker = Mosquitto::start();
+    let gateway = Gateway::start(&[&broker.url()], Some(assets_dir()));
+    let browser = Browser::start();
+    browser.goto(&gateway.http_url("/"));
+    browser.wait_text("#connect", Duration::from_secs(30));
+    click(&browser, "#connect");
+    wait_until_text(&browser, ".status", "connected");
+
+    set_input(&browser, "#pub-topic", "cmd/+/power");
+    wait_until_text(&browser, ".topic-error", "wildcard");
+    assert_eq!(browser.eval("return document.querySelector('#publish').disabled;"), true);
+
+    set_input(&browser, "#pub-topic", "cmd/pump-1/power");
+    set_input(&browser, "#pub-payload", "on");
+    click(&browser, "#pub-retain");
+    click(&browser, "#publish");
+    wait_until_text(&browser, ".publish-result", "acknowledged by the broker");
+    assert_eq!(broker.receive_one("cmd/pump-1/power"), "cmd/pump-1/power on");
+    let errors = browser.console_errors();
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
+}
