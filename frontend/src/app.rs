@@ -282,7 +282,7 @@ pub fn App() -> Html {
                             <li class="subscription"><code>{ f.clone() }</code>{ " — " }{ state.clone() }</li>
                         }) }
                     </ul>
-                    <p class="muted count">{ format!("{} message{} received (newest {} shown)", live.received, if live.received == 1 { "" } else { "s" }, live.messages.len()) }</p>
+
                     <h3>{ "Publish" }</h3>
                     <p class="row">
                         <label for="pub-topic">{ "Topic" }</label>
@@ -304,6 +304,7 @@ pub fn App() -> Html {
                         <p class="muted publish-result" role="status">{ state.clone() }</p>
                     }
                     <h3>{ "Messages" }</h3>
+                    <p class="muted count">{ format!("{} message{} received (newest {} shown)", live.received, if live.received == 1 { "" } else { "s" }, live.messages.len()) }</p>
                     <ul class="messages">
                         { for live.messages.iter().map(|m| html! {
                             <li class="message">

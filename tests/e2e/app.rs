@@ -163,14 +163,20 @@ fn the_app_publishes_and_shows_the_brokers_acknowledgement() {
 
     set_input(&browser, "#pub-topic", "cmd/+/power");
     wait_until_text(&browser, ".topic-error", "wildcard");
-    assert_eq!(browser.eval("return document.querySelector('#publish').disabled;"), true);
+    assert_eq!(
+        browser.eval("return document.querySelector('#publish').disabled;"),
+        true
+    );
 
     set_input(&browser, "#pub-topic", "cmd/pump-1/power");
     set_input(&browser, "#pub-payload", "on");
     click(&browser, "#pub-retain");
     click(&browser, "#publish");
     wait_until_text(&browser, ".publish-result", "acknowledged by the broker");
-    assert_eq!(broker.receive_one("cmd/pump-1/power"), "cmd/pump-1/power on");
+    assert_eq!(
+        broker.receive_one("cmd/pump-1/power"),
+        "cmd/pump-1/power on"
+    );
     let errors = browser.console_errors();
     assert!(errors.is_empty(), "console errors: {errors:#?}");
 }

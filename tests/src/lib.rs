@@ -224,9 +224,25 @@ impl Mosquitto {
     /// Reads one message from `topic` with `mosquitto_sub` (at most 10 s), as
     /// `"topic payload"`; a retained message arrives at once.
     pub fn receive_one(&self, topic: &str) -> String {
-        let bin = program("KITE_MOSQUITTO_SUB", &["/usr/bin/mosquitto_sub"], "mosquitto-clients");
+        let bin = program(
+            "KITE_MOSQUITTO_SUB",
+            &["/usr/bin/mosquitto_sub"],
+            "mosquitto-clients",
+        );
         let out = Command::new(bin)
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-t", topic, "-C", "1", "-W", "10", "-v"])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-t",
+                topic,
+                "-C",
+                "1",
+                "-W",
+                "10",
+                "-v",
+            ])
             .output()
             .unwrap();
         String::from_utf8_lossy(&out.stdout).trim_end().to_owned()
