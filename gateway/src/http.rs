@@ -381,7 +381,7 @@ fn upgrade(
                 return log.close(EndKind::Shutdown, "before CONNECT");
             }
         };
-        let first = match read {
+        let mut first = match read {
             Err(_) => {
                 let reason = format!("no CONNECT within {} s", limits.connect_timeout.as_secs());
                 proxy::close(&mut tx, close_code::POLICY, &reason).await;
@@ -394,8 +394,8 @@ fn upgrade(
             Ok(Ok(None)) => return log.close(EndKind::Browser, "before CONNECT"),
             Ok(Ok(Some(packets))) => packets,
         };
-        let mut first = first;
-        if let Some(connect) = inbound.connect().cloned() {
+        // Taken, not copied: the browser's password is not kept for the session's lifetime.
+        if let Some(connect) = inbound.take_connect() {
             match authenticate(&config, &connect).await {
                 Ok(Some(upstream_connect)) => first[0] = upstream_connect,
                 Ok(None) => {}

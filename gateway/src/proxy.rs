@@ -84,9 +84,9 @@ impl Inbound {
         }
     }
 
-    /// The browser's CONNECT, once read.
-    pub fn connect(&self) -> Option<&kite_mqtt::codec::Connect> {
-        self.connect.as_deref()
+    /// The browser's CONNECT, once read; handed over once (it holds the password).
+    pub fn take_connect(&mut self) -> Option<Box<kite_mqtt::codec::Connect>> {
+        self.connect.take()
     }
 
     /// The session's protocol version, once CONNECT was read.
@@ -288,7 +288,7 @@ where
             refuse_with(&mut ws_tx, inbound.version(), &v).await;
         }
     }
-    let _ = broker_wr.shutdown().await;
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, broker_wr.shutdown()).await;
     end
 }
 
