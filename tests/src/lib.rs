@@ -221,28 +221,21 @@ impl Mosquitto {
         format!("mqtt://127.0.0.1:{}", self.port)
     }
 
+    /// A mosquitto client program (`mosquitto_pub`, `mosquitto_sub`) aimed at this broker.
+    fn client(&self, tool: &str) -> Command {
+        let env = format!("KITE_{}", tool.to_uppercase());
+        let bin = program(&env, &[&format!("/usr/bin/{tool}")], "mosquitto-clients");
+        let mut cmd = Command::new(bin);
+        cmd.args(["-h", "127.0.0.1", "-p", &self.port.to_string()]);
+        cmd
+    }
+
     /// Reads one message from `topic` with `mosquitto_sub` (at most 10 s), as
     /// `"topic payload"`; a retained message arrives at once.
     pub fn receive_one(&self, topic: &str) -> String {
-        let bin = program(
-            "KITE_MOSQUITTO_SUB",
-            &["/usr/bin/mosquitto_sub"],
-            "mosquitto-clients",
-        );
-        let out = Command::new(bin)
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-t",
-                topic,
-                "-C",
-                "1",
-                "-W",
-                "10",
-                "-v",
-            ])
+        let out = self
+            .client("mosquitto_sub")
+            .args(["-t", topic, "-C", "1", "-W", "10", "-v"])
             .output()
             .unwrap();
         String::from_utf8_lossy(&out.stdout).trim_end().to_owned()
@@ -250,22 +243,9 @@ impl Mosquitto {
 
     /// Publishes one message with `mosquitto_pub`, as a device would.
     pub fn publish(&self, topic: &str, payload: &str) {
-        let bin = program(
-            "KITE_MOSQUITTO_PUB",
-            &["/usr/bin/mosquitto_pub"],
-            "mosquitto-clients",
-        );
-        let status = Command::new(bin)
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-t",
-                topic,
-                "-m",
-                payload,
-            ])
+        let status = self
+            .client("mosquitto_pub")
+            .args(["-t", topic, "-m", payload])
             .status()
             .unwrap();
         assert!(status.success(), "mosquitto_pub failed: {status}");
