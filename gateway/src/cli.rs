@@ -12,9 +12,22 @@ use crate::config::{Overrides, UpstreamArg};
 #[derive(Debug, Parser)]
 #[command(name = "kite", version, about, arg_required_else_help = true)]
 pub struct Cli {
+    /// Log lines on stderr as text or as JSON objects (one per line, for log collectors)
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "KITE_LOG_FORMAT")]
+    pub log_format: LogFormat,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// The subcommands.

@@ -149,6 +149,45 @@ fn serve_prints_its_address_and_answers() {
     assert!(body.contains(r#""upstreams":["plant"]"#), "{body}");
 }
 
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = dead.local_addr().unwrap().port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kite"))
+        .args([
+            "--log-format",
+            "json",
+            "serve",
+            "--http",
+            "127.0.0.1:0",
+            "--upstream",
+            &format!("mqtt://127.0.0.1:{port}"),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The stdout line comes after the first log lines: wait for it, then stop the server.
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(!lines.is_empty(), "no log lines");
+    for l in lines {
+        let v: serde_json::Value =
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+        assert!(
+            v["level"].is_string() && v["fields"]["message"].is_string(),
+            "{l}"
+        );
+    }
+    assert!(stderr.contains("forwarding to"), "{stderr}");
+}
+
 fn passwd(input: &str) -> Output {
     use std::io::Write;
     let mut child = Command::new(env!("CARGO_BIN_EXE_kite"))
