@@ -106,22 +106,26 @@ fn bad_configuration_is_one_line_and_exit_2() {
     );
 }
 
+/// `kite [global] serve --http 127.0.0.1:0 --upstream [NAME=]mqtt://127.0.0.1:<unused port>`,
+/// with stdout and stderr piped.
+fn spawn_serve(global: &[&str], upstream_name: &str) -> std::process::Child {
+    let unused = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = unused.local_addr().unwrap().port();
+    drop(unused);
+    Command::new(env!("CARGO_BIN_EXE_kite"))
+        .args(global)
+        .args(["serve", "--http", "127.0.0.1:0", "--upstream"])
+        .arg(format!("{upstream_name}mqtt://127.0.0.1:{port}"))
+        .env("KITE_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 #[test]
 fn serve_prints_its_address_and_answers() {
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = dead.local_addr().unwrap().port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kite"))
-        .args([
-            "serve",
-            "--http",
-            "127.0.0.1:0",
-            "--upstream",
-            &format!("plant=mqtt://127.0.0.1:{port}"),
-        ])
-        .env("KITE_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_serve(&[], "plant=");
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
@@ -151,22 +155,7 @@ fn serve_prints_its_address_and_answers() {
 
 #[test]
 fn json_logs_are_one_object_per_line() {
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = dead.local_addr().unwrap().port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kite"))
-        .args([
-            "--log-format",
-            "json",
-            "serve",
-            "--http",
-            "127.0.0.1:0",
-            "--upstream",
-            &format!("mqtt://127.0.0.1:{port}"),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_serve(&["--log-format", "json"], "");
     // The stdout line comes after the first log lines: wait for it, then stop the server.
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
