@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::{Overrides, UpstreamArg};
 
 /// Kite: MQTT in the browser. Serves the Kite dashboard and carries MQTT over WebSocket to
-/// your brokers.
+/// your brokers — or to its own embedded broker when none is given.
 #[derive(Debug, Parser)]
 #[command(name = "kite", version, about, arg_required_else_help = true)]
 pub struct Cli {
@@ -43,6 +43,7 @@ pub enum Command {
 /// `kite serve` options. Flags override the config file.
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  \
+    kite serve                                (embedded broker: devices on mqtt://127.0.0.1:1883)\n  \
     kite serve --upstream mqtt://127.0.0.1:1883\n  \
     kite serve --upstream plant=mqtts://broker.example.com --upstream plant=mqtts://backup.example.com\n  \
     kite serve --config kite.toml --http 0.0.0.0:8080")]
@@ -74,6 +75,11 @@ pub struct ServeArgs {
     /// The PEM private key of --tls-cert
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+
+    /// Without an upstream, Kite runs its own broker: devices connect to it over TCP at this
+    /// address [default: 127.0.0.1:1883]
+    #[arg(long, value_name = "ADDR", env = "KITE_MQTT")]
+    pub mqtt: Option<SocketAddr>,
 }
 
 impl ServeArgs {
@@ -90,6 +96,7 @@ impl ServeArgs {
                 }),
                 _ => None,
             },
+            mqtt: self.mqtt,
         }
     }
 }

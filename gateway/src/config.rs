@@ -110,11 +110,33 @@ pub enum ConfigError {
     Auth(#[from] crate::auth::AuthConfigError),
     /// The listen address does not parse.
     #[error(
-        "invalid listen address {value:?} in [http] listen: expected IP:PORT, e.g. \"127.0.0.1:8080\""
+        "invalid listen address {value:?} in [{section}] listen: expected IP:PORT, e.g. \"{example}\""
     )]
     Listen {
         /// The value as given.
         value: String,
+        /// `http` or `broker`.
+        section: &'static str,
+        /// A valid address for that section.
+        example: &'static str,
+    },
+    /// A `[broker]` setting is out of its range.
+    #[error("invalid [broker] {key} = {value}: {expected}")]
+    Broker {
+        /// The key.
+        key: &'static str,
+        /// The value as given.
+        value: u64,
+        /// The accepted range.
+        expected: &'static str,
+    },
+    /// The embedded broker would accept anyone from the network.
+    #[error(
+        "the embedded broker would listen on {addr} without authentication: add [[user]] entries, listen on 127.0.0.1 (--mqtt 127.0.0.1:1883), or set allow_anonymous = true in [broker] if anyone who can reach {addr} may use it"
+    )]
+    AnonymousBroker {
+        /// The non-loopback address.
+        addr: SocketAddr,
     },
 }
 
@@ -277,7 +299,24 @@ pub struct Config {
     pub tls: Option<crate::tls::TlsFiles>,
     /// Users and roles (empty: no authentication at the gateway).
     pub auth: crate::auth::Auth,
+    /// The embedded broker, used when no upstream is configured.
+    pub broker: BrokerSettings,
 }
+
+/// Where the embedded broker listens for devices, and its limits (`[broker]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerSettings {
+    /// TCP address for MQTT clients (devices).
+    pub listen: SocketAddr,
+    /// Accept clients without credentials on a non-loopback address when no users are
+    /// configured (like mosquitto 2's `allow_anonymous`).
+    pub allow_anonymous: bool,
+    /// The broker's own limits.
+    pub config: crate::broker::BrokerConfig,
+}
+
+/// Where the embedded broker listens for devices by default.
+pub const DEFAULT_MQTT: &str = "127.0.0.1:1883";
 
 impl Config {
     /// The upstream that serves `/mqtt`.
@@ -305,6 +344,24 @@ struct FileConfig {
     user: Vec<FileUser>,
     #[serde(default)]
     role: Vec<FileRole>,
+    #[serde(default)]
+    broker: FileBroker,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileBroker {
+    listen: Option<String>,
+    #[serde(default)]
+    allow_anonymous: bool,
+    max_queued_messages: Option<u64>,
+    max_queued_bytes: Option<u64>,
+    max_inflight: Option<u64>,
+    receive_maximum: Option<u64>,
+    topic_alias_maximum: Option<u64>,
+    max_keep_alive_secs: Option<u64>,
+    max_session_expiry_secs: Option<u64>,
+    sys_interval_secs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -367,6 +424,8 @@ pub struct Overrides {
     pub upstreams: Vec<UpstreamArg>,
     /// `--tls-cert` and `--tls-key`.
     pub tls: Option<crate::tls::TlsFiles>,
+    /// `--mqtt`: the embedded broker's TCP address.
+    pub mqtt: Option<SocketAddr>,
 }
 
 fn check_name(name: &str) -> Result<(), ConfigError> {
@@ -401,10 +460,8 @@ impl Config {
         };
         let http = match (overrides.http, parsed.http.listen) {
             (Some(addr), _) => addr,
-            (None, Some(value)) => value.parse().map_err(|_| ConfigError::Listen { value })?,
-            (None, None) => DEFAULT_HTTP.parse().map_err(|_| ConfigError::Listen {
-                value: DEFAULT_HTTP.to_owned(),
-            })?,
+            (None, Some(value)) => parse_listen(value, "http", DEFAULT_HTTP)?,
+            (None, None) => parse_listen(DEFAULT_HTTP.to_owned(), "http", DEFAULT_HTTP)?,
         };
         let assets = overrides.assets.or(parsed.http.assets);
         let mut upstreams: Vec<Upstream> = Vec::new();
@@ -464,6 +521,16 @@ impl Config {
                 })
                 .collect(),
         )?;
+        let broker = parsed.broker.resolve(overrides.mqtt, &limits)?;
+        if upstreams.is_empty()
+            && !broker.listen.ip().is_loopback()
+            && !auth.required()
+            && !broker.allow_anonymous
+        {
+            return Err(ConfigError::AnonymousBroker {
+                addr: broker.listen,
+            });
+        }
         Ok(Self {
             auth,
             tls,
@@ -472,6 +539,7 @@ impl Config {
             upstreams,
             allowed_origins: parsed.http.allowed_origins,
             limits,
+            broker,
         })
     }
 
@@ -487,6 +555,119 @@ impl Config {
                 path: path.to_owned(),
                 message: format!("{at}{}", e.message().trim_end().replace('\n', " ")),
             }
+        })
+    }
+}
+
+fn parse_listen(
+    value: String,
+    section: &'static str,
+    example: &'static str,
+) -> Result<SocketAddr, ConfigError> {
+    value.parse().map_err(|_| ConfigError::Listen {
+        value,
+        section,
+        example,
+    })
+}
+
+impl FileBroker {
+    fn resolve(
+        &self,
+        mqtt: Option<SocketAddr>,
+        limits: &GatewayLimits,
+    ) -> Result<BrokerSettings, ConfigError> {
+        let listen = match (mqtt, &self.listen) {
+            (Some(addr), _) => addr,
+            (None, Some(value)) => parse_listen(value.clone(), "broker", DEFAULT_MQTT)?,
+            (None, None) => parse_listen(DEFAULT_MQTT.to_owned(), "broker", DEFAULT_MQTT)?,
+        };
+        let d = crate::broker::BrokerConfig::default();
+        let range = |key, v: Option<u64>, lo: u64, hi: u64, expected, default: u64| match v {
+            None => Ok(default),
+            Some(v) if (lo..=hi).contains(&v) => Ok(v),
+            Some(value) => Err(ConfigError::Broker {
+                key,
+                value,
+                expected,
+            }),
+        };
+        let u16_of = |v: u64| u16::try_from(v).unwrap_or(u16::MAX);
+        let u32_of = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+        let usize_of = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+        let sys = range(
+            "sys_interval_secs",
+            self.sys_interval_secs,
+            0,
+            86_400,
+            "0 (off) to 86400 seconds",
+            d.sys_interval.map_or(0, |i| i.as_secs()),
+        )?;
+        let config = crate::broker::BrokerConfig {
+            max_packet_size: limits.max_packet_size,
+            connect_timeout: limits.connect_timeout,
+            max_queued_messages: usize_of(range(
+                "max_queued_messages",
+                self.max_queued_messages,
+                1,
+                10_000_000,
+                "1 to 10000000 messages per session",
+                d.max_queued_messages as u64,
+            )?),
+            max_queued_bytes: usize_of(range(
+                "max_queued_bytes",
+                self.max_queued_bytes,
+                1024,
+                1 << 40,
+                "1024 bytes to 1 TiB per session",
+                d.max_queued_bytes as u64,
+            )?),
+            max_inflight: u16_of(range(
+                "max_inflight",
+                self.max_inflight,
+                1,
+                65_535,
+                "1 to 65535 messages",
+                u64::from(d.max_inflight),
+            )?),
+            receive_maximum: u16_of(range(
+                "receive_maximum",
+                self.receive_maximum,
+                1,
+                65_535,
+                "1 to 65535 messages",
+                u64::from(d.receive_maximum),
+            )?),
+            topic_alias_maximum: u16_of(range(
+                "topic_alias_maximum",
+                self.topic_alias_maximum,
+                0,
+                65_535,
+                "0 (no aliases) to 65535",
+                u64::from(d.topic_alias_maximum),
+            )?),
+            max_keep_alive: u16_of(range(
+                "max_keep_alive_secs",
+                self.max_keep_alive_secs,
+                0,
+                65_535,
+                "0 (no cap) to 65535 seconds",
+                u64::from(d.max_keep_alive),
+            )?),
+            max_session_expiry: u32_of(range(
+                "max_session_expiry_secs",
+                self.max_session_expiry_secs,
+                0,
+                u64::from(u32::MAX),
+                "0 to 4294967295 seconds (4294967295: sessions never expire)",
+                u64::from(d.max_session_expiry),
+            )?),
+            sys_interval: (sys > 0).then(|| std::time::Duration::from_secs(sys)),
+        };
+        Ok(BrokerSettings {
+            listen,
+            allow_anonymous: self.allow_anonymous,
+            config,
         })
     }
 }

@@ -20,6 +20,7 @@ use futures_util::StreamExt;
 use tower_http::compression::CompressionLayer;
 use tower_http::services::{ServeDir, ServeFile};
 
+use crate::broker::{Broker, ConnInfo};
 use crate::config::{Config, Upstream};
 use crate::metrics::{EndKind, Metrics};
 use crate::proxy;
@@ -37,6 +38,26 @@ pub struct AppState {
     sessions: Arc<Sessions>,
     metrics: Arc<Metrics>,
     tls: Option<crate::tls::Reloadable>,
+    broker: Option<Broker>,
+}
+
+/// The name under which the embedded broker is listed and reachable (`/mqtt/embedded`).
+pub const EMBEDDED: &str = "embedded";
+
+/// Where a browser session goes.
+#[derive(Debug, Clone)]
+enum Target {
+    Upstream(Upstream),
+    Embedded(Broker),
+}
+
+impl Target {
+    fn name(&self) -> &str {
+        match self {
+            Self::Upstream(u) => &u.name,
+            Self::Embedded(_) => EMBEDDED,
+        }
+    }
 }
 
 /// The open WebSocket sessions: how many, and the signal that tells them to close.
@@ -95,8 +116,13 @@ impl AppState {
             .clone()
             .map(crate::tls::Reloadable::new)
             .transpose()?;
+        let broker = config
+            .upstreams
+            .is_empty()
+            .then(|| Broker::new(config.broker.config.clone(), config.auth.clone()));
         Ok(Self {
             tls,
+            broker,
             config: Arc::new(config),
             connector,
             sessions: Arc::new(Sessions::new()),
@@ -112,6 +138,27 @@ impl AppState {
     /// The open sessions.
     pub fn sessions(&self) -> &Arc<Sessions> {
         &self.sessions
+    }
+
+    /// The embedded broker, when no upstream is configured.
+    pub fn broker(&self) -> Option<&Broker> {
+        self.broker.as_ref()
+    }
+
+    fn default_target(&self) -> Option<Target> {
+        match (self.config.default_upstream(), &self.broker) {
+            (Some(u), _) => Some(Target::Upstream(u.clone())),
+            (None, Some(b)) => Some(Target::Embedded(b.clone())),
+            (None, None) => None,
+        }
+    }
+
+    fn target(&self, name: &str) -> Option<Target> {
+        match (self.config.upstream(name), &self.broker) {
+            (Some(u), _) => Some(Target::Upstream(u.clone())),
+            (None, Some(b)) if name == EMBEDDED => Some(Target::Embedded(b.clone())),
+            _ => None,
+        }
     }
 }
 
@@ -177,15 +224,18 @@ fn is_hashed_asset(path: &str) -> bool {
 
 async fn list_upstreams(State(state): State<AppState>) -> Json<serde_json::Value> {
     // Names only: addresses and credentials never leave the gateway.
-    let names: Vec<&str> = state
+    let mut names: Vec<&str> = state
         .config
         .upstreams
         .iter()
         .map(|u| u.name.as_str())
         .collect();
+    if state.broker.is_some() {
+        names.push(EMBEDDED);
+    }
     Json(serde_json::json!({
         "upstreams": names,
-        "default": state.config.default_upstream().map(|u| u.name.as_str()),
+        "default": state.default_target().as_ref().map(Target::name),
     }))
 }
 
@@ -195,7 +245,10 @@ async fn metrics(State(state): State<AppState>) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.metrics.render(),
+        match &state.broker {
+            Some(b) => state.metrics.render() + &crate::metrics::render_broker(b),
+            None => state.metrics.render(),
+        },
     )
         .into_response()
 }
@@ -203,6 +256,9 @@ async fn metrics(State(state): State<AppState>) -> Response {
 /// 200 when the default upstream accepts a connection, 503 (with the reason, never the
 /// address) when it does not.
 async fn readyz(State(state): State<AppState>) -> Response {
+    if state.broker.is_some() {
+        return "ready (embedded broker)\n".into_response();
+    }
     let Some(upstream) = state.config.default_upstream() else {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -246,8 +302,8 @@ async fn mqtt_default(
     ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     State(state): State<AppState>,
 ) -> Response {
-    match state.config.default_upstream() {
-        Some(u) => upgrade(ws, &headers, peer, &state, u.clone()),
+    match state.default_target() {
+        Some(t) => upgrade(ws, &headers, peer, &state, t),
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
             "no upstream broker is configured\n",
@@ -263,8 +319,8 @@ async fn mqtt_named(
     State(state): State<AppState>,
     UrlPath(name): UrlPath<String>,
 ) -> Response {
-    match state.config.upstream(&name) {
-        Some(u) => upgrade(ws, &headers, peer, &state, u.clone()),
+    match state.target(&name) {
+        Some(t) => upgrade(ws, &headers, peer, &state, t),
         None => (
             StatusCode::NOT_FOUND,
             format!("no upstream named {name:?}; GET /api/v1/upstreams lists them\n"),
@@ -337,7 +393,7 @@ fn upgrade(
     headers: &HeaderMap,
     peer: SocketAddr,
     state: &AppState,
-    upstream: Upstream,
+    target: Target,
 ) -> Response {
     if !origin_allowed(headers, &state.config.allowed_origins) {
         return (
@@ -365,7 +421,7 @@ fn upgrade(
     let config = state.config.clone();
     ws.on_upgrade(move |socket| async move {
         let _open = sessions.enter();
-        let log = SessionLog::open(metrics.clone(), peer, &upstream.name);
+        let log = SessionLog::open(metrics.clone(), peer, target.name());
         let mut shutdown = sessions.shutdown.subscribe();
         let (mut tx, mut rx) = socket.split();
         // The CONNECT first, in time; only then is the upstream contacted.
@@ -395,8 +451,12 @@ fn upgrade(
             Ok(Ok(Some(packets))) => packets,
         };
         // Taken, not copied: the browser's password is not kept for the session's lifetime.
+        let embedded = matches!(target, Target::Embedded(_));
         if let Some(connect) = inbound.take_connect() {
             match authenticate(&config, &connect).await {
+                // The embedded broker trusts the gateway's check and sees the client's own
+                // CONNECT; an upstream gets the role's credentials.
+                Ok(Some(_)) if embedded => {}
                 Ok(Some(upstream_connect)) => first[0] = upstream_connect,
                 Ok(None) => {}
                 Err(code) => {
@@ -427,7 +487,18 @@ fn upgrade(
                 }
             }
         }
-        let mut broker = match connector.connect(&upstream).await {
+        let connected = match &target {
+            Target::Upstream(upstream) => connector.connect(upstream).await,
+            Target::Embedded(b) => {
+                // No network hop: an in-memory pipe to a broker connection task.
+                let (gateway_end, broker_end) = tokio::io::duplex(64 * 1024);
+                let b = b.clone();
+                let info = ConnInfo::websocket(peer, config.auth.required());
+                tokio::spawn(async move { b.serve(broker_end, info).await });
+                Ok(Box::new(gateway_end) as Box<dyn crate::upstream::BrokerIo>)
+            }
+        };
+        let mut broker = match connected {
             Ok(b) => b,
             Err(e) => {
                 proxy::close(

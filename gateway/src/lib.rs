@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod broker;
 pub mod cli;
 pub mod client;
 pub mod config;

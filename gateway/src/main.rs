@@ -153,11 +153,6 @@ fn load(args: &ServeArgs) -> anyhow::Result<Config> {
     if let Some(tls) = &config.tls {
         kite_gateway::tls::load(tls)?;
     }
-    if config.upstreams.is_empty() {
-        anyhow::bail!(
-            "no upstream broker configured: pass --upstream mqtt://HOST:PORT or add an [[upstream]] to the config file"
-        );
-    }
     Ok(config)
 }
 
@@ -182,7 +177,16 @@ async fn run(config: Config) -> anyhow::Result<()> {
         tracing::info!(upstream = %u.name, "forwarding to {}", addrs.join(", "));
     }
     let config_tls = config.tls.is_some();
+    let mqtt = config.broker.listen;
     let state = AppState::new(config)?;
+    let mut broker_line = String::new();
+    if state.broker().is_some() {
+        let listener = kite_gateway::broker::bind(mqtt).await?;
+        let bound = listener.local_addr()?;
+        broker_line = format!("; embedded broker for devices: mqtt://{bound}");
+        tracing::info!("no upstream configured: embedded broker on mqtt://{bound}");
+        server::start_broker(&state, listener);
+    }
     // One line on stdout that people and tests can read: where to point the browser.
     #[allow(clippy::print_stdout)]
     {
@@ -192,7 +196,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             ("http", "ws")
         };
         println!(
-            "kite {} listening on {http}://{addr}/ (MQTT over WebSocket: {ws}://{addr}/mqtt)",
+            "kite {} listening on {http}://{addr}/ (MQTT over WebSocket: {ws}://{addr}/mqtt{broker_line})",
             env!("CARGO_PKG_VERSION")
         );
     }

@@ -160,6 +160,81 @@ impl Metrics {
     }
 }
 
+/// The embedded broker's counters in the Prometheus text exposition.
+pub fn render_broker(broker: &crate::broker::Broker) -> String {
+    let s = broker.stats();
+    let rows: [(&str, &str, &str, u64); 10] = [
+        (
+            "kite_broker_clients_connected",
+            "gauge",
+            "Clients connected to the embedded broker.",
+            s.clients_connected.load(Relaxed),
+        ),
+        (
+            "kite_broker_sessions",
+            "gauge",
+            "Sessions the embedded broker holds, connected or not.",
+            broker.session_count() as u64,
+        ),
+        (
+            "kite_broker_subscriptions",
+            "gauge",
+            "Subscriptions across all sessions.",
+            broker.subscription_count() as u64,
+        ),
+        (
+            "kite_broker_retained_messages",
+            "gauge",
+            "Topics with a retained message.",
+            broker.retained_count() as u64,
+        ),
+        (
+            "kite_broker_messages_received_total",
+            "counter",
+            "PUBLISH packets received from clients.",
+            s.messages_received.load(Relaxed),
+        ),
+        (
+            "kite_broker_messages_sent_total",
+            "counter",
+            "PUBLISH packets sent to clients.",
+            s.messages_sent.load(Relaxed),
+        ),
+        (
+            "kite_broker_messages_dropped_total",
+            "counter",
+            "Deliveries dropped: full session queue, QoS 0 to an offline session, or over the client's maximum packet size.",
+            s.messages_dropped.load(Relaxed),
+        ),
+        (
+            "kite_broker_messages_expired_total",
+            "counter",
+            "Deliveries dropped because their message expiry interval passed.",
+            s.messages_expired.load(Relaxed),
+        ),
+        (
+            "kite_broker_bytes_received_total",
+            "counter",
+            "Bytes read from clients.",
+            s.bytes_received.load(Relaxed),
+        ),
+        (
+            "kite_broker_bytes_sent_total",
+            "counter",
+            "Bytes written to clients.",
+            s.bytes_sent.load(Relaxed),
+        ),
+    ];
+    let mut out = String::with_capacity(2048);
+    for (name, kind, help, v) in rows {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,6 +21,16 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// accepting, tells every session to close (MQTT 5: DISCONNECT 0x8B), and waits for them up to
 /// [`DRAIN_TIMEOUT`]. At most `max_connections` (from the config) TCP connections are open at
 /// once: a permit is taken before each accept.
+/// Starts the embedded broker's device listener and its `$SYS` publisher on this runtime (when
+/// `state` has an embedded broker). Both stop when [`run`] shuts down.
+pub fn start_broker(state: &AppState, listener: TcpListener) {
+    if let Some(b) = state.broker() {
+        let (l, s) = (b.clone(), b.clone());
+        tokio::spawn(async move { l.listen(listener).await });
+        tokio::spawn(async move { s.publish_sys().await });
+    }
+}
+
 pub async fn run(
     listener: TcpListener,
     state: AppState,
@@ -29,11 +39,15 @@ pub async fn run(
     let permits = Arc::new(Semaphore::new(state.config().limits.max_connections));
     let sessions = state.sessions().clone();
     let tls = state.tls().cloned();
+    let broker = state.broker().cloned();
     let signal = {
         let sessions = sessions.clone();
         async move {
             shutdown.await;
             sessions.close_all();
+            if let Some(b) = broker {
+                b.shutdown();
+            }
         }
     };
     let app = router(state).into_make_service_with_connect_info::<Peer>();

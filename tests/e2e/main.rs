@@ -4,6 +4,7 @@
 
 mod app;
 mod auth;
+mod broker;
 mod gateway;
 mod limits;
 mod session;

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod browser;
+pub mod client;
 pub mod mqtt;
 
 use std::net::{SocketAddr, TcpStream};
@@ -223,11 +224,7 @@ impl Mosquitto {
 
     /// A mosquitto client program (`mosquitto_pub`, `mosquitto_sub`) aimed at this broker.
     fn client(&self, tool: &str) -> Command {
-        let env = format!("KITE_{}", tool.to_uppercase());
-        let bin = program(&env, &[&format!("/usr/bin/{tool}")], "mosquitto-clients");
-        let mut cmd = Command::new(bin);
-        cmd.args(["-h", "127.0.0.1", "-p", &self.port.to_string()]);
-        cmd
+        mosquitto_client(tool, self.port)
     }
 
     /// Reads one message from `topic` with `mosquitto_sub` (at most 10 s), as
@@ -252,6 +249,16 @@ impl Mosquitto {
     }
 }
 
+/// A mosquitto client program (`mosquitto_pub`, `mosquitto_sub`) aimed at a broker on
+/// 127.0.0.1:`port` (mosquitto or Kite's embedded broker).
+pub fn mosquitto_client(tool: &str, port: u16) -> Command {
+    let env = format!("KITE_{}", tool.to_uppercase());
+    let bin = program(&env, &[&format!("/usr/bin/{tool}")], "mosquitto-clients");
+    let mut cmd = Command::new(bin);
+    cmd.args(["-h", "127.0.0.1", "-p", &port.to_string()]);
+    cmd
+}
+
 /// The built app, as `cargo xtask test` leaves it (or `KITE_ASSETS`).
 pub fn assets_dir() -> PathBuf {
     let dir = std::env::var_os("KITE_ASSETS").map_or_else(
@@ -270,6 +277,8 @@ pub fn assets_dir() -> PathBuf {
 #[derive(Debug)]
 pub struct Gateway {
     pub addr: SocketAddr,
+    /// The embedded broker's TCP address (when started without upstreams).
+    pub mqtt_addr: Option<SocketAddr>,
     state: AppState,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -295,6 +304,7 @@ impl Gateway {
                 .map(|u| u.parse::<UpstreamArg>().unwrap())
                 .collect(),
             tls: None,
+            mqtt: Some("127.0.0.1:0".parse().unwrap()),
         };
         let mut config = Config::load(None, overrides).unwrap();
         adjust(&mut config);
@@ -303,6 +313,12 @@ impl Gateway {
         let listener = std::net::TcpListener::bind(config.http).unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
+        let mqtt = state.broker().map(|_| {
+            let l = std::net::TcpListener::bind(config.broker.listen).unwrap();
+            l.set_nonblocking(true).unwrap();
+            l
+        });
+        let mqtt_addr = mqtt.as_ref().map(|l| l.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -312,6 +328,10 @@ impl Gateway {
                 .unwrap();
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                if let Some(mqtt) = mqtt {
+                    let mqtt = tokio::net::TcpListener::from_std(mqtt).unwrap();
+                    kite_gateway::server::start_broker(&state, mqtt);
+                }
                 kite_gateway::server::run(listener, state, async {
                     let _ = rx.await;
                 })
@@ -321,6 +341,7 @@ impl Gateway {
         });
         Self {
             addr,
+            mqtt_addr,
             state: kept,
             shutdown: Some(tx),
             thread: Some(thread),

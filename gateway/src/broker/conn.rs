@@ -1,0 +1,964 @@
+//! One client connection to the embedded broker: CONNECT, then a loop that reads packets,
+//! writes what the session has to send, and watches keep-alive — until the connection ends.
+//! Then the Will, and the session's expiry.
+//!
+//! The socket is split: reading and writing progress independently inside one `select!`, so a
+//! client that writes without reading can never deadlock the two. What is waiting to be written
+//! is bounded ([`OUT_HIGH_WATER`]): above it, the task neither reads nor takes deliveries from
+//! the session's queue until the client has taken the bytes.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use bytestring::ByteString;
+use kite_mqtt::codec::{
+    Ack, ConnAck, Connect, Disconnect, Properties, Props, Publish, ReasonCode, SubAck, Subscribe,
+    UnsubAck, Unsubscribe, Will,
+};
+use kite_mqtt::{DecodeError, Limits, Packet, QoS, Version};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::session::{Awaiting, Delivery, Inflight, Slot};
+use super::{Broker, Message, Stats, SubscribeEntry, lock, stopped};
+
+/// Bytes waiting to be written to one client, at most (plus one packet).
+const OUT_HIGH_WATER: usize = 64 * 1024;
+
+/// How long the last packets (CONNACK refusal, DISCONNECT) may take to be written.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Who is connecting, and how.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    /// The client's address (for logs).
+    pub peer: SocketAddr,
+    /// `tcp`, `tls` or `websocket`.
+    pub transport: &'static str,
+    /// The gateway has already checked this client's credentials.
+    pub authenticated: bool,
+}
+
+impl ConnInfo {
+    /// A device on the TCP listener.
+    pub fn tcp(peer: SocketAddr) -> Self {
+        Self {
+            peer,
+            transport: "tcp",
+            authenticated: false,
+        }
+    }
+
+    /// A browser session handed over by the gateway's WebSocket handler, which has checked
+    /// the credentials if users are configured.
+    pub fn websocket(peer: SocketAddr, authenticated: bool) -> Self {
+        Self {
+            peer,
+            transport: "websocket",
+            authenticated,
+        }
+    }
+}
+
+/// Why a connection ended.
+#[derive(Debug)]
+enum End {
+    /// The client sent DISCONNECT; `will`: it asked for its Will (MQTT 5, 0x04).
+    Disconnect { will: bool },
+    /// The client closed the connection without DISCONNECT.
+    Closed,
+    /// Reading or writing failed.
+    Io(String),
+    /// The client broke a rule: closed with this reason (MQTT 5: sent in DISCONNECT).
+    Violation(ReasonCode, String),
+    /// Nothing received for 1.5 × keep-alive [MQTT-3.1.2-22].
+    KeepAlive,
+    /// Another connection took the session over [MQTT-3.1.4-3].
+    TakenOver,
+    /// The broker is shutting down.
+    Shutdown,
+}
+
+impl End {
+    fn violation(code: ReasonCode, detail: impl Into<String>) -> Self {
+        Self::Violation(code, detail.into())
+    }
+
+    /// For the log line.
+    fn describe(&self) -> String {
+        match self {
+            Self::Disconnect { will: false } => "client disconnected".to_owned(),
+            Self::Disconnect { will: true } => "client disconnected with its Will".to_owned(),
+            Self::Closed => "connection closed without DISCONNECT".to_owned(),
+            Self::Io(e) => format!("connection failed: {e}"),
+            Self::Violation(code, detail) => format!("protocol violation, {code}: {detail}"),
+            Self::KeepAlive => "keep-alive timeout".to_owned(),
+            Self::TakenOver => "session taken over".to_owned(),
+            Self::Shutdown => "broker shutting down".to_owned(),
+        }
+    }
+
+    /// The Will is published unless the client disconnected normally [MQTT-3.1.2-8/10].
+    fn publishes_will(&self) -> bool {
+        match self {
+            Self::Disconnect { will } => *will,
+            Self::Shutdown => false,
+            _ => true,
+        }
+    }
+
+    /// The DISCONNECT the broker sends (MQTT 5 only), with a reason string.
+    fn disconnect(&self) -> Option<(ReasonCode, String)> {
+        match self {
+            Self::Violation(code, detail) => Some((*code, detail.clone())),
+            Self::KeepAlive => Some((
+                ReasonCode::KeepAliveTimeout,
+                "no packet within 1.5 × keep-alive".to_owned(),
+            )),
+            Self::TakenOver => Some((
+                ReasonCode::SessionTakenOver,
+                "another connection with this client id took the session over".to_owned(),
+            )),
+            Self::Shutdown => Some((
+                ReasonCode::ServerShuttingDown,
+                "the broker is shutting down".to_owned(),
+            )),
+            Self::Disconnect { .. } | Self::Closed | Self::Io(_) => None,
+        }
+    }
+}
+
+/// Why the first packet did not start a session.
+enum FirstError {
+    Closed,
+    Io(std::io::Error),
+    Decode(DecodeError),
+    NotConnect,
+}
+
+async fn read_first<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    buf: &mut BytesMut,
+    limits: &Limits,
+) -> Result<Box<Connect>, FirstError> {
+    loop {
+        match kite_mqtt::decode(buf, Version::V5, limits) {
+            Ok(Some(Packet::Connect(c))) => return Ok(c),
+            // The first packet must be CONNECT [MQTT-3.1.0-1].
+            Ok(Some(_)) => return Err(FirstError::NotConnect),
+            Ok(None) => {}
+            Err(e) => return Err(FirstError::Decode(e)),
+        }
+        match rd.read_buf(buf).await {
+            Ok(0) => return Err(FirstError::Closed),
+            Ok(_) => {}
+            Err(e) => return Err(FirstError::Io(e)),
+        }
+    }
+}
+
+/// The protocol level a (possibly malformed) CONNECT in `buf` announces, if it can be read.
+fn connect_level(buf: &[u8]) -> Option<u8> {
+    let mut i = 1;
+    while *buf.get(i)? & 0x80 != 0 {
+        i += 1;
+    }
+    let name_len = usize::from(u16::from_be_bytes([*buf.get(i + 1)?, *buf.get(i + 2)?]));
+    buf.get(i + 3 + name_len).copied()
+}
+
+/// Writes `out` (bounded by [`CLOSE_TIMEOUT`]) and closes the write side.
+async fn flush_and_close<W: AsyncWrite + Unpin>(wr: &mut W, out: &[u8]) {
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+        if !out.is_empty() {
+            wr.write_all(out).await?;
+        }
+        wr.shutdown().await
+    })
+    .await;
+}
+
+fn encode(packet: &Packet, version: Version, out: &mut BytesMut) {
+    if let Err(e) = packet.encode(version, out) {
+        // Only the broker's own packets get here; a failure is a bug, not bad input.
+        tracing::error!(
+            "broker could not encode its {:?}: {e}",
+            packet.packet_type()
+        );
+    }
+}
+
+/// A CONNACK refusing the connection: the 3.1.1 return code of the same meaning when there is
+/// one (else 3, Server unavailable), the v5 reason code with a reason string otherwise.
+fn refusal(version: Version, code: ReasonCode, detail: &str) -> (Packet, Version) {
+    if version.is_v5() {
+        let properties = Properties {
+            reason_string: Some(detail.into()),
+            ..Properties::default()
+        };
+        let ack = ConnAck {
+            session_present: false,
+            reason: code,
+            properties: properties.into(),
+        };
+        (Packet::ConnAck(ack), Version::V5)
+    } else {
+        let reason = if code.to_v3_connack().is_some() {
+            code
+        } else {
+            ReasonCode::ServerUnavailable
+        };
+        let ack = ConnAck {
+            session_present: false,
+            reason,
+            properties: Props::default(),
+        };
+        (Packet::ConnAck(ack), Version::V3_1_1)
+    }
+}
+
+pub(super) async fn serve<S>(broker: Broker, stream: S, info: ConnInfo)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let config = broker.config().clone();
+    let limits = Limits {
+        max_packet_size: config.max_packet_size,
+    };
+    let mut inbuf = BytesMut::with_capacity(4096);
+    let first = tokio::time::timeout(
+        config.connect_timeout,
+        read_first(&mut rd, &mut inbuf, &limits),
+    )
+    .await;
+    let connect = match first {
+        Ok(Ok(c)) => c,
+        Err(_) => {
+            tracing::debug!(peer = %info.peer, "no CONNECT in time; closed");
+            return flush_and_close(&mut wr, &[]).await;
+        }
+        Ok(Err(FirstError::Closed)) => return,
+        Ok(Err(FirstError::Io(e))) => {
+            tracing::debug!(peer = %info.peer, "connection failed before CONNECT: {e}");
+            return;
+        }
+        Ok(Err(FirstError::NotConnect)) => {
+            tracing::debug!(peer = %info.peer, "first packet was not CONNECT [MQTT-3.1.0-1]; closed");
+            return flush_and_close(&mut wr, &[]).await;
+        }
+        Ok(Err(FirstError::Decode(e))) => {
+            tracing::debug!(peer = %info.peer, "bad CONNECT: {e}");
+            let mut out = BytesMut::new();
+            match (e, connect_level(&inbuf)) {
+                // Unsupported level: CONNACK return code 1 in the 3.1.1 form [MQTT-3.1.2-2].
+                (DecodeError::UnsupportedProtocolLevel { .. }, _) => {
+                    let (p, v) =
+                        refusal(Version::V3_1_1, ReasonCode::UnsupportedProtocolVersion, "");
+                    encode(&p, v, &mut out);
+                }
+                (DecodeError::InvalidProtocolName { .. }, _) => {}
+                (e, Some(5)) => {
+                    let code = if matches!(e, DecodeError::PacketTooLarge { .. }) {
+                        ReasonCode::PacketTooLarge
+                    } else {
+                        ReasonCode::MalformedPacket
+                    };
+                    let (p, v) = refusal(Version::V5, code, &e.to_string());
+                    encode(&p, v, &mut out);
+                }
+                _ => {}
+            }
+            return flush_and_close(&mut wr, &out).await;
+        }
+    };
+    let version = connect.version;
+    let mut out = BytesMut::new();
+
+    if let Err((code, detail)) = admit(&broker, &connect, &info).await {
+        tracing::info!(peer = %info.peer, client_id = %connect.client_id, "connection refused: {detail}");
+        let (p, v) = refusal(version, code, &detail);
+        encode(&p, v, &mut out);
+        return flush_and_close(&mut wr, &out).await;
+    }
+    let (client_id, assigned) = if connect.client_id.is_empty() {
+        // 3.1.1: an empty client id needs a clean session [MQTT-3.1.3-8].
+        if !version.is_v5() && !connect.clean_start {
+            let (p, v) = refusal(
+                version,
+                ReasonCode::ClientIdentifierNotValid,
+                "an empty client id needs clean session",
+            );
+            encode(&p, v, &mut out);
+            return flush_and_close(&mut wr, &out).await;
+        }
+        (broker.assign_client_id(), true)
+    } else {
+        (Arc::<str>::from(&*connect.client_id), false)
+    };
+    let expiry = if version.is_v5() {
+        connect
+            .properties
+            .session_expiry_interval
+            .unwrap_or(0)
+            .min(config.max_session_expiry)
+    } else if connect.clean_start {
+        0
+    } else {
+        config.max_session_expiry
+    };
+    let (keep_alive, server_keep_alive) = if config.max_keep_alive > 0
+        && (connect.keep_alive == 0 || connect.keep_alive > config.max_keep_alive)
+    {
+        (config.max_keep_alive, version.is_v5())
+    } else {
+        (connect.keep_alive, false)
+    };
+    let id = broker.next_id();
+    let (slot, present) = broker.attach(&client_id, connect.clean_start, id, expiry);
+    Stats::add(&broker.stats().clients_connected, 1);
+    tracing::debug!(peer = %info.peer, transport = info.transport, client_id = %client_id, present, "client connected");
+
+    let mut ack = ConnAck {
+        session_present: present,
+        reason: ReasonCode::Success,
+        properties: Props::default(),
+    };
+    if version.is_v5() {
+        let p = &mut ack.properties;
+        if assigned {
+            p.assigned_client_identifier = Some(ByteString::from(&*client_id));
+        }
+        if server_keep_alive {
+            p.server_keep_alive = Some(keep_alive);
+        }
+        p.receive_maximum = Some(config.receive_maximum);
+        p.maximum_packet_size = Some(config.max_packet_size);
+        p.topic_alias_maximum = Some(config.topic_alias_maximum);
+    }
+    encode(&Packet::ConnAck(ack), version, &mut out);
+
+    let props = &connect.properties;
+    let mut conn = Conn {
+        broker: broker.clone(),
+        id,
+        version,
+        slot,
+        client_id,
+        limits,
+        connect_expiry_zero: expiry == 0,
+        client_receive_max: props.receive_maximum.unwrap_or(u16::MAX),
+        client_max_packet: props.maximum_packet_size.unwrap_or(u32::MAX),
+        client_alias_max: props.topic_alias_maximum.unwrap_or(0),
+        problem_info: props.request_problem_information.unwrap_or(true),
+        aliases_in: HashMap::new(),
+        aliases_out: HashMap::new(),
+    };
+    let will = connect.will.clone();
+    drop(connect);
+    if present {
+        conn.resend(&mut out);
+    }
+    let end = conn
+        .run(&mut rd, &mut wr, &mut inbuf, &mut out, keep_alive)
+        .await;
+    if version.is_v5()
+        && let Some((code, detail)) = end.disconnect()
+    {
+        let mut d = Disconnect::new(code);
+        if conn.problem_info || matches!(end, End::Violation(..)) {
+            d.properties.reason_string = Some(detail.into());
+        }
+        encode(&Packet::Disconnect(d), version, &mut out);
+    }
+    let client_id = conn.client_id.clone();
+    // The session is released and the Will routed before the socket closes: a client that
+    // sees the close can rely on both having happened.
+    conn.finish(&end, will);
+    flush_and_close(&mut wr, &out).await;
+    if info.transport == "websocket" {
+        // The gateway logs the session's open and close lines.
+        tracing::debug!(peer = %info.peer, client_id = %client_id, "connection ended: {}", end.describe());
+    } else {
+        tracing::info!(peer = %info.peer, transport = info.transport, client_id = %client_id, "connection ended: {}", end.describe());
+    }
+    broker
+        .stats()
+        .clients_connected
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Checks credentials (unless the gateway did) and what the broker does not support.
+async fn admit(
+    broker: &Broker,
+    connect: &Connect,
+    info: &ConnInfo,
+) -> Result<(), (ReasonCode, String)> {
+    if !info.authenticated && broker.auth().required() {
+        let auth = broker.auth().clone();
+        let username = connect.username.as_ref().map(ToString::to_string);
+        let password = connect.password.clone();
+        let user = username.clone().unwrap_or_else(|| "(none)".to_owned());
+        tokio::task::spawn_blocking(move || auth.check(username.as_deref(), password.as_deref()))
+            .await
+            .map_err(|_| {
+                (
+                    ReasonCode::ServerUnavailable,
+                    "authentication failed to run".to_owned(),
+                )
+            })?
+            .map_err(|code| {
+                (
+                    code,
+                    format!("user {user:?} refused: {}", code.description()),
+                )
+            })?;
+    }
+    if connect.properties.authentication_method.is_some() {
+        return Err((
+            ReasonCode::BadAuthenticationMethod,
+            "enhanced authentication (AUTH) is not supported; use a user name and password"
+                .to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+struct Conn {
+    broker: Broker,
+    id: u64,
+    version: Version,
+    slot: Arc<Slot>,
+    client_id: Arc<str>,
+    limits: Limits,
+    /// The CONNECT's session expiry was 0: DISCONNECT may not raise it [MQTT-3.14.2-2].
+    connect_expiry_zero: bool,
+    client_receive_max: u16,
+    client_max_packet: u32,
+    client_alias_max: u16,
+    problem_info: bool,
+    /// Topic aliases the client set [MQTT-3.3.2-8]; never carried to another connection.
+    aliases_in: HashMap<u16, ByteString>,
+    /// Topic aliases the broker set towards the client.
+    aliases_out: HashMap<ByteString, u16>,
+}
+
+impl Conn {
+    fn v5(&self) -> bool {
+        self.version.is_v5()
+    }
+
+    async fn run<R, W>(
+        &mut self,
+        rd: &mut R,
+        wr: &mut W,
+        inbuf: &mut BytesMut,
+        out: &mut BytesMut,
+        keep_alive: u16,
+    ) -> End
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let mut shutdown = self.broker.shutdown_signal();
+        let grace = Duration::from_millis(u64::from(keep_alive) * 1500);
+        let mut deadline = tokio::time::Instant::now() + grace;
+        let slot = self.slot.clone();
+        // Packets already buffered behind the CONNECT.
+        if let Err(end) = self.handle_buffered(inbuf, out) {
+            return end;
+        }
+        loop {
+            if let Some(end) = self.taken_over() {
+                return end;
+            }
+            self.fill(out, Instant::now());
+            let reading = out.len() < OUT_HIGH_WATER;
+            tokio::select! {
+                r = rd.read_buf(inbuf), if reading => match r {
+                    Ok(0) => return End::Closed,
+                    Ok(n) => {
+                        Stats::add(&self.broker.stats().bytes_received, n as u64);
+                        deadline = tokio::time::Instant::now() + grace;
+                        if let Err(end) = self.handle_buffered(inbuf, out) {
+                            return end;
+                        }
+                    }
+                    Err(e) => return End::Io(e.to_string()),
+                },
+                w = wr.write(out), if !out.is_empty() => match w {
+                    Ok(0) => return End::Closed,
+                    Ok(n) => {
+                        Stats::add(&self.broker.stats().bytes_sent, n as u64);
+                        out.advance(n);
+                    }
+                    Err(e) => return End::Io(e.to_string()),
+                },
+                () = slot.notify.notified() => {}
+                () = tokio::time::sleep_until(deadline), if keep_alive > 0 => return End::KeepAlive,
+                () = stopped(&mut shutdown) => return End::Shutdown,
+            }
+        }
+    }
+
+    fn taken_over(&self) -> Option<End> {
+        let st = lock(&self.slot.state);
+        (st.owner != Some(self.id) || st.ended).then_some(End::TakenOver)
+    }
+
+    fn handle_buffered(&mut self, inbuf: &mut BytesMut, out: &mut BytesMut) -> Result<(), End> {
+        // What was routed to this session before these packets arrived goes out before the
+        // answers to them (a PINGRESP is a barrier a client can rely on).
+        self.fill(out, Instant::now());
+        loop {
+            match kite_mqtt::decode(inbuf, self.version, &self.limits) {
+                Ok(Some(p)) => self.handle(p, out)?,
+                Ok(None) => return Ok(()),
+                Err(e @ DecodeError::PacketTooLarge { .. }) => {
+                    return Err(End::violation(ReasonCode::PacketTooLarge, e.to_string()));
+                }
+                Err(e) => {
+                    return Err(End::violation(
+                        ReasonCode::MalformedPacket,
+                        format!("malformed packet: {e}"),
+                    ));
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, packet: Packet, out: &mut BytesMut) -> Result<(), End> {
+        match packet {
+            Packet::Publish(p) => self.on_publish(p, out),
+            Packet::PubAck(a) => {
+                self.on_ack(Awaiting::Ack, &a, out);
+                Ok(())
+            }
+            Packet::PubRec(a) => {
+                self.on_ack(Awaiting::Rec, &a, out);
+                Ok(())
+            }
+            Packet::PubComp(a) => {
+                self.on_ack(Awaiting::Comp, &a, out);
+                Ok(())
+            }
+            Packet::PubRel(a) => {
+                let known = lock(&self.slot.state).incoming_qos2.remove(&a.packet_id);
+                let mut comp = Ack::new(a.packet_id);
+                if !known && self.v5() {
+                    comp.reason = ReasonCode::PacketIdentifierNotFound;
+                }
+                encode(&Packet::PubComp(comp), self.version, out);
+                Ok(())
+            }
+            Packet::Subscribe(s) => {
+                self.on_subscribe(s, out);
+                Ok(())
+            }
+            Packet::Unsubscribe(u) => {
+                self.on_unsubscribe(u, out);
+                Ok(())
+            }
+            Packet::PingReq => {
+                encode(&Packet::PingResp, self.version, out);
+                Ok(())
+            }
+            Packet::Disconnect(d) => Err(self.on_disconnect(&d)),
+            Packet::Connect(_) => Err(End::violation(
+                ReasonCode::ProtocolError,
+                "a second CONNECT on one connection [MQTT-3.1.0-2]",
+            )),
+            Packet::Auth(_) => Err(End::violation(
+                ReasonCode::ProtocolError,
+                "AUTH without enhanced authentication",
+            )),
+            other => Err(End::violation(
+                ReasonCode::ProtocolError,
+                format!("{} is sent by servers, not clients", other.packet_type()),
+            )),
+        }
+    }
+
+    fn on_publish(&mut self, mut p: Publish, out: &mut BytesMut) -> Result<(), End> {
+        if let Some(alias) = p.properties.topic_alias {
+            if alias == 0 || alias > self.broker.config().topic_alias_maximum {
+                return Err(End::violation(
+                    ReasonCode::TopicAliasInvalid,
+                    format!(
+                        "topic alias {alias} is above the Topic Alias Maximum {} [MQTT-3.3.2-9]",
+                        self.broker.config().topic_alias_maximum
+                    ),
+                ));
+            }
+            if p.topic.is_empty() {
+                match self.aliases_in.get(&alias) {
+                    Some(t) => p.topic = t.clone(),
+                    None => {
+                        return Err(End::violation(
+                            ReasonCode::ProtocolError,
+                            format!("topic alias {alias} was never set on this connection"),
+                        ));
+                    }
+                }
+            } else {
+                self.aliases_in.insert(alias, p.topic.clone());
+            }
+        }
+        if !p.properties.subscription_identifiers.is_empty() {
+            return Err(End::violation(
+                ReasonCode::ProtocolError,
+                "a client PUBLISH may not carry a Subscription Identifier [MQTT-3.3.4-6]",
+            ));
+        }
+        let now = Instant::now();
+        let (qos, packet_id) = (p.qos, p.packet_id);
+        let fresh = match qos {
+            QoS::ExactlyOnce => {
+                let mut st = lock(&self.slot.state);
+                if st.incoming_qos2.contains(&packet_id) {
+                    // A resend before PUBREL: acknowledged again, not routed again
+                    // [MQTT-4.3.3-10].
+                    false
+                } else if st.incoming_qos2.len()
+                    >= usize::from(self.broker.config().receive_maximum)
+                {
+                    return Err(End::violation(
+                        ReasonCode::ReceiveMaximumExceeded,
+                        format!(
+                            "more than {} QoS 2 messages awaiting PUBREL [MQTT-3.3.4-7]",
+                            self.broker.config().receive_maximum
+                        ),
+                    ));
+                } else {
+                    st.incoming_qos2.insert(packet_id);
+                    true
+                }
+            }
+            _ => true,
+        };
+        let mut matched = 1;
+        if fresh {
+            Stats::add(&self.broker.stats().messages_received, 1);
+            p.properties.topic_alias = None;
+            let msg = Arc::new(Message::from_publish(p, Some(self.client_id.clone()), now));
+            matched = self.broker.publish(msg, now).matched;
+        }
+        let mut ack = Ack::new(packet_id);
+        if matched == 0 && self.v5() {
+            ack.reason = ReasonCode::NoMatchingSubscribers;
+        }
+        match qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => encode(&Packet::PubAck(ack), self.version, out),
+            QoS::ExactlyOnce => encode(&Packet::PubRec(ack), self.version, out),
+        }
+        Ok(())
+    }
+
+    fn on_ack(&mut self, kind: Awaiting, ack: &Ack, out: &mut BytesMut) {
+        let mut st = lock(&self.slot.state);
+        let Some(i) = st
+            .inflight
+            .iter()
+            .position(|f| f.packet_id == ack.packet_id && f.awaiting == kind)
+        else {
+            // Unknown or out of step: nothing to do (e.g. a late acknowledgement after a
+            // resend).
+            return;
+        };
+        if kind == Awaiting::Rec && !(self.v5() && ack.reason.is_error()) {
+            st.inflight[i].awaiting = Awaiting::Comp;
+            encode(&Packet::PubRel(Ack::new(ack.packet_id)), self.version, out);
+        } else {
+            st.inflight.remove(i);
+        }
+    }
+
+    fn on_subscribe(&mut self, s: Subscribe, out: &mut BytesMut) {
+        let id = s.properties.subscription_identifiers.first().copied();
+        let now = Instant::now();
+        let mut reasons = Vec::with_capacity(s.filters.len());
+        let mut retained = Vec::new();
+        for f in s.filters {
+            let entry = SubscribeEntry {
+                qos: f.qos,
+                no_local: f.no_local,
+                retain_as_published: f.retain_as_published,
+                id,
+            };
+            let existed = lock(&self.slot.state)
+                .subscriptions
+                .insert(f.filter.clone(), entry)
+                .is_some();
+            self.broker.subscribe(&self.slot, &f.filter, entry);
+            reasons.push(match f.qos {
+                QoS::AtMostOnce => ReasonCode::GrantedQoS0,
+                QoS::AtLeastOnce => ReasonCode::GrantedQoS1,
+                QoS::ExactlyOnce => ReasonCode::GrantedQoS2,
+            });
+            // Retained messages: not for shared subscriptions; per Retain Handling otherwise
+            // [MQTT-3.3.1-9/10/11]. Sent with RETAIN set [MQTT-3.3.1-8].
+            use kite_mqtt::codec::RetainHandling as R;
+            let send = !f.filter.starts_with("$share/")
+                && match f.retain_handling {
+                    R::SendAtSubscribe => true,
+                    R::SendIfNew => !existed,
+                    R::DoNotSend => false,
+                };
+            if send {
+                for msg in self.broker.retained_for(&f.filter, now) {
+                    retained.push(Delivery {
+                        qos: msg.qos.min(f.qos),
+                        retain: true,
+                        ids: id.into_iter().collect(),
+                        msg,
+                    });
+                }
+            }
+        }
+        let ack = SubAck {
+            packet_id: s.packet_id,
+            reasons,
+            properties: Props::default(),
+        };
+        encode(&Packet::SubAck(ack), self.version, out);
+        for d in retained {
+            if !self.slot.push(d, self.broker.config(), now) {
+                Stats::add(&self.broker.stats().messages_dropped, 1);
+            }
+        }
+    }
+
+    fn on_unsubscribe(&mut self, u: Unsubscribe, out: &mut BytesMut) {
+        let mut reasons = Vec::with_capacity(u.filters.len());
+        for f in &u.filters {
+            let existed = lock(&self.slot.state).subscriptions.remove(f).is_some();
+            self.broker.unsubscribe(self.slot.id, f);
+            reasons.push(if existed {
+                ReasonCode::Success
+            } else {
+                ReasonCode::NoSubscriptionExisted
+            });
+        }
+        if !self.v5() {
+            reasons.clear();
+        }
+        let ack = UnsubAck {
+            packet_id: u.packet_id,
+            reasons,
+            properties: Props::default(),
+        };
+        encode(&Packet::UnsubAck(ack), self.version, out);
+    }
+
+    fn on_disconnect(&mut self, d: &Disconnect) -> End {
+        if let Some(expiry) = d.properties.session_expiry_interval {
+            if self.connect_expiry_zero && expiry != 0 {
+                return End::violation(
+                    ReasonCode::ProtocolError,
+                    "DISCONNECT may not set a session expiry when CONNECT had 0 [MQTT-3.14.2-2]",
+                );
+            }
+            lock(&self.slot.state).expiry = expiry.min(self.broker.config().max_session_expiry);
+        }
+        End::Disconnect {
+            will: d.reason == ReasonCode::DisconnectWithWillMessage,
+        }
+    }
+
+    /// Moves deliveries from the session's queue to `out`, within the client's receive window.
+    fn fill(&mut self, out: &mut BytesMut, now: Instant) {
+        let window = usize::from(
+            self.client_receive_max
+                .min(self.broker.config().max_inflight),
+        );
+        let slot = self.slot.clone();
+        let mut st = lock(&slot.state);
+        while out.len() < OUT_HIGH_WATER {
+            let Some(front) = st.queue.front() else {
+                break;
+            };
+            if front.qos != QoS::AtMostOnce && st.inflight.len() >= window {
+                break;
+            }
+            let Some(d) = st.queue.pop_front() else {
+                break;
+            };
+            st.queued_bytes -= d.msg.size();
+            if d.msg.expired(now) {
+                Stats::add(&self.broker.stats().messages_expired, 1);
+                continue;
+            }
+            if d.qos == QoS::AtMostOnce {
+                self.write_publish(&d, 0, false, now, out);
+                continue;
+            }
+            let packet_id = st.next_packet_id();
+            if self.write_publish(&d, packet_id, false, now, out) {
+                let awaiting = if d.qos == QoS::AtLeastOnce {
+                    Awaiting::Ack
+                } else {
+                    Awaiting::Rec
+                };
+                st.inflight.push_back(Inflight {
+                    packet_id,
+                    delivery: d,
+                    awaiting,
+                });
+            }
+        }
+    }
+
+    /// On a resumed session: everything in flight again, in order — PUBLISH with DUP, or
+    /// PUBREL where the PUBREC had come [MQTT-4.4.0-1].
+    fn resend(&mut self, out: &mut BytesMut) {
+        let now = Instant::now();
+        let slot = self.slot.clone();
+        let mut st = lock(&slot.state);
+        let inflight = std::mem::take(&mut st.inflight);
+        for f in inflight {
+            let keep = match f.awaiting {
+                Awaiting::Comp => {
+                    encode(&Packet::PubRel(Ack::new(f.packet_id)), self.version, out);
+                    true
+                }
+                _ => self.write_publish(&f.delivery, f.packet_id, true, now, out),
+            };
+            if keep {
+                st.inflight.push_back(f);
+            }
+        }
+    }
+
+    /// Encodes a delivery for this client. `false`: not sent — larger than the client's
+    /// Maximum Packet Size (dropped as if delivered [MQTT-3.1.2-25]), or not encodable.
+    fn write_publish(
+        &mut self,
+        d: &Delivery,
+        packet_id: u16,
+        dup: bool,
+        now: Instant,
+        out: &mut BytesMut,
+    ) -> bool {
+        let mut properties = Props::default();
+        let mut alias = None;
+        if self.v5() {
+            if !d.msg.properties.is_empty() {
+                properties = d.msg.properties.clone();
+            }
+            if let Some(left) = d.msg.remaining_expiry(now) {
+                properties.message_expiry_interval = Some(left);
+            }
+            if !d.ids.is_empty() {
+                properties.subscription_identifiers = d.ids.clone();
+            }
+            if self.client_alias_max > 0 {
+                alias = match self.aliases_out.get(&d.msg.topic) {
+                    Some(&a) => Some((a, true)),
+                    None if self.aliases_out.len() < usize::from(self.client_alias_max) => {
+                        Some((self.aliases_out.len() as u16 + 1, false))
+                    }
+                    None => None,
+                };
+            }
+        }
+        let mut topic = d.msg.topic.clone();
+        if let Some((a, known)) = alias {
+            properties.topic_alias = Some(a);
+            if known {
+                topic = ByteString::new();
+            }
+        }
+        let packet = Packet::Publish(Publish {
+            dup,
+            qos: d.qos,
+            retain: d.retain,
+            topic,
+            packet_id,
+            properties,
+            payload: d.msg.payload.clone(),
+        });
+        match packet.encoded_len(self.version) {
+            Ok(n) if n as u64 <= u64::from(self.client_max_packet) => {}
+            Ok(_) => {
+                Stats::add(&self.broker.stats().messages_dropped, 1);
+                return false;
+            }
+            Err(e) => {
+                tracing::warn!(client_id = %self.client_id, "cannot deliver a message: {e}");
+                Stats::add(&self.broker.stats().messages_dropped, 1);
+                return false;
+            }
+        }
+        if let Some((a, false)) = alias {
+            self.aliases_out.insert(d.msg.topic.clone(), a);
+        }
+        encode(&packet, self.version, out);
+        Stats::add(&self.broker.stats().messages_sent, 1);
+        true
+    }
+
+    /// After the connection: release the session (it expires, or ends now), and the Will.
+    fn finish(self, end: &End, will: Option<Will>) {
+        let (owned, generation, expiry) = {
+            let mut st = lock(&self.slot.state);
+            let owned = st.owner == Some(self.id);
+            if owned {
+                st.owner = None;
+            }
+            (owned, st.generation, st.expiry)
+        };
+        if owned {
+            self.slot.set_online(false);
+            if expiry == 0 {
+                self.broker.end_session(&self.slot, generation);
+            } else if expiry != u32::MAX {
+                let broker = self.broker.clone();
+                let slot = self.slot.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_secs(u64::from(expiry))).await;
+                    broker.end_session(&slot, generation);
+                });
+            }
+        }
+        let Some(will) = will.filter(|_| end.publishes_will()) else {
+            return;
+        };
+        let delay = will.properties.will_delay_interval.unwrap_or(0);
+        let msg = Arc::new(Message::from_publish(
+            Publish {
+                dup: false,
+                qos: will.qos,
+                retain: will.retain,
+                topic: will.topic,
+                packet_id: 0,
+                properties: will.properties,
+                payload: will.payload,
+            },
+            Some(self.client_id.clone()),
+            Instant::now(),
+        ));
+        if delay == 0 || expiry == 0 {
+            self.broker.publish(msg, Instant::now());
+        } else if owned {
+            // Published when the delay or the session ends, whichever is first — unless the
+            // client came back before [MQTT-3.1.3-9].
+            let wait = Duration::from_secs(u64::from(delay.min(expiry)));
+            let broker = self.broker;
+            let slot = self.slot;
+            tokio::spawn(async move {
+                tokio::time::sleep(wait).await;
+                let resumed = {
+                    let st = lock(&slot.state);
+                    st.owner.is_some() || st.generation != generation
+                };
+                if !resumed {
+                    broker.publish(msg, Instant::now());
+                }
+            });
+        }
+        // Taken over with a will delay: the session was resumed at once; no Will.
+    }
+}

@@ -1,0 +1,669 @@
+//! The embedded MQTT broker: what `kite serve` runs when no upstream is configured.
+//!
+//! Devices reach it over TCP (and TLS); browser sessions on `/mqtt` reach it through an
+//! in-memory pipe from the gateway's WebSocket handler, after the same CONNECT-first checks,
+//! authentication and limits as for an upstream broker.
+//!
+//! Shape: [`Broker`] is shared state behind an `Arc` — the session table, the subscription
+//! trie, the retained messages, statistics. Each connection is one task ([`conn`]) that owns
+//! its socket. A message is routed by the publisher's task: it takes the subscription trie's
+//! *read* lock, collects the matching sessions, releases the lock, then appends a delivery to
+//! each session's bounded queue and wakes its task. So routing never serialises clients on a
+//! single lock, and a slow subscriber only fills its own queue (then its deliveries are
+//! dropped and counted) — it never stalls the publisher or the other subscribers.
+//!
+//! Lock order: the session table, then one session's state. The subscription trie and the
+//! retained messages are never held together with a session's state.
+
+mod conn;
+mod retain;
+mod session;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use bytestring::ByteString;
+use kite_mqtt::QoS;
+use kite_mqtt::codec::{Properties, Props, Publish};
+use kite_mqtt::topic::SubscriptionTree;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+
+pub use conn::ConnInfo;
+use retain::Retained;
+use session::{Delivery, Slot};
+
+/// The broker's settings (`[broker]` in the config file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerConfig {
+    /// Largest packet accepted from a client, in bytes (announced as Maximum Packet Size).
+    pub max_packet_size: u32,
+    /// QoS 2 messages a client may have unacknowledged towards the broker (Receive Maximum).
+    pub receive_maximum: u16,
+    /// QoS 1/2 messages the broker has unacknowledged towards one client at most (also capped
+    /// by the client's own Receive Maximum).
+    pub max_inflight: u16,
+    /// Topic aliases a client may use towards the broker (MQTT 5).
+    pub topic_alias_maximum: u16,
+    /// Longest keep-alive the broker accepts, in seconds; a longer one (or 0) is replaced by
+    /// this (MQTT 5: told to the client as Server Keep Alive). 0: no cap.
+    pub max_keep_alive: u16,
+    /// Longest session expiry a client may ask for, in seconds.
+    pub max_session_expiry: u32,
+    /// Messages queued per session (offline or not keeping up) at most; beyond, new
+    /// deliveries to it are dropped and counted.
+    pub max_queued_messages: usize,
+    /// Bytes (topic + payload) queued per session at most.
+    pub max_queued_bytes: usize,
+    /// Time a new connection has to send its CONNECT.
+    pub connect_timeout: Duration,
+    /// How often `$SYS/broker/...` statistics are published; `None`: never.
+    pub sys_interval: Option<Duration>,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            max_packet_size: 16 * 1024 * 1024,
+            receive_maximum: 1024,
+            max_inflight: 256,
+            topic_alias_maximum: 64,
+            max_keep_alive: 0,
+            max_session_expiry: u32::MAX,
+            max_queued_messages: 10_000,
+            max_queued_bytes: 64 * 1024 * 1024,
+            connect_timeout: Duration::from_secs(10),
+            sys_interval: Some(Duration::from_secs(10)),
+        }
+    }
+}
+
+/// A message as the broker holds it: one allocation shared by every delivery.
+#[derive(Debug)]
+pub(crate) struct Message {
+    pub topic: ByteString,
+    pub payload: Bytes,
+    pub qos: QoS,
+    pub retain: bool,
+    /// Only what passes through to subscribers: payload format, message expiry, content type,
+    /// response topic, correlation data, user properties.
+    pub properties: Props,
+    /// When the broker received it (for the message expiry interval).
+    pub received: Instant,
+    /// The publishing session's client id (for No Local); `None` for the broker's own.
+    pub publisher: Option<Arc<str>>,
+}
+
+impl Message {
+    /// Keeps what a subscriber may see of `p`: topic aliases and subscription identifiers
+    /// belong to one connection and are not carried forward [MQTT-3.3.2-7].
+    pub(crate) fn from_publish(p: Publish, publisher: Option<Arc<str>>, now: Instant) -> Self {
+        let properties = if p.properties.is_empty() {
+            Props::default()
+        } else {
+            let src = &*p.properties;
+            Properties {
+                payload_format_indicator: src.payload_format_indicator,
+                message_expiry_interval: src.message_expiry_interval,
+                content_type: src.content_type.clone(),
+                response_topic: src.response_topic.clone(),
+                correlation_data: src.correlation_data.clone(),
+                user_properties: src.user_properties.clone(),
+                ..Properties::default()
+            }
+            .into()
+        };
+        Self {
+            topic: p.topic,
+            payload: p.payload,
+            qos: p.qos,
+            retain: p.retain,
+            properties,
+            received: now,
+            publisher,
+        }
+    }
+
+    /// Seconds of life left (MQTT 5 message expiry); `None` if it never expires.
+    pub(crate) fn remaining_expiry(&self, now: Instant) -> Option<u32> {
+        let total = self.properties.message_expiry_interval?;
+        let elapsed = now.saturating_duration_since(self.received).as_secs();
+        Some(u32::try_from(u64::from(total).saturating_sub(elapsed)).unwrap_or(0))
+    }
+
+    /// Whether its message expiry interval has passed [MQTT-3.3.2-5].
+    pub(crate) fn expired(&self, now: Instant) -> bool {
+        self.remaining_expiry(now) == Some(0)
+    }
+
+    /// What it costs in a queue: topic and payload bytes.
+    pub(crate) fn size(&self) -> usize {
+        self.topic.len() + self.payload.len()
+    }
+}
+
+/// Which subscription: the session (by its slot's unique id) and, for a shared subscription,
+/// its full `$share/<group>/<filter>`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct SubKey {
+    slot: u64,
+    share: Option<Arc<str>>,
+}
+
+#[derive(Debug, Clone)]
+struct SubEntry {
+    slot: Arc<Slot>,
+    qos: QoS,
+    no_local: bool,
+    retain_as_published: bool,
+    id: Option<u32>,
+}
+
+/// Counters, also published under `$SYS/broker/` and at `/metrics`.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Clients connected now.
+    pub clients_connected: AtomicU64,
+    /// PUBLISH packets received from clients.
+    pub messages_received: AtomicU64,
+    /// PUBLISH packets sent to clients.
+    pub messages_sent: AtomicU64,
+    /// Bytes read from clients.
+    pub bytes_received: AtomicU64,
+    /// Bytes written to clients.
+    pub bytes_sent: AtomicU64,
+    /// Deliveries dropped: the session's queue was full, or a QoS 0 message for an offline
+    /// session, or larger than the client's Maximum Packet Size.
+    pub messages_dropped: AtomicU64,
+    /// Deliveries dropped because their message expiry interval passed.
+    pub messages_expired: AtomicU64,
+}
+
+impl Stats {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+struct Inner {
+    config: BrokerConfig,
+    auth: crate::auth::Auth,
+    sessions: Mutex<HashMap<Arc<str>, Arc<Slot>>>,
+    subs: RwLock<SubscriptionTree<SubKey, SubEntry>>,
+    retained: RwLock<Retained>,
+    /// Next member to serve, per shared subscription.
+    share_turns: Mutex<HashMap<Arc<str>, usize>>,
+    next_id: AtomicU64,
+    stats: Stats,
+    started: Instant,
+    shutdown: tokio::sync::watch::Sender<bool>,
+}
+
+/// The embedded broker. Cheap to clone (one `Arc`).
+#[derive(Clone)]
+pub struct Broker {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Resolves once the broker is shutting down.
+pub(crate) async fn stopped(rx: &mut tokio::sync::watch::Receiver<bool>) {
+    // The guard `wait_for` returns is dropped here, before any other await.
+    let _ = rx.wait_for(|s| *s).await.is_ok();
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn read<T>(m: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What `route` did with a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Routed {
+    /// Sessions (or share groups) the message matched.
+    pub matched: usize,
+}
+
+impl Broker {
+    /// A broker with these settings; `auth` checks device logins (the gateway's users).
+    pub fn new(config: BrokerConfig, auth: crate::auth::Auth) -> Self {
+        let (shutdown, _) = tokio::sync::watch::channel(false);
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                auth,
+                sessions: Mutex::new(HashMap::new()),
+                subs: RwLock::new(SubscriptionTree::new()),
+                retained: RwLock::new(Retained::default()),
+                share_turns: Mutex::new(HashMap::new()),
+                next_id: AtomicU64::new(1),
+                stats: Stats::default(),
+                started: Instant::now(),
+                shutdown,
+            }),
+        }
+    }
+
+    /// The broker's settings.
+    pub fn config(&self) -> &BrokerConfig {
+        &self.inner.config
+    }
+
+    /// The broker's counters.
+    pub fn stats(&self) -> &Stats {
+        &self.inner.stats
+    }
+
+    /// Sessions the broker holds (connected or not).
+    pub fn session_count(&self) -> usize {
+        lock(&self.inner.sessions).len()
+    }
+
+    /// Topics with a retained message.
+    pub fn retained_count(&self) -> usize {
+        read(&self.inner.retained).len()
+    }
+
+    /// Subscriptions across all sessions.
+    pub fn subscription_count(&self) -> usize {
+        read(&self.inner.subs).len()
+    }
+
+    /// Tells every connection to close (MQTT 5: DISCONNECT 0x8B Server shutting down) and
+    /// stops the listeners.
+    pub fn shutdown(&self) {
+        self.inner.shutdown.send_replace(true);
+    }
+
+    pub(crate) fn shutdown_signal(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.inner.shutdown.subscribe()
+    }
+
+    pub(crate) fn next_id(&self) -> u64 {
+        self.inner.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn auth(&self) -> &crate::auth::Auth {
+        &self.inner.auth
+    }
+
+    /// Serves one client connection (TCP, TLS, or the gateway's pipe) until it ends.
+    pub async fn serve<S>(&self, stream: S, info: ConnInfo)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        conn::serve(self.clone(), stream, info).await;
+    }
+
+    /// Accepts device connections on `listener` until [`Broker::shutdown`]. Each connection
+    /// runs in its own task.
+    pub async fn listen(&self, listener: TcpListener) {
+        let mut shutdown = self.shutdown_signal();
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        let _ = stream.set_nodelay(true);
+                        let broker = self.clone();
+                        tokio::spawn(async move {
+                            broker.serve(stream, ConnInfo::tcp(peer)).await;
+                        });
+                    }
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!("broker accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+                () = stopped(&mut shutdown) => return,
+            }
+        }
+    }
+
+    /// Publishes `$SYS/broker/...` statistics (retained) every `sys_interval` until shutdown.
+    pub async fn publish_sys(&self) {
+        let Some(every) = self.inner.config.sys_interval else {
+            return;
+        };
+        let mut shutdown = self.shutdown_signal();
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => self.publish_sys_once(),
+                () = stopped(&mut shutdown) => return,
+            }
+        }
+    }
+
+    fn publish_sys_once(&self) {
+        let s = &self.inner.stats;
+        let values: [(&str, String); 9] = [
+            (
+                "$SYS/broker/version",
+                format!("kite {}", env!("CARGO_PKG_VERSION")),
+            ),
+            (
+                "$SYS/broker/uptime",
+                format!("{} seconds", self.inner.started.elapsed().as_secs()),
+            ),
+            (
+                "$SYS/broker/clients/connected",
+                Stats::get(&s.clients_connected).to_string(),
+            ),
+            (
+                "$SYS/broker/messages/received",
+                Stats::get(&s.messages_received).to_string(),
+            ),
+            (
+                "$SYS/broker/messages/sent",
+                Stats::get(&s.messages_sent).to_string(),
+            ),
+            (
+                "$SYS/broker/messages/dropped",
+                Stats::get(&s.messages_dropped).to_string(),
+            ),
+            (
+                "$SYS/broker/bytes/received",
+                Stats::get(&s.bytes_received).to_string(),
+            ),
+            (
+                "$SYS/broker/bytes/sent",
+                Stats::get(&s.bytes_sent).to_string(),
+            ),
+            (
+                "$SYS/broker/retained messages/count",
+                self.retained_count().to_string(),
+            ),
+        ];
+        let now = Instant::now();
+        for (topic, value) in values {
+            let msg = Arc::new(Message {
+                topic: topic.into(),
+                payload: Bytes::from(value),
+                qos: QoS::AtMostOnce,
+                retain: true,
+                properties: Props::default(),
+                received: now,
+                publisher: None,
+            });
+            self.publish(msg, now);
+        }
+    }
+
+    /// Stores a retained message (or deletes one: empty payload [MQTT-3.3.1-6/7]) and routes
+    /// the message to the subscribers.
+    pub(crate) fn publish(&self, msg: Arc<Message>, now: Instant) -> Routed {
+        if msg.retain {
+            let keep = (!msg.payload.is_empty()).then(|| msg.clone());
+            write(&self.inner.retained).set(&msg.topic, keep);
+        }
+        self.route(&msg, now)
+    }
+
+    /// Appends a delivery of `msg` to every matching session's queue: one per session at the
+    /// highest matching QoS with every matching subscription identifier [MQTT-3.3.4-2/4/5],
+    /// and one per shared subscription to the next member in turn.
+    fn route(&self, msg: &Arc<Message>, now: Instant) -> Routed {
+        struct Target {
+            slot: Arc<Slot>,
+            qos: QoS,
+            retain: bool,
+            ids: Vec<u32>,
+        }
+        let mut targets: Vec<Target> = Vec::new();
+        let mut by_slot: HashMap<u64, usize> = HashMap::new();
+        let mut shares: Vec<(Arc<str>, Vec<&SubEntry>)> = Vec::new();
+        let publisher = msg.publisher.as_deref();
+        let subs = read(&self.inner.subs);
+        subs.for_each_match(&msg.topic, |key, e| {
+            if let Some(share) = &key.share {
+                match shares.iter_mut().find(|(s, _)| s == share) {
+                    Some((_, members)) => members.push(e),
+                    None => shares.push((share.clone(), vec![e])),
+                }
+                return;
+            }
+            // No Local: not back to the publishing session [MQTT-3.8.3-3].
+            if e.no_local && publisher == Some(&*e.slot.client_id) {
+                return;
+            }
+            let qos = e.qos.min(msg.qos);
+            // Retain As Published; otherwise 0 for an established subscription [MQTT-3.3.1-12].
+            let retain = msg.retain && e.retain_as_published;
+            match by_slot.get(&key.slot) {
+                Some(&i) => {
+                    let t = &mut targets[i];
+                    t.qos = t.qos.max(qos);
+                    t.retain |= retain;
+                    t.ids.extend(e.id);
+                }
+                None => {
+                    by_slot.insert(key.slot, targets.len());
+                    targets.push(Target {
+                        slot: e.slot.clone(),
+                        qos,
+                        retain,
+                        ids: e.id.into_iter().collect(),
+                    });
+                }
+            }
+        });
+        let mut shared_targets = Vec::with_capacity(shares.len());
+        if !shares.is_empty() {
+            let mut turns = lock(&self.inner.share_turns);
+            for (share, mut members) in shares {
+                // Stable order, so that turns go round the members.
+                members.sort_by_key(|e| e.slot.id);
+                let online: Vec<&SubEntry> = members
+                    .iter()
+                    .copied()
+                    .filter(|e| e.slot.is_online())
+                    .collect();
+                let pool = if online.is_empty() { &members } else { &online };
+                let turn = turns.entry(share).or_insert(0);
+                let e = pool[*turn % pool.len()];
+                *turn = turn.wrapping_add(1);
+                shared_targets.push(Target {
+                    slot: e.slot.clone(),
+                    qos: e.qos.min(msg.qos),
+                    retain: msg.retain && e.retain_as_published,
+                    ids: e.id.into_iter().collect(),
+                });
+            }
+        }
+        drop(subs);
+        let matched = targets.len() + shared_targets.len();
+        for t in targets.into_iter().chain(shared_targets) {
+            let d = Delivery {
+                msg: msg.clone(),
+                qos: t.qos,
+                retain: t.retain,
+                ids: t.ids,
+            };
+            if !t.slot.push(d, &self.inner.config, now) {
+                Stats::add(&self.inner.stats.messages_dropped, 1);
+            }
+        }
+        Routed { matched }
+    }
+
+    /// The retained messages for a new subscription to `filter`.
+    pub(crate) fn retained_for(&self, filter: &str, now: Instant) -> Vec<Arc<Message>> {
+        read(&self.inner.retained).matching(filter, now)
+    }
+
+    pub(crate) fn subscribe(&self, slot: &Arc<Slot>, filter: &str, entry: SubscribeEntry) {
+        let share = filter
+            .starts_with("$share/")
+            .then(|| Arc::<str>::from(filter));
+        let key = SubKey {
+            slot: slot.id,
+            share,
+        };
+        let value = SubEntry {
+            slot: slot.clone(),
+            qos: entry.qos,
+            no_local: entry.no_local,
+            retain_as_published: entry.retain_as_published,
+            id: entry.id,
+        };
+        if let Err(e) = write(&self.inner.subs).insert(filter, key, value) {
+            // The decoder validated the filter; this cannot happen for a decoded SUBSCRIBE.
+            tracing::warn!(filter, "subscription refused by the trie: {e}");
+        }
+    }
+
+    pub(crate) fn unsubscribe(&self, slot_id: u64, filter: &str) -> bool {
+        let share = filter
+            .starts_with("$share/")
+            .then(|| Arc::<str>::from(filter));
+        let key = SubKey {
+            slot: slot_id,
+            share,
+        };
+        write(&self.inner.subs).remove(filter, &key).is_some()
+    }
+
+    /// Attaches connection `conn` to the session of `client_id`: resumes it (`clean_start`
+    /// false and one exists) or starts a new one, taking it over from a connection that still
+    /// holds it (that one is woken to close with 0x8E [MQTT-3.1.4-3]). Returns the slot and
+    /// whether a session was resumed.
+    pub(crate) fn attach(
+        &self,
+        client_id: &Arc<str>,
+        clean_start: bool,
+        conn: u64,
+        expiry: u32,
+    ) -> (Arc<Slot>, bool) {
+        let mut sessions = lock(&self.inner.sessions);
+        let existing = sessions.get(client_id).cloned();
+        if let Some(old) = &existing {
+            let mut st = lock(&old.state);
+            let had_owner = st.owner.is_some();
+            if !clean_start {
+                st.owner = Some(conn);
+                st.generation += 1;
+                st.expiry = expiry;
+                drop(st);
+                old.set_online(true);
+                if had_owner {
+                    old.notify.notify_one();
+                }
+                return (old.clone(), true);
+            }
+            // Clean start: the old session ends here [MQTT-3.1.2-4].
+            st.ended = true;
+            st.owner = None;
+            drop(st);
+            if had_owner {
+                old.notify.notify_one();
+            }
+        }
+        let slot = Arc::new(Slot::new(self.next_id(), client_id.clone(), conn, expiry));
+        sessions.insert(client_id.clone(), slot.clone());
+        drop(sessions);
+        if let Some(old) = existing {
+            self.drop_subscriptions(&old);
+        }
+        (slot, false)
+    }
+
+    /// Ends `slot`'s session if it is still the client's, nobody re-attached since
+    /// `generation`, and no connection holds it.
+    pub(crate) fn end_session(&self, slot: &Arc<Slot>, generation: u64) {
+        let mut sessions = lock(&self.inner.sessions);
+        let current = sessions
+            .get(&slot.client_id)
+            .is_some_and(|s| Arc::ptr_eq(s, slot));
+        {
+            let mut st = lock(&slot.state);
+            if st.owner.is_some() || st.generation != generation || st.ended {
+                return;
+            }
+            st.ended = true;
+        }
+        if current {
+            sessions.remove(&slot.client_id);
+        }
+        drop(sessions);
+        self.drop_subscriptions(slot);
+    }
+
+    fn drop_subscriptions(&self, slot: &Arc<Slot>) {
+        let filters: Vec<ByteString> = {
+            let mut st = lock(&slot.state);
+            st.queue.clear();
+            st.queued_bytes = 0;
+            st.inflight.clear();
+            st.subscriptions.drain().map(|(f, _)| f).collect()
+        };
+        if filters.is_empty() {
+            return;
+        }
+        let mut subs = write(&self.inner.subs);
+        for f in filters {
+            let share = f.starts_with("$share/").then(|| Arc::<str>::from(&*f));
+            subs.remove(
+                &f,
+                &SubKey {
+                    slot: slot.id,
+                    share,
+                },
+            );
+        }
+    }
+
+    /// A client identifier for a client that sent an empty one [MQTT-3.1.3-6].
+    pub(crate) fn assign_client_id(&self) -> Arc<str> {
+        let nanos = self.inner.started.elapsed().as_nanos() as u64;
+        let n = self.next_id();
+        let mixed = (nanos ^ n.rotate_left(32)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        format!("kite-{:016x}", mixed ^ n).into()
+    }
+}
+
+/// The options of one subscription, as the session keeps them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SubscribeEntry {
+    pub qos: QoS,
+    pub no_local: bool,
+    pub retain_as_published: bool,
+    pub id: Option<u32>,
+}
+
+/// Binds the broker's TCP listener for devices with a clear error when it cannot.
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+            format!(
+                "; another broker (mosquitto?) may be running there: pass --mqtt 127.0.0.1:{} for another port, or --upstream mqtt://{addr} to use that broker",
+                addr.port().wrapping_add(1)
+            )
+        } else {
+            String::new()
+        };
+        anyhow::anyhow!("cannot listen for MQTT on {addr}: {e}{hint}")
+    })
+}

@@ -1,0 +1,146 @@
+//! One client session as the broker keeps it: subscriptions, the bounded queue of deliveries,
+//! the QoS 1/2 messages in flight both ways. It outlives connections (persistent sessions).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use bytestring::ByteString;
+use kite_mqtt::QoS;
+use tokio::sync::Notify;
+
+use super::{BrokerConfig, Message, SubscribeEntry, lock};
+
+/// One message on its way to one session.
+#[derive(Debug, Clone)]
+pub(crate) struct Delivery {
+    pub msg: Arc<Message>,
+    /// The QoS it is delivered at (the lower of the publication's and the subscription's).
+    pub qos: QoS,
+    /// The RETAIN flag to send.
+    pub retain: bool,
+    /// Subscription identifiers of the matching subscriptions (MQTT 5).
+    pub ids: Vec<u32>,
+}
+
+/// Where an outgoing QoS 1/2 delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Awaiting {
+    /// QoS 1: PUBACK.
+    Ack,
+    /// QoS 2: PUBREC.
+    Rec,
+    /// QoS 2: PUBCOMP (PUBREL sent).
+    Comp,
+}
+
+/// A delivery sent and not yet acknowledged.
+#[derive(Debug, Clone)]
+pub(crate) struct Inflight {
+    pub packet_id: u16,
+    pub delivery: Delivery,
+    pub awaiting: Awaiting,
+}
+
+#[derive(Debug)]
+pub(crate) struct SessionState {
+    /// The connection that holds the session, if any.
+    pub owner: Option<u64>,
+    /// Bumped at every attach: timers started by a connection that left check it.
+    pub generation: u64,
+    /// Session expiry interval in seconds (`u32::MAX`: never).
+    pub expiry: u32,
+    /// Set when the session is removed: deliveries are refused, its connection closes.
+    pub ended: bool,
+    /// Subscriptions by full filter (`$share/...` included).
+    pub subscriptions: HashMap<ByteString, SubscribeEntry>,
+    /// Deliveries not yet sent, oldest first.
+    pub queue: VecDeque<Delivery>,
+    pub queued_bytes: usize,
+    /// Sent and not acknowledged, in the order sent (resent in this order [MQTT-4.6.0-1]).
+    pub inflight: VecDeque<Inflight>,
+    next_packet_id: u16,
+    /// QoS 2 messages received (and routed) whose PUBREL has not come yet: a PUBLISH with one
+    /// of these ids is a duplicate and is not routed again [MQTT-4.3.3-10].
+    pub incoming_qos2: HashSet<u16>,
+}
+
+impl SessionState {
+    /// A packet identifier not used by any message in flight.
+    pub(crate) fn next_packet_id(&mut self) -> u16 {
+        loop {
+            self.next_packet_id = self.next_packet_id.wrapping_add(1);
+            if self.next_packet_id == 0 {
+                self.next_packet_id = 1;
+            }
+            let id = self.next_packet_id;
+            if !self.inflight.iter().any(|i| i.packet_id == id) {
+                return id;
+            }
+        }
+    }
+}
+
+/// A session, shared by its connection's task, the routers that deliver to it, and timers.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    /// Unique for the broker's lifetime (a new session for the same client id gets a new id).
+    pub id: u64,
+    pub client_id: Arc<str>,
+    pub state: std::sync::Mutex<SessionState>,
+    /// Wakes the owning connection: new deliveries, or the session was taken over or ended.
+    pub notify: Notify,
+    online: AtomicBool,
+}
+
+impl Slot {
+    pub(crate) fn new(id: u64, client_id: Arc<str>, owner: u64, expiry: u32) -> Self {
+        Self {
+            id,
+            client_id,
+            state: std::sync::Mutex::new(SessionState {
+                owner: Some(owner),
+                generation: 0,
+                expiry,
+                ended: false,
+                subscriptions: HashMap::new(),
+                queue: VecDeque::new(),
+                queued_bytes: 0,
+                inflight: VecDeque::new(),
+                next_packet_id: 0,
+                incoming_qos2: HashSet::new(),
+            }),
+            notify: Notify::new(),
+            online: AtomicBool::new(true),
+        }
+    }
+
+    pub(crate) fn is_online(&self) -> bool {
+        self.online.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_online(&self, online: bool) {
+        self.online.store(online, Ordering::Relaxed);
+    }
+
+    /// Queues a delivery and wakes the connection. `false`: dropped — the session ended, the
+    /// queue is full (count or bytes), or QoS 0 for a session with no connection.
+    pub(crate) fn push(&self, d: Delivery, config: &BrokerConfig, _now: Instant) -> bool {
+        let size = d.msg.size();
+        let mut st = lock(&self.state);
+        if st.ended || (st.owner.is_none() && d.qos == QoS::AtMostOnce) {
+            return false;
+        }
+        if st.queue.len() >= config.max_queued_messages
+            || st.queued_bytes + size > config.max_queued_bytes
+        {
+            return false;
+        }
+        st.queue.push_back(d);
+        st.queued_bytes += size;
+        drop(st);
+        self.notify.notify_one();
+        true
+    }
+}

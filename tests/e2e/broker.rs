@@ -1,0 +1,874 @@
+//! The embedded broker, at the level of the MQTT specifications. Each scenario runs twice: as
+//! devices over TCP to the broker's listener, and as browsers over the gateway's WebSocket
+//! `/mqtt` (the same broker behind the gateway's checks).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use kite_gateway::config::Config;
+use kite_mqtt::codec::{
+    Connect, Disconnect, Properties, Publish, ReasonCode, RetainHandling, Subscription, Will,
+};
+use kite_mqtt::{Packet, QoS, Version};
+use kite_tests::client::{TestClient, Via, connect, publish};
+use kite_tests::{Gateway, wait_for};
+
+const V3: Version = Version::V3_1_1;
+const V5: Version = Version::V5;
+
+/// Runs `scenario` against a fresh embedded broker over TCP, then over WebSocket.
+fn both(adjust: impl Fn(&mut Config), scenario: impl Fn(&Via)) {
+    for ws in [false, true] {
+        let gw = Gateway::start_with(&[], None, &adjust);
+        let via = if ws {
+            Via::Ws(gw.ws_url("/mqtt"))
+        } else {
+            Via::Tcp(gw.mqtt_addr.expect("embedded broker"))
+        };
+        scenario(&via);
+    }
+}
+
+fn defaults(_: &mut Config) {}
+
+fn payloads(packets: &[Packet]) -> Vec<String> {
+    packets
+        .iter()
+        .map(|p| match p {
+            Packet::Publish(p) => String::from_utf8_lossy(&p.payload).into_owned(),
+            other => panic!("expected only PUBLISH, got {other:?}"),
+        })
+        .collect()
+}
+
+fn v5_connect(client_id: &str, properties: Properties) -> Connect {
+    Connect {
+        properties: properties.into(),
+        ..connect(V5, client_id)
+    }
+}
+
+fn with_will(mut c: Connect, topic: &str, payload: &str, properties: Properties) -> Connect {
+    c.will = Some(Will {
+        topic: topic.into(),
+        payload: Bytes::copy_from_slice(payload.as_bytes()),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        properties: properties.into(),
+    });
+    c
+}
+
+/// QoS is the lower of the publication's and the subscription's (§3.8.4); a QoS 2 message
+/// sent twice before PUBREL is delivered once [MQTT-4.3.3-10].
+#[test]
+fn qos_downgrade_and_exactly_once() {
+    both(defaults, |via| {
+        let mut sub = TestClient::connected(via, V5, "sub");
+        sub.subscribe("q/1/#", QoS::AtLeastOnce);
+        sub.subscribe("q/2/#", QoS::ExactlyOnce);
+        let mut publ = TestClient::connected(via, V5, "pub");
+        for (i, qos) in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce]
+            .into_iter()
+            .enumerate()
+        {
+            publ.publish(publish("q/1/x", &format!("m{i}"), qos, 10 + i as u16));
+        }
+        let got: Vec<(String, QoS)> = (0..3)
+            .map(|_| {
+                let p = sub.recv_publish();
+                sub.ack(&p);
+                (String::from_utf8_lossy(&p.payload).into_owned(), p.qos)
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("m0".to_owned(), QoS::AtMostOnce),
+                ("m1".to_owned(), QoS::AtLeastOnce),
+                ("m2".to_owned(), QoS::AtLeastOnce),
+            ]
+        );
+
+        // The same QoS 2 PUBLISH twice (the second with DUP) before PUBREL.
+        let mut p = publish("q/2/x", "once", QoS::ExactlyOnce, 7);
+        publ.send(&Packet::Publish(p.clone()));
+        assert!(matches!(publ.recv(), Packet::PubRec(a) if a.packet_id == 7));
+        p.dup = true;
+        assert_eq!(publ.publish(p), ReasonCode::Success);
+        let first = sub.recv_publish();
+        assert_eq!(first.qos, QoS::ExactlyOnce);
+        sub.ack(&first);
+        assert_eq!(sub.barrier(), vec![], "a QoS 2 message arrived twice");
+    });
+}
+
+/// Overlapping subscriptions: one copy at the highest QoS (3.1.1 [MQTT-3.3.5-1], 5.0
+/// [MQTT-3.3.4-2]) carrying every matching subscription identifier [MQTT-3.3.4-3/4].
+#[test]
+fn overlapping_subscriptions_give_one_copy() {
+    both(defaults, |via| {
+        let mut v3 = TestClient::connected(via, V3, "v3");
+        let ack = v3.subscribe_with(
+            1,
+            vec![
+                Subscription::new("o/+", QoS::AtMostOnce),
+                Subscription::new("o/#", QoS::ExactlyOnce),
+            ],
+            Properties::default(),
+        );
+        assert_eq!(
+            ack.reasons,
+            vec![ReasonCode::GrantedQoS0, ReasonCode::GrantedQoS2]
+        );
+        let mut v5 = TestClient::connected(via, V5, "v5");
+        v5.subscribe_with(
+            1,
+            vec![Subscription::new("o/+", QoS::AtLeastOnce)],
+            Properties {
+                subscription_identifiers: vec![1],
+                ..Properties::default()
+            },
+        );
+        v5.subscribe_with(
+            2,
+            vec![Subscription::new("o/#", QoS::AtMostOnce)],
+            Properties {
+                subscription_identifiers: vec![2],
+                ..Properties::default()
+            },
+        );
+        let mut publ = TestClient::connected(via, V5, "pub");
+        publ.publish(publish("o/x", "hi", QoS::ExactlyOnce, 1));
+
+        let p = v3.recv_publish();
+        assert_eq!(p.qos, QoS::ExactlyOnce);
+        v3.ack(&p);
+        assert_eq!(v3.barrier(), vec![], "a second copy to the 3.1.1 client");
+
+        let p = v5.recv_publish();
+        assert_eq!(p.qos, QoS::AtLeastOnce);
+        let mut ids = p.properties.subscription_identifiers.clone();
+        ids.sort_unstable();
+        assert_eq!(ids, vec![1, 2]);
+        v5.ack(&p);
+        assert_eq!(v5.barrier(), vec![], "a second copy to the 5.0 client");
+    });
+}
+
+/// Retained messages: kept, replaced, deleted by an empty payload; sent with RETAIN 1 to a new
+/// subscription ([MQTT-3.3.1-8] in 3.1.1) and with RETAIN 0 on an established one
+/// ([MQTT-3.3.1-9]; 5.0 [MQTT-3.3.1-12]) unless Retain As Published [MQTT-3.3.1-13]; Retain
+/// Handling 0/1/2 [MQTT-3.3.1-9/10/11] (5.0).
+#[test]
+fn retained_messages() {
+    both(defaults, |via| {
+        let mut publ = TestClient::connected(via, V5, "pub");
+        let retained = |topic: &str, payload: &str, id| Publish {
+            retain: true,
+            ..publish(topic, payload, QoS::AtLeastOnce, id)
+        };
+        publ.publish(retained("r/a", "one", 1));
+        publ.publish(retained("r/a", "two", 2));
+        publ.publish(retained("r/b", "bee", 3));
+
+        let mut v3 = TestClient::connected(via, V3, "v3");
+        v3.subscribe("r/a", QoS::AtLeastOnce);
+        let p = v3.recv_publish();
+        assert_eq!((&p.payload[..], p.retain), (&b"two"[..], true));
+        v3.ack(&p);
+        assert_eq!(v3.barrier(), vec![]);
+
+        let mut rap = TestClient::connected(via, V5, "rap");
+        let mut opts = Subscription::new("r/#", QoS::AtLeastOnce);
+        opts.retain_as_published = true;
+        rap.subscribe_with(1, vec![opts], Properties::default());
+        let mut first = payloads(&[Packet::Publish(rap.recv_publish())]);
+        first.extend(payloads(&[Packet::Publish(rap.recv_publish())]));
+        first.sort();
+        assert_eq!(first, vec!["bee", "two"]);
+        let _ = rap.barrier();
+
+        // A new retained publication to established subscriptions.
+        publ.publish(retained("r/a", "three", 4));
+        let p = v3.recv_publish();
+        assert!(!p.retain, "3.1.1: RETAIN 0 on an established subscription");
+        v3.ack(&p);
+        let p = rap.recv_publish();
+        assert!(p.retain, "Retain As Published keeps RETAIN 1");
+        rap.ack(&p);
+
+        // Deleted by an empty retained payload [MQTT-3.3.1-6]; the empty message itself is
+        // delivered to the established subscription.
+        publ.publish(retained("r/a", "", 5));
+        let p = v3.recv_publish();
+        assert!(p.payload.is_empty());
+        v3.ack(&p);
+        let mut late = TestClient::connected(via, V5, "late");
+        late.subscribe("r/a", QoS::AtLeastOnce);
+        assert_eq!(
+            late.barrier(),
+            vec![],
+            "a deleted retained message was sent"
+        );
+
+        // Retain Handling 1: only for a new subscription; 2: never.
+        let mut rh = TestClient::connected(via, V5, "rh");
+        let mut once = Subscription::new("r/b", QoS::AtMostOnce);
+        once.retain_handling = RetainHandling::SendIfNew;
+        rh.subscribe_with(1, vec![once.clone()], Properties::default());
+        assert_eq!(payloads(&rh.barrier()), vec!["bee"]);
+        rh.subscribe_with(2, vec![once], Properties::default());
+        assert_eq!(
+            rh.barrier(),
+            vec![],
+            "Retain Handling 1 on an existing subscription"
+        );
+        let mut never = Subscription::new("r/#", QoS::AtMostOnce);
+        never.retain_handling = RetainHandling::DoNotSend;
+        rh.subscribe_with(3, vec![never], Properties::default());
+        assert_eq!(rh.barrier(), vec![], "Retain Handling 2");
+    });
+}
+
+/// The Will is published when the connection ends without DISCONNECT, and with 5.0's
+/// DISCONNECT 0x04; not after a normal DISCONNECT [MQTT-3.1.2-8] [MQTT-3.1.2-10].
+#[test]
+fn will_messages() {
+    both(defaults, |via| {
+        let mut watcher = TestClient::connected(via, V5, "watcher");
+        watcher.subscribe("will/#", QoS::AtLeastOnce);
+
+        let (gone, _) = TestClient::connect(
+            via,
+            with_will(
+                connect(V3, "gone"),
+                "will/gone",
+                "lost",
+                Properties::default(),
+            ),
+        );
+        gone.drop_connection();
+        let p = watcher.recv_publish();
+        assert_eq!((&*p.topic, &p.payload[..]), ("will/gone", &b"lost"[..]));
+        watcher.ack(&p);
+
+        let (polite, _) = TestClient::connect(
+            via,
+            with_will(
+                connect(V5, "polite"),
+                "will/polite",
+                "x",
+                Properties::default(),
+            ),
+        );
+        polite.disconnect();
+        assert_eq!(
+            watcher.barrier(),
+            vec![],
+            "Will sent after a normal DISCONNECT"
+        );
+
+        let (asks, _) = TestClient::connect(
+            via,
+            with_will(
+                connect(V5, "asks"),
+                "will/asks",
+                "please",
+                Properties::default(),
+            ),
+        );
+        let mut asks = asks;
+        asks.send(&Packet::Disconnect(Disconnect::new(
+            ReasonCode::DisconnectWithWillMessage,
+        )));
+        let p = watcher.recv_publish();
+        assert_eq!(&p.payload[..], b"please");
+        watcher.ack(&p);
+    });
+}
+
+/// 5.0 Will Delay Interval: not published if the client is back in time [MQTT-3.1.3-9];
+/// published once the delay passes.
+#[test]
+fn will_delay() {
+    both(defaults, |via| {
+        let mut watcher = TestClient::connected(via, V5, "watcher");
+        watcher.subscribe("wd/#", QoS::AtLeastOnce);
+        let delayed = |id: &str| {
+            let mut c = with_will(
+                v5_connect(
+                    id,
+                    Properties {
+                        session_expiry_interval: Some(60),
+                        ..Properties::default()
+                    },
+                ),
+                &format!("wd/{id}"),
+                id,
+                Properties {
+                    will_delay_interval: Some(1),
+                    ..Properties::default()
+                },
+            );
+            c.clean_start = false;
+            c
+        };
+        // Comes back within the delay: no Will, even after the delay has passed.
+        let (c, _) = TestClient::connect(via, delayed("back"));
+        c.drop_connection();
+        let (back, ack) = TestClient::connect(via, delayed("back"));
+        assert!(ack.session_present);
+        // Stays away: the Will comes after the delay, not at once.
+        let (c, _) = TestClient::connect(via, delayed("away"));
+        c.drop_connection();
+        assert_eq!(watcher.barrier(), vec![], "Will sent before its delay");
+        let p = watcher.recv_publish();
+        assert_eq!(&*p.topic, "wd/away");
+        watcher.ack(&p);
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(
+            watcher.barrier(),
+            vec![],
+            "Will sent for a client that came back"
+        );
+        back.disconnect();
+    });
+}
+
+/// Persistent sessions: subscriptions and QoS 1 messages kept while offline, Session Present
+/// [MQTT-3.2.2-2/3], unacknowledged messages resent with DUP and the same packet id
+/// [MQTT-4.4.0-1]; clean start ends the old session.
+#[test]
+fn persistent_sessions() {
+    both(defaults, |via| {
+        let persistent = |v: Version, clean: bool| Connect {
+            clean_start: clean,
+            properties: if v.is_v5() {
+                Properties {
+                    session_expiry_interval: Some(300),
+                    ..Properties::default()
+                }
+                .into()
+            } else {
+                Default::default()
+            },
+            ..connect(v, "keeper")
+        };
+        let (mut c, ack) = TestClient::connect(via, persistent(V3, false));
+        assert!(!ack.session_present);
+        c.subscribe("ps/#", QoS::AtLeastOnce);
+        c.disconnect();
+
+        let mut publ = TestClient::connected(via, V5, "pub");
+        for i in 0..3 {
+            publ.publish(publish("ps/x", &format!("m{i}"), QoS::AtLeastOnce, i + 1));
+        }
+        publ.publish(publish("ps/x", "qos0 not kept", QoS::AtMostOnce, 0));
+
+        let (mut c, ack) = TestClient::connect(via, persistent(V3, false));
+        assert!(ack.session_present, "[MQTT-3.2.2-3]");
+        let first = c.recv_publish();
+        assert_eq!(&first.payload[..], b"m0");
+        // Not acknowledged: after a reconnect it comes again, DUP set, same packet id.
+        c.drop_connection();
+        let (mut c, ack) = TestClient::connect(via, persistent(V3, false));
+        assert!(ack.session_present);
+        let again = c.recv_publish();
+        assert_eq!(
+            (&again.payload[..], again.dup, again.packet_id),
+            (&b"m0"[..], true, first.packet_id)
+        );
+        c.ack(&again);
+        let mut rest = Vec::new();
+        while rest.len() < 2 {
+            let p = c.recv_publish();
+            c.ack(&p);
+            rest.push(String::from_utf8_lossy(&p.payload).into_owned());
+        }
+        assert_eq!(rest, vec!["m1", "m2"]);
+        assert_eq!(c.barrier(), vec![]);
+        c.disconnect();
+
+        // Clean start: no session, and the old subscription is gone [MQTT-3.2.2-2].
+        let (mut c, ack) = TestClient::connect(via, persistent(V5, true));
+        assert!(!ack.session_present);
+        publ.publish(publish("ps/x", "after", QoS::AtLeastOnce, 9));
+        assert_eq!(c.barrier(), vec![]);
+    });
+}
+
+/// A second connection with the same client id takes the session over; the first gets
+/// DISCONNECT 0x8E and is closed [MQTT-3.1.4-3].
+#[test]
+fn session_takeover() {
+    both(defaults, |via| {
+        let mut first = TestClient::connected(via, V5, "twin");
+        first.subscribe("tk/#", QoS::AtMostOnce);
+        let mut second = TestClient::connected(via, V5, "twin");
+        match first.recv() {
+            Packet::Disconnect(d) => assert_eq!(d.reason, ReasonCode::SessionTakenOver),
+            other => panic!("expected DISCONNECT 0x8E, got {other:?}"),
+        }
+        assert!(first.try_recv().is_none(), "the old connection stays open");
+        second.subscribe("tk/#", QoS::AtMostOnce);
+        let mut publ = TestClient::connected(via, V3, "pub");
+        publ.publish(publish("tk/x", "to the new one", QoS::AtLeastOnce, 1));
+        assert_eq!(payloads(&second.barrier()), vec!["to the new one"]);
+    });
+}
+
+/// CONNACK: an assigned client identifier for an empty one (5.0 §3.2.2.3.7), the broker's
+/// limits, Server Keep Alive when the client's is above the cap (§3.2.2.3.14); 3.1.1 refuses an
+/// empty client id without clean session [MQTT-3.1.3-8].
+#[test]
+fn connack_properties() {
+    both(
+        |c| c.broker.config.max_keep_alive = 30,
+        |via| {
+            let (_c, ack) = TestClient::connect(
+                via,
+                Connect {
+                    keep_alive: 0,
+                    ..connect(V5, "")
+                },
+            );
+            assert_eq!(ack.reason, ReasonCode::Success);
+            let id = ack.properties.assigned_client_identifier.clone().unwrap();
+            assert!(id.starts_with("kite-"), "{id}");
+            assert_eq!(ack.properties.server_keep_alive, Some(30));
+            assert!(ack.properties.receive_maximum.is_some());
+            assert!(ack.properties.maximum_packet_size.is_some());
+            assert_eq!(ack.properties.topic_alias_maximum, Some(64));
+
+            // Kite's encoder refuses to write this CONNECT: the bytes by hand.
+            let mut c = TestClient::open(via, V3);
+            c.send_raw(&[0x10, 12, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x00, 0, 60, 0, 0]);
+            match c.recv() {
+                Packet::ConnAck(a) => assert_eq!(a.reason, ReasonCode::ClientIdentifierNotValid),
+                other => panic!("expected CONNACK 2, got {other:?}"),
+            }
+        },
+    );
+}
+
+/// Nothing from the client for 1.5 × keep-alive: DISCONNECT 0x8D (5.0), the connection closes
+/// [MQTT-3.1.2-22], and the Will is published.
+#[test]
+fn keep_alive_timeout() {
+    both(defaults, |via| {
+        let mut watcher = TestClient::connected(via, V5, "watcher");
+        watcher.subscribe("ka/#", QoS::AtMostOnce);
+        let (mut quiet, _) = TestClient::connect(
+            via,
+            with_will(
+                Connect {
+                    keep_alive: 1,
+                    ..connect(V5, "quiet")
+                },
+                "ka/quiet",
+                "timed out",
+                Properties::default(),
+            ),
+        );
+        match quiet.recv() {
+            Packet::Disconnect(d) => assert_eq!(d.reason, ReasonCode::KeepAliveTimeout),
+            other => panic!("expected DISCONNECT 0x8D, got {other:?}"),
+        }
+        assert!(quiet.try_recv().is_none());
+        assert_eq!(&watcher.recv_publish().payload[..], b"timed out");
+    });
+}
+
+/// The broker never has more unacknowledged QoS 1/2 messages towards a client than its Receive
+/// Maximum [MQTT-3.3.4-9]; the rest wait, in order.
+#[test]
+fn receive_maximum_towards_the_client() {
+    both(defaults, |via| {
+        let (mut sub, _) = TestClient::connect(
+            via,
+            v5_connect(
+                "slow",
+                Properties {
+                    receive_maximum: Some(2),
+                    ..Properties::default()
+                },
+            ),
+        );
+        sub.subscribe("rm/#", QoS::AtLeastOnce);
+        let mut publ = TestClient::connected(via, V5, "pub");
+        for i in 0..5 {
+            publ.publish(publish("rm/x", &format!("m{i}"), QoS::AtLeastOnce, i + 1));
+        }
+        let window = sub.barrier();
+        assert_eq!(payloads(&window), vec!["m0", "m1"]);
+        let mut got = payloads(&window);
+        for p in window {
+            let Packet::Publish(p) = p else {
+                unreachable!()
+            };
+            sub.ack(&p);
+        }
+        while got.len() < 5 {
+            let p = sub.recv_publish();
+            sub.ack(&p);
+            got.push(String::from_utf8_lossy(&p.payload).into_owned());
+        }
+        assert_eq!(got, vec!["m0", "m1", "m2", "m3", "m4"]);
+    });
+}
+
+/// A message larger than the client's Maximum Packet Size is not sent [MQTT-3.1.2-24] and is
+/// dropped as if delivered [MQTT-3.1.2-25].
+#[test]
+fn maximum_packet_size_towards_the_client() {
+    both(defaults, |via| {
+        let (mut sub, _) = TestClient::connect(
+            via,
+            v5_connect(
+                "small",
+                Properties {
+                    maximum_packet_size: Some(64),
+                    ..Properties::default()
+                },
+            ),
+        );
+        sub.subscribe("mp/#", QoS::AtLeastOnce);
+        let mut publ = TestClient::connected(via, V5, "pub");
+        publ.publish(publish("mp/x", &"x".repeat(200), QoS::AtLeastOnce, 1));
+        publ.publish(publish("mp/x", "fits", QoS::AtLeastOnce, 2));
+        assert_eq!(payloads(&sub.barrier()), vec!["fits"]);
+    });
+}
+
+/// Topic aliases both ways (5.0 §3.3.2.3.4): the client's aliases are resolved; one above the
+/// broker's Topic Alias Maximum closes the connection with 0x94 [MQTT-3.3.2-9]; the broker uses
+/// aliases towards a client that allows them, within its maximum [MQTT-3.3.2-11].
+#[test]
+fn topic_aliases() {
+    both(defaults, |via| {
+        let (mut sub, _) = TestClient::connect(
+            via,
+            v5_connect(
+                "aliased",
+                Properties {
+                    topic_alias_maximum: Some(1),
+                    ..Properties::default()
+                },
+            ),
+        );
+        sub.subscribe("al/#", QoS::AtMostOnce);
+        let mut publ = TestClient::connected(via, V5, "pub");
+        // QoS 1, so that each is routed before its PUBACK comes back.
+        let aliased = |topic: &str, payload: &str, alias| {
+            let mut p = publish(topic, payload, QoS::AtLeastOnce, alias);
+            p.properties.topic_alias = Some(alias);
+            p
+        };
+        publ.publish(aliased("al/x", "set", 3));
+        publ.publish(aliased("", "used", 3));
+        publ.publish(publish("al/y", "other topic", QoS::AtLeastOnce, 9));
+        let got = sub.barrier();
+        let seen: Vec<(String, Option<u16>, String)> = got
+            .iter()
+            .map(|p| match p {
+                Packet::Publish(p) => (
+                    p.topic.to_string(),
+                    p.properties.topic_alias,
+                    String::from_utf8_lossy(&p.payload).into_owned(),
+                ),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                ("al/x".to_owned(), Some(1), "set".to_owned()),
+                (String::new(), Some(1), "used".to_owned()),
+                ("al/y".to_owned(), None, "other topic".to_owned()),
+            ]
+        );
+
+        publ.send(&Packet::Publish(aliased("al/z", "too high", 65)));
+        match publ.recv() {
+            Packet::Disconnect(d) => assert_eq!(d.reason, ReasonCode::TopicAliasInvalid),
+            other => panic!("expected DISCONNECT 0x94, got {other:?}"),
+        }
+    });
+}
+
+/// Message expiry: a queued message whose interval passed is not delivered [MQTT-3.3.2-5]; one
+/// still alive carries the interval minus the time it waited [MQTT-3.3.2-6].
+#[test]
+fn message_expiry() {
+    both(defaults, |via| {
+        let persistent = || {
+            let mut c = v5_connect(
+                "expiring",
+                Properties {
+                    session_expiry_interval: Some(60),
+                    ..Properties::default()
+                },
+            );
+            c.clean_start = false;
+            c
+        };
+        let (mut c, _) = TestClient::connect(via, persistent());
+        c.subscribe("ex/#", QoS::AtLeastOnce);
+        c.disconnect();
+        let mut publ = TestClient::connected(via, V5, "pub");
+        let expiring = |payload: &str, secs, id| {
+            let mut p = publish("ex/x", payload, QoS::AtLeastOnce, id);
+            p.properties.message_expiry_interval = Some(secs);
+            p
+        };
+        publ.publish(expiring("short", 1, 1));
+        publ.publish(expiring("long", 100, 2));
+        std::thread::sleep(Duration::from_millis(2100));
+        let (mut c, _) = TestClient::connect(via, persistent());
+        let p = c.recv_publish();
+        assert_eq!(&p.payload[..], b"long");
+        let left = p.properties.message_expiry_interval.unwrap();
+        assert!(left <= 98, "expiry not reduced by the time waited: {left}");
+        c.ack(&p);
+        assert_eq!(c.barrier(), vec![]);
+    });
+}
+
+/// No Local [MQTT-3.8.3-3], and shared subscriptions: each message to one member of the group,
+/// in turn (§4.8.2).
+#[test]
+fn no_local_and_shared_subscriptions() {
+    both(defaults, |via| {
+        let mut me = TestClient::connected(via, V5, "me");
+        let mut opts = Subscription::new("nl/#", QoS::AtMostOnce);
+        opts.no_local = true;
+        me.subscribe_with(1, vec![opts], Properties::default());
+        me.publish(publish("nl/x", "mine", QoS::AtLeastOnce, 1));
+        let mut other = TestClient::connected(via, V5, "other");
+        other.publish(publish("nl/x", "theirs", QoS::AtLeastOnce, 1));
+        assert_eq!(payloads(&me.barrier()), vec!["theirs"]);
+
+        let mut a = TestClient::connected(via, V5, "a");
+        let mut b = TestClient::connected(via, V3, "b");
+        a.subscribe("$share/g/sh/#", QoS::AtMostOnce);
+        b.subscribe("$share/g/sh/#", QoS::AtMostOnce);
+        for i in 0..6 {
+            other.publish(publish("sh/x", &format!("m{i}"), QoS::AtLeastOnce, i + 2));
+        }
+        let (ga, gb) = (payloads(&a.barrier()), payloads(&b.barrier()));
+        assert_eq!((ga.len(), gb.len()), (3, 3), "a: {ga:?}, b: {gb:?}");
+        let mut all: Vec<String> = ga.into_iter().chain(gb).collect();
+        all.sort();
+        assert_eq!(all, vec!["m0", "m1", "m2", "m3", "m4", "m5"]);
+    });
+}
+
+/// Topics starting with `$` are not matched by wildcards at the first level [MQTT-4.7.2-1];
+/// the broker publishes its statistics under `$SYS/broker/`.
+#[test]
+fn dollar_topics_and_sys() {
+    both(
+        |c| c.broker.config.sys_interval = Some(Duration::from_millis(200)),
+        |via| {
+            let mut all = TestClient::connected(via, V5, "all");
+            all.subscribe("#", QoS::AtMostOnce);
+            all.subscribe("+/broker/#", QoS::AtMostOnce);
+            let mut publ = TestClient::connected(via, V5, "pub");
+            publ.publish(publish("$app/x", "hidden", QoS::AtLeastOnce, 1));
+            publ.publish(publish("plain", "seen", QoS::AtLeastOnce, 2));
+            let got = all.barrier();
+            assert!(
+                got.iter()
+                    .all(|p| matches!(p, Packet::Publish(p) if !p.topic.starts_with('$'))),
+                "{got:?}"
+            );
+            assert!(payloads(&got).contains(&"seen".to_owned()));
+
+            let mut sys = TestClient::connected(via, V5, "sys");
+            sys.subscribe("$SYS/broker/clients/connected", QoS::AtMostOnce);
+            let p = sys.recv_publish();
+            assert!(p.retain, "a new subscription gets the retained statistic");
+            // Published every 200 ms: soon it counts these three clients.
+            wait_for("$SYS to count the clients", Duration::from_secs(10), || {
+                let p = sys.recv_publish();
+                let n: u64 = String::from_utf8_lossy(&p.payload).parse().unwrap();
+                (n >= 3).then_some(())
+            });
+        },
+    );
+}
+
+/// A session's queue is bounded: beyond `max_queued_messages`, new deliveries are dropped and
+/// counted; the oldest are kept, in order.
+#[test]
+fn offline_queue_is_bounded() {
+    both(
+        |c| c.broker.config.max_queued_messages = 3,
+        |via| {
+            let persistent = || Connect {
+                clean_start: false,
+                ..connect(V3, "offline")
+            };
+            let (mut c, _) = TestClient::connect(via, persistent());
+            c.subscribe("oq/#", QoS::AtLeastOnce);
+            c.disconnect();
+            let mut publ = TestClient::connected(via, V5, "pub");
+            for i in 0..5 {
+                publ.publish(publish("oq/x", &format!("m{i}"), QoS::AtLeastOnce, i + 1));
+            }
+            let (mut c, _) = TestClient::connect(via, persistent());
+            let mut got = Vec::new();
+            for p in c.barrier() {
+                let Packet::Publish(p) = p else { panic!() };
+                c.ack(&p);
+                got.push(String::from_utf8_lossy(&p.payload).into_owned());
+            }
+            assert_eq!(got, vec!["m0", "m1", "m2"]);
+        },
+    );
+}
+
+/// The first packet must be CONNECT [MQTT-3.1.0-1]; an unsupported protocol level gets CONNACK
+/// return code 1 [MQTT-3.1.2-2]; a malformed 5.0 CONNECT gets 0x81 with a reason string; a
+/// second CONNECT is a protocol error [MQTT-3.1.0-2].
+#[test]
+fn bad_connects() {
+    both(defaults, |via| {
+        let mut c = TestClient::open(via, V5);
+        c.send(&Packet::PingReq);
+        assert!(c.try_recv().is_none());
+
+        // Protocol level 6.
+        let mut c = TestClient::open(via, V3);
+        c.send_raw(&[0x10, 12, 0, 4, b'M', b'Q', b'T', b'T', 6, 2, 0, 60, 0, 0]);
+        match c.try_recv() {
+            Some(Packet::ConnAck(a)) => {
+                assert_eq!(a.reason, ReasonCode::UnsupportedProtocolVersion)
+            }
+            None => {} // the gateway refuses it before the broker (close frame only)
+            other => panic!("expected CONNACK 1, got {other:?}"),
+        }
+
+        let mut good = TestClient::connected(via, V5, "twice");
+        good.send(&Packet::Connect(Box::new(connect(V5, "twice"))));
+        match good.try_recv() {
+            Some(Packet::Disconnect(d)) => assert_eq!(d.reason, ReasonCode::ProtocolError),
+            None => {} // the gateway closes it first
+            other => panic!("expected DISCONNECT 0x82, got {other:?}"),
+        }
+    });
+}
+
+/// The reserved CONNECT flag set in a 5.0 CONNECT: CONNACK 0x81 Malformed Packet with the rule
+/// broken as the reason string (TCP: the gateway checks WebSocket clients itself).
+#[test]
+fn malformed_v5_connect_gets_a_reason() {
+    let gw = Gateway::start(&[], None);
+    let via = Via::Tcp(gw.mqtt_addr.unwrap());
+    let mut c = TestClient::open(&via, V5);
+    c.send_raw(&[
+        0x10, 14, 0, 4, b'M', b'Q', b'T', b'T', 5, 0x03, 0, 60, 0, 0, 1, b'x',
+    ]);
+    match c.recv() {
+        Packet::ConnAck(a) => {
+            assert_eq!(a.reason, ReasonCode::MalformedPacket);
+            let why = a.properties.reason_string.clone().unwrap();
+            assert!(why.contains("reserved"), "{why}");
+        }
+        other => panic!("expected CONNACK 0x81, got {other:?}"),
+    }
+}
+
+/// Devices log in with the same users as browsers; without credentials or with a wrong
+/// password they are refused (5.0 0x87 / 0x86, 3.1.1 return codes 5 / 4).
+#[test]
+fn device_authentication() {
+    let hash = kite_gateway::auth::hash_password(b"s3cret").unwrap();
+    let gw = Gateway::start_with(&[], None, |c| {
+        c.auth = kite_gateway::auth::Auth::new(
+            vec![kite_gateway::auth::User {
+                name: "dev".into(),
+                password_hash: hash.clone(),
+                role: None,
+            }],
+            vec![],
+        )
+        .unwrap();
+    });
+    for via in [Via::Tcp(gw.mqtt_addr.unwrap()), Via::Ws(gw.ws_url("/mqtt"))] {
+        for (v, user, password, expected) in [
+            (V5, None, None, ReasonCode::NotAuthorized),
+            (
+                V5,
+                Some("dev"),
+                Some("wrong"),
+                ReasonCode::BadUserNameOrPassword,
+            ),
+            (
+                V3,
+                Some("dev"),
+                Some("wrong"),
+                ReasonCode::BadUserNameOrPassword,
+            ),
+            (V3, Some("dev"), Some("s3cret"), ReasonCode::Success),
+            (V5, Some("dev"), Some("s3cret"), ReasonCode::Success),
+        ] {
+            let (_c, ack) = TestClient::connect(
+                &via,
+                Connect {
+                    username: user.map(Into::into),
+                    password: password.map(|p| Bytes::copy_from_slice(p.as_bytes())),
+                    ..connect(v, "auth")
+                },
+            );
+            assert_eq!(ack.reason, expected, "{via:?} {v:?} {user:?} {password:?}");
+        }
+    }
+}
+
+/// A device publishing over TCP with mosquitto_pub reaches a browser-side client on the
+/// gateway's WebSocket, and mosquitto_sub (TCP) hears a WebSocket client's publication.
+#[test]
+fn devices_and_browsers_meet() {
+    let gw = Gateway::start(&[], None);
+    let mqtt = gw.mqtt_addr.unwrap();
+    let mut browser = TestClient::connected(&Via::Ws(gw.ws_url("/mqtt")), V5, "browser");
+    browser.subscribe("plant/#", QoS::AtLeastOnce);
+    let status = kite_tests::mosquitto_client("mosquitto_pub", mqtt.port())
+        .args([
+            "-t",
+            "plant/temp",
+            "-m",
+            "21.5",
+            "-q",
+            "1",
+            "-V",
+            "mqttv311",
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let p = browser.recv_publish();
+    assert_eq!((&*p.topic, &p.payload[..]), ("plant/temp", &b"21.5"[..]));
+    browser.ack(&p);
+
+    let child = kite_tests::mosquitto_client("mosquitto_sub", mqtt.port())
+        .args([
+            "-t", "cmd/#", "-C", "1", "-q", "1", "-V", "mqttv5", "-W", "10",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // mosquitto_sub is subscribed once the broker counts its subscription.
+    let broker = gw.state().broker().unwrap();
+    wait_for(
+        "mosquitto_sub to subscribe",
+        Duration::from_secs(10),
+        || (broker.subscription_count() >= 2).then_some(()),
+    );
+    browser.publish(publish("cmd/valve", "open", QoS::AtLeastOnce, 1));
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "open");
+}
