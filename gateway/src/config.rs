@@ -900,4 +900,61 @@ mod tests {
         .to_string();
         assert!(missing.contains("/nonexistent/kite.toml"), "{missing}");
     }
+
+    #[test]
+    fn broker_section() {
+        let cfg = load_text(
+            "[broker]\nlisten = \"127.0.0.1:1884\"\nmax_queued_messages = 5\nsys_interval_secs = 0\n",
+            Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(cfg.broker.listen.to_string(), "127.0.0.1:1884");
+        assert_eq!(cfg.broker.config.max_queued_messages, 5);
+        assert_eq!(cfg.broker.config.sys_interval, None);
+        let flag = load_text(
+            "",
+            Overrides {
+                mqtt: Some("127.0.0.1:2000".parse().unwrap()),
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(flag.broker.listen.port(), 2000);
+
+        let range = load_text("[broker]\nmax_inflight = 0\n", Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            range.contains("[broker] max_inflight = 0: 1 to 65535"),
+            "{range}"
+        );
+        let listen = load_text("[broker]\nlisten = \"1883\"\n", Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(listen.contains("[broker] listen"), "{listen}");
+    }
+
+    /// Like mosquitto 2: no anonymous broker on the network unless asked for explicitly.
+    #[test]
+    fn anonymous_broker_beyond_loopback_is_refused() {
+        let open = load_text(
+            "[broker]\nlisten = \"0.0.0.0:1883\"\n",
+            Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(open.contains("without authentication"), "{open}");
+        assert!(open.contains("allow_anonymous = true"), "{open}");
+        load_text(
+            "[broker]\nlisten = \"0.0.0.0:1883\"\nallow_anonymous = true\n",
+            Overrides::default(),
+        )
+        .unwrap();
+        // With an upstream, the embedded broker does not run.
+        load_text(
+            "[broker]\nlisten = \"0.0.0.0:1883\"\n[[upstream]]\nname = \"a\"\naddresses = [\"mqtt://x\"]\n",
+            Overrides::default(),
+        )
+        .unwrap();
+    }
 }

@@ -10,6 +10,7 @@ fn kite(args: &[&str]) -> Output {
         .env_remove("KITE_HTTP")
         .env_remove("KITE_CONFIG")
         .env_remove("KITE_ASSETS")
+        .env_remove("KITE_MQTT")
         .output()
         .unwrap()
 }
@@ -78,9 +79,10 @@ fn bad_usage_is_one_line_and_exit_2() {
 
 #[test]
 fn bad_configuration_is_one_line_and_exit_2() {
+    // Checked before anything is bound.
     usage_error(
-        &["serve", "--http", "127.0.0.1:0"],
-        "no upstream broker configured",
+        &["serve", "--http", "127.0.0.1:0", "--mqtt", "0.0.0.0:1883"],
+        "the embedded broker would listen on 0.0.0.0:1883 without authentication",
     );
     usage_error(
         &[
@@ -112,10 +114,18 @@ fn spawn_serve(global: &[&str], upstream_name: &str) -> std::process::Child {
     let unused = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = unused.local_addr().unwrap().port();
     drop(unused);
+    let upstream = format!("{upstream_name}mqtt://127.0.0.1:{port}");
+    spawn(global, &["--http", "127.0.0.1:0", "--upstream", &upstream])
+}
+
+/// `kite [global] serve [serve_args]`, with stdout and stderr piped.
+fn spawn(global: &[&str], serve_args: &[&str]) -> std::process::Child {
     Command::new(env!("CARGO_BIN_EXE_kite"))
         .args(global)
-        .args(["serve", "--http", "127.0.0.1:0", "--upstream"])
-        .arg(format!("{upstream_name}mqtt://127.0.0.1:{port}"))
+        .arg("serve")
+        .args(serve_args)
+        .env_remove("KITE_CONFIG")
+        .env_remove("KITE_MQTT")
         .env("KITE_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -151,6 +161,36 @@ fn serve_prints_its_address_and_answers() {
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(body.contains(r#""upstreams":["plant"]"#), "{body}");
+}
+
+/// Without an upstream, `kite serve` runs the embedded broker and says where devices reach it.
+#[test]
+fn serve_without_upstream_runs_the_embedded_broker() {
+    use std::io::{Read, Write};
+    let mut child = spawn(&[], &["--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0"]);
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let mqtt = line
+        .split("mqtt://")
+        .nth(1)
+        .map(|rest| rest.trim_end_matches(|c: char| c == ')' || c.is_whitespace()))
+        .unwrap_or_else(|| panic!("no broker address in {line:?}"))
+        .to_owned();
+    let mut s = std::net::TcpStream::connect(&mqtt).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    // MQTT 3.1.1 CONNECT, clean session, client id "d".
+    s.write_all(&[
+        0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 60, 0, 1, b'd',
+    ])
+    .unwrap();
+    let mut connack = [0u8; 4];
+    s.read_exact(&mut connack).unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(connack, [0x20, 2, 0, 0], "CONNACK accepted");
 }
 
 #[test]
