@@ -34,7 +34,7 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the app at http://ADDR/ and MQTT over WebSocket at ws://ADDR/mqtt.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print an argon2 hash of the password read from standard input, for a [[user]]
     /// password_hash in the config (e.g. `printf %s 'secret' | kite passwd`).
     Passwd,
@@ -80,6 +80,11 @@ pub struct ServeArgs {
     /// address [default: 127.0.0.1:1883]
     #[arg(long, value_name = "ADDR", env = "KITE_MQTT")]
     pub mqtt: Option<SocketAddr>,
+
+    /// Where the embedded broker keeps retained messages and persistent sessions
+    /// [default: ./kite-data]
+    #[arg(long, value_name = "DIR", env = "KITE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -97,6 +102,7 @@ impl ServeArgs {
                 _ => None,
             },
             mqtt: self.mqtt,
+            data_dir: self.data_dir.clone(),
         }
     }
 }

@@ -130,6 +130,14 @@ pub enum ConfigError {
         /// The accepted range.
         expected: &'static str,
     },
+    /// `[broker] sync` is not one of the policies.
+    #[error(
+        "invalid [broker] sync = {value:?}: use \"always\" (fsync before acknowledging) or \"periodic\" (fsync once a second)"
+    )]
+    Sync {
+        /// The value as given.
+        value: String,
+    },
     /// The embedded broker would accept anyone from the network.
     #[error(
         "the embedded broker would listen on {addr} without authentication: add [[user]] entries, listen on 127.0.0.1 (--mqtt 127.0.0.1:1883), or set allow_anonymous = true in [broker] if anyone who can reach {addr} may use it"
@@ -313,7 +321,14 @@ pub struct BrokerSettings {
     pub allow_anonymous: bool,
     /// The broker's own limits.
     pub config: crate::broker::BrokerConfig,
+    /// Where retained messages and persistent sessions are kept; `None`: in memory only.
+    pub data_dir: Option<PathBuf>,
+    /// When writes reach the disk.
+    pub sync: crate::broker::store::Sync,
 }
+
+/// The embedded broker's data directory by default (relative to the working directory).
+pub const DEFAULT_DATA_DIR: &str = "kite-data";
 
 /// Where the embedded broker listens for devices by default.
 pub const DEFAULT_MQTT: &str = "127.0.0.1:1883";
@@ -362,6 +377,9 @@ struct FileBroker {
     max_keep_alive_secs: Option<u64>,
     max_session_expiry_secs: Option<u64>,
     sys_interval_secs: Option<u64>,
+    persistence: Option<bool>,
+    data_dir: Option<PathBuf>,
+    sync: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -426,6 +444,8 @@ pub struct Overrides {
     pub tls: Option<crate::tls::TlsFiles>,
     /// `--mqtt`: the embedded broker's TCP address.
     pub mqtt: Option<SocketAddr>,
+    /// `--data-dir`: the embedded broker's data directory.
+    pub data_dir: Option<PathBuf>,
 }
 
 fn check_name(name: &str) -> Result<(), ConfigError> {
@@ -521,7 +541,10 @@ impl Config {
                 })
                 .collect(),
         )?;
-        let broker = parsed.broker.resolve(overrides.mqtt, &limits)?;
+        let mut broker = parsed.broker.resolve(overrides.mqtt, &limits)?;
+        if let Some(dir) = overrides.data_dir {
+            broker.data_dir = Some(dir);
+        }
         if upstreams.is_empty()
             && !broker.listen.ip().is_loopback()
             && !auth.required()
@@ -664,10 +687,29 @@ impl FileBroker {
             )?),
             sys_interval: (sys > 0).then(|| std::time::Duration::from_secs(sys)),
         };
+        let sync = match self.sync.as_deref() {
+            None | Some("always") => crate::broker::store::Sync::Always,
+            Some("periodic") => crate::broker::store::Sync::Periodic,
+            Some(other) => {
+                return Err(ConfigError::Sync {
+                    value: other.to_owned(),
+                });
+            }
+        };
+        let data_dir = match self.persistence {
+            Some(false) => None,
+            _ => Some(
+                self.data_dir
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            ),
+        };
         Ok(BrokerSettings {
             listen,
             allow_anonymous: self.allow_anonymous,
             config,
+            data_dir,
+            sync,
         })
     }
 }

@@ -116,10 +116,15 @@ impl AppState {
             .clone()
             .map(crate::tls::Reloadable::new)
             .transpose()?;
-        let broker = config
-            .upstreams
-            .is_empty()
-            .then(|| Broker::new(config.broker.config.clone(), config.auth.clone()));
+        let broker = if !config.upstreams.is_empty() {
+            None
+        } else {
+            let (settings, auth) = (&config.broker, config.auth.clone());
+            Some(match &settings.data_dir {
+                Some(dir) => Broker::open(settings.config.clone(), auth, dir, settings.sync)?,
+                None => Broker::new(settings.config.clone(), auth),
+            })
+        };
         Ok(Self {
             tls,
             broker,

@@ -25,6 +25,7 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// `state` has an embedded broker). Both stop when [`run`] shuts down.
 pub fn start_broker(state: &AppState, listener: TcpListener) {
     if let Some(b) = state.broker() {
+        b.start_timers();
         let (l, s) = (b.clone(), b.clone());
         tokio::spawn(async move { l.listen(listener).await });
         tokio::spawn(async move { s.publish_sys().await });
@@ -40,6 +41,7 @@ pub async fn run(
     let sessions = state.sessions().clone();
     let tls = state.tls().cloned();
     let broker = state.broker().cloned();
+    let store_owner = broker.clone();
     let signal = {
         let sessions = sessions.clone();
         async move {
@@ -70,6 +72,10 @@ pub async fn run(
         }
     }
     let left = sessions.drained(DRAIN_TIMEOUT).await;
+    if let Some(b) = store_owner {
+        // Connections got their DISCONNECT; what they stored is committed, the file closed.
+        b.close_store();
+    }
     if left > 0 {
         tracing::warn!(
             "{left} sessions still open after {}s; stopping anyway",

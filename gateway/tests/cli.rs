@@ -167,7 +167,18 @@ fn serve_prints_its_address_and_answers() {
 #[test]
 fn serve_without_upstream_runs_the_embedded_broker() {
     use std::io::{Read, Write};
-    let mut child = spawn(&[], &["--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0"]);
+    let data = std::env::temp_dir().join(format!("kite-cli-data-{}", std::process::id()));
+    let mut child = spawn(
+        &[],
+        &[
+            "--http",
+            "127.0.0.1:0",
+            "--mqtt",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+    );
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
@@ -191,6 +202,8 @@ fn serve_without_upstream_runs_the_embedded_broker() {
     child.kill().unwrap();
     child.wait().unwrap();
     assert_eq!(connack, [0x20, 2, 0, 0], "CONNACK accepted");
+    assert!(data.join("broker.redb").is_file(), "no data file");
+    let _ = std::fs::remove_dir_all(&data);
 }
 
 #[test]

@@ -33,6 +33,8 @@ pub struct TestClient {
     transport: Transport,
     version: Version,
     buf: BytesMut,
+    /// Packets read while waiting for another one (e.g. a PUBLISH before a PUBREL).
+    held: std::collections::VecDeque<Packet>,
 }
 
 impl TestClient {
@@ -51,6 +53,7 @@ impl TestClient {
             transport,
             version,
             buf: BytesMut::new(),
+            held: std::collections::VecDeque::new(),
         }
     }
 
@@ -88,6 +91,9 @@ impl TestClient {
 
     /// The next packet; `None` if the connection closed. Panics after 10 s of silence.
     pub fn try_recv(&mut self) -> Option<Packet> {
+        if let Some(p) = self.held.pop_front() {
+            return Some(p);
+        }
         loop {
             let limits = Limits::default();
             if let Some(p) = kite_mqtt::decode(&mut self.buf, self.version, &limits).unwrap() {
@@ -207,10 +213,16 @@ impl TestClient {
             QoS::AtLeastOnce => self.send(&Packet::PubAck(Ack::new(p.packet_id))),
             QoS::ExactlyOnce => {
                 self.send(&Packet::PubRec(Ack::new(p.packet_id)));
-                match self.recv() {
-                    Packet::PubRel(a) if a.packet_id == p.packet_id => {}
-                    other => panic!("expected PUBREL {}, got {other:?}", p.packet_id),
+                // Other deliveries may come first; they are kept for the next `recv`.
+                let mut before = Vec::new();
+                loop {
+                    match self.recv() {
+                        Packet::PubRel(a) if a.packet_id == p.packet_id => break,
+                        other @ Packet::Publish(_) => before.push(other),
+                        other => panic!("expected PUBREL {}, got {other:?}", p.packet_id),
+                    }
                 }
+                self.held.extend(before);
                 self.send(&Packet::PubComp(Ack::new(p.packet_id)));
             }
         }

@@ -305,8 +305,11 @@ impl Gateway {
                 .collect(),
             tls: None,
             mqtt: Some("127.0.0.1:0".parse().unwrap()),
+            data_dir: None,
         };
         let mut config = Config::load(None, overrides).unwrap();
+        // In memory unless a test gives the broker a data directory.
+        config.broker.data_dir = None;
         adjust(&mut config);
         let state = AppState::new(config.clone()).unwrap();
         let kept = state.clone();

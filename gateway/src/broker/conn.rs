@@ -7,7 +7,7 @@
 //! is bounded ([`OUT_HIGH_WATER`]): above it, the task neither reads nor takes deliveries from
 //! the session's queue until the client has taken the bytes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,10 +22,14 @@ use kite_mqtt::{DecodeError, Limits, Packet, QoS, Version};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::session::{Awaiting, Delivery, Inflight, Slot};
+use super::store::Op;
 use super::{Broker, Message, Stats, SubscribeEntry, lock, stopped};
 
 /// Bytes waiting to be written to one client, at most (plus one packet).
 const OUT_HIGH_WATER: usize = 64 * 1024;
+
+/// Answers held back for the store at most, before the connection stops reading.
+const MAX_PENDING: usize = 65_536;
 
 /// How long the last packets (CONNACK refusal, DISCONNECT) may take to be written.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -338,8 +342,6 @@ where
         p.maximum_packet_size = Some(config.max_packet_size);
         p.topic_alias_maximum = Some(config.topic_alias_maximum);
     }
-    encode(&Packet::ConnAck(ack), version, &mut out);
-
     let props = &connect.properties;
     let mut conn = Conn {
         broker: broker.clone(),
@@ -355,7 +357,18 @@ where
         problem_info: props.request_problem_information.unwrap_or(true),
         aliases_in: HashMap::new(),
         aliases_out: HashMap::new(),
+        pending: VecDeque::new(),
+        committed: broker.committed(),
     };
+    // A persistent session is stored before the CONNACK that confirms it.
+    let ticket = broker.persist_session(&conn.slot, 0);
+    if ticket > 0
+        && let Some(mut committed) = broker.committed()
+    {
+        // Nothing may go out before the CONNACK [MQTT-3.2.0-1]: wait here, not in `pending`.
+        let _ = committed.wait_for(|c| *c >= ticket).await.is_ok();
+    }
+    encode(&Packet::ConnAck(ack), version, &mut out);
     let will = connect.will.clone();
     drop(connect);
     if present {
@@ -443,11 +456,40 @@ struct Conn {
     aliases_in: HashMap<u16, ByteString>,
     /// Topic aliases the broker set towards the client.
     aliases_out: HashMap<ByteString, u16>,
+    /// Acknowledgements held back until the store has committed the writes they confirm
+    /// (store ticket, packet), in order.
+    pending: VecDeque<(u64, Packet)>,
+    committed: Option<tokio::sync::watch::Receiver<u64>>,
 }
 
 impl Conn {
     fn v5(&self) -> bool {
         self.version.is_v5()
+    }
+
+    fn committed_ticket(&self) -> u64 {
+        self.committed.as_ref().map_or(u64::MAX, |c| *c.borrow())
+    }
+
+    /// Sends an answer once store ticket `ticket` is committed (0: no wait), never before an
+    /// answer held back earlier.
+    fn answer(&mut self, ticket: u64, packet: Packet, out: &mut BytesMut) {
+        let ticket = ticket.max(self.pending.back().map_or(0, |(t, _)| *t));
+        if ticket == 0 || (self.pending.is_empty() && ticket <= self.committed_ticket()) {
+            encode(&packet, self.version, out);
+        } else {
+            self.pending.push_back((ticket, packet));
+        }
+    }
+
+    /// Sends the held-back answers whose writes are committed.
+    fn release(&mut self, out: &mut BytesMut) {
+        let committed = self.committed_ticket();
+        while self.pending.front().is_some_and(|(t, _)| *t <= committed) {
+            if let Some((_, p)) = self.pending.pop_front() {
+                encode(&p, self.version, out);
+            }
+        }
     }
 
     async fn run<R, W>(
@@ -466,6 +508,7 @@ impl Conn {
         let grace = Duration::from_millis(u64::from(keep_alive) * 1500);
         let mut deadline = tokio::time::Instant::now() + grace;
         let slot = self.slot.clone();
+        let mut committed = self.committed.clone();
         // Packets already buffered behind the CONNECT.
         if let Err(end) = self.handle_buffered(inbuf, out) {
             return end;
@@ -474,8 +517,10 @@ impl Conn {
             if let Some(end) = self.taken_over() {
                 return end;
             }
+            self.release(out);
             self.fill(out, Instant::now());
-            let reading = out.len() < OUT_HIGH_WATER;
+            let reading = out.len() < OUT_HIGH_WATER && self.pending.len() < MAX_PENDING;
+            let waiting = !self.pending.is_empty();
             tokio::select! {
                 r = rd.read_buf(inbuf), if reading => match r {
                     Ok(0) => return End::Closed,
@@ -497,6 +542,11 @@ impl Conn {
                     Err(e) => return End::Io(e.to_string()),
                 },
                 () = slot.notify.notified() => {}
+                c = async { committed.as_mut()?.changed().await.ok() }, if waiting => {
+                    if c.is_none() {
+                        return End::Io("the broker's store stopped".to_owned());
+                    }
+                }
                 () = tokio::time::sleep_until(deadline), if keep_alive > 0 => return End::KeepAlive,
                 () = stopped(&mut shutdown) => return End::Shutdown,
             }
@@ -545,12 +595,19 @@ impl Conn {
                 Ok(())
             }
             Packet::PubRel(a) => {
-                let known = lock(&self.slot.state).incoming_qos2.remove(&a.packet_id);
+                let (known, persisted) = {
+                    let mut st = lock(&self.slot.state);
+                    (st.incoming_qos2.remove(&a.packet_id), st.persisted)
+                };
+                if known && persisted {
+                    let client = self.client_id.to_string();
+                    self.broker.persist([Op::DelQos2(client, a.packet_id)]);
+                }
                 let mut comp = Ack::new(a.packet_id);
                 if !known && self.v5() {
                     comp.reason = ReasonCode::PacketIdentifierNotFound;
                 }
-                encode(&Packet::PubComp(comp), self.version, out);
+                self.answer(0, Packet::PubComp(comp), out);
                 Ok(())
             }
             Packet::Subscribe(s) => {
@@ -562,7 +619,7 @@ impl Conn {
                 Ok(())
             }
             Packet::PingReq => {
-                encode(&Packet::PingResp, self.version, out);
+                self.answer(0, Packet::PingResp, out);
                 Ok(())
             }
             Packet::Disconnect(d) => Err(self.on_disconnect(&d)),
@@ -614,6 +671,7 @@ impl Conn {
         }
         let now = Instant::now();
         let (qos, packet_id) = (p.qos, p.packet_id);
+        let mut ticket = 0;
         let fresh = match qos {
             QoS::ExactlyOnce => {
                 let mut st = lock(&self.slot.state);
@@ -633,6 +691,10 @@ impl Conn {
                     ));
                 } else {
                     st.incoming_qos2.insert(packet_id);
+                    if st.persisted {
+                        let client = self.client_id.to_string();
+                        ticket = self.broker.persist([Op::PutQos2(client, packet_id)]);
+                    }
                     true
                 }
             }
@@ -643,16 +705,20 @@ impl Conn {
             Stats::add(&self.broker.stats().messages_received, 1);
             p.properties.topic_alias = None;
             let msg = Arc::new(Message::from_publish(p, Some(self.client_id.clone()), now));
-            matched = self.broker.publish(msg, now).matched;
+            let routed = self.broker.publish(msg, now);
+            matched = routed.matched;
+            ticket = ticket.max(routed.ticket);
         }
         let mut ack = Ack::new(packet_id);
         if matched == 0 && self.v5() {
             ack.reason = ReasonCode::NoMatchingSubscribers;
         }
+        // Acknowledged once stored where it must survive a crash (persistent subscribers'
+        // queues, retained messages, the QoS 2 id).
         match qos {
             QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => encode(&Packet::PubAck(ack), self.version, out),
-            QoS::ExactlyOnce => encode(&Packet::PubRec(ack), self.version, out),
+            QoS::AtLeastOnce => self.answer(ticket, Packet::PubAck(ack), out),
+            QoS::ExactlyOnce => self.answer(ticket, Packet::PubRec(ack), out),
         }
         Ok(())
     }
@@ -671,8 +737,10 @@ impl Conn {
         if kind == Awaiting::Rec && !(self.v5() && ack.reason.is_error()) {
             st.inflight[i].awaiting = Awaiting::Comp;
             encode(&Packet::PubRel(Ack::new(ack.packet_id)), self.version, out);
-        } else {
-            st.inflight.remove(i);
+        } else if let Some(done) = st.inflight.remove(i) {
+            drop(st);
+            self.broker
+                .forget_delivery(&self.client_id, done.delivery.seq);
         }
     }
 
@@ -710,6 +778,7 @@ impl Conn {
             if send {
                 for msg in self.broker.retained_for(&f.filter, now) {
                     retained.push(Delivery {
+                        seq: 0,
                         qos: msg.qos.min(f.qos),
                         retain: true,
                         ids: id.into_iter().collect(),
@@ -723,9 +792,15 @@ impl Conn {
             reasons,
             properties: Props::default(),
         };
-        encode(&Packet::SubAck(ack), self.version, out);
+        // The subscription is stored before it is acknowledged.
+        let ticket = self.broker.persist_session(&self.slot, 0);
+        self.answer(ticket, Packet::SubAck(ack), out);
+        let persist = self.broker.persist_handle();
         for d in retained {
-            if !self.slot.push(d, self.broker.config(), now) {
+            let pushed = self
+                .slot
+                .push(d, self.broker.config(), persist.as_ref(), now);
+            if pushed.is_none() {
                 Stats::add(&self.broker.stats().messages_dropped, 1);
             }
         }
@@ -750,7 +825,8 @@ impl Conn {
             reasons,
             properties: Props::default(),
         };
-        encode(&Packet::UnsubAck(ack), self.version, out);
+        let ticket = self.broker.persist_session(&self.slot, 0);
+        self.answer(ticket, Packet::UnsubAck(ack), out);
     }
 
     fn on_disconnect(&mut self, d: &Disconnect) -> End {
@@ -789,6 +865,7 @@ impl Conn {
             st.queued_bytes -= d.msg.size();
             if d.msg.expired(now) {
                 Stats::add(&self.broker.stats().messages_expired, 1);
+                self.broker.forget_delivery(&self.client_id, d.seq);
                 continue;
             }
             if d.qos == QoS::AtMostOnce {
@@ -796,7 +873,9 @@ impl Conn {
                 continue;
             }
             let packet_id = st.next_packet_id();
-            if self.write_publish(&d, packet_id, false, now, out) {
+            if !self.write_publish(&d, packet_id, false, now, out) {
+                self.broker.forget_delivery(&self.client_id, d.seq);
+            } else {
                 let awaiting = if d.qos == QoS::AtLeastOnce {
                     Awaiting::Ack
                 } else {
@@ -828,6 +907,8 @@ impl Conn {
             };
             if keep {
                 st.inflight.push_back(f);
+            } else {
+                self.broker.forget_delivery(&self.client_id, f.delivery.seq);
             }
         }
     }
@@ -912,6 +993,9 @@ impl Conn {
         };
         if owned {
             self.slot.set_online(false);
+            // The disconnect time, so that a restarted broker knows how long is left.
+            self.broker
+                .persist_session(&self.slot, super::store::unix_now().as_secs());
             if expiry == 0 {
                 self.broker.end_session(&self.slot, generation);
             } else if expiry != u32::MAX {

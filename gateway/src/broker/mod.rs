@@ -18,6 +18,7 @@
 mod conn;
 mod retain;
 mod session;
+pub mod store;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -35,7 +36,8 @@ use tokio::net::TcpListener;
 
 pub use conn::ConnInfo;
 use retain::Retained;
-use session::{Delivery, Slot};
+use session::{Delivery, Persist, Slot};
+use store::{Op, Store, StoreError};
 
 /// The broker's settings (`[broker]` in the config file).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -205,6 +207,12 @@ struct Inner {
     stats: Stats,
     started: Instant,
     shutdown: tokio::sync::watch::Sender<bool>,
+    store: Option<Store>,
+    /// Next key in the store's queue table.
+    next_seq: AtomicU64,
+    /// Sessions read from the store, whose expiry timers start with [`Broker::start`]:
+    /// (slot, seconds left).
+    loaded_expiries: Mutex<Vec<(Arc<Slot>, u64)>>,
 }
 
 /// The embedded broker. Cheap to clone (one `Arc`).
@@ -244,11 +252,18 @@ fn write<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
 pub(crate) struct Routed {
     /// Sessions (or share groups) the message matched.
     pub matched: usize,
+    /// The store ticket to wait for before acknowledging it (0: nothing stored).
+    pub ticket: u64,
 }
 
 impl Broker {
-    /// A broker with these settings; `auth` checks device logins (the gateway's users).
+    /// A broker with these settings, in memory only; `auth` checks device logins (the
+    /// gateway's users).
     pub fn new(config: BrokerConfig, auth: crate::auth::Auth) -> Self {
+        Self::with_store(config, auth, None)
+    }
+
+    fn with_store(config: BrokerConfig, auth: crate::auth::Auth, store: Option<Store>) -> Self {
         let (shutdown, _) = tokio::sync::watch::channel(false);
         Self {
             inner: Arc::new(Inner {
@@ -262,7 +277,165 @@ impl Broker {
                 stats: Stats::default(),
                 started: Instant::now(),
                 shutdown,
+                store,
+                next_seq: AtomicU64::new(1),
+                loaded_expiries: Mutex::new(Vec::new()),
             }),
+        }
+    }
+
+    /// A broker that keeps retained messages, persistent sessions and their queued messages
+    /// in `dir` (see [`store`]), restored from it now.
+    pub fn open(
+        config: BrokerConfig,
+        auth: crate::auth::Auth,
+        dir: &std::path::Path,
+        sync: store::Sync,
+    ) -> Result<Self, StoreError> {
+        let (store, loaded) = Store::open(dir, sync)?;
+        let broker = Self::with_store(config, auth, Some(store));
+        broker.restore(loaded);
+        Ok(broker)
+    }
+
+    fn restore(&self, loaded: store::Loaded) {
+        let now = Instant::now();
+        let unix = store::unix_now().as_secs();
+        {
+            let mut retained = write(&self.inner.retained);
+            for m in loaded.retained {
+                if !m.expired(now) {
+                    let topic = m.topic.clone();
+                    retained.set(&topic, Some(Arc::new(m)));
+                }
+            }
+        }
+        self.inner
+            .next_seq
+            .store(loaded.max_seq + 1, Ordering::Relaxed);
+        let (mut n_sessions, mut n_queued) = (0, 0);
+        for s in loaded.sessions {
+            let r = &s.record;
+            // A session that was connected when the broker stopped counts as disconnected now.
+            let since = if r.disconnected_at == 0 {
+                0
+            } else {
+                unix.saturating_sub(r.disconnected_at)
+            };
+            let left = if r.expiry == u32::MAX {
+                None
+            } else {
+                Some(u64::from(r.expiry).saturating_sub(since))
+            };
+            let client_id: Arc<str> = s.client_id.as_str().into();
+            if left == Some(0) {
+                if let Some(st) = &self.inner.store {
+                    st.submit([Op::DelSession(s.client_id.clone())]);
+                }
+                continue;
+            }
+            let slot = Arc::new(Slot::new(self.next_id(), client_id.clone(), 0, r.expiry));
+            slot.set_online(false);
+            {
+                let mut st = lock(&slot.state);
+                st.owner = None;
+                st.persisted = true;
+                for (filter, e) in &r.subscriptions {
+                    st.subscriptions.insert(filter.as_str().into(), *e);
+                }
+                for (seq, msg, qos, retain, ids) in s.queue {
+                    st.queued_bytes += msg.size();
+                    st.queue.push_back(Delivery {
+                        msg: Arc::new(msg),
+                        qos,
+                        retain,
+                        ids,
+                        seq,
+                    });
+                    n_queued += 1;
+                }
+                st.incoming_qos2.extend(s.qos2_in);
+            }
+            for (filter, e) in &r.subscriptions {
+                self.subscribe(&slot, filter, *e);
+            }
+            if let Some(left) = left {
+                lock(&self.inner.loaded_expiries).push((slot.clone(), left));
+            }
+            lock(&self.inner.sessions).insert(client_id, slot);
+            n_sessions += 1;
+        }
+        if let Some(st) = &self.inner.store {
+            tracing::info!(
+                "broker data {}: {} retained messages, {n_sessions} persistent sessions, {n_queued} queued messages",
+                st.path().display(),
+                self.retained_count(),
+            );
+        }
+    }
+
+    /// Starts the expiry timers of the sessions read from the store (needs the runtime).
+    pub(crate) fn start_timers(&self) {
+        for (slot, left) in std::mem::take(&mut *lock(&self.inner.loaded_expiries)) {
+            let broker = self.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(left)).await;
+                broker.end_session(&slot, 0);
+            });
+        }
+    }
+
+    /// Writes to the store, if there is one; returns the ticket to wait for (0: none).
+    pub(crate) fn persist(&self, ops: impl IntoIterator<Item = Op>) -> u64 {
+        match &self.inner.store {
+            Some(s) => s.submit(ops),
+            None => 0,
+        }
+    }
+
+    /// The store's committed ticket, when there is a store.
+    pub(crate) fn committed(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.inner.store.as_ref().map(Store::committed)
+    }
+
+    /// Writes `slot`'s session record if it is persistent (expiry > 0), or deletes the record
+    /// of a session that no longer is. Returns the ticket (0: nothing written).
+    pub(crate) fn persist_session(&self, slot: &Slot, disconnected_at: u64) -> u64 {
+        if self.inner.store.is_none() {
+            return 0;
+        }
+        let op = {
+            let mut st = lock(&slot.state);
+            if st.ended {
+                return 0;
+            }
+            if st.expiry > 0 {
+                st.persisted = true;
+                Op::PutSession(
+                    slot.client_id.to_string(),
+                    store::session_record(st.expiry, disconnected_at, &st.subscriptions),
+                )
+            } else if st.persisted {
+                st.persisted = false;
+                Op::DelSession(slot.client_id.to_string())
+            } else {
+                return 0;
+            }
+        };
+        self.persist([op])
+    }
+
+    /// Deletes a delivery's store record once it is acknowledged or dropped.
+    pub(crate) fn forget_delivery(&self, client_id: &str, seq: u64) {
+        if seq != 0 {
+            self.persist([Op::DelQueued(client_id.to_owned(), seq)]);
+        }
+    }
+
+    /// Stops the store's writer after what was submitted.
+    pub fn close_store(&self) {
+        if let Some(s) = &self.inner.store {
+            s.close();
         }
     }
 
@@ -415,11 +588,24 @@ impl Broker {
     /// Stores a retained message (or deletes one: empty payload [MQTT-3.3.1-6/7]) and routes
     /// the message to the subscribers.
     pub(crate) fn publish(&self, msg: Arc<Message>, now: Instant) -> Routed {
+        let mut retain_ticket = 0;
         if msg.retain {
             let keep = (!msg.payload.is_empty()).then(|| msg.clone());
-            write(&self.inner.retained).set(&msg.topic, keep);
+            let op = match &keep {
+                Some(m) => Op::PutRetained(
+                    m.topic.to_string(),
+                    store::encode_message(m, m.qos, true, &[], now),
+                ),
+                None => Op::DelRetained(msg.topic.to_string()),
+            };
+            // Under the lock, so that the store sees retained updates in the order they apply.
+            let mut retained = write(&self.inner.retained);
+            retained.set(&msg.topic, keep);
+            retain_ticket = self.persist([op]);
         }
-        self.route(&msg, now)
+        let mut routed = self.route(&msg, now);
+        routed.ticket = routed.ticket.max(retain_ticket);
+        routed
     }
 
     /// Appends a delivery of `msg` to every matching session's queue: one per session at the
@@ -495,18 +681,31 @@ impl Broker {
         }
         drop(subs);
         let matched = targets.len() + shared_targets.len();
+        let mut ticket = 0;
         for t in targets.into_iter().chain(shared_targets) {
             let d = Delivery {
                 msg: msg.clone(),
                 qos: t.qos,
                 retain: t.retain,
                 ids: t.ids,
+                seq: 0,
             };
-            if !t.slot.push(d, &self.inner.config, now) {
-                Stats::add(&self.inner.stats.messages_dropped, 1);
+            match t
+                .slot
+                .push(d, &self.inner.config, self.persist_handle().as_ref(), now)
+            {
+                Some(t) => ticket = ticket.max(t),
+                None => Stats::add(&self.inner.stats.messages_dropped, 1),
             }
         }
-        Routed { matched }
+        Routed { matched, ticket }
+    }
+
+    pub(crate) fn persist_handle(&self) -> Option<Persist<'_>> {
+        self.inner.store.as_ref().map(|store| Persist {
+            store,
+            next_seq: &self.inner.next_seq,
+        })
     }
 
     /// The retained messages for a new subscription to `filter`.
@@ -612,13 +811,20 @@ impl Broker {
     }
 
     fn drop_subscriptions(&self, slot: &Arc<Slot>) {
-        let filters: Vec<ByteString> = {
+        let (filters, persisted): (Vec<ByteString>, bool) = {
             let mut st = lock(&slot.state);
             st.queue.clear();
             st.queued_bytes = 0;
             st.inflight.clear();
-            st.subscriptions.drain().map(|(f, _)| f).collect()
+            let persisted = std::mem::take(&mut st.persisted);
+            (
+                st.subscriptions.drain().map(|(f, _)| f).collect(),
+                persisted,
+            )
         };
+        if persisted {
+            self.persist([Op::DelSession(slot.client_id.to_string())]);
+        }
         if filters.is_empty() {
             return;
         }

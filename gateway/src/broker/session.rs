@@ -12,6 +12,12 @@ use tokio::sync::Notify;
 
 use super::{BrokerConfig, Message, SubscribeEntry, lock};
 
+/// The store and its queue sequence counter, for deliveries to persistent sessions.
+pub(crate) struct Persist<'a> {
+    pub store: &'a super::store::Store,
+    pub next_seq: &'a std::sync::atomic::AtomicU64,
+}
+
 /// One message on its way to one session.
 #[derive(Debug, Clone)]
 pub(crate) struct Delivery {
@@ -22,6 +28,8 @@ pub(crate) struct Delivery {
     pub retain: bool,
     /// Subscription identifiers of the matching subscriptions (MQTT 5).
     pub ids: Vec<u32>,
+    /// Its key in the store's queue table; 0: not stored.
+    pub seq: u64,
 }
 
 /// Where an outgoing QoS 1/2 delivery stands.
@@ -53,6 +61,8 @@ pub(crate) struct SessionState {
     pub expiry: u32,
     /// Set when the session is removed: deliveries are refused, its connection closes.
     pub ended: bool,
+    /// The store holds a record of this session.
+    pub persisted: bool,
     /// Subscriptions by full filter (`$share/...` included).
     pub subscriptions: HashMap<ByteString, SubscribeEntry>,
     /// Deliveries not yet sent, oldest first.
@@ -104,6 +114,7 @@ impl Slot {
                 generation: 0,
                 expiry,
                 ended: false,
+                persisted: false,
                 subscriptions: HashMap::new(),
                 queue: VecDeque::new(),
                 queued_bytes: 0,
@@ -124,23 +135,44 @@ impl Slot {
         self.online.store(online, Ordering::Relaxed);
     }
 
-    /// Queues a delivery and wakes the connection. `false`: dropped — the session ended, the
-    /// queue is full (count or bytes), or QoS 0 for a session with no connection.
-    pub(crate) fn push(&self, d: Delivery, config: &BrokerConfig, _now: Instant) -> bool {
+    /// Queues a delivery and wakes the connection; a QoS 1/2 delivery to a persistent session
+    /// is also written to the store. `None`: dropped — the session ended, the queue is full
+    /// (count or bytes), or QoS 0 for a session with no connection. `Some(ticket)`: queued;
+    /// the ticket of its store write (0 if not stored).
+    pub(crate) fn push(
+        &self,
+        mut d: Delivery,
+        config: &BrokerConfig,
+        store: Option<&Persist<'_>>,
+        now: Instant,
+    ) -> Option<u64> {
         let size = d.msg.size();
         let mut st = lock(&self.state);
         if st.ended || (st.owner.is_none() && d.qos == QoS::AtMostOnce) {
-            return false;
+            return None;
         }
         if st.queue.len() >= config.max_queued_messages
             || st.queued_bytes + size > config.max_queued_bytes
         {
-            return false;
+            return None;
+        }
+        let mut ticket = 0;
+        if let Some(p) = store
+            && st.expiry > 0
+            && d.qos != QoS::AtMostOnce
+        {
+            d.seq = p.next_seq.fetch_add(1, Ordering::Relaxed);
+            let record = super::store::encode_message(&d.msg, d.qos, d.retain, &d.ids, now);
+            ticket = p.store.submit([super::store::Op::PutQueued(
+                self.client_id.to_string(),
+                d.seq,
+                record,
+            )]);
         }
         st.queue.push_back(d);
         st.queued_bytes += size;
         drop(st);
         self.notify.notify_one();
-        true
+        Some(ticket)
     }
 }
