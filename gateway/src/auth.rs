@@ -48,6 +48,8 @@ pub struct Role {
     pub upstream_password: Option<String>,
     /// Prepended to the browser's client id.
     pub client_id_prefix: String,
+    /// Topic permissions (enforced by the embedded broker).
+    pub acl: crate::acl::Acl,
 }
 
 /// Why the users and roles of a config are refused.
@@ -71,6 +73,9 @@ pub enum AuthConfigError {
         /// The role.
         role: String,
     },
+    /// A topic rule is not a valid filter.
+    #[error("{0}")]
+    Acl(#[from] crate::acl::AclError),
     /// Two users or two roles share a name.
     #[error("{what} {name:?} is defined twice")]
     Duplicate {
@@ -97,6 +102,7 @@ impl Auth {
     pub fn new(users: Vec<User>, roles: Vec<Role>) -> Result<Self, AuthConfigError> {
         let mut role_map = HashMap::new();
         for r in roles {
+            r.acl.validate(&r.name)?;
             if role_map.contains_key(&r.name) {
                 return Err(AuthConfigError::Duplicate {
                     what: "role",
@@ -198,6 +204,7 @@ mod tests {
                 upstream_username: Some("gw".into()),
                 upstream_password: Some("broker-secret".into()),
                 client_id_prefix: "web-".into(),
+                ..Role::default()
             }],
         )
         .unwrap()

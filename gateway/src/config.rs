@@ -398,6 +398,8 @@ struct FileRole {
     upstream_password: Option<String>,
     #[serde(default)]
     client_id_prefix: String,
+    publish: Option<Vec<String>>,
+    subscribe: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -538,6 +540,10 @@ impl Config {
                     upstream_username: r.upstream_username,
                     upstream_password: r.upstream_password,
                     client_id_prefix: r.client_id_prefix,
+                    acl: crate::acl::Acl {
+                        publish: r.publish,
+                        subscribe: r.subscribe,
+                    },
                 })
                 .collect(),
         )?;

@@ -341,7 +341,7 @@ async fn mqtt_named(
 async fn authenticate(
     config: &Arc<Config>,
     connect: &Connect,
-) -> Result<Option<Bytes>, ReasonCode> {
+) -> Result<Option<(Bytes, Option<crate::auth::Role>)>, ReasonCode> {
     if !config.auth.required() {
         return Ok(None);
     }
@@ -358,7 +358,7 @@ async fn authenticate(
     Packet::Connect(Box::new(upstream))
         .encode(connect.version, &mut bytes)
         .map_err(|_| ReasonCode::ClientIdentifierNotValid)?;
-    Ok(Some(bytes.freeze()))
+    Ok(Some((bytes.freeze(), role)))
 }
 
 /// Counts a session and logs one line when it opens and one when it closes, with the reason.
@@ -457,12 +457,14 @@ fn upgrade(
         };
         // Taken, not copied: the browser's password is not kept for the session's lifetime.
         let embedded = matches!(target, Target::Embedded(_));
+        let mut login = None;
         if let Some(connect) = inbound.take_connect() {
             match authenticate(&config, &connect).await {
-                // The embedded broker trusts the gateway's check and sees the client's own
-                // CONNECT; an upstream gets the role's credentials.
-                Ok(Some(_)) if embedded => {}
-                Ok(Some(upstream_connect)) => first[0] = upstream_connect,
+                // The embedded broker trusts the gateway's check, sees the client's own
+                // CONNECT and enforces the role's topic rules; an upstream gets the role's
+                // credentials.
+                Ok(Some((_, role))) if embedded => login = Some(role),
+                Ok(Some((upstream_connect, _))) => first[0] = upstream_connect,
                 Ok(None) => {}
                 Err(code) => {
                     let mut bytes = BytesMut::new();
@@ -498,7 +500,7 @@ fn upgrade(
                 // No network hop: an in-memory pipe to a broker connection task.
                 let (gateway_end, broker_end) = tokio::io::duplex(64 * 1024);
                 let b = b.clone();
-                let info = ConnInfo::websocket(peer, config.auth.required());
+                let info = ConnInfo::websocket(peer, login.take());
                 tokio::spawn(async move { b.serve(broker_end, info).await });
                 Ok(Box::new(gateway_end) as Box<dyn crate::upstream::BrokerIo>)
             }

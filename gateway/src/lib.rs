@@ -4,6 +4,7 @@
 //! `127.0.0.1:0` and call the same function.
 #![forbid(unsafe_code)]
 
+pub mod acl;
 pub mod auth;
 pub mod broker;
 pub mod cli;

@@ -163,7 +163,7 @@ impl Metrics {
 /// The embedded broker's counters in the Prometheus text exposition.
 pub fn render_broker(broker: &crate::broker::Broker) -> String {
     let s = broker.stats();
-    let rows: [(&str, &str, &str, u64); 10] = [
+    let rows: [(&str, &str, &str, u64); 12] = [
         (
             "kite_broker_clients_connected",
             "gauge",
@@ -211,6 +211,18 @@ pub fn render_broker(broker: &crate::broker::Broker) -> String {
             "counter",
             "Deliveries dropped because their message expiry interval passed.",
             s.messages_expired.load(Relaxed),
+        ),
+        (
+            "kite_broker_publishes_denied_total",
+            "counter",
+            "PUBLISH packets refused by the role's topic rules.",
+            s.publishes_denied.load(Relaxed),
+        ),
+        (
+            "kite_broker_subscriptions_denied_total",
+            "counter",
+            "Subscriptions refused by the role's topic rules.",
+            s.subscriptions_denied.load(Relaxed),
         ),
         (
             "kite_broker_bytes_received_total",

@@ -20,6 +20,7 @@ fn setup() -> (Mosquitto, Gateway) {
                 upstream_username: Some("kite-gw".into()),
                 upstream_password: Some("broker-secret".into()),
                 client_id_prefix: "web-".into(),
+                ..Role::default()
             }],
         )
         .unwrap();

@@ -956,3 +956,94 @@ fn persistence_across_restart() {
     late.subscribe("pr/ret", QoS::AtMostOnce);
     assert_eq!(payloads(&late.barrier()), vec!["kept"]);
 }
+
+/// Topic rules per role, for devices and browsers alike: a denied SUBSCRIBE gets 0x87 (3.1.1:
+/// 0x80), a denied PUBLISH gets PUBACK 0x87 in 5.0 and is dropped in 3.1.1, a Will topic
+/// outside the rules refuses the connection; `%u` stands for the user name.
+#[test]
+fn topic_permissions() {
+    let hash = kite_gateway::auth::hash_password(b"pw").unwrap();
+    let user = |name: &str| kite_gateway::auth::User {
+        name: name.into(),
+        password_hash: hash.clone(),
+        role: Some("operator".into()),
+    };
+    let role = kite_gateway::auth::Role {
+        name: "operator".into(),
+        acl: kite_gateway::acl::Acl {
+            publish: Some(vec!["plant/+/cmd".into(), "users/%u/#".into()]),
+            subscribe: Some(vec!["plant/#".into(), "users/%u/#".into()]),
+        },
+        ..Default::default()
+    };
+    let adjust = |c: &mut Config| {
+        c.auth =
+            kite_gateway::auth::Auth::new(vec![user("alice"), user("bob")], vec![role.clone()])
+                .unwrap();
+    };
+    let login = |v: Version, name: &str| Connect {
+        username: Some(name.into()),
+        password: Some(Bytes::from_static(b"pw")),
+        ..connect(v, name)
+    };
+    both(adjust, |via| {
+        let (mut alice, ack) = TestClient::connect(via, login(V5, "alice"));
+        assert_eq!(ack.reason, ReasonCode::Success);
+        let ack = alice.subscribe_with(
+            1,
+            vec![
+                Subscription::new("#", QoS::AtLeastOnce),
+                Subscription::new("plant/+/temp", QoS::AtLeastOnce),
+                Subscription::new("users/alice/#", QoS::AtLeastOnce),
+                Subscription::new("users/bob/#", QoS::AtLeastOnce),
+                Subscription::new("plant/+/cmd", QoS::AtLeastOnce),
+            ],
+            Properties::default(),
+        );
+        assert_eq!(
+            ack.reasons,
+            vec![
+                ReasonCode::NotAuthorized,
+                ReasonCode::GrantedQoS1,
+                ReasonCode::GrantedQoS1,
+                ReasonCode::NotAuthorized,
+                ReasonCode::GrantedQoS1,
+            ]
+        );
+        assert_eq!(
+            alice.publish(publish("plant/a/temp", "spoofed", QoS::AtLeastOnce, 1)),
+            ReasonCode::NotAuthorized
+        );
+        assert_eq!(
+            alice.publish(publish("plant/a/cmd", "open", QoS::AtLeastOnce, 2)),
+            ReasonCode::Success
+        );
+        let p = alice.recv_publish();
+        assert_eq!(&p.payload[..], b"open");
+        alice.ack(&p);
+
+        // 3.1.1: acknowledged, not delivered; SUBACK 0x80.
+        let (mut bob, ack) = TestClient::connect(via, login(V3, "bob"));
+        assert_eq!(ack.reason, ReasonCode::Success);
+        let ack = bob.subscribe_with(
+            1,
+            vec![Subscription::new("users/alice/#", QoS::AtMostOnce)],
+            Properties::default(),
+        );
+        assert_eq!(ack.reasons, vec![ReasonCode::UnspecifiedError]);
+        bob.publish(publish("plant/b/temp", "spoofed", QoS::AtLeastOnce, 1));
+        bob.publish(publish("users/bob/x", "own topic", QoS::AtLeastOnce, 2));
+        assert_eq!(
+            alice.barrier(),
+            vec![],
+            "a denied publication was delivered"
+        );
+
+        // A Will outside the rules: no connection.
+        let (_c, ack) = TestClient::connect(
+            via,
+            with_will(login(V5, "bob"), "plant/b/temp", "x", Properties::default()),
+        );
+        assert_eq!(ack.reason, ReasonCode::NotAuthorized);
+    });
+}

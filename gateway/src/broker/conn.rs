@@ -35,14 +35,15 @@ const MAX_PENDING: usize = 65_536;
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Who is connecting, and how.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     /// The client's address (for logs).
     pub peer: SocketAddr,
     /// `tcp`, `tls` or `websocket`.
     pub transport: &'static str,
-    /// The gateway has already checked this client's credentials.
-    pub authenticated: bool,
+    /// `Some`: the gateway has already checked this client's credentials, and this is the
+    /// user's role (whose topic rules apply).
+    pub authenticated: Option<Option<crate::auth::Role>>,
 }
 
 impl ConnInfo {
@@ -51,17 +52,25 @@ impl ConnInfo {
         Self {
             peer,
             transport: "tcp",
-            authenticated: false,
+            authenticated: None,
         }
     }
 
-    /// A browser session handed over by the gateway's WebSocket handler, which has checked
-    /// the credentials if users are configured.
-    pub fn websocket(peer: SocketAddr, authenticated: bool) -> Self {
+    /// A device on the TLS listener.
+    pub fn tls(peer: SocketAddr) -> Self {
+        Self {
+            transport: "tls",
+            ..Self::tcp(peer)
+        }
+    }
+
+    /// A browser session handed over by the gateway's WebSocket handler: `login` is `Some(role)`
+    /// when it checked the credentials (users are configured).
+    pub fn websocket(peer: SocketAddr, login: Option<Option<crate::auth::Role>>) -> Self {
         Self {
             peer,
             transport: "websocket",
-            authenticated,
+            authenticated: login,
         }
     }
 }
@@ -281,12 +290,16 @@ where
     let version = connect.version;
     let mut out = BytesMut::new();
 
-    if let Err((code, detail)) = admit(&broker, &connect, &info).await {
-        tracing::info!(peer = %info.peer, client_id = %connect.client_id, "connection refused: {detail}");
-        let (p, v) = refusal(version, code, &detail);
-        encode(&p, v, &mut out);
-        return flush_and_close(&mut wr, &out).await;
-    }
+    let acl = match admit(&broker, &connect, &info).await {
+        Ok(acl) => acl,
+        Err((code, detail)) => {
+            tracing::info!(peer = %info.peer, client_id = %connect.client_id, "connection refused: {detail}");
+            let (p, v) = refusal(version, code, &detail);
+            encode(&p, v, &mut out);
+            return flush_and_close(&mut wr, &out).await;
+        }
+    };
+    let user: Arc<str> = connect.username.as_deref().unwrap_or("").into();
     let (client_id, assigned) = if connect.client_id.is_empty() {
         // 3.1.1: an empty client id needs a clean session [MQTT-3.1.3-8].
         if !version.is_v5() && !connect.clean_start {
@@ -302,6 +315,18 @@ where
     } else {
         (Arc::<str>::from(&*connect.client_id), false)
     };
+    if let (Some(acl), Some(will)) = (&acl, &connect.will)
+        && !acl.may_publish(&will.topic, &user, &client_id)
+    {
+        let detail = format!(
+            "the Will topic {:?} is not allowed for this user",
+            &*will.topic
+        );
+        tracing::info!(peer = %info.peer, client_id = %client_id, "connection refused: {detail}");
+        let (p, v) = refusal(version, ReasonCode::NotAuthorized, &detail);
+        encode(&p, v, &mut out);
+        return flush_and_close(&mut wr, &out).await;
+    }
     let expiry = if version.is_v5() {
         connect
             .properties
@@ -359,6 +384,8 @@ where
         aliases_out: HashMap::new(),
         pending: VecDeque::new(),
         committed: broker.committed(),
+        acl,
+        user,
     };
     // A persistent session is stored before the CONNACK that confirms it.
     let ticket = broker.persist_session(&conn.slot, 0);
@@ -403,31 +430,35 @@ where
         .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// Checks credentials (unless the gateway did) and what the broker does not support.
+/// Checks credentials (unless the gateway did), the Will topic against the role's rules, and
+/// what the broker does not support. Returns the role's topic rules.
 async fn admit(
     broker: &Broker,
     connect: &Connect,
     info: &ConnInfo,
-) -> Result<(), (ReasonCode, String)> {
-    if !info.authenticated && broker.auth().required() {
+) -> Result<Option<crate::acl::Acl>, (ReasonCode, String)> {
+    let mut role = info.authenticated.clone().flatten();
+    if info.authenticated.is_none() && broker.auth().required() {
         let auth = broker.auth().clone();
         let username = connect.username.as_ref().map(ToString::to_string);
         let password = connect.password.clone();
         let user = username.clone().unwrap_or_else(|| "(none)".to_owned());
-        tokio::task::spawn_blocking(move || auth.check(username.as_deref(), password.as_deref()))
-            .await
-            .map_err(|_| {
-                (
-                    ReasonCode::ServerUnavailable,
-                    "authentication failed to run".to_owned(),
-                )
-            })?
-            .map_err(|code| {
-                (
-                    code,
-                    format!("user {user:?} refused: {}", code.description()),
-                )
-            })?;
+        role = tokio::task::spawn_blocking(move || {
+            auth.check(username.as_deref(), password.as_deref())
+        })
+        .await
+        .map_err(|_| {
+            (
+                ReasonCode::ServerUnavailable,
+                "authentication failed to run".to_owned(),
+            )
+        })?
+        .map_err(|code| {
+            (
+                code,
+                format!("user {user:?} refused: {}", code.description()),
+            )
+        })?;
     }
     if connect.properties.authentication_method.is_some() {
         return Err((
@@ -436,7 +467,7 @@ async fn admit(
                 .to_owned(),
         ));
     }
-    Ok(())
+    Ok(role.map(|r| r.acl))
 }
 
 struct Conn {
@@ -460,6 +491,9 @@ struct Conn {
     /// (store ticket, packet), in order.
     pending: VecDeque<(u64, Packet)>,
     committed: Option<tokio::sync::watch::Receiver<u64>>,
+    /// The user's role's topic rules (`None`: no restriction) and its user name (for `%u`).
+    acl: Option<crate::acl::Acl>,
+    user: Arc<str>,
 }
 
 impl Conn {
@@ -671,6 +705,30 @@ impl Conn {
         }
         let now = Instant::now();
         let (qos, packet_id) = (p.qos, p.packet_id);
+        if let Some(acl) = &self.acl
+            && !acl.may_publish(&p.topic, &self.user, &self.client_id)
+        {
+            Stats::add(&self.broker.stats().publishes_denied, 1);
+            tracing::debug!(client_id = %self.client_id, topic = %p.topic, "PUBLISH denied by the role's rules");
+            // 5.0: PUBACK/PUBREC 0x87 Not authorized tells the client; 3.1.1 has no way to say
+            // no, so the message is acknowledged and dropped.
+            let mut ack = Ack::new(packet_id);
+            if self.v5() {
+                ack.reason = ReasonCode::NotAuthorized;
+            }
+            match qos {
+                QoS::AtMostOnce => {}
+                QoS::AtLeastOnce => self.answer(0, Packet::PubAck(ack), out),
+                QoS::ExactlyOnce => {
+                    if !self.v5() {
+                        // The PUBREL that follows gets its PUBCOMP.
+                        lock(&self.slot.state).incoming_qos2.insert(packet_id);
+                    }
+                    self.answer(0, Packet::PubRec(ack), out);
+                }
+            }
+            return Ok(());
+        }
         let mut ticket = 0;
         let fresh = match qos {
             QoS::ExactlyOnce => {
@@ -750,6 +808,14 @@ impl Conn {
         let mut reasons = Vec::with_capacity(s.filters.len());
         let mut retained = Vec::new();
         for f in s.filters {
+            if let Some(acl) = &self.acl
+                && !acl.may_subscribe(&f.filter, &self.user, &self.client_id)
+            {
+                Stats::add(&self.broker.stats().subscriptions_denied, 1);
+                // 0x87 in 5.0, 0x80 in 3.1.1.
+                reasons.push(ReasonCode::NotAuthorized);
+                continue;
+            }
             let entry = SubscribeEntry {
                 qos: f.qos,
                 no_local: f.no_local,

@@ -183,6 +183,10 @@ pub struct Stats {
     pub messages_dropped: AtomicU64,
     /// Deliveries dropped because their message expiry interval passed.
     pub messages_expired: AtomicU64,
+    /// PUBLISH packets refused by the role's topic rules.
+    pub publishes_denied: AtomicU64,
+    /// Subscriptions refused by the role's topic rules.
+    pub subscriptions_denied: AtomicU64,
 }
 
 impl Stats {
@@ -197,7 +201,7 @@ impl Stats {
 
 struct Inner {
     config: BrokerConfig,
-    auth: crate::auth::Auth,
+    auth: Arc<crate::auth::Auth>,
     sessions: Mutex<HashMap<Arc<str>, Arc<Slot>>>,
     subs: RwLock<SubscriptionTree<SubKey, SubEntry>>,
     retained: RwLock<Retained>,
@@ -268,7 +272,7 @@ impl Broker {
         Self {
             inner: Arc::new(Inner {
                 config,
-                auth,
+                auth: Arc::new(auth),
                 sessions: Mutex::new(HashMap::new()),
                 subs: RwLock::new(SubscriptionTree::new()),
                 retained: RwLock::new(Retained::default()),
@@ -478,7 +482,7 @@ impl Broker {
         self.inner.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    pub(crate) fn auth(&self) -> &crate::auth::Auth {
+    pub(crate) fn auth(&self) -> &Arc<crate::auth::Auth> {
         &self.inner.auth
     }
 
@@ -599,9 +603,12 @@ impl Broker {
                 None => Op::DelRetained(msg.topic.to_string()),
             };
             // Under the lock, so that the store sees retained updates in the order they apply.
+            // The broker's own $SYS statistics are not worth a disk write every interval.
             let mut retained = write(&self.inner.retained);
             retained.set(&msg.topic, keep);
-            retain_ticket = self.persist([op]);
+            if msg.publisher.is_some() {
+                retain_ticket = self.persist([op]);
+            }
         }
         let mut routed = self.route(&msg, now);
         routed.ticket = routed.ticket.max(retain_ticket);
