@@ -81,6 +81,11 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ADDR", env = "KITE_MQTT")]
     pub mqtt: Option<SocketAddr>,
 
+    /// Also accept devices over TLS at this address (MQTT over TLS, e.g. 127.0.0.1:8883), with
+    /// the --tls-cert certificate
+    #[arg(long, value_name = "ADDR", env = "KITE_MQTTS")]
+    pub mqtts: Option<SocketAddr>,
+
     /// Where the embedded broker keeps retained messages and persistent sessions
     /// [default: ./kite-data]
     #[arg(long, value_name = "DIR", env = "KITE_DATA_DIR")]
@@ -102,6 +107,7 @@ impl ServeArgs {
                 _ => None,
             },
             mqtt: self.mqtt,
+            mqtts: self.mqtts,
             data_dir: self.data_dir.clone(),
         }
     }

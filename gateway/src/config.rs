@@ -138,6 +138,14 @@ pub enum ConfigError {
         /// The value as given.
         value: String,
     },
+    /// MQTT over TLS was asked for without a certificate.
+    #[error(
+        "the embedded broker's TLS listener ({addr}) needs a certificate: add [tls] cert and key (or --tls-cert and --tls-key)"
+    )]
+    BrokerTlsWithoutCertificate {
+        /// The TLS address.
+        addr: SocketAddr,
+    },
     /// The embedded broker would accept anyone from the network.
     #[error(
         "the embedded broker would listen on {addr} without authentication: add [[user]] entries, listen on 127.0.0.1 (--mqtt 127.0.0.1:1883), or set allow_anonymous = true in [broker] if anyone who can reach {addr} may use it"
@@ -316,6 +324,8 @@ pub struct Config {
 pub struct BrokerSettings {
     /// TCP address for MQTT clients (devices).
     pub listen: SocketAddr,
+    /// TLS address for MQTT clients, with the `[tls]` certificate.
+    pub tls_listen: Option<SocketAddr>,
     /// Accept clients without credentials on a non-loopback address when no users are
     /// configured (like mosquitto 2's `allow_anonymous`).
     pub allow_anonymous: bool,
@@ -367,6 +377,7 @@ struct FileConfig {
 #[serde(deny_unknown_fields)]
 struct FileBroker {
     listen: Option<String>,
+    tls_listen: Option<String>,
     #[serde(default)]
     allow_anonymous: bool,
     max_queued_messages: Option<u64>,
@@ -446,6 +457,8 @@ pub struct Overrides {
     pub tls: Option<crate::tls::TlsFiles>,
     /// `--mqtt`: the embedded broker's TCP address.
     pub mqtt: Option<SocketAddr>,
+    /// `--mqtts`: the embedded broker's TLS address.
+    pub mqtts: Option<SocketAddr>,
     /// `--data-dir`: the embedded broker's data directory.
     pub data_dir: Option<PathBuf>,
 }
@@ -551,14 +564,21 @@ impl Config {
         if let Some(dir) = overrides.data_dir {
             broker.data_dir = Some(dir);
         }
-        if upstreams.is_empty()
-            && !broker.listen.ip().is_loopback()
+        if let Some(addr) = overrides.mqtts {
+            broker.tls_listen = Some(addr);
+        }
+        if let (Some(addr), None) = (broker.tls_listen, &tls) {
+            return Err(ConfigError::BrokerTlsWithoutCertificate { addr });
+        }
+        let exposed = std::iter::once(broker.listen)
+            .chain(broker.tls_listen)
+            .find(|a| !a.ip().is_loopback());
+        if let Some(addr) = exposed
+            && upstreams.is_empty()
             && !auth.required()
             && !broker.allow_anonymous
         {
-            return Err(ConfigError::AnonymousBroker {
-                addr: broker.listen,
-            });
+            return Err(ConfigError::AnonymousBroker { addr });
         }
         Ok(Self {
             auth,
@@ -635,6 +655,7 @@ impl FileBroker {
         let config = crate::broker::BrokerConfig {
             max_packet_size: limits.max_packet_size,
             connect_timeout: limits.connect_timeout,
+            max_connections: limits.max_connections,
             max_queued_messages: usize_of(range(
                 "max_queued_messages",
                 self.max_queued_messages,
@@ -710,8 +731,14 @@ impl FileBroker {
                     .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             ),
         };
+        let tls_listen = self
+            .tls_listen
+            .clone()
+            .map(|v| parse_listen(v, "broker", "127.0.0.1:8883"))
+            .transpose()?;
         Ok(BrokerSettings {
             listen,
+            tls_listen,
             allow_anonymous: self.allow_anonymous,
             config,
             data_dir,

@@ -178,6 +178,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
     let config_tls = config.tls.is_some();
     let mqtt = config.broker.listen;
+    let mqtts = config.broker.tls_listen;
     let state = AppState::new(config)?;
     let mut broker_line = String::new();
     if state.broker().is_some() {
@@ -185,7 +186,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
         let bound = listener.local_addr()?;
         broker_line = format!("; embedded broker for devices: mqtt://{bound}");
         tracing::info!("no upstream configured: embedded broker on mqtt://{bound}");
-        server::start_broker(&state, listener);
+        let tls_listener = match mqtts {
+            Some(addr) => {
+                let l = kite_gateway::broker::bind(addr).await?;
+                let bound = l.local_addr()?;
+                broker_line.push_str(&format!(" and mqtts://{bound}"));
+                tracing::info!("embedded broker over TLS on mqtts://{bound}");
+                Some(l)
+            }
+            None => None,
+        };
+        server::start_broker(&state, listener, tls_listener);
     }
     // One line on stdout that people and tests can read: where to point the browser.
     #[allow(clippy::print_stdout)]

@@ -21,13 +21,18 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// accepting, tells every session to close (MQTT 5: DISCONNECT 0x8B), and waits for them up to
 /// [`DRAIN_TIMEOUT`]. At most `max_connections` (from the config) TCP connections are open at
 /// once: a permit is taken before each accept.
-/// Starts the embedded broker's device listener and its `$SYS` publisher on this runtime (when
-/// `state` has an embedded broker). Both stop when [`run`] shuts down.
-pub fn start_broker(state: &AppState, listener: TcpListener) {
+/// Starts the embedded broker's device listeners (TCP, and TLS with the gateway's certificate
+/// when `tls_listener` is given) and its `$SYS` publisher on this runtime (when `state` has an
+/// embedded broker). They stop when [`run`] shuts down.
+pub fn start_broker(state: &AppState, listener: TcpListener, tls_listener: Option<TcpListener>) {
     if let Some(b) = state.broker() {
         b.start_timers();
         let (l, s) = (b.clone(), b.clone());
-        tokio::spawn(async move { l.listen(listener).await });
+        tokio::spawn(async move { l.listen(listener, None).await });
+        if let (Some(listener), Some(tls)) = (tls_listener, state.tls().cloned()) {
+            let b = b.clone();
+            tokio::spawn(async move { b.listen(listener, Some(tls)).await });
+        }
         tokio::spawn(async move { s.publish_sys().await });
     }
 }

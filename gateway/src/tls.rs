@@ -122,6 +122,17 @@ impl Reloadable {
         Ok(())
     }
 
+    /// An acceptor for MQTT over TLS: the same certificate, ALPN `mqtt` (or none).
+    pub fn mqtt_acceptor(&self) -> TlsAcceptor {
+        let config = match self.current.read() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        let mut config = (*config).clone();
+        config.alpn_protocols = vec![b"mqtt".to_vec()];
+        TlsAcceptor::from(Arc::new(config))
+    }
+
     fn acceptor(&self) -> TlsAcceptor {
         let config = match self.current.read() {
             Ok(c) => c.clone(),

@@ -1047,3 +1047,62 @@ fn topic_permissions() {
         assert_eq!(ack.reason, ReasonCode::NotAuthorized);
     });
 }
+
+/// Devices over TLS (`[broker] tls_listen`, the gateway's certificate): mosquitto's clients
+/// publish and subscribe through it, and reach browser-side subscribers.
+#[test]
+fn devices_over_tls() {
+    let dir = kite_tests::TempDir::new("broker-tls");
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let files = kite_gateway::tls::TlsFiles {
+        cert: dir.path().join("broker.crt"),
+        key: dir.path().join("broker.key"),
+    };
+    std::fs::write(&files.cert, ck.cert.pem()).unwrap();
+    std::fs::write(&files.key, ck.signing_key.serialize_pem()).unwrap();
+    let gw = Gateway::start_with(&[], None, |c| {
+        c.tls = Some(files.clone());
+        c.broker.tls_listen = Some("127.0.0.1:0".parse().unwrap());
+    });
+    let port = gw.mqtts_addr.unwrap().port();
+    let tls_args = |cmd: &mut std::process::Command| {
+        // The certificate names localhost; the connection goes to 127.0.0.1.
+        cmd.arg("--cafile").arg(&files.cert).arg("--insecure");
+    };
+    let mut sub = kite_tests::mosquitto_client("mosquitto_sub", port);
+    tls_args(&mut sub);
+    let child = sub
+        .args(["-t", "secure/#", "-C", "1", "-q", "1", "-W", "10"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let broker = gw.state().broker().unwrap();
+    wait_for(
+        "mosquitto_sub over TLS to subscribe",
+        Duration::from_secs(10),
+        || (broker.subscription_count() >= 1).then_some(()),
+    );
+    let mut publ = kite_tests::mosquitto_client("mosquitto_pub", port);
+    tls_args(&mut publ);
+    let status = publ
+        .args(["-t", "secure/door", "-m", "locked", "-q", "1"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "mosquitto_sub over TLS failed");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "locked");
+
+    // Plain MQTT to the TLS port gets no CONNACK (at most a TLS alert), then the close.
+    use std::io::{Read, Write};
+    let mut plain = std::net::TcpStream::connect(gw.mqtts_addr.unwrap()).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    plain
+        .write_all(&kite_tests::mqtt::connect_v311("plain"))
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = plain.read_to_end(&mut answer);
+    assert_ne!(answer.first(), Some(&0x20), "a CONNACK without TLS");
+}

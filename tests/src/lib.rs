@@ -279,6 +279,8 @@ pub struct Gateway {
     pub addr: SocketAddr,
     /// The embedded broker's TCP address (when started without upstreams).
     pub mqtt_addr: Option<SocketAddr>,
+    /// The embedded broker's TLS address (when `[broker] tls_listen` is set).
+    pub mqtts_addr: Option<SocketAddr>,
     state: AppState,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -306,6 +308,7 @@ impl Gateway {
             tls: None,
             mqtt: Some("127.0.0.1:0".parse().unwrap()),
             data_dir: None,
+            mqtts: None,
         };
         let mut config = Config::load(None, overrides).unwrap();
         // In memory unless a test gives the broker a data directory.
@@ -322,6 +325,12 @@ impl Gateway {
             l
         });
         let mqtt_addr = mqtt.as_ref().map(|l| l.local_addr().unwrap());
+        let mqtts = state.broker().and(config.broker.tls_listen).map(|addr| {
+            let l = std::net::TcpListener::bind(addr).unwrap();
+            l.set_nonblocking(true).unwrap();
+            l
+        });
+        let mqtts_addr = mqtts.as_ref().map(|l| l.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -333,7 +342,8 @@ impl Gateway {
                 let listener = tokio::net::TcpListener::from_std(listener).unwrap();
                 if let Some(mqtt) = mqtt {
                     let mqtt = tokio::net::TcpListener::from_std(mqtt).unwrap();
-                    kite_gateway::server::start_broker(&state, mqtt);
+                    let mqtts = mqtts.map(|l| tokio::net::TcpListener::from_std(l).unwrap());
+                    kite_gateway::server::start_broker(&state, mqtt, mqtts);
                 }
                 kite_gateway::server::run(listener, state, async {
                     let _ = rx.await;
@@ -345,6 +355,7 @@ impl Gateway {
         Self {
             addr,
             mqtt_addr,
+            mqtts_addr,
             state: kept,
             shutdown: Some(tx),
             thread: Some(thread),

@@ -63,6 +63,8 @@ pub struct BrokerConfig {
     pub max_queued_bytes: usize,
     /// Time a new connection has to send its CONNECT.
     pub connect_timeout: Duration,
+    /// Device connections open at once at most (per listener); more wait before accept.
+    pub max_connections: usize,
     /// How often `$SYS/broker/...` statistics are published; `None`: never.
     pub sys_interval: Option<Duration>,
 }
@@ -79,6 +81,7 @@ impl Default for BrokerConfig {
             max_queued_messages: 10_000,
             max_queued_bytes: 64 * 1024 * 1024,
             connect_timeout: Duration::from_secs(10),
+            max_connections: 10_000,
             sys_interval: Some(Duration::from_secs(10)),
         }
     }
@@ -217,6 +220,8 @@ struct Inner {
     /// Sessions read from the store, whose expiry timers start with [`Broker::start`]:
     /// (slot, seconds left).
     loaded_expiries: Mutex<Vec<(Arc<Slot>, u64)>>,
+    /// Device connections open at most (`max_connections`).
+    permits: Arc<tokio::sync::Semaphore>,
 }
 
 /// The embedded broker. Cheap to clone (one `Arc`).
@@ -271,6 +276,7 @@ impl Broker {
         let (shutdown, _) = tokio::sync::watch::channel(false);
         Self {
             inner: Arc::new(Inner {
+                permits: Arc::new(tokio::sync::Semaphore::new(config.max_connections)),
                 config,
                 auth: Arc::new(auth),
                 sessions: Mutex::new(HashMap::new()),
@@ -494,18 +500,44 @@ impl Broker {
         conn::serve(self.clone(), stream, info).await;
     }
 
-    /// Accepts device connections on `listener` until [`Broker::shutdown`]. Each connection
-    /// runs in its own task.
-    pub async fn listen(&self, listener: TcpListener) {
+    /// Accepts device connections on `listener` until [`Broker::shutdown`] — over TLS when
+    /// `tls` is given. Each connection runs in its own task, holding one of the broker's
+    /// `max_connections` permits (taken before accept).
+    pub async fn listen(&self, listener: TcpListener, tls: Option<crate::tls::Reloadable>) {
         let mut shutdown = self.shutdown_signal();
+        let permits = self.inner.permits.clone();
         loop {
+            let permit = tokio::select! {
+                p = permits.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
+                () = stopped(&mut shutdown) => return,
+            };
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         let _ = stream.set_nodelay(true);
                         let broker = self.clone();
+                        let tls = tls.as_ref().map(crate::tls::Reloadable::mqtt_acceptor);
                         tokio::spawn(async move {
-                            broker.serve(stream, ConnInfo::tcp(peer)).await;
+                            let _permit = permit;
+                            match tls {
+                                None => broker.serve(stream, ConnInfo::tcp(peer)).await,
+                                Some(acceptor) => {
+                                    let handshake = tokio::time::timeout(
+                                        crate::tls::HANDSHAKE_TIMEOUT,
+                                        acceptor.accept(stream),
+                                    );
+                                    match handshake.await {
+                                        Ok(Ok(s)) => broker.serve(s, ConnInfo::tls(peer)).await,
+                                        Ok(Err(e)) => {
+                                            tracing::debug!(%peer, "MQTT TLS handshake failed: {e}");
+                                        }
+                                        Err(_) => tracing::debug!(%peer, "MQTT TLS handshake timed out"),
+                                    }
+                                }
+                            }
                         });
                     }
                     Err(e) => {
