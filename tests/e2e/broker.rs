@@ -1106,3 +1106,91 @@ fn devices_over_tls() {
     let _ = plain.read_to_end(&mut answer);
     assert_ne!(answer.first(), Some(&0x20), "a CONNACK without TLS");
 }
+
+/// MQTT 5 properties pass through to subscribers unchanged: payload format indicator, content
+/// type, response topic and correlation data (request/response, §4.10), user properties in
+/// order [MQTT-3.3.2-17/18]; a 3.1.1 subscriber gets the same message without them.
+#[test]
+fn v5_properties_pass_through() {
+    both(defaults, |via| {
+        let mut v5 = TestClient::connected(via, V5, "responder");
+        v5.subscribe("rr/request", QoS::AtLeastOnce);
+        let mut v3 = TestClient::connected(via, V3, "old");
+        v3.subscribe("rr/request", QoS::AtLeastOnce);
+        let mut requester = TestClient::connected(via, V5, "requester");
+        let mut p = publish("rr/request", "{\"on\":true}", QoS::AtLeastOnce, 1);
+        p.properties = Properties {
+            payload_format_indicator: Some(true),
+            content_type: Some("application/json".into()),
+            response_topic: Some("rr/response/requester".into()),
+            correlation_data: Some(Bytes::from_static(b"\x00\x01corr")),
+            user_properties: vec![("b".into(), "2".into()), ("a".into(), "1".into())],
+            ..Properties::default()
+        }
+        .into();
+        requester.publish(p);
+        let got = v5.recv_publish();
+        v5.ack(&got);
+        let props = &got.properties;
+        assert_eq!(props.payload_format_indicator, Some(true));
+        assert_eq!(props.content_type.as_deref(), Some("application/json"));
+        assert_eq!(
+            props.response_topic.as_deref(),
+            Some("rr/response/requester")
+        );
+        assert_eq!(
+            props.correlation_data.as_deref(),
+            Some(&b"\x00\x01corr"[..])
+        );
+        let users: Vec<(String, String)> = props
+            .user_properties
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(
+            users,
+            vec![("b".into(), "2".into()), ("a".into(), "1".into())]
+        );
+        let old = v3.recv_publish();
+        assert_eq!(&old.payload[..], b"{\"on\":true}");
+        v3.ack(&old);
+    });
+}
+
+/// The broker's own limits towards a client: a PUBLISH over the Maximum Packet Size it
+/// announced closes with 0x95, more QoS 2 messages awaiting PUBREL than its Receive Maximum
+/// with 0x93 [MQTT-3.3.4-7] (TCP: the gateway checks WebSocket sizes itself).
+#[test]
+fn client_over_the_brokers_limits() {
+    let gw = Gateway::start_with(&[], None, |c| {
+        c.broker.config.max_packet_size = 1024;
+        c.broker.config.receive_maximum = 2;
+    });
+    let via = Via::Tcp(gw.mqtt_addr.unwrap());
+    let (mut big, ack) = TestClient::connect(&via, connect(V5, "big"));
+    assert_eq!(ack.properties.maximum_packet_size, Some(1024));
+    big.send(&Packet::Publish(publish(
+        "x",
+        &"y".repeat(2000),
+        QoS::AtMostOnce,
+        0,
+    )));
+    match big.recv() {
+        Packet::Disconnect(d) => assert_eq!(d.reason, ReasonCode::PacketTooLarge),
+        other => panic!("expected DISCONNECT 0x95, got {other:?}"),
+    }
+    let (mut eager, ack) = TestClient::connect(&via, connect(V5, "eager"));
+    assert_eq!(ack.properties.receive_maximum, Some(2));
+    for id in 1..=3 {
+        eager.send(&Packet::Publish(publish("x", "q2", QoS::ExactlyOnce, id)));
+    }
+    let mut reasons = Vec::new();
+    while let Some(p) = eager.try_recv() {
+        match p {
+            Packet::PubRec(_) => {}
+            Packet::Disconnect(d) => reasons.push(d.reason),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(reasons, vec![ReasonCode::ReceiveMaximumExceeded]);
+}
