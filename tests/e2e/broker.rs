@@ -1194,3 +1194,30 @@ fn client_over_the_brokers_limits() {
     }
     assert_eq!(reasons, vec![ReasonCode::ReceiveMaximumExceeded]);
 }
+
+/// Device interop: Eclipse Paho's Python client (paho-mqtt 2.1, from PyPI) — QoS 0/1/2,
+/// retained, Will — in 3.1.1 and 5.0, over TCP and over the gateway's WebSocket.
+#[test]
+fn paho_clients() {
+    let gw = Gateway::start(&[], None);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/e2e/paho_interop.py");
+    for transport in ["tcp", "websockets"] {
+        for version in ["3.1.1", "5"] {
+            let port = match transport {
+                "tcp" => gw.mqtt_addr.unwrap().port(),
+                _ => gw.addr.port(),
+            };
+            let out = kite_tests::python_with_paho()
+                .arg(script)
+                .args(["127.0.0.1", &port.to_string(), version, transport])
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && stdout.contains("all ok"),
+                "paho {version} over {transport}:\n{stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}

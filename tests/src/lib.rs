@@ -259,6 +259,29 @@ pub fn mosquitto_client(tool: &str, port: u16) -> Command {
     cmd
 }
 
+/// `python3` with Eclipse Paho's client importable (`KITE_PAHO`, set by `cargo xtask test`,
+/// or its default install directory).
+pub fn python_with_paho() -> Command {
+    let dir = std::env::var_os("KITE_PAHO").map_or_else(
+        || {
+            let home =
+                std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
+            home.join(".cache/kite/paho-mqtt-2.1.0")
+        },
+        PathBuf::from,
+    );
+    assert!(
+        dir.join("paho/mqtt/client.py").is_file(),
+        "paho-mqtt is not installed in {}: run `cargo xtask test` (it installs it), or `python3 -m pip install --target {} paho-mqtt==2.1.0`",
+        dir.display(),
+        dir.display()
+    );
+    let mut cmd = Command::new("python3");
+    cmd.env("PYTHONPATH", dir)
+        .env("PYTHONDONTWRITEBYTECODE", "1");
+    cmd
+}
+
 /// The built app, as `cargo xtask test` leaves it (or `KITE_ASSETS`).
 pub fn assets_dir() -> PathBuf {
     let dir = std::env::var_os("KITE_ASSETS").map_or_else(

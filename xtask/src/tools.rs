@@ -7,6 +7,7 @@
 //! | wasm-bindgen-cli      | `cargo install`, version read from Cargo.lock (~4 min)  |
 //! | wasm-opt (binaryen)   | `npm install binaryen@132` into the user's cache dir    |
 //! | chromium, chromedriver, mosquitto, mosquitto-clients | `apt-get install` (as root)  |
+//! | paho-mqtt 2.1.0 (tests) | `python3 -m pip install --target` into the cache dir  |
 
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
@@ -18,6 +19,7 @@ use crate::step;
 pub const WASM_TARGET: &str = "wasm32-unknown-unknown";
 const TRUNK_VERSION: &str = "0.22.1";
 const BINARYEN_VERSION: &str = "132";
+const PAHO_VERSION: &str = "2.1.0";
 const DEBIAN_PACKAGES: [(&str, &str); 4] = [
     ("chromium", "chromium"),
     ("chromium-driver", "chromedriver"),
@@ -289,13 +291,15 @@ fn check_trunk_toml(root: &Path, version: &str) -> Result<(), Failure> {
 pub struct System {
     chromedriver: PathBuf,
     mosquitto: PathBuf,
+    paho: PathBuf,
 }
 
 impl System {
     /// Tells the tests where the programs are.
     pub fn apply(&self, cmd: &mut Command) {
         cmd.env("CHROMEDRIVER", &self.chromedriver)
-            .env("KITE_MOSQUITTO", &self.mosquitto);
+            .env("KITE_MOSQUITTO", &self.mosquitto)
+            .env("KITE_PAHO", &self.paho);
     }
 }
 
@@ -354,7 +358,41 @@ pub fn ensure_test_packages() -> Result<System, Failure> {
     Ok(System {
         chromedriver: find("chromedriver")?,
         mosquitto: find("mosquitto")?,
+        paho: ensure_paho()?,
     })
+}
+
+/// Eclipse Paho's Python client for the device interop tests, from PyPI into the cache dir
+/// (a `--target` directory: no virtualenv, nothing system-wide). Returns the directory to put
+/// on PYTHONPATH.
+fn ensure_paho() -> Result<PathBuf, Failure> {
+    let dir = cache_dir().join(format!("paho-mqtt-{PAHO_VERSION}"));
+    if dir.join("paho/mqtt/client.py").is_file() {
+        println!("[xtask] paho-mqtt {PAHO_VERSION:<25} present");
+        return Ok(dir);
+    }
+    step(&format!(
+        "installing paho-mqtt {PAHO_VERSION} (Python, for the device interop tests) into {}",
+        dir.display()
+    ));
+    let mut pip = Command::new("python3");
+    pip.args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "--target",
+    ])
+    .arg(&dir)
+    .arg(format!("paho-mqtt=={PAHO_VERSION}"))
+    .env("PIP_ROOT_USER_ACTION", "ignore");
+    run(
+        &mut pip,
+        "installing paho-mqtt from PyPI",
+        "check that python3 and pip are installed (apt-get install python3-pip) and PyPI is reachable",
+    )?;
+    Ok(dir)
 }
 
 fn is_root() -> bool {
