@@ -25,6 +25,8 @@ Commands:
   test             install missing tools and Debian packages, then run everything CI runs:
                    fmt, clippy (host + wasm32), host tests, end-to-end tests, wasm tests
   dist             build the release binary and app into target/dist and print the app's size
+  bench broker     Kite's embedded broker vs Debian's mosquitto, side by side (release builds;
+                   a few minutes); prints the table and writes target/bench/broker.md
   help             this text
 ";
 
@@ -37,6 +39,7 @@ fn main() -> ExitCode {
         "serve" => serve(&root, &rest),
         "test" => test(&root, &rest),
         "dist" => dist(&root).map(|_| ()),
+        "bench" => bench(&root, &rest),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -53,6 +56,57 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `cargo xtask bench broker [--quick]`: the load generator against both brokers.
+fn bench(root: &Path, args: &[String]) -> Result<(), Failure> {
+    if args.first().map(String::as_str) != Some("broker") {
+        return Err(Failure {
+            what: "choosing a benchmark".into(),
+            command: format!("cargo xtask bench {}", args.join(" ")),
+            detail: "unknown benchmark".into(),
+            fix: "use `cargo xtask bench broker` (the codec's: `cargo bench -p kite-mqtt`)".into(),
+        });
+    }
+    let system = tools::ensure_test_packages()?;
+    let env = tools::Env::new(&[]);
+    step("building kite and broker-bench (release)");
+    run(
+        cargo(&env)
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "kite-gateway",
+                "-p",
+                "kite-tests",
+            ])
+            .args(["--bin", "kite", "--bin", "broker-bench"])
+            .current_dir(root),
+        "building the benchmark",
+        "read cargo's error above",
+    )?;
+    let out_dir = root.join("target/bench");
+    std::fs::create_dir_all(&out_dir).map_err(|e| Failure {
+        what: "creating target/bench".into(),
+        command: format!("mkdir -p {}", out_dir.display()),
+        detail: e.to_string(),
+        fix: "check the permissions of target/".into(),
+    })?;
+    step("running broker-bench (each scenario against a fresh Kite, then a fresh mosquitto)");
+    let mut cmd = Command::new(root.join("target/release/broker-bench"));
+    cmd.arg("--kite")
+        .arg(root.join("target/release/kite"))
+        .arg("--mosquitto")
+        .arg(system.mosquitto())
+        .arg("--write")
+        .arg(out_dir.join("broker.md"))
+        .args(&args[1..]);
+    run(
+        &mut cmd,
+        "running the broker benchmark",
+        "read its output above; `--quick` runs a tenth of the load",
+    )
 }
 
 fn workspace_root() -> PathBuf {

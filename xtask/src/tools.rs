@@ -34,7 +34,7 @@ pub struct Env {
 }
 
 impl Env {
-    fn new(extra: &[PathBuf]) -> Self {
+    pub fn new(extra: &[PathBuf]) -> Self {
         let mut dirs: Vec<PathBuf> = extra.to_vec();
         dirs.push(cargo_home().join("bin"));
         if let Some(path) = std::env::var_os("PATH") {
@@ -295,6 +295,11 @@ pub struct System {
 }
 
 impl System {
+    /// mosquitto's path.
+    pub fn mosquitto(&self) -> &Path {
+        &self.mosquitto
+    }
+
     /// Tells the tests where the programs are.
     pub fn apply(&self, cmd: &mut Command) {
         cmd.env("CHROMEDRIVER", &self.chromedriver)

@@ -241,7 +241,8 @@ where
     let limits = Limits {
         max_packet_size: config.max_packet_size,
     };
-    let mut inbuf = BytesMut::with_capacity(4096);
+    // Small to start (an idle client costs little); it grows with the packets that come.
+    let mut inbuf = BytesMut::with_capacity(512);
     let first = tokio::time::timeout(
         config.connect_timeout,
         read_first(&mut rd, &mut inbuf, &limits),

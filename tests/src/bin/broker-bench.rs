@@ -1,0 +1,584 @@
+//! `broker-bench`: Kite's embedded broker against Debian's mosquitto, side by side, with one load
+//! generator (this program), over TCP and over WebSocket. Run by `cargo xtask bench broker`.
+//!
+//! Loads: 4 publishers → 1 subscriber (fan-in) and 1 publisher → 50 subscribers (fan-out), QoS 0
+//! and 1, 64 B and 16 KiB payloads, MQTT 3.1.1, every client on its own connection. Each
+//! publisher sends a fixed number of messages as fast as the broker takes them (QoS 1: 100
+//! unacknowledged at most); a message carries its send time, so each delivery gives a latency
+//! (under full load: it includes queueing). Also the resident memory of the broker process
+//! with 10,000 idle TCP clients.
+//!
+//! Usage: broker-bench --kite PATH --mosquitto PATH [--write FILE] [--quick]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout
+)]
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::{SinkExt, StreamExt};
+use kite_mqtt::codec::{Ack, Connect, Publish, Subscribe, Subscription};
+use kite_mqtt::{Limits, Packet, QoS, Version};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+const V: Version = Version::V3_1_1;
+/// QoS 1 messages a publisher keeps unacknowledged at most.
+const WINDOW: usize = 100;
+/// A scenario that has not finished by then is reported with what was delivered.
+const SCENARIO_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Transport {
+    Tcp,
+    Ws,
+}
+
+#[derive(Clone, Debug)]
+struct Target {
+    name: &'static str,
+    tcp: u16,
+    ws: String,
+    pid: u32,
+}
+
+// ---- connections -------------------------------------------------------------------------
+
+enum Rd {
+    Tcp(tokio::io::ReadHalf<TcpStream>),
+    Ws(futures_util::stream::SplitStream<WsStream>),
+}
+enum Wr {
+    Tcp(tokio::io::WriteHalf<TcpStream>),
+    Ws(futures_util::stream::SplitSink<WsStream, Message>),
+}
+type WsStream = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+
+struct Reader {
+    rd: Rd,
+    buf: BytesMut,
+}
+
+impl Reader {
+    async fn recv(&mut self) -> Option<Packet> {
+        loop {
+            if let Some(p) = self.buffered() {
+                return Some(p);
+            }
+            if !self.fill().await {
+                return None;
+            }
+        }
+    }
+
+    /// A whole packet already read, if any.
+    fn buffered(&mut self) -> Option<Packet> {
+        kite_mqtt::decode(&mut self.buf, V, &Limits::default())
+            .ok()
+            .flatten()
+    }
+
+    /// Reads more bytes; `false` when the connection is gone.
+    async fn fill(&mut self) -> bool {
+        loop {
+            match &mut self.rd {
+                Rd::Tcp(r) => return matches!(r.read_buf(&mut self.buf).await, Ok(n) if n > 0),
+                Rd::Ws(r) => match r.next().await {
+                    Some(Ok(Message::Binary(b))) => {
+                        self.buf.extend_from_slice(&b);
+                        return true;
+                    }
+                    Some(Ok(Message::Close(_)) | Err(_)) | None => return false,
+                    Some(Ok(_)) => {}
+                },
+            }
+        }
+    }
+}
+
+impl Wr {
+    async fn send(&mut self, bytes: Bytes) -> bool {
+        match self {
+            Wr::Tcp(w) => w.write_all(&bytes).await.is_ok(),
+            Wr::Ws(w) => w.send(Message::Binary(bytes)).await.is_ok(),
+        }
+    }
+}
+
+async fn open(target: &Target, transport: Transport, client_id: &str) -> (Reader, Wr) {
+    let (rd, mut wr) = match transport {
+        Transport::Tcp => {
+            let s = TcpStream::connect(("127.0.0.1", target.tcp)).await.unwrap();
+            s.set_nodelay(true).unwrap();
+            let (r, w) = tokio::io::split(s);
+            (Rd::Tcp(r), Wr::Tcp(w))
+        }
+        Transport::Ws => {
+            let mut req = target.ws.as_str().into_client_request().unwrap();
+            req.headers_mut()
+                .insert("Sec-WebSocket-Protocol", "mqtt".parse().unwrap());
+            let (ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+            let (w, r) = ws.split();
+            (Rd::Ws(r), Wr::Ws(w))
+        }
+    };
+    let mut b = BytesMut::new();
+    Packet::Connect(Box::new(Connect {
+        version: V,
+        client_id: client_id.into(),
+        keep_alive: 120,
+        ..Connect::default()
+    }))
+    .encode(V, &mut b)
+    .unwrap();
+    assert!(wr.send(b.freeze()).await);
+    let mut reader = Reader {
+        rd,
+        buf: BytesMut::new(),
+    };
+    match reader.recv().await {
+        Some(Packet::ConnAck(a)) if !a.reason.is_error() => {}
+        other => panic!("{}: no CONNACK for {client_id}: {other:?}", target.name),
+    }
+    (reader, wr)
+}
+
+fn nanos(epoch: Instant) -> u64 {
+    epoch.elapsed().as_nanos() as u64
+}
+
+// ---- one scenario ------------------------------------------------------------------------
+
+#[derive(Clone, Copy, Debug)]
+struct Load {
+    publishers: usize,
+    subscribers: usize,
+    qos: QoS,
+    size: usize,
+    per_publisher: usize,
+}
+
+struct Outcome {
+    delivered: usize,
+    expected: usize,
+    secs: f64,
+    p50_us: f64,
+    p99_us: f64,
+}
+
+async fn subscriber(
+    target: Target,
+    transport: Transport,
+    id: String,
+    load: Load,
+    epoch: Instant,
+    ready: tokio::sync::mpsc::Sender<()>,
+) -> (Vec<u64>, u64) {
+    let (mut rd, mut wr) = open(&target, transport, &id).await;
+    let mut b = BytesMut::new();
+    Packet::Subscribe(Subscribe {
+        packet_id: 1,
+        filters: vec![Subscription::new("bench/#", load.qos)],
+        properties: Default::default(),
+    })
+    .encode(V, &mut b)
+    .unwrap();
+    wr.send(b.freeze()).await;
+    match rd.recv().await {
+        Some(Packet::SubAck(_)) => {}
+        other => panic!("no SUBACK: {other:?}"),
+    }
+    ready.send(()).await.unwrap();
+    let expected = load.publishers * load.per_publisher;
+    let mut latencies = Vec::with_capacity(expected);
+    let mut acks = BytesMut::new();
+    let mut last = 0;
+    let deadline = tokio::time::Instant::from_std(epoch) + SCENARIO_TIMEOUT;
+    'run: while latencies.len() < expected {
+        // Everything already read, then the acknowledgements for it in one write, then read.
+        while let Some(p) = rd.buffered() {
+            if let Packet::Publish(p) = p {
+                let sent = u64::from_be_bytes(p.payload[..8].try_into().unwrap());
+                last = nanos(epoch);
+                latencies.push(last.saturating_sub(sent));
+                if p.qos == QoS::AtLeastOnce {
+                    Packet::PubAck(Ack::new(p.packet_id))
+                        .encode(V, &mut acks)
+                        .unwrap();
+                }
+            }
+        }
+        if !acks.is_empty() && !wr.send(acks.split().freeze()).await {
+            break;
+        }
+        if latencies.len() >= expected {
+            break;
+        }
+        match tokio::time::timeout_at(deadline, rd.fill()).await {
+            Ok(true) => {}
+            Ok(false) | Err(_) => break 'run,
+        }
+    }
+    (latencies, last)
+}
+
+async fn publisher(target: Target, transport: Transport, id: String, load: Load, epoch: Instant) {
+    let (mut rd, mut wr) = open(&target, transport, &id).await;
+    let window = Arc::new(tokio::sync::Semaphore::new(WINDOW));
+    let acks = {
+        let window = window.clone();
+        tokio::spawn(async move {
+            while let Some(p) = rd.recv().await {
+                if matches!(p, Packet::PubAck(_)) {
+                    window.add_permits(1);
+                }
+            }
+        })
+    };
+    let pad = vec![0x5a; load.size.saturating_sub(8)];
+    let mut batch = BytesMut::new();
+    for i in 0..load.per_publisher {
+        if load.qos == QoS::AtLeastOnce {
+            window.acquire().await.unwrap().forget();
+        }
+        let mut payload = BytesMut::with_capacity(load.size.max(8));
+        payload.put_u64(nanos(epoch));
+        payload.put_slice(&pad);
+        Packet::Publish(Publish {
+            qos: load.qos,
+            topic: "bench/data".into(),
+            packet_id: if load.qos == QoS::AtMostOnce {
+                0
+            } else {
+                (i % 65_000 + 1) as u16
+            },
+            payload: payload.freeze(),
+            ..Publish::default()
+        })
+        .encode(V, &mut batch)
+        .unwrap();
+        // Several packets per write (per WebSocket frame): up to 64 KiB, or when the QoS 1
+        // window is used up.
+        let window_empty = load.qos == QoS::AtLeastOnce && window.available_permits() == 0;
+        let flush = batch.len() >= 64 * 1024 || window_empty || i + 1 == load.per_publisher;
+        if flush && !wr.send(batch.split().freeze()).await {
+            break;
+        }
+    }
+    if load.qos == QoS::AtLeastOnce {
+        // Wait for the last acknowledgements (bounded by the scenario timeout).
+        let _ = tokio::time::timeout(SCENARIO_TIMEOUT, window.acquire_many(WINDOW as u32)).await;
+    }
+    acks.abort();
+}
+
+async fn run_load(target: &Target, transport: Transport, load: Load) -> Outcome {
+    let epoch = Instant::now();
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(load.subscribers);
+    let mut subs = Vec::new();
+    for s in 0..load.subscribers {
+        subs.push(tokio::spawn(subscriber(
+            target.clone(),
+            transport,
+            format!("bench-sub-{s}"),
+            load,
+            epoch,
+            ready_tx.clone(),
+        )));
+    }
+    for _ in 0..load.subscribers {
+        ready_rx.recv().await.unwrap();
+    }
+    let start = Instant::now();
+    let mut pubs = Vec::new();
+    for p in 0..load.publishers {
+        pubs.push(tokio::spawn(publisher(
+            target.clone(),
+            transport,
+            format!("bench-pub-{p}"),
+            load,
+            epoch,
+        )));
+    }
+    let mut all = Vec::new();
+    // Throughput runs to the last delivery (a broker that drops messages is not charged the
+    // wait for ones that never come).
+    let mut last = 0u64;
+    for s in subs {
+        if let Ok(Ok(lat)) = tokio::time::timeout_at(
+            // The subscribers stop by themselves at the scenario timeout, with what they got.
+            tokio::time::Instant::from_std(start + SCENARIO_TIMEOUT + Duration::from_secs(5)),
+            s,
+        )
+        .await
+        {
+            all.extend(lat.0);
+            last = last.max(lat.1);
+        }
+    }
+    for p in pubs {
+        p.abort();
+    }
+    all.sort_unstable();
+    let pct = |q: f64| {
+        all.get(((all.len() as f64 * q) as usize).min(all.len().saturating_sub(1)))
+            .map_or(f64::NAN, |n| *n as f64 / 1000.0)
+    };
+    Outcome {
+        delivered: all.len(),
+        expected: load.publishers * load.per_publisher * load.subscribers,
+        secs: (Duration::from_nanos(last).saturating_sub(start.duration_since(epoch)))
+            .as_secs_f64(),
+        p50_us: pct(0.50),
+        p99_us: pct(0.99),
+    }
+}
+
+// ---- idle clients ------------------------------------------------------------------------
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+async fn idle_clients(target: &Target, n: usize) -> (u64, u64) {
+    let before = rss_kib(target.pid);
+    let mut clients = Vec::with_capacity(n);
+    for chunk in 0..n.div_ceil(500) {
+        let mut batch = Vec::new();
+        for i in chunk * 500..((chunk + 1) * 500).min(n) {
+            let t = target.clone();
+            batch.push(tokio::spawn(async move {
+                open(&t, Transport::Tcp, &format!("idle-{i}")).await
+            }));
+        }
+        for b in batch {
+            clients.push(b.await.unwrap());
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = rss_kib(target.pid);
+    drop(clients);
+    (before, after)
+}
+
+// ---- the brokers -------------------------------------------------------------------------
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+struct Running {
+    child: Child,
+    target: Target,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_kite(kite: &Path, dir: &Path) -> Running {
+    let (http, mqtt) = (free_port(), free_port());
+    let config = dir.join("kite.toml");
+    std::fs::write(
+        &config,
+        "[limits]\nmax_connections = 20000\n[broker]\npersistence = false\nsys_interval_secs = 0\n",
+    )
+    .unwrap();
+    let child = Command::new(kite)
+        .args(["serve", "--http", &format!("127.0.0.1:{http}")])
+        .args(["--mqtt", &format!("127.0.0.1:{mqtt}")])
+        .arg("--config")
+        .arg(&config)
+        .env("KITE_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_port(mqtt);
+    wait_port(http);
+    Running {
+        target: Target {
+            name: "Kite",
+            tcp: mqtt,
+            ws: format!("ws://127.0.0.1:{http}/mqtt"),
+            pid: child.id(),
+        },
+        child,
+    }
+}
+
+fn start_mosquitto(bin: &Path, dir: &Path) -> Running {
+    let (tcp, ws) = (free_port(), free_port());
+    let config = dir.join("mosquitto.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "listener {tcp} 127.0.0.1\nlistener {ws} 127.0.0.1\nprotocol websockets\nallow_anonymous true\npersistence false\nmax_connections -1\n"
+        ),
+    )
+    .unwrap();
+    let child = Command::new(bin)
+        .arg("-c")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_port(tcp);
+    wait_port(ws);
+    Running {
+        target: Target {
+            name: "mosquitto",
+            tcp,
+            ws: format!("ws://127.0.0.1:{ws}/mqtt"),
+            pid: child.id(),
+        },
+        child,
+    }
+}
+
+// ---- main --------------------------------------------------------------------------------
+
+fn arg(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let kite = PathBuf::from(arg(&args, "--kite").expect("--kite PATH"));
+    let mosquitto = PathBuf::from(arg(&args, "--mosquitto").expect("--mosquitto PATH"));
+    let quick = args.iter().any(|a| a == "--quick");
+    let write = arg(&args, "--write").map(PathBuf::from);
+    let dir = std::env::temp_dir().join(format!("kite-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let scale = if quick { 10 } else { 1 };
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut table = String::new();
+    let _ = writeln!(
+        table,
+        "| load | QoS | payload | via | Kite msgs/s | mosquitto msgs/s | Kite ÷ mosquitto | Kite p50 / p99 ms | mosquitto p50 / p99 ms |\n|---|---|---|---|---|---|---|---|---|"
+    );
+    for (label, publishers, subscribers) in [("4 → 1", 4, 1), ("1 → 50", 1, 50)] {
+        for qos in [QoS::AtMostOnce, QoS::AtLeastOnce] {
+            for size in [64usize, 16 * 1024] {
+                for transport in [Transport::Tcp, Transport::Ws] {
+                    let per_publisher = match (subscribers, size) {
+                        (1, 64) => 50_000,
+                        (1, _) => 2_000,
+                        (_, 64) => 5_000,
+                        _ => 200,
+                    } / scale;
+                    let load = Load {
+                        publishers,
+                        subscribers,
+                        qos,
+                        size,
+                        per_publisher,
+                    };
+                    let mut cells = Vec::new();
+                    for which in ["kite", "mosquitto"] {
+                        // A fresh broker per run: no state carried between scenarios.
+                        let running = if which == "kite" {
+                            start_kite(&kite, &dir)
+                        } else {
+                            start_mosquitto(&mosquitto, &dir)
+                        };
+                        let o = rt.block_on(run_load(&running.target, transport, load));
+                        drop(running);
+                        cells.push(o);
+                    }
+                    let rate = |o: &Outcome| o.delivered as f64 / o.secs.max(1e-9);
+                    let shown = |o: &Outcome| {
+                        let mut s = format!("{:.0}", rate(o));
+                        if o.delivered < o.expected {
+                            let _ = write!(s, " ({} of {} delivered)", o.delivered, o.expected);
+                        }
+                        s
+                    };
+                    let (k, m) = (&cells[0], &cells[1]);
+                    let line = format!(
+                        "| {label} | {} | {} | {} | {} | {} | {:.2}× | {:.1} / {:.1} | {:.1} / {:.1} |",
+                        qos as u8,
+                        if size == 64 { "64 B" } else { "16 KiB" },
+                        if transport == Transport::Tcp {
+                            "TCP"
+                        } else {
+                            "WebSocket"
+                        },
+                        shown(k),
+                        shown(m),
+                        rate(k) / rate(m).max(1e-9),
+                        k.p50_us / 1000.0,
+                        k.p99_us / 1000.0,
+                        m.p50_us / 1000.0,
+                        m.p99_us / 1000.0,
+                    );
+                    println!("{line}");
+                    let _ = writeln!(table, "{line}");
+                }
+            }
+        }
+    }
+    let idle = if quick { 1_000 } else { 10_000 };
+    let _ = writeln!(
+        table,
+        "\n| {idle} idle TCP clients | RSS before | RSS after | per client |\n|---|---|---|---|"
+    );
+    for which in ["kite", "mosquitto"] {
+        let running = if which == "kite" {
+            start_kite(&kite, &dir)
+        } else {
+            start_mosquitto(&mosquitto, &dir)
+        };
+        let (before, after) = rt.block_on(idle_clients(&running.target, idle));
+        let line = format!(
+            "| {} | {:.1} MiB | {:.1} MiB | {:.1} KiB |",
+            running.target.name,
+            before as f64 / 1024.0,
+            after as f64 / 1024.0,
+            after.saturating_sub(before) as f64 / idle as f64
+        );
+        println!("{line}");
+        let _ = writeln!(table, "{line}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    if let Some(path) = write {
+        std::fs::write(&path, table).unwrap();
+        println!("table written to {}", path.display());
+    }
+}
