@@ -380,6 +380,21 @@ fn ensure_paho() -> Result<PathBuf, Failure> {
         "installing paho-mqtt {PAHO_VERSION} (Python, for the device interop tests) into {}",
         dir.display()
     ));
+    let has_pip = Command::new("python3")
+        .args(["-m", "pip", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_pip && is_root() {
+        step("installing python3-pip with apt-get");
+        let mut apt = Command::new("apt-get");
+        apt.args(["install", "-y", "-q", "python3-pip"])
+            .env("DEBIAN_FRONTEND", "noninteractive");
+        run(
+            &mut apt,
+            "installing python3-pip",
+            "run `apt-get update && apt-get install -y python3-pip` by hand and read its error",
+        )?;
+    }
     let mut pip = Command::new("python3");
     pip.args([
         "-m",
