@@ -27,6 +27,9 @@ use crate::proxy;
 use crate::server::Peer;
 use crate::upstream::Connector;
 
+/// The WebSocket read buffer per session.
+const WS_READ_BUFFER: usize = 8 * 1024;
+
 /// WebSocket subprotocols accepted, in order of preference ([MQTT-6.0.0-3], [MQTT-6.0.0-4]).
 pub const SUBPROTOCOLS: [&str; 2] = ["mqtt", "mqttv3.1"];
 
@@ -409,8 +412,11 @@ fn upgrade(
     }
     let limits = state.config.limits;
     let max = limits.max_packet_size as usize;
+    // tungstenite reserves 128 KiB per connection for reading by default; frames larger than
+    // the buffer still arrive (it grows), so an idle session need not hold that much.
     let ws = ws
         .protocols(SUBPROTOCOLS)
+        .read_buffer_size(WS_READ_BUFFER)
         .max_message_size(max)
         .max_frame_size(max);
     if ws.selected_protocol().is_none() {

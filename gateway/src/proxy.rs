@@ -25,6 +25,9 @@ use crate::metrics::{EndKind, Metrics};
 /// Bytes read from the broker at most per WebSocket frame sent to the browser.
 pub const READ_CHUNK: usize = 64 * 1024;
 
+/// The smallest read from the broker (what an idle session holds).
+const MIN_READ_CHUNK: usize = 4 * 1024;
+
 /// Why the gateway closes a browser's session, with the close code and (MQTT 5) reason code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Violation {
@@ -236,12 +239,20 @@ where
             End::Browser
         };
         let down = async {
-            let mut buf = BytesMut::with_capacity(READ_CHUNK);
+            // The read size adapts: small while the broker sends little (an idle session holds
+            // 4 KiB, not 64), doubling up to READ_CHUNK while reads fill it.
+            let mut chunk = MIN_READ_CHUNK;
+            let mut buf = BytesMut::new();
             loop {
-                buf.reserve(READ_CHUNK);
+                buf.reserve(chunk);
                 match broker_rd.read_buf(&mut buf).await {
                     Ok(0) => return End::Broker,
                     Ok(n) => {
+                        chunk = if n >= chunk {
+                            (chunk * 2).min(READ_CHUNK)
+                        } else {
+                            MIN_READ_CHUNK.max(chunk / 2)
+                        };
                         metrics.bytes_out(n);
                         let frame = Message::Binary(buf.split().freeze());
                         if let Err(e) = ws_tx.send(frame).await {

@@ -26,7 +26,9 @@ Commands:
                    fmt, clippy (host + wasm32), host tests, end-to-end tests, wasm tests
   dist             build the release binary and app into target/dist and print the app's size
   bench broker     Kite's embedded broker vs Debian's mosquitto, side by side (release builds;
-                   a few minutes); prints the table and writes target/bench/broker.md
+                   about 8 minutes); prints the table and writes target/bench/broker.md
+  bench gateway    MQTT over WebSocket to mosquitto: TCP, mosquitto's listener, websockify,
+                   Kite's gateway (about 4 minutes); writes target/bench/gateway.md
   help             this text
 ";
 
@@ -58,19 +60,26 @@ fn main() -> ExitCode {
     }
 }
 
-/// `cargo xtask bench broker [--quick]`: the load generator against both brokers.
+/// `cargo xtask bench broker|gateway [--quick]`: the load generator against Kite and the
+/// alternatives (see tests/src/bin/kite-bench.rs).
 fn bench(root: &Path, args: &[String]) -> Result<(), Failure> {
-    if args.first().map(String::as_str) != Some("broker") {
+    let which = args.first().map(String::as_str).unwrap_or_default();
+    if which != "broker" && which != "gateway" {
         return Err(Failure {
             what: "choosing a benchmark".into(),
             command: format!("cargo xtask bench {}", args.join(" ")),
             detail: "unknown benchmark".into(),
-            fix: "use `cargo xtask bench broker` (the codec's: `cargo bench -p kite-mqtt`)".into(),
+            fix: "use `cargo xtask bench broker` or `cargo xtask bench gateway` (the codec's: `cargo bench -p kite-mqtt`)".into(),
         });
     }
     let system = tools::ensure_test_packages()?;
+    let websockify = if which == "gateway" {
+        Some(tools::ensure_websockify()?)
+    } else {
+        None
+    };
     let env = tools::Env::new(&[]);
-    step("building kite and broker-bench (release)");
+    step("building kite and kite-bench (release)");
     run(
         cargo(&env)
             .args([
@@ -81,7 +90,7 @@ fn bench(root: &Path, args: &[String]) -> Result<(), Failure> {
                 "-p",
                 "kite-tests",
             ])
-            .args(["--bin", "kite", "--bin", "broker-bench"])
+            .args(["--bin", "kite", "--bin", "kite-bench"])
             .current_dir(root),
         "building the benchmark",
         "read cargo's error above",
@@ -93,18 +102,24 @@ fn bench(root: &Path, args: &[String]) -> Result<(), Failure> {
         detail: e.to_string(),
         fix: "check the permissions of target/".into(),
     })?;
-    step("running broker-bench (each scenario against a fresh Kite, then a fresh mosquitto)");
-    let mut cmd = Command::new(root.join("target/release/broker-bench"));
-    cmd.arg("--kite")
+    step(&format!(
+        "running kite-bench {which} (every run against freshly started servers)"
+    ));
+    let mut cmd = Command::new(root.join("target/release/kite-bench"));
+    cmd.arg(which)
+        .arg("--kite")
         .arg(root.join("target/release/kite"))
         .arg("--mosquitto")
         .arg(system.mosquitto())
         .arg("--write")
-        .arg(out_dir.join("broker.md"))
-        .args(&args[1..]);
+        .arg(out_dir.join(format!("{which}.md")));
+    if let Some(dir) = websockify {
+        cmd.arg("--websockify").arg(dir);
+    }
+    cmd.args(&args[1..]);
     run(
         &mut cmd,
-        "running the broker benchmark",
+        "running the benchmark",
         "read its output above; `--quick` runs a tenth of the load",
     )
 }

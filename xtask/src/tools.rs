@@ -367,17 +367,27 @@ pub fn ensure_test_packages() -> Result<System, Failure> {
     })
 }
 
-/// Eclipse Paho's Python client for the device interop tests, from PyPI into the cache dir
-/// (a `--target` directory: no virtualenv, nothing system-wide). Returns the directory to put
-/// on PYTHONPATH.
-fn ensure_paho() -> Result<PathBuf, Failure> {
-    let dir = cache_dir().join(format!("paho-mqtt-{PAHO_VERSION}"));
-    if dir.join("paho/mqtt/client.py").is_file() {
-        println!("[xtask] paho-mqtt {PAHO_VERSION:<25} present");
+/// websockify (Python, PyPI) for `cargo xtask bench gateway`, into the cache dir; returns the
+/// directory to put on PYTHONPATH.
+pub fn ensure_websockify() -> Result<PathBuf, Failure> {
+    pip_target(
+        "websockify",
+        "0.13.0",
+        "websockify/__init__.py",
+        "the gateway benchmark",
+    )
+}
+
+/// A Python package from PyPI into `~/.cache/kite/<name>-<version>` (`pip install --target`:
+/// no virtualenv, nothing system-wide); `marker` is a file that proves it is there.
+fn pip_target(name: &str, version: &str, marker: &str, for_what: &str) -> Result<PathBuf, Failure> {
+    let dir = cache_dir().join(format!("{name}-{version}"));
+    if dir.join(marker).is_file() {
+        println!("[xtask] {:<33} present", format!("{name} {version}"));
         return Ok(dir);
     }
     step(&format!(
-        "installing paho-mqtt {PAHO_VERSION} (Python, for the device interop tests) into {}",
+        "installing {name} {version} (Python, for {for_what}) into {}",
         dir.display()
     ));
     let has_pip = Command::new("python3")
@@ -405,14 +415,26 @@ fn ensure_paho() -> Result<PathBuf, Failure> {
         "--target",
     ])
     .arg(&dir)
-    .arg(format!("paho-mqtt=={PAHO_VERSION}"))
+    .arg(format!("{name}=={version}"))
     .env("PIP_ROOT_USER_ACTION", "ignore");
     run(
         &mut pip,
-        "installing paho-mqtt from PyPI",
+        &format!("installing {name} from PyPI"),
         "check that python3 and pip are installed (apt-get install python3-pip) and PyPI is reachable",
     )?;
     Ok(dir)
+}
+
+/// Eclipse Paho's Python client for the device interop tests, from PyPI into the cache dir
+/// (a `--target` directory: no virtualenv, nothing system-wide). Returns the directory to put
+/// on PYTHONPATH.
+fn ensure_paho() -> Result<PathBuf, Failure> {
+    pip_target(
+        "paho-mqtt",
+        PAHO_VERSION,
+        "paho/mqtt/client.py",
+        "the device interop tests",
+    )
 }
 
 fn is_root() -> bool {

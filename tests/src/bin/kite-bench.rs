@@ -1,5 +1,7 @@
-//! `broker-bench`: Kite's embedded broker against Debian's mosquitto, side by side, with one load
-//! generator (this program), over TCP and over WebSocket. Run by `cargo xtask bench broker`.
+//! `kite-bench`: Kite against the alternatives, side by side, with one load generator (this
+//! program). Run by `cargo xtask bench broker` and `cargo xtask bench gateway`.
+//!
+//! `broker`: Kite's embedded broker against Debian's mosquitto, over TCP and over WebSocket.
 //!
 //! Loads: 4 publishers → 1 subscriber (fan-in) and 1 publisher → 50 subscribers (fan-out), QoS 0
 //! and 1, 64 B and 16 KiB payloads, MQTT 3.1.1, every client on its own connection. Each
@@ -8,7 +10,14 @@
 //! (under full load: it includes queueing). Also the resident memory of the broker process
 //! with 10,000 idle TCP clients.
 //!
-//! Usage: broker-bench --kite PATH --mosquitto PATH [--write FILE] [--quick]
+//! `gateway`: MQTT over WebSocket to mosquitto four ways — (a) plain TCP to mosquitto (the
+//! baseline), (b) mosquitto's own websockets listener, (c) websockify (`binary` subprotocol) in
+//! front of mosquitto's TCP, (d) Kite's gateway in front of mosquitto's TCP: 4 → 1 at QoS 0 and
+//! 1 (64 B) at full speed, the latency added at a paced 10,000 msgs/s, the delivery time of one
+//! 1 MB message to a WebSocket subscriber, and the gateway's memory per idle WebSocket session.
+//!
+//! Usage: kite-bench broker  --kite PATH --mosquitto PATH [--write FILE] [--quick]
+//!        kite-bench gateway --kite PATH --mosquitto PATH --websockify PYTHONPATH [--write FILE] [--quick]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -48,6 +57,8 @@ struct Target {
     name: &'static str,
     tcp: u16,
     ws: String,
+    /// The WebSocket subprotocol to offer (`mqtt`; websockify only takes `binary`).
+    ws_protocol: &'static str,
     pid: u32,
 }
 
@@ -124,9 +135,14 @@ async fn open(target: &Target, transport: Transport, client_id: &str) -> (Reader
         }
         Transport::Ws => {
             let mut req = target.ws.as_str().into_client_request().unwrap();
-            req.headers_mut()
-                .insert("Sec-WebSocket-Protocol", "mqtt".parse().unwrap());
-            let (ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+            req.headers_mut().insert(
+                "Sec-WebSocket-Protocol",
+                target.ws_protocol.parse().unwrap(),
+            );
+            // TCP_NODELAY, like the TCP clients (Nagle would add up to 40 ms).
+            let (ws, _) = tokio_tungstenite::connect_async_with_config(req, None, true)
+                .await
+                .unwrap();
             let (w, r) = ws.split();
             (Rd::Ws(r), Wr::Ws(w))
         }
@@ -165,6 +181,8 @@ struct Load {
     qos: QoS,
     size: usize,
     per_publisher: usize,
+    /// Messages per second per publisher (sent in 10 ms ticks); `None`: as fast as possible.
+    rate: Option<u32>,
 }
 
 struct Outcome {
@@ -246,7 +264,14 @@ async fn publisher(target: Target, transport: Transport, id: String, load: Load,
     };
     let pad = vec![0x5a; load.size.saturating_sub(8)];
     let mut batch = BytesMut::new();
+    let mut ticks = tokio::time::interval(Duration::from_millis(10));
+    let per_tick = load.rate.map(|r| (r / 100).max(1) as usize);
     for i in 0..load.per_publisher {
+        if let Some(n) = per_tick
+            && i % n == 0
+        {
+            ticks.tick().await;
+        }
         if load.qos == QoS::AtLeastOnce {
             window.acquire().await.unwrap().forget();
         }
@@ -269,7 +294,9 @@ async fn publisher(target: Target, transport: Transport, id: String, load: Load,
         // Several packets per write (per WebSocket frame): up to 64 KiB, or when the QoS 1
         // window is used up.
         let window_empty = load.qos == QoS::AtLeastOnce && window.available_permits() == 0;
-        let flush = batch.len() >= 64 * 1024 || window_empty || i + 1 == load.per_publisher;
+        let tick_done = per_tick.is_some_and(|n| (i + 1) % n == 0);
+        let flush =
+            batch.len() >= 64 * 1024 || window_empty || tick_done || i + 1 == load.per_publisher;
         if flush && !wr.send(batch.split().freeze()).await {
             break;
         }
@@ -354,7 +381,7 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-async fn idle_clients(target: &Target, n: usize) -> (u64, u64) {
+async fn idle_clients(target: &Target, n: usize, transport: Transport) -> (u64, u64) {
     let before = rss_kib(target.pid);
     let mut clients = Vec::with_capacity(n);
     for chunk in 0..n.div_ceil(500) {
@@ -362,7 +389,7 @@ async fn idle_clients(target: &Target, n: usize) -> (u64, u64) {
         for i in chunk * 500..((chunk + 1) * 500).min(n) {
             let t = target.clone();
             batch.push(tokio::spawn(async move {
-                open(&t, Transport::Tcp, &format!("idle-{i}")).await
+                open(&t, transport, &format!("idle-{i}")).await
             }));
         }
         for b in batch {
@@ -406,6 +433,11 @@ impl Drop for Running {
 }
 
 fn start_kite(kite: &Path, dir: &Path) -> Running {
+    start_kite_with(kite, dir, None)
+}
+
+/// `kite serve`: the embedded broker, or the gateway in front of `upstream` (a TCP port).
+fn start_kite_with(kite: &Path, dir: &Path, upstream: Option<u16>) -> Running {
     let (http, mqtt) = (free_port(), free_port());
     let config = dir.join("kite.toml");
     std::fs::write(
@@ -413,22 +445,31 @@ fn start_kite(kite: &Path, dir: &Path) -> Running {
         "[limits]\nmax_connections = 20000\n[broker]\npersistence = false\nsys_interval_secs = 0\n",
     )
     .unwrap();
-    let child = Command::new(kite)
-        .args(["serve", "--http", &format!("127.0.0.1:{http}")])
+    let mut cmd = Command::new(kite);
+    cmd.args(["serve", "--http", &format!("127.0.0.1:{http}")])
         .args(["--mqtt", &format!("127.0.0.1:{mqtt}")])
         .arg("--config")
         .arg(&config)
         .env("KITE_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_port(mqtt);
+        .stdout(Stdio::null());
+    if let Some(port) = upstream {
+        cmd.args(["--upstream", &format!("mqtt://127.0.0.1:{port}")]);
+    }
+    let child = cmd.spawn().unwrap();
+    if upstream.is_none() {
+        wait_port(mqtt);
+    }
     wait_port(http);
     Running {
         target: Target {
-            name: "Kite",
-            tcp: mqtt,
+            name: if upstream.is_some() {
+                "Kite gateway"
+            } else {
+                "Kite"
+            },
+            tcp: upstream.unwrap_or(mqtt),
             ws: format!("ws://127.0.0.1:{http}/mqtt"),
+            ws_protocol: "mqtt",
             pid: child.id(),
         },
         child,
@@ -436,12 +477,17 @@ fn start_kite(kite: &Path, dir: &Path) -> Running {
 }
 
 fn start_mosquitto(bin: &Path, dir: &Path) -> Running {
+    start_mosquitto_with(bin, dir, "")
+}
+
+/// mosquitto with TCP_NODELAY (as Kite: no Nagle delay in the latencies) and `extra` settings.
+fn start_mosquitto_with(bin: &Path, dir: &Path, extra: &str) -> Running {
     let (tcp, ws) = (free_port(), free_port());
     let config = dir.join("mosquitto.conf");
     std::fs::write(
         &config,
         format!(
-            "listener {tcp} 127.0.0.1\nlistener {ws} 127.0.0.1\nprotocol websockets\nallow_anonymous true\npersistence false\nmax_connections -1\n"
+            "set_tcp_nodelay true\nlistener {tcp} 127.0.0.1\nlistener {ws} 127.0.0.1\nprotocol websockets\nallow_anonymous true\npersistence false\nmax_connections -1\n{extra}"
         ),
     )
     .unwrap();
@@ -459,6 +505,7 @@ fn start_mosquitto(bin: &Path, dir: &Path) -> Running {
             name: "mosquitto",
             tcp,
             ws: format!("ws://127.0.0.1:{ws}/mqtt"),
+            ws_protocol: "mqtt",
             pid: child.id(),
         },
         child,
@@ -475,6 +522,20 @@ fn arg(args: &[String], name: &str) -> Option<String> {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        Some("broker") => broker_main(&args),
+        Some("gateway") => gateway_main(&args),
+        _ => {
+            eprintln!(
+                "usage: kite-bench broker|gateway --kite PATH --mosquitto PATH [--websockify DIR] [--write FILE] [--quick]"
+            );
+            std::process::exit(2);
+        }
+    }
+}
+
+fn broker_main(args: &[String]) {
+    let args = args.to_vec();
     let kite = PathBuf::from(arg(&args, "--kite").expect("--kite PATH"));
     let mosquitto = PathBuf::from(arg(&args, "--mosquitto").expect("--mosquitto PATH"));
     let quick = args.iter().any(|a| a == "--quick");
@@ -509,6 +570,7 @@ fn main() {
                         qos,
                         size,
                         per_publisher,
+                        rate: None,
                     };
                     let mut cells = Vec::new();
                     for which in ["kite", "mosquitto"] {
@@ -565,7 +627,7 @@ fn main() {
         } else {
             start_mosquitto(&mosquitto, &dir)
         };
-        let (before, after) = rt.block_on(idle_clients(&running.target, idle));
+        let (before, after) = rt.block_on(idle_clients(&running.target, idle, Transport::Tcp));
         let line = format!(
             "| {} | {:.1} MiB | {:.1} MiB | {:.1} KiB |",
             running.target.name,
@@ -576,6 +638,235 @@ fn main() {
         println!("{line}");
         let _ = writeln!(table, "{line}");
     }
+    let _ = std::fs::remove_dir_all(&dir);
+    if let Some(path) = write {
+        std::fs::write(&path, table).unwrap();
+        println!("table written to {}", path.display());
+    }
+}
+
+// ---- gateway mode ------------------------------------------------------------------------
+
+fn start_websockify(pythonpath: &Path, mqtt: u16) -> Running {
+    let ws = free_port();
+    let child = Command::new("python3")
+        .args([
+            "-m",
+            "websockify",
+            &format!("127.0.0.1:{ws}"),
+            &format!("127.0.0.1:{mqtt}"),
+        ])
+        .env("PYTHONPATH", pythonpath)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_port(ws);
+    Running {
+        target: Target {
+            name: "websockify",
+            tcp: mqtt,
+            ws: format!("ws://127.0.0.1:{ws}/"),
+            ws_protocol: "binary",
+            pid: child.id(),
+        },
+        child,
+    }
+}
+
+/// Time for one 1 MB QoS 0 message, published over TCP straight to mosquitto, to reach a
+/// subscriber on `target` (median of three).
+async fn one_megabyte(target: &Target, transport: Transport, mosquitto_tcp: u16) -> f64 {
+    let mut times = Vec::new();
+    for round in 0..3 {
+        let (mut rd, mut wr) = open(target, transport, &format!("mb-sub-{round}")).await;
+        let mut b = BytesMut::new();
+        Packet::Subscribe(Subscribe {
+            packet_id: 1,
+            filters: vec![Subscription::new("big/#", QoS::AtMostOnce)],
+            properties: Default::default(),
+        })
+        .encode(V, &mut b)
+        .unwrap();
+        wr.send(b.freeze()).await;
+        assert!(matches!(rd.recv().await, Some(Packet::SubAck(_))));
+        let direct = Target {
+            name: "mosquitto",
+            tcp: mosquitto_tcp,
+            ws: String::new(),
+            ws_protocol: "mqtt",
+            pid: 0,
+        };
+        let (_prd, mut pwr) = open(&direct, Transport::Tcp, &format!("mb-pub-{round}")).await;
+        let mut b = BytesMut::new();
+        Packet::Publish(Publish {
+            topic: "big/one".into(),
+            payload: Bytes::from(vec![7u8; 1 << 20]),
+            ..Publish::default()
+        })
+        .encode(V, &mut b)
+        .unwrap();
+        let start = Instant::now();
+        pwr.send(b.freeze()).await;
+        match tokio::time::timeout(SCENARIO_TIMEOUT, rd.recv()).await {
+            Ok(Some(Packet::Publish(p))) if p.payload.len() == 1 << 20 => {
+                times.push(start.elapsed().as_secs_f64() * 1000.0);
+            }
+            _ => times.push(f64::INFINITY),
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    times[1]
+}
+
+fn gateway_main(args: &[String]) {
+    let kite = PathBuf::from(arg(args, "--kite").expect("--kite PATH"));
+    let mosquitto = PathBuf::from(arg(args, "--mosquitto").expect("--mosquitto PATH"));
+    let websockify = PathBuf::from(arg(args, "--websockify").expect("--websockify PYTHONPATH"));
+    let quick = args.iter().any(|a| a == "--quick");
+    let write = arg(args, "--write").map(PathBuf::from);
+    let dir = std::env::temp_dir().join(format!("kite-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let scale = if quick { 10 } else { 1 };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+
+    // One mosquitto behind all four ways, restarted for each run.
+    let ways = [
+        "(a) TCP to mosquitto",
+        "(b) mosquitto WS",
+        "(c) websockify",
+        "(d) Kite gateway",
+    ];
+    let run_way = |way: usize, f: &dyn Fn(&Target, Transport) -> String| -> String {
+        // Deep queues: the gateway runs measure the transport, not mosquitto's drop policy.
+        let broker = start_mosquitto_with(&mosquitto, &dir, "max_queued_messages 1000000\n");
+        let mqtt = broker.target.tcp;
+        let front = match way {
+            2 => Some(start_websockify(&websockify, mqtt)),
+            3 => Some(start_kite_with(&kite, &dir, Some(mqtt))),
+            _ => None,
+        };
+        let (target, transport) = match (way, &front) {
+            (0, _) => (broker.target.clone(), Transport::Tcp),
+            (1, _) => (broker.target.clone(), Transport::Ws),
+            (_, Some(f)) => (f.target.clone(), Transport::Ws),
+            _ => unreachable!(),
+        };
+        let out = f(&target, transport);
+        drop(front);
+        drop(broker);
+        out
+    };
+    let mut table = String::new();
+    let _ = writeln!(
+        table,
+        "| load | {} | (d) ÷ (b) | (d) ÷ (c) |\n|---|---|---|---|---|---|---|",
+        ways.join(" | ")
+    );
+    for qos in [QoS::AtMostOnce, QoS::AtLeastOnce] {
+        let load = Load {
+            publishers: 4,
+            subscribers: 1,
+            qos,
+            size: 64,
+            per_publisher: 50_000 / scale,
+            rate: None,
+        };
+        let mut rates = Vec::new();
+        let mut cells = Vec::new();
+        for way in 0..4 {
+            let mut rate = 0.0;
+            let cell = run_way(way, &|t, tr| {
+                let o = rt.block_on(run_load(t, tr, load));
+                let r = o.delivered as f64 / o.secs.max(1e-9);
+                let mut c = format!(
+                    "{r:.0} msgs/s, {:.1} / {:.1} ms",
+                    o.p50_us / 1000.0,
+                    o.p99_us / 1000.0
+                );
+                if o.delivered < o.expected {
+                    let _ = write!(c, " ({} of {})", o.delivered, o.expected);
+                }
+                c.push_str(&format!("|{r}"));
+                c
+            });
+            let (c, r) = cell.split_once('|').unwrap();
+            rate = r.parse::<f64>().unwrap_or(rate);
+            rates.push(rate);
+            cells.push(c.to_owned());
+        }
+        let line = format!(
+            "| 4 → 1, QoS {}, 64 B: msgs/s, p50 / p99 | {} | {:.2}× | {:.2}× |",
+            qos as u8,
+            cells.join(" | "),
+            rates[3] / rates[1].max(1e-9),
+            rates[3] / rates[2].max(1e-9)
+        );
+        println!("{line}");
+        let _ = writeln!(table, "{line}");
+    }
+    // Latency added at a paced 10,000 msgs/s (4 × 2,500), QoS 0.
+    let paced = Load {
+        publishers: 4,
+        subscribers: 1,
+        qos: QoS::AtMostOnce,
+        size: 64,
+        per_publisher: 7_500 / scale,
+        rate: Some(2_500),
+    };
+    let mut p99 = Vec::new();
+    for way in 0..4 {
+        let cell = run_way(way, &|t, tr| {
+            let o = rt.block_on(run_load(t, tr, paced));
+            format!("{}", o.p99_us / 1000.0)
+        });
+        p99.push(cell.parse::<f64>().unwrap_or(f64::NAN));
+    }
+    let line = format!(
+        "| 10,000 msgs/s paced, QoS 0: p99 ms (added over (a)) | {:.2} | {:.2} (+{:.2}) | {:.2} (+{:.2}) | {:.2} (+{:.2}) | | |",
+        p99[0],
+        p99[1],
+        p99[1] - p99[0],
+        p99[2],
+        p99[2] - p99[0],
+        p99[3],
+        p99[3] - p99[0]
+    );
+    println!("{line}");
+    let _ = writeln!(table, "{line}");
+    // One 1 MB message to a WebSocket subscriber (TCP for (a)).
+    let mut mb = Vec::new();
+    for way in 0..4 {
+        let cell = run_way(way, &|t, tr| {
+            let direct = t.tcp;
+            format!("{}", rt.block_on(one_megabyte(t, tr, direct)))
+        });
+        mb.push(cell.parse::<f64>().unwrap_or(f64::NAN));
+    }
+    let line = format!(
+        "| 1 MB message to the subscriber: ms (median of 3) | {:.1} | {:.1} | {:.1} | {:.1} | | |",
+        mb[0], mb[1], mb[2], mb[3]
+    );
+    println!("{line}");
+    let _ = writeln!(table, "{line}");
+    // Gateway memory per idle WebSocket session (each also holds a connection to mosquitto:
+    // two file descriptors, so 9,000 stay under this machine's limit of 20,000).
+    let idle = if quick { 1_000 } else { 9_000 };
+    let cell = run_way(3, &|t, tr| {
+        let (before, after) = rt.block_on(idle_clients(t, idle, tr));
+        format!(
+            "| {idle} idle WebSocket sessions: Kite gateway RSS | {:.1} MiB before, {:.1} MiB after: {:.1} KiB per session | | | | | |",
+            before as f64 / 1024.0,
+            after as f64 / 1024.0,
+            after.saturating_sub(before) as f64 / idle as f64
+        )
+    });
+    println!("{cell}");
+    let _ = writeln!(table, "{cell}");
     let _ = std::fs::remove_dir_all(&dir);
     if let Some(path) = write {
         std::fs::write(&path, table).unwrap();
