@@ -1221,3 +1221,63 @@ fn paho_clients() {
         }
     }
 }
+
+/// QoS 2 deliveries in flight when the broker stops are resent under the same packet id after
+/// the restart — PUBLISH with DUP before its PUBREC, PUBREL after it [MQTT-4.4.0-1] — so the
+/// subscriber can deliver each once [MQTT-4.3.3-10].
+#[test]
+fn qos2_in_flight_survives_restart() {
+    let dir = kite_tests::TempDir::new("broker-qos2");
+    let data = dir.path().to_owned();
+    let start = || {
+        let data = data.clone();
+        Gateway::start_with(&[], None, move |c| c.broker.data_dir = Some(data))
+    };
+    let persistent = |clean: bool| Connect {
+        clean_start: clean,
+        ..v5_connect(
+            "q2sub",
+            Properties {
+                session_expiry_interval: Some(3600),
+                ..Properties::default()
+            },
+        )
+    };
+    let gw = start();
+    let via = Via::Tcp(gw.mqtt_addr.unwrap());
+    let (mut sub, _) = TestClient::connect(&via, persistent(true));
+    sub.subscribe("x/#", QoS::ExactlyOnce);
+    let mut publ = TestClient::connected(&via, V5, "pub");
+    publ.publish(publish("x/1", "a", QoS::ExactlyOnce, 1));
+    publ.publish(publish("x/2", "b", QoS::ExactlyOnce, 2));
+    let a = sub.recv_publish();
+    let b = sub.recv_publish();
+    assert_eq!((&a.payload[..], &b.payload[..]), (&b"a"[..], &b"b"[..]));
+    // b gets its PUBREC (and the broker's PUBREL); a does not. No PUBCOMP.
+    sub.send(&Packet::PubRec(kite_mqtt::codec::Ack::new(b.packet_id)));
+    match sub.recv() {
+        Packet::PubRel(r) => assert_eq!(r.packet_id, b.packet_id),
+        other => panic!("expected PUBREL, got {other:?}"),
+    }
+    sub.drop_connection();
+    drop(publ);
+    drop(gw);
+
+    let gw = start();
+    let via = Via::Tcp(gw.mqtt_addr.unwrap());
+    let (mut sub, ack) = TestClient::connect(&via, persistent(false));
+    assert!(ack.session_present);
+    let again = sub.recv_publish();
+    assert_eq!(
+        (&again.payload[..], again.dup, again.packet_id),
+        (&b"a"[..], true, a.packet_id),
+        "the unacknowledged QoS 2 PUBLISH comes again with DUP and its packet id"
+    );
+    match sub.recv() {
+        Packet::PubRel(r) => assert_eq!(r.packet_id, b.packet_id, "PUBREL again, not PUBLISH"),
+        other => panic!("expected PUBREL for b, got {other:?}"),
+    }
+    sub.send(&Packet::PubComp(kite_mqtt::codec::Ack::new(b.packet_id)));
+    sub.ack(&again);
+    assert_eq!(sub.barrier(), vec![]);
+}

@@ -22,7 +22,7 @@ use kite_mqtt::{DecodeError, Limits, Packet, QoS, Version};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::session::{Awaiting, Delivery, Inflight, Slot};
-use super::store::Op;
+use super::store::{Op, Sent};
 use super::{Broker, Message, Stats, SubscribeEntry, lock, stopped};
 
 /// Bytes waiting to be written to one client, at most (plus one packet).
@@ -795,7 +795,16 @@ impl Conn {
         };
         if kind == Awaiting::Rec && !(self.v5() && ack.reason.is_error()) {
             st.inflight[i].awaiting = Awaiting::Comp;
-            encode(&Packet::PubRel(Ack::new(ack.packet_id)), self.version, out);
+            // Stored before the PUBREL leaves: after a crash, PUBREL is resent, not PUBLISH.
+            let ticket = if st.inflight[i].delivery.seq != 0 {
+                let d = st.inflight[i].delivery.clone();
+                drop(st);
+                self.store_step(&d, ack.packet_id, Sent::AwaitingComp, Instant::now())
+            } else {
+                drop(st);
+                0
+            };
+            self.answer(ticket, Packet::PubRel(Ack::new(ack.packet_id)), out);
         } else if let Some(done) = st.inflight.remove(i) {
             drop(st);
             self.broker
@@ -940,7 +949,14 @@ impl Conn {
                 continue;
             }
             let packet_id = st.next_packet_id();
-            if !self.write_publish(&d, packet_id, false, now, out) {
+            // A stored QoS 2 delivery: its packet id is stored before the PUBLISH leaves, so
+            // that after a crash it is resent under the same id and delivered once.
+            let ticket = if d.qos == QoS::ExactlyOnce && d.seq != 0 {
+                self.store_step(&d, packet_id, Sent::AwaitingRec, now)
+            } else {
+                0
+            };
+            if !self.send_publish(&d, packet_id, false, ticket, now, out) {
                 self.broker.forget_delivery(&self.client_id, d.seq);
             } else {
                 let awaiting = if d.qos == QoS::AtLeastOnce {
@@ -980,6 +996,20 @@ impl Conn {
         }
     }
 
+    /// Stores where a QoS 2 delivery stands (its packet id and step); returns the ticket.
+    fn store_step(&self, d: &Delivery, packet_id: u16, step: Sent, now: Instant) -> u64 {
+        let record = super::store::encode_message(
+            &d.msg,
+            d.qos,
+            d.retain,
+            &d.ids,
+            Some((packet_id, step)),
+            now,
+        );
+        self.broker
+            .persist([Op::PutQueued(self.client_id.to_string(), d.seq, record)])
+    }
+
     /// Encodes a delivery for this client. `false`: not sent — larger than the client's
     /// Maximum Packet Size (dropped as if delivered [MQTT-3.1.2-25]), or not encodable.
     fn write_publish(
@@ -987,6 +1017,19 @@ impl Conn {
         d: &Delivery,
         packet_id: u16,
         dup: bool,
+        now: Instant,
+        out: &mut BytesMut,
+    ) -> bool {
+        self.send_publish(d, packet_id, dup, 0, now, out)
+    }
+
+    /// Like `write_publish`, held back until store ticket `ticket` is committed.
+    fn send_publish(
+        &mut self,
+        d: &Delivery,
+        packet_id: u16,
+        dup: bool,
+        ticket: u64,
         now: Instant,
         out: &mut BytesMut,
     ) -> bool {
@@ -1043,7 +1086,7 @@ impl Conn {
         if let Some((a, false)) = alias {
             self.aliases_out.insert(d.msg.topic.clone(), a);
         }
-        encode(&packet, self.version, out);
+        self.answer(ticket, packet, out);
         Stats::add(&self.broker.stats().messages_sent, 1);
         true
     }

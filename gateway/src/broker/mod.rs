@@ -353,16 +353,31 @@ impl Broker {
                 for (filter, e) in &r.subscriptions {
                     st.subscriptions.insert(filter.as_str().into(), *e);
                 }
-                for (seq, msg, qos, retain, ids) in s.queue {
-                    st.queued_bytes += msg.size();
-                    st.queue.push_back(Delivery {
-                        msg: Arc::new(msg),
-                        qos,
-                        retain,
-                        ids,
-                        seq,
-                    });
+                for q in s.queue {
+                    let d = Delivery {
+                        msg: Arc::new(q.msg),
+                        qos: q.qos,
+                        retain: q.retain,
+                        ids: q.ids,
+                        seq: q.seq,
+                    };
                     n_queued += 1;
+                    // A QoS 2 delivery that was sent goes back in flight under its packet id
+                    // (resent on reconnect as PUBLISH with DUP, or PUBREL).
+                    match q.sent {
+                        Some((packet_id, step)) => st.inflight.push_back(session::Inflight {
+                            packet_id,
+                            delivery: d,
+                            awaiting: match step {
+                                store::Sent::AwaitingRec => session::Awaiting::Rec,
+                                store::Sent::AwaitingComp => session::Awaiting::Comp,
+                            },
+                        }),
+                        None => {
+                            st.queued_bytes += d.msg.size();
+                            st.queue.push_back(d);
+                        }
+                    }
                 }
                 st.incoming_qos2.extend(s.qos2_in);
             }
@@ -630,7 +645,7 @@ impl Broker {
             let op = match &keep {
                 Some(m) => Op::PutRetained(
                     m.topic.to_string(),
-                    store::encode_message(m, m.qos, true, &[], now),
+                    store::encode_message(m, m.qos, true, &[], None, now),
                 ),
                 None => Op::DelRetained(msg.topic.to_string()),
             };

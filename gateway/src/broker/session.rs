@@ -162,7 +162,7 @@ impl Slot {
             && d.qos != QoS::AtMostOnce
         {
             d.seq = p.next_seq.fetch_add(1, Ordering::Relaxed);
-            let record = super::store::encode_message(&d.msg, d.qos, d.retain, &d.ids, now);
+            let record = super::store::encode_message(&d.msg, d.qos, d.retain, &d.ids, None, now);
             ticket = p.store.submit([super::store::Op::PutQueued(
                 self.client_id.to_string(),
                 d.seq,

@@ -8,7 +8,9 @@
 //! (redb `Durability::Immediate`), so `kill -9` loses nothing that was acknowledged.
 //!
 //! Records reuse the MQTT codec: a stored message is its PUBLISH (MQTT 5 form, with the
-//! delivery's QoS, RETAIN and subscription identifiers) after the time it was received.
+//! delivery's QoS, RETAIN and subscription identifiers) after the time it was received and,
+//! for a QoS 2 delivery already sent, its packet id and step — so that after a crash it is
+//! resent with the same id (PUBLISH with DUP, or PUBREL) and delivered once [MQTT-4.4.0-1].
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -30,7 +32,7 @@ const QUEUE: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("queue")
 const QOS2_IN: TableDefinition<(&str, u16), ()> = TableDefinition::new("qos2_in");
 
 /// The layout of the data this version writes; another value in a file is refused.
-const FORMAT: u64 = 1;
+const FORMAT: u64 = 2;
 
 /// The data file's name in the data directory.
 pub const FILE_NAME: &str = "broker.redb";
@@ -121,9 +123,30 @@ pub(crate) struct Loaded {
 pub(crate) struct LoadedSession {
     pub client_id: String,
     pub record: SessionRecord,
-    /// Queued deliveries, oldest first: (sequence, message, QoS, RETAIN, subscription ids).
-    pub queue: Vec<(u64, Message, QoS, bool, Vec<u32>)>,
+    /// Queued deliveries, oldest first.
+    pub queue: Vec<StoredDelivery>,
     pub qos2_in: Vec<u16>,
+}
+
+/// A delivery read back from the store.
+#[derive(Debug)]
+pub(crate) struct StoredDelivery {
+    pub seq: u64,
+    pub msg: Message,
+    pub qos: QoS,
+    pub retain: bool,
+    pub ids: Vec<u32>,
+    /// Sent already (QoS 2): its packet id and what it awaits.
+    pub sent: Option<(u16, Sent)>,
+}
+
+/// The step a sent QoS 2 delivery is at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sent {
+    /// PUBLISH sent, awaiting PUBREC.
+    AwaitingRec = 1,
+    /// PUBREL sent, awaiting PUBCOMP.
+    AwaitingComp = 2,
 }
 
 /// A persistent session's own fields.
@@ -251,9 +274,9 @@ impl Store {
         let retained = read.open_table(RETAINED).map_err(|x| e(x.into()))?;
         for row in retained.iter().map_err(|x| e(x.into()))? {
             let (k, v) = row.map_err(|x| e(x.into()))?;
-            let (msg, ..) = decode_message(v.value())
+            let d = decode_message(v.value())
                 .ok_or_else(|| corrupt("retained", k.value().to_owned()))?;
-            loaded.retained.push(msg);
+            loaded.retained.push(d.msg);
         }
         let sessions = read.open_table(SESSIONS).map_err(|x| e(x.into()))?;
         let queue = read.open_table(QUEUE).map_err(|x| e(x.into()))?;
@@ -273,10 +296,11 @@ impl Store {
             for row in queue.range(range).map_err(|x| e(x.into()))? {
                 let (k, v) = row.map_err(|x| e(x.into()))?;
                 let seq = k.value().1;
-                let (msg, qos, retain, ids) = decode_message(v.value())
+                let mut d = decode_message(v.value())
                     .ok_or_else(|| corrupt("queued message", format!("{client_id} #{seq}")))?;
+                d.seq = seq;
                 loaded.max_seq = loaded.max_seq.max(seq);
-                s.queue.push((seq, msg, qos, retain, ids));
+                s.queue.push(d);
             }
             let range = (client_id.as_str(), 0u16)..=(client_id.as_str(), u16::MAX);
             for row in qos2.range(range).map_err(|x| e(x.into()))? {
@@ -409,6 +433,7 @@ pub(crate) fn encode_message(
     qos: QoS,
     retain: bool,
     ids: &[u32],
+    sent: Option<(u16, Sent)>,
     now: Instant,
 ) -> Vec<u8> {
     let waited = now.saturating_duration_since(msg.received);
@@ -428,6 +453,9 @@ pub(crate) fn encode_message(
     });
     let mut buf = BytesMut::with_capacity(16 + msg.size());
     buf.put_u64(received);
+    let (packet_id, step) = sent.map_or((0, 0), |(id, s)| (id, s as u8));
+    buf.put_u16(packet_id);
+    buf.put_u8(step);
     if let Err(e) = p.encode(Version::V5, &mut buf) {
         // A message the broker accepted is always encodable; log if not.
         tracing::error!("cannot store a message for {}: {e}", msg.topic);
@@ -435,12 +463,19 @@ pub(crate) fn encode_message(
     buf.to_vec()
 }
 
-fn decode_message(bytes: &[u8]) -> Option<(Message, QoS, bool, Vec<u32>)> {
+fn decode_message(bytes: &[u8]) -> Option<StoredDelivery> {
     let mut b = Bytes::copy_from_slice(bytes);
-    if b.len() < 8 {
+    if b.len() < 11 {
         return None;
     }
     let received_ms = b.get_u64();
+    let packet_id = b.get_u16();
+    let sent = match (packet_id, b.get_u8()) {
+        (0, 0) => None,
+        (id, 1) if id != 0 => Some((id, Sent::AwaitingRec)),
+        (id, 2) if id != 0 => Some((id, Sent::AwaitingComp)),
+        _ => return None,
+    };
     let mut buf = BytesMut::from(&b[..]);
     let Ok(Some(Packet::Publish(mut p))) =
         kite_mqtt::decode(&mut buf, Version::V5, &Limits::default())
@@ -454,7 +489,14 @@ fn decode_message(bytes: &[u8]) -> Option<(Message, QoS, bool, Vec<u32>)> {
     let received = now.checked_sub(waited).unwrap_or(now);
     let mut msg = Message::from_publish(p, None, received);
     msg.qos = qos;
-    Some((msg, qos, retain, ids))
+    Some(StoredDelivery {
+        seq: 0,
+        msg,
+        qos,
+        retain,
+        ids,
+        sent,
+    })
 }
 
 pub(crate) fn encode_session(r: &SessionRecord) -> Vec<u8> {
@@ -550,13 +592,29 @@ mod tests {
             None,
             now,
         );
-        let bytes = encode_message(&msg, QoS::AtLeastOnce, true, &[3, 4], now);
-        let (back, qos, retain, ids) = decode_message(&bytes).unwrap();
-        assert_eq!((qos, retain, ids), (QoS::AtLeastOnce, true, vec![3, 4]));
+        let bytes = encode_message(&msg, QoS::AtLeastOnce, true, &[3, 4], None, now);
+        let d = decode_message(&bytes).unwrap();
+        assert_eq!(
+            (d.qos, d.retain, d.ids, d.sent),
+            (QoS::AtLeastOnce, true, vec![3, 4], None)
+        );
+        let back = d.msg;
         assert_eq!((&*back.topic, &back.payload[..]), ("a/b", &b"hello"[..]));
         assert_eq!(back.properties.content_type.as_deref(), Some("text/plain"));
         assert!(back.remaining_expiry(Instant::now()).unwrap() >= 59);
         assert!(decode_message(&bytes[..10]).is_none());
+        let sent = encode_message(
+            &msg,
+            QoS::ExactlyOnce,
+            false,
+            &[],
+            Some((77, Sent::AwaitingComp)),
+            now,
+        );
+        assert_eq!(
+            decode_message(&sent).unwrap().sent,
+            Some((77, Sent::AwaitingComp))
+        );
 
         let r = SessionRecord {
             expiry: 300,
