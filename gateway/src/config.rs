@@ -33,6 +33,8 @@ pub struct GatewayLimits {
     pub max_packet_size: u32,
     /// Time a new WebSocket has to send its CONNECT (slowloris defence).
     pub connect_timeout: std::time::Duration,
+    /// Subscriptions, publish rate and idle timeout per browser session.
+    pub session: crate::proxy::SessionLimits,
 }
 
 impl Default for GatewayLimits {
@@ -41,6 +43,12 @@ impl Default for GatewayLimits {
             max_connections: 10_000,
             max_packet_size: 16 * 1024 * 1024,
             connect_timeout: std::time::Duration::from_secs(10),
+            session: crate::proxy::SessionLimits {
+                max_subscriptions: 1000,
+                publish_rate: 0,
+                publish_bytes_rate: 0,
+                idle_timeout: None,
+            },
         }
     }
 }
@@ -426,6 +434,10 @@ struct FileLimits {
     max_connections: Option<u64>,
     max_packet_size: Option<u64>,
     connect_timeout_secs: Option<u64>,
+    max_subscriptions: Option<u64>,
+    publish_rate: Option<u64>,
+    publish_bytes_rate: Option<u64>,
+    idle_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -797,10 +809,48 @@ impl FileLimits {
             "1 to 300 seconds",
             d.connect_timeout.as_secs(),
         )?;
+        let max_subscriptions = range(
+            "max_subscriptions",
+            self.max_subscriptions,
+            0,
+            1_000_000,
+            "0 (no limit) to 1000000 per session",
+            d.session.max_subscriptions as u64,
+        )?;
+        let publish_rate = range(
+            "publish_rate",
+            self.publish_rate,
+            0,
+            10_000_000,
+            "0 (no limit) to 10000000 messages/s per session",
+            0,
+        )?;
+        let publish_bytes_rate = range(
+            "publish_bytes_rate",
+            self.publish_bytes_rate,
+            0,
+            1 << 40,
+            "0 (no limit) to 1099511627776 bytes/s per session",
+            0,
+        )?;
+        let idle = range(
+            "idle_timeout_secs",
+            self.idle_timeout_secs,
+            0,
+            86_400,
+            "0 (off) to 86400 seconds",
+            0,
+        )?;
         Ok(GatewayLimits {
             max_connections: usize::try_from(max_connections).unwrap_or(d.max_connections),
             max_packet_size: u32::try_from(max_packet_size).unwrap_or(d.max_packet_size),
             connect_timeout: std::time::Duration::from_secs(connect_timeout),
+            session: crate::proxy::SessionLimits {
+                max_subscriptions: usize::try_from(max_subscriptions).unwrap_or(usize::MAX),
+                publish_rate: u32::try_from(publish_rate).unwrap_or(u32::MAX),
+                publish_bytes_rate,
+                idle_timeout: (idle > 0).then(|| std::time::Duration::from_secs(idle)),
+            },
         })
     }
 }

@@ -436,7 +436,8 @@ fn upgrade(
         let mut shutdown = sessions.shutdown.subscribe();
         let (mut tx, mut rx) = socket.split();
         // The CONNECT first, in time; only then is the upstream contacted.
-        let mut inbound = proxy::Inbound::new(limits.max_packet_size, metrics.clone());
+        let mut inbound = proxy::Inbound::new(limits.max_packet_size, metrics.clone())
+            .with_session_limits(limits.session);
         let reading = tokio::time::timeout(
             limits.connect_timeout,
             proxy::read_connect(&mut rx, &mut inbound),

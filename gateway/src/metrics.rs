@@ -59,6 +59,7 @@ pub struct Metrics {
     bytes_out: AtomicU64,
     ends: [AtomicU64; 8],
     upstream_errors: AtomicU64,
+    throttled: AtomicU64,
 }
 
 impl Metrics {
@@ -88,6 +89,11 @@ impl Metrics {
     /// No address of an upstream answered.
     pub fn upstream_error(&self) {
         self.upstream_errors.fetch_add(1, Relaxed);
+    }
+
+    /// A session was over its publish rate and paused.
+    pub fn throttled(&self) {
+        self.throttled.fetch_add(1, Relaxed);
     }
 
     /// The Prometheus text exposition.
@@ -155,6 +161,12 @@ impl Metrics {
             "counter",
             "Sessions for which no upstream address answered.",
             &one(&self.upstream_errors),
+        );
+        metric(
+            "kite_publish_throttled_total",
+            "counter",
+            "Pauses in reading a browser that was over its publish rate.",
+            &one(&self.throttled),
         );
         out
     }

@@ -64,6 +64,50 @@ impl Violation {
     }
 }
 
+/// Per-session limits beyond packet size (`[limits]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SessionLimits {
+    /// Topic filters one session may hold subscribed at once; 0: no limit.
+    pub max_subscriptions: usize,
+    /// PUBLISH packets per second a session may send (bursts of one second's worth); 0: no
+    /// limit. Beyond, the gateway stops reading from the browser until the rate is back.
+    pub publish_rate: u32,
+    /// PUBLISH bytes per second, the same way; 0: no limit.
+    pub publish_bytes_rate: u64,
+    /// A session that sends nothing for this long is closed; `None`: never.
+    pub idle_timeout: Option<std::time::Duration>,
+}
+
+/// A token bucket: `rate` per second, at most one second's worth saved up.
+#[derive(Debug)]
+struct Bucket {
+    rate: f64,
+    tokens: f64,
+    last: std::time::Instant,
+}
+
+impl Bucket {
+    fn new(rate: f64) -> Option<Self> {
+        (rate > 0.0).then(|| Self {
+            rate,
+            tokens: rate,
+            last: std::time::Instant::now(),
+        })
+    }
+
+    fn take(&mut self, n: f64) {
+        let now = std::time::Instant::now();
+        let refill = now.duration_since(self.last).as_secs_f64() * self.rate;
+        self.tokens = (self.tokens + refill).min(self.rate) - n;
+        self.last = now;
+    }
+
+    /// How long until the bucket is no longer in debt.
+    fn wait(&self) -> Option<std::time::Duration> {
+        (self.tokens < 0.0).then(|| std::time::Duration::from_secs_f64(-self.tokens / self.rate))
+    }
+}
+
 /// The browser → broker direction: a streaming parser enforcing the session rules.
 #[derive(Debug)]
 pub struct Inbound {
@@ -73,6 +117,10 @@ pub struct Inbound {
     version: Option<Version>,
     connect: Option<Box<kite_mqtt::codec::Connect>>,
     metrics: Arc<Metrics>,
+    session: SessionLimits,
+    subscriptions: std::collections::HashSet<bytestring::ByteString>,
+    messages: Option<Bucket>,
+    bytes: Option<Bucket>,
 }
 
 impl Inbound {
@@ -84,7 +132,68 @@ impl Inbound {
             version: None,
             connect: None,
             metrics,
+            session: SessionLimits::default(),
+            subscriptions: std::collections::HashSet::new(),
+            messages: None,
+            bytes: None,
         }
+    }
+
+    /// With these per-session limits.
+    pub fn with_session_limits(mut self, limits: SessionLimits) -> Self {
+        self.messages = Bucket::new(f64::from(limits.publish_rate));
+        self.bytes = Bucket::new(limits.publish_bytes_rate as f64);
+        self.session = limits;
+        self
+    }
+
+    /// How long to stop reading from the browser before its publish rate is back within the
+    /// limits; `None`: not over.
+    pub fn throttle(&self) -> Option<std::time::Duration> {
+        let m = self.messages.as_ref().and_then(Bucket::wait);
+        let b = self.bytes.as_ref().and_then(Bucket::wait);
+        m.max(b)
+    }
+
+    /// The idle timeout, if any.
+    pub fn idle_timeout(&self) -> Option<std::time::Duration> {
+        self.session.idle_timeout
+    }
+
+    /// Checks a packet against the per-session limits (subscriptions, publish rate).
+    fn account(&mut self, packet: &Packet, len: usize) -> Result<(), Violation> {
+        match packet {
+            Packet::Publish(_) => {
+                if let Some(b) = &mut self.messages {
+                    b.take(1.0);
+                }
+                if let Some(b) = &mut self.bytes {
+                    b.take(len as f64);
+                }
+            }
+            Packet::Subscribe(s) => {
+                for f in &s.filters {
+                    self.subscriptions.insert(f.filter.clone());
+                }
+                let max = self.session.max_subscriptions;
+                if max > 0 && self.subscriptions.len() > max {
+                    return Err(Violation {
+                        ws_code: close_code::POLICY,
+                        reason: ReasonCode::QuotaExceeded,
+                        detail: format!(
+                            "more than {max} subscriptions on one session ([limits] max_subscriptions)"
+                        ),
+                    });
+                }
+            }
+            Packet::Unsubscribe(u) => {
+                for f in &u.filters {
+                    self.subscriptions.remove(f);
+                }
+            }
+            _ => {}
+        }
+        Ok(())
     }
 
     /// The browser's CONNECT, once read; handed over once (it holds the password).
@@ -126,6 +235,7 @@ impl Inbound {
                         }
                         _ => {}
                     }
+                    self.account(&packet, raw.len())?;
                     self.metrics.packet_in(packet.packet_type(), raw.len());
                     out.push(raw);
                 }
@@ -218,7 +328,24 @@ where
     let end = {
         let up = async {
             let mut packets = Vec::new();
-            while let Some(msg) = ws_rx.next().await {
+            loop {
+                let next = match inbound.idle_timeout() {
+                    None => ws_rx.next().await,
+                    Some(idle) => match tokio::time::timeout(idle, ws_rx.next()).await {
+                        Ok(next) => next,
+                        Err(_) => {
+                            return End::Violation(Violation {
+                                ws_code: close_code::POLICY,
+                                reason: ReasonCode::KeepAliveTimeout,
+                                detail: format!(
+                                    "nothing from the browser for {} s ([limits] idle_timeout_secs)",
+                                    idle.as_secs()
+                                ),
+                            });
+                        }
+                    },
+                };
+                let Some(msg) = next else { break };
                 match msg {
                     Ok(Message::Binary(bytes)) => {
                         if let Err(v) = inbound.feed(&bytes, &mut packets) {
@@ -228,6 +355,12 @@ where
                             if let Err(e) = broker_wr.write_all(&raw).await {
                                 return End::Error(format!("writing to the broker: {e}"));
                             }
+                        }
+                        // Over the publish rate: stop reading the browser until it is back
+                        // (its sends back up; nothing is dropped).
+                        if let Some(wait) = inbound.throttle() {
+                            inbound.metrics.throttled();
+                            tokio::time::sleep(wait).await;
                         }
                     }
                     Ok(Message::Text(_)) => return End::Violation(text_frame()),

@@ -266,3 +266,97 @@ fn metrics_count_sessions_packets_and_closes() {
         "{text}"
     );
 }
+
+/// `[limits] max_subscriptions`: a session over it is closed with 1008 and, in MQTT 5,
+/// DISCONNECT 0x97 Quota exceeded; unsubscribing makes room.
+#[test]
+fn too_many_subscriptions_close_with_quota_exceeded() {
+    use kite_mqtt::codec::{Properties, ReasonCode, Subscription, Unsubscribe};
+    use kite_mqtt::{Packet, QoS, Version};
+    use kite_tests::client::{TestClient, Via};
+    let gateway = Gateway::start_with(&[], None, |c| c.limits.session.max_subscriptions = 2);
+    let via = Via::Ws(gateway.ws_url("/mqtt"));
+    let mut c = TestClient::connected(&via, Version::V5, "subs");
+    c.subscribe("a", QoS::AtMostOnce);
+    c.subscribe("b", QoS::AtMostOnce);
+    c.send(&Packet::Unsubscribe(Unsubscribe {
+        packet_id: 2,
+        filters: vec!["a".into()],
+        properties: Default::default(),
+    }));
+    assert!(matches!(c.recv(), Packet::UnsubAck(_)));
+    c.subscribe("c", QoS::AtMostOnce);
+    c.send(&Packet::Subscribe(kite_mqtt::codec::Subscribe {
+        packet_id: 3,
+        filters: vec![Subscription::new("d", QoS::AtMostOnce)],
+        properties: Properties::default().into(),
+    }));
+    match c.recv() {
+        Packet::Disconnect(d) => assert_eq!(d.reason, ReasonCode::QuotaExceeded),
+        other => panic!("expected DISCONNECT 0x97, got {other:?}"),
+    }
+    assert!(c.try_recv().is_none());
+}
+
+/// `[limits] publish_rate`: a page publishing faster is slowed down (the gateway stops reading
+/// it for a while), not cut off, and nothing is lost.
+#[test]
+fn a_fast_publisher_is_throttled_not_dropped() {
+    use kite_mqtt::{Packet, QoS, Version};
+    use kite_tests::client::{TestClient, Via, publish};
+    let gateway = Gateway::start_with(&[], None, |c| c.limits.session.publish_rate = 50);
+    let via = Via::Ws(gateway.ws_url("/mqtt"));
+    let mut sub = TestClient::connected(&via, Version::V5, "sub");
+    sub.subscribe("rate/#", QoS::AtMostOnce);
+    let mut fast = TestClient::connected(&via, Version::V5, "fast");
+    for i in 0..120 {
+        fast.send(&Packet::Publish(publish(
+            "rate/x",
+            &i.to_string(),
+            QoS::AtMostOnce,
+            0,
+        )));
+    }
+    for i in 0..120 {
+        let p = sub.recv_publish();
+        assert_eq!(String::from_utf8_lossy(&p.payload), i.to_string());
+    }
+    let metrics = ureq::get(&gateway.http_url("/metrics"))
+        .call()
+        .unwrap()
+        .into_body()
+        .read_to_string()
+        .unwrap();
+    let throttled: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("kite_publish_throttled_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(throttled > 0, "never throttled:\n{metrics}");
+}
+
+/// `[limits] idle_timeout_secs`: a session that sends nothing (keep-alive 0) is closed with
+/// 1008 and, in MQTT 5, DISCONNECT 0x8D.
+#[test]
+fn an_idle_session_is_closed() {
+    use kite_mqtt::codec::ReasonCode;
+    use kite_mqtt::{Packet, Version};
+    use kite_tests::client::{TestClient, Via, connect};
+    let gateway = Gateway::start_with(&[], None, |c| {
+        c.limits.session.idle_timeout = Some(Duration::from_secs(1))
+    });
+    let via = Via::Ws(gateway.ws_url("/mqtt"));
+    let (mut c, _) = TestClient::connect(
+        &via,
+        kite_mqtt::codec::Connect {
+            keep_alive: 0,
+            ..connect(Version::V5, "idle")
+        },
+    );
+    match c.recv() {
+        Packet::Disconnect(d) => assert_eq!(d.reason, ReasonCode::KeepAliveTimeout),
+        other => panic!("expected DISCONNECT 0x8D, got {other:?}"),
+    }
+    assert!(c.try_recv().is_none());
+}
