@@ -161,6 +161,19 @@ impl AppState {
         }
     }
 
+    /// Where `POST /api/v1/publish` sends (the named upstream, or the default target).
+    pub fn publish_target(&self, name: Option<&str>) -> Option<crate::publish_api::PublishTarget> {
+        use crate::publish_api::PublishTarget as P;
+        let target = match name {
+            Some(n) => self.target(n),
+            None => self.default_target(),
+        }?;
+        Some(match target {
+            Target::Upstream(u) => P::Upstream(self.connector.clone(), u),
+            Target::Embedded(b) => P::Embedded(b),
+        })
+    }
+
     fn target(&self, name: &str) -> Option<Target> {
         match (self.config.upstream(name), &self.broker) {
             (Some(u), _) => Some(Target::Upstream(u.clone())),
@@ -176,6 +189,10 @@ pub fn router(state: AppState) -> Router {
         .route("/mqtt", get(mqtt_default))
         .route("/mqtt/{upstream}", get(mqtt_named))
         .route("/api/v1/upstreams", get(list_upstreams))
+        .route(
+            "/api/v1/publish",
+            axum::routing::post(crate::publish_api::publish),
+        )
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

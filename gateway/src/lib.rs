@@ -13,6 +13,7 @@ pub mod config;
 pub mod http;
 pub mod metrics;
 pub mod proxy;
+pub mod publish_api;
 pub mod server;
 pub mod tls;
 pub mod upstream;

@@ -653,7 +653,8 @@ impl Broker {
             // The broker's own $SYS statistics are not worth a disk write every interval.
             let mut retained = write(&self.inner.retained);
             retained.set(&msg.topic, keep);
-            if msg.publisher.is_some() {
+            let own_statistics = msg.publisher.is_none() && msg.topic.starts_with("$SYS/");
+            if !own_statistics {
                 retain_ticket = self.persist([op]);
             }
         }
@@ -760,6 +761,20 @@ impl Broker {
             store,
             next_seq: &self.inner.next_seq,
         })
+    }
+
+    /// Publishes a message that did not come from an MQTT client (`POST /api/v1/publish`);
+    /// returns once it is routed and stored where persistence requires. Returns how many
+    /// sessions (or share groups) it matched.
+    pub async fn publish_external(&self, p: Publish) -> usize {
+        let now = Instant::now();
+        let routed = self.publish(Arc::new(Message::from_publish(p, None, now)), now);
+        if routed.ticket > 0
+            && let Some(mut committed) = self.committed()
+        {
+            let _ = committed.wait_for(|c| *c >= routed.ticket).await.is_ok();
+        }
+        routed.matched
     }
 
     /// The retained messages for a new subscription to `filter`.

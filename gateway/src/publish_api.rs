@@ -1,0 +1,369 @@
+//! `POST /api/v1/publish`: publish one message over HTTP, so a script or a web page can send
+//! without holding an MQTT connection.
+//!
+//! ```json
+//! {"topic": "plant/valve/cmd", "payload": "open", "qos": 1, "retain": false,
+//!  "encoding": "text",                       // or "base64"
+//!  "upstream": "plant",                      // optional; the default target otherwise
+//!  "properties": {"content_type": "text/plain", "message_expiry_interval": 60,
+//!                 "response_topic": "r/1", "correlation_data": "<base64>",
+//!                 "payload_format_indicator": true, "user_properties": [["k", "v"]]}}
+//! ```
+//!
+//! With `[[user]]`s configured it needs HTTP Basic authentication with one of them, and the
+//! user's role's `publish` rules apply. The answer is JSON: `200 {"ok": true, ...}` once the
+//! broker has the message (QoS 1: its PUBACK; the embedded broker: routed, and stored where
+//! persistence requires), or 4xx/5xx `{"error": "..."}` saying what is wrong.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use bytes::{Bytes, BytesMut};
+use kite_mqtt::codec::{Connect, Disconnect, Properties, Publish, ReasonCode};
+use kite_mqtt::{Limits, Packet, QoS, Version};
+use serde::Deserialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::http::AppState;
+
+/// How long the broker may take to answer.
+const BROKER_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Request {
+    topic: String,
+    #[serde(default)]
+    payload: String,
+    #[serde(default)]
+    encoding: Option<String>,
+    #[serde(default)]
+    qos: u8,
+    #[serde(default)]
+    retain: bool,
+    #[serde(default)]
+    upstream: Option<String>,
+    #[serde(default)]
+    properties: Option<RequestProperties>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RequestProperties {
+    content_type: Option<String>,
+    response_topic: Option<String>,
+    correlation_data: Option<String>,
+    message_expiry_interval: Option<u32>,
+    payload_format_indicator: Option<bool>,
+    #[serde(default)]
+    user_properties: Vec<(String, String)>,
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (
+        status,
+        axum::Json(serde_json::json!({ "error": message.into() })),
+    )
+        .into_response()
+}
+
+fn base64(what: &str, value: &str) -> Result<Bytes, Response> {
+    base64::engine::general_purpose::STANDARD
+        .decode(value)
+        .map(Bytes::from)
+        .map_err(|e| {
+            error(
+                StatusCode::BAD_REQUEST,
+                format!("{what} is not valid base64 ({e})"),
+            )
+        })
+}
+
+/// The PUBLISH a request asks for, or a 400 saying which field is wrong.
+fn to_publish(req: &Request) -> Result<Publish, Response> {
+    kite_mqtt::topic::validate_name(&req.topic).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("topic {:?}: {e}", req.topic),
+        )
+    })?;
+    let qos = match req.qos {
+        0 => QoS::AtMostOnce,
+        1 => QoS::AtLeastOnce,
+        q => {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                format!("qos {q}: use 0 or 1 (one HTTP request carries one acknowledgement)"),
+            ));
+        }
+    };
+    let payload = match req.encoding.as_deref() {
+        None | Some("text") => Bytes::from(req.payload.clone().into_bytes()),
+        Some("base64") => base64("payload", &req.payload)?,
+        Some(other) => {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                format!("encoding {other:?}: use \"text\" or \"base64\""),
+            ));
+        }
+    };
+    let p = req.properties.as_ref();
+    let correlation_data = match p.and_then(|p| p.correlation_data.as_deref()) {
+        Some(c) => Some(base64("properties.correlation_data", c)?),
+        None => None,
+    };
+    if let Some(rt) = p.and_then(|p| p.response_topic.as_deref()) {
+        kite_mqtt::topic::validate_name(rt).map_err(|e| {
+            error(
+                StatusCode::BAD_REQUEST,
+                format!("properties.response_topic {rt:?}: {e}"),
+            )
+        })?;
+    }
+    let properties = Properties {
+        content_type: p.and_then(|p| p.content_type.as_deref()).map(Into::into),
+        response_topic: p.and_then(|p| p.response_topic.as_deref()).map(Into::into),
+        correlation_data,
+        message_expiry_interval: p.and_then(|p| p.message_expiry_interval),
+        payload_format_indicator: p.and_then(|p| p.payload_format_indicator),
+        user_properties: p
+            .map(|p| {
+                p.user_properties
+                    .iter()
+                    .map(|(k, v)| (k.as_str().into(), v.as_str().into()))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        ..Properties::default()
+    };
+    let publish = Publish {
+        dup: false,
+        qos,
+        retain: req.retain,
+        topic: req.topic.as_str().into(),
+        packet_id: if qos == QoS::AtMostOnce { 0 } else { 1 },
+        properties: properties.into(),
+        payload,
+    };
+    // The codec's own check: sizes, strings, properties.
+    Packet::Publish(publish.clone())
+        .encoded_len(Version::V5)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("cannot publish this: {e}")))?;
+    Ok(publish)
+}
+
+/// HTTP Basic credentials from the request, if any.
+fn basic_auth(headers: &HeaderMap) -> Option<(String, Vec<u8>)> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let encoded = value.strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let colon = decoded.iter().position(|&b| b == b':')?;
+    let user = String::from_utf8(decoded[..colon].to_vec()).ok()?;
+    Some((user, decoded[colon + 1..].to_vec()))
+}
+
+/// `POST /api/v1/publish`.
+pub async fn publish(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let req: Request = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("invalid JSON body: {e} (expected {{\"topic\": ..., \"payload\": ...}})"),
+            );
+        }
+    };
+    let publish = match to_publish(&req) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let config = Arc::new(state.config().clone());
+    let mut role = None;
+    let mut user = String::new();
+    if config.auth.required() {
+        let Some((name, password)) = basic_auth(&headers) else {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Basic realm=\"kite\"")],
+                axum::Json(serde_json::json!({
+                    "error": "log in with HTTP Basic authentication as one of the gateway's users"
+                })),
+            )
+                .into_response();
+        };
+        let auth = config.clone();
+        let checked_name = name.clone();
+        let checked = tokio::task::spawn_blocking(move || {
+            auth.auth.check(Some(&checked_name), Some(&password))
+        })
+        .await;
+        match checked {
+            Ok(Ok(r)) => role = r,
+            Ok(Err(_)) => {
+                return (
+                    StatusCode::UNAUTHORIZED,
+                    [(header::WWW_AUTHENTICATE, "Basic realm=\"kite\"")],
+                    axum::Json(serde_json::json!({ "error": "bad user name or password" })),
+                )
+                    .into_response();
+            }
+            Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "authentication failed"),
+        }
+        user = name;
+    }
+    if let Some(r) = &role
+        && !r.acl.may_publish(&publish.topic, &user, "http-api")
+    {
+        return error(
+            StatusCode::FORBIDDEN,
+            format!("user {user:?} may not publish to {:?}", &*publish.topic),
+        );
+    }
+    match state.publish_target(req.upstream.as_deref()) {
+        None => error(
+            StatusCode::NOT_FOUND,
+            match &req.upstream {
+                Some(name) => {
+                    format!("no upstream named {name:?}; GET /api/v1/upstreams lists them")
+                }
+                None => "no upstream broker is configured".to_owned(),
+            },
+        ),
+        Some(PublishTarget::Embedded(broker)) => {
+            let qos = publish.qos;
+            let matched = broker.publish_external(publish).await;
+            (
+                StatusCode::OK,
+                axum::Json(serde_json::json!({ "ok": true, "qos": qos as u8, "matched": matched })),
+            )
+                .into_response()
+        }
+        Some(PublishTarget::Upstream(connector, upstream)) => {
+            let connect = crate::auth::rewrite_connect(
+                &Connect {
+                    version: Version::V5,
+                    client_id: format!("kite-api-{:x}", std::process::id() ^ rand_u32()).into(),
+                    keep_alive: 30,
+                    ..Connect::default()
+                },
+                role.as_ref(),
+            );
+            match tokio::time::timeout(
+                BROKER_TIMEOUT,
+                upstream_publish(&connector, &upstream, connect, publish),
+            )
+            .await
+            {
+                Ok(Ok(reason)) if !reason.is_error() => (
+                    StatusCode::OK,
+                    axum::Json(serde_json::json!({ "ok": true, "reason": reason.description() })),
+                )
+                    .into_response(),
+                Ok(Ok(reason)) => error(
+                    StatusCode::BAD_GATEWAY,
+                    format!("the broker refused the message: {reason}"),
+                ),
+                Ok(Err(e)) => error(StatusCode::BAD_GATEWAY, e),
+                Err(_) => error(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!(
+                        "the broker did not answer within {} s",
+                        BROKER_TIMEOUT.as_secs()
+                    ),
+                ),
+            }
+        }
+    }
+}
+
+fn rand_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64),
+    );
+    h.finish() as u32
+}
+
+/// Where an API publish goes.
+pub enum PublishTarget {
+    /// The embedded broker.
+    Embedded(crate::broker::Broker),
+    /// An upstream broker, reached with this connector.
+    Upstream(crate::upstream::Connector, crate::config::Upstream),
+}
+
+/// One short MQTT 5 session with the upstream: CONNECT, PUBLISH (QoS 1: wait for PUBACK),
+/// DISCONNECT. Returns the broker's reason code for the message.
+async fn upstream_publish(
+    connector: &crate::upstream::Connector,
+    upstream: &crate::config::Upstream,
+    connect: Connect,
+    publish: Publish,
+) -> Result<ReasonCode, String> {
+    let mut io = connector
+        .connect(upstream)
+        .await
+        .map_err(|_| format!("cannot reach upstream {:?}", upstream.name))?;
+    let qos = publish.qos;
+    let mut out = BytesMut::new();
+    for p in [Packet::Connect(Box::new(connect)), Packet::Publish(publish)] {
+        p.encode(Version::V5, &mut out)
+            .map_err(|e| format!("cannot encode the request: {e}"))?;
+    }
+    io.write_all(&out)
+        .await
+        .map_err(|e| format!("writing to the broker: {e}"))?;
+    let mut buf = BytesMut::new();
+    let mut reason = ReasonCode::Success;
+    let mut connected = false;
+    while !connected || qos == QoS::AtLeastOnce {
+        let packet = loop {
+            match kite_mqtt::decode(&mut buf, Version::V5, &Limits::default()) {
+                Ok(Some(p)) => break p,
+                Ok(None) => {}
+                Err(e) => return Err(format!("the broker sent a malformed packet: {e}")),
+            }
+            match io.read_buf(&mut buf).await {
+                Ok(0) => return Err("the broker closed the connection".to_owned()),
+                Ok(_) => {}
+                Err(e) => return Err(format!("reading from the broker: {e}")),
+            }
+        };
+        match packet {
+            Packet::ConnAck(a) if a.reason.is_error() => {
+                return Err(format!("the broker refused the connection: {}", a.reason));
+            }
+            Packet::ConnAck(_) => connected = true,
+            Packet::PubAck(a) => {
+                reason = a.reason;
+                break;
+            }
+            Packet::Disconnect(d) => {
+                return Err(format!("the broker disconnected: {}", d.reason));
+            }
+            _ => {}
+        }
+    }
+    let mut bye = BytesMut::new();
+    if Packet::Disconnect(Disconnect::default())
+        .encode(Version::V5, &mut bye)
+        .is_ok()
+    {
+        let _ = io.write_all(&bye).await;
+    }
+    let _ = io.shutdown().await;
+    Ok(reason)
+}

@@ -1,0 +1,160 @@
+//! `POST /api/v1/publish`: publishing over HTTP, to the embedded broker and to an upstream.
+
+use kite_mqtt::{QoS, Version};
+use kite_tests::client::{TestClient, Via};
+use kite_tests::{Gateway, Mosquitto};
+
+/// POSTs `body` as JSON with optional Basic credentials; returns (status, body).
+fn post(gateway: &Gateway, body: &str, login: Option<(&str, &str)>) -> (u16, serde_json::Value) {
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    let mut req = agent
+        .post(&gateway.http_url("/api/v1/publish"))
+        .header("Content-Type", "application/json");
+    if let Some((user, password)) = login {
+        use std::io::Write as _;
+        let mut raw = Vec::new();
+        write!(raw, "{user}:{password}").unwrap();
+        let token = base64_encode(&raw);
+        req = req.header("Authorization", &format!("Basic {token}"));
+    }
+    let mut response = req.send(body).unwrap();
+    let status = response.status().as_u16();
+    let text = response.body_mut().read_to_string().unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    )
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(T[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn publish_over_http_to_the_embedded_broker() {
+    let gateway = Gateway::start(&[], None);
+    let mut sub = TestClient::connected(&Via::Tcp(gateway.mqtt_addr.unwrap()), Version::V5, "s");
+    sub.subscribe("http/#", QoS::AtLeastOnce);
+
+    let (status, body) = post(
+        &gateway,
+        r#"{"topic": "http/valve", "payload": "open", "qos": 1,
+            "properties": {"content_type": "text/plain", "user_properties": [["from", "curl"]]}}"#,
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["ok"], true);
+    assert_eq!(body["matched"], 1);
+    let p = sub.recv_publish();
+    assert_eq!(
+        (&*p.topic, &p.payload[..], p.qos),
+        ("http/valve", &b"open"[..], QoS::AtLeastOnce)
+    );
+    assert_eq!(p.properties.content_type.as_deref(), Some("text/plain"));
+    assert_eq!(p.properties.user_properties.len(), 1);
+    sub.ack(&p);
+
+    // Binary payloads as base64.
+    let (status, _) = post(
+        &gateway,
+        r#"{"topic": "http/bin", "payload": "AAEC/w==", "encoding": "base64"}"#,
+        None,
+    );
+    assert_eq!(status, 200);
+    assert_eq!(&sub.recv_publish().payload[..], &[0, 1, 2, 255]);
+
+    // Bad requests say which field is wrong, and nothing is published.
+    for (body, needle) in [
+        (r#"{"topic": "a/+/b", "payload": "x"}"#, "topic \"a/+/b\""),
+        (r#"{"topic": "a", "qos": 2}"#, "qos 2"),
+        (
+            r#"{"topic": "a", "payload": "%%%", "encoding": "base64"}"#,
+            "payload is not valid base64",
+        ),
+        (
+            r#"{"topic": "a", "colour": "red"}"#,
+            "unknown field `colour`",
+        ),
+        ("not json", "invalid JSON body"),
+    ] {
+        let (status, answer) = post(&gateway, body, None);
+        assert_eq!(status, 400, "{body}: {answer}");
+        let error = answer["error"].as_str().unwrap_or_default().to_owned();
+        assert!(error.contains(needle), "{body}: {error:?} lacks {needle:?}");
+    }
+    assert_eq!(sub.barrier(), vec![]);
+}
+
+/// With users configured: HTTP Basic with a user (401 otherwise), and the user's role's
+/// publish rules (403 outside them).
+#[test]
+fn publish_over_http_needs_a_user_and_follows_its_rules() {
+    let hash = kite_gateway::auth::hash_password(b"pw").unwrap();
+    let gateway = Gateway::start_with(&[], None, |c| {
+        c.auth = kite_gateway::auth::Auth::new(
+            vec![kite_gateway::auth::User {
+                name: "ops".into(),
+                password_hash: hash.clone(),
+                role: Some("ops".into()),
+            }],
+            vec![kite_gateway::auth::Role {
+                name: "ops".into(),
+                acl: kite_gateway::acl::Acl {
+                    publish: Some(vec!["cmd/#".into()]),
+                    subscribe: None,
+                },
+                ..Default::default()
+            }],
+        )
+        .unwrap();
+    });
+    let body = r#"{"topic": "cmd/restart", "payload": "now"}"#;
+    assert_eq!(post(&gateway, body, None).0, 401);
+    assert_eq!(post(&gateway, body, Some(("ops", "wrong"))).0, 401);
+    let (status, answer) = post(&gateway, body, Some(("ops", "pw")));
+    assert_eq!(status, 200, "{answer}");
+    let (status, answer) = post(
+        &gateway,
+        r#"{"topic": "other/topic", "payload": "x"}"#,
+        Some(("ops", "pw")),
+    );
+    assert_eq!(status, 403, "{answer}");
+}
+
+/// To an upstream broker: a short MQTT 5 session carries the message; QoS 1 answers after the
+/// broker's PUBACK.
+#[test]
+fn publish_over_http_to_an_upstream() {
+    let broker = Mosquitto::start();
+    let gateway = Gateway::start(&[&broker.url()], None);
+    let (status, answer) = post(
+        &gateway,
+        r#"{"topic": "up/state", "payload": "ready", "qos": 1, "retain": true}"#,
+        None,
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["ok"], true);
+    assert_eq!(broker.receive_one("up/state"), "up/state ready");
+    let (status, answer) = post(&gateway, r#"{"topic": "x", "upstream": "nope"}"#, None);
+    assert_eq!(status, 404, "{answer}");
+}
