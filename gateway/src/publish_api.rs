@@ -71,33 +71,23 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
         .into_response()
 }
 
-fn base64(what: &str, value: &str) -> Result<Bytes, Response> {
+fn base64(what: &str, value: &str) -> Result<Bytes, String> {
     base64::engine::general_purpose::STANDARD
         .decode(value)
         .map(Bytes::from)
-        .map_err(|e| {
-            error(
-                StatusCode::BAD_REQUEST,
-                format!("{what} is not valid base64 ({e})"),
-            )
-        })
+        .map_err(|e| format!("{what} is not valid base64 ({e})"))
 }
 
-/// The PUBLISH a request asks for, or a 400 saying which field is wrong.
-fn to_publish(req: &Request) -> Result<Publish, Response> {
-    kite_mqtt::topic::validate_name(&req.topic).map_err(|e| {
-        error(
-            StatusCode::BAD_REQUEST,
-            format!("topic {:?}: {e}", req.topic),
-        )
-    })?;
+/// The PUBLISH a request asks for, or what is wrong with it (a 400).
+fn to_publish(req: &Request) -> Result<Publish, String> {
+    kite_mqtt::topic::validate_name(&req.topic)
+        .map_err(|e| format!("topic {:?}: {e}", req.topic))?;
     let qos = match req.qos {
         0 => QoS::AtMostOnce,
         1 => QoS::AtLeastOnce,
         q => {
-            return Err(error(
-                StatusCode::BAD_REQUEST,
-                format!("qos {q}: use 0 or 1 (one HTTP request carries one acknowledgement)"),
+            return Err(format!(
+                "qos {q}: use 0 or 1 (one HTTP request carries one acknowledgement)"
             ));
         }
     };
@@ -105,10 +95,7 @@ fn to_publish(req: &Request) -> Result<Publish, Response> {
         None | Some("text") => Bytes::from(req.payload.clone().into_bytes()),
         Some("base64") => base64("payload", &req.payload)?,
         Some(other) => {
-            return Err(error(
-                StatusCode::BAD_REQUEST,
-                format!("encoding {other:?}: use \"text\" or \"base64\""),
-            ));
+            return Err(format!("encoding {other:?}: use \"text\" or \"base64\""));
         }
     };
     let p = req.properties.as_ref();
@@ -117,12 +104,8 @@ fn to_publish(req: &Request) -> Result<Publish, Response> {
         None => None,
     };
     if let Some(rt) = p.and_then(|p| p.response_topic.as_deref()) {
-        kite_mqtt::topic::validate_name(rt).map_err(|e| {
-            error(
-                StatusCode::BAD_REQUEST,
-                format!("properties.response_topic {rt:?}: {e}"),
-            )
-        })?;
+        kite_mqtt::topic::validate_name(rt)
+            .map_err(|e| format!("properties.response_topic {rt:?}: {e}"))?;
     }
     let properties = Properties {
         content_type: p.and_then(|p| p.content_type.as_deref()).map(Into::into),
@@ -152,7 +135,7 @@ fn to_publish(req: &Request) -> Result<Publish, Response> {
     // The codec's own check: sizes, strings, properties.
     Packet::Publish(publish.clone())
         .encoded_len(Version::V5)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("cannot publish this: {e}")))?;
+        .map_err(|e| format!("cannot publish this: {e}"))?;
     Ok(publish)
 }
 
@@ -185,7 +168,7 @@ pub async fn publish(
     };
     let publish = match to_publish(&req) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
     let config = Arc::new(state.config().clone());
     let mut role = None;
