@@ -38,6 +38,11 @@ pub enum Command {
     /// Print an argon2 hash of the password read from standard input, for a [[user]]
     /// password_hash in the config (e.g. `printf %s 'secret' | kite passwd`).
     Passwd,
+    /// Check a config file: print every problem with its line (exit 2), or "ok" (exit 0).
+    CheckConfig {
+        /// The TOML file.
+        file: PathBuf,
+    },
 }
 
 /// `kite serve` options. Flags override the config file.

@@ -365,95 +365,95 @@ impl Config {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FileConfig {
+pub(crate) struct FileConfig {
     #[serde(default)]
-    http: FileHttp,
+    pub(crate) http: FileHttp,
     #[serde(default)]
-    upstream: Vec<FileUpstream>,
+    pub(crate) upstream: Vec<FileUpstream>,
     #[serde(default)]
-    limits: FileLimits,
-    tls: Option<FileTls>,
+    pub(crate) limits: FileLimits,
+    pub(crate) tls: Option<FileTls>,
     #[serde(default)]
-    user: Vec<FileUser>,
+    pub(crate) user: Vec<FileUser>,
     #[serde(default)]
-    role: Vec<FileRole>,
+    pub(crate) role: Vec<FileRole>,
     #[serde(default)]
-    broker: FileBroker,
+    pub(crate) broker: FileBroker,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FileBroker {
-    listen: Option<String>,
-    tls_listen: Option<String>,
+pub(crate) struct FileBroker {
+    pub(crate) listen: Option<String>,
+    pub(crate) tls_listen: Option<String>,
     #[serde(default)]
-    allow_anonymous: bool,
-    max_queued_messages: Option<u64>,
-    max_queued_bytes: Option<u64>,
-    max_inflight: Option<u64>,
-    receive_maximum: Option<u64>,
-    topic_alias_maximum: Option<u64>,
-    max_keep_alive_secs: Option<u64>,
-    max_session_expiry_secs: Option<u64>,
-    sys_interval_secs: Option<u64>,
-    persistence: Option<bool>,
-    data_dir: Option<PathBuf>,
-    sync: Option<String>,
+    pub(crate) allow_anonymous: bool,
+    pub(crate) max_queued_messages: Option<u64>,
+    pub(crate) max_queued_bytes: Option<u64>,
+    pub(crate) max_inflight: Option<u64>,
+    pub(crate) receive_maximum: Option<u64>,
+    pub(crate) topic_alias_maximum: Option<u64>,
+    pub(crate) max_keep_alive_secs: Option<u64>,
+    pub(crate) max_session_expiry_secs: Option<u64>,
+    pub(crate) sys_interval_secs: Option<u64>,
+    pub(crate) persistence: Option<bool>,
+    pub(crate) data_dir: Option<PathBuf>,
+    pub(crate) sync: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FileUser {
-    name: String,
-    password_hash: String,
-    role: Option<String>,
+pub(crate) struct FileUser {
+    pub(crate) name: String,
+    pub(crate) password_hash: String,
+    pub(crate) role: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FileRole {
-    name: String,
-    upstream_username: Option<String>,
-    upstream_password: Option<String>,
+pub(crate) struct FileRole {
+    pub(crate) name: String,
+    pub(crate) upstream_username: Option<String>,
+    pub(crate) upstream_password: Option<String>,
     #[serde(default)]
-    client_id_prefix: String,
-    publish: Option<Vec<String>>,
-    subscribe: Option<Vec<String>>,
+    pub(crate) client_id_prefix: String,
+    pub(crate) publish: Option<Vec<String>>,
+    pub(crate) subscribe: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FileTls {
-    cert: PathBuf,
-    key: PathBuf,
+pub(crate) struct FileTls {
+    pub(crate) cert: PathBuf,
+    pub(crate) key: PathBuf,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FileLimits {
-    max_connections: Option<u64>,
-    max_packet_size: Option<u64>,
-    connect_timeout_secs: Option<u64>,
-    max_subscriptions: Option<u64>,
-    publish_rate: Option<u64>,
-    publish_bytes_rate: Option<u64>,
-    idle_timeout_secs: Option<u64>,
+pub(crate) struct FileLimits {
+    pub(crate) max_connections: Option<u64>,
+    pub(crate) max_packet_size: Option<u64>,
+    pub(crate) connect_timeout_secs: Option<u64>,
+    pub(crate) max_subscriptions: Option<u64>,
+    pub(crate) publish_rate: Option<u64>,
+    pub(crate) publish_bytes_rate: Option<u64>,
+    pub(crate) idle_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FileHttp {
-    listen: Option<String>,
-    assets: Option<PathBuf>,
+pub(crate) struct FileHttp {
+    pub(crate) listen: Option<String>,
+    pub(crate) assets: Option<PathBuf>,
     #[serde(default)]
-    allowed_origins: Vec<String>,
+    pub(crate) allowed_origins: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FileUpstream {
-    name: String,
-    addresses: Vec<String>,
+pub(crate) struct FileUpstream {
+    pub(crate) name: String,
+    pub(crate) addresses: Vec<String>,
 }
 
 /// What the command line says, to be merged over the config file.
@@ -475,7 +475,7 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
 }
 
-fn check_name(name: &str) -> Result<(), ConfigError> {
+pub(crate) fn check_name(name: &str) -> Result<(), ConfigError> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name
@@ -620,7 +620,7 @@ impl Config {
     }
 }
 
-fn parse_listen(
+pub(crate) fn parse_listen(
     value: String,
     section: &'static str,
     example: &'static str,
@@ -633,7 +633,7 @@ fn parse_listen(
 }
 
 impl FileBroker {
-    fn resolve(
+    pub(crate) fn resolve(
         &self,
         mqtt: Option<SocketAddr>,
         limits: &GatewayLimits,
@@ -759,7 +759,7 @@ impl FileBroker {
     }
 }
 
-fn check_origin(origin: &str) -> Result<(), ConfigError> {
+pub(crate) fn check_origin(origin: &str) -> Result<(), ConfigError> {
     let ok = origin == "*"
         || origin.split_once("://").is_some_and(|(scheme, rest)| {
             !scheme.is_empty() && !rest.is_empty() && !rest.contains('/')
@@ -774,7 +774,7 @@ fn check_origin(origin: &str) -> Result<(), ConfigError> {
 }
 
 impl FileLimits {
-    fn resolve(&self) -> Result<GatewayLimits, ConfigError> {
+    pub(crate) fn resolve(&self) -> Result<GatewayLimits, ConfigError> {
         let d = GatewayLimits::default();
         let range = |key, v: Option<u64>, lo: u64, hi: u64, expected, default: u64| match v {
             None => Ok(default),

@@ -7,6 +7,7 @@
 pub mod acl;
 pub mod auth;
 pub mod broker;
+pub mod check;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -32,6 +32,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve(*args),
         Command::Passwd => passwd(),
+        Command::CheckConfig { file } => check_config(&file),
     }
 }
 
@@ -83,6 +84,33 @@ fn usage_error(e: &clap::Error) -> ExitCode {
         format!("; tip: {}", tips.join("; "))
     };
     eprintln!("kite: error: {reason}{tip} (see `kite --help`)");
+    ExitCode::from(USAGE)
+}
+
+/// `kite check-config FILE`: every problem with its line on stderr (exit 2), or one "ok" line
+/// on stdout.
+fn check_config(file: &std::path::Path) -> ExitCode {
+    let problems = kite_gateway::check::check_file(file);
+    if problems.is_empty() {
+        #[allow(clippy::print_stdout)]
+        {
+            println!("{}: ok", file.display());
+        }
+        return ExitCode::SUCCESS;
+    }
+    for p in &problems {
+        if p.line == 0 {
+            eprintln!("{}: {}", file.display(), p.message);
+        } else {
+            eprintln!("{}:{}: {}", file.display(), p.line, p.message);
+        }
+    }
+    eprintln!(
+        "kite: error: {} problem{} in {}",
+        problems.len(),
+        if problems.len() == 1 { "" } else { "s" },
+        file.display()
+    );
     ExitCode::from(USAGE)
 }
 

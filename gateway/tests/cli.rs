@@ -272,3 +272,41 @@ fn passwd_prints_a_hash_the_gateway_accepts() {
     assert_eq!(empty.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&empty.stderr).contains("empty password"));
 }
+
+/// `kite check-config FILE`: every problem, each with its line, exit 2; a good file is "ok".
+#[test]
+fn check_config_reports_every_problem_with_its_line() {
+    let dir = std::env::temp_dir().join(format!("kite-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[limits]\nmax_connections = 0\n\n[[upstream]]\nname = \"plant\"\naddresses = [\"mqtt://h:70000\"]\n\n[brokr]\n",
+    )
+    .unwrap();
+    let out = kite(&["check-config", bad.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let path = bad.display().to_string();
+    for needle in [
+        format!("{path}:2: invalid [limits] max_connections = 0"),
+        format!("{path}:6: invalid upstream URL"),
+        format!("{path}:8: unknown section [brokr]"),
+        "kite: error: 3 problems".to_owned(),
+    ] {
+        assert!(
+            stderr.contains(&needle),
+            "{needle:?} missing from:\n{stderr}"
+        );
+    }
+    let good = dir.join("good.toml");
+    std::fs::write(&good, "[broker]\nlisten = \"127.0.0.1:1883\"\n").unwrap();
+    let out = kite(&["check-config", good.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
