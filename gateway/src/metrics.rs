@@ -49,6 +49,39 @@ const END_NAMES: [&str; 8] = [
     "auth_failed",
 ];
 
+/// Upper bounds (seconds) of the forwarding latency histogram's buckets.
+const LATENCY_BUCKETS: [f64; 10] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.05, 0.25,
+];
+
+/// Which way a chunk went through the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Browser → broker: from the WebSocket frame read to the bytes written to the broker.
+    Up = 0,
+    /// Broker → browser: from the bytes read from the broker to the frame sent.
+    Down = 1,
+}
+
+/// A Prometheus histogram in atomics: counts per bucket (not cumulative), sum in µs, count.
+#[derive(Debug, Default)]
+struct Histogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    sum_us: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    fn record(&self, d: std::time::Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|&b| secs <= b) {
+            self.buckets[i].fetch_add(1, Relaxed);
+        }
+        self.sum_us.fetch_add(d.as_micros() as u64, Relaxed);
+        self.count.fetch_add(1, Relaxed);
+    }
+}
+
 /// All counters of one gateway.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -60,6 +93,7 @@ pub struct Metrics {
     ends: [AtomicU64; 8],
     upstream_errors: AtomicU64,
     throttled: AtomicU64,
+    latency: [Histogram; 2],
 }
 
 impl Metrics {
@@ -89,6 +123,11 @@ impl Metrics {
     /// No address of an upstream answered.
     pub fn upstream_error(&self) {
         self.upstream_errors.fetch_add(1, Relaxed);
+    }
+
+    /// How long one chunk took through the gateway.
+    pub fn forwarded(&self, direction: Direction, took: std::time::Duration) {
+        self.latency[direction as usize].record(took);
     }
 
     /// A session was over its publish rate and paused.
@@ -168,6 +207,27 @@ impl Metrics {
             "Pauses in reading a browser that was over its publish rate.",
             &one(&self.throttled),
         );
+        let name = "kite_forward_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Time a chunk takes through the gateway: browser frame read to bytes written to the broker (up), broker bytes read to frame sent (down).\n# TYPE {name} histogram"
+        );
+        for (direction, h) in ["up", "down"].iter().zip(&self.latency) {
+            let mut cumulative = 0;
+            for (bound, count) in LATENCY_BUCKETS.iter().zip(&h.buckets) {
+                cumulative += count.load(Relaxed);
+                let _ = writeln!(
+                    out,
+                    "{name}_bucket{{direction=\"{direction}\",le=\"{bound}\"}} {cumulative}"
+                );
+            }
+            let total = h.count.load(Relaxed);
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{direction=\"{direction}\",le=\"+Inf\"}} {total}\n{name}_sum{{direction=\"{direction}\"}} {}\n{name}_count{{direction=\"{direction}\"}} {total}",
+                h.sum_us.load(Relaxed) as f64 / 1e6
+            );
+        }
         out
     }
 }
@@ -270,6 +330,8 @@ mod tests {
         m.packet_in(PacketType::Publish, 10);
         m.packet_in(PacketType::Publish, 5);
         m.session_closed(EndKind::Violation);
+        m.forwarded(Direction::Up, std::time::Duration::from_micros(70));
+        m.forwarded(Direction::Up, std::time::Duration::from_secs(1));
         let text = m.render();
         for line in [
             "kite_sessions_total 1",
@@ -278,6 +340,12 @@ mod tests {
             "kite_bytes_in_total 15",
             "kite_sessions_closed_total{reason=\"violation\"} 1",
             "# TYPE kite_sessions_open gauge",
+            "kite_forward_seconds_bucket{direction=\"up\",le=\"0.00005\"} 0",
+            "kite_forward_seconds_bucket{direction=\"up\",le=\"0.0001\"} 1",
+            "kite_forward_seconds_bucket{direction=\"up\",le=\"0.25\"} 1",
+            "kite_forward_seconds_bucket{direction=\"up\",le=\"+Inf\"} 2",
+            "kite_forward_seconds_count{direction=\"up\"} 2",
+            "kite_forward_seconds_count{direction=\"down\"} 0",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::metrics::{EndKind, Metrics};
+use crate::metrics::{Direction, EndKind, Metrics};
 
 /// Bytes read from the broker at most per WebSocket frame sent to the browser.
 pub const READ_CHUNK: usize = 64 * 1024;
@@ -348,13 +348,18 @@ where
                 let Some(msg) = next else { break };
                 match msg {
                     Ok(Message::Binary(bytes)) => {
+                        let received = std::time::Instant::now();
                         if let Err(v) = inbound.feed(&bytes, &mut packets) {
                             return End::Violation(v);
                         }
+                        let forwarded = !packets.is_empty();
                         for raw in packets.drain(..) {
                             if let Err(e) = broker_wr.write_all(&raw).await {
                                 return End::Error(format!("writing to the broker: {e}"));
                             }
+                        }
+                        if forwarded {
+                            inbound.metrics.forwarded(Direction::Up, received.elapsed());
                         }
                         // Over the publish rate: stop reading the browser until it is back
                         // (its sends back up; nothing is dropped).
@@ -381,6 +386,7 @@ where
                 match broker_rd.read_buf(&mut buf).await {
                     Ok(0) => return End::Broker,
                     Ok(n) => {
+                        let received = std::time::Instant::now();
                         chunk = if n >= chunk {
                             (chunk * 2).min(READ_CHUNK)
                         } else {
@@ -391,6 +397,7 @@ where
                         if let Err(e) = ws_tx.send(frame).await {
                             return End::Error(format!("writing to the browser: {e}"));
                         }
+                        metrics.forwarded(Direction::Down, received.elapsed());
                     }
                     Err(e) => return End::Error(format!("reading from the broker: {e}")),
                 }

@@ -334,6 +334,20 @@ fn a_fast_publisher_is_throttled_not_dropped() {
         .parse()
         .unwrap();
     assert!(throttled > 0, "never throttled:\n{metrics}");
+    // The forwarding latency histogram counted both ways.
+    for direction in ["up", "down"] {
+        let count: u64 = metrics
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!(
+                    "kite_forward_seconds_count{{direction=\"{direction}\"}} "
+                ))
+            })
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(count > 0, "no {direction} latency recorded:\n{metrics}");
+    }
 }
 
 /// `[limits] idle_timeout_secs`: a session that sends nothing (keep-alive 0) is closed with
