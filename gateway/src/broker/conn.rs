@@ -28,6 +28,10 @@ use super::{Broker, Message, Stats, SubscribeEntry, lock, stopped};
 /// Bytes waiting to be written to one client, at most (plus one packet).
 const OUT_HIGH_WATER: usize = 64 * 1024;
 
+/// Packets waiting for a store commit beyond which no more deliveries are taken from the
+/// session's queue.
+const PENDING_FILL_LIMIT: usize = 1024;
+
 /// Answers held back for the store at most, before the connection stops reading.
 const MAX_PENDING: usize = 65_536;
 
@@ -928,7 +932,8 @@ impl Conn {
         );
         let slot = self.slot.clone();
         let mut st = lock(&slot.state);
-        while out.len() < OUT_HIGH_WATER {
+        // Deliveries held behind an uncommitted answer stay in the (bounded) session queue.
+        while out.len() < OUT_HIGH_WATER && self.pending.len() < PENDING_FILL_LIMIT {
             let Some(front) = st.queue.front() else {
                 break;
             };
