@@ -127,14 +127,18 @@ fn sigkill_loses_no_acknowledged_message() {
     let mut writer = publ;
     let in_flight: Arc<Mutex<HashMap<u16, u32>>> = Arc::default();
     let slots = Arc::new(std::sync::Condvar::new());
+    let gone = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer_thread = {
-        let (in_flight, slots) = (in_flight.clone(), slots.clone());
+        let (in_flight, slots, gone) = (in_flight.clone(), slots.clone(), gone.clone());
         std::thread::spawn(move || {
             for i in 0..MESSAGES {
                 let id = (i % 60_000 + 1) as u16;
                 {
                     let mut f = in_flight.lock().unwrap();
                     while f.len() >= WINDOW {
+                        if gone.load(std::sync::atomic::Ordering::SeqCst) {
+                            return; // the broker was killed
+                        }
                         let (g, timeout) = slots.wait_timeout(f, Duration::from_secs(5)).unwrap();
                         f = g;
                         if timeout.timed_out() {
@@ -178,6 +182,12 @@ fn sigkill_loses_no_acknowledged_message() {
         );
     }
     let publish_time = started.elapsed();
+    // Wake the writer if it waits for a window slot that will never come.
+    {
+        let _guard = in_flight.lock().unwrap();
+        gone.store(true, std::sync::atomic::Ordering::SeqCst);
+        slots.notify_all();
+    }
     kite.wait().unwrap();
     writer_thread.join().unwrap();
     assert!(
