@@ -483,13 +483,8 @@ pub fn check_text(text: &str, base: &Path) -> Vec<Problem> {
         }
     }
     // Like mosquitto 2: no anonymous broker on the network.
-    if let Some(settings) = broker_listen
-        && upstreams.is_empty()
-        && users.is_empty()
-        && !settings.allow_anonymous
-        && let Some(addr) = std::iter::once(settings.listen)
-            .chain(settings.tls_listen)
-            .find(|a| !a.ip().is_loopback())
+    if let Some(addr) =
+        broker_listen.and_then(|b| b.anonymous_on_network(!upstreams.is_empty(), !users.is_empty()))
     {
         add(
             layout.line("broker", 0, Some("listen")),

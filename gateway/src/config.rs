@@ -345,6 +345,20 @@ pub struct BrokerSettings {
     pub sync: crate::broker::store::Sync,
 }
 
+impl BrokerSettings {
+    /// The non-loopback address where the embedded broker would accept anyone, if it would
+    /// (no upstream, so it runs; no users; `allow_anonymous` not set) — refused, like
+    /// mosquitto 2.
+    pub fn anonymous_on_network(&self, has_upstreams: bool, has_users: bool) -> Option<SocketAddr> {
+        if has_upstreams || has_users || self.allow_anonymous {
+            return None;
+        }
+        std::iter::once(self.listen)
+            .chain(self.tls_listen)
+            .find(|a| !a.ip().is_loopback())
+    }
+}
+
 /// The embedded broker's data directory by default (relative to the working directory).
 pub const DEFAULT_DATA_DIR: &str = "kite-data";
 
@@ -582,14 +596,7 @@ impl Config {
         if let (Some(addr), None) = (broker.tls_listen, &tls) {
             return Err(ConfigError::BrokerTlsWithoutCertificate { addr });
         }
-        let exposed = std::iter::once(broker.listen)
-            .chain(broker.tls_listen)
-            .find(|a| !a.ip().is_loopback());
-        if let Some(addr) = exposed
-            && upstreams.is_empty()
-            && !auth.required()
-            && !broker.allow_anonymous
-        {
+        if let Some(addr) = broker.anonymous_on_network(!upstreams.is_empty(), auth.required()) {
             return Err(ConfigError::AnonymousBroker { addr });
         }
         Ok(Self {
