@@ -111,6 +111,11 @@ impl AppState {
         &self.config
     }
 
+    /// The configuration, shared (e.g. to move into a blocking task).
+    pub fn shared_config(&self) -> Arc<Config> {
+        self.config.clone()
+    }
+
     /// State for this configuration.
     pub fn new(config: Config) -> anyhow::Result<Self> {
         let connector = Connector::new(&config.upstreams)?;

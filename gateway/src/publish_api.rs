@@ -15,7 +15,6 @@
 //! broker has the message (QoS 1: its PUBACK; the embedded broker: routed, and stored where
 //! persistence requires), or 4xx/5xx `{"error": "..."}` saying what is wrong.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -170,7 +169,7 @@ pub async fn publish(
         Ok(p) => p,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    let config = Arc::new(state.config().clone());
+    let config = state.shared_config();
     let mut role = None;
     let mut user = String::new();
     if config.auth.required() {
