@@ -950,7 +950,7 @@ impl Conn {
                 continue;
             }
             if d.qos == QoS::AtMostOnce {
-                self.write_publish(&d, 0, false, now, out);
+                self.send_publish(&d, 0, false, 0, now, out);
                 continue;
             }
             let packet_id = st.next_packet_id();
@@ -991,7 +991,7 @@ impl Conn {
                     encode(&Packet::PubRel(Ack::new(f.packet_id)), self.version, out);
                     true
                 }
-                _ => self.write_publish(&f.delivery, f.packet_id, true, now, out),
+                _ => self.send_publish(&f.delivery, f.packet_id, true, 0, now, out),
             };
             if keep {
                 st.inflight.push_back(f);
@@ -1017,18 +1017,7 @@ impl Conn {
 
     /// Encodes a delivery for this client. `false`: not sent — larger than the client's
     /// Maximum Packet Size (dropped as if delivered [MQTT-3.1.2-25]), or not encodable.
-    fn write_publish(
-        &mut self,
-        d: &Delivery,
-        packet_id: u16,
-        dup: bool,
-        now: Instant,
-        out: &mut BytesMut,
-    ) -> bool {
-        self.send_publish(d, packet_id, dup, 0, now, out)
-    }
-
-    /// Like `write_publish`, held back until store ticket `ticket` is committed.
+    /// Sent once store ticket `ticket` is committed (0: no wait).
     fn send_publish(
         &mut self,
         d: &Delivery,
