@@ -534,21 +534,60 @@ fn main() {
     }
 }
 
-fn broker_main(args: &[String]) {
-    let args = args.to_vec();
-    let kite = PathBuf::from(arg(&args, "--kite").expect("--kite PATH"));
-    let mosquitto = PathBuf::from(arg(&args, "--mosquitto").expect("--mosquitto PATH"));
-    let quick = args.iter().any(|a| a == "--quick");
-    let write = arg(&args, "--write").map(PathBuf::from);
-    let dir = std::env::temp_dir().join(format!("kite-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let scale = if quick { 10 } else { 1 };
+/// What both benchmarks take from the command line, and their runtime and scratch dir.
+struct Setup {
+    kite: PathBuf,
+    mosquitto: PathBuf,
+    quick: bool,
+    write: Option<PathBuf>,
+    dir: PathBuf,
+    /// 10 with `--quick` (a tenth of the load), else 1.
+    scale: usize,
+    rt: tokio::runtime::Runtime,
+}
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+impl Setup {
+    fn new(args: &[String]) -> Self {
+        let quick = args.iter().any(|a| a == "--quick");
+        let dir = std::env::temp_dir().join(format!("kite-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self {
+            kite: PathBuf::from(arg(args, "--kite").expect("--kite PATH")),
+            mosquitto: PathBuf::from(arg(args, "--mosquitto").expect("--mosquitto PATH")),
+            quick,
+            write: arg(args, "--write").map(PathBuf::from),
+            dir,
+            scale: if quick { 10 } else { 1 },
+            rt: tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap(),
+        }
+    }
+
+    /// Removes the scratch dir and writes the table where `--write` says.
+    fn finish(&self, table: &str) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+        if let Some(path) = &self.write {
+            std::fs::write(path, table).unwrap();
+            println!("table written to {}", path.display());
+        }
+    }
+}
+
+fn broker_main(args: &[String]) {
+    let setup = Setup::new(args);
+    let Setup {
+        kite,
+        mosquitto,
+        quick,
+        dir,
+        scale,
+        rt,
+        ..
+    } = &setup;
+    let (quick, scale) = (*quick, *scale);
     let mut table = String::new();
     let _ = writeln!(
         table,
@@ -576,9 +615,9 @@ fn broker_main(args: &[String]) {
                     for which in ["kite", "mosquitto"] {
                         // A fresh broker per run: no state carried between scenarios.
                         let running = if which == "kite" {
-                            start_kite(&kite, &dir)
+                            start_kite(kite, dir)
                         } else {
-                            start_mosquitto(&mosquitto, &dir)
+                            start_mosquitto(mosquitto, dir)
                         };
                         let o = rt.block_on(run_load(&running.target, transport, load));
                         drop(running);
@@ -623,9 +662,9 @@ fn broker_main(args: &[String]) {
     );
     for which in ["kite", "mosquitto"] {
         let running = if which == "kite" {
-            start_kite(&kite, &dir)
+            start_kite(kite, dir)
         } else {
-            start_mosquitto(&mosquitto, &dir)
+            start_mosquitto(mosquitto, dir)
         };
         let (before, after) = rt.block_on(idle_clients(&running.target, idle, Transport::Tcp));
         let line = format!(
@@ -638,11 +677,7 @@ fn broker_main(args: &[String]) {
         println!("{line}");
         let _ = writeln!(table, "{line}");
     }
-    let _ = std::fs::remove_dir_all(&dir);
-    if let Some(path) = write {
-        std::fs::write(&path, table).unwrap();
-        println!("table written to {}", path.display());
-    }
+    setup.finish(&table);
 }
 
 // ---- gateway mode ------------------------------------------------------------------------
@@ -720,19 +755,18 @@ async fn one_megabyte(target: &Target, transport: Transport, mosquitto_tcp: u16)
 }
 
 fn gateway_main(args: &[String]) {
-    let kite = PathBuf::from(arg(args, "--kite").expect("--kite PATH"));
-    let mosquitto = PathBuf::from(arg(args, "--mosquitto").expect("--mosquitto PATH"));
     let websockify = PathBuf::from(arg(args, "--websockify").expect("--websockify PYTHONPATH"));
-    let quick = args.iter().any(|a| a == "--quick");
-    let write = arg(args, "--write").map(PathBuf::from);
-    let dir = std::env::temp_dir().join(format!("kite-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let scale = if quick { 10 } else { 1 };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let setup = Setup::new(args);
+    let Setup {
+        kite,
+        mosquitto,
+        quick,
+        dir,
+        scale,
+        rt,
+        ..
+    } = &setup;
+    let (quick, scale) = (*quick, *scale);
 
     // One mosquitto behind all four ways, restarted for each run.
     let ways = [
@@ -743,11 +777,11 @@ fn gateway_main(args: &[String]) {
     ];
     let run_way = |way: usize, f: &dyn Fn(&Target, Transport) -> String| -> String {
         // Deep queues: the gateway runs measure the transport, not mosquitto's drop policy.
-        let broker = start_mosquitto_with(&mosquitto, &dir, "max_queued_messages 1000000\n");
+        let broker = start_mosquitto_with(mosquitto, dir, "max_queued_messages 1000000\n");
         let mqtt = broker.target.tcp;
         let front = match way {
             2 => Some(start_websockify(&websockify, mqtt)),
-            3 => Some(start_kite_with(&kite, &dir, Some(mqtt))),
+            3 => Some(start_kite_with(kite, dir, Some(mqtt))),
             _ => None,
         };
         let (target, transport) = match (way, &front) {
@@ -867,9 +901,5 @@ fn gateway_main(args: &[String]) {
     });
     println!("{cell}");
     let _ = writeln!(table, "{cell}");
-    let _ = std::fs::remove_dir_all(&dir);
-    if let Some(path) = write {
-        std::fs::write(&path, table).unwrap();
-        println!("table written to {}", path.display());
-    }
+    setup.finish(&table);
 }
