@@ -56,6 +56,11 @@ impl Acl {
         Ok(())
     }
 
+    /// Whether the role has any rule (without, it may use every topic).
+    pub fn restricts(&self) -> bool {
+        self.publish.is_some() || self.subscribe.is_some()
+    }
+
     /// Whether `user`/`client_id` may publish to the topic name `name`.
     pub fn may_publish(&self, name: &str, user: &str, client_id: &str) -> bool {
         match &self.publish {

@@ -71,6 +71,13 @@ impl<'t> Layout<'t> {
                     return i + 1;
                 }
             }
+            // Not a key: a value the message quotes (`unknown variant \`maybe\``).
+            let quoted = format!("\"{key}\"");
+            for (i, line) in self.text.lines().enumerate().take(last).skip(first) {
+                if line.contains(&quoted) {
+                    return i + 1;
+                }
+            }
         }
         first
     }
@@ -150,6 +157,9 @@ pub fn check_text(text: &str, base: &Path) -> Vec<Problem> {
             "http" => http = parse::<FileHttp>(value, &layout, "http", 0, &mut add),
             "limits" => limits = parse::<FileLimits>(value, &layout, "limits", 0, &mut add),
             "broker" => broker = parse::<FileBroker>(value, &layout, "broker", 0, &mut add),
+            "acl" => {
+                let _ = parse::<crate::config::FileAcl>(value, &layout, "acl", 0, &mut add);
+            }
             "tls" => {
                 has_tls = true;
                 if let Some(tls) = parse::<FileTls>(value, &layout, "tls", 0, &mut add) {
@@ -193,7 +203,7 @@ pub fn check_text(text: &str, base: &Path) -> Vec<Problem> {
             other => add(
                 layout.line(other, 0, None),
                 format!(
-                    "unknown section [{other}]: the sections are [http], [limits], [tls], [broker], [[upstream]], [[user]], [[role]]"
+                    "unknown section [{other}]: the sections are [http], [limits], [tls], [broker], [acl], [[upstream]], [[user]], [[role]]"
                 ),
             ),
         }
@@ -537,6 +547,26 @@ role = \"nobody\"
         assert!(
             problems[7].message.contains("which no [[role]] defines"),
             "{problems:#?}"
+        );
+    }
+
+    #[test]
+    fn acl_policy() {
+        let problems = check_text("[acl]\nv311_denied_publish = \"maybe\"\n", Path::new("."));
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert_eq!(problems[0].line, 2);
+        assert!(
+            problems[0].message.contains("[acl]")
+                && problems[0].message.contains("v311_denied_publish")
+                && problems[0].message.contains("\"disconnect\""),
+            "{problems:#?}"
+        );
+        assert!(
+            check_text(
+                "[acl]\nv311_denied_publish = \"disconnect\"\n",
+                Path::new(".")
+            )
+            .is_empty()
         );
     }
 

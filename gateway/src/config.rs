@@ -325,6 +325,8 @@ pub struct Config {
     pub auth: crate::auth::Auth,
     /// The embedded broker, used when no upstream is configured.
     pub broker: BrokerSettings,
+    /// What a refused MQTT 3.1.1 PUBLISH gets (`[acl] v311_denied_publish`).
+    pub v311_denied_publish: crate::rules::DeniedPublish,
 }
 
 /// Where the embedded broker listens for devices, and its limits (`[broker]`).
@@ -393,6 +395,14 @@ pub(crate) struct FileConfig {
     pub(crate) role: Vec<FileRole>,
     #[serde(default)]
     pub(crate) broker: FileBroker,
+    #[serde(default)]
+    pub(crate) acl: FileAcl,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileAcl {
+    pub(crate) v311_denied_publish: Option<crate::rules::DeniedPublish>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -608,6 +618,7 @@ impl Config {
             allowed_origins: parsed.http.allowed_origins,
             limits,
             broker,
+            v311_denied_publish: parsed.acl.v311_denied_publish.unwrap_or_default(),
         })
     }
 
@@ -732,6 +743,8 @@ impl FileBroker {
                 u64::from(d.max_session_expiry),
             )?),
             sys_interval: (sys > 0).then(|| std::time::Duration::from_secs(sys)),
+            // [acl] v311_denied_publish, set when the broker is made (`AppState::new`).
+            v311_denied_publish: d.v311_denied_publish,
         };
         let sync = match self.sync.as_deref() {
             None | Some("always") => crate::broker::store::Sync::Always,

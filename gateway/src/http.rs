@@ -128,9 +128,13 @@ impl AppState {
             None
         } else {
             let (settings, auth) = (&config.broker, config.auth.clone());
+            let broker_config = crate::broker::BrokerConfig {
+                v311_denied_publish: config.v311_denied_publish,
+                ..settings.config.clone()
+            };
             Some(match &settings.data_dir {
-                Some(dir) => Broker::open(settings.config.clone(), auth, dir, settings.sync)?,
-                None => Broker::new(settings.config.clone(), auth),
+                Some(dir) => Broker::open(broker_config, auth, dir, settings.sync)?,
+                None => Broker::new(broker_config, auth),
             })
         };
         Ok(Self {
@@ -482,45 +486,68 @@ fn upgrade(
                 return log.close(EndKind::Violation, &v.detail);
             }
             Ok(Ok(None)) => return log.close(EndKind::Browser, "before CONNECT"),
-            Ok(Ok(Some(packets))) => packets,
+            Ok(Ok(Some(connect))) => connect,
         };
         // Taken, not copied: the browser's password is not kept for the session's lifetime.
         let embedded = matches!(target, Target::Embedded(_));
         let mut login = None;
         if let Some(connect) = inbound.take_connect() {
-            match authenticate(&config, &connect).await {
+            let refused = match authenticate(&config, &connect).await {
                 // The embedded broker trusts the gateway's check, sees the client's own
                 // CONNECT and enforces the role's topic rules; an upstream gets the role's
-                // credentials.
-                Ok(Some((_, role))) if embedded => login = Some(role),
-                Ok(Some((upstream_connect, _))) => first[0] = upstream_connect,
-                Ok(None) => {}
-                Err(code) => {
-                    let mut bytes = BytesMut::new();
-                    let refusal = Packet::ConnAck(ConnAck {
-                        session_present: false,
-                        reason: code,
-                        properties: Default::default(),
-                    });
-                    if refusal.encode(connect.version, &mut bytes).is_ok() {
-                        let _ = tokio::time::timeout(
-                            proxy::CLOSE_TIMEOUT,
-                            tx.send(Message::Binary(bytes.freeze())),
-                        )
-                        .await;
+                // credentials, and the gateway enforces the rules in front of it.
+                Ok(Some((_, role))) if embedded => {
+                    login = Some(role);
+                    None
+                }
+                Ok(Some((upstream_connect, role))) => {
+                    first = upstream_connect;
+                    match role.map(|r| r.acl).filter(crate::acl::Acl::restricts) {
+                        None => None,
+                        Some(acl) => {
+                            let rules = crate::rules::TopicRules::new(
+                                acl,
+                                &connect,
+                                config.v311_denied_publish,
+                                metrics.clone(),
+                            );
+                            match rules.check_will(&connect) {
+                                Ok(()) => {
+                                    inbound.set_rules(rules);
+                                    None
+                                }
+                                Err(detail) => Some((ReasonCode::NotAuthorized, detail)),
+                            }
+                        }
                     }
-                    let user = connect.username.as_deref().unwrap_or("(none)").to_owned();
-                    proxy::close(
-                        &mut tx,
-                        close_code::POLICY,
-                        &code.description().to_lowercase(),
+                }
+                Ok(None) => None,
+                Err(code) => {
+                    let user = connect.username.as_deref().unwrap_or("(none)");
+                    Some((code, format!("user {user:?} refused: {code}")))
+                }
+            };
+            if let Some((code, detail)) = refused {
+                let mut bytes = BytesMut::new();
+                let refusal = Packet::ConnAck(ConnAck {
+                    session_present: false,
+                    reason: code,
+                    properties: Default::default(),
+                });
+                if refusal.encode(connect.version, &mut bytes).is_ok() {
+                    let _ = tokio::time::timeout(
+                        proxy::CLOSE_TIMEOUT,
+                        tx.send(Message::Binary(bytes.freeze())),
                     )
                     .await;
-                    return log.close(
-                        EndKind::AuthFailed,
-                        &format!("user {user:?} refused: {code}"),
-                    );
                 }
+                proxy::close(
+                    &mut tx,
+                    close_code::POLICY,
+                    &code.description().to_lowercase(),
+                )
+                .await;
+                return log.close(EndKind::AuthFailed, &detail);
             }
         }
         let connected = match &target {
@@ -547,19 +574,17 @@ fn upgrade(
                 return log.close(EndKind::UpstreamUnreachable, &e.to_string());
             }
         };
-        for raw in first {
-            if let Err(e) = tokio::io::AsyncWriteExt::write_all(&mut broker, &raw).await {
-                proxy::close(
-                    &mut tx,
-                    close_code::ERROR,
-                    "connection to the broker failed",
-                )
-                .await;
-                return log.close(
-                    EndKind::Error,
-                    &format!("writing CONNECT to the broker: {e}"),
-                );
-            }
+        if let Err(e) = tokio::io::AsyncWriteExt::write_all(&mut broker, &first).await {
+            proxy::close(
+                &mut tx,
+                close_code::ERROR,
+                "connection to the broker failed",
+            )
+            .await;
+            return log.close(
+                EndKind::Error,
+                &format!("writing CONNECT to the broker: {e}"),
+            );
         }
         let end = proxy::pump(tx, rx, broker, inbound, shutdown).await;
         let detail = match &end {

@@ -15,6 +15,7 @@ pub mod http;
 pub mod metrics;
 pub mod proxy;
 pub mod publish_api;
+pub mod rules;
 pub mod server;
 pub mod tls;
 pub mod upstream;

@@ -49,6 +49,19 @@ const END_NAMES: [&str; 8] = [
     "auth_failed",
 ];
 
+/// What a role's topic rules refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denial {
+    /// A PUBLISH.
+    Publish = 0,
+    /// One filter of a SUBSCRIBE.
+    Subscribe,
+    /// A CONNECT's Will.
+    Will,
+}
+
+const DENIAL_NAMES: [&str; 3] = ["publish", "subscribe", "will"];
+
 /// Upper bounds (seconds) of the forwarding latency histogram's buckets.
 const LATENCY_BUCKETS: [f64; 10] = [
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.05, 0.25,
@@ -93,6 +106,7 @@ pub struct Metrics {
     ends: [AtomicU64; 8],
     upstream_errors: AtomicU64,
     throttled: AtomicU64,
+    denied: [AtomicU64; 3],
     latency: [Histogram; 2],
 }
 
@@ -133,6 +147,11 @@ impl Metrics {
     /// A session was over its publish rate and paused.
     pub fn throttled(&self) {
         self.throttled.fetch_add(1, Relaxed);
+    }
+
+    /// A role's topic rules refused something.
+    pub fn denied(&self, what: Denial) {
+        self.denied[what as usize].fetch_add(1, Relaxed);
     }
 
     /// The Prometheus text exposition.
@@ -206,6 +225,17 @@ impl Metrics {
             "counter",
             "Pauses in reading a browser that was over its publish rate.",
             &one(&self.throttled),
+        );
+        let denied: Vec<(String, u64)> = DENIAL_NAMES
+            .iter()
+            .zip(&self.denied)
+            .map(|(n, v)| (format!("{{what=\"{n}\"}}"), v.load(Relaxed)))
+            .collect();
+        metric(
+            "kite_denied_total",
+            "counter",
+            "Packets from browsers refused by their role's topic rules (in front of an upstream), by what was refused.",
+            &denied,
         );
         let name = "kite_forward_seconds";
         let _ = writeln!(

@@ -3,8 +3,13 @@
 //! Browser → broker is packet-aware: bytes are decoded with `kite-mqtt` as they arrive (a
 //! packet may span frames, a frame may hold several), checked (CONNECT first and once,
 //! well-formed, within the maximum packet size), and each packet's *original* bytes are
-//! forwarded (zero-copy). The upstream is contacted only after a valid CONNECT arrived.
-//! Broker → browser is a byte pipe for now.
+//! forwarded (zero-copy). The upstream is contacted only after a valid CONNECT arrived. With
+//! a role's topic rules in front of an upstream, each packet is also checked by
+//! [`crate::rules`], which may answer it instead of forwarding it.
+//!
+//! Broker → browser is cut at packet boundaries without copying ([`Downstream`]): only fixed
+//! headers are read, so the gateway's own packets (its answers, a DISCONNECT when it closes
+//! the session) never land in the middle of one of the broker's.
 //!
 //! Backpressure is end to end: a frame is read only after the previous packets were written to
 //! the broker, and the broker is read (64 KiB at most) only after the previous frame reached
@@ -21,6 +26,7 @@ use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::metrics::{Direction, EndKind, Metrics};
+use crate::rules::{DownCmd, Downstream, Step, TopicRules};
 
 /// Bytes read from the broker at most per WebSocket frame sent to the browser.
 pub const READ_CHUNK: usize = 64 * 1024;
@@ -40,7 +46,7 @@ pub struct Violation {
 }
 
 impl Violation {
-    fn protocol(detail: impl Into<String>) -> Self {
+    pub(crate) fn protocol(detail: impl Into<String>) -> Self {
         Self {
             ws_code: close_code::PROTOCOL,
             reason: ReasonCode::ProtocolError,
@@ -121,6 +127,7 @@ pub struct Inbound {
     subscriptions: std::collections::HashSet<bytestring::ByteString>,
     messages: Option<Bucket>,
     bytes: Option<Bucket>,
+    rules: Option<TopicRules>,
 }
 
 impl Inbound {
@@ -136,7 +143,18 @@ impl Inbound {
             subscriptions: std::collections::HashSet::new(),
             messages: None,
             bytes: None,
+            rules: None,
         }
+    }
+
+    /// Checks every packet after the CONNECT against these topic rules.
+    pub fn set_rules(&mut self, rules: TopicRules) {
+        self.rules = Some(rules);
+    }
+
+    /// The largest packet the session accepts.
+    pub fn max_packet_size(&self) -> u32 {
+        self.limits.max_packet_size
     }
 
     /// With these per-session limits.
@@ -206,8 +224,10 @@ impl Inbound {
         self.version
     }
 
-    /// Takes bytes from the browser; returns the whole packets (original bytes) to forward.
-    pub fn feed(&mut self, bytes: &[u8], out: &mut Vec<Bytes>) -> Result<(), Violation> {
+    /// Takes bytes from the browser; `out` gets what to do with each whole packet (usually:
+    /// forward its original bytes). Stops after the CONNECT, so the session's rules (known
+    /// once the user is) apply to every packet after it: call again with no bytes to go on.
+    pub fn feed(&mut self, bytes: &[u8], out: &mut Vec<Step>) -> Result<(), Violation> {
         self.buf.extend_from_slice(bytes);
         loop {
             // Before CONNECT the version is unknown, so only the first byte is judged.
@@ -225,19 +245,21 @@ impl Inbound {
             let version = self.version.unwrap_or(Version::V5);
             match decode_raw(&mut self.buf, version, &self.limits) {
                 Ok(Some((packet, raw))) => {
-                    match (&packet, self.version) {
-                        (Packet::Connect(c), None) => {
-                            self.version = Some(c.version);
-                            self.connect = Some(c.clone());
-                        }
-                        (Packet::Connect(_), Some(_)) => {
-                            return Err(Violation::protocol("a second CONNECT [MQTT-3.1.0-2]"));
-                        }
-                        _ => {}
-                    }
                     self.account(&packet, raw.len())?;
                     self.metrics.packet_in(packet.packet_type(), raw.len());
-                    out.push(raw);
+                    match (&packet, self.version, &mut self.rules) {
+                        (Packet::Connect(c), None, _) => {
+                            self.version = Some(c.version);
+                            self.connect = Some(c.clone());
+                            out.push(Step::Up(raw));
+                            return Ok(());
+                        }
+                        (Packet::Connect(_), Some(_), _) => {
+                            return Err(Violation::protocol("a second CONNECT [MQTT-3.1.0-2]"));
+                        }
+                        (_, _, Some(rules)) => rules.check(&packet, raw, out)?,
+                        (_, _, None) => out.push(Step::Up(raw)),
+                    }
                 }
                 Ok(None) => return Ok(()),
                 Err(e) => return Err(Violation::from_decode(&e)),
@@ -274,12 +296,12 @@ pub enum End {
     Shutdown,
 }
 
-/// Reads the browser's first packets until a CONNECT is whole. Returns the packets to forward
-/// (the CONNECT first). `None` if the browser went away.
+/// Reads the browser's first bytes until a CONNECT is whole. Returns its original bytes
+/// (what follows it stays in `inbound` for [`pump`]). `None` if the browser went away.
 pub async fn read_connect<Rx, E>(
     ws_rx: &mut Rx,
     inbound: &mut Inbound,
-) -> Result<Option<Vec<Bytes>>, Violation>
+) -> Result<Option<Bytes>, Violation>
 where
     Rx: Stream<Item = Result<Message, E>> + Unpin,
 {
@@ -288,8 +310,8 @@ where
         match msg {
             Ok(Message::Binary(bytes)) => {
                 inbound.feed(&bytes, &mut out)?;
-                if inbound.version().is_some() {
-                    return Ok(Some(out));
+                if let Some(Step::Up(connect)) = out.pop() {
+                    return Ok(Some(connect));
                 }
             }
             Ok(Message::Text(_)) => return Err(text_frame()),
@@ -325,9 +347,21 @@ where
 {
     let (mut broker_rd, mut broker_wr) = tokio::io::split(broker);
     let metrics = inbound.metrics.clone();
+    let version = inbound.version().unwrap_or(Version::V5);
+    let mut downstream = Downstream::new(version, inbound.max_packet_size() as usize);
+    // The browser side's answers and SUBACK splices for the broker → browser side. Bounded:
+    // a browser whose answers pile up is read no further until they are sent.
+    let (cmd_tx, mut cmd_rx) = tokio::sync::mpsc::channel::<DownCmd>(ANSWERS_QUEUED);
     let end = {
         let up = async {
-            let mut packets = Vec::new();
+            let mut steps = Vec::new();
+            // What came after the CONNECT in its frame.
+            if let Err(v) = inbound.feed(&[], &mut steps) {
+                return End::Violation(v);
+            }
+            if let Err(end) = carry_out(&mut steps, &mut broker_wr, &cmd_tx).await {
+                return end;
+            }
             loop {
                 let next = match inbound.idle_timeout() {
                     None => ws_rx.next().await,
@@ -349,14 +383,12 @@ where
                 match msg {
                     Ok(Message::Binary(bytes)) => {
                         let received = std::time::Instant::now();
-                        if let Err(v) = inbound.feed(&bytes, &mut packets) {
+                        if let Err(v) = inbound.feed(&bytes, &mut steps) {
                             return End::Violation(v);
                         }
-                        let forwarded = !packets.is_empty();
-                        for raw in packets.drain(..) {
-                            if let Err(e) = broker_wr.write_all(&raw).await {
-                                return End::Error(format!("writing to the broker: {e}"));
-                            }
+                        let forwarded = !steps.is_empty();
+                        if let Err(end) = carry_out(&mut steps, &mut broker_wr, &cmd_tx).await {
+                            return end;
                         }
                         if forwarded {
                             inbound.metrics.forwarded(Direction::Up, received.elapsed());
@@ -381,26 +413,54 @@ where
             // 4 KiB, not 64), doubling up to READ_CHUNK while reads fill it.
             let mut chunk = MIN_READ_CHUNK;
             let mut buf = BytesMut::new();
+            let mut segments = Vec::new();
             loop {
                 buf.reserve(chunk);
-                match broker_rd.read_buf(&mut buf).await {
-                    Ok(0) => return End::Broker,
-                    Ok(n) => {
-                        let received = std::time::Instant::now();
-                        chunk = if n >= chunk {
-                            (chunk * 2).min(READ_CHUNK)
-                        } else {
-                            MIN_READ_CHUNK.max(chunk / 2)
-                        };
-                        metrics.bytes_out(n);
-                        let frame = Message::Binary(buf.split().freeze());
-                        if let Err(e) = ws_tx.send(frame).await {
-                            return End::Error(format!("writing to the browser: {e}"));
-                        }
-                        metrics.forwarded(Direction::Down, received.elapsed());
+                tokio::select! {
+                    biased;
+                    Some(cmd) = cmd_rx.recv(), if downstream.queued() < ANSWERS_QUEUED => {
+                        downstream.command(cmd);
+                        downstream.take_answers(&mut segments);
                     }
-                    Err(e) => return End::Error(format!("reading from the broker: {e}")),
+                    read = broker_rd.read_buf(&mut buf) => match read {
+                        Ok(0) => return End::Broker,
+                        Ok(n) => {
+                            chunk = if n >= chunk {
+                                (chunk * 2).min(READ_CHUNK)
+                            } else {
+                                MIN_READ_CHUNK.max(chunk / 2)
+                            };
+                            metrics.bytes_out(n);
+                            // A SUBACK's splice is sent before its SUBSCRIBE is written to the
+                            // broker, so it is here by the time the SUBACK is.
+                            while let Ok(cmd) = cmd_rx.try_recv() {
+                                downstream.command(cmd);
+                            }
+                            let bytes = buf.split().freeze();
+                            if let Err(e) = downstream.process(&bytes, &mut segments) {
+                                return End::Error(e.to_string());
+                            }
+                        }
+                        Err(e) => return End::Error(format!("reading from the broker: {e}")),
+                    },
                 }
+                if segments.is_empty() {
+                    continue;
+                }
+                let received = std::time::Instant::now();
+                let frame = if segments.len() == 1 {
+                    segments.pop().unwrap_or_default()
+                } else {
+                    let mut joined = BytesMut::with_capacity(segments.iter().map(Bytes::len).sum());
+                    for s in segments.drain(..) {
+                        joined.extend_from_slice(&s);
+                    }
+                    joined.freeze()
+                };
+                if let Err(e) = ws_tx.send(Message::Binary(frame)).await {
+                    return End::Error(format!("writing to the browser: {e}"));
+                }
+                metrics.forwarded(Direction::Down, received.elapsed());
             }
         };
         tokio::select! {
@@ -409,6 +469,8 @@ where
             () = shutting_down(&mut shutdown) => End::Shutdown,
         }
     };
+    // The gateway's DISCONNECT only between two of the broker's packets.
+    let version = downstream.at_boundary().then_some(version);
     match &end {
         End::Browser => {
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws_tx.close()).await;
@@ -421,7 +483,7 @@ where
             )
             .await
         }
-        End::Violation(v) => refuse_with(&mut ws_tx, inbound.version(), v).await,
+        End::Violation(v) => refuse_with(&mut ws_tx, version, v).await,
         End::Error(_) => {
             close(
                 &mut ws_tx,
@@ -436,11 +498,38 @@ where
                 reason: ReasonCode::ServerShuttingDown,
                 detail: "the gateway is shutting down".into(),
             };
-            refuse_with(&mut ws_tx, inbound.version(), &v).await;
+            refuse_with(&mut ws_tx, version, &v).await;
         }
     }
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, broker_wr.shutdown()).await;
     end
+}
+
+/// Answers the gateway may hold for one session while the broker's stream is mid-packet.
+const ANSWERS_QUEUED: usize = 64;
+
+/// Does what the checks said: bytes to the broker, answers and splices to the browser side.
+async fn carry_out<W: AsyncWrite + Unpin>(
+    steps: &mut Vec<Step>,
+    broker_wr: &mut W,
+    cmd_tx: &tokio::sync::mpsc::Sender<DownCmd>,
+) -> Result<(), End> {
+    for step in steps.drain(..) {
+        // A closed channel means the broker side ended; the session is ending anyway.
+        match step {
+            Step::Up(raw) => broker_wr
+                .write_all(&raw)
+                .await
+                .map_err(|e| End::Error(format!("writing to the broker: {e}")))?,
+            Step::Answer(bytes) => {
+                let _ = cmd_tx.send(DownCmd::Answer(bytes)).await;
+            }
+            Step::Splice(s) => {
+                let _ = cmd_tx.send(DownCmd::Splice(s)).await;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Completes when the gateway starts shutting down (the guard `wait_for` returns is not
@@ -515,37 +604,41 @@ mod tests {
         assert!(out.is_empty());
         let mut rest = c[3..].to_vec();
         rest.extend_from_slice(&[0xc0, 0x00]);
+        // The CONNECT alone: what follows waits for the session's rules.
         inbound.feed(&rest, &mut out).unwrap();
-        assert_eq!(out, [Bytes::from(c), Bytes::from_static(&[0xc0, 0x00])]);
+        assert_eq!(out, [Step::Up(Bytes::from(c))]);
+        inbound.feed(&[], &mut out).unwrap();
+        assert_eq!(out[1], Step::Up(Bytes::from_static(&[0xc0, 0x00])));
         assert_eq!(inbound.version(), Some(Version::V3_1_1));
+    }
+
+    /// Feeds `bytes` and then what stayed after the CONNECT; the violation.
+    fn refused(max: u32, bytes: &[u8]) -> Violation {
+        let mut inbound = Inbound::new(max, Arc::default());
+        let mut out = Vec::new();
+        inbound
+            .feed(bytes, &mut out)
+            .and_then(|()| inbound.feed(&[], &mut out))
+            .unwrap_err()
     }
 
     #[test]
     fn session_rules() {
-        let mut out = Vec::new();
-        let v = Inbound::new(1024, Arc::default())
-            .feed(&[0xc0, 0x00], &mut out)
-            .unwrap_err();
+        let v = refused(1024, &[0xc0, 0x00]);
         assert!(v.detail.contains("MQTT-3.1.0-1"), "{v:?}");
         let mut twice = connect(5);
         twice.extend(connect(5));
-        let v = Inbound::new(1024, Arc::default())
-            .feed(&twice, &mut out)
-            .unwrap_err();
+        let v = refused(1024, &twice);
         assert!(v.detail.contains("MQTT-3.1.0-2"), "{v:?}");
         let mut malformed = connect(4);
         malformed.extend_from_slice(&[0x36, 0x00]);
-        let v = Inbound::new(1024, Arc::default())
-            .feed(&malformed, &mut out)
-            .unwrap_err();
+        let v = refused(1024, &malformed);
         assert_eq!(
             (v.ws_code, v.reason),
             (close_code::PROTOCOL, ReasonCode::MalformedPacket)
         );
         // Refused from the fixed header alone: a CONNECT announcing 1,000,000 bytes, 100 allowed.
-        let v = Inbound::new(100, Arc::default())
-            .feed(&[0x10, 0xc0, 0x84, 0x3d], &mut out)
-            .unwrap_err();
+        let v = refused(100, &[0x10, 0xc0, 0x84, 0x3d]);
         assert_eq!(
             (v.ws_code, v.reason),
             (close_code::SIZE, ReasonCode::PacketTooLarge)

@@ -1051,6 +1051,65 @@ fn topic_permissions() {
     });
 }
 
+/// `[acl] v311_denied_publish = "disconnect"`: a 3.1.1 PUBLISH outside the rules closes the
+/// session instead of being acknowledged and dropped; 5.0 still gets PUBACK 0x87.
+#[test]
+fn v311_refusals_can_close_the_session() {
+    let role = kite_gateway::auth::Role {
+        name: "operator".into(),
+        acl: kite_gateway::acl::Acl {
+            publish: Some(vec!["plant/+/cmd".into()]),
+            subscribe: None,
+        },
+        ..Default::default()
+    };
+    let user = kite_gateway::auth::User {
+        name: "alice".into(),
+        password_hash: kite_gateway::auth::hash_password(b"pw").unwrap(),
+        role: Some("operator".into()),
+    };
+    let adjust = |c: &mut Config| {
+        c.auth = kite_gateway::auth::Auth::new(vec![user.clone()], vec![role.clone()]).unwrap();
+        c.v311_denied_publish = kite_gateway::rules::DeniedPublish::Disconnect;
+    };
+    let login = |v: Version| Connect {
+        username: Some("alice".into()),
+        password: Some(Bytes::from_static(b"pw")),
+        ..connect(v, "alice")
+    };
+    both(adjust, |via| {
+        let (mut watcher, _) = TestClient::connect(via, login(V5));
+        watcher.subscribe("#", QoS::AtLeastOnce);
+        let (mut v3, ack) = TestClient::connect(
+            via,
+            Connect {
+                client_id: "v3".into(),
+                ..login(V3)
+            },
+        );
+        assert_eq!(ack.reason, ReasonCode::Success);
+        v3.send(&Packet::Publish(publish(
+            "secret/x",
+            "no",
+            QoS::AtLeastOnce,
+            1,
+        )));
+        assert!(v3.try_recv().is_none(), "closed, no PUBACK");
+        let (mut v5, _) = TestClient::connect(
+            via,
+            Connect {
+                client_id: "v5".into(),
+                ..login(V5)
+            },
+        );
+        assert_eq!(
+            v5.publish(publish("secret/x", "no", QoS::AtLeastOnce, 1)),
+            ReasonCode::NotAuthorized
+        );
+        assert_eq!(watcher.barrier(), vec![]);
+    });
+}
+
 /// Devices over TLS (`[broker] tls_listen`, the gateway's certificate): mosquitto's clients
 /// publish and subscribe through it, and reach browser-side subscribers.
 #[test]

@@ -8,5 +8,6 @@ mod auth;
 mod broker;
 mod gateway;
 mod limits;
+mod rules;
 mod session;
 mod tls;

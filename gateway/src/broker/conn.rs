@@ -715,8 +715,20 @@ impl Conn {
         {
             Stats::add(&self.broker.stats().publishes_denied, 1);
             tracing::debug!(client_id = %self.client_id, topic = %p.topic, "PUBLISH denied by the role's rules");
+            if !self.v5()
+                && self.broker.config().v311_denied_publish
+                    == crate::rules::DeniedPublish::Disconnect
+            {
+                return Err(End::violation(
+                    ReasonCode::NotAuthorized,
+                    format!(
+                        "PUBLISH to {:?} is not allowed for this user ([acl] v311_denied_publish = \"disconnect\")",
+                        &*p.topic
+                    ),
+                ));
+            }
             // 5.0: PUBACK/PUBREC 0x87 Not authorized tells the client; 3.1.1 has no way to say
-            // no, so the message is acknowledged and dropped.
+            // no, so the message is acknowledged and dropped (or the session closed, above).
             let mut ack = Ack::new(packet_id);
             if self.v5() {
                 ack.reason = ReasonCode::NotAuthorized;

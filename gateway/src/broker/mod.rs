@@ -67,6 +67,8 @@ pub struct BrokerConfig {
     pub max_connections: usize,
     /// How often `$SYS/broker/...` statistics are published; `None`: never.
     pub sys_interval: Option<Duration>,
+    /// What an MQTT 3.1.1 PUBLISH the role's rules refuse gets (`[acl] v311_denied_publish`).
+    pub v311_denied_publish: crate::rules::DeniedPublish,
 }
 
 impl Default for BrokerConfig {
@@ -83,6 +85,7 @@ impl Default for BrokerConfig {
             connect_timeout: Duration::from_secs(10),
             max_connections: 10_000,
             sys_interval: Some(Duration::from_secs(10)),
+            v311_denied_publish: crate::rules::DeniedPublish::Drop,
         }
     }
 }
