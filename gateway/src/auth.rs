@@ -86,11 +86,40 @@ pub enum AuthConfigError {
     },
 }
 
-/// The users and roles, checked.
+/// The users and roles, checked, and the JWT verifier if `[jwt]` is set.
 #[derive(Debug, Clone, Default)]
 pub struct Auth {
     users: HashMap<String, User>,
     roles: HashMap<String, Role>,
+    jwt: Option<crate::jwt::Jwt>,
+}
+
+/// A login that passed: who (the user name, or a token's `sub`) and their role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Login {
+    /// The user name (`%u` in topic rules).
+    pub user: String,
+    /// The role, if the user has one.
+    pub role: Option<Role>,
+}
+
+/// A refused login: the CONNACK reason code, and why (for the log, and for MQTT 5 clients as
+/// the CONNACK's reason string).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// 0x86 Bad user name or password, or 0x87 Not authorized (3.1.1: 4 or 5).
+    pub code: ReasonCode,
+    /// What was wrong.
+    pub detail: String,
+}
+
+impl Refused {
+    fn new(code: ReasonCode, detail: impl Into<String>) -> Self {
+        Self {
+            code,
+            detail: detail.into(),
+        }
+    }
 }
 
 /// A hash nobody's password matches, verified for unknown users so that a missing user costs
@@ -138,31 +167,80 @@ impl Auth {
         Ok(Self {
             users: user_map,
             roles: role_map,
+            jwt: None,
         })
+    }
+
+    /// Also accepts JSON Web Tokens verified by `jwt` as passwords.
+    pub fn with_jwt(mut self, jwt: crate::jwt::Jwt) -> Self {
+        self.jwt = Some(jwt);
+        self
     }
 
     /// Whether CONNECT must carry credentials.
     pub fn required(&self) -> bool {
-        !self.users.is_empty()
+        !self.users.is_empty() || self.jwt.is_some()
     }
 
-    /// Checks a CONNECT's credentials (argon2: call it off the async threads). Returns the
-    /// user's role, or the CONNACK reason code of the refusal.
-    pub fn check(
-        &self,
-        username: Option<&str>,
-        password: Option<&[u8]>,
-    ) -> Result<Option<Role>, ReasonCode> {
-        let (Some(name), Some(password)) = (username, password) else {
-            return Err(ReasonCode::NotAuthorized);
+    /// Checks a CONNECT's credentials (argon2: call it off the async threads): a configured
+    /// user's password, or else (with `[jwt]`) a token in the password.
+    pub fn check(&self, username: Option<&str>, password: Option<&[u8]>) -> Result<Login, Refused> {
+        let Some(password) = password else {
+            return Err(Refused::new(
+                ReasonCode::NotAuthorized,
+                "no password (or token) in CONNECT",
+            ));
         };
-        let user = self.users.get(name);
+        let user = username.and_then(|n| self.users.get(n));
+        if let (None, Some(jwt)) = (user, &self.jwt)
+            && crate::jwt::Jwt::looks_like_token(password)
+        {
+            let claims = jwt
+                .verify(password)
+                .map_err(|d| Refused::new(ReasonCode::BadUserNameOrPassword, d))?;
+            if let Some(name) = username
+                && name != claims.subject
+            {
+                return Err(Refused::new(
+                    ReasonCode::BadUserNameOrPassword,
+                    format!(
+                        "the user name {name:?} is not the token's subject {:?}",
+                        claims.subject
+                    ),
+                ));
+            }
+            let role = match claims.role {
+                None => None,
+                Some(r) => Some(self.roles.get(&r).cloned().ok_or_else(|| {
+                    Refused::new(
+                        ReasonCode::NotAuthorized,
+                        format!("the token's role {r:?} is not a [[role]] of this gateway"),
+                    )
+                })?),
+            };
+            return Ok(Login {
+                user: claims.subject,
+                role,
+            });
+        }
+        let Some(name) = username else {
+            return Err(Refused::new(
+                ReasonCode::NotAuthorized,
+                "no user name in CONNECT",
+            ));
+        };
         let hash = user.map_or(DUMMY_HASH, |u| u.password_hash.as_str());
         let ok = PasswordHash::new(hash)
             .is_ok_and(|h| Argon2::default().verify_password(password, &h).is_ok());
         match (user, ok) {
-            (Some(u), true) => Ok(u.role.as_ref().and_then(|r| self.roles.get(r)).cloned()),
-            _ => Err(ReasonCode::BadUserNameOrPassword),
+            (Some(u), true) => Ok(Login {
+                user: name.to_owned(),
+                role: u.role.as_ref().and_then(|r| self.roles.get(r)).cloned(),
+            }),
+            _ => Err(Refused::new(
+                ReasonCode::BadUserNameOrPassword,
+                format!("user {name:?}: unknown user or wrong password"),
+            )),
         }
     }
 }
@@ -214,22 +292,26 @@ mod tests {
     fn checks_credentials() {
         let a = auth();
         assert!(a.required());
+        let login = a.check(Some("alice"), Some(b"s3cret")).unwrap();
         assert_eq!(
-            a.check(Some("alice"), Some(b"s3cret"))
-                .unwrap()
-                .unwrap()
-                .name,
-            "op"
+            (login.user.as_str(), login.role.unwrap().name.as_str()),
+            ("alice", "op")
+        );
+        let code = |u: Option<&str>, p: Option<&[u8]>| a.check(u, p).unwrap_err().code;
+        assert_eq!(
+            code(Some("alice"), Some(b"wrong")),
+            ReasonCode::BadUserNameOrPassword
         );
         assert_eq!(
-            a.check(Some("alice"), Some(b"wrong")),
-            Err(ReasonCode::BadUserNameOrPassword)
+            code(Some("mallory"), Some(b"s3cret")),
+            ReasonCode::BadUserNameOrPassword
         );
+        assert_eq!(code(None, None), ReasonCode::NotAuthorized);
+        // Without [jwt], a token-shaped password is just a wrong password.
         assert_eq!(
-            a.check(Some("mallory"), Some(b"s3cret")),
-            Err(ReasonCode::BadUserNameOrPassword)
+            code(Some("alice"), Some(b"aaa.bbb.ccc")),
+            ReasonCode::BadUserNameOrPassword
         );
-        assert_eq!(a.check(None, None), Err(ReasonCode::NotAuthorized));
         assert!(
             PasswordHash::new(DUMMY_HASH).is_ok(),
             "the dummy hash must parse, or timing would differ"
@@ -239,7 +321,7 @@ mod tests {
     #[test]
     fn rewrites_connect_with_the_roles_credentials() {
         let a = auth();
-        let role = a.check(Some("alice"), Some(b"s3cret")).unwrap();
+        let role = a.check(Some("alice"), Some(b"s3cret")).unwrap().role;
         let browser = Connect {
             client_id: "tab-1".into(),
             username: Some("alice".into()),

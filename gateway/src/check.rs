@@ -152,6 +152,7 @@ pub fn check_text(text: &str, base: &Path) -> Vec<Problem> {
     let mut users: Vec<(usize, FileUser)> = Vec::new();
     let mut roles: Vec<(usize, FileRole)> = Vec::new();
     let mut has_tls = false;
+    let has_jwt = table.contains_key("jwt");
     for (key, value) in &table {
         match key.as_str() {
             "http" => http = parse::<FileHttp>(value, &layout, "http", 0, &mut add),
@@ -159,6 +160,19 @@ pub fn check_text(text: &str, base: &Path) -> Vec<Problem> {
             "broker" => broker = parse::<FileBroker>(value, &layout, "broker", 0, &mut add),
             "acl" => {
                 let _ = parse::<crate::config::FileAcl>(value, &layout, "acl", 0, &mut add);
+            }
+            "jwt" => {
+                if let Some(jwt) =
+                    parse::<crate::jwt::JwtSettings>(value, &layout, "jwt", 0, &mut add)
+                    && let Err(e) = crate::jwt::Jwt::load(&jwt, base)
+                {
+                    let key = match e {
+                        crate::jwt::JwtConfigError::Algorithm(_) => "algorithm",
+                        crate::jwt::JwtConfigError::Leeway(_) => "leeway_secs",
+                        _ => "key_file",
+                    };
+                    add(layout.line("jwt", 0, Some(key)), format!("[jwt]: {e}"));
+                }
             }
             "tls" => {
                 has_tls = true;
@@ -203,7 +217,7 @@ pub fn check_text(text: &str, base: &Path) -> Vec<Problem> {
             other => add(
                 layout.line(other, 0, None),
                 format!(
-                    "unknown section [{other}]: the sections are [http], [limits], [tls], [broker], [acl], [[upstream]], [[user]], [[role]]"
+                    "unknown section [{other}]: the sections are [http], [limits], [tls], [broker], [acl], [jwt], [[upstream]], [[user]], [[role]]"
                 ),
             ),
         }
@@ -493,8 +507,8 @@ pub fn check_text(text: &str, base: &Path) -> Vec<Problem> {
         }
     }
     // Like mosquitto 2: no anonymous broker on the network.
-    if let Some(addr) =
-        broker_listen.and_then(|b| b.anonymous_on_network(!upstreams.is_empty(), !users.is_empty()))
+    if let Some(addr) = broker_listen
+        .and_then(|b| b.anonymous_on_network(!upstreams.is_empty(), !users.is_empty() || has_jwt))
     {
         add(
             layout.line("broker", 0, Some("listen")),
@@ -567,6 +581,26 @@ role = \"nobody\"
                 Path::new(".")
             )
             .is_empty()
+        );
+    }
+
+    #[test]
+    fn jwt_section() {
+        let problems = check_text(
+            "[jwt]\nalgorithm = \"ES256\"\nkey_file = \"k\"\n",
+            Path::new("."),
+        );
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert_eq!(problems[0].line, 2);
+        assert!(problems[0].message.contains("RS256"), "{problems:#?}");
+        let problems = check_text(
+            "[jwt]\nalgorithm = \"HS256\"\nkey_file = \"/nonexistent/kite.key\"\n",
+            Path::new("."),
+        );
+        assert_eq!(problems[0].line, 3, "{problems:#?}");
+        assert!(
+            problems[0].message.contains("/nonexistent/kite.key"),
+            "{problems:#?}"
         );
     }
 

@@ -116,6 +116,9 @@ pub enum ConfigError {
     /// Users or roles are inconsistent.
     #[error("{0}")]
     Auth(#[from] crate::auth::AuthConfigError),
+    /// `[jwt]` is unusable.
+    #[error("{0}")]
+    Jwt(#[from] crate::jwt::JwtConfigError),
     /// The listen address does not parse.
     #[error(
         "invalid listen address {value:?} in [{section}] listen: expected IP:PORT, e.g. \"{example}\""
@@ -397,6 +400,7 @@ pub(crate) struct FileConfig {
     pub(crate) broker: FileBroker,
     #[serde(default)]
     pub(crate) acl: FileAcl,
+    pub(crate) jwt: Option<crate::jwt::JwtSettings>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -596,6 +600,11 @@ impl Config {
                 })
                 .collect(),
         )?;
+        // Key files are found like the TLS files: relative to the working directory.
+        let auth = match &parsed.jwt {
+            Some(settings) => auth.with_jwt(crate::jwt::Jwt::load(settings, Path::new(""))?),
+            None => auth,
+        };
         let mut broker = parsed.broker.resolve(overrides.mqtt, &limits)?;
         if let Some(dir) = overrides.data_dir {
             broker.data_dir = Some(dir);

@@ -363,31 +363,37 @@ async fn mqtt_named(
     }
 }
 
-/// Checks the browser's credentials when users are configured (argon2, off the async
-/// threads). `Ok(Some(bytes))`: the CONNECT to send upstream instead (the role's broker
-/// credentials and client id prefix); `Ok(None)`: forward the browser's own; `Err`: the CONNACK
-/// reason code of the refusal.
+/// Checks the browser's credentials when users or `[jwt]` are configured (argon2, off the
+/// async threads). `Ok(Some(bytes))`: the CONNECT to send upstream instead (the role's broker
+/// credentials and client id prefix) and the login; `Ok(None)`: forward the browser's own;
+/// `Err`: the refusal.
 async fn authenticate(
     config: &Arc<Config>,
     connect: &Connect,
-) -> Result<Option<(Bytes, Option<crate::auth::Role>)>, ReasonCode> {
+) -> Result<Option<(Bytes, crate::auth::Login)>, crate::auth::Refused> {
     if !config.auth.required() {
         return Ok(None);
     }
     let config = config.clone();
     let username = connect.username.as_ref().map(ToString::to_string);
     let password = connect.password.clone();
-    let role = tokio::task::spawn_blocking(move || {
+    let login = tokio::task::spawn_blocking(move || {
         config.auth.check(username.as_deref(), password.as_deref())
     })
     .await
-    .map_err(|_| ReasonCode::ServerUnavailable)??;
-    let upstream = crate::auth::rewrite_connect(connect, role.as_ref());
+    .map_err(|_| crate::auth::Refused {
+        code: ReasonCode::ServerUnavailable,
+        detail: "authentication failed to run".into(),
+    })??;
+    let upstream = crate::auth::rewrite_connect(connect, login.role.as_ref());
     let mut bytes = BytesMut::new();
     Packet::Connect(Box::new(upstream))
         .encode(connect.version, &mut bytes)
-        .map_err(|_| ReasonCode::ClientIdentifierNotValid)?;
-    Ok(Some((bytes.freeze(), role)))
+        .map_err(|e| crate::auth::Refused {
+            code: ReasonCode::ClientIdentifierNotValid,
+            detail: format!("the CONNECT for the broker cannot be made: {e}"),
+        })?;
+    Ok(Some((bytes.freeze(), login)))
 }
 
 /// Counts a session and logs one line when it opens and one when it closes, with the reason.
@@ -496,17 +502,18 @@ fn upgrade(
                 // The embedded broker trusts the gateway's check, sees the client's own
                 // CONNECT and enforces the role's topic rules; an upstream gets the role's
                 // credentials, and the gateway enforces the rules in front of it.
-                Ok(Some((_, role))) if embedded => {
-                    login = Some(role);
+                Ok(Some((_, who))) if embedded => {
+                    login = Some(who);
                     None
                 }
-                Ok(Some((upstream_connect, role))) => {
+                Ok(Some((upstream_connect, who))) => {
                     first = upstream_connect;
-                    match role.map(|r| r.acl).filter(crate::acl::Acl::restricts) {
+                    match who.role.map(|r| r.acl).filter(crate::acl::Acl::restricts) {
                         None => None,
                         Some(acl) => {
                             let rules = crate::rules::TopicRules::new(
                                 acl,
+                                &who.user,
                                 &connect,
                                 config.v311_denied_publish,
                                 metrics.clone(),
@@ -522,17 +529,24 @@ fn upgrade(
                     }
                 }
                 Ok(None) => None,
-                Err(code) => {
-                    let user = connect.username.as_deref().unwrap_or("(none)");
-                    Some((code, format!("user {user:?} refused: {code}")))
-                }
+                Err(r) => Some((r.code, r.detail)),
             };
             if let Some((code, detail)) = refused {
                 let mut bytes = BytesMut::new();
+                // MQTT 5 clients learn why (e.g. "the token has expired").
+                let properties = if connect.version.is_v5() {
+                    kite_mqtt::codec::Properties {
+                        reason_string: Some(detail.as_str().into()),
+                        ..Default::default()
+                    }
+                    .into()
+                } else {
+                    Default::default()
+                };
                 let refusal = Packet::ConnAck(ConnAck {
                     session_present: false,
                     reason: code,
-                    properties: Default::default(),
+                    properties,
                 });
                 if refusal.encode(connect.version, &mut bytes).is_ok() {
                     let _ = tokio::time::timeout(

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod http;
+pub mod jwt;
 pub mod metrics;
 pub mod proxy;
 pub mod publish_api;

@@ -150,6 +150,12 @@ fn basic_auth(headers: &HeaderMap) -> Option<(String, Vec<u8>)> {
     Some((user, decoded[colon + 1..].to_vec()))
 }
 
+/// A bearer token from the request (`Authorization: Bearer <JWT>`), if any.
+fn bearer(headers: &HeaderMap) -> Option<Vec<u8>> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    Some(value.strip_prefix("Bearer ")?.trim().as_bytes().to_vec())
+}
+
 /// `POST /api/v1/publish`.
 pub async fn publish(
     State(state): State<AppState>,
@@ -173,35 +179,38 @@ pub async fn publish(
     let mut role = None;
     let mut user = String::new();
     if config.auth.required() {
-        let Some((name, password)) = basic_auth(&headers) else {
+        let credentials = basic_auth(&headers)
+            .map(|(name, password)| (Some(name), password))
+            .or_else(|| bearer(&headers).map(|token| (None, token)));
+        let Some((name, password)) = credentials else {
             return (
                 StatusCode::UNAUTHORIZED,
                 [(header::WWW_AUTHENTICATE, "Basic realm=\"kite\"")],
                 axum::Json(serde_json::json!({
-                    "error": "log in with HTTP Basic authentication as one of the gateway's users"
+                    "error": "log in with HTTP Basic authentication as one of the gateway's users, or with Authorization: Bearer <token> when [jwt] is set"
                 })),
             )
                 .into_response();
         };
         let auth = config.clone();
-        let checked_name = name.clone();
-        let checked = tokio::task::spawn_blocking(move || {
-            auth.auth.check(Some(&checked_name), Some(&password))
-        })
-        .await;
+        let checked =
+            tokio::task::spawn_blocking(move || auth.auth.check(name.as_deref(), Some(&password)))
+                .await;
         match checked {
-            Ok(Ok(r)) => role = r,
-            Ok(Err(_)) => {
+            Ok(Ok(login)) => {
+                role = login.role;
+                user = login.user;
+            }
+            Ok(Err(refused)) => {
                 return (
                     StatusCode::UNAUTHORIZED,
                     [(header::WWW_AUTHENTICATE, "Basic realm=\"kite\"")],
-                    axum::Json(serde_json::json!({ "error": "bad user name or password" })),
+                    axum::Json(serde_json::json!({ "error": refused.detail })),
                 )
                     .into_response();
             }
             Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "authentication failed"),
         }
-        user = name;
     }
     if let Some(r) = &role
         && !r.acl.may_publish(&publish.topic, &user, "http-api")

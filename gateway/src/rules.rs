@@ -103,19 +103,18 @@ pub struct TopicRules {
 }
 
 impl TopicRules {
-    /// Rules for the session of `connect` (user name and client id as the browser sent them).
+    /// Rules for the session of `connect`: `user` is the login's user name (a token's `sub`
+    /// with JWT), the client id the one the browser sent.
     pub fn new(
         acl: Acl,
+        user: &str,
         connect: &Connect,
         denied_v311: DeniedPublish,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             acl,
-            user: connect
-                .username
-                .as_ref()
-                .map_or_else(String::new, ToString::to_string),
+            user: user.to_owned(),
             client_id: connect.client_id.to_string(),
             version: connect.version,
             denied_v311,

@@ -52,11 +52,16 @@ fn wrong_password_is_refused_by_the_gateway_with_0x86_or_4() {
     let (_broker, gateway) = setup();
     let mut v5 = open(&gateway);
     v5.send(&connect_with_credentials(true, "tab", "alice", "guess"));
+    let connack = v5.read_packet();
     assert_eq!(
-        v5.read_packet(),
-        [0x20, 0x03, 0x00, 0x86, 0x00],
-        "v5 CONNACK Bad User Name or Password"
+        connack[..4],
+        [0x20, connack[1], 0x00, 0x86],
+        "v5 CONNACK Bad User Name or Password: {connack:02x?}"
     );
+    // With a reason string (property 0x1F) saying what was refused, never which part.
+    assert_eq!(connack[5], 0x1f, "{connack:02x?}");
+    let why = String::from_utf8_lossy(&connack[8..]);
+    assert!(why.contains("unknown user or wrong password"), "{why}");
     assert_eq!(u16::from(v5.read_close().unwrap().code), 1008);
     let mut v3 = open(&gateway);
     v3.send(&connect_with_credentials(false, "tab", "mallory", "s3cret"));

@@ -7,6 +7,7 @@ mod app;
 mod auth;
 mod broker;
 mod gateway;
+mod jwt;
 mod limits;
 mod rules;
 mod session;

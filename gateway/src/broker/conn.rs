@@ -47,7 +47,7 @@ pub struct ConnInfo {
     pub transport: &'static str,
     /// `Some`: the gateway has already checked this client's credentials, and this is the
     /// user's role (whose topic rules apply).
-    pub authenticated: Option<Option<crate::auth::Role>>,
+    pub authenticated: Option<crate::auth::Login>,
 }
 
 impl ConnInfo {
@@ -68,9 +68,9 @@ impl ConnInfo {
         }
     }
 
-    /// A browser session handed over by the gateway's WebSocket handler: `login` is `Some(role)`
-    /// when it checked the credentials (users are configured).
-    pub fn websocket(peer: SocketAddr, login: Option<Option<crate::auth::Role>>) -> Self {
+    /// A browser session handed over by the gateway's WebSocket handler: `login` is `Some`
+    /// when it checked the credentials (users or `[jwt]` are configured).
+    pub fn websocket(peer: SocketAddr, login: Option<crate::auth::Login>) -> Self {
         Self {
             peer,
             transport: "websocket",
@@ -295,8 +295,8 @@ where
     let version = connect.version;
     let mut out = BytesMut::new();
 
-    let acl = match admit(&broker, &connect, &info).await {
-        Ok(acl) => acl,
+    let (acl, login_user) = match admit(&broker, &connect, &info).await {
+        Ok(admitted) => admitted,
         Err((code, detail)) => {
             tracing::info!(peer = %info.peer, client_id = %connect.client_id, "connection refused: {detail}");
             let (p, v) = refusal(version, code, &detail);
@@ -304,7 +304,12 @@ where
             return flush_and_close(&mut wr, &out).await;
         }
     };
-    let user: Arc<str> = connect.username.as_deref().unwrap_or("").into();
+    // The login's user name: a token's `sub` with JWT.
+    let user: Arc<str> = login_user
+        .as_deref()
+        .or(connect.username.as_deref())
+        .unwrap_or("")
+        .into();
     let (client_id, assigned) = if connect.client_id.is_empty() {
         // 3.1.1: an empty client id needs a clean session [MQTT-3.1.3-8].
         if !version.is_v5() && !connect.clean_start {
@@ -441,29 +446,25 @@ async fn admit(
     broker: &Broker,
     connect: &Connect,
     info: &ConnInfo,
-) -> Result<Option<crate::acl::Acl>, (ReasonCode, String)> {
-    let mut role = info.authenticated.clone().flatten();
-    if info.authenticated.is_none() && broker.auth().required() {
+) -> Result<(Option<crate::acl::Acl>, Option<String>), (ReasonCode, String)> {
+    let mut login = info.authenticated.clone();
+    if login.is_none() && broker.auth().required() {
         let auth = broker.auth().clone();
         let username = connect.username.as_ref().map(ToString::to_string);
         let password = connect.password.clone();
-        let user = username.clone().unwrap_or_else(|| "(none)".to_owned());
-        role = tokio::task::spawn_blocking(move || {
-            auth.check(username.as_deref(), password.as_deref())
-        })
-        .await
-        .map_err(|_| {
-            (
-                ReasonCode::ServerUnavailable,
-                "authentication failed to run".to_owned(),
-            )
-        })?
-        .map_err(|code| {
-            (
-                code,
-                format!("user {user:?} refused: {}", code.description()),
-            )
-        })?;
+        login = Some(
+            tokio::task::spawn_blocking(move || {
+                auth.check(username.as_deref(), password.as_deref())
+            })
+            .await
+            .map_err(|_| {
+                (
+                    ReasonCode::ServerUnavailable,
+                    "authentication failed to run".to_owned(),
+                )
+            })?
+            .map_err(|r| (r.code, r.detail))?,
+        );
     }
     if connect.properties.authentication_method.is_some() {
         return Err((
@@ -472,7 +473,10 @@ async fn admit(
                 .to_owned(),
         ));
     }
-    Ok(role.map(|r| r.acl))
+    Ok(match login {
+        Some(l) => (l.role.map(|r| r.acl), Some(l.user)),
+        None => (None, None),
+    })
 }
 
 struct Conn {
