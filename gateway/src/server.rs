@@ -43,6 +43,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let permits = Arc::new(Semaphore::new(state.config().limits.max_connections));
+    let head_timeout = state.config().limits.connect_timeout;
     let sessions = state.sessions().clone();
     let tls = state.tls().cloned();
     let broker = state.broker().cloned();
@@ -63,6 +64,7 @@ pub async fn run(
             let listener = Limited {
                 inner: listener,
                 permits,
+                head_timeout,
             };
             axum::serve(listener, app)
                 .with_graceful_shutdown(signal)
@@ -70,7 +72,7 @@ pub async fn run(
         }
         Some(tls) => {
             reload_on_sighup(tls.clone());
-            let listener = crate::tls::TlsListener::spawn(listener, permits, tls)?;
+            let listener = crate::tls::TlsListener::spawn(listener, permits, tls, head_timeout)?;
             axum::serve(listener, app)
                 .with_graceful_shutdown(signal)
                 .await?;
@@ -135,6 +137,7 @@ fn reload_on_sighup(tls: crate::tls::Reloadable) {
 pub struct Limited {
     inner: TcpListener,
     permits: Arc<Semaphore>,
+    head_timeout: Duration,
 }
 
 impl axum::serve::Listener for Limited {
@@ -150,13 +153,7 @@ impl axum::serve::Listener for Limited {
         };
         let (io, addr) = axum::serve::Listener::accept(&mut self.inner).await;
         let _ = io.set_nodelay(true);
-        (
-            Permitted {
-                io,
-                _permit: permit,
-            },
-            addr,
-        )
+        (Permitted::new(io, permit, self.head_timeout), addr)
     }
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
@@ -164,20 +161,82 @@ impl axum::serve::Listener for Limited {
     }
 }
 
-/// A connection and the permit it holds.
+/// A connection and the permit it holds, with a deadline for each HTTP request head.
+///
+/// A connection that does not send a whole request head (up to its blank line) within
+/// `head_timeout` of being accepted — or of the previous response, while kept alive — is
+/// closed: slow or silent clients (slowloris) cannot hold permits forever. After a WebSocket
+/// upgrade (a `101` response) there is no deadline: MQTT keep-alive and the idle timeout rule.
 pub struct Permitted<S> {
     io: S,
     _permit: OwnedSemaphorePermit,
+    head: Head,
+    head_timeout: Duration,
+}
+
+enum Head {
+    /// Waiting for a request head; `matched` bytes of `\r\n\r\n` seen.
+    Awaiting {
+        deadline: Pin<Box<tokio::time::Sleep>>,
+        matched: u8,
+    },
+    /// A request is being handled.
+    Handling,
+    /// Upgraded to WebSocket: no deadline.
+    Upgraded,
 }
 
 impl<S> Permitted<S> {
     /// Ties `io` to `permit`: the permit is released when the connection is dropped.
-    pub fn new(io: S, permit: OwnedSemaphorePermit) -> Self {
+    pub fn new(io: S, permit: OwnedSemaphorePermit, head_timeout: Duration) -> Self {
         Self {
             io,
             _permit: permit,
+            head: Head::Awaiting {
+                deadline: Box::pin(tokio::time::sleep(head_timeout)),
+                matched: 0,
+            },
+            head_timeout,
         }
     }
+
+    /// The server is writing: a `101` ends the deadlines, any other response re-arms the
+    /// deadline for the next request head.
+    fn on_write(&mut self, first: &[u8]) {
+        if first.is_empty() || matches!(self.head, Head::Upgraded) {
+            return;
+        }
+        if first.starts_with(b"HTTP/1.1 101") {
+            self.head = Head::Upgraded;
+            return;
+        }
+        let at = tokio::time::Instant::now() + self.head_timeout;
+        match &mut self.head {
+            Head::Awaiting { deadline, .. } => deadline.as_mut().reset(at),
+            _ => {
+                self.head = Head::Awaiting {
+                    deadline: Box::pin(tokio::time::sleep_until(at)),
+                    matched: 0,
+                }
+            }
+        }
+    }
+}
+
+/// Advances a match of `\r\n\r\n` over `bytes`; 4: the head is complete.
+fn scan_head(mut matched: u8, bytes: &[u8]) -> u8 {
+    for &b in bytes {
+        matched = match (matched, b) {
+            (0 | 2, b'\r') => matched + 1,
+            (1 | 3, b'\n') => matched + 1,
+            (_, b'\r') => 1,
+            _ => 0,
+        };
+        if matched == 4 {
+            break;
+        }
+    }
+    matched
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Permitted<S> {
@@ -186,7 +245,24 @@ impl<S: AsyncRead + Unpin> AsyncRead for Permitted<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
+        let this = &mut *self;
+        if let Head::Awaiting { deadline, .. } = &mut this.head
+            && deadline.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no complete HTTP request within [limits] connect_timeout_secs",
+            )));
+        }
+        let before = buf.filled().len();
+        let read = Pin::new(&mut this.io).poll_read(cx, buf);
+        if let (Poll::Ready(Ok(())), Head::Awaiting { matched, .. }) = (&read, &mut this.head) {
+            *matched = scan_head(*matched, &buf.filled()[before..]);
+            if *matched == 4 {
+                this.head = Head::Handling;
+            }
+        }
+        read
     }
 }
 
@@ -196,6 +272,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Permitted<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        self.on_write(buf);
         Pin::new(&mut self.io).poll_write(cx, buf)
     }
 
@@ -212,6 +289,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Permitted<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        if let Some(first) = bufs.iter().find(|b| !b.is_empty()) {
+            self.on_write(first);
+        }
         Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
     }
 
@@ -243,4 +323,18 @@ pub async fn shutdown_signal() {
         () = term => {},
     }
     tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn finds_the_end_of_a_request_head_across_reads() {
+        let head = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        for cut in 0..head.len() {
+            let m = super::scan_head(super::scan_head(0, &head[..cut]), &head[cut..]);
+            assert_eq!(m, 4, "cut at {cut}");
+        }
+        assert_ne!(super::scan_head(0, b"GET / HTTP/1.1\r\nHost: x\r\n\r"), 4);
+        assert_ne!(super::scan_head(0, b"a\n\n\r\r\n"), 4);
+    }
 }

@@ -157,6 +157,7 @@ impl TlsListener {
         listener: TcpListener,
         permits: Arc<Semaphore>,
         tls: Reloadable,
+        head_timeout: Duration,
     ) -> std::io::Result<Self> {
         let local = listener.local_addr()?;
         let (tx, ready) = mpsc::channel(64);
@@ -183,7 +184,9 @@ impl TlsListener {
                 tokio::spawn(async move {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                         Ok(Ok(io)) => {
-                            let _ = tx.send((Permitted::new(io, permit), addr)).await;
+                            let _ = tx
+                                .send((Permitted::new(io, permit, head_timeout), addr))
+                                .await;
                         }
                         Ok(Err(e)) => tracing::debug!(%addr, "TLS handshake failed: {e}"),
                         Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),

@@ -374,3 +374,77 @@ fn an_idle_session_is_closed() {
     }
     assert!(c.try_recv().is_none());
 }
+
+/// 1,000 hostile connections at once — 250 silent TCP connections, 250 half-sent HTTP
+/// requests, 250 WebSockets that never send CONNECT, 250 that send garbage — while a good
+/// publisher and subscriber go through the same gateway: every one of 1,000 QoS 1 messages
+/// arrives, in order; the garbage senders are closed at once (1002 [MQTT-3.1.0-1]), the
+/// silent WebSockets at the CONNECT timeout (1008), and the silent and half-sent HTTP
+/// connections at the same timeout (no permit is held forever).
+#[test]
+fn a_thousand_hostile_connections_do_not_stop_good_clients() {
+    use kite_mqtt::{QoS, Version};
+    use kite_tests::client::{TestClient, Via, publish};
+    use std::io::Write as _;
+    // Both ends of 1,000 connections live in this process.
+    let _ = rlimit::increase_nofile_limit(8192);
+    let broker = Mosquitto::start();
+    let gateway = gateway_with(&broker, |c| {
+        c.limits.connect_timeout = Duration::from_secs(5)
+    });
+    let started = std::time::Instant::now();
+    let (mut silent, mut half_http, mut no_connect, mut garbage) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..250 {
+        silent.push(std::net::TcpStream::connect(gateway.addr).unwrap());
+        let mut s = std::net::TcpStream::connect(gateway.addr).unwrap();
+        s.write_all(b"GET /mqtt HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n")
+            .unwrap();
+        half_http.push(s);
+        no_connect.push(open(&gateway));
+        let mut g = open(&gateway);
+        g.send(&[0xff; 64]);
+        garbage.push(g);
+    }
+    let via = Via::Ws(gateway.ws_url("/mqtt"));
+    let mut sub = TestClient::connected(&via, Version::V5, "good-sub");
+    sub.subscribe("good/#", QoS::AtLeastOnce);
+    let mut publ = TestClient::connected(&via, Version::V5, "good-pub");
+    let good = std::thread::spawn(move || {
+        for i in 1..=1000u16 {
+            let reason = publ.publish(publish("good/x", &i.to_string(), QoS::AtLeastOnce, i));
+            assert!(!reason.is_error(), "message {i}: {reason:?}");
+        }
+    });
+    for i in 1..=1000 {
+        let p = sub.recv_publish();
+        assert_eq!(String::from_utf8_lossy(&p.payload), i.to_string());
+        sub.ack(&p);
+    }
+    good.join().unwrap();
+    let carried = started.elapsed();
+    for mut g in garbage {
+        assert_eq!(u16::from(g.read_close().expect("a close frame").code), 1002);
+    }
+    for mut n in no_connect {
+        assert_eq!(u16::from(n.read_close().expect("a close frame").code), 1008);
+    }
+    eprintln!(
+        "1,000 hostile connections open, 1,000 QoS 1 messages carried in {carried:?}; silent ones closed by {:?}",
+        started.elapsed()
+    );
+    for s in silent.iter_mut().chain(half_http.iter_mut()) {
+        use std::io::Read as _;
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = [0u8; 256];
+        match s.read(&mut buf) {
+            Ok(0) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            other => panic!("a silent HTTP connection is still open: {other:?}"),
+        }
+    }
+    eprintln!(
+        "silent and half-sent HTTP connections closed by {:?}",
+        started.elapsed()
+    );
+}
