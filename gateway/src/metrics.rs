@@ -188,7 +188,7 @@ impl Metrics {
         metric(
             "kite_packets_in_total",
             "counter",
-            "MQTT packets from browsers forwarded to brokers, by type.",
+            "MQTT packets received from browsers, by type (those refused by topic rules included).",
             &packets,
         );
         metric(
