@@ -8,7 +8,7 @@ use axum::extract::ws::{Message, WebSocketUpgrade, close_code};
 use bytes::{Bytes, BytesMut};
 use futures_util::SinkExt;
 use kite_mqtt::Packet;
-use kite_mqtt::codec::{ConnAck, Connect, ReasonCode};
+use kite_mqtt::codec::{Connect, ReasonCode};
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, Path as UrlPath, Request, State};
@@ -532,23 +532,11 @@ fn upgrade(
                 Err(r) => Some((r.code, r.detail)),
             };
             if let Some((code, detail)) = refused {
+                // The broker's own refusal: MQTT 5 clients learn why in the reason string
+                // (e.g. "the token has expired").
+                let (refusal, version) = crate::broker::refusal(connect.version, code, &detail);
                 let mut bytes = BytesMut::new();
-                // MQTT 5 clients learn why (e.g. "the token has expired").
-                let properties = if connect.version.is_v5() {
-                    kite_mqtt::codec::Properties {
-                        reason_string: Some(detail.as_str().into()),
-                        ..Default::default()
-                    }
-                    .into()
-                } else {
-                    Default::default()
-                };
-                let refusal = Packet::ConnAck(ConnAck {
-                    session_present: false,
-                    reason: code,
-                    properties,
-                });
-                if refusal.encode(connect.version, &mut bytes).is_ok() {
+                if refusal.encode(version, &mut bytes).is_ok() {
                     let _ = tokio::time::timeout(
                         proxy::CLOSE_TIMEOUT,
                         tx.send(Message::Binary(bytes.freeze())),

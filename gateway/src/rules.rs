@@ -382,6 +382,12 @@ impl Downstream {
         }
     }
 
+    /// A packet went through: the next header starts (the first one was the CONNACK).
+    fn packet_done(&mut self) {
+        self.state = State::header();
+        self.started = true;
+    }
+
     /// Takes bytes read from the broker; `out` gets what to send to the browser, in order
     /// (slices of `chunk`, answers, rewritten SUBACKs).
     pub fn process(&mut self, chunk: &Bytes, out: &mut Vec<Bytes>) -> Result<(), StreamError> {
@@ -400,8 +406,7 @@ impl Downstream {
                     pos += take;
                     *left -= take;
                     if *left == 0 {
-                        self.state = State::header();
-                        self.started = true;
+                        self.packet_done();
                     }
                 }
                 State::Hold { left, buf } => {
@@ -412,8 +417,7 @@ impl Downstream {
                     *left -= take;
                     if *left == 0 {
                         let packet = std::mem::take(buf).freeze();
-                        self.state = State::header();
-                        self.started = true;
+                        self.packet_done();
                         out.push(self.rewrite(packet));
                     }
                 }
@@ -456,8 +460,7 @@ impl Downstream {
                         let mut buf = BytesMut::with_capacity(len + remaining);
                         buf.extend_from_slice(&header[..len]);
                         if remaining == 0 {
-                            self.state = State::header();
-                            self.started = true;
+                            self.packet_done();
                             out.push(self.rewrite(buf.freeze()));
                         } else {
                             self.state = State::Hold {
@@ -471,8 +474,7 @@ impl Downstream {
                             out.push(Bytes::copy_from_slice(&header[..carried]));
                         }
                         if remaining == 0 {
-                            self.state = State::header();
-                            self.started = true;
+                            self.packet_done();
                         } else {
                             self.state = State::Body { left: remaining };
                         }

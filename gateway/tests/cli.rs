@@ -1,6 +1,8 @@
 //! The `kite` binary's command line: exit codes and one-line reasons.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
 
@@ -183,12 +185,7 @@ fn serve_without_upstream_runs_the_embedded_broker() {
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let mqtt = line
-        .split("mqtt://")
-        .nth(1)
-        .map(|rest| rest.trim_end_matches(|c: char| c == ')' || c.is_whitespace()))
-        .unwrap_or_else(|| panic!("no broker address in {line:?}"))
-        .to_owned();
+    let mqtt = common::address(&line, "mqtt://");
     let mut s = std::net::TcpStream::connect(&mqtt).unwrap();
     s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
         .unwrap();

@@ -5,10 +5,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::ffi::OsStr;
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,29 +21,12 @@ const MESSAGES: u32 = 10_000;
 /// QoS 1 messages the publisher keeps unacknowledged at most.
 const WINDOW: usize = 64;
 
+mod common;
+
 /// `kite serve` with the embedded broker on a free port; returns it and the broker's address.
 fn start_kite(data: &Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kite"))
-        .args(["serve", "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0"])
-        .arg("--data-dir")
-        .arg(data)
-        .env_remove("KITE_CONFIG")
-        .env("KITE_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .split("mqtt://")
-        .nth(1)
-        .map(|rest| rest.trim_end_matches(|c: char| c == ')' || c.is_whitespace()))
-        .unwrap_or_else(|| panic!("no broker address in {line:?}"))
-        .to_owned();
-    (child, addr)
+    let (child, line) = common::serve_embedded(&[OsStr::new("--data-dir"), data.as_os_str()]);
+    (child, common::address(&line, "mqtt://"))
 }
 
 struct Client {

@@ -5,9 +5,12 @@
 //! stalled session are dropped and counted, and once it reads again it gets messages again.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{BufRead, BufReader, Write};
+mod common;
+
+use std::ffi::OsStr;
+use std::io::Write;
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -57,29 +60,12 @@ fn a_browser_that_stops_reading_costs_bounded_memory() {
         "[broker]\npersistence = false\nmax_queued_messages = 1000\nsys_interval_secs = 0\n",
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kite"))
-        .args(["serve", "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0"])
-        .arg("--config")
-        .arg(&config)
-        .env_remove("KITE_CONFIG")
-        .env("KITE_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let (child, line) = common::serve_embedded(&[OsStr::new("--config"), config.as_os_str()]);
     let kite = Kite(child);
-    let after = |prefix: &str| {
-        line.split(prefix)
-            .nth(1)
-            .and_then(|rest| rest.split(['/', ')', ' ', ';']).next())
-            .unwrap_or_else(|| panic!("no {prefix} address in {line:?}"))
-            .to_owned()
-    };
-    let (http, mqtt) = (after("http://"), after("mqtt://"));
+    let (http, mqtt) = (
+        common::address(&line, "http://"),
+        common::address(&line, "mqtt://"),
+    );
 
     // The browser: subscribes, then reads nothing.
     let mut request =

@@ -209,7 +209,7 @@ fn encode(packet: &Packet, version: Version, out: &mut BytesMut) {
 
 /// A CONNACK refusing the connection: the 3.1.1 return code of the same meaning when there is
 /// one (else 3, Server unavailable), the v5 reason code with a reason string otherwise.
-fn refusal(version: Version, code: ReasonCode, detail: &str) -> (Packet, Version) {
+pub(crate) fn refusal(version: Version, code: ReasonCode, detail: &str) -> (Packet, Version) {
     if version.is_v5() {
         let properties = Properties {
             reason_string: Some(detail.into()),

@@ -1,0 +1,34 @@
+//! Running the real `kite` binary in integration tests.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+/// `kite serve --http 127.0.0.1:0 --mqtt 127.0.0.1:0 <extra>` (the embedded broker, free
+/// ports, warnings only); returns the child and the line it prints on stdout.
+pub fn serve_embedded<S: AsRef<OsStr>>(extra: &[S]) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kite"))
+        .args(["serve", "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0"])
+        .args(extra)
+        .env_remove("KITE_CONFIG")
+        .env("KITE_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (child, line)
+}
+
+/// The `host:port` after `scheme` (`"http://"`, `"mqtt://"`) in `kite serve`'s stdout line.
+pub fn address(line: &str, scheme: &str) -> String {
+    line.split(scheme)
+        .nth(1)
+        .and_then(|rest| rest.split(['/', ')', ' ', ';']).next())
+        .map(|a| a.trim().to_owned())
+        .unwrap_or_else(|| panic!("no {scheme} address in {line:?}"))
+}
