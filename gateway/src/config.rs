@@ -1,4 +1,5 @@
-//! The gateway's configuration: a TOML file, overridden by command-line flags.
+//! The gateway's configuration: a TOML file, overridden by `KITE_<SECTION>__<KEY>`
+//! environment variables ([`crate::env`]), overridden by command-line flags.
 //!
 //! ```toml
 //! [http]
@@ -56,6 +57,24 @@ impl Default for GatewayLimits {
 /// A configuration problem, always with what is wrong, where, and how to fix it.
 #[derive(Debug, Error)]
 pub enum ConfigError {
+    /// A `KITE_<SECTION>__<KEY>` environment variable is unusable.
+    #[error("invalid environment variable {var}: {message}")]
+    Env {
+        /// The variable's name.
+        var: String,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+    /// Environment variables left a section incomplete or inconsistent.
+    #[error("[{section}] as set by the environment ({vars}) and the config file: {message}")]
+    EnvSection {
+        /// The section.
+        section: String,
+        /// The variables that set keys in it.
+        vars: String,
+        /// What is wrong.
+        message: String,
+    },
     /// The config file could not be read.
     #[error("cannot read config file {path}: {source}")]
     Read {
@@ -501,6 +520,8 @@ pub struct Overrides {
     pub mqtts: Option<SocketAddr>,
     /// `--data-dir`: the embedded broker's data directory.
     pub data_dir: Option<PathBuf>,
+    /// `KITE_<SECTION>__<KEY>` environment variables (see [`crate::env`]), set over the file.
+    pub env: Vec<(String, String)>,
 }
 
 pub(crate) fn check_name(name: &str) -> Result<(), ConfigError> {
@@ -523,15 +544,26 @@ impl Config {
     /// on the command line are added after the file's; an address for an existing name is
     /// appended to that upstream's failover list.
     pub fn load(file: Option<&Path>, overrides: Overrides) -> Result<Self, ConfigError> {
-        let parsed = match file {
+        let (parsed, text) = match file {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                     path: path.to_owned(),
                     source,
                 })?;
-                Self::parse_file(&text, path)?
+                // The file alone first, so that its errors come with their lines.
+                (Self::parse_file(&text, path)?, text)
             }
-            None => FileConfig::default(),
+            None => (FileConfig::default(), String::new()),
+        };
+        let parsed = if overrides.env.is_empty() {
+            parsed
+        } else {
+            let mut table: toml::Table = toml::from_str(&text).unwrap_or_default();
+            crate::env::apply(&mut table, &overrides.env)?;
+            FileConfig::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Env {
+                var: "KITE_*__*".into(),
+                message: e.message().trim().replace('\n', " "),
+            })?
         };
         let http = match (overrides.http, parsed.http.listen) {
             (Some(addr), _) => addr,
@@ -955,6 +987,51 @@ mod tests {
         let path = dir.join(format!("{n}.toml"));
         std::fs::write(&path, text).unwrap();
         Config::load(Some(&path), overrides)
+    }
+
+    #[test]
+    fn environment_between_file_and_flags() {
+        let env = |list: &[(&str, &str)]| {
+            list.iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect::<Vec<_>>()
+        };
+        let file = "[http]\nlisten = \"127.0.0.1:9000\"\n[limits]\nmax_connections = 10\n";
+        let cfg = load_text(
+            file,
+            Overrides {
+                env: env(&[
+                    ("KITE_HTTP__LISTEN", "127.0.0.1:9001"),
+                    ("KITE_LIMITS__MAX_CONNECTIONS", "20"),
+                ]),
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(cfg.http, "127.0.0.1:9001".parse().unwrap());
+        assert_eq!(cfg.limits.max_connections, 20);
+        // A flag wins over both.
+        let cfg = load_text(
+            file,
+            Overrides {
+                http: Some("127.0.0.1:9002".parse().unwrap()),
+                env: env(&[("KITE_HTTP__LISTEN", "127.0.0.1:9001")]),
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(cfg.http, "127.0.0.1:9002".parse().unwrap());
+        // Without a file, and checked like the file's values.
+        let e = Config::load(
+            None,
+            Overrides {
+                env: env(&[("KITE_LIMITS__MAX_CONNECTIONS", "0")]),
+                ..Overrides::default()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("[limits] max_connections = 0"), "{e}");
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod check;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod env;
 pub mod http;
 pub mod jwt;
 pub mod metrics;

@@ -305,5 +305,62 @@ fn check_config_reports_every_problem_with_its_line() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
+    // What serve would take from the environment is checked too.
+    let out = Command::new(env!("CARGO_BIN_EXE_kite"))
+        .args(["check-config", good.to_str().unwrap()])
+        .env("KITE_BROKER__MAX_INFLIGHT", "many")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("KITE_BROKER__MAX_INFLIGHT"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `KITE_<SECTION>__<KEY>` sets a config-file key; a bad one is named in one line.
+#[test]
+fn environment_sets_config_keys() {
+    let out = Command::new(env!("CARGO_BIN_EXE_kite"))
+        .args(["serve", "--http", "127.0.0.1:0"])
+        .env_remove("KITE_CONFIG")
+        .env_remove("KITE_MQTT")
+        .env("KITE_LIMITS__MAX_CONNECTIONS", "lots")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("KITE_LIMITS__MAX_CONNECTIONS") && stderr.contains("max_connections"),
+        "{stderr}"
+    );
+
+    // Both listeners from the environment alone (no flags, no file).
+    let data = std::env::temp_dir().join(format!("kite-cli-env-{}", std::process::id()));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kite"))
+        .arg("serve")
+        .env_remove("KITE_CONFIG")
+        .env_remove("KITE_MQTT")
+        .env_remove("KITE_HTTP")
+        .env("KITE_HTTP__LISTEN", "127.0.0.1:0")
+        .env("KITE_BROKER__LISTEN", "127.0.0.1:0")
+        .env("KITE_BROKER__DATA_DIR", &data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let http = common::address(&line, "http://");
+    let mqtt = common::address(&line, "mqtt://");
+    assert!(
+        !http.ends_with(":8080") && !mqtt.ends_with(":1883"),
+        "defaults used: {line}"
+    );
+    assert!(data.join("broker.redb").is_file(), "data_dir not used");
+    let _ = std::fs::remove_dir_all(&data);
 }

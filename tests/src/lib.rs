@@ -332,6 +332,7 @@ impl Gateway {
             mqtt: Some("127.0.0.1:0".parse().unwrap()),
             data_dir: None,
             mqtts: None,
+            env: Vec::new(),
         };
         let mut config = Config::load(None, overrides).unwrap();
         // In memory unless a test gives the broker a data directory.
