@@ -12,3 +12,4 @@ mod limits;
 mod rules;
 mod session;
 mod tls;
+mod transparency;

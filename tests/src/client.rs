@@ -35,6 +35,8 @@ pub struct TestClient {
     buf: BytesMut,
     /// Packets read while waiting for another one (e.g. a PUBLISH before a PUBREL).
     held: std::collections::VecDeque<Packet>,
+    /// Send in pieces of this many bytes (WebSocket: one frame each).
+    piece: Option<usize>,
 }
 
 impl TestClient {
@@ -54,7 +56,24 @@ impl TestClient {
             version,
             buf: BytesMut::new(),
             held: std::collections::VecDeque::new(),
+            piece: None,
         }
+    }
+
+    /// From now on sends every packet in pieces of `n` bytes: over WebSocket, one frame each,
+    /// so packets span frames.
+    pub fn send_in_pieces(&mut self, n: usize) {
+        self.piece = Some(n.max(1));
+    }
+
+    /// Sends several packets in one write (over WebSocket: one frame holding them all, unless
+    /// sending in pieces).
+    pub fn send_all(&mut self, packets: &[Packet]) {
+        let mut buf = BytesMut::new();
+        for p in packets {
+            p.encode(self.version, &mut buf).unwrap();
+        }
+        self.send_raw(&buf);
     }
 
     /// Opens and connects with `connect` (its version is used); returns the CONNACK.
@@ -83,9 +102,11 @@ impl TestClient {
 
     /// Sends bytes as they are.
     pub fn send_raw(&mut self, bytes: &[u8]) {
-        match &mut self.transport {
-            Transport::Tcp(s) => s.write_all(bytes).unwrap(),
-            Transport::Ws(ws) => ws.send(bytes),
+        for piece in bytes.chunks(self.piece.unwrap_or(bytes.len()).max(1)) {
+            match &mut self.transport {
+                Transport::Tcp(s) => s.write_all(piece).unwrap(),
+                Transport::Ws(ws) => ws.send(piece),
+            }
         }
     }
 
