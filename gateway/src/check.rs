@@ -458,12 +458,38 @@ pub fn check_text(text: &str, base: &Path) -> Vec<Problem> {
                 .to_string(),
             );
         }
+        let mut urls_ok = true;
         for a in &u.addresses {
             if let Err(e) = a.parse::<BrokerUrl>() {
+                urls_ok = false;
                 add(
                     layout.line("upstream", *i, Some("addresses")),
                     e.to_string(),
                 );
+            }
+        }
+        // TLS settings: their rules, then their files, as `kite serve` would load them.
+        let mut u = u.clone();
+        for path in [&mut u.ca_file, &mut u.client_cert, &mut u.client_key]
+            .into_iter()
+            .flatten()
+        {
+            *path = base.join(&*path);
+        }
+        if urls_ok && !u.addresses.is_empty() && check_name(&u.name).is_ok() {
+            let problem = match u.resolve() {
+                Ok(resolved) => crate::upstream::Connector::new(&[resolved])
+                    .err()
+                    .map(|e| e.to_string()),
+                Err(e) => Some(e.to_string()),
+            };
+            if let Some(message) = problem {
+                // The line of the key the message is about.
+                let key = ["client_cert", "client_key", "server_name", "ca_file"]
+                    .into_iter()
+                    .find(|k| message.contains(&k.replace('_', " ")) || message.contains(k))
+                    .unwrap_or("addresses");
+                add(layout.line("upstream", *i, Some(key)), message);
             }
         }
     }

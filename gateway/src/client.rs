@@ -123,10 +123,7 @@ impl Transport {
     async fn open(target: &Target, connector: &Connector) -> Result<Self, String> {
         match target {
             Target::Broker(url) => {
-                let upstream = Upstream {
-                    name: "client".into(),
-                    addresses: vec![url.clone()],
-                };
+                let upstream = Upstream::new("client", vec![url.clone()]);
                 connector
                     .connect(&upstream)
                     .await
@@ -200,10 +197,7 @@ async fn drive(
     events: mpsc::Sender<Event>,
 ) {
     let connector = match &target {
-        Target::Broker(url) => Connector::new(&[Upstream {
-            name: "client".into(),
-            addresses: vec![url.clone()],
-        }]),
+        Target::Broker(url) => Connector::new(&[Upstream::new("client", vec![url.clone()])]),
         Target::WebSocket(_) => Connector::new(&[]),
     };
     let connector = match connector {

@@ -102,6 +102,14 @@ pub enum ConfigError {
         /// The name as given.
         name: String,
     },
+    /// An upstream's TLS settings are unusable.
+    #[error("upstream {name:?}: {problem}")]
+    UpstreamTls {
+        /// The upstream.
+        name: String,
+        /// What is wrong and how to fix it.
+        problem: String,
+    },
     /// An upstream has no address.
     #[error("upstream {name:?} has no addresses: add `addresses = [\"mqtt://HOST:1883\"]`")]
     NoAddresses {
@@ -326,6 +334,39 @@ pub struct Upstream {
     pub name: String,
     /// Addresses, tried in order until one connects.
     pub addresses: Vec<BrokerUrl>,
+    /// How its `mqtts://` addresses are reached.
+    pub tls: UpstreamTls,
+}
+
+impl Upstream {
+    /// An upstream with default TLS settings (system roots, no client certificate).
+    pub fn new(name: impl Into<String>, addresses: Vec<BrokerUrl>) -> Self {
+        Self {
+            name: name.into(),
+            addresses,
+            tls: UpstreamTls::default(),
+        }
+    }
+}
+
+/// TLS to an upstream broker: whom to trust, and who the gateway is.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UpstreamTls {
+    /// PEM file of the CA certificates to trust instead of the system's.
+    pub ca_file: Option<PathBuf>,
+    /// PEM file of the gateway's client certificate chain (brokers that require one).
+    pub client_cert: Option<PathBuf>,
+    /// PEM file of its private key.
+    pub client_key: Option<PathBuf>,
+    /// The name to ask for (SNI) and check the certificate against, when it is not the host
+    /// in the address (e.g. connecting by IP address).
+    pub server_name: Option<String>,
+}
+
+impl UpstreamTls {
+    fn is_set(&self) -> bool {
+        *self != Self::default()
+    }
 }
 
 /// The whole, validated configuration.
@@ -496,11 +537,103 @@ pub(crate) struct FileHttp {
     pub(crate) allowed_origins: Vec<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct FileUpstream {
     pub(crate) name: String,
     pub(crate) addresses: Vec<String>,
+    pub(crate) ca_file: Option<PathBuf>,
+    pub(crate) client_cert: Option<PathBuf>,
+    pub(crate) client_key: Option<PathBuf>,
+    pub(crate) server_name: Option<String>,
+}
+
+impl FileUpstream {
+    /// The upstream, checked.
+    pub(crate) fn resolve(self) -> Result<Upstream, ConfigError> {
+        check_name(&self.name)?;
+        if self.addresses.is_empty() {
+            return Err(ConfigError::NoAddresses { name: self.name });
+        }
+        let addresses = self
+            .addresses
+            .iter()
+            .map(|a| a.parse::<BrokerUrl>())
+            .collect::<Result<Vec<_>, _>>()?;
+        let tls = UpstreamTls {
+            ca_file: self.ca_file,
+            client_cert: self.client_cert,
+            client_key: self.client_key,
+            server_name: self.server_name,
+        };
+        if tls.client_cert.is_some() != tls.client_key.is_some() {
+            return Err(ConfigError::UpstreamTls {
+                name: self.name,
+                problem: "client_cert and client_key go together: give both or neither".into(),
+            });
+        }
+        if let Some(sni) = &tls.server_name
+            && tokio_rustls::rustls::pki_types::ServerName::try_from(sni.as_str()).is_err()
+        {
+            return Err(ConfigError::UpstreamTls {
+                name: self.name,
+                problem: format!("server_name {sni:?} is not a DNS name or IP address"),
+            });
+        }
+        if tls.is_set() && !addresses.iter().any(|a| a.tls) {
+            return Err(ConfigError::UpstreamTls {
+                name: self.name,
+                problem: "TLS settings without an mqtts:// address would never be used: use mqtts://HOST:8883".into(),
+            });
+        }
+        Ok(Upstream {
+            name: self.name,
+            addresses,
+            tls,
+        })
+    }
+}
+
+/// Keys of the file that hold paths: relative ones are taken from the file's directory.
+const PATH_KEYS: [(&str, &str); 5] = [
+    ("http", "assets"),
+    ("tls", "cert"),
+    ("tls", "key"),
+    ("jwt", "key_file"),
+    ("broker", "data_dir"),
+];
+
+/// The same, in each `[[upstream]]`.
+const UPSTREAM_PATH_KEYS: [&str; 3] = ["ca_file", "client_cert", "client_key"];
+
+/// Makes the file's relative paths relative to `base` (the file's directory), so that the
+/// file means the same whatever directory `kite` is started from.
+pub(crate) fn anchor_paths(table: &mut toml::Table, base: &Path) {
+    let anchor = |value: &mut toml::Value| {
+        if let toml::Value::String(s) = value
+            && Path::new(s.as_str()).is_relative()
+        {
+            *s = base.join(s.as_str()).to_string_lossy().into_owned();
+        }
+    };
+    for (section, key) in PATH_KEYS {
+        if let Some(toml::Value::Table(t)) = table.get_mut(section)
+            && let Some(v) = t.get_mut(key)
+        {
+            anchor(v);
+        }
+    }
+    if let Some(toml::Value::Array(upstreams)) = table.get_mut("upstream") {
+        for u in upstreams {
+            if let toml::Value::Table(t) = u {
+                for key in UPSTREAM_PATH_KEYS {
+                    if let Some(v) = t.get_mut(key) {
+                        anchor(v);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// What the command line says, to be merged over the config file.
@@ -555,15 +688,23 @@ impl Config {
             }
             None => (FileConfig::default(), String::new()),
         };
-        let parsed = if overrides.env.is_empty() {
-            parsed
-        } else {
-            let mut table: toml::Table = toml::from_str(&text).unwrap_or_default();
-            crate::env::apply(&mut table, &overrides.env)?;
-            FileConfig::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Env {
-                var: "KITE_*__*".into(),
-                message: e.message().trim().replace('\n', " "),
-            })?
+        // Again as a table: the file's relative paths anchored to its directory, then the
+        // environment's keys (relative to the working directory, like flags) over it.
+        let parsed = match file {
+            None if overrides.env.is_empty() => parsed,
+            _ => {
+                let mut table: toml::Table = toml::from_str(&text).unwrap_or_default();
+                if let Some(dir) = file.and_then(Path::parent) {
+                    anchor_paths(&mut table, dir);
+                }
+                crate::env::apply(&mut table, &overrides.env)?;
+                FileConfig::deserialize(toml::Value::Table(table)).map_err(|e| {
+                    ConfigError::Env {
+                        var: "KITE_*__*".into(),
+                        message: e.message().trim().replace('\n', " "),
+                    }
+                })?
+            }
         };
         let http = match (overrides.http, parsed.http.listen) {
             (Some(addr), _) => addr,
@@ -573,30 +714,15 @@ impl Config {
         let assets = overrides.assets.or(parsed.http.assets);
         let mut upstreams: Vec<Upstream> = Vec::new();
         for u in parsed.upstream {
-            check_name(&u.name)?;
             if upstreams.iter().any(|x| x.name == u.name) {
                 return Err(ConfigError::DuplicateUpstream { name: u.name });
             }
-            if u.addresses.is_empty() {
-                return Err(ConfigError::NoAddresses { name: u.name });
-            }
-            let addresses = u
-                .addresses
-                .iter()
-                .map(|a| a.parse::<BrokerUrl>())
-                .collect::<Result<Vec<_>, _>>()?;
-            upstreams.push(Upstream {
-                name: u.name,
-                addresses,
-            });
+            upstreams.push(u.resolve()?);
         }
         for arg in overrides.upstreams {
             match upstreams.iter_mut().find(|u| u.name == arg.name) {
                 Some(u) => u.addresses.push(arg.url),
-                None => upstreams.push(Upstream {
-                    name: arg.name,
-                    addresses: vec![arg.url],
-                }),
+                None => upstreams.push(Upstream::new(arg.name, vec![arg.url])),
             }
         }
         for origin in &parsed.http.allowed_origins {
@@ -632,7 +758,7 @@ impl Config {
                 })
                 .collect(),
         )?;
-        // Key files are found like the TLS files: relative to the working directory.
+        // Relative paths were anchored to the config file's directory above.
         let auth = match &parsed.jwt {
             Some(settings) => auth.with_jwt(crate::jwt::Jwt::load(settings, Path::new(""))?),
             None => auth,
@@ -987,6 +1113,43 @@ mod tests {
         let path = dir.join(format!("{n}.toml"));
         std::fs::write(&path, text).unwrap();
         Config::load(Some(&path), overrides)
+    }
+
+    #[test]
+    fn upstream_tls_settings_are_checked_and_paths_anchored_to_the_file() {
+        let e = load_text(
+            "[[upstream]]\nname = \"a\"\naddresses = [\"mqtts://h\"]\nclient_cert = \"c.pem\"\n",
+            Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("client_cert and client_key go together"), "{e}");
+        let e = load_text(
+            "[[upstream]]\nname = \"a\"\naddresses = [\"mqtt://h\"]\nca_file = \"ca.pem\"\n",
+            Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("without an mqtts:// address"), "{e}");
+        let e = load_text(
+            "[[upstream]]\nname = \"a\"\naddresses = [\"mqtts://h\"]\nserver_name = \"not a name\"\n",
+            Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("server_name"), "{e}");
+        // Relative paths in the file are the file's directory's; absolute ones stay.
+        let cfg = load_text(
+            "[http]\nassets = \"app\"\n[[upstream]]\nname = \"a\"\naddresses = [\"mqtts://h\"]\nca_file = \"pki/ca.pem\"\nclient_cert = \"/etc/c.pem\"\nclient_key = \"k.pem\"\n",
+            Overrides::default(),
+        )
+        .unwrap();
+        let dir = std::env::temp_dir().join(format!("kite-config-test-{}", std::process::id()));
+        assert_eq!(cfg.assets, Some(dir.join("app")));
+        let tls = &cfg.upstreams[0].tls;
+        assert_eq!(tls.ca_file, Some(dir.join("pki/ca.pem")));
+        assert_eq!(tls.client_cert, Some(PathBuf::from("/etc/c.pem")));
+        assert_eq!(tls.client_key, Some(dir.join("k.pem")));
     }
 
     #[test]

@@ -64,21 +64,30 @@ fn file_error(what: &'static str, path: &Path, detail: impl ToString) -> TlsErro
     }
 }
 
+/// Every certificate in a PEM file (at least one).
+pub fn read_certificates(
+    path: &Path,
+    what: &'static str,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| file_error(what, path, e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| file_error(what, path, e))?;
+    if certs.is_empty() {
+        return Err(file_error(what, path, "no CERTIFICATE block in the file"));
+    }
+    Ok(certs)
+}
+
+/// The private key in a PEM file.
+pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| file_error("private key", path, e))
+}
+
 /// Reads and checks the certificate and key.
 pub fn load(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
-        .map_err(|e| file_error("certificate", &files.cert, e))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| file_error("certificate", &files.cert, e))?;
-    if certs.is_empty() {
-        return Err(file_error(
-            "certificate",
-            &files.cert,
-            "no CERTIFICATE block in the file",
-        ));
-    }
-    let key = PrivateKeyDer::from_pem_file(&files.key)
-        .map_err(|e| file_error("private key", &files.key, e))?;
+    let certs = read_certificates(&files.cert, "certificate")?;
+    let key = read_key(&files.key)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let pair = |e: rustls::Error| TlsError::Pair {
         cert: files.cert.clone(),

@@ -1,5 +1,6 @@
 //! Connecting to an upstream broker: TCP or TLS, trying each address in order (failover).
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,28 +28,95 @@ pub struct ConnectError {
 }
 
 /// Makes connections to upstream brokers. Cheap to clone.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct Connector {
-    tls: Option<TlsConnector>,
+    /// Per upstream name (those with an `mqtts://` address): its TLS setup.
+    tls: HashMap<String, Tls>,
+}
+
+#[derive(Clone)]
+struct Tls {
+    connector: TlsConnector,
+    server_name: Option<ServerName<'static>>,
 }
 
 impl std::fmt::Debug for Connector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connector")
-            .field("tls", &self.tls.is_some())
+            .field("tls", &self.tls.keys().collect::<Vec<_>>())
             .finish()
     }
 }
 
 impl Connector {
-    /// A connector for these upstreams; TLS is set up (system roots) only if one needs it.
+    /// A connector for these upstreams: each with an `mqtts://` address gets its TLS set up
+    /// now (system roots or its `ca_file`, its client certificate), so a bad file stops the
+    /// start with its name rather than failing every session.
     pub fn new(upstreams: &[Upstream]) -> Result<Self, anyhow::Error> {
-        let needs_tls = upstreams.iter().flat_map(|u| &u.addresses).any(|a| a.tls);
-        let tls = if needs_tls {
-            Some(TlsConnector::from(Arc::new(system_tls_config()?)))
-        } else {
-            None
-        };
+        let mut tls = HashMap::new();
+        let mut system: Option<RootCertStore> = None;
+        for u in upstreams {
+            if !u.addresses.iter().any(|a| a.tls) {
+                continue;
+            }
+            let roots = match &u.tls.ca_file {
+                Some(path) => {
+                    let mut roots = RootCertStore::empty();
+                    let certs = crate::tls::read_certificates(path, "CA certificate (ca_file)")
+                        .map_err(|e| anyhow::anyhow!("upstream {:?}: {e}", u.name))?;
+                    for cert in certs {
+                        roots.add(cert).map_err(|e| {
+                            anyhow::anyhow!(
+                                "upstream {:?}: the CA certificate in {} is unusable: {e}",
+                                u.name,
+                                path.display()
+                            )
+                        })?;
+                    }
+                    roots
+                }
+                None => match &system {
+                    Some(roots) => roots.clone(),
+                    None => system.insert(system_roots()?).clone(),
+                },
+            };
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let builder = ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()?
+                .with_root_certificates(roots);
+            let config = match (&u.tls.client_cert, &u.tls.client_key) {
+                (Some(cert), Some(key)) => builder
+                    .with_client_auth_cert(
+                        crate::tls::read_certificates(cert, "client certificate (client_cert)")
+                            .map_err(|e| anyhow::anyhow!("upstream {:?}: {e}", u.name))?,
+                        crate::tls::read_key(key).map_err(|e| {
+                            anyhow::anyhow!("upstream {:?}: client_key: {e}", u.name)
+                        })?,
+                    )
+                    .map_err(|e| {
+                        anyhow::anyhow!(
+                            "upstream {:?}: the client certificate {} and key {} cannot be used together: {e}",
+                            u.name,
+                            cert.display(),
+                            key.display()
+                        )
+                    })?,
+                _ => builder.with_no_client_auth(),
+            };
+            let server_name = match &u.tls.server_name {
+                Some(name) => Some(ServerName::try_from(name.clone()).map_err(|e| {
+                    anyhow::anyhow!("upstream {:?}: server_name {name:?}: {e}", u.name)
+                })?),
+                None => None,
+            };
+            tls.insert(
+                u.name.clone(),
+                Tls {
+                    connector: TlsConnector::from(Arc::new(config)),
+                    server_name,
+                },
+            );
+        }
         Ok(Self { tls })
     }
 
@@ -56,7 +124,8 @@ impl Connector {
     pub async fn connect(&self, upstream: &Upstream) -> Result<Box<dyn BrokerIo>, ConnectError> {
         let mut attempts = String::new();
         for url in &upstream.addresses {
-            match tokio::time::timeout(CONNECT_TIMEOUT, self.connect_one(url)).await {
+            match tokio::time::timeout(CONNECT_TIMEOUT, self.connect_one(&upstream.name, url)).await
+            {
                 Ok(Ok(stream)) => return Ok(stream),
                 Ok(Err(e)) => {
                     let _ = write!(attempts, "{}{url}: {e}", sep(&attempts));
@@ -78,20 +147,27 @@ impl Connector {
         })
     }
 
-    async fn connect_one(&self, url: &BrokerUrl) -> std::io::Result<Box<dyn BrokerIo>> {
+    async fn connect_one(
+        &self,
+        upstream: &str,
+        url: &BrokerUrl,
+    ) -> std::io::Result<Box<dyn BrokerIo>> {
         let tcp = TcpStream::connect((url.host.as_str(), url.port)).await?;
         tcp.set_nodelay(true)?;
         if !url.tls {
             return Ok(Box::new(tcp));
         }
-        let Some(tls) = &self.tls else {
+        let Some(tls) = self.tls.get(upstream) else {
             return Err(std::io::Error::other(
                 "TLS was not set up for this upstream",
             ));
         };
-        let name = ServerName::try_from(url.host.clone())
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-        Ok(Box::new(tls.connect(name, tcp).await?))
+        let name = match &tls.server_name {
+            Some(name) => name.clone(),
+            None => ServerName::try_from(url.host.clone())
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?,
+        };
+        Ok(Box::new(tls.connector.connect(name, tcp).await?))
     }
 }
 
@@ -99,21 +175,17 @@ fn sep(s: &str) -> &'static str {
     if s.is_empty() { "" } else { "; " }
 }
 
-fn system_tls_config() -> Result<ClientConfig, anyhow::Error> {
+fn system_roots() -> Result<RootCertStore, anyhow::Error> {
     let found = rustls_native_certs::load_native_certs();
     let mut roots = RootCertStore::empty();
     let (added, _ignored) = roots.add_parsable_certificates(found.certs);
     if added == 0 {
         anyhow::bail!(
-            "an upstream uses mqtts:// but no system CA certificates were found ({} errors); install the ca-certificates package",
+            "an upstream uses mqtts:// but no system CA certificates were found ({} errors); install the ca-certificates package, or give the upstream a ca_file",
             found.errors.len()
         );
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
+    Ok(roots)
 }
 
 #[cfg(test)]
@@ -128,13 +200,13 @@ mod tests {
         let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let dead_port = dead.local_addr().unwrap().port();
         drop(dead);
-        let upstream = Upstream {
-            name: "u".into(),
-            addresses: vec![
+        let upstream = Upstream::new(
+            "u",
+            vec![
                 format!("mqtt://127.0.0.1:{dead_port}").parse().unwrap(),
                 format!("mqtt://127.0.0.1:{live_port}").parse().unwrap(),
             ],
-        };
+        );
         let connector = Connector::new(std::slice::from_ref(&upstream)).unwrap();
         let accept = tokio::spawn(async move { live.accept().await.map(|_| ()) });
         connector.connect(&upstream).await.unwrap();
@@ -146,10 +218,10 @@ mod tests {
         let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = dead.local_addr().unwrap().port();
         drop(dead);
-        let upstream = Upstream {
-            name: "lab".into(),
-            addresses: vec![format!("mqtt://127.0.0.1:{port}").parse().unwrap()],
-        };
+        let upstream = Upstream::new(
+            "lab",
+            vec![format!("mqtt://127.0.0.1:{port}").parse().unwrap()],
+        );
         let err = Connector::new(&[])
             .unwrap()
             .connect(&upstream)

@@ -129,3 +129,103 @@ fn bad_certificate_files_say_what_is_wrong() {
         .to_string();
     assert!(err.contains("cannot be used together"), "{err}");
 }
+
+/// PEM files of a private CA, a server certificate for localhost and a client certificate,
+/// both signed by it; relative names in `dir`.
+fn private_pki(dir: &TempDir) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "Kite test CA");
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    std::fs::write(dir.path().join("ca.crt"), ca.pem()).unwrap();
+    for (name, sans) in [("server", vec!["localhost".to_owned()]), ("client", vec![])] {
+        let mut params = CertificateParams::new(sans).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, format!("kite-{name}"));
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &ca).unwrap();
+        std::fs::write(dir.path().join(format!("{name}.crt")), cert.pem()).unwrap();
+        std::fs::write(dir.path().join(format!("{name}.key")), key.serialize_pem()).unwrap();
+    }
+}
+
+/// An upstream over TLS that trusts only a private CA and requires a client certificate
+/// (mosquitto `require_certificate true`): configured in the file with paths relative to it.
+#[test]
+fn an_upstream_over_tls_with_a_private_ca_and_a_client_certificate() {
+    let dir = TempDir::new("upstream-tls");
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    private_pki(&dir);
+    let tls_port = kite_tests::free_port();
+    let p = |name: &str| dir.path().join(name).display().to_string();
+    let broker = Mosquitto::start_with(&format!(
+        "listener {tls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\n",
+        p("ca.crt"),
+        p("server.crt"),
+        p("server.key"),
+    ));
+    kite_tests::wait_for(
+        "mosquitto's TLS listener",
+        std::time::Duration::from_secs(10),
+        || std::net::TcpStream::connect(("127.0.0.1", tls_port)).ok(),
+    );
+    // Reached as 127.0.0.1, checked as "localhost" (server_name); the second upstream has no
+    // client certificate.
+    let file = dir.path().join("kite.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[upstream]]\nname = \"secure\"\naddresses = [\"mqtts://127.0.0.1:{tls_port}\"]\nca_file = \"ca.crt\"\nclient_cert = \"client.crt\"\nclient_key = \"client.key\"\nserver_name = \"localhost\"\n\n[[upstream]]\nname = \"anonymous\"\naddresses = [\"mqtts://127.0.0.1:{tls_port}\"]\nca_file = \"ca.crt\"\nserver_name = \"localhost\"\n"
+        ),
+    )
+    .unwrap();
+    assert!(
+        kite_gateway::check::check_file(&file).is_empty(),
+        "{:?}",
+        kite_gateway::check::check_file(&file)
+    );
+    let gateway = Gateway::start_with(&[], None, |c| {
+        let loaded = kite_gateway::config::Config::load(Some(&file), Default::default()).unwrap();
+        c.upstreams = loaded.upstreams;
+    });
+
+    let mut client =
+        kite_tests::mqtt::WsClient::connect(&gateway.ws_url("/mqtt/secure"), Some("mqtt")).unwrap();
+    client.send(&connect_v311("kite-tls-upstream"));
+    assert_eq!(client.read_packet(), [0x20, 0x02, 0x00, 0x00], "CONNACK");
+
+    // Without the client certificate mosquitto refuses the handshake: a clean close.
+    let mut client =
+        kite_tests::mqtt::WsClient::connect(&gateway.ws_url("/mqtt/anonymous"), Some("mqtt"))
+            .unwrap();
+    client.send(&connect_v311("kite-tls-no-cert"));
+    let close = client.read_close().expect("a close frame");
+    assert_eq!(u16::from(close.code), 1011, "{close:?}");
+    drop(broker);
+
+    // A client key that does not match its certificate is refused when loading, by name.
+    std::fs::copy(dir.path().join("server.key"), dir.path().join("client.key")).unwrap();
+    let problems = kite_gateway::check::check_file(&file);
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.line == 5 && p.message.contains("cannot be used together")),
+        "{problems:?}"
+    );
+    let err = kite_gateway::config::Config::load(Some(&file), Default::default())
+        .map(|c| kite_gateway::upstream::Connector::new(&c.upstreams))
+        .unwrap()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("client.key") && err.contains("\"secure\""),
+        "{err}"
+    );
+}

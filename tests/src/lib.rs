@@ -148,7 +148,8 @@ impl Mosquitto {
         broker
     }
 
-    fn start_with(extra: &str) -> Self {
+    /// A broker with `extra` lines appended to its configuration (e.g. a second listener).
+    pub fn start_with(extra: &str) -> Self {
         let dir = TempDir::new("mosquitto");
         // Started as root, mosquitto drops to the `mosquitto` user: it must be able to write
         // its persistence database here, or it silently keeps nothing across a restart.
