@@ -62,6 +62,10 @@ struct RequestProperties {
     user_properties: Vec<(String, String)>,
 }
 
+/// The largest request body taken (a payload of up to about 1.5 MB in base64, with room for
+/// the rest of the JSON).
+pub const MAX_BODY: usize = 2 * 1024 * 1024;
+
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (
         status,
@@ -160,8 +164,29 @@ fn bearer(headers: &HeaderMap) -> Option<Vec<u8>> {
 pub async fn publish(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    body: axum::body::Body,
 ) -> Response {
+    // The whole body within the CONNECT timeout: a client trickling it byte by byte must not
+    // hold its connection (and permit) open (the request head has its own deadline).
+    let deadline = state.config().limits.connect_timeout;
+    let body = match tokio::time::timeout(deadline, axum::body::to_bytes(body, MAX_BODY)).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(e)) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the request body could not be read (at most {MAX_BODY} bytes): {e}"),
+            );
+        }
+        Err(_) => {
+            return error(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body did not arrive within {} s ([limits] connect_timeout_secs)",
+                    deadline.as_secs()
+                ),
+            );
+        }
+    };
     let req: Request = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {

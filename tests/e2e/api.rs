@@ -158,3 +158,33 @@ fn publish_over_http_to_an_upstream() {
     let (status, answer) = post(&gateway, r#"{"topic": "x", "upstream": "nope"}"#, None);
     assert_eq!(status, 404, "{answer}");
 }
+
+/// A body trickled too slowly is cut at the CONNECT timeout with 408 (its connection and
+/// permit are not held); an oversize one gets 413.
+#[test]
+fn slow_or_oversize_bodies_are_refused() {
+    use std::io::{Read, Write};
+    let gateway = Gateway::start_with(&[], None, |c| {
+        c.limits.connect_timeout = std::time::Duration::from_secs(1);
+    });
+    let mut s = std::net::TcpStream::connect(gateway.addr).unwrap();
+    // Without the deadline no answer would come: the read would time out, empty.
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    s.write_all(
+        b"POST /api/v1/publish HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"topic\":",
+    )
+    .unwrap();
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("connect_timeout_secs"), "{answer}");
+
+    let big = format!(
+        "{{\"topic\":\"a\",\"payload\":\"{}\"}}",
+        "x".repeat(kite_gateway::publish_api::MAX_BODY)
+    );
+    let (status, body) = post(&gateway, &big, None);
+    assert_eq!(status, 413, "{body}");
+}
