@@ -1,6 +1,5 @@
 //! The app's root component.
 
-use std::collections::VecDeque;
 use std::rc::Rc;
 
 use kite_mqtt::QoS;
@@ -9,26 +8,15 @@ use web_sys::HtmlInputElement;
 use yew::prelude::*;
 
 use crate::api::{self, Upstreams};
+use crate::explorer::{Frames, StoreHandle, TopicDetail, TopicTree};
 use crate::mqtt::{Connection, Notice, Status};
+use crate::store::NodeId;
 
-/// Messages kept for display (the newest first); older ones are dropped.
-pub const MESSAGES_KEPT: usize = 200;
-
-/// One received message, as shown.
-#[derive(Debug, Clone, PartialEq)]
-struct Shown {
-    topic: String,
-    payload: String,
-    qos: u8,
-    retain: bool,
-}
-
-/// The live side of the app: connection status, subscriptions and recent messages.
+/// The live side of the app: connection status and subscriptions (messages go to the
+/// [`Store`], not through here).
 #[derive(Debug, Default, Clone, PartialEq)]
 struct Live {
     status: Option<Status>,
-    messages: VecDeque<Shown>,
-    received: u64,
     subscriptions: Vec<(u16, String, String)>,
     /// The last publish: its packet id (QoS 1/2) and what became of it.
     published: Option<(Option<u16>, String)>,
@@ -63,18 +51,6 @@ impl Reducible for Live {
                 next.subscriptions.push((id, filter, "pending".into()))
             }
             Action::Notice(Notice::Status(s)) => next.status = Some(s),
-            Action::Notice(Notice::Mqtt(Event::Message(p))) => {
-                next.received += 1;
-                let text = String::from_utf8_lossy(&p.payload);
-                let payload: String = text.chars().take(500).collect();
-                next.messages.push_front(Shown {
-                    topic: p.topic.to_string(),
-                    payload,
-                    qos: p.qos as u8,
-                    retain: p.retain,
-                });
-                next.messages.truncate(MESSAGES_KEPT);
-            }
             Action::Notice(Notice::Mqtt(Event::Subscribed { packet_id, reasons })) => {
                 for (id, _, state) in &mut next.subscriptions {
                     if *id == packet_id {
@@ -150,6 +126,13 @@ pub fn App() -> Html {
     let endpoint = mqtt_endpoint().unwrap_or_else(|| "/mqtt".to_owned());
     let live = use_reducer(Live::default);
     let conn = use_state(|| None::<Connection>);
+    // Messages go into the store; the view follows at most once per animation frame.
+    let store = use_state(StoreHandle::default);
+    let force = use_force_update();
+    let frames = use_state(|| Frames::new(move || force.force_update()));
+    let frame = frames.frame();
+    let selected = use_state(|| None::<NodeId>);
+    let tree_filter = use_state(String::new);
     let filter = use_state(|| "#".to_owned());
     let filter_error = kite_mqtt::topic::validate_filter(&filter)
         .err()
@@ -157,6 +140,7 @@ pub fn App() -> Html {
 
     let toggle = {
         let (conn, live, endpoint) = (conn.clone(), live.clone(), endpoint.clone());
+        let (store, frames) = ((*store).clone(), (*frames).clone());
         Callback::from(move |_: MouseEvent| match &*conn {
             Some(c) => {
                 c.close();
@@ -164,8 +148,20 @@ pub fn App() -> Html {
             }
             None => {
                 let dispatch = live.dispatcher();
-                let c = Connection::open(&endpoint, &random_client_id(), move |n| {
-                    dispatch.dispatch(Action::Notice(n))
+                let (store, frames) = (store.clone(), frames.clone());
+                let c = Connection::open(&endpoint, &random_client_id(), move |n| match n {
+                    Notice::Mqtt(Event::Message(p)) => {
+                        store.0.borrow_mut().ingest(
+                            &p.topic,
+                            &p.payload,
+                            p.qos as u8,
+                            p.retain,
+                            p.properties,
+                            js_sys::Date::now(),
+                        );
+                        frames.request();
+                    }
+                    other => dispatch.dispatch(Action::Notice(other)),
                 });
                 conn.set(Some(c));
             }
@@ -250,6 +246,37 @@ pub fn App() -> Html {
         })
     };
     let connected = conn.is_some();
+    let on_tree_filter = {
+        let (store, frames, tree_filter) =
+            ((*store).clone(), (*frames).clone(), tree_filter.clone());
+        Callback::from(move |e: InputEvent| {
+            let input: HtmlInputElement = e.target_unchecked_into();
+            store.0.borrow_mut().set_filter(&input.value());
+            tree_filter.set(input.value());
+            frames.request();
+        })
+    };
+    let on_select = {
+        let selected = selected.clone();
+        Callback::from(move |id: NodeId| selected.set(Some(id)))
+    };
+    let on_change = {
+        let frames = (*frames).clone();
+        Callback::from(move |()| frames.request())
+    };
+    let clear = {
+        let (store, frames, selected) = ((*store).clone(), (*frames).clone(), selected.clone());
+        Callback::from(move |_: MouseEvent| {
+            store.0.borrow_mut().clear();
+            selected.set(None);
+            frames.request();
+        })
+    };
+    let (received, topics, (kept_bytes, kept), evicted, caps) = {
+        let s = store.0.borrow();
+        (s.received(), s.topics(), s.memory(), s.evicted(), s.caps())
+    };
+    let mib = |b: usize| b as f64 / (1024.0 * 1024.0);
     html! {
         <div id="kite-app" class="kite">
             <header class="bar">
@@ -303,17 +330,24 @@ pub fn App() -> Html {
                     if let Some((_, state)) = &live.published {
                         <p class="muted publish-result" role="status">{ state.clone() }</p>
                     }
-                    <h3>{ "Messages" }</h3>
-                    <p class="muted count">{ format!("{} message{} received (newest {} shown)", live.received, if live.received == 1 { "" } else { "s" }, live.messages.len()) }</p>
-                    <ul class="messages">
-                        { for live.messages.iter().map(|m| html! {
-                            <li class="message">
-                                <code class="topic">{ m.topic.clone() }</code>
-                                <span class="meta">{ format!(" QoS {}{}", m.qos, if m.retain { " retained" } else { "" }) }</span>
-                                <pre class="payload">{ m.payload.clone() }</pre>
-                            </li>
-                        }) }
-                    </ul>
+                </section>
+                <section class="card" aria-labelledby="topics-title">
+                    <h2 id="topics-title">{ "Topics" }</h2>
+                    <p class="muted count">{ format!("{received} message{} received on {topics} topic{}", if received == 1 { "" } else { "s" }, if topics == 1 { "" } else { "s" }) }</p>
+                    <p class="muted memory">{ format!("{kept} kept, {:.1} MiB of {:.0} MiB (last {} per topic)", mib(kept_bytes), mib(caps.memory_bytes), caps.history_per_topic) }
+                        if evicted > 0 { { format!(" · {evicted} oldest dropped for memory") } }
+                    </p>
+                    <p class="row">
+                        <label for="tree-filter">{ "Find" }</label>
+                        <input id="tree-filter" value={(*tree_filter).clone()} oninput={on_tree_filter} placeholder="text, or a filter like plant/+/temp" spellcheck="false" autocomplete="off" />
+                        <button id="clear" class="secondary" onclick={clear}>{ "Clear" }</button>
+                    </p>
+                    <div class="explorer">
+                        <TopicTree store={(*store).clone()} frame={frame} selected={*selected} on_select={on_select} on_change={on_change} />
+                        if let Some(node) = *selected {
+                            <TopicDetail store={(*store).clone()} node={node} frame={frame} />
+                        }
+                    </div>
                 </section>
             </main>
         </div>

@@ -6,7 +6,10 @@
 
 pub mod api;
 pub mod app;
+pub mod explorer;
 pub mod mqtt;
+pub mod payload;
+pub mod store;
 
 /// Mounts the app on the document's body.
 pub fn start() {

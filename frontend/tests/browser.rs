@@ -69,3 +69,48 @@ async fn a_gateway_without_the_api_shows_a_clear_error() {
         "{text}"
     );
 }
+
+/// However many messages arrive between two frames, the view renders once.
+#[wasm_bindgen_test]
+async fn frames_coalesce_requests_into_one_render_per_animation_frame() {
+    use std::cell::Cell;
+    use std::rc::Rc;
+    let renders = Rc::new(Cell::new(0u32));
+    let counted = renders.clone();
+    let frames = kite_frontend::explorer::Frames::new(move || counted.set(counted.get() + 1));
+    for _ in 0..10_000 {
+        frames.request();
+    }
+    sleep(Duration::from_millis(100)).await;
+    assert_eq!(renders.get(), 1);
+    assert_eq!(frames.frame(), 1);
+    frames.request();
+    sleep(Duration::from_millis(100)).await;
+    assert_eq!(renders.get(), 2);
+}
+
+/// The store in wasm: 100,000 topics, bounded history, a filter.
+#[wasm_bindgen_test]
+fn the_store_holds_a_hundred_thousand_topics_in_wasm() {
+    use kite_frontend::store::{Caps, Store};
+    let mut store = Store::new(Caps {
+        history_per_topic: 5,
+        memory_bytes: 4 * 1024 * 1024,
+    });
+    let payload = [b'x'; 64];
+    for i in 0..100_000u32 {
+        store.ingest(
+            &format!("site/{}/dev-{i}", i % 100),
+            &payload,
+            1,
+            false,
+            Default::default(),
+            f64::from(i),
+        );
+    }
+    assert_eq!(store.topics(), 100_000);
+    assert!(store.memory().0 <= 4 * 1024 * 1024);
+    assert!(store.evicted() > 0);
+    store.set_filter("dev-99999");
+    assert_eq!(store.rows().len(), 3);
+}

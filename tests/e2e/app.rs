@@ -134,9 +134,21 @@ fn the_app_connects_subscribes_and_shows_a_device_message() {
     wait_until_text(&browser, ".subscription", "granted QoS 1");
 
     broker.publish("plant/line-1/temp", "21.5");
-    let message = wait_until_text(&browser, ".message", "plant/line-1/temp");
-    assert!(message.contains("21.5"), "{message}");
-    wait_until_text(&browser, ".count", "1 message received");
+    // In the tree (first two levels open), with its value; selected, in the detail.
+    let row = r#".topic-row[data-topic="plant/line-1/temp"]"#;
+    let shown = wait_until_text(&browser, row, "temp");
+    assert!(shown.contains("21.5"), "{shown}");
+    wait_until_text(&browser, ".count", "1 message received on 1 topic");
+    click(&browser, row);
+    wait_until_text(&browser, ".detail-topic", "plant/line-1/temp");
+    let payload = wait_until_text(&browser, ".detail .payload", "21.5");
+    assert_eq!(payload.trim(), "21.5");
+    assert!(
+        browser
+            .text(".detail .entry .meta")
+            .unwrap()
+            .contains("QoS 0")
+    );
     if let Some(path) = std::env::var_os("KITE_SCREENSHOT_LIVE") {
         broker.publish("plant/line-2/pressure", "{\"bar\": 3.2, \"ok\": true}");
         wait_until_text(&browser, ".count", "2 messages received");
@@ -177,6 +189,110 @@ fn the_app_publishes_and_shows_the_brokers_acknowledgement() {
         broker.receive_one("cmd/pump-1/power"),
         "cmd/pump-1/power on"
     );
+    let errors = browser.console_errors();
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
+}
+
+/// Thousands of topics: every message counted, the tree virtualized (only the rows in view
+/// are in the DOM), found by a filter, a JSON payload shown pretty with its sparkline, the
+/// keyboard moves the selection.
+#[test]
+fn the_tree_stays_small_in_the_dom_with_thousands_of_topics() {
+    use kite_mqtt::codec::Packet;
+    use kite_tests::client::{TestClient, Via, publish};
+    let broker = Mosquitto::start();
+    let gateway = Gateway::start(&[&broker.url()], Some(assets_dir()));
+    let browser = Browser::start();
+    browser.goto(&gateway.http_url("/"));
+    browser.wait_text("#connect", Duration::from_secs(30));
+    click(&browser, "#connect");
+    wait_until_text(&browser, ".status", "connected");
+    set_input(&browser, "#filter", "site/#");
+    click(&browser, "#subscribe");
+    wait_until_text(&browser, ".subscription", "granted QoS 1");
+
+    // 2,000 devices under 20 groups, 3 messages each (the last as JSON).
+    let device = Via::Tcp(format!("127.0.0.1:{}", broker.port).parse().unwrap());
+    let mut d = TestClient::connected(&device, kite_mqtt::Version::V3_1_1, "load");
+    for round in 0..3 {
+        let batch: Vec<Packet> = (0..2000)
+            .map(|i| {
+                let payload = if round == 2 {
+                    format!("{{\"temp\": {}.5, \"ok\": true}}", 20 + i % 7)
+                } else {
+                    format!("{}", 10 + round * 5 + i % 3)
+                };
+                let topic = format!("site/group-{:02}/dev-{i:04}", i % 20);
+                Packet::Publish(publish(&topic, &payload, kite_mqtt::QoS::AtMostOnce, 0))
+            })
+            .collect();
+        d.send_all(&batch);
+    }
+    d.barrier();
+    wait_until_text(&browser, ".count", "6000 messages received on 2000 topics");
+    let rows = browser.eval(
+        "return [document.querySelector('.tree').dataset.rows, document.querySelectorAll('.topic-row').length];",
+    );
+    // site, 20 groups (open), 2,000 devices: all scrollable, about 40 in the DOM.
+    assert_eq!(rows[0], "2021", "{rows}");
+    let in_dom = rows[1].as_u64().unwrap();
+    assert!(
+        in_dom < 60,
+        "{in_dom} rows in the DOM for 2,021: not virtualized"
+    );
+    // Scrolled to the end, the last device is rendered.
+    browser.eval("const t = document.querySelector('.tree'); t.scrollTop = t.scrollHeight; t.dispatchEvent(new Event('scroll')); return null;");
+    wait_until_text(
+        &browser,
+        r#".topic-row[data-topic="site/group-19/dev-1999"]"#,
+        "dev-1999",
+    );
+
+    set_input(&browser, "#tree-filter", "dev-0042");
+    let row = r#".topic-row[data-topic="site/group-02/dev-0042"]"#;
+    wait_until_text(&browser, row, "dev-0042");
+    assert_eq!(
+        browser.eval("return document.querySelectorAll('.topic-row').length;"),
+        3,
+        "site, group-02, dev-0042"
+    );
+    click(&browser, row);
+    let pretty = wait_until_text(&browser, ".detail .payload", "\"temp\": 20.5");
+    assert!(pretty.contains("\n  \"ok\": true"), "{pretty}");
+    assert!(
+        browser
+            .text(".detail-meta")
+            .unwrap()
+            .contains("3 messages here, 3 kept"),
+        "{:?}",
+        browser.text(".detail-meta")
+    );
+    // 10, 15 and the JSON's 20.5: a sparkline.
+    let spark = wait_until_text(&browser, ".spark", "last 20.5");
+    assert!(spark.contains("min 10"), "{spark}");
+    if let Some(path) = std::env::var_os("KITE_SCREENSHOT_TREE") {
+        set_input(&browser, "#tree-filter", "");
+        browser.eval("document.querySelector('#topics-title').scrollIntoView(); return null;");
+        std::thread::sleep(Duration::from_millis(300));
+        browser.screenshot(&path.into());
+    }
+    // An MQTT filter works too; the keyboard moves the selection up the tree.
+    set_input(&browser, "#tree-filter", "site/+/dev-0001");
+    wait_until_text(
+        &browser,
+        r#".topic-row[data-topic="site/group-01/dev-0001"]"#,
+        "dev-0001",
+    );
+    click(
+        &browser,
+        r#".topic-row[data-topic="site/group-01/dev-0001"]"#,
+    );
+    browser.eval("const t = document.querySelector('.tree'); t.focus(); t.dispatchEvent(new KeyboardEvent('keydown', {key: 'ArrowUp', bubbles: true})); return null;");
+    kite_tests::wait_for("the parent selected", Duration::from_secs(30), || {
+        browser
+            .text(".detail-topic")
+            .filter(|t| t == "site/group-01")
+    });
     let errors = browser.console_errors();
     assert!(errors.is_empty(), "console errors: {errors:#?}");
 }

@@ -1,0 +1,433 @@
+//! The topic explorer: the tree of every topic seen (virtualized: only the rows in view are
+//! in the DOM), and the selected topic's history with its payloads.
+//!
+//! Both read the [`Store`] directly; the app re-renders them at most once per animation frame
+//! ([`Frames`]), however many messages arrived in between.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use kite_mqtt::codec::Props;
+use wasm_bindgen::JsCast;
+use wasm_bindgen::closure::Closure;
+use web_sys::HtmlElement;
+use yew::prelude::*;
+
+use crate::payload::{self, Format};
+use crate::store::{NodeId, Store};
+
+/// Height of one tree row, in CSS pixels (fixed, so the visible rows follow from the scroll
+/// position alone).
+pub const ROW_HEIGHT: f64 = 24.0;
+
+/// Height of the tree's viewport, in CSS pixels (as in style.css).
+const VIEWPORT: f64 = 432.0;
+
+/// Rows rendered beyond the viewport on each side, so fast scrolling shows no gaps.
+const OVERSCAN: usize = 10;
+
+/// Payload bytes rendered per history entry (the newest gets more).
+const RENDER_BYTES: usize = 16 * 1024;
+const RENDER_BYTES_NEWEST: usize = 256 * 1024;
+
+/// The store, shared by the driver (which fills it) and the views (which read it).
+#[derive(Clone, Default)]
+pub struct StoreHandle(pub Rc<RefCell<Store>>);
+
+impl PartialEq for StoreHandle {
+    fn eq(&self, other: &Self) -> bool {
+        Rc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+/// At most one render per animation frame: [`Frames::request`] as often as you like.
+pub struct Frames {
+    scheduled: Cell<bool>,
+    frame: Cell<u64>,
+    callback: RefCell<Option<Closure<dyn FnMut()>>>,
+}
+
+impl Frames {
+    /// Frames that call `render` (e.g. a force-update handle).
+    pub fn new(render: impl Fn() + 'static) -> Rc<Self> {
+        let frames = Rc::new(Self {
+            scheduled: Cell::new(false),
+            frame: Cell::new(0),
+            callback: RefCell::new(None),
+        });
+        let weak = Rc::downgrade(&frames);
+        let callback = Closure::<dyn FnMut()>::new(move || {
+            if let Some(f) = weak.upgrade() {
+                f.scheduled.set(false);
+                f.frame.set(f.frame.get() + 1);
+                render();
+            }
+        });
+        *frames.callback.borrow_mut() = Some(callback);
+        frames
+    }
+
+    /// Asks for a render at the next animation frame (once, however often asked).
+    pub fn request(&self) {
+        if self.scheduled.replace(true) {
+            return;
+        }
+        let callback = self.callback.borrow();
+        let requested = web_sys::window().zip(callback.as_ref()).map(|(w, c)| {
+            w.request_animation_frame(c.as_ref().unchecked_ref())
+                .is_ok()
+        });
+        if requested != Some(true) {
+            self.scheduled.set(false);
+        }
+    }
+
+    /// How many frames were rendered: changes whenever the store may have.
+    pub fn frame(&self) -> u64 {
+        self.frame.get()
+    }
+}
+
+/// `HH:MM:SS.mmm`, local time.
+pub fn clock(ms: f64) -> String {
+    let d = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(ms));
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        d.get_hours(),
+        d.get_minutes(),
+        d.get_seconds(),
+        d.get_milliseconds()
+    )
+}
+
+/// "3 s", "4 min", "2 h" since `ms`.
+fn age(now: f64, ms: f64) -> String {
+    let s = ((now - ms) / 1000.0).max(0.0);
+    if s < 60.0 {
+        format!("{s:.0} s")
+    } else if s < 3600.0 {
+        format!("{:.0} min", s / 60.0)
+    } else {
+        format!("{:.0} h", s / 3600.0)
+    }
+}
+
+/// Properties of [`TopicTree`].
+#[derive(Properties, PartialEq)]
+pub struct TreeProps {
+    /// The store.
+    pub store: StoreHandle,
+    /// Changes when the store may have.
+    pub frame: u64,
+    /// The selected node.
+    pub selected: Option<NodeId>,
+    /// A node was chosen (click or keyboard).
+    pub on_select: Callback<NodeId>,
+    /// The tree's shape changed (a node opened or closed): render again.
+    pub on_change: Callback<()>,
+}
+
+/// The topic tree: one row per shown node, only the rows in view rendered.
+#[component]
+pub fn TopicTree(props: &TreeProps) -> Html {
+    let scroll = use_state(|| 0.0_f64);
+    let viewport = use_node_ref();
+    let now = js_sys::Date::now();
+    let first = ((*scroll / ROW_HEIGHT) as usize).saturating_sub(OVERSCAN);
+    let shown = (VIEWPORT / ROW_HEIGHT) as usize + 2 * OVERSCAN;
+    let (total, visible, selected_index) = {
+        let mut store = props.store.0.borrow_mut();
+        let rows = store.rows();
+        let end = (first + shown).min(rows.len());
+        let selected_index = props
+            .selected
+            .and_then(|s| rows.iter().position(|&r| r == s));
+        (
+            rows.len(),
+            rows.get(first..end).unwrap_or_default().to_vec(),
+            selected_index,
+        )
+    };
+    let store = props.store.0.borrow();
+
+    let on_scroll = {
+        let scroll = scroll.clone();
+        Callback::from(move |e: Event| {
+            let el: HtmlElement = e.target_unchecked_into();
+            scroll.set(f64::from(el.scroll_top()));
+        })
+    };
+    let on_key = {
+        let (store, on_select, on_change) = (
+            props.store.clone(),
+            props.on_select.clone(),
+            props.on_change.clone(),
+        );
+        let (selected, viewport) = (props.selected, viewport.clone());
+        Callback::from(move |e: KeyboardEvent| {
+            let mut s = store.0.borrow_mut();
+            let rows = s.rows().to_vec();
+            let index = selected.and_then(|sel| rows.iter().position(|&r| r == sel));
+            let target = match (e.key().as_str(), index) {
+                ("ArrowDown", None) | ("Home", _) => rows.first().copied(),
+                ("ArrowDown", Some(i)) => rows.get(i + 1).copied(),
+                ("ArrowUp", Some(i)) => i.checked_sub(1).and_then(|i| rows.get(i)).copied(),
+                ("End", _) => rows.last().copied(),
+                ("ArrowRight", Some(i)) => {
+                    s.set_expanded(rows[i], true);
+                    on_change.emit(());
+                    None
+                }
+                ("ArrowLeft", Some(i)) => {
+                    let node = rows[i];
+                    match s.view(node, 0.0) {
+                        Some(v) if v.expanded && v.has_children => {
+                            s.set_expanded(node, false);
+                            on_change.emit(());
+                            None
+                        }
+                        _ => s.parent(node),
+                    }
+                }
+                _ => return,
+            };
+            e.prevent_default();
+            if let Some(t) = target {
+                // Keep the chosen row in view.
+                let rows = s.rows();
+                if let (Some(pos), Some(el)) = (
+                    rows.iter().position(|&r| r == t),
+                    viewport.cast::<HtmlElement>(),
+                ) {
+                    let top = pos as f64 * ROW_HEIGHT;
+                    let scroll_top = f64::from(el.scroll_top());
+                    if top < scroll_top {
+                        el.set_scroll_top(top as i32);
+                    } else if top + ROW_HEIGHT > scroll_top + VIEWPORT {
+                        el.set_scroll_top((top + ROW_HEIGHT - VIEWPORT) as i32);
+                    }
+                }
+                on_select.emit(t);
+            }
+        })
+    };
+
+    let rows = visible.iter().enumerate().filter_map(|(i, &id)| {
+        let v = store.view(id, now)?;
+        let index = first + i;
+        let is_selected = props.selected == Some(id);
+        let select = {
+            let on_select = props.on_select.clone();
+            Callback::from(move |_: MouseEvent| on_select.emit(id))
+        };
+        let toggle = {
+            let (store, on_change) = (props.store.clone(), props.on_change.clone());
+            let expanded = v.expanded;
+            Callback::from(move |e: MouseEvent| {
+                e.stop_propagation();
+                store.0.borrow_mut().set_expanded(id, !expanded);
+                on_change.emit(());
+            })
+        };
+        let twisty = match (v.has_children, v.expanded) {
+            (false, _) => "",
+            (true, true) => "▾",
+            (true, false) => "▸",
+        };
+        let style = format!(
+            "top:{}px;padding-left:{}px",
+            index as f64 * ROW_HEIGHT,
+            6 + 14 * u32::from(v.depth)
+        );
+        let name = if v.name.is_empty() {
+            "(empty)".to_owned()
+        } else {
+            v.name.clone()
+        };
+        Some(html! {
+            <div key={id} id={format!("row-{index}")} class={classes!("topic-row", is_selected.then_some("selected"))}
+                 role="treeitem" aria-level={(v.depth + 1).to_string()} aria-selected={is_selected.to_string()}
+                 data-topic={store.topic(id)} style={style} onclick={select}>
+                <span class="twisty" onclick={toggle}>{ twisty }</span>
+                <span class="name">{ name }</span>
+                if v.retained { <span class="retained" title="retained">{ "R" }</span> }
+                if v.messages > 0 {
+                    <span class="value">{ payload::preview(&v.preview.0, v.preview.1, 60) }</span>
+                }
+                <span class="row-total" title="messages here and below">{ v.total }</span>
+                <span class="rate">{ if v.rate >= 0.05 { format!("{:.1}/s", v.rate) } else { String::new() } }</span>
+                <span class="age">{ if v.messages > 0 { age(now, v.last_ms) } else { String::new() } }</span>
+            </div>
+        })
+    });
+    let active = selected_index.map(|i| format!("row-{i}"));
+    html! {
+        <div class="tree" role="tree" tabindex="0" ref={viewport} onscroll={on_scroll}
+             onkeydown={on_key} aria-activedescendant={active}
+             data-rows={total.to_string()}>
+            <div class="tree-space" style={format!("height:{}px", total as f64 * ROW_HEIGHT)}>
+                { for rows }
+            </div>
+            if total == 0 {
+                <p class="muted tree-empty">{ "No topics yet: subscribe, then messages appear here as they arrive." }</p>
+            }
+        </div>
+    }
+}
+
+/// Properties of [`TopicDetail`].
+#[derive(Properties, PartialEq)]
+pub struct DetailProps {
+    /// The store.
+    pub store: StoreHandle,
+    /// The topic's node.
+    pub node: NodeId,
+    /// Changes when the store may have.
+    pub frame: u64,
+}
+
+/// One topic: its counters, a sparkline of numeric payloads, and its kept messages, newest
+/// first, each payload in the detected (or chosen) format.
+#[component]
+pub fn TopicDetail(props: &DetailProps) -> Html {
+    let chosen = use_state(|| None::<Format>);
+    let store = props.store.0.borrow();
+    let now = js_sys::Date::now();
+    let Some(v) = store.view(props.node, now) else {
+        return html! {};
+    };
+    let topic = store.topic(props.node);
+    let entries: Vec<_> = store.history(props.node).rev().collect();
+    let numbers: Vec<f64> = store
+        .history(props.node)
+        .filter_map(|e| payload::number(&e.payload))
+        .collect();
+    let formats = std::iter::once(None)
+        .chain(Format::ALL.into_iter().map(Some))
+        .map(|f| {
+            let chosen = chosen.clone();
+            let label = f.map_or("auto", Format::label);
+            let pressed = *chosen == f;
+            html! {
+                <button class={classes!("format", pressed.then_some("on"))} aria-pressed={pressed.to_string()}
+                        onclick={Callback::from(move |_: MouseEvent| chosen.set(f))}>{ label }</button>
+            }
+        });
+    let caps = store.caps();
+    html! {
+        <section class="detail" aria-label="topic detail">
+            <h3 class="detail-topic"><code>{ topic }</code></h3>
+            <p class="muted detail-meta">
+                if v.messages == 0 {
+                    { format!("a level: {} message{} on the topics below it", v.total, if v.total == 1 { "" } else { "s" }) }
+                } else {
+                    { format!("{} message{} here, {} kept (last {})", v.messages, if v.messages == 1 { "" } else { "s" }, entries.len(), caps.history_per_topic) }
+                }
+                if v.rate >= 0.05 { { format!(" · {:.1}/s", v.rate) } }
+                if v.retained { { " · retained" } }
+            </p>
+            { sparkline(&numbers) }
+            if !entries.is_empty() {
+                <p class="row formats">{ for formats }</p>
+            }
+            <ol class="history">
+                { for entries.iter().enumerate().map(|(i, e)| {
+                    let format = (*chosen).unwrap_or_else(|| payload::detect(&e.payload));
+                    let limit = if i == 0 { RENDER_BYTES_NEWEST } else { RENDER_BYTES };
+                    let shown = &e.payload[..e.payload.len().min(limit)];
+                    let mut text = payload::render(shown, format);
+                    if shown.len() < e.payload.len() {
+                        text.push_str(&format!("\n… {} more bytes", e.payload.len() - shown.len()));
+                    }
+                    html! {
+                        <li class="entry">
+                            <div class="meta">
+                                <span class="time">{ clock(e.at_ms) }</span>
+                                { format!(" QoS {}", e.qos) }
+                                if e.retain { <span class="retained">{ " retained" }</span> }
+                                { format!(" · {} B · {}", e.payload.len(), format.label()) }
+                            </div>
+                            { properties(&e.properties) }
+                            <pre class="payload">{ text }</pre>
+                        </li>
+                    }
+                }) }
+            </ol>
+        </section>
+    }
+}
+
+/// MQTT 5 properties of a message, one per line (nothing when there are none).
+fn properties(p: &Props) -> Html {
+    let mut lines: Vec<(String, String)> = Vec::new();
+    if let Some(t) = &p.content_type {
+        lines.push(("content type".into(), t.to_string()));
+    }
+    if let Some(utf8) = p.payload_format_indicator {
+        lines.push((
+            "payload format".into(),
+            if utf8 { "UTF-8" } else { "bytes" }.into(),
+        ));
+    }
+    if let Some(s) = p.message_expiry_interval {
+        lines.push(("expires in".into(), format!("{s} s")));
+    }
+    if let Some(t) = &p.response_topic {
+        lines.push(("response topic".into(), t.to_string()));
+    }
+    if let Some(c) = &p.correlation_data {
+        lines.push(("correlation data".into(), payload::preview(c, c.len(), 60)));
+    }
+    if !p.subscription_identifiers.is_empty() {
+        let ids: Vec<String> = p
+            .subscription_identifiers
+            .iter()
+            .map(u32::to_string)
+            .collect();
+        lines.push(("subscription ids".into(), ids.join(", ")));
+    }
+    for (k, v) in &p.user_properties {
+        lines.push((k.to_string(), v.to_string()));
+    }
+    if lines.is_empty() {
+        return html! {};
+    }
+    html! {
+        <dl class="props">
+            { for lines.into_iter().map(|(k, v)| html! { <><dt>{ k }</dt><dd>{ v }</dd></> }) }
+        </dl>
+    }
+}
+
+/// A small line chart of the numbers (oldest to newest), with the last value.
+fn sparkline(numbers: &[f64]) -> Html {
+    if numbers.len() < 2 {
+        return html! {};
+    }
+    let (w, h) = (240.0, 40.0);
+    let min = numbers.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = numbers.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let span = if max > min { max - min } else { 1.0 };
+    let step = w / (numbers.len() - 1) as f64;
+    let points: Vec<String> = numbers
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            format!(
+                "{:.1},{:.1}",
+                i as f64 * step,
+                h - 2.0 - (n - min) / span * (h - 4.0)
+            )
+        })
+        .collect();
+    let last = numbers.last().copied().unwrap_or_default();
+    html! {
+        <p class="spark row">
+            <svg class="sparkline" width="240" height="40" viewBox="0 0 240 40" role="img"
+                 aria-label={format!("{} values from {min} to {max}", numbers.len())}>
+                <polyline points={points.join(" ")} fill="none" stroke="currentColor" stroke-width="1.5" />
+            </svg>
+            <span class="muted">{ format!("last {last} · min {min} · max {max}") }</span>
+        </p>
+    }
+}
