@@ -350,3 +350,55 @@ fn v311_refusals_can_close_the_session() {
     );
     assert_eq!(seen(&mut watcher), vec![]);
 }
+
+/// Topics that are not well-formed never reach the broker, whatever the rules would say of
+/// their text: a non-UTF-8 topic [MQTT-1.5.4-1], a topic with U+0000 [MQTT-1.5.4-2], and a
+/// topic whose length runs past the packet (overlong). Each closes only that session, with
+/// DISCONNECT 0x81 Malformed Packet (MQTT 5) before the close.
+#[test]
+fn malformed_topics_never_reach_the_broker() {
+    let s = Setup::start(DeniedPublish::Drop);
+    let mut watcher = s.watcher();
+    // Each would be "plant/1/cmd" (allowed) but for one byte; QoS 0 PUBLISH, MQTT 5.
+    let well_formed = |topic: &[u8]| {
+        let mut body = Vec::new();
+        body.extend_from_slice(&(topic.len() as u16).to_be_bytes());
+        body.extend_from_slice(topic);
+        body.push(0); // no properties
+        body.extend_from_slice(b"payload");
+        body
+    };
+    let mut overlong = well_formed(b"plant/1/cmd");
+    overlong[1] = 200; // the topic length claims 200 bytes; the packet has 21
+    for body in [
+        well_formed(b"plant/\xff/cmd"),
+        well_formed(b"plant/\x00/cmd"),
+        overlong,
+    ] {
+        let mut alice = s.alice(V5);
+        let mut packet = vec![0x30, body.len() as u8];
+        packet.extend_from_slice(&body);
+        alice.send_raw(&packet);
+        match alice.try_recv() {
+            Some(Packet::Disconnect(d)) => assert_eq!(d.reason, ReasonCode::MalformedPacket),
+            other => panic!("expected DISCONNECT 0x81, got {other:?}"),
+        }
+        assert!(alice.try_recv().is_none(), "the session is closed");
+    }
+    // The watcher's own publish arrives, alone: nothing malformed got through before it.
+    watcher.send(&Packet::Publish(publish(
+        "plant/9/cmd",
+        "marker",
+        QoS::AtMostOnce,
+        0,
+    )));
+    let seen: Vec<_> = watcher
+        .barrier()
+        .into_iter()
+        .map(|p| match p {
+            Packet::Publish(p) => String::from_utf8_lossy(&p.payload).into_owned(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(seen, ["marker"]);
+}
