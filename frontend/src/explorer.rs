@@ -165,48 +165,54 @@ pub fn TopicTree(props: &TreeProps) -> Html {
         );
         let (selected, viewport) = (props.selected, viewport.clone());
         Callback::from(move |e: KeyboardEvent| {
-            let mut s = store.0.borrow_mut();
-            let rows = s.rows().to_vec();
-            let index = selected.and_then(|sel| rows.iter().position(|&r| r == sel));
-            let target = match (e.key().as_str(), index) {
-                ("ArrowDown", None) | ("Home", _) => rows.first().copied(),
-                ("ArrowDown", Some(i)) => rows.get(i + 1).copied(),
-                ("ArrowUp", Some(i)) => i.checked_sub(1).and_then(|i| rows.get(i)).copied(),
-                ("End", _) => rows.last().copied(),
-                ("ArrowRight", Some(i)) => {
-                    s.set_expanded(rows[i], true);
-                    on_change.emit(());
-                    None
-                }
-                ("ArrowLeft", Some(i)) => {
-                    let node = rows[i];
-                    match s.view(node, 0.0) {
-                        Some(v) if v.expanded && v.has_children => {
-                            s.set_expanded(node, false);
-                            on_change.emit(());
-                            None
+            let chosen = {
+                let mut s = store.0.borrow_mut();
+                let rows = s.rows().to_vec();
+                let index = selected.and_then(|sel| rows.iter().position(|&r| r == sel));
+                let target = match (e.key().as_str(), index) {
+                    ("ArrowDown", None) | ("Home", _) => rows.first().copied(),
+                    ("ArrowDown", Some(i)) => rows.get(i + 1).copied(),
+                    ("ArrowUp", Some(i)) => i.checked_sub(1).and_then(|i| rows.get(i)).copied(),
+                    ("End", _) => rows.last().copied(),
+                    ("ArrowRight", Some(i)) => {
+                        s.set_expanded(rows[i], true);
+                        on_change.emit(());
+                        None
+                    }
+                    ("ArrowLeft", Some(i)) => {
+                        let node = rows[i];
+                        match s.view(node, 0.0) {
+                            Some(v) if v.expanded && v.has_children => {
+                                s.set_expanded(node, false);
+                                on_change.emit(());
+                                None
+                            }
+                            _ => s.parent(node),
                         }
-                        _ => s.parent(node),
+                    }
+                    _ => return,
+                };
+                e.prevent_default();
+                if let Some(t) = target {
+                    // Keep the chosen row in view.
+                    let rows = s.rows();
+                    if let (Some(pos), Some(el)) = (
+                        rows.iter().position(|&r| r == t),
+                        viewport.cast::<HtmlElement>(),
+                    ) {
+                        let top = pos as f64 * ROW_HEIGHT;
+                        let scroll_top = f64::from(el.scroll_top());
+                        if top < scroll_top {
+                            el.set_scroll_top(top as i32);
+                        } else if top + ROW_HEIGHT > scroll_top + VIEWPORT {
+                            el.set_scroll_top((top + ROW_HEIGHT - VIEWPORT) as i32);
+                        }
                     }
                 }
-                _ => return,
+                target
             };
-            e.prevent_default();
-            if let Some(t) = target {
-                // Keep the chosen row in view.
-                let rows = s.rows();
-                if let (Some(pos), Some(el)) = (
-                    rows.iter().position(|&r| r == t),
-                    viewport.cast::<HtmlElement>(),
-                ) {
-                    let top = pos as f64 * ROW_HEIGHT;
-                    let scroll_top = f64::from(el.scroll_top());
-                    if top < scroll_top {
-                        el.set_scroll_top(top as i32);
-                    } else if top + ROW_HEIGHT > scroll_top + VIEWPORT {
-                        el.set_scroll_top((top + ROW_HEIGHT - VIEWPORT) as i32);
-                    }
-                }
+            // The store is no longer borrowed: selecting may render at once.
+            if let Some(t) = chosen {
                 on_select.emit(t);
             }
         })
