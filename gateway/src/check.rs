@@ -103,12 +103,7 @@ pub fn check_file(path: &Path) -> Vec<Problem> {
     };
     let mut problems = check_text(&text, path.parent().unwrap_or(Path::new(".")));
     // What `kite serve` would also take from the environment.
-    let vars = crate::env::config_vars(std::env::vars_os().map(|(k, v)| {
-        (
-            k.to_string_lossy().into_owned(),
-            v.to_string_lossy().into_owned(),
-        )
-    }));
+    let vars = crate::env::from_process();
     if !vars.is_empty()
         && let Ok(mut table) = toml::from_str::<toml::Table>(&text)
         && let Err(e) = crate::env::apply(&mut table, &vars)

@@ -114,13 +114,7 @@ impl ServeArgs {
             mqtt: self.mqtt,
             mqtts: self.mqtts,
             data_dir: self.data_dir.clone(),
-            // Not `vars()`, which panics on a variable that is not UTF-8.
-            env: crate::env::config_vars(std::env::vars_os().map(|(k, v)| {
-                (
-                    k.to_string_lossy().into_owned(),
-                    v.to_string_lossy().into_owned(),
-                )
-            })),
+            env: crate::env::from_process(),
         }
     }
 }

@@ -22,6 +22,17 @@ pub fn config_vars(vars: impl IntoIterator<Item = (String, String)>) -> Vec<(Str
     found
 }
 
+/// This process's `KITE_…__…` variables (not `std::env::vars()`, which panics on a variable
+/// that is not UTF-8; such a value is taken lossily and then reported if it is unusable).
+pub fn from_process() -> Vec<(String, String)> {
+    config_vars(std::env::vars_os().map(|(k, v)| {
+        (
+            k.to_string_lossy().into_owned(),
+            v.to_string_lossy().into_owned(),
+        )
+    }))
+}
+
 /// Sections that are arrays of tables: file only.
 const FILE_ONLY: [&str; 3] = ["upstream", "user", "role"];
 

@@ -337,22 +337,15 @@ fn environment_sets_config_keys() {
 
     // Both listeners from the environment alone (no flags, no file).
     let data = std::env::temp_dir().join(format!("kite-cli-env-{}", std::process::id()));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kite"))
-        .arg("serve")
-        .env_remove("KITE_CONFIG")
-        .env_remove("KITE_MQTT")
-        .env_remove("KITE_HTTP")
-        .env("KITE_HTTP__LISTEN", "127.0.0.1:0")
-        .env("KITE_BROKER__LISTEN", "127.0.0.1:0")
-        .env("KITE_BROKER__DATA_DIR", &data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let any = std::ffi::OsStr::new("127.0.0.1:0");
+    let (mut child, line) = common::serve::<&str>(
+        &[],
+        &[
+            ("KITE_HTTP__LISTEN", any),
+            ("KITE_BROKER__LISTEN", any),
+            ("KITE_BROKER__DATA_DIR", data.as_os_str()),
+        ],
+    );
     child.kill().unwrap();
     child.wait().unwrap();
     let http = common::address(&line, "http://");

@@ -161,10 +161,9 @@ fn the_app_connects_subscribes_and_shows_a_device_message() {
     assert!(errors.is_empty(), "console errors: {errors:#?}");
 }
 
-/// Publishing from the page: the topic is checked as you type, the broker's acknowledgement
-/// is shown, and the message is really at the broker (retained, read back with mosquitto_sub).
-#[test]
-fn the_app_publishes_and_shows_the_brokers_acknowledgement() {
+/// mosquitto, the gateway with the built app in front of it, and Chromium showing the app,
+/// connected.
+fn connected_app() -> (Mosquitto, Gateway, Browser) {
     let broker = Mosquitto::start();
     let gateway = Gateway::start(&[&broker.url()], Some(assets_dir()));
     let browser = Browser::start();
@@ -172,6 +171,14 @@ fn the_app_publishes_and_shows_the_brokers_acknowledgement() {
     browser.wait_text("#connect", Duration::from_secs(30));
     click(&browser, "#connect");
     wait_until_text(&browser, ".status", "connected");
+    (broker, gateway, browser)
+}
+
+/// Publishing from the page: the topic is checked as you type, the broker's acknowledgement
+/// is shown, and the message is really at the broker (retained, read back with mosquitto_sub).
+#[test]
+fn the_app_publishes_and_shows_the_brokers_acknowledgement() {
+    let (broker, _gateway, browser) = connected_app();
 
     set_input(&browser, "#pub-topic", "cmd/+/power");
     wait_until_text(&browser, ".topic-error", "wildcard");
@@ -200,13 +207,7 @@ fn the_app_publishes_and_shows_the_brokers_acknowledgement() {
 fn the_tree_stays_small_in_the_dom_with_thousands_of_topics() {
     use kite_mqtt::codec::Packet;
     use kite_tests::client::{TestClient, Via, publish};
-    let broker = Mosquitto::start();
-    let gateway = Gateway::start(&[&broker.url()], Some(assets_dir()));
-    let browser = Browser::start();
-    browser.goto(&gateway.http_url("/"));
-    browser.wait_text("#connect", Duration::from_secs(30));
-    click(&browser, "#connect");
-    wait_until_text(&browser, ".status", "connected");
+    let (broker, _gateway, browser) = connected_app();
     set_input(&browser, "#filter", "site/#");
     click(&browser, "#subscribe");
     wait_until_text(&browser, ".subscription", "granted QoS 1");

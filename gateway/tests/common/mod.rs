@@ -8,11 +8,25 @@ use std::process::{Child, Command, Stdio};
 /// `kite serve --http 127.0.0.1:0 --mqtt 127.0.0.1:0 <extra>` (the embedded broker, free
 /// ports, warnings only); returns the child and the line it prints on stdout.
 pub fn serve_embedded<S: AsRef<OsStr>>(extra: &[S]) -> (Child, String) {
+    let mut args: Vec<&OsStr> = ["--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0"]
+        .iter()
+        .map(OsStr::new)
+        .collect();
+    args.extend(extra.iter().map(AsRef::as_ref));
+    serve(&args, &[])
+}
+
+/// `kite serve <args>` with `env` set (no `KITE_CONFIG`, `KITE_HTTP` or `KITE_MQTT` from the
+/// test's own environment; warnings only); returns the child and the line it prints on stdout.
+pub fn serve<S: AsRef<OsStr>>(args: &[S], env: &[(&str, &OsStr)]) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_kite"))
-        .args(["serve", "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0"])
-        .args(extra)
+        .arg("serve")
+        .args(args)
         .env_remove("KITE_CONFIG")
+        .env_remove("KITE_HTTP")
+        .env_remove("KITE_MQTT")
         .env("KITE_LOG", "warn")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
