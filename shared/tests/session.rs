@@ -607,6 +607,51 @@ fn publishes_made_offline_wait_in_the_outbox_and_go_after_connack() {
 }
 
 #[test]
+fn a_waiting_publish_can_be_listed_and_cancelled_until_it_is_sent() {
+    let mut pair = Pair::v5();
+    let a = pair
+        .client
+        .publish(publish("a", QoS::AtLeastOnce, b"1"), pair.now)
+        .unwrap();
+    pair.client
+        .publish(publish("b", QoS::AtMostOnce, b"22"), pair.now)
+        .unwrap();
+    pair.client
+        .publish(publish("c", QoS::ExactlyOnce, b"333"), pair.now)
+        .unwrap();
+    let waiting: Vec<(u64, String, u16)> = pair
+        .client
+        .outbox()
+        .map(|w| (w.key, w.publish.topic.to_string(), w.publish.packet_id))
+        .collect();
+    assert_eq!(
+        waiting.iter().map(|w| w.1.as_str()).collect::<Vec<_>>(),
+        ["a", "b", "c"]
+    );
+    assert_eq!(waiting[0].2, a.unwrap());
+    // Cancelling the first frees its packet id; cancelling twice finds nothing.
+    let cancelled = pair.client.cancel(waiting[0].0).unwrap();
+    assert_eq!(cancelled.topic, "a");
+    assert!(pair.client.cancel(waiting[0].0).is_none());
+    assert_eq!(pair.client.outbox_len(), 2);
+    pair.client.connect(pair.now);
+    pair.server_reads();
+    pair.server_sends(Packet::ConnAck(ConnAck::default()));
+    let sent: Vec<String> = pair
+        .server_reads()
+        .iter()
+        .map(|p| match p {
+            Packet::Publish(p) => p.topic.to_string(),
+            p => panic!("{p:?}"),
+        })
+        .collect();
+    assert_eq!(sent, ["b", "c"], "the cancelled message never went");
+    // Sent: no longer waiting, so no longer cancellable.
+    assert!(pair.client.cancel(waiting[2].0).is_none());
+    assert_eq!(pair.client.outbox().len(), 0);
+}
+
+#[test]
 fn outbox_overflow_rejects_or_drops_the_oldest() {
     let limit = |policy| OutboxLimit {
         messages: 2,

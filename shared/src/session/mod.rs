@@ -301,8 +301,21 @@ enum Flight {
 
 #[derive(Debug, Clone)]
 struct Queued {
+    /// Names it for [`Session::cancel`]: unique for the session's life.
+    key: u64,
     publish: Publish,
     since: Instant,
+}
+
+/// A publish waiting in the outbox, as [`Session::outbox`] shows it.
+#[derive(Debug, Clone, Copy)]
+pub struct Waiting<'a> {
+    /// What [`Session::cancel`] takes.
+    pub key: u64,
+    /// The message (its packet id, for QoS 1/2, is the one [`Session::publish`] returned).
+    pub publish: &'a Publish,
+    /// When it was queued.
+    pub since: Instant,
 }
 
 /// One MQTT client session. See the module documentation for how to drive it.
@@ -321,6 +334,7 @@ pub struct Session {
     /// Publishes waiting for the connection or the window (the outbox).
     outbox: VecDeque<Queued>,
     outbox_bytes: usize,
+    next_key: u64,
     /// Incoming QoS 2 packet ids between PUBREC and PUBREL.
     incoming_qos2: HashSet<u16>,
     pending_subscribe: HashMap<u16, Subscribe>,
@@ -360,6 +374,7 @@ impl Session {
             outgoing: VecDeque::new(),
             outbox: VecDeque::new(),
             outbox_bytes: 0,
+            next_key: 0,
             incoming_qos2: HashSet::new(),
             pending_subscribe: HashMap::new(),
             pending_unsubscribe: HashMap::new(),
@@ -394,6 +409,25 @@ impl Session {
     /// QoS 1/2 publishes sent and not yet complete.
     pub fn inflight_len(&self) -> usize {
         self.outgoing.len()
+    }
+
+    /// The publishes waiting in the outbox, oldest first (they go in this order).
+    pub fn outbox(&self) -> impl ExactSizeIterator<Item = Waiting<'_>> + '_ {
+        self.outbox.iter().map(|q| Waiting {
+            key: q.key,
+            publish: &q.publish,
+            since: q.since,
+        })
+    }
+
+    /// Takes a publish out of the outbox before it is sent: it will not go, and its packet
+    /// id is free again. `None` if it is no longer waiting (sent, dropped, or cancelled) —
+    /// a message already sent cannot be called back.
+    pub fn cancel(&mut self, key: u64) -> Option<Publish> {
+        let at = self.outbox.iter().position(|q| q.key == key)?;
+        let q = self.outbox.remove(at)?;
+        self.outbox_bytes -= q.publish.payload.len();
+        Some(q.publish)
     }
 
     /// Starts a connection on a fresh transport: queues CONNECT.
@@ -813,7 +847,9 @@ impl Session {
             }
         }
         self.outbox_bytes += size;
+        self.next_key += 1;
         self.outbox.push_back(Queued {
+            key: self.next_key,
             publish,
             since: now,
         });
@@ -830,7 +866,10 @@ impl Session {
             if !self.window_open(&front.publish) {
                 return;
             }
-            let Some(Queued { mut publish, since }) = self.outbox.pop_front() else {
+            let Some(Queued {
+                mut publish, since, ..
+            }) = self.outbox.pop_front()
+            else {
                 return;
             };
             self.outbox_bytes -= publish.payload.len();
@@ -965,7 +1004,9 @@ impl Session {
                 match flight {
                     Flight::Publish(p) => {
                         self.outbox_bytes += p.payload.len();
+                        self.next_key += 1;
                         self.outbox.push_front(Queued {
+                            key: self.next_key,
                             publish: p,
                             since: now,
                         });
