@@ -290,6 +290,8 @@ pub struct DetailProps {
     pub node: NodeId,
     /// Changes when the store may have.
     pub frame: u64,
+    /// Delete the retained messages of these topics.
+    pub on_delete: Callback<Vec<String>>,
 }
 
 /// One topic: its counters, a sparkline of numeric payloads, and its kept messages, newest
@@ -297,6 +299,12 @@ pub struct DetailProps {
 #[component]
 pub fn TopicDetail(props: &DetailProps) -> Html {
     let chosen = use_state(|| None::<Format>);
+    let confirm = use_state(|| None::<Vec<String>>);
+    {
+        // A confirmation belongs to the topic it was asked on.
+        let confirm = confirm.clone();
+        use_effect_with(props.node, move |_| confirm.set(None));
+    }
     let store = props.store.0.borrow();
     let now = js_sys::Date::now();
     let Some(v) = store.view(props.node, now) else {
@@ -320,9 +328,32 @@ pub fn TopicDetail(props: &DetailProps) -> Html {
             }
         });
     let caps = store.caps();
+    let below = store.retained_below(props.node);
+    let ask = |topics: Vec<String>| {
+        let confirm = confirm.clone();
+        Callback::from(move |_: MouseEvent| confirm.set(Some(topics.clone())))
+    };
+    let delete_here = v.retained && v.preview.1 > 0;
+    let confirmation = (*confirm).clone().map(|topics| {
+        let (on_delete, confirm_yes, confirm_no) =
+            (props.on_delete.clone(), confirm.clone(), confirm.clone());
+        let n = topics.len();
+        let yes = Callback::from(move |_: MouseEvent| {
+            on_delete.emit(topics.clone());
+            confirm_yes.set(None);
+        });
+        html! {
+            <p class="confirm row" role="alertdialog">
+                <span>{ format!("Delete {n} retained message{} from the broker? Devices that subscribe later will not get {}.",
+                    if n == 1 { "" } else { "s" }, if n == 1 { "it" } else { "them" }) }</span>
+                <button id="confirm-delete" class="danger" onclick={yes}>{ "Delete" }</button>
+                <button id="cancel-delete" class="secondary" onclick={Callback::from(move |_: MouseEvent| confirm_no.set(None))}>{ "Cancel" }</button>
+            </p>
+        }
+    });
     html! {
         <section class="detail" aria-label="topic detail">
-            <h3 class="detail-topic"><code>{ topic }</code></h3>
+            <h3 class="detail-topic"><code>{ topic.clone() }</code></h3>
             <p class="muted detail-meta">
                 if v.messages == 0 {
                     { format!("a level: {} message{} on the topics below it", v.total, if v.total == 1 { "" } else { "s" }) }
@@ -332,6 +363,17 @@ pub fn TopicDetail(props: &DetailProps) -> Html {
                 if v.rate >= 0.05 { { format!(" · {:.1}/s", v.rate) } }
                 if v.retained { { " · retained" } }
             </p>
+            <p class="row actions">
+                if delete_here {
+                    <button id="delete-retained" class="secondary" onclick={ask(vec![topic.clone()])}>{ "Delete retained" }</button>
+                }
+                if below.len() > usize::from(delete_here) {
+                    <button id="delete-subtree" class="secondary" onclick={ask(below.clone())}>
+                        { format!("Delete {} retained below", below.len()) }
+                    </button>
+                }
+            </p>
+            { confirmation.unwrap_or_default() }
             { sparkline(&numbers) }
             if !entries.is_empty() {
                 <p class="row formats">{ for formats }</p>
@@ -345,6 +387,11 @@ pub fn TopicDetail(props: &DetailProps) -> Html {
                     if shown.len() < e.payload.len() {
                         text.push_str(&format!("\n… {} more bytes", e.payload.len() - shown.len()));
                     }
+                    let change = entries.get(i + 1).map(|older| diff_line(&older.payload, &e.payload));
+                    let copy = {
+                        let text = text.clone();
+                        Callback::from(move |_: MouseEvent| copy_text(&text))
+                    };
                     html! {
                         <li class="entry">
                             <div class="meta">
@@ -352,14 +399,60 @@ pub fn TopicDetail(props: &DetailProps) -> Html {
                                 { format!(" QoS {}", e.qos) }
                                 if e.retain { <span class="retained">{ " retained" }</span> }
                                 { format!(" · {} B · {}", e.payload.len(), format.label()) }
+                                <button class="secondary copy" title="copy the payload as shown" onclick={copy}>{ "Copy" }</button>
                             </div>
                             { properties(&e.properties) }
                             <pre class="payload">{ text }</pre>
+                            { change.unwrap_or_default() }
                         </li>
                     }
                 }) }
             </ol>
         </section>
+    }
+}
+
+/// What changed since the message before it.
+fn diff_line(older: &[u8], newer: &[u8]) -> Html {
+    let body = match payload::diff(older, newer) {
+        payload::Diff::Same => {
+            html! { <span class="muted">{ "same as the message before" }</span> }
+        }
+        payload::Diff::Fields(changes) => html! {
+            <>
+                <span class="muted">{ "changed: " }</span>
+                { for changes.into_iter().map(|(path, old, new)| html! {
+                    <span class="change">
+                        <code>{ path }</code>{ " " }
+                        if let Some(o) = old { <del>{ o }</del> }
+                        if let Some(n) = new { { " → " }<ins>{ n }</ins> }
+                    </span>
+                }) }
+            </>
+        },
+        payload::Diff::Text {
+            before,
+            removed,
+            added,
+            after,
+        } => html! {
+            <>
+                <span class="muted">{ "changed: " }</span>
+                <code>{ before }<del>{ removed }</del><ins>{ added }</ins>{ after }</code>
+            </>
+        },
+        payload::Diff::Bytes(a, b) => {
+            html! { <span class="muted">{ format!("changed: {a} B → {b} B") }</span> }
+        }
+    };
+    html! { <p class="diff">{ body }</p> }
+}
+
+/// Puts `text` on the clipboard (the browser may refuse outside a secure context; nothing
+/// breaks then).
+fn copy_text(text: &str) {
+    if let Some(w) = web_sys::window() {
+        let _ = w.navigator().clipboard().write_text(text);
     }
 }
 

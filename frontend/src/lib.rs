@@ -6,10 +6,18 @@
 
 pub mod api;
 pub mod app;
+pub mod compose;
+pub mod connview;
+pub mod editor;
 pub mod explorer;
+pub mod forms;
 pub mod mqtt;
 pub mod payload;
+pub mod profile;
+pub mod route;
+pub mod storage;
 pub mod store;
+pub mod workspace;
 
 /// Mounts the app on the document's body.
 pub fn start() {

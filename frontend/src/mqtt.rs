@@ -13,6 +13,23 @@ use kite_mqtt::session::{
     Backoff, CloseReason, ConnectOptions, Event, Instant, Session, SessionError,
 };
 use kite_mqtt::{QoS, Version};
+
+/// A publish waiting in the outbox, as the app lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waiting {
+    /// What [`Connection::cancel`] takes.
+    pub key: u64,
+    /// Its topic.
+    pub topic: String,
+    /// Its QoS.
+    pub qos: QoS,
+    /// Retained.
+    pub retain: bool,
+    /// Payload bytes.
+    pub bytes: usize,
+    /// Packet id for QoS 1/2 (the one `publish` returned), 0 for QoS 0.
+    pub packet_id: u16,
+}
 use wasm_bindgen::JsCast;
 use wasm_bindgen::closure::Closure;
 use web_sys::{BinaryType, MessageEvent, WebSocket};
@@ -52,6 +69,9 @@ struct Inner {
     attempt: u32,
     connected_at: Option<Instant>,
     user_closed: bool,
+    /// The timer is a redial after a lost connection (not the session's deadline): pumping
+    /// the session meanwhile (a publish into the outbox) must not cancel it.
+    redialing: bool,
     timer: Option<i32>,
     notify: Rc<dyn Fn(Notice)>,
     /// The closures the browser calls, made once per connection and never replaced while
@@ -119,6 +139,14 @@ impl Connection {
             keep_alive: 30,
             ..ConnectOptions::default()
         };
+        let conn = Self::new(url, opts, notify);
+        conn.connect();
+        conn
+    }
+
+    /// A connection that will dial `url` with `opts` when [`Connection::connect`] is called;
+    /// until then publishes wait in its outbox.
+    pub fn new(url: &str, opts: ConnectOptions, notify: impl Fn(Notice) + 'static) -> Self {
         let inner = Rc::new(RefCell::new(Inner {
             session: Session::new(opts),
             url: url.to_owned(),
@@ -126,22 +154,120 @@ impl Connection {
             backoff: Backoff::default(),
             attempt: 0,
             connected_at: None,
-            user_closed: false,
+            user_closed: true,
+            redialing: false,
             timer: None,
             notify: Rc::new(notify),
             callbacks: None,
         }));
         let conn = Self { inner };
         conn.make_callbacks();
-        conn.dial();
         conn
+    }
+
+    /// Dials (again): from closed, or now instead of at the end of a reconnect delay.
+    pub fn connect(&self) {
+        {
+            let mut inner = self.inner.borrow_mut();
+            if !inner.user_closed && inner.ws.is_some() {
+                return; // connecting or connected already
+            }
+            inner.user_closed = false;
+            inner.attempt = 0;
+        }
+        self.clear_timer();
+        self.dial();
+    }
+
+    /// New options and URL for the next connection, keeping the outbox (only while closed:
+    /// returns false otherwise).
+    pub fn reconfigure(&self, url: &str, opts: ConnectOptions) -> bool {
+        let mut inner = self.inner.borrow_mut();
+        if !inner.user_closed {
+            return false;
+        }
+        let now = Instant::now();
+        let saved = inner.session.export_outbox(now);
+        let mut session = Session::new(opts);
+        // The same messages, checked against the new options; any that no longer fit (a
+        // version without properties...) leave the outbox as it was.
+        if session.import_outbox(&saved, now).is_err() {
+            return false;
+        }
+        inner.session = session;
+        inner.url = url.to_owned();
+        true
+    }
+
+    /// The protocol version in use.
+    pub fn version(&self) -> Version {
+        self.inner.borrow().session.version()
+    }
+
+    /// Whether it is connected (CONNACK received).
+    pub fn is_connected(&self) -> bool {
+        self.inner.borrow().session.is_connected()
+    }
+
+    /// Whether the person closed it (no reconnecting).
+    pub fn is_closed(&self) -> bool {
+        self.inner.borrow().user_closed
     }
 
     /// Subscribes to `filter` (validated by the session; the error says which rule it breaks).
     pub fn subscribe(&self, filter: &str, qos: QoS) -> Result<u16, SessionError> {
-        let r = self.with(|s, now| {
-            s.subscribe(vec![Subscription::new(filter, qos)], Props::default(), now)
-        });
+        self.subscribe_with(Subscription::new(filter, qos))
+    }
+
+    /// Subscribes with every option (5.0: no local, retain as published, retain handling).
+    pub fn subscribe_with(&self, subscription: Subscription) -> Result<u16, SessionError> {
+        let r = self.with(|s, now| s.subscribe(vec![subscription], Props::default(), now));
+        self.pump();
+        r
+    }
+
+    /// Unsubscribes from `filter`.
+    pub fn unsubscribe(&self, filter: &str) -> Result<u16, SessionError> {
+        let r = self.with(|s, now| s.unsubscribe(vec![ByteString::from(filter)], now));
+        self.pump();
+        r
+    }
+
+    /// The publishes waiting to be sent, oldest first.
+    pub fn outbox(&self) -> Vec<Waiting> {
+        let inner = self.inner.borrow();
+        inner
+            .session
+            .outbox()
+            .map(|w| Waiting {
+                key: w.key,
+                topic: w.publish.topic.to_string(),
+                qos: w.publish.qos,
+                retain: w.publish.retain,
+                bytes: w.publish.payload.len(),
+                packet_id: w.publish.packet_id,
+            })
+            .collect()
+    }
+
+    /// QoS 1/2 publishes sent and not yet acknowledged.
+    pub fn inflight(&self) -> usize {
+        self.inner.borrow().session.inflight_len()
+    }
+
+    /// Takes a waiting publish out of the outbox; `None` if it already went.
+    pub fn cancel(&self, key: u64) -> Option<Publish> {
+        self.inner.borrow_mut().session.cancel(key)
+    }
+
+    /// Everything not yet acknowledged, as bytes to keep across a page reload.
+    pub fn export_outbox(&self) -> bytes::Bytes {
+        self.inner.borrow().session.export_outbox(Instant::now())
+    }
+
+    /// Queues messages kept by [`Connection::export_outbox`].
+    pub fn import_outbox(&self, data: &[u8]) -> Result<usize, SessionError> {
+        let r = self.with(|s, now| s.import_outbox(data, now));
         self.pump();
         r
     }
@@ -233,7 +359,11 @@ impl Connection {
         };
         let redial = Closure::<dyn FnMut()>::new(move || {
             if let Some(c) = Self::from_weak(&weak) {
-                c.inner.borrow_mut().timer = None;
+                {
+                    let mut inner = c.inner.borrow_mut();
+                    inner.timer = None;
+                    inner.redialing = false;
+                }
                 if !c.inner.borrow().user_closed {
                     c.dial();
                 }
@@ -249,6 +379,7 @@ impl Connection {
     }
 
     fn clear_timer(&self) {
+        self.inner.borrow_mut().redialing = false;
         if let (Some(id), Some(w)) = (self.inner.borrow_mut().timer.take(), web_sys::window()) {
             w.clear_timeout_with_handle(id);
         }
@@ -330,6 +461,9 @@ impl Connection {
     }
 
     fn arm_timer(&self) {
+        if self.inner.borrow().redialing {
+            return;
+        }
         let deadline = self.inner.borrow().session.poll_timeout();
         match deadline {
             Some(at) => {
@@ -357,5 +491,6 @@ impl Connection {
         let in_ms = delay.as_millis().min(u32::MAX as u128) as u32;
         self.emit(vec![Notice::Status(Status::Reconnecting { in_ms, reason })]);
         self.set_timer(i32::try_from(in_ms).unwrap_or(i32::MAX), true);
+        self.inner.borrow_mut().redialing = true;
     }
 }

@@ -152,6 +152,243 @@ pub fn parse(text: &str) -> Option<Json> {
     (p.i == p.s.len()).then_some(v)
 }
 
+/// Where a text stops being JSON: `(line, column)`, both from 1 (for a form's message).
+pub fn json_error_at(text: &str) -> Option<(usize, usize)> {
+    let mut p = Parser {
+        s: text.as_bytes(),
+        i: 0,
+    };
+    let whole = p.value(0).is_some() && {
+        p.ws();
+        p.i == p.s.len()
+    };
+    if whole {
+        return None;
+    }
+    let at = p.i.min(text.len());
+    let before = &text.as_bytes()[..at];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+    let column = String::from_utf8_lossy(&before[start..]).chars().count() + 1;
+    Some((line, column))
+}
+
+/// Bytes written as hex digits (whitespace, `:` and `-` between bytes allowed; `0x` prefixes
+/// allowed), or what is wrong and where.
+pub fn from_hex(text: &str) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(text.len() / 2);
+    let mut high: Option<(u8, usize)> = None;
+    let chars: Vec<char> = text.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if high.is_none() && c == '0' && matches!(chars.get(i + 1), Some('x' | 'X')) {
+            i += 2;
+            continue;
+        }
+        if c.is_whitespace() || c == ':' || c == '-' || c == ',' {
+            if let Some((_, at)) = high {
+                return Err(format!("hex digit at character {} has no pair", at + 1));
+            }
+            i += 1;
+            continue;
+        }
+        let Some(d) = c.to_digit(16) else {
+            return Err(format!(
+                "{c:?} at character {} is not a hex digit (0-9, a-f)",
+                i + 1
+            ));
+        };
+        match high.take() {
+            None => high = Some((d as u8, i)),
+            Some((h, _)) => out.push(h << 4 | d as u8),
+        }
+        i += 1;
+    }
+    if let Some((_, at)) = high {
+        return Err(format!(
+            "hex digit at character {} has no pair: bytes are two digits",
+            at + 1
+        ));
+    }
+    Ok(out)
+}
+
+/// Standard or URL-safe base64 (padding optional, whitespace ignored), or what is wrong and
+/// where.
+pub fn from_base64(text: &str) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let (mut acc, mut bits, mut padding) = (0u32, 0u32, 0usize);
+    for (i, c) in text.chars().enumerate() {
+        let v = match c {
+            'A'..='Z' => c as u32 - 'A' as u32,
+            'a'..='z' => c as u32 - 'a' as u32 + 26,
+            '0'..='9' => c as u32 - '0' as u32 + 52,
+            '+' | '-' => 62,
+            '/' | '_' => 63,
+            '=' => {
+                padding += 1;
+                continue;
+            }
+            c if c.is_whitespace() => continue,
+            c => {
+                return Err(format!(
+                    "{c:?} at character {} is not base64 (A-Z a-z 0-9 + /)",
+                    i + 1
+                ));
+            }
+        };
+        if padding > 0 {
+            return Err(format!("base64 continues after '=' at character {}", i + 1));
+        }
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    if bits >= 6 {
+        return Err("base64 ends with a lone character: its length is wrong".into());
+    }
+    Ok(out)
+}
+
+/// What changed from one payload to the next, for the history: JSON objects field by field,
+/// other text as the changed middle (the common start and end kept as context).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Diff {
+    /// The same bytes.
+    Same,
+    /// JSON object fields: (path, before, after); `None` for absent.
+    Fields(Vec<(String, Option<String>, Option<String>)>),
+    /// Text: common start, removed, added, common end (start and end shortened).
+    Text {
+        /// Kept before the change.
+        before: String,
+        /// Removed.
+        removed: String,
+        /// Added.
+        added: String,
+        /// Kept after.
+        after: String,
+    },
+    /// Binary or too different: sizes only.
+    Bytes(usize, usize),
+}
+
+/// Compares `old` with `new` (what [`Diff`] says).
+pub fn diff(old: &[u8], new: &[u8]) -> Diff {
+    if old == new {
+        return Diff::Same;
+    }
+    let (Ok(a), Ok(b)) = (std::str::from_utf8(old), std::str::from_utf8(new)) else {
+        return Diff::Bytes(old.len(), new.len());
+    };
+    if let (Some(Json::Obj(x)), Some(Json::Obj(y))) = (parse(a), parse(b)) {
+        let mut changes = Vec::new();
+        json_fields("", &x, &y, &mut changes);
+        return Diff::Fields(changes);
+    }
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let start = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    let end = a[start..]
+        .iter()
+        .rev()
+        .zip(b[start..].iter().rev())
+        .take_while(|(x, y)| x == y)
+        .count();
+    let keep = |s: &[char], tail: bool| -> String {
+        const CONTEXT: usize = 12;
+        if s.len() <= CONTEXT {
+            s.iter().collect()
+        } else if tail {
+            s[..CONTEXT].iter().collect::<String>() + "…"
+        } else {
+            "…".to_owned() + &s[s.len() - CONTEXT..].iter().collect::<String>()
+        }
+    };
+    Diff::Text {
+        before: keep(&a[..start], false),
+        removed: a[start..a.len() - end].iter().collect(),
+        added: b[start..b.len() - end].iter().collect(),
+        after: keep(&a[a.len() - end..], true),
+    }
+}
+
+fn json_fields(
+    path: &str,
+    x: &[(String, Json)],
+    y: &[(String, Json)],
+    out: &mut Vec<(String, Option<String>, Option<String>)>,
+) {
+    let show = |v: &Json| {
+        let mut s = String::new();
+        compact(v, &mut s);
+        s
+    };
+    let at = |k: &str| {
+        if path.is_empty() {
+            k.to_owned()
+        } else {
+            format!("{path}.{k}")
+        }
+    };
+    for (k, old) in x {
+        match y.iter().find(|(j, _)| j == k) {
+            Some((_, new)) if new == old => {}
+            Some((_, Json::Obj(n))) if matches!(old, Json::Obj(_)) => {
+                if let Json::Obj(o) = old {
+                    json_fields(&at(k), o, n, out);
+                }
+            }
+            Some((_, new)) => out.push((at(k), Some(show(old)), Some(show(new)))),
+            None => out.push((at(k), Some(show(old)), None)),
+        }
+    }
+    for (k, new) in y {
+        if !x.iter().any(|(j, _)| j == k) {
+            out.push((at(k), None, Some(show(new))));
+        }
+    }
+}
+
+/// `v` on one line.
+pub fn compact(v: &Json, out: &mut String) {
+    let mut s = String::new();
+    pretty(v, 0, &mut s);
+    // Pretty output's line breaks sit only between tokens (strings escape theirs).
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut skip_space = false;
+    for c in s.chars() {
+        if in_string {
+            out.push(c);
+            match (escaped, c) {
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => escaped = false,
+            }
+            continue;
+        }
+        match c {
+            '\n' => skip_space = true,
+            ' ' if skip_space => {}
+            c => {
+                skip_space = false;
+                if c == '"' {
+                    in_string = true;
+                }
+                out.push(c);
+            }
+        }
+    }
+}
+
 struct Parser<'a> {
     s: &'a [u8],
     i: usize,
@@ -500,6 +737,64 @@ mod tests {
         // A preview cut in the middle of "é".
         assert_eq!(preview(&"aé".as_bytes()[..2], 3, 10), "a…");
         assert_eq!(preview(&[0xff, 0xfe], 2, 30), "ff fe ");
+    }
+
+    #[test]
+    fn typed_bytes_are_read_or_the_mistake_is_located() {
+        assert_eq!(from_hex("4d 51:54-54 0x00 01").unwrap(), b"MQTT\x00\x01");
+        assert_eq!(from_hex("").unwrap(), b"");
+        assert!(
+            from_hex("4d5")
+                .unwrap_err()
+                .contains("character 3 has no pair")
+        );
+        assert!(from_hex("4g").unwrap_err().contains("'g' at character 2"));
+        assert_eq!(from_base64("S2l0ZSE=").unwrap(), b"Kite!");
+        assert_eq!(from_base64("S2l0 ZSE").unwrap(), b"Kite!");
+        assert_eq!(from_base64(&base64(&[0xfb, 0xff])).unwrap(), [0xfb, 0xff]);
+        assert!(from_base64("S2l0Z").unwrap_err().contains("lone character"));
+        assert!(from_base64("S2=l").unwrap_err().contains("after '='"));
+        assert!(
+            from_base64("S2*")
+                .unwrap_err()
+                .contains("'*' at character 3")
+        );
+        assert_eq!(json_error_at("{\"a\": 1}"), None);
+        assert_eq!(json_error_at("{\n  \"a\": tru\n}"), Some((2, 8)));
+        assert_eq!(json_error_at("[1] x"), Some((1, 5)));
+    }
+
+    #[test]
+    fn diffs_show_what_changed() {
+        assert_eq!(diff(b"1", b"1"), Diff::Same);
+        assert_eq!(
+            diff(
+                br#"{"t": 20, "s": {"ok": true, "n": 1}, "gone": 1}"#,
+                br#"{"t": 21, "s": {"ok": true, "n": [2]}, "new": "x"}"#
+            ),
+            Diff::Fields(vec![
+                ("t".into(), Some("20".into()), Some("21".into())),
+                ("s.n".into(), Some("1".into()), Some("[2]".into())),
+                ("gone".into(), Some("1".into()), None),
+                ("new".into(), None, Some("\"x\"".into())),
+            ])
+        );
+        assert_eq!(
+            diff(
+                b"pump running at 1200 rpm since boot",
+                b"pump running at 1350 rpm since boot"
+            ),
+            Diff::Text {
+                before: "…running at 1".into(),
+                removed: "20".into(),
+                added: "35".into(),
+                after: "0 rpm since …".into(),
+            }
+        );
+        assert_eq!(diff(&[0xff], &[0xfe, 0]), Diff::Bytes(1, 2));
+        let mut s = String::new();
+        compact(&parse("{\"a\": [1, \"x\\n y\"]}").unwrap(), &mut s);
+        assert_eq!(s, "{\"a\": [1,\"x\\n y\"]}");
     }
 
     #[test]

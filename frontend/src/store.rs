@@ -469,6 +469,38 @@ impl Store {
         Some(keep)
     }
 
+    /// Topics at `id` and below whose last message was retained (and not empty): what
+    /// deleting the retained messages of a subtree has to clear.
+    pub fn retained_below(&self, id: NodeId) -> Vec<String> {
+        let mut found = Vec::new();
+        let mut stack = vec![id];
+        while let Some(at) = stack.pop() {
+            let Some(n) = self.nodes.get(at as usize) else {
+                continue;
+            };
+            if n.retained && n.preview_len > 0 && at != ROOT {
+                found.push(self.topic(at));
+            }
+            stack.extend(n.children.values().rev());
+        }
+        found
+    }
+
+    /// New caps: histories are cut to the new per-topic length at once, and the oldest
+    /// messages go until the new memory cap holds.
+    pub fn set_caps(&mut self, caps: Caps) {
+        self.caps = caps;
+        for node in &mut self.nodes {
+            while node.history.len() > caps.history_per_topic {
+                if let Some(old) = node.history.pop_front() {
+                    self.history_bytes -= old.payload.len() + ENTRY_OVERHEAD;
+                    self.history_len -= 1;
+                }
+            }
+        }
+        self.enforce_memory();
+    }
+
     /// Forgets everything (the caps stay).
     pub fn clear(&mut self) {
         *self = Self::new(self.caps);
@@ -491,6 +523,39 @@ mod tests {
                 format!("{}{}", " ".repeat(v.depth.into()), v.name)
             })
             .collect()
+    }
+
+    #[test]
+    fn retained_topics_below_a_node_and_new_caps() {
+        let mut s = Store::default();
+        s.ingest("a/b", b"1", 0, true, Props::default(), 0.0);
+        s.ingest("a/b/c", b"2", 0, true, Props::default(), 0.0);
+        s.ingest("a/d", b"3", 0, false, Props::default(), 0.0);
+        s.ingest("x", b"4", 0, true, Props::default(), 0.0);
+        let a = s.find("a").unwrap();
+        assert_eq!(s.retained_below(a), ["a/b", "a/b/c"]);
+        // Deleted (an empty message reaches subscribers without RETAIN): no longer listed.
+        s.ingest("a/b", b"", 0, false, Props::default(), 1.0);
+        assert_eq!(s.retained_below(a), ["a/b/c"]);
+        assert_eq!(s.retained_below(ROOT), ["a/b/c", "x"]);
+
+        for i in 0..10 {
+            put(&mut s, "a/d", &i.to_string(), 2.0);
+        }
+        let d = s.find("a/d").unwrap();
+        assert_eq!(s.history(d).count(), 11);
+        s.set_caps(Caps {
+            history_per_topic: 3,
+            memory_bytes: 32 * 1024 * 1024,
+        });
+        let kept: Vec<&[u8]> = s.history(d).map(|e| &e.payload[..]).collect();
+        assert_eq!(kept, [b"7", b"8", b"9"]);
+        s.set_caps(Caps {
+            history_per_topic: 3,
+            memory_bytes: 2 * (ENTRY_OVERHEAD + 1),
+        });
+        assert_eq!(s.memory().1, 2, "the two newest messages fit");
+        assert_eq!(s.history(d).count(), 2);
     }
 
     #[test]

@@ -84,7 +84,7 @@ fn console_error_detection_sees_errors() {
     );
 }
 
-fn set_input(browser: &Browser, selector: &str, value: &str) {
+pub(crate) fn set_input(browser: &Browser, selector: &str, value: &str) {
     browser.eval(&format!(
         "const i = document.querySelector({}); i.value = {}; i.dispatchEvent(new InputEvent('input', {{bubbles: true}})); return null;",
         serde_json::Value::from(selector),
@@ -92,14 +92,14 @@ fn set_input(browser: &Browser, selector: &str, value: &str) {
     ));
 }
 
-fn click(browser: &Browser, selector: &str) {
+pub(crate) fn click(browser: &Browser, selector: &str) {
     browser.eval(&format!(
         "document.querySelector({}).click(); return null;",
         serde_json::Value::from(selector)
     ));
 }
 
-fn wait_until_text(browser: &Browser, selector: &str, needle: &str) -> String {
+pub(crate) fn wait_until_text(browser: &Browser, selector: &str, needle: &str) -> String {
     kite_tests::wait_for(
         &format!("{selector} to contain {needle:?}"),
         Duration::from_secs(30),
@@ -107,15 +107,45 @@ fn wait_until_text(browser: &Browser, selector: &str, needle: &str) -> String {
     )
 }
 
-/// The whole path a person takes: open the app, connect, subscribe, and see what a device
-/// publishes to mosquitto arrive in the page (device → mosquitto → gateway → browser).
+/// Makes a connection profile through the form (defaults, this name) and returns its id,
+/// with its page open.
+pub(crate) fn new_profile(browser: &Browser, name: &str) -> String {
+    browser.wait_text(".new-connection", Duration::from_secs(30));
+    click(browser, ".new-connection");
+    browser.wait_text("#profile-name", Duration::from_secs(30));
+    set_input(browser, "#profile-name", name);
+    click(browser, "#save-profile");
+    let id = kite_tests::wait_for("the connection page", Duration::from_secs(30), || {
+        browser
+            .eval("const c = document.querySelector('.connection'); return c ? c.dataset.profile : null;")
+            .as_str()
+            .map(str::to_owned)
+    });
+    assert_eq!(browser.text("#conn-title").as_deref(), Some(name));
+    id
+}
+
+/// Saves a PNG of the page under `target/screenshots/` (a test artifact), and to
+/// `$KITE_SCREENSHOT_<NAME>` when that is set (the README's pictures).
+pub(crate) fn screenshot(browser: &Browser, name: &str) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots");
+    let _ = std::fs::create_dir_all(&dir);
+    browser.screenshot(&dir.join(format!("{name}.png")));
+    if let Some(path) = std::env::var_os(format!("KITE_SCREENSHOT_{}", name.to_uppercase())) {
+        browser.screenshot(&path.into());
+    }
+}
+
+/// The whole path a person takes: open the app, make a connection, connect, subscribe, and
+/// see what a device publishes to mosquitto arrive in the page (device → mosquitto → gateway
+/// → browser).
 #[test]
 fn the_app_connects_subscribes_and_shows_a_device_message() {
     let broker = Mosquitto::start();
     let gateway = Gateway::start(&[&broker.url()], Some(assets_dir()));
     let browser = Browser::start();
     browser.goto(&gateway.http_url("/"));
-    browser.wait_text("#connect", Duration::from_secs(30));
+    let id = new_profile(&browser, "Plant");
 
     // Filter validation as you type: the rule broken is shown and Subscribe is disabled.
     set_input(&browser, "#filter", "plant/#/temp");
@@ -141,6 +171,11 @@ fn the_app_connects_subscribes_and_shows_a_device_message() {
     wait_until_text(&browser, ".count", "1 message received on 1 topic");
     click(&browser, row);
     wait_until_text(&browser, ".detail-topic", "plant/line-1/temp");
+    // The URL names the topic: opening it elsewhere selects it.
+    assert_eq!(
+        browser.eval("return location.pathname;"),
+        format!("/connections/{id}/topic/plant/line-1/temp")
+    );
     let payload = wait_until_text(&browser, ".detail .payload", "21.5");
     assert_eq!(payload.trim(), "21.5");
     assert!(
@@ -149,36 +184,51 @@ fn the_app_connects_subscribes_and_shows_a_device_message() {
             .unwrap()
             .contains("QoS 0")
     );
-    if let Some(path) = std::env::var_os("KITE_SCREENSHOT_LIVE") {
-        broker.publish("plant/line-2/pressure", "{\"bar\": 3.2, \"ok\": true}");
-        wait_until_text(&browser, ".count", "2 messages received");
-        browser.screenshot(&path.into());
-    }
+    broker.publish("plant/line-1/temp", "22.5");
+    // The newest entry says what changed since the one before.
+    wait_until_text(&browser, ".detail .entry .diff", "changed:");
+    let diff = browser.eval(
+        "const d = document.querySelector('.detail .entry .diff'); return [d.querySelector('del').textContent, d.querySelector('ins').textContent];",
+    );
+    assert_eq!(diff, serde_json::json!(["1", "2"]), "21.5 → 22.5");
+    screenshot(&browser, "topic");
 
+    // A link to the topic opens the page with it selected (a reload, as from a bookmark):
+    // once connected, the saved subscription is made again and the topic shows when it
+    // speaks.
+    click(&browser, "#connect");
+    wait_until_text(&browser, ".status", "disconnected");
+    browser.goto(&gateway.http_url(&format!("/connections/{id}/topic/plant/line-1/temp")));
+    browser.wait_text("#connect", Duration::from_secs(30));
+    click(&browser, "#connect");
+    wait_until_text(&browser, ".subscription", "granted QoS 1");
+    broker.publish("plant/line-1/temp", "23");
+    let payload = wait_until_text(&browser, ".detail .payload", "23");
+    assert_eq!(payload.trim(), "23");
     click(&browser, "#connect");
     wait_until_text(&browser, ".status", "disconnected");
     let errors = browser.console_errors();
     assert!(errors.is_empty(), "console errors: {errors:#?}");
 }
 
-/// mosquitto, the gateway with the built app in front of it, and Chromium showing the app,
-/// connected.
-fn connected_app() -> (Mosquitto, Gateway, Browser) {
+/// mosquitto, the gateway with the built app in front of it, and Chromium showing the app
+/// with one connection profile, connected; returns the profile id too.
+pub(crate) fn connected_app() -> (Mosquitto, Gateway, Browser, String) {
     let broker = Mosquitto::start();
     let gateway = Gateway::start(&[&broker.url()], Some(assets_dir()));
     let browser = Browser::start();
     browser.goto(&gateway.http_url("/"));
-    browser.wait_text("#connect", Duration::from_secs(30));
+    let id = new_profile(&browser, "Lab");
     click(&browser, "#connect");
     wait_until_text(&browser, ".status", "connected");
-    (broker, gateway, browser)
+    (broker, gateway, browser, id)
 }
 
 /// Publishing from the page: the topic is checked as you type, the broker's acknowledgement
 /// is shown, and the message is really at the broker (retained, read back with mosquitto_sub).
 #[test]
 fn the_app_publishes_and_shows_the_brokers_acknowledgement() {
-    let (broker, _gateway, browser) = connected_app();
+    let (broker, _gateway, browser, _) = connected_app();
 
     set_input(&browser, "#pub-topic", "cmd/+/power");
     wait_until_text(&browser, ".topic-error", "wildcard");
@@ -207,7 +257,7 @@ fn the_app_publishes_and_shows_the_brokers_acknowledgement() {
 fn the_tree_stays_small_in_the_dom_with_thousands_of_topics() {
     use kite_mqtt::codec::Packet;
     use kite_tests::client::{TestClient, Via, publish};
-    let (broker, _gateway, browser) = connected_app();
+    let (broker, _gateway, browser, _) = connected_app();
     set_input(&browser, "#filter", "site/#");
     click(&browser, "#subscribe");
     wait_until_text(&browser, ".subscription", "granted QoS 1");
@@ -271,12 +321,10 @@ fn the_tree_stays_small_in_the_dom_with_thousands_of_topics() {
     // 10, 15 and the JSON's 20.5: a sparkline.
     let spark = wait_until_text(&browser, ".spark", "last 20.5");
     assert!(spark.contains("min 10"), "{spark}");
-    if let Some(path) = std::env::var_os("KITE_SCREENSHOT_TREE") {
-        set_input(&browser, "#tree-filter", "");
-        browser.eval("document.querySelector('#topics-title').scrollIntoView(); return null;");
-        std::thread::sleep(Duration::from_millis(300));
-        browser.screenshot(&path.into());
-    }
+    set_input(&browser, "#tree-filter", "");
+    browser.eval("document.querySelector('#topics-title').scrollIntoView(); return null;");
+    std::thread::sleep(Duration::from_millis(300));
+    screenshot(&browser, "tree");
     // An MQTT filter works too; the keyboard moves the selection up the tree.
     set_input(&browser, "#tree-filter", "site/+/dev-0001");
     wait_until_text(

@@ -4,6 +4,7 @@
 
 mod api;
 mod app;
+mod app_connections;
 mod auth;
 mod broker;
 mod gateway;

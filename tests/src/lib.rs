@@ -180,7 +180,8 @@ impl Mosquitto {
         broker
     }
 
-    fn run(&mut self) {
+    /// Starts the broker again after [`Mosquitto::stop`] (same port, same configuration).
+    pub fn run(&mut self) {
         let bin = program(
             "KITE_MOSQUITTO",
             &["/usr/sbin/mosquitto", "/usr/bin/mosquitto"],
@@ -224,7 +225,7 @@ impl Mosquitto {
     }
 
     /// A mosquitto client program (`mosquitto_pub`, `mosquitto_sub`) aimed at this broker.
-    fn client(&self, tool: &str) -> Command {
+    pub fn client(&self, tool: &str) -> Command {
         mosquitto_client(tool, self.port)
     }
 
