@@ -56,5 +56,8 @@ pub fn describe(value: JsValue) -> String {
     if let Some(e) = value.dyn_ref::<js_sys::Error>() {
         return String::from(e.message());
     }
-    value.as_string().unwrap_or_else(|| format!("{value:?}"))
+    value
+        .as_string()
+        .or_else(|| js_sys::JSON::stringify(&value).ok().map(String::from))
+        .unwrap_or_else(|| "an unknown error".to_owned())
 }

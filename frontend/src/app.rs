@@ -65,9 +65,7 @@ pub fn App() -> Html {
         _ => None,
     };
     let main = match &route {
-        Route::Home | Route::NotFound => {
-            html! { <Home handle={handle.clone()} upstreams={(*upstreams).clone()} frame={frame} /> }
-        }
+        Route::Home | Route::NotFound => home(&handle, &upstreams),
         Route::New => html! {
             <ProfileEditor key="new" handle={handle.clone()} profile={handle.new_profile()} is_new=true upstreams={known} />
         },
@@ -102,7 +100,7 @@ pub fn App() -> Html {
             }
             <div class="layout">
                 <nav class="sidebar" aria-label="connections">
-                    <Sidebar handle={handle.clone()} current={current} frame={frame} />
+                    { sidebar(&handle, current.as_deref()) }
                 </nav>
                 <main>{ main }</main>
             </div>
@@ -110,18 +108,9 @@ pub fn App() -> Html {
     }
 }
 
-/// Properties of [`Sidebar`].
-#[derive(Properties, PartialEq)]
-struct SidebarProps {
-    handle: Handle,
-    current: Option<String>,
-    frame: u64,
-}
-
 /// Every saved connection with its colour and status, and "new connection".
-#[component]
-fn Sidebar(props: &SidebarProps) -> Html {
-    let items: Vec<(String, String, String, Status, usize)> = props.handle.read(|w| {
+fn sidebar(handle: &Handle, current: Option<&str>) -> Html {
+    let items: Vec<(String, String, String, Status, usize)> = handle.read(|w| {
         w.profiles
             .iter()
             .map(|p| {
@@ -143,7 +132,7 @@ fn Sidebar(props: &SidebarProps) -> Html {
             <h2 class="side-title">{ "Connections" }</h2>
             <ul class="profiles">
                 { for items.into_iter().map(|(id, name, colour, status, waiting)| {
-                    let on = props.current.as_deref() == Some(id.as_str());
+                    let on = current == Some(id.as_str());
                     html! {
                         <li class={classes!("profile", on.then_some("on"))} data-profile={id.clone()} style={format!("--conn:{colour}")}>
                             { link(Route::Connection { id: id.clone() }, "", html! { <>
@@ -161,20 +150,9 @@ fn Sidebar(props: &SidebarProps) -> Html {
     }
 }
 
-/// Properties of [`Home`].
-#[derive(Properties, PartialEq)]
-struct HomeProps {
-    handle: Handle,
-    upstreams: Load,
-    frame: u64,
-}
-
 /// The start page: what Kite is connected to, and where to begin.
-#[component]
-fn Home(props: &HomeProps) -> Html {
-    let (count, endpoint) = props
-        .handle
-        .read(|w| (w.profiles.len(), w.same_origin.clone()));
+fn home(handle: &Handle, upstreams: &Load) -> Html {
+    let (count, endpoint) = handle.read(|w| (w.profiles.len(), w.same_origin.clone()));
     html! {
         <>
             <section class="card" aria-labelledby="welcome-title">
@@ -189,7 +167,7 @@ fn Home(props: &HomeProps) -> Html {
             <section class="card" aria-labelledby="gateway-title">
                 <h2 id="gateway-title">{ "Gateway" }</h2>
                 <p>{ "MQTT over WebSocket: " }<code class="endpoint">{ endpoint }</code></p>
-                { upstream_list(&props.upstreams) }
+                { upstream_list(upstreams) }
             </section>
         </>
     }

@@ -197,8 +197,8 @@ impl Draft {
             payload: text("payload")?,
             format: *Format::ALL.iter().find(|f| f.label() == format)?,
             qos: match get("qos") {
-                Some(Json::Num(n)) if [0.0, 1.0, 2.0].contains(n) => *n as u8,
-                _ => return None,
+                Some(v) => v.small(2)?,
+                None => return None,
             },
             retain: flag("retain"),
             content_type: text("content_type").unwrap_or_default(),

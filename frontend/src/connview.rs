@@ -33,8 +33,8 @@ pub fn status_text(status: &Status) -> String {
         Status::Connecting => "connecting…".into(),
         Status::Connected => "connected".into(),
         Status::Reconnecting { in_ms, reason } => format!(
-            "reconnecting in {:.1} s ({reason})",
-            f64::from(*in_ms) / 1000.0
+            "reconnecting in {} s ({reason})",
+            crate::explorer::tenths(f64::from(*in_ms) / 1000.0)
         ),
         Status::Closed => "disconnected".into(),
     }
@@ -130,7 +130,7 @@ pub fn ConnectionView(props: &ViewProps) -> Html {
                     <ul class="log">{ for log.iter().rev().take(5).map(|l| html! { <li>{ l.clone() }</li> }) }</ul>
                 }
             </section>
-            <Outbox handle={handle.clone()} id={id.clone()} frame={props.frame} />
+            { outbox(&handle, &id) }
             <section class="card" aria-labelledby="subs-title">
                 <h2 id="subs-title">{ "Subscriptions" }</h2>
                 <Subscriptions handle={handle.clone()} id={id.clone()} v5={version.is_v5()} frame={props.frame} />
@@ -141,10 +141,10 @@ pub fn ConnectionView(props: &ViewProps) -> Html {
                 if let Some((_, state)) = last_publish {
                     <p class="muted publish-result" role="status">{ state }</p>
                 }
-                <SentHistory handle={handle.clone()} id={id.clone()} frame={props.frame} />
+                { sent_history(&handle, &id) }
             </section>
             if let Some(store) = store {
-                <Topics handle={handle.clone()} id={id.clone()} store={store} topic={props.topic.clone()} frame={props.frame} />
+                { topics(&handle, &id, &store, props.topic.as_deref(), props.frame) }
             } else {
                 <section class="card"><h2>{ "Topics" }</h2>
                     <p class="muted">{ "Connect, then every message on your subscriptions appears here as a tree." }</p></section>
@@ -153,21 +153,9 @@ pub fn ConnectionView(props: &ViewProps) -> Html {
     }
 }
 
-/// Properties of the smaller parts of the page.
-#[derive(Properties, PartialEq)]
-pub struct PartProps {
-    /// The workspace.
-    pub handle: Handle,
-    /// The profile.
-    pub id: String,
-    /// Changes whenever the workspace may have.
-    pub frame: u64,
-}
-
 /// What waits to be sent: counted, listed, each cancellable; kept across a page reload.
-#[component]
-fn Outbox(props: &PartProps) -> Html {
-    let Some(conn) = props.handle.conn(&props.id) else {
+fn outbox(handle: &Handle, id: &str) -> Html {
+    let Some(conn) = handle.conn(id) else {
         return html! {};
     };
     let waiting = conn.outbox();
@@ -182,7 +170,7 @@ fn Outbox(props: &PartProps) -> Html {
             <p class="muted">{ "Kept in this browser: they go when the connection is up, even after a reload." }</p>
             <ul class="waiting-list">
                 { for waiting.iter().take(50).map(|w| {
-                    let (handle, id, key) = (props.handle.clone(), props.id.clone(), w.key);
+                    let (handle, id, key) = (handle.clone(), id.to_owned(), w.key);
                     html! {
                         <li class="waiting" data-topic={w.topic.clone()}>
                             <code>{ w.topic.clone() }</code>
@@ -415,11 +403,8 @@ fn PublishEditor(props: &PublishProps) -> Html {
 }
 
 /// The last messages sent from this profile: send again, or load into the form.
-#[component]
-fn SentHistory(props: &PartProps) -> Html {
-    let sent = props
-        .handle
-        .read(|w| w.sent.get(&props.id).cloned().unwrap_or_default());
+fn sent_history(handle: &Handle, id: &str) -> Html {
+    let sent = handle.read(|w| w.sent.get(id).cloned().unwrap_or_default());
     if sent.is_empty() {
         return html! {};
     }
@@ -431,11 +416,11 @@ fn SentHistory(props: &PartProps) -> Html {
                     let summary = format!("{} · QoS {}{} · {}", d.topic, d.qos, if d.retain { " · retained" } else { "" },
                         crate::payload::preview(d.payload.as_bytes(), d.payload.len(), 40));
                     let resend = {
-                        let (handle, id, d) = (props.handle.clone(), props.id.clone(), d.clone());
+                        let (handle, id, d) = (handle.clone(), id.to_owned(), d.clone());
                         Callback::from(move |_: MouseEvent| { let _ = handle.publish(&id, &d); })
                     };
                     let edit = {
-                        let (handle, id) = (props.handle.clone(), props.id.clone());
+                        let (handle, id) = (handle.clone(), id.to_owned());
                         Callback::from(move |_: MouseEvent| handle.reuse(&id, d.clone()))
                     };
                     html! {
@@ -451,43 +436,29 @@ fn SentHistory(props: &PartProps) -> Html {
     }
 }
 
-/// Properties of [`Topics`].
-#[derive(Properties, PartialEq)]
-pub struct TopicsProps {
-    /// The workspace.
-    pub handle: Handle,
-    /// The profile.
-    pub id: String,
-    /// Its store.
-    pub store: crate::explorer::StoreHandle,
-    /// The topic the URL selects.
-    pub topic: Option<String>,
-    /// Changes whenever the store may have.
-    pub frame: u64,
-}
-
 /// The topic explorer of one connection.
-#[component]
-fn Topics(props: &TopicsProps) -> Html {
-    let tree_filter = use_state(String::new);
-    let store = props.store.clone();
+fn topics(
+    handle: &Handle,
+    id: &str,
+    store: &crate::explorer::StoreHandle,
+    topic: Option<&str>,
+    frame: u64,
+) -> Html {
+    let store = store.clone();
     let (received, topics, (kept_bytes, kept), evicted, caps) = {
         let s = store.0.borrow();
         (s.received(), s.topics(), s.memory(), s.evicted(), s.caps())
     };
-    let selected: Option<NodeId> = props.topic.as_ref().and_then(|t| store.0.borrow().find(t));
+    let selected: Option<NodeId> = topic.and_then(|t| store.0.borrow().find(t));
     let on_tree_filter = {
-        let (store, handle, tree_filter) =
-            (store.clone(), props.handle.clone(), tree_filter.clone());
+        let (store, handle) = (store.clone(), handle.clone());
         Callback::from(move |e: InputEvent| {
-            let text = value_of(&e);
-            store.0.borrow_mut().set_filter(&text);
-            tree_filter.set(text);
+            store.0.borrow_mut().set_filter(&value_of(&e));
             handle.request_frame();
         })
     };
     let on_select = {
-        let (store, id) = (store.clone(), props.id.clone());
+        let (store, id) = (store.clone(), id.to_owned());
         Callback::from(move |node: NodeId| {
             let topic = store.0.borrow().topic(node);
             go(
@@ -500,22 +471,22 @@ fn Topics(props: &TopicsProps) -> Html {
         })
     };
     let on_change = {
-        let handle = props.handle.clone();
+        let handle = handle.clone();
         Callback::from(move |()| handle.request_frame())
     };
     let clear = {
-        let (store, handle) = (store.clone(), props.handle.clone());
+        let (store, handle) = (store.clone(), handle.clone());
         Callback::from(move |_: MouseEvent| {
             store.0.borrow_mut().clear();
             handle.request_frame();
         })
     };
     let on_delete = {
-        let (handle, id) = (props.handle.clone(), props.id.clone());
+        let (handle, id) = (handle.clone(), id.to_owned());
         Callback::from(move |topics: Vec<String>| handle.delete_retained(&id, &topics))
     };
     let set_cap = |history: bool| {
-        let handle = props.handle.clone();
+        let handle = handle.clone();
         Callback::from(move |e: Event| {
             let Ok(n) = value_of(&e).trim().parse::<usize>() else {
                 return;
@@ -534,7 +505,7 @@ fn Topics(props: &TopicsProps) -> Html {
         <section class="card" aria-labelledby="topics-title">
             <h2 id="topics-title">{ "Topics" }</h2>
             <p class="muted count">{ format!("{} received on {}", plural(received, "message"), plural(topics as u64, "topic")) }</p>
-            <p class="muted memory">{ format!("{kept} kept, {:.1} MiB of {:.0} MiB", mib(kept_bytes), mib(caps.memory_bytes)) }
+            <p class="muted memory">{ format!("{kept} kept, {} MiB of {} MiB", crate::explorer::tenths(mib(kept_bytes)), caps.memory_bytes / (1024 * 1024)) }
                 if evicted > 0 { { format!(" · {evicted} oldest dropped for memory") } }
             </p>
             <details class="caps">
@@ -548,13 +519,13 @@ fn Topics(props: &TopicsProps) -> Html {
             </details>
             <p class="row">
                 <label for="tree-filter">{ "Find" }</label>
-                <input id="tree-filter" value={(*tree_filter).clone()} oninput={on_tree_filter} placeholder="text, or a filter like plant/+/temp" spellcheck="false" autocomplete="off" />
+                <input id="tree-filter" oninput={on_tree_filter} placeholder="text, or a filter like plant/+/temp" spellcheck="false" autocomplete="off" />
                 <button id="clear" class="secondary" onclick={clear}>{ "Clear" }</button>
             </p>
             <div class="explorer">
-                <TopicTree store={store.clone()} frame={props.frame} selected={selected} on_select={on_select} on_change={on_change} />
+                <TopicTree store={store.clone()} frame={frame} selected={selected} on_select={on_select} on_change={on_change} />
                 if let Some(node) = selected {
-                    <TopicDetail store={store.clone()} node={node} frame={props.frame} on_delete={on_delete} />
+                    <TopicDetail store={store.clone()} node={node} frame={frame} on_delete={on_delete} />
                 }
             </div>
         </section>

@@ -102,14 +102,29 @@ pub fn clock(ms: f64) -> String {
 
 /// "3 s", "4 min", "2 h" since `ms`.
 fn age(now: f64, ms: f64) -> String {
-    let s = ((now - ms) / 1000.0).max(0.0);
-    if s < 60.0 {
-        format!("{s:.0} s")
-    } else if s < 3600.0 {
-        format!("{:.0} min", s / 60.0)
+    let s = ((now - ms) / 1000.0).max(0.0).round() as u64;
+    if s < 60 {
+        format!("{s} s")
+    } else if s < 3600 {
+        format!("{} min", (s + 30) / 60)
     } else {
-        format!("{:.0} h", s / 3600.0)
+        format!("{} h", (s + 1800) / 3600)
     }
+}
+
+/// `x` (not negative) with one decimal, without Rust's float formatting (which would cost
+/// the app 10 KB).
+pub fn tenths(x: f64) -> String {
+    let t = (x.max(0.0) * 10.0).round() as u64;
+    format!("{}.{}", t / 10, t % 10)
+}
+
+/// A number as JavaScript writes it (shortest form that reads back the same).
+fn js_number(x: f64) -> String {
+    js_sys::Number::from(x)
+        .to_string_with_radix(10)
+        .map(String::from)
+        .unwrap_or_default()
 }
 
 /// Properties of [`TopicTree`].
@@ -242,7 +257,7 @@ pub fn TopicTree(props: &TreeProps) -> Html {
         };
         let style = format!(
             "top:{}px;padding-left:{}px",
-            index as f64 * ROW_HEIGHT,
+            (index as f64 * ROW_HEIGHT) as u64,
             6 + 14 * u32::from(v.depth)
         );
         let name = if v.name.is_empty() {
@@ -261,7 +276,7 @@ pub fn TopicTree(props: &TreeProps) -> Html {
                     <span class="value">{ payload::preview(&v.preview.0, v.preview.1, 60) }</span>
                 }
                 <span class="row-total" title="messages here and below">{ v.total }</span>
-                <span class="rate">{ if v.rate >= 0.05 { format!("{:.1}/s", v.rate) } else { String::new() } }</span>
+                <span class="rate">{ if v.rate >= 0.05 { format!("{}/s", tenths(v.rate)) } else { String::new() } }</span>
                 <span class="age">{ if v.messages > 0 { age(now, v.last_ms) } else { String::new() } }</span>
             </div>
         })
@@ -271,7 +286,7 @@ pub fn TopicTree(props: &TreeProps) -> Html {
         <div class="tree" role="tree" tabindex="0" ref={viewport} onscroll={on_scroll}
              onkeydown={on_key} aria-activedescendant={active}
              data-rows={total.to_string()}>
-            <div class="tree-space" style={format!("height:{}px", total as f64 * ROW_HEIGHT)}>
+            <div class="tree-space" style={format!("height:{}px", (total as f64 * ROW_HEIGHT) as u64)}>
                 { for rows }
             </div>
             if total == 0 {
@@ -360,7 +375,7 @@ pub fn TopicDetail(props: &DetailProps) -> Html {
                 } else {
                     { format!("{} message{} here, {} kept (last {})", v.messages, if v.messages == 1 { "" } else { "s" }, entries.len(), caps.history_per_topic) }
                 }
-                if v.rate >= 0.05 { { format!(" · {:.1}/s", v.rate) } }
+                if v.rate >= 0.05 { { format!(" · {}/s", tenths(v.rate)) } }
                 if v.retained { { " · retained" } }
             </p>
             <p class="row actions">
@@ -503,7 +518,8 @@ fn sparkline(numbers: &[f64]) -> Html {
     if numbers.len() < 2 {
         return html! {};
     }
-    let (w, h) = (240.0, 40.0);
+    // In tenths of a pixel (viewBox 2400 × 400), so the points are whole numbers.
+    let (w, h) = (2400.0, 400.0);
     let min = numbers.iter().copied().fold(f64::INFINITY, f64::min);
     let max = numbers.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let span = if max > min { max - min } else { 1.0 };
@@ -513,18 +529,18 @@ fn sparkline(numbers: &[f64]) -> Html {
         .enumerate()
         .map(|(i, n)| {
             format!(
-                "{:.1},{:.1}",
-                i as f64 * step,
-                h - 2.0 - (n - min) / span * (h - 4.0)
+                "{},{}",
+                (i as f64 * step).round() as i64,
+                (h - 20.0 - (n - min) / span * (h - 40.0)).round() as i64
             )
         })
         .collect();
-    let last = numbers.last().copied().unwrap_or_default();
+    let [last, min, max] = [numbers.last().copied().unwrap_or_default(), min, max].map(js_number);
     html! {
         <p class="spark row">
-            <svg class="sparkline" width="240" height="40" viewBox="0 0 240 40" role="img"
+            <svg class="sparkline" width="240" height="40" viewBox="0 0 2400 400" role="img"
                  aria-label={format!("{} values from {min} to {max}", numbers.len())}>
-                <polyline points={points.join(" ")} fill="none" stroke="currentColor" stroke-width="1.5" />
+                <polyline points={points.join(" ")} fill="none" stroke="currentColor" stroke-width="15" />
             </svg>
             <span class="muted">{ format!("last {last} · min {min} · max {max}") }</span>
         </p>

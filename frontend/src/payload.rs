@@ -108,34 +108,61 @@ pub fn preview(bytes: &[u8], whole_len: usize, max: usize) -> String {
 /// the first number at the top level of a JSON object (`{"temp": 21.5, ...}`).
 pub fn number(bytes: &[u8]) -> Option<f64> {
     let text = std::str::from_utf8(bytes).ok()?.trim();
-    if let Ok(n) = text.parse::<f64>() {
-        return n.is_finite().then_some(n);
+    if let Some(n) = to_f64(text) {
+        return Some(n);
     }
     match parse(text)? {
         Json::Obj(fields) => fields.into_iter().find_map(|(_, v)| match v {
-            Json::Num(n) => Some(n),
+            Json::Num(n) => to_f64(&n),
             _ => None,
         }),
         _ => None,
     }
 }
 
-/// A parsed JSON value (numbers as f64, which is all a chart needs; the text shown is
-/// re-printed from the source digits).
+/// A decimal number (digits, sign, point, exponent; finite), or `None`. In the browser the
+/// conversion is JavaScript's: Rust's float parser would cost the app 8 KB.
+fn to_f64(text: &str) -> Option<f64> {
+    let numeric = |b: u8| b.is_ascii_digit() || matches!(b, b'+' | b'-' | b'.' | b'e' | b'E');
+    if !text.bytes().any(|b| b.is_ascii_digit()) || !text.bytes().all(numeric) {
+        return None;
+    }
+    // `Number(text)`, strict (parseFloat would read "1-2" as 1); deprecated in js-sys only
+    // because it wraps the value in an object, which `value_of` unwraps.
+    #[cfg(target_arch = "wasm32")]
+    #[allow(deprecated)]
+    let n = js_sys::Number::new(&wasm_bindgen::JsValue::from_str(text)).value_of();
+    #[cfg(not(target_arch = "wasm32"))]
+    let n: f64 = text.parse().ok()?;
+    n.is_finite().then_some(n)
+}
+
+/// A parsed JSON value. Numbers keep their digits as written: shown as sent, read as a
+/// number only for charts ([`number`]).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Json {
     /// `null`
     Null,
     /// `true` / `false`
     Bool(bool),
-    /// A number, and its digits as written.
-    Num(f64),
+    /// A number, as written.
+    Num(String),
     /// A string.
     Str(String),
     /// An array.
     Arr(Vec<Json>),
     /// An object, fields in order.
     Obj(Vec<(String, Json)>),
+}
+
+impl Json {
+    /// A whole number from 0 to `max` (a saved setting), or `None`.
+    pub fn small(&self, max: u8) -> Option<u8> {
+        match self {
+            Self::Num(n) => n.parse().ok().filter(|v| *v <= max),
+            _ => None,
+        }
+    }
 }
 
 /// Nesting deeper than this is not taken as JSON.
@@ -198,7 +225,7 @@ pub fn from_hex(text: &str) -> Result<Vec<u8>, String> {
         }
         let Some(d) = c.to_digit(16) else {
             return Err(format!(
-                "{c:?} at character {} is not a hex digit (0-9, a-f)",
+                "'{c}' at character {} is not a hex digit (0-9, a-f)",
                 i + 1
             ));
         };
@@ -236,7 +263,7 @@ pub fn from_base64(text: &str) -> Result<Vec<u8>, String> {
             c if c.is_whitespace() => continue,
             c => {
                 return Err(format!(
-                    "{c:?} at character {} is not base64 (A-Z a-z 0-9 + /)",
+                    "'{c}' at character {} is not base64 (A-Z a-z 0-9 + /)",
                     i + 1
                 ));
             }
@@ -494,11 +521,10 @@ impl Parser<'_> {
             }
             self.digits();
         }
+        // Kept as written (the grammar above admits only ASCII digits, '-', '+', '.', 'e').
         std::str::from_utf8(&self.s[start..self.i])
-            .ok()?
-            .parse()
             .ok()
-            .map(Json::Num)
+            .map(|digits| Json::Num(digits.to_owned()))
     }
 
     fn digits(&mut self) {
@@ -574,9 +600,7 @@ pub fn pretty(v: &Json, indent: usize, out: &mut String) {
     match v {
         Json::Null => out.push_str("null"),
         Json::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Json::Num(n) => {
-            let _ = write!(out, "{n}");
-        }
+        Json::Num(n) => out.push_str(n),
         Json::Str(s) => quote(s, out),
         Json::Arr(items) if items.is_empty() => out.push_str("[]"),
         Json::Obj(fields) if fields.is_empty() => out.push_str("{}"),
@@ -694,7 +718,7 @@ mod tests {
         pretty(&v, 0, &mut out);
         assert_eq!(
             out,
-            "{\n  \"a\": [\n    1,\n    -2500,\n    true,\n    null\n  ],\n  \"b\": {\n    \"c\": \"x\\\"é😀\"\n  },\n  \"d\": []\n}"
+            "{\n  \"a\": [\n    1,\n    -2.5e3,\n    true,\n    null\n  ],\n  \"b\": {\n    \"c\": \"x\\\"é😀\"\n  },\n  \"d\": []\n}"
         );
         for bad in [
             "{",

@@ -120,10 +120,9 @@ impl SubSpec {
     fn from_json(v: &Json) -> Option<Self> {
         let Json::Obj(fields) = v else { return None };
         let get = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| v);
-        let small = |k: &str, max: f64| match get(k) {
+        let small = |k: &str, max: u8| match get(k) {
             None => Some(0),
-            Some(Json::Num(n)) if n.fract() == 0.0 && (0.0..=max).contains(n) => Some(*n as u8),
-            Some(_) => None,
+            Some(v) => v.small(max),
         };
         let flag = |k: &str| matches!(get(k), Some(Json::Bool(true)));
         let Some(Json::Str(filter)) = get("filter") else {
@@ -131,10 +130,10 @@ impl SubSpec {
         };
         Some(Self {
             filter: filter.clone(),
-            qos: small("qos", 2.0)?,
+            qos: small("qos", 2)?,
             no_local: flag("no_local"),
             retain_as_published: flag("retain_as_published"),
-            retain_handling: small("retain_handling", 2.0)?,
+            retain_handling: small("retain_handling", 2)?,
         })
     }
 }
@@ -194,7 +193,7 @@ impl Profile {
         if !(url.is_empty() || url.starts_with("ws://") || url.starts_with("wss://")) {
             fail(
                 "url",
-                format!("{url:?} is not a WebSocket URL: it starts with ws:// or wss://"),
+                format!("\"{url}\" is not a WebSocket URL: it starts with ws:// or wss://"),
             );
         }
         let keep_alive = match number::<u16>(&self.keep_alive, "keep-alive", 65_535) {
@@ -332,12 +331,12 @@ impl Profile {
         let text = |name: &str| match get(name) {
             Some(Json::Str(s)) => Ok(Some(s.clone())),
             None | Some(Json::Null) => Ok(None),
-            Some(_) => Err(format!("the profile's {name:?} is not text")),
+            Some(_) => Err(format!("the profile's \"{name}\" is not text")),
         };
         let flag = |name: &str| match get(name) {
             Some(Json::Bool(b)) => Ok(Some(*b)),
             None | Some(Json::Null) => Ok(None),
-            Some(_) => Err(format!("the profile's {name:?} is not true or false")),
+            Some(_) => Err(format!("the profile's \"{name}\" is not true or false")),
         };
         let id = text("id")?.filter(|id| is_id(id)).ok_or_else(|| {
             "a profile has no valid \"id\" (lowercase letters and digits)".to_owned()
@@ -347,7 +346,11 @@ impl Profile {
         p.version = match version.as_str() {
             "5" => Version::V5,
             "3.1.1" => Version::V3_1_1,
-            other => return Err(format!("the profile's version {other:?} is not 5 or 3.1.1")),
+            other => {
+                return Err(format!(
+                    "the profile's version \"{other}\" is not 5 or 3.1.1"
+                ));
+            }
         };
         let texts: [(&str, &mut String); 12] = [
             ("name", &mut p.name),
@@ -392,8 +395,9 @@ impl Profile {
         };
         p.will_qos = match get("will_qos") {
             None | Some(Json::Null) => 0,
-            Some(Json::Num(n)) if [0.0, 1.0, 2.0].contains(n) => *n as u8,
-            Some(_) => return Err("the profile's \"will_qos\" is not 0, 1 or 2".into()),
+            Some(v) => v
+                .small(2)
+                .ok_or("the profile's \"will_qos\" is not 0, 1 or 2")?,
         };
         Ok(p)
     }
@@ -439,7 +443,7 @@ pub fn number<T: TryFrom<u64>>(text: &str, what: &str, max: u64) -> Result<T, St
     let t = text.trim();
     let n: u64 = t
         .parse()
-        .map_err(|_| format!("the {what} {t:?} is not a whole number of seconds"))?;
+        .map_err(|_| format!("the {what} \"{t}\" is not a whole number of seconds"))?;
     if n > max {
         return Err(format!("the {what} is at most {max}"));
     }
@@ -472,7 +476,7 @@ pub fn parse_pairs(text: &str) -> Result<Vec<(ByteString, ByteString)>, String> 
         }
         let Some((name, value)) = line.split_once(':') else {
             return Err(format!(
-                "line {}: {line:?} has no ':'; write one property per line as name: value",
+                "line {}: \"{line}\" has no ':'; write one property per line as name: value",
                 n + 1
             ));
         };

@@ -413,7 +413,8 @@ impl Store {
         {
             Filter::Mqtt(text.to_owned())
         } else {
-            Filter::Text(text.to_lowercase())
+            // ASCII case folding: Unicode's tables would cost the app 17 KB.
+            Filter::Text(text.to_ascii_lowercase())
         };
         if filter != self.filter {
             self.filter = filter;
@@ -454,7 +455,7 @@ impl Store {
     fn matching(&self) -> Option<HashSet<NodeId>> {
         let matches: Box<dyn Fn(&str) -> bool> = match &self.filter {
             Filter::None => return None,
-            Filter::Text(t) => Box::new(move |topic: &str| topic.to_lowercase().contains(t)),
+            Filter::Text(t) => Box::new(move |topic: &str| topic.to_ascii_lowercase().contains(t)),
             Filter::Mqtt(f) => Box::new(move |topic: &str| kite_mqtt::topic::matches(f, topic)),
         };
         let mut keep = HashSet::new();

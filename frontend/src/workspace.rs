@@ -10,7 +10,7 @@
 //!   history), and a failure to save is shown, not swallowed.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::rc::{Rc, Weak};
 
 use kite_mqtt::QoS;
@@ -32,6 +32,73 @@ fn caps_from_text(text: &str) -> Option<Caps> {
         history_per_topic: h.parse().ok()?,
         memory_bytes: m.parse().ok()?,
     })
+}
+
+/// A few values by name, in a vector: the app holds a handful of profiles and filters, and
+/// a `HashMap` per value type would cost several KB of the app's size budget each.
+#[derive(Debug)]
+pub struct ByName<V>(Vec<(String, V)>);
+
+impl<V> Default for ByName<V> {
+    fn default() -> Self {
+        Self(Vec::new())
+    }
+}
+
+impl<V: Clone> Clone for ByName<V> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<V> ByName<V> {
+    /// The value under `name`.
+    pub fn get(&self, name: &str) -> Option<&V> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+
+    /// The value under `name`, to change.
+    pub fn get_mut(&mut self, name: &str) -> Option<&mut V> {
+        self.0.iter_mut().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+
+    /// Sets the value under `name`.
+    pub fn insert(&mut self, name: String, value: V) {
+        match self.get_mut(&name) {
+            Some(slot) => *slot = value,
+            None => self.0.push((name, value)),
+        }
+    }
+
+    /// Takes the value under `name` out.
+    pub fn remove(&mut self, name: &str) -> Option<V> {
+        let at = self.0.iter().position(|(n, _)| n == name)?;
+        Some(self.0.remove(at).1)
+    }
+
+    /// Every value.
+    pub fn values(&self) -> impl Iterator<Item = &V> {
+        self.0.iter().map(|(_, v)| v)
+    }
+
+    /// Every value, to change.
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
+        self.0.iter_mut().map(|(_, v)| v)
+    }
+}
+
+impl<V: Default> ByName<V> {
+    /// The value under `name`, made empty if there is none.
+    pub fn get_or_default(&mut self, name: &str) -> &mut V {
+        let at = match self.0.iter().position(|(n, _)| n == name) {
+            Some(at) => at,
+            None => {
+                self.0.push((name.to_owned(), V::default()));
+                self.0.len() - 1
+            }
+        };
+        &mut self.0[at].1
+    }
 }
 
 /// Sent drafts kept per profile.
@@ -60,7 +127,7 @@ pub struct Link {
     /// Where the connection stands.
     pub status: Status,
     /// The broker's answer per filter, for this page's life.
-    pub subs: HashMap<String, SubState>,
+    pub subs: ByName<SubState>,
     /// Client id in use and whether the broker resumed a session.
     pub session: Option<(String, bool)>,
     /// The last publish: its packet id (QoS 1/2) and what became of it.
@@ -74,9 +141,9 @@ pub struct Workspace {
     /// The saved profiles, in the order shown.
     pub profiles: Vec<Profile>,
     /// Profiles in use, by id.
-    pub links: HashMap<String, Link>,
+    pub links: ByName<Link>,
     /// Sent drafts per profile, newest first.
-    pub sent: HashMap<String, Vec<Draft>>,
+    pub sent: ByName<Vec<Draft>>,
     /// A problem with the browser's storage, shown until dismissed.
     pub problem: Option<String>,
     /// `ws://host/mqtt` of the gateway that served the page.
@@ -84,7 +151,7 @@ pub struct Workspace {
     /// What each connection's store keeps (saved in the browser).
     pub caps: Caps,
     /// A sent draft the person chose to edit, by profile, until the form takes it.
-    pub reuse: HashMap<String, Draft>,
+    pub reuse: ByName<Draft>,
     frames: Rc<Frames>,
 }
 
@@ -111,7 +178,7 @@ impl Handle {
                     let aside = format!("{}.damaged", storage::PROFILES);
                     let _ = storage::set(&aside, &text);
                     problem = Some(format!(
-                        "The saved connections could not be read ({e}); they were kept under localStorage key {aside:?} and the list starts empty."
+                        "The saved connections could not be read ({e}); they were kept under localStorage key \"{aside}\" and the list starts empty."
                     ));
                     Vec::new()
                 }
@@ -128,12 +195,12 @@ impl Handle {
             .unwrap_or_default();
         let handle = Self(Rc::new(RefCell::new(Workspace {
             profiles,
-            links: HashMap::new(),
-            sent: HashMap::new(),
+            links: ByName::default(),
+            sent: ByName::default(),
             problem,
             same_origin,
             caps,
-            reuse: HashMap::new(),
+            reuse: ByName::default(),
             frames,
         })));
         let ids: Vec<String> = handle.read(|w| w.profiles.iter().map(|p| p.id.clone()).collect());
@@ -284,7 +351,7 @@ impl Handle {
             let _ = storage::remove(&key);
             self.write(|w| {
                 w.problem = Some(format!(
-                    "The messages waiting to be sent could not be restored ({e}); they were kept under localStorage key {aside:?}."
+                    "The messages waiting to be sent could not be restored ({e}); they were kept under localStorage key \"{aside}\"."
                 ))
             });
         }
@@ -311,7 +378,7 @@ impl Handle {
                     conn: conn.clone(),
                     store,
                     status: Status::Closed,
-                    subs: HashMap::new(),
+                    subs: ByName::default(),
                     session: None,
                     last_publish: None,
                     log: VecDeque::new(),
@@ -419,7 +486,7 @@ impl Handle {
         let message = draft.build(conn.version())?;
         self.send(id, &conn, message);
         let history = self.write(|w| {
-            let sent = w.sent.entry(id.to_owned()).or_default();
+            let sent = w.sent.get_or_default(id);
             sent.retain(|d| d != draft);
             sent.insert(0, draft.clone());
             sent.truncate(SENT_KEPT);

@@ -114,3 +114,59 @@ fn the_store_holds_a_hundred_thousand_topics_in_wasm() {
     store.set_filter("dev-99999");
     assert_eq!(store.rows().len(), 3);
 }
+
+/// Numbers for charts, converted by JavaScript in the browser: as strict as the native path.
+#[wasm_bindgen_test]
+fn payload_numbers_are_read_strictly_in_the_browser() {
+    use kite_frontend::payload::number;
+    assert_eq!(number(b" 21.5 "), Some(21.5));
+    assert_eq!(number(b"-2.5e3"), Some(-2500.0));
+    assert_eq!(number(br#"{"unit": "C", "temp": 19.25}"#), Some(19.25));
+    for bad in [
+        &b"1-2"[..],
+        b"1e",
+        b".",
+        b"0x10",
+        b"",
+        b"Infinity",
+        b"1e999",
+        b"on",
+        b"[1]",
+    ] {
+        assert_eq!(number(bad), None, "{:?}", String::from_utf8_lossy(bad));
+    }
+}
+
+/// URLs name connections and topics; levels are percent-encoded and come back whole.
+#[wasm_bindgen_test]
+fn routes_read_and_write_paths() {
+    use kite_frontend::route::Route;
+    assert_eq!(Route::parse("/"), Route::Home);
+    assert_eq!(Route::parse("/connections/new"), Route::New);
+    let id = "p0a1b2c3d".to_owned();
+    assert_eq!(
+        Route::parse("/connections/p0a1b2c3d"),
+        Route::Connection { id: id.clone() }
+    );
+    assert_eq!(
+        Route::parse("/connections/p0a1b2c3d/edit"),
+        Route::Edit { id: id.clone() }
+    );
+    let topic = Route::Topic {
+        id: id.clone(),
+        topic: "plant/line 1/temp ✓/%/".into(),
+    };
+    let path = topic.path();
+    assert_eq!(
+        path,
+        "/connections/p0a1b2c3d/topic/plant/line%201/temp%20%E2%9C%93/%25/"
+    );
+    assert_eq!(Route::parse(&path), topic);
+    for bad in [
+        "/elsewhere",
+        "/connections/NOT-AN-ID",
+        "/connections/p1/topic/%E2%28",
+    ] {
+        assert_eq!(Route::parse(bad), Route::NotFound, "{bad}");
+    }
+}
