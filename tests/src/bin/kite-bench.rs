@@ -16,8 +16,15 @@
 //! 1 (64 B) at full speed, the latency added at a paced 10,000 msgs/s, the delivery time of one
 //! 1 MB message to a WebSocket subscriber, and the gateway's memory per idle WebSocket session.
 //!
+//! `app`: the browser app under load — mosquitto, Kite's gateway serving the built app, headless
+//! Chromium connected and subscribed to everything; a device publishes 20,000 msgs/s (QoS 0,
+//! paced every 10 ms) over 1,000 topics for 10 s. Reports what the app counted, how its count
+//! followed the load, how soon it had everything, the main thread's long tasks
+//! (PerformanceObserver `longtask`: any task over 50 ms) and the JS heap.
+//!
 //! Usage: kite-bench broker  --kite PATH --mosquitto PATH [--write FILE] [--quick]
 //!        kite-bench gateway --kite PATH --mosquitto PATH --websockify PYTHONPATH [--write FILE] [--quick]
+//!        kite-bench app     --kite PATH --mosquitto PATH --assets DIR [--write FILE] [--quick]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -525,9 +532,10 @@ fn main() {
     match args.get(1).map(String::as_str) {
         Some("broker") => broker_main(&args),
         Some("gateway") => gateway_main(&args),
+        Some("app") => app_main(&args),
         _ => {
             eprintln!(
-                "usage: kite-bench broker|gateway --kite PATH --mosquitto PATH [--websockify DIR] [--write FILE] [--quick]"
+                "usage: kite-bench broker|gateway|app --kite PATH --mosquitto PATH [--websockify DIR] [--assets DIR] [--write FILE] [--quick]"
             );
             std::process::exit(2);
         }
@@ -901,5 +909,164 @@ fn gateway_main(args: &[String]) {
     });
     println!("{cell}");
     let _ = writeln!(table, "{cell}");
+    setup.finish(&table);
+}
+
+// ---- app ----------------------------------------------------------------------------------
+
+/// The app's message count, from its Topics card ("N messages received on M topics").
+fn app_count(browser: &kite_tests::browser::Browser) -> u64 {
+    browser
+        .text(".count")
+        .and_then(|t| t.split(' ').next().and_then(|n| n.parse().ok()))
+        .unwrap_or(0)
+}
+
+fn app_main(args: &[String]) {
+    let setup = Setup::new(args);
+    let assets = PathBuf::from(arg(args, "--assets").expect("--assets DIR (the built app)"));
+    let (rate, topics) = (20_000_u64, 1_000_u64);
+    let secs = if setup.quick { 3 } else { 10 };
+    let total = rate * secs;
+    let mosquitto = start_mosquitto(&setup.mosquitto, &setup.dir);
+    let http = free_port();
+    let child = Command::new(&setup.kite)
+        .args(["serve", "--http", &format!("127.0.0.1:{http}")])
+        .args(["--upstream", &format!("mqtt://127.0.0.1:{}", mosquitto.target.tcp)])
+        .arg("--assets")
+        .arg(&assets)
+        .env("KITE_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _kite = Running {
+        target: Target {
+            name: "Kite gateway",
+            tcp: mosquitto.target.tcp,
+            ws: String::new(),
+            ws_protocol: "mqtt",
+            pid: child.id(),
+        },
+        child,
+    };
+    wait_port(http);
+    let base = format!("http://127.0.0.1:{http}");
+
+    // The app, with a saved connection that subscribes to bench/#, connected.
+    let browser = kite_tests::browser::Browser::start();
+    browser.goto(&format!("{base}/"));
+    kite_tests::wait_for("the app", Duration::from_secs(30), || browser.text("#kite-app h1"));
+    browser.eval(
+        r#"localStorage.setItem('kite.profiles', JSON.stringify([{id: "bench", name: "bench", client_id: "kite-bench-app", subscriptions: [{filter: "bench/#", qos: 0}]}])); return null;"#,
+    );
+    browser.goto(&format!("{base}/connections/bench"));
+    kite_tests::wait_for("the connection page", Duration::from_secs(30), || browser.text("#connect"));
+    browser.eval("document.querySelector('#connect').click(); return null;");
+    kite_tests::wait_for("the subscription", Duration::from_secs(30), || {
+        browser.text(".subscription").filter(|t| t.contains("granted"))
+    });
+    browser.eval(
+        r#"window.__long = []; new PerformanceObserver(l => { for (const e of l.getEntries()) window.__long.push(e.duration); }).observe({type: 'longtask', buffered: true}); return null;"#,
+    );
+
+    // The device: QoS 0, paced in 10 ms batches over 1,000 topics.
+    let device = kite_tests::client::Via::Tcp(
+        format!("127.0.0.1:{}", mosquitto.target.tcp).parse().unwrap(),
+    );
+    let mut d = kite_tests::client::TestClient::connected(&device, V, "kite-bench-device");
+    let per_tick = rate / 100;
+    let payload_of = |i: u64| format!("{{\"t\": {}.{}, \"seq\": {i}}}", 20 + i % 7, i % 10);
+    let start = Instant::now();
+    let mut samples = Vec::new();
+    let mut sent = 0;
+    let mut tick = 0u64;
+    while sent < total {
+        let batch: Vec<Packet> = (sent..(sent + per_tick).min(total))
+            .map(|i| {
+                let t = i % topics;
+                Packet::Publish(kite_tests::client::publish(
+                    &format!("bench/g{:02}/dev-{t:04}", t % 20),
+                    &payload_of(i),
+                    QoS::AtMostOnce,
+                    0,
+                ))
+            })
+            .collect();
+        sent += batch.len() as u64;
+        d.send_all(&batch);
+        tick += 1;
+        if tick % 100 == 0 {
+            // Once a second: what the app shows against what was sent.
+            samples.push((start.elapsed().as_secs_f64(), sent, app_count(&browser)));
+        }
+        let next = start + Duration::from_millis(10 * tick);
+        if let Some(wait) = next.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+    }
+    let send_secs = start.elapsed().as_secs_f64();
+    d.barrier();
+    let mut counted = app_count(&browser);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while counted < total && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        counted = app_count(&browser);
+    }
+    let all_secs = start.elapsed().as_secs_f64();
+    let long: Vec<f64> = browser
+        .eval("return window.__long;")
+        .as_array()
+        .map(|a| a.iter().filter_map(serde_json::Value::as_f64).collect())
+        .unwrap_or_default();
+    let heap_mib = browser
+        .eval("return performance.memory ? performance.memory.usedJSHeapSize : 0;")
+        .as_f64()
+        .unwrap_or(0.0)
+        / 1_048_576.0;
+    // The observer must be able to see a long task, or "none" would mean nothing: one made on
+    // purpose (80 ms of busy main thread) after the measurement.
+    browser.eval(
+        "setTimeout(() => { const t = performance.now(); while (performance.now() - t < 80) {} }, 0); return null;",
+    );
+    let canary = kite_tests::wait_for("the observer to see a long task", Duration::from_secs(10), || {
+        browser
+            .eval("return window.__long.length;")
+            .as_u64()
+            .filter(|&n| n as usize > long.len())
+    });
+    assert!(canary as usize > long.len());
+    let rows = browser.eval("return document.querySelector('.tree').dataset.rows;");
+    let rows = rows.as_str().unwrap_or("?").to_owned();
+    let in_dom = browser.eval("return document.querySelectorAll('.topic-row').length;");
+    let memory = browser.text(".memory").unwrap_or_default();
+
+    let mut table = String::new();
+    let _ = writeln!(
+        table,
+        "App ingest: {rate} msgs/s (QoS 0, ~30 B JSON) over {topics} topics for {secs} s through Kite's gateway to headless Chromium\n"
+    );
+    let _ = writeln!(table, "| | |\n|---|---|");
+    let _ = writeln!(table, "| messages sent | {total} in {send_secs:.1} s |");
+    let _ = writeln!(
+        table,
+        "| messages the app counted | {counted} ({}) |",
+        if counted == total { "all" } else { "MISSING SOME" }
+    );
+    let _ = writeln!(table, "| all counted after | {all_secs:.1} s |");
+    let _ = writeln!(
+        table,
+        "| main-thread tasks over 50 ms | {} (longest {:.0} ms; the observer saw a deliberate 80 ms task afterwards) |",
+        long.len(),
+        long.iter().copied().fold(0.0, f64::max)
+    );
+    let _ = writeln!(table, "| tree rows / rows in the DOM | {rows} / {in_dom} |");
+    let _ = writeln!(table, "| history kept | {memory} |");
+    let _ = writeln!(table, "| JS heap | {heap_mib:.1} MiB |");
+    let _ = writeln!(table, "\nThe app's count while the device published (each second):\n");
+    let _ = writeln!(table, "| t (s) | sent | counted by the app |\n|---|---|---|");
+    for (t, s, c) in &samples {
+        let _ = writeln!(table, "| {t:.1} | {s} | {c} |");
+    }
+    println!("{table}");
     setup.finish(&table);
 }
