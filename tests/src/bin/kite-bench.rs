@@ -932,7 +932,10 @@ fn app_main(args: &[String]) {
     let http = free_port();
     let child = Command::new(&setup.kite)
         .args(["serve", "--http", &format!("127.0.0.1:{http}")])
-        .args(["--upstream", &format!("mqtt://127.0.0.1:{}", mosquitto.target.tcp)])
+        .args([
+            "--upstream",
+            &format!("mqtt://127.0.0.1:{}", mosquitto.target.tcp),
+        ])
         .arg("--assets")
         .arg(&assets)
         .env("KITE_LOG", "warn")
@@ -955,15 +958,21 @@ fn app_main(args: &[String]) {
     // The app, with a saved connection that subscribes to bench/#, connected.
     let browser = kite_tests::browser::Browser::start();
     browser.goto(&format!("{base}/"));
-    kite_tests::wait_for("the app", Duration::from_secs(30), || browser.text("#kite-app h1"));
+    kite_tests::wait_for("the app", Duration::from_secs(30), || {
+        browser.text("#kite-app h1")
+    });
     browser.eval(
         r#"localStorage.setItem('kite.profiles', JSON.stringify([{id: "bench", name: "bench", client_id: "kite-bench-app", subscriptions: [{filter: "bench/#", qos: 0}]}])); return null;"#,
     );
     browser.goto(&format!("{base}/connections/bench"));
-    kite_tests::wait_for("the connection page", Duration::from_secs(30), || browser.text("#connect"));
+    kite_tests::wait_for("the connection page", Duration::from_secs(30), || {
+        browser.text("#connect")
+    });
     browser.eval("document.querySelector('#connect').click(); return null;");
     kite_tests::wait_for("the subscription", Duration::from_secs(30), || {
-        browser.text(".subscription").filter(|t| t.contains("granted"))
+        browser
+            .text(".subscription")
+            .filter(|t| t.contains("granted"))
     });
     browser.eval(
         r#"window.__long = []; new PerformanceObserver(l => { for (const e of l.getEntries()) window.__long.push(e.duration); }).observe({type: 'longtask', buffered: true}); return null;"#,
@@ -971,7 +980,9 @@ fn app_main(args: &[String]) {
 
     // The device: QoS 0, paced in 10 ms batches over 1,000 topics.
     let device = kite_tests::client::Via::Tcp(
-        format!("127.0.0.1:{}", mosquitto.target.tcp).parse().unwrap(),
+        format!("127.0.0.1:{}", mosquitto.target.tcp)
+            .parse()
+            .unwrap(),
     );
     let mut d = kite_tests::client::TestClient::connected(&device, V, "kite-bench-device");
     let per_tick = rate / 100;
@@ -995,7 +1006,7 @@ fn app_main(args: &[String]) {
         sent += batch.len() as u64;
         d.send_all(&batch);
         tick += 1;
-        if tick % 100 == 0 {
+        if tick.is_multiple_of(100) {
             // Once a second: what the app shows against what was sent.
             samples.push((start.elapsed().as_secs_f64(), sent, app_count(&browser)));
         }
@@ -1028,12 +1039,16 @@ fn app_main(args: &[String]) {
     browser.eval(
         "setTimeout(() => { const t = performance.now(); while (performance.now() - t < 80) {} }, 0); return null;",
     );
-    let canary = kite_tests::wait_for("the observer to see a long task", Duration::from_secs(10), || {
-        browser
-            .eval("return window.__long.length;")
-            .as_u64()
-            .filter(|&n| n as usize > long.len())
-    });
+    let canary = kite_tests::wait_for(
+        "the observer to see a long task",
+        Duration::from_secs(10),
+        || {
+            browser
+                .eval("return window.__long.length;")
+                .as_u64()
+                .filter(|&n| n as usize > long.len())
+        },
+    );
     assert!(canary as usize > long.len());
     let rows = browser.eval("return document.querySelector('.tree').dataset.rows;");
     let rows = rows.as_str().unwrap_or("?").to_owned();
@@ -1050,7 +1065,11 @@ fn app_main(args: &[String]) {
     let _ = writeln!(
         table,
         "| messages the app counted | {counted} ({}) |",
-        if counted == total { "all" } else { "MISSING SOME" }
+        if counted == total {
+            "all"
+        } else {
+            "MISSING SOME"
+        }
     );
     let _ = writeln!(table, "| all counted after | {all_secs:.1} s |");
     let _ = writeln!(
@@ -1062,8 +1081,14 @@ fn app_main(args: &[String]) {
     let _ = writeln!(table, "| tree rows / rows in the DOM | {rows} / {in_dom} |");
     let _ = writeln!(table, "| history kept | {memory} |");
     let _ = writeln!(table, "| JS heap | {heap_mib:.1} MiB |");
-    let _ = writeln!(table, "\nThe app's count while the device published (each second):\n");
-    let _ = writeln!(table, "| t (s) | sent | counted by the app |\n|---|---|---|");
+    let _ = writeln!(
+        table,
+        "\nThe app's count while the device published (each second):\n"
+    );
+    let _ = writeln!(
+        table,
+        "| t (s) | sent | counted by the app |\n|---|---|---|"
+    );
     for (t, s, c) in &samples {
         let _ = writeln!(table, "| {t:.1} | {s} | {c} |");
     }
