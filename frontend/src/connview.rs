@@ -37,6 +37,7 @@ pub fn status_text(status: &Status) -> String {
             crate::explorer::tenths(f64::from(*in_ms) / 1000.0)
         ),
         Status::Closed => "disconnected".into(),
+        Status::Failed { reason } => format!("error: {reason}"),
     }
 }
 
@@ -47,6 +48,7 @@ pub fn status_class(status: &Status) -> &'static str {
         Status::Connected => "connected",
         Status::Reconnecting { .. } => "reconnecting",
         Status::Closed => "closed",
+        Status::Failed { .. } => "failed",
     }
 }
 

@@ -59,6 +59,29 @@ pub enum Status {
     },
     /// Closed on request.
     Closed,
+    /// The broker refused the connection for a reason trying again will not fix (bad user
+    /// name or password, not authorized, banned, unsupported version, client id not valid):
+    /// no reconnecting until the person connects again.
+    Failed {
+        /// The broker's answer.
+        reason: String,
+    },
+}
+
+/// Whether the broker will refuse the same CONNECT again.
+fn refused_for_good(reason: &CloseReason) -> bool {
+    matches!(
+        reason,
+        CloseReason::Refused {
+            reason: ReasonCode::UnsupportedProtocolVersion
+                | ReasonCode::ClientIdentifierNotValid
+                | ReasonCode::BadUserNameOrPassword
+                | ReasonCode::NotAuthorized
+                | ReasonCode::Banned
+                | ReasonCode::BadAuthenticationMethod,
+            ..
+        }
+    )
 }
 
 struct Inner {
@@ -453,7 +476,14 @@ impl Connection {
                 let _ = ws.close();
             }
             if reason != CloseReason::Requested && !self.inner.borrow().user_closed {
-                self.schedule_reconnect(reason.to_string());
+                if refused_for_good(&reason) {
+                    self.inner.borrow_mut().user_closed = true;
+                    self.emit(vec![Notice::Status(Status::Failed {
+                        reason: reason.to_string(),
+                    })]);
+                } else {
+                    self.schedule_reconnect(reason.to_string());
+                }
             }
             return;
         }

@@ -25,9 +25,7 @@ fn the_app_renders_in_chromium_and_lists_the_gateways_brokers() {
     assert_eq!(endpoint, format!("ws://{}/mqtt", gateway.addr));
     let errors = browser.console_errors();
     assert!(errors.is_empty(), "console errors: {errors:#?}");
-    if let Some(path) = std::env::var_os("KITE_SCREENSHOT") {
-        browser.screenshot(&path.into());
-    }
+    screenshot(&browser, "home");
 }
 
 #[test]

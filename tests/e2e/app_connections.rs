@@ -387,3 +387,148 @@ fn the_outbox_holds_messages_through_a_broker_restart_and_a_reload() {
     );
     no_console_errors(&browser);
 }
+
+/// A broker that refuses the login: the reason is shown and the app does not hammer it with
+/// retries; with the right password from the form it connects.
+#[test]
+fn a_refused_login_stops_with_the_brokers_reason() {
+    let broker = Mosquitto::start_with_password("alice", "wonderland");
+    let gateway = Gateway::start(&[&broker.url()], Some(assets_dir()));
+    let browser = Browser::start();
+    browser.goto(&gateway.http_url("/"));
+    let id = new_profile(&browser, "Locked");
+    click(&browser, "#connect");
+    let status = wait_until_text(&browser, ".connection .status", "error:");
+    assert!(
+        status.contains("the server refused the connection"),
+        "{status}"
+    );
+    assert!(
+        status.contains("Not authorized") || status.contains("Bad User Name or Password"),
+        "{status}"
+    );
+    // Not retrying: the button offers to connect again.
+    assert_eq!(browser.text("#connect").as_deref(), Some("Connect"));
+    wait_until_text(
+        &browser,
+        &format!(".profile[data-profile={id}] .profile-status"),
+        "error:",
+    );
+
+    click(&browser, ".edit");
+    browser.wait_text("#profile-username", WAIT);
+    set_input(&browser, "#profile-username", "alice");
+    set_input(&browser, "#profile-password", "wonderland");
+    click(&browser, "#save-profile");
+    wait_until_text(&browser, "#conn-title", "Locked");
+    click(&browser, "#connect");
+    wait_until_text(&browser, ".connection .status", "connected");
+    no_console_errors(&browser);
+}
+
+/// SUBACK failures are shown per filter (here the gateway's topic rules refuse one, 0x87);
+/// a removed subscription is unsubscribed at the broker (checked in order: a message
+/// published after the removal does not come, one on a filter subscribed after it does).
+#[test]
+fn subscriptions_show_refusals_and_removal_unsubscribes() {
+    use kite_gateway::auth::{Auth, Role, User, hash_password};
+    let broker = Mosquitto::start();
+    let gateway = Gateway::start_with(&[&broker.url()], Some(assets_dir()), |c| {
+        c.auth = Auth::new(
+            vec![User {
+                name: "alice".into(),
+                password_hash: hash_password(b"s3cret").unwrap(),
+                role: Some("viewer".into()),
+            }],
+            vec![Role {
+                name: "viewer".into(),
+                acl: kite_gateway::acl::Acl {
+                    publish: Some(vec![]),
+                    subscribe: Some(vec!["public/#".into(), "other/#".into()]),
+                },
+                ..Role::default()
+            }],
+        )
+        .unwrap();
+    });
+    let browser = Browser::start();
+    browser.goto(&gateway.http_url("/"));
+    browser.wait_text(".new-connection", WAIT);
+    click(&browser, ".new-connection");
+    browser.wait_text("#profile-name", WAIT);
+    set_input(&browser, "#profile-name", "Viewer");
+    set_input(&browser, "#profile-username", "alice");
+    set_input(&browser, "#profile-password", "s3cret");
+    click(&browser, "#save-profile");
+    wait_until_text(&browser, "#conn-title", "Viewer");
+    click(&browser, "#connect");
+    wait_until_text(&browser, ".connection .status", "connected");
+    for filter in ["public/#", "secret/#"] {
+        set_input(&browser, "#filter", filter);
+        click(&browser, "#subscribe");
+    }
+    wait_until_text(
+        &browser,
+        r#".subscription[data-filter="public/#"]"#,
+        "granted QoS 1",
+    );
+    let refused = wait_until_text(
+        &browser,
+        r#".subscription[data-filter="secret/#"]"#,
+        "refused",
+    );
+    assert!(refused.contains("Not authorized"), "{refused}");
+
+    broker.publish("public/a", "1");
+    wait_until_text(&browser, ".count", "1 message received");
+    click(
+        &browser,
+        r#".subscription[data-filter="public/#"] .unsubscribe"#,
+    );
+    wait_for("the subscription gone from the list", WAIT, || {
+        (count(&browser, r#".subscription[data-filter="public/#"]"#) == 0).then_some(())
+    });
+    set_input(&browser, "#filter", "other/#");
+    click(&browser, "#subscribe");
+    wait_until_text(
+        &browser,
+        r#".subscription[data-filter="other/#"]"#,
+        "granted",
+    );
+    broker.publish("public/b", "2");
+    broker.publish("other/x", "3");
+    wait_until_text(&browser, r#".topic-row[data-topic="other/x"]"#, "3");
+    assert_eq!(count(&browser, r#".topic-row[data-topic="public/b"]"#), 0);
+    wait_until_text(&browser, ".count", "2 messages received");
+    no_console_errors(&browser);
+}
+
+/// On a phone-sized screen the pages fit the width (no sideways scrolling).
+#[test]
+fn the_app_fits_a_phone_screen() {
+    let (broker, _gateway, browser, _) = connected_app();
+    browser.resize(390, 844);
+    broker.publish("plant/line-1/temp", "{\"t\": 21.5}");
+    set_input(&browser, "#filter", "plant/#");
+    click(&browser, "#subscribe");
+    broker.publish("plant/line-1/temp", "{\"t\": 21.5}");
+    click_when_there(&browser, r#".topic-row[data-topic="plant/line-1/temp"]"#);
+    wait_until_text(&browser, ".detail-topic", "plant/line-1/temp");
+    let fits = browser.eval("return [document.documentElement.scrollWidth, window.innerWidth];");
+    let (content, window) = (fits[0].as_u64().unwrap(), fits[1].as_u64().unwrap());
+    assert!(
+        content <= window,
+        "content {content} px wide in a {window} px window"
+    );
+    screenshot(&browser, "phone");
+    click(&browser, ".new-connection");
+    browser.wait_text("#profile-name", WAIT);
+    let fits = browser.eval("return [document.documentElement.scrollWidth, window.innerWidth];");
+    assert!(fits[0].as_u64() <= fits[1].as_u64(), "the form: {fits}");
+    no_console_errors(&browser);
+}
+
+fn click_when_there(browser: &Browser, selector: &str) {
+    browser.wait_text(selector, WAIT);
+    click(browser, selector);
+}

@@ -102,6 +102,15 @@ impl Browser {
         value
     }
 
+    /// Resizes the window (e.g. to a phone's 390 × 844).
+    pub fn resize(&self, width: u32, height: u32) {
+        self.call(
+            "POST",
+            "/window/rect",
+            Some(json!({"width": width, "height": height})),
+        );
+    }
+
     pub fn goto(&self, url: &str) {
         self.call("POST", "/url", Some(json!({ "url": url })));
     }
