@@ -407,8 +407,14 @@ pub fn TopicDetail(props: &DetailProps) -> Html {
                         let text = text.clone();
                         Callback::from(move |_: MouseEvent| copy_text(&text))
                     };
+                    // JSON as a tree whose objects and arrays fold (the whole of it, when
+                    // it was not cut); anything else as text.
+                    let body = match (format, shown.len() == e.payload.len()) {
+                        (Format::Json, true) => std::str::from_utf8(shown).ok().and_then(payload::parse),
+                        _ => None,
+                    };
                     html! {
-                        <li class="entry">
+                        <li class="entry" key={e.seq.to_string()}>
                             <div class="meta">
                                 <span class="time">{ clock(e.at_ms) }</span>
                                 { format!(" QoS {}", e.qos) }
@@ -417,13 +423,54 @@ pub fn TopicDetail(props: &DetailProps) -> Html {
                                 <button class="secondary copy" title="copy the payload as shown" onclick={copy}>{ "Copy" }</button>
                             </div>
                             { properties(&e.properties) }
-                            <pre class="payload">{ text }</pre>
+                            if let Some(v) = body {
+                                <div class="payload json">{ json_html(None, &v, 0) }</div>
+                            } else {
+                                <pre class="payload">{ text }</pre>
+                            }
                             { change.unwrap_or_default() }
                         </li>
                     }
                 }) }
             </ol>
         </section>
+    }
+}
+
+/// Levels of a JSON payload shown open at first (deeper ones start folded).
+const JSON_OPEN_LEVELS: usize = 3;
+
+/// A JSON value as a tree: objects and arrays in `<details>` that fold, with their size.
+fn json_html(key: Option<&str>, v: &payload::Json, depth: usize) -> Html {
+    use payload::Json;
+    let name = key.map(|k| {
+        let mut s = String::new();
+        payload::quote(k, &mut s);
+        s.push_str(": ");
+        s
+    });
+    let (open, close, items): (&str, &str, Vec<(Option<&str>, &Json)>) = match v {
+        Json::Obj(fields) if !fields.is_empty() => (
+            "{",
+            "}",
+            fields.iter().map(|(k, v)| (Some(k.as_str()), v)).collect(),
+        ),
+        Json::Arr(values) if !values.is_empty() => {
+            ("[", "]", values.iter().map(|v| (None, v)).collect())
+        }
+        leaf => {
+            let mut text = name.unwrap_or_default();
+            payload::compact(leaf, &mut text);
+            return html! { <div class="j">{ text }</div> };
+        }
+    };
+    let n = items.len();
+    html! {
+        <details class="j" open={depth < JSON_OPEN_LEVELS}>
+            <summary>{ name.unwrap_or_default() }{ open }<span class="muted j-size">{ format!(" {n} {}", if close == "}" { "keys" } else { "items" }) }</span></summary>
+            { for items.into_iter().map(|(k, v)| json_html(k, v, depth + 1)) }
+            <div class="j-close">{ close }</div>
+        </details>
     }
 }
 

@@ -95,6 +95,10 @@ struct Inner {
     /// The timer is a redial after a lost connection (not the session's deadline): pumping
     /// the session meanwhile (a publish into the outbox) must not cancel it.
     redialing: bool,
+    /// The current socket opened (else a close means the gateway was not reached).
+    opened: bool,
+    /// What the gateway said when it closed the socket (code and reason), for the status.
+    close_note: Option<String>,
     timer: Option<i32>,
     notify: Rc<dyn Fn(Notice)>,
     /// The closures the browser calls, made once per connection and never replaced while
@@ -179,6 +183,8 @@ impl Connection {
             connected_at: None,
             user_closed: true,
             redialing: false,
+            opened: false,
+            close_note: None,
             timer: None,
             notify: Rc::new(notify),
             callbacks: None,
@@ -353,6 +359,7 @@ impl Connection {
             })
         };
         let on_open = on(|c, _| {
+            c.inner.borrow_mut().opened = true;
             c.with(|s, now| s.connect(now));
             c.pump();
         });
@@ -363,11 +370,32 @@ impl Connection {
                 c.pump();
             }
         });
-        let on_close = on(|c, _| {
-            c.with(|s, now| s.connection_lost(now));
-            if let Some(ws) = c.inner.borrow_mut().ws.take() {
-                detach(&ws);
+        let on_close = on(|c, e| {
+            let e: web_sys::CloseEvent = e.unchecked_into();
+            let (opened, url) = {
+                let mut inner = c.inner.borrow_mut();
+                if let Some(ws) = inner.ws.take() {
+                    detach(&ws);
+                }
+                (std::mem::take(&mut inner.opened), inner.url.clone())
+            };
+            if !opened {
+                // The socket never opened: the session never started, so it has nothing to
+                // report; the driver tries again itself.
+                if !c.inner.borrow().user_closed {
+                    c.schedule_reconnect(format!("cannot reach the gateway at {url}"));
+                }
+                return;
             }
+            let (code, reason) = (e.code(), e.reason());
+            c.inner.borrow_mut().close_note = match (code, reason.is_empty()) {
+                (1000, true) => None,
+                (code, true) => Some(format!("the connection to the gateway closed ({code})")),
+                (code, false) => Some(format!(
+                    "the gateway closed the connection ({code}): {reason}"
+                )),
+            };
+            c.with(|s, now| s.connection_lost(now));
             c.pump();
         });
         let tick = {
@@ -437,6 +465,7 @@ impl Connection {
                 ws.set_onmessage(Some(cb.on_message.as_ref().unchecked_ref()));
                 ws.set_onclose(Some(cb.on_close.as_ref().unchecked_ref()));
             }
+            inner.opened = false;
             if let Some(old) = inner.ws.replace(ws) {
                 detach(&old);
                 let _ = old.close();
@@ -475,14 +504,19 @@ impl Connection {
                 detach(&ws);
                 let _ = ws.close();
             }
+            let note = self.inner.borrow_mut().close_note.take();
             if reason != CloseReason::Requested && !self.inner.borrow().user_closed {
+                let text = match (&reason, note) {
+                    (CloseReason::ConnectionLost, Some(note)) => note,
+                    _ => reason.to_string(),
+                };
                 if refused_for_good(&reason) {
                     self.inner.borrow_mut().user_closed = true;
                     self.emit(vec![Notice::Status(Status::Failed {
                         reason: reason.to_string(),
                     })]);
                 } else {
-                    self.schedule_reconnect(reason.to_string());
+                    self.schedule_reconnect(text);
                 }
             }
             return;

@@ -629,7 +629,8 @@ pub fn pretty(v: &Json, indent: usize, out: &mut String) {
     }
 }
 
-fn quote(s: &str, out: &mut String) {
+/// Writes `s` as a JSON string literal (control characters escaped).
+pub fn quote(s: &str, out: &mut String) {
     out.push('"');
     for c in s.chars() {
         match c {

@@ -170,3 +170,79 @@ fn routes_read_and_write_paths() {
         assert_eq!(Route::parse(bad), Route::NotFound, "{bad}");
     }
 }
+
+/// The driver against a gateway that is not there: it says it is reconnecting and why, a
+/// publish meanwhile waits in the outbox (and can be cancelled) — and does not cancel the
+/// next attempt (it once did: the app then never reconnected by itself).
+#[wasm_bindgen_test]
+async fn the_driver_keeps_redialing_and_holds_publishes_while_down() {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    use kite_frontend::mqtt::{Connection, Notice, Status};
+    use kite_mqtt::QoS;
+    use kite_mqtt::codec::Publish;
+    use kite_mqtt::session::ConnectOptions;
+
+    let seen: Rc<RefCell<Vec<Status>>> = Rc::default();
+    let log = seen.clone();
+    // Port 9 (discard) on loopback: nothing listens, the socket fails at once.
+    let conn = Connection::new(
+        "ws://127.0.0.1:9/mqtt",
+        ConnectOptions {
+            client_id: "driver-test".into(),
+            ..ConnectOptions::default()
+        },
+        move |n| {
+            if let Notice::Status(s) = n {
+                log.borrow_mut().push(s);
+            }
+        },
+    );
+    conn.connect();
+    let reconnecting = |seen: &[Status]| {
+        seen.iter()
+            .filter(|s| matches!(s, Status::Reconnecting { .. }))
+            .count()
+    };
+    for _ in 0..100 {
+        if reconnecting(&seen.borrow()) >= 1 {
+            break;
+        }
+        sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        matches!(seen.borrow().last(), Some(Status::Reconnecting { reason, .. }) if reason.contains("cannot reach the gateway at ws://127.0.0.1:9/mqtt")),
+        "{:?}",
+        seen.borrow()
+    );
+    let publish = |topic: &str| Publish {
+        qos: QoS::AtLeastOnce,
+        topic: topic.into(),
+        payload: bytes::Bytes::from_static(b"x"),
+        ..Default::default()
+    };
+    conn.publish(publish("a/1")).unwrap();
+    conn.publish(publish("a/2")).unwrap();
+    let waiting = conn.outbox();
+    assert_eq!(waiting.len(), 2);
+    assert!(conn.cancel(waiting[0].key).is_some());
+    assert_eq!(conn.outbox().len(), 1);
+    // The next attempt still comes (the first delay is at most a second).
+    for _ in 0..100 {
+        if reconnecting(&seen.borrow()) >= 2 {
+            break;
+        }
+        sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        reconnecting(&seen.borrow()) >= 2,
+        "no second attempt: {:?}",
+        seen.borrow()
+    );
+    assert!(seen.borrow().contains(&Status::Connecting));
+    conn.close();
+    assert_eq!(seen.borrow().last(), Some(&Status::Closed));
+    // Closing keeps what waits.
+    assert_eq!(conn.outbox()[0].topic, "a/2");
+}
