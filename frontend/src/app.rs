@@ -115,7 +115,7 @@ fn sidebar(handle: &Handle, current: Option<&str>) -> Html {
             .iter()
             .map(|p| {
                 let (status, waiting) = w.links.get(&p.id).map_or((Status::Closed, 0), |l| {
-                    (l.status.clone(), l.conn.outbox().len())
+                    (l.status.clone(), l.conn.outbox_len())
                 });
                 (
                     p.id.clone(),

@@ -279,6 +279,11 @@ impl Connection {
             .collect()
     }
 
+    /// How many publishes wait in the outbox (without copying them out).
+    pub fn outbox_len(&self) -> usize {
+        self.inner.borrow().session.outbox_len()
+    }
+
     /// QoS 1/2 publishes sent and not yet acknowledged.
     pub fn inflight(&self) -> usize {
         self.inner.borrow().session.inflight_len()

@@ -502,7 +502,7 @@ impl Handle {
         let outcome = match conn.publish(message) {
             Ok(None) if conn.is_connected() => (None, "sent (QoS 0: no acknowledgement)".into()),
             Ok(None) => (None, "waiting in the outbox (QoS 0)".into()),
-            Ok(Some(packet_id)) if conn.is_connected() && conn.outbox().is_empty() => {
+            Ok(Some(packet_id)) if conn.is_connected() && conn.outbox_len() == 0 => {
                 (Some(packet_id), "waiting for the broker…".into())
             }
             Ok(Some(packet_id)) => (Some(packet_id), "waiting in the outbox".into()),

@@ -105,13 +105,18 @@ pub(crate) fn wait_until_text(browser: &Browser, selector: &str, needle: &str) -
     )
 }
 
-/// Makes a connection profile through the form (defaults, this name) and returns its id,
-/// with its page open.
-pub(crate) fn new_profile(browser: &Browser, name: &str) -> String {
+/// Opens the new-connection form and types the name (the rest left at its defaults).
+pub(crate) fn open_profile_form(browser: &Browser, name: &str) {
     browser.wait_text(".new-connection", Duration::from_secs(30));
     click(browser, ".new-connection");
     browser.wait_text("#profile-name", Duration::from_secs(30));
     set_input(browser, "#profile-name", name);
+}
+
+/// Makes a connection profile through the form (defaults, this name) and returns its id,
+/// with its page open.
+pub(crate) fn new_profile(browser: &Browser, name: &str) -> String {
+    open_profile_form(browser, name);
     click(browser, "#save-profile");
     let id = kite_tests::wait_for("the connection page", Duration::from_secs(30), || {
         browser

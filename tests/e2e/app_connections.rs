@@ -8,7 +8,9 @@ use std::time::Duration;
 use kite_tests::browser::Browser;
 use kite_tests::{Gateway, Mosquitto, assets_dir, wait_for};
 
-use crate::app::{click, connected_app, new_profile, screenshot, set_input, wait_until_text};
+use crate::app::{
+    click, connected_app, new_profile, open_profile_form, screenshot, set_input, wait_until_text,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -90,10 +92,7 @@ fn profiles_are_checked_saved_coloured_and_open_at_once() {
     let gateway = Gateway::start(&[&broker.url()], Some(assets_dir()));
     let browser = Browser::start();
     browser.goto(&gateway.http_url("/"));
-    browser.wait_text(".new-connection", WAIT);
-    click(&browser, ".new-connection");
-    browser.wait_text("#profile-name", WAIT);
-    set_input(&browser, "#profile-name", "Line 1");
+    open_profile_form(&browser, "Line 1");
     // Mistakes are named on their field and saving waits until they are fixed.
     set_input(&browser, "#profile-will-topic", "status/+");
     set_input(&browser, "#profile-keep-alive", "soon");
@@ -457,10 +456,7 @@ fn subscriptions_show_refusals_and_removal_unsubscribes() {
     });
     let browser = Browser::start();
     browser.goto(&gateway.http_url("/"));
-    browser.wait_text(".new-connection", WAIT);
-    click(&browser, ".new-connection");
-    browser.wait_text("#profile-name", WAIT);
-    set_input(&browser, "#profile-name", "Viewer");
+    open_profile_form(&browser, "Viewer");
     set_input(&browser, "#profile-username", "alice");
     set_input(&browser, "#profile-password", "s3cret");
     click(&browser, "#save-profile");
@@ -546,10 +542,7 @@ fn a_persistent_session_resumes_with_what_was_queued() {
     let gateway = Gateway::start(&[&broker.url()], Some(assets_dir()));
     let browser = Browser::start();
     browser.goto(&gateway.http_url("/"));
-    browser.wait_text(".new-connection", WAIT);
-    click(&browser, ".new-connection");
-    browser.wait_text("#profile-name", WAIT);
-    set_input(&browser, "#profile-name", "Persistent");
+    open_profile_form(&browser, "Persistent");
     set_input(&browser, "#profile-client-id", "kite-persistent-1");
     click(&browser, "#profile-clean-start");
     set_input(&browser, "#profile-session-expiry", "3600");
