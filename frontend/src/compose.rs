@@ -3,9 +3,8 @@
 //! history keeps. Plain Rust, no web-sys: tested natively.
 
 use bytes::Bytes;
-use bytestring::ByteString;
 use kite_mqtt::codec::{Properties, Publish};
-use kite_mqtt::{QoS, Version};
+use kite_mqtt::{MqttStr, QoS, Version};
 
 use crate::payload::{self, Format, Json};
 use crate::profile::{FieldError, json_string, number, parse_pairs, text_problem};
@@ -153,7 +152,7 @@ impl Draft {
         Ok(Publish {
             qos,
             retain: self.retain,
-            topic: ByteString::from(self.topic.as_str()),
+            topic: MqttStr::from(self.topic.as_str()),
             payload: Bytes::from(payload),
             properties: properties.into(),
             ..Default::default()

@@ -12,7 +12,7 @@ use kite_mqtt::codec::{Props, Publish, ReasonCode, Subscription};
 use kite_mqtt::session::{
     Backoff, CloseReason, ConnectOptions, Event, Instant, Session, SessionError,
 };
-use kite_mqtt::{QoS, Version};
+use kite_mqtt::{MqttStr, QoS, Version};
 
 /// A publish waiting in the outbox, as the app lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -257,7 +257,7 @@ impl Connection {
 
     /// Unsubscribes from `filter`.
     pub fn unsubscribe(&self, filter: &str) -> Result<u16, SessionError> {
-        let r = self.with(|s, now| s.unsubscribe(vec![ByteString::from(filter)], now));
+        let r = self.with(|s, now| s.unsubscribe(vec![MqttStr::from(filter)], now));
         self.pump();
         r
     }

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use bytestring::ByteString;
 use kite_mqtt::codec::{Properties, RetainHandling, Subscription, Will};
 use kite_mqtt::session::ConnectOptions;
-use kite_mqtt::{QoS, Version};
+use kite_mqtt::{MqttStr, QoS, Version};
 
 use crate::payload::{self, Json};
 
@@ -94,7 +94,7 @@ impl SubSpec {
     pub fn subscription(&self) -> Result<Subscription, String> {
         kite_mqtt::topic::validate_filter(&self.filter).map_err(|e| e.to_string())?;
         Ok(Subscription {
-            filter: ByteString::from(self.filter.as_str()),
+            filter: MqttStr::from(self.filter.as_str()),
             qos: QoS::from_u8(self.qos).unwrap_or_default(),
             no_local: self.no_local,
             retain_as_published: self.retain_as_published,
@@ -240,7 +240,7 @@ impl Profile {
                 fail("will_topic", format!("the Will topic: {e}"));
             }
             Some(Will {
-                topic: ByteString::from(self.will_topic.as_str()),
+                topic: MqttStr::from(self.will_topic.as_str()),
                 payload: Bytes::from(self.will_payload.clone().into_bytes()),
                 qos: QoS::from_u8(self.will_qos).unwrap_or_default(),
                 retain: self.will_retain,
@@ -468,7 +468,7 @@ pub fn text_problem(s: &str, what: &str) -> Option<String> {
 }
 
 /// `name: value` per line (blank lines skipped) into user properties; names may repeat.
-pub fn parse_pairs(text: &str) -> Result<Vec<(ByteString, ByteString)>, String> {
+pub fn parse_pairs(text: &str) -> Result<Vec<(MqttStr, MqttStr)>, String> {
     let mut pairs = Vec::new();
     for (n, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
@@ -489,7 +489,7 @@ pub fn parse_pairs(text: &str) -> Result<Vec<(ByteString, ByteString)>, String> 
                 return Err(format!("line {}: {problem}", n + 1));
             }
         }
-        pairs.push((ByteString::from(name), ByteString::from(value)));
+        pairs.push((MqttStr::from(name), MqttStr::from(value)));
     }
     Ok(pairs)
 }

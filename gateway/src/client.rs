@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use bytestring::ByteString;
 use futures_util::{SinkExt, StreamExt};
+use kite_mqtt::MqttStr;
 use kite_mqtt::codec::{Props, Publish, ReasonCode, Subscription};
 use kite_mqtt::session::{
     Backoff, CloseReason, ConnectOptions, Event, Instant, Session, SessionError,
@@ -36,7 +36,7 @@ enum Command {
         Vec<Subscription>,
         oneshot::Sender<Result<u16, SessionError>>,
     ),
-    Unsubscribe(Vec<ByteString>, oneshot::Sender<Result<u16, SessionError>>),
+    Unsubscribe(Vec<MqttStr>, oneshot::Sender<Result<u16, SessionError>>),
     Disconnect,
 }
 
@@ -79,7 +79,7 @@ impl Client {
     }
 
     /// Unsubscribes; [`Event::Unsubscribed`] reports the answer.
-    pub async fn unsubscribe(&self, filters: Vec<ByteString>) -> Result<u16, ClientError> {
+    pub async fn unsubscribe(&self, filters: Vec<MqttStr>) -> Result<u16, ClientError> {
         let (tx, rx) = oneshot::channel();
         self.tx
             .send(Command::Unsubscribe(filters, tx))

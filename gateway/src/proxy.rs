@@ -128,7 +128,7 @@ pub struct Inbound {
     connect: Option<Box<kite_mqtt::codec::Connect>>,
     metrics: Arc<Metrics>,
     session: SessionLimits,
-    subscriptions: std::collections::HashSet<bytestring::ByteString>,
+    subscriptions: std::collections::HashSet<kite_mqtt::MqttStr>,
     messages: Option<Bucket>,
     bytes: Option<Bucket>,
     rules: Option<TopicRules>,

@@ -29,10 +29,9 @@ use std::sync::Arc;
 
 use axum::extract::ws::close_code;
 use bytes::{Bytes, BytesMut};
-use bytestring::ByteString;
 use kite_mqtt::codec::wire::{VarInt, read_var_int};
 use kite_mqtt::codec::{Ack, Connect, PacketType, ReasonCode, SubAck, Subscribe};
-use kite_mqtt::{Limits, Packet, QoS, Version, decode};
+use kite_mqtt::{Limits, MqttStr, Packet, QoS, Version, decode};
 
 use crate::acl::Acl;
 use crate::metrics::{Denial, Metrics};
@@ -96,7 +95,7 @@ pub struct TopicRules {
     version: Version,
     denied_v311: DeniedPublish,
     metrics: Arc<Metrics>,
-    aliases: HashMap<u16, ByteString>,
+    aliases: HashMap<u16, MqttStr>,
     alias_bytes: usize,
     /// QoS 2 PUBLISHes refused in 3.1.1 and answered with PUBREC: their PUBREL gets PUBCOMP.
     refused_qos2: HashSet<u16>,
@@ -199,7 +198,7 @@ impl TopicRules {
     }
 
     /// The topic a PUBLISH goes to: its name, or the one its alias stands for.
-    fn resolve_topic(&self, p: &kite_mqtt::codec::Publish) -> Result<ByteString, Violation> {
+    fn resolve_topic(&self, p: &kite_mqtt::codec::Publish) -> Result<MqttStr, Violation> {
         if !p.topic.is_empty() {
             return Ok(p.topic.clone());
         }
@@ -212,7 +211,7 @@ impl TopicRules {
         })
     }
 
-    fn set_alias(&mut self, alias: u16, topic: ByteString) -> Result<(), Violation> {
+    fn set_alias(&mut self, alias: u16, topic: MqttStr) -> Result<(), Violation> {
         let added = topic.len();
         if let Some(old) = self.aliases.insert(alias, topic) {
             self.alias_bytes -= old.len();

@@ -8,7 +8,6 @@
 use std::hint::black_box;
 
 use bytes::{Bytes, BytesMut};
-use bytestring::ByteString;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use kite_mqtt::codec::{Properties, Publish, Subscribe, Subscription};
 use kite_mqtt::topic::SubscriptionTree;
@@ -85,7 +84,7 @@ fn cases() -> Vec<Case> {
             content_type: Some("application/json".into()),
             response_topic: Some("reply/d-17".into()),
             correlation_data: Some(Bytes::from_static(b"req-0042")),
-            user_properties: vec![(ByteString::from("unit"), ByteString::from("celsius"))],
+            user_properties: vec![("unit".into(), "celsius".into())],
             ..Properties::default()
         }
         .into(),

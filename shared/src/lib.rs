@@ -8,7 +8,9 @@ pub mod codec;
 pub mod session;
 pub mod topic;
 
-pub use codec::{DecodeError, EncodeError, Limits, Packet, QoS, Version, decode, decode_raw};
+pub use codec::{
+    DecodeError, EncodeError, Limits, MqttStr, Packet, QoS, Version, decode, decode_raw,
+};
 
 // wasm tests run in headless Chromium, like the app that embeds this crate.
 #[cfg(all(test, target_arch = "wasm32"))]

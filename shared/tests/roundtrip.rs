@@ -11,21 +11,23 @@ use kite_mqtt::codec::{
     Props, Publish, ReasonCode, RetainHandling, SubAck, Subscribe, Subscription, UnsubAck,
     Unsubscribe, Will,
 };
-use kite_mqtt::{Limits, Packet, QoS, Version, decode};
+use kite_mqtt::{Limits, MqttStr, Packet, QoS, Version, decode};
 use proptest::collection::vec;
 use proptest::option;
 use proptest::prelude::*;
 
-fn text() -> impl Strategy<Value = ByteString> {
-    "[^\u{0}]{0,12}".prop_map(ByteString::from)
+/// Up to 40 characters: short strings (kept inline by `MqttStr`) and long ones.
+fn text() -> impl Strategy<Value = MqttStr> {
+    "[^\u{0}]{0,40}".prop_map(MqttStr::from)
 }
 
-fn topic_name() -> impl Strategy<Value = ByteString> {
-    "[^\u{0}+#]{1,16}".prop_map(ByteString::from)
+/// Up to 48 bytes of any characters: both sides of `MqttStr`'s inline limit (32 bytes).
+fn topic_name() -> impl Strategy<Value = MqttStr> {
+    "[^\u{0}+#]{1,48}".prop_map(MqttStr::from)
 }
 
-fn topic_filter() -> impl Strategy<Value = ByteString> {
-    let level = prop_oneof![Just("+".to_owned()), "[a-z0-9 é$]{0,5}"];
+fn topic_filter() -> impl Strategy<Value = MqttStr> {
+    let level = prop_oneof![Just("+".to_owned()), "[a-z0-9 é$]{0,12}"];
     (vec(level, 1..5), any::<bool>(), option::of("[a-z]{1,4}")).prop_map(|(levels, hash, share)| {
         let mut f = levels.join("/");
         if hash {
@@ -35,8 +37,8 @@ fn topic_filter() -> impl Strategy<Value = ByteString> {
             f.push('a');
         }
         match share {
-            Some(group) => ByteString::from(format!("$share/{group}/{f}")),
-            None => ByteString::from(f),
+            Some(group) => MqttStr::from(format!("$share/{group}/{f}")),
+            None => MqttStr::from(f),
         }
     })
 }
@@ -239,9 +241,9 @@ fn connect(v: Version) -> impl Strategy<Value = Packet> {
             )| {
                 // 3.1.1: a password needs a user name [MQTT-3.1.2-22].
                 let username = if password.is_some() && !v.is_v5() {
-                    Some(username.unwrap_or_else(|| "u".into()))
+                    Some(username.map_or_else(|| "u".into(), ByteString::from))
                 } else {
-                    username
+                    username.map(ByteString::from)
                 };
                 Packet::Connect(Box::new(Connect {
                     version: v,

@@ -175,7 +175,7 @@ fn strings_must_not_contain_null_mqtt_1_5_4_2() {
 fn strings_over_65535_bytes_cannot_be_encoded() {
     let long: ByteString = "x".repeat(65_536).into();
     let p = Packet::Publish(Publish {
-        topic: long.clone(),
+        topic: long.clone().into(),
         ..Publish::default()
     });
     assert!(matches!(
@@ -183,7 +183,7 @@ fn strings_over_65535_bytes_cannot_be_encoded() {
         EncodeError::InvalidTopicName(TopicError::TooLong { len: 65_536 })
     ));
     let mut props = Properties::default();
-    props.user_properties.push(("k".into(), long));
+    props.user_properties.push(("k".into(), long.into()));
     let p = Packet::Disconnect(Disconnect {
         reason: ReasonCode::NormalDisconnection,
         properties: props.into(),

@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use bytestring::ByteString;
 use kite_mqtt::codec::ReasonCode as R;
 use kite_mqtt::codec::{
     Ack, ConnAck, Disconnect, Properties, Props, Publish, SubAck, Subscription, UnsubAck,
@@ -687,7 +686,7 @@ fn outbox_overflow_rejects_or_drops_the_oldest() {
     assert_eq!(
         drop.events(),
         [Event::Dropped {
-            topic: ByteString::from("a"),
+            topic: "a".into(),
             why: DropReason::OutboxFull
         }]
     );
@@ -836,7 +835,7 @@ fn incoming_topic_aliases_are_resolved() {
     second.properties.topic_alias = Some(3);
     pair.server_sends(Packet::Publish(first));
     pair.server_sends(Packet::Publish(second));
-    let topics: Vec<ByteString> = pair
+    let topics: Vec<kite_mqtt::MqttStr> = pair
         .events()
         .into_iter()
         .map(|e| match e {

@@ -72,3 +72,86 @@ proptest! {
         }
     }
 }
+
+/// The byte-by-byte rules, as the specification states them, to check the validators (which
+/// scan eight bytes at a time) against.
+mod reference {
+    use kite_mqtt::topic::TopicError;
+
+    pub fn name(n: &str) -> Result<(), TopicError> {
+        if n.is_empty() {
+            return Err(TopicError::Empty);
+        }
+        for (at, b) in n.bytes().enumerate() {
+            match b {
+                0 => return Err(TopicError::NullChar { at }),
+                b'+' | b'#' => {
+                    return Err(TopicError::WildcardInName {
+                        wildcard: char::from(b),
+                        at,
+                    });
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// A filter without the `$share/` prefix.
+    pub fn plain_filter(f: &str) -> Result<(), TopicError> {
+        if f.is_empty() {
+            return Err(TopicError::Empty);
+        }
+        let b = f.as_bytes();
+        let mut level_start = 0;
+        for (i, &c) in b.iter().enumerate() {
+            match c {
+                0 => return Err(TopicError::NullChar { at: i }),
+                b'/' => level_start = i + 1,
+                b'+' if i != level_start || b.get(i + 1).is_some_and(|&n| n != b'/') => {
+                    return Err(TopicError::MisplacedPlus { at: i });
+                }
+                b'#' if i != level_start || i + 1 != b.len() => {
+                    return Err(TopicError::MisplacedHash { at: i });
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Strings dense in the bytes that matter (NUL, wildcards, separators, multi-byte
+/// characters whose bytes look like nothing in particular), long enough to cross several
+/// eight-byte words.
+fn tricky() -> impl Strategy<Value = String> {
+    let piece = prop_oneof![
+        Just("\0".to_owned()),
+        Just("+".to_owned()),
+        Just("#".to_owned()),
+        Just("/".to_owned()),
+        Just("é".to_owned()),
+        Just("\u{2b2b}".to_owned()),
+        Just("\u{1F600}".to_owned()),
+        "[a-z]{1,9}"
+    ];
+    vec(piece, 0..24).prop_map(|p| p.concat())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4000))]
+
+    /// [MQTT-4.7.1-1], [MQTT-4.7.3-1], [MQTT-4.7.3-2]: the same verdict and the same first
+    /// offending byte as the byte-by-byte rule.
+    #[test]
+    fn name_validation_agrees_with_the_plain_rule(n in tricky()) {
+        prop_assert_eq!(kite_mqtt::topic::validate_name(&n), reference::name(&n));
+    }
+
+    /// [MQTT-4.7.1-2], [MQTT-4.7.1-3], [MQTT-4.7.3-2].
+    #[test]
+    fn filter_validation_agrees_with_the_plain_rule(f in tricky()) {
+        // No `$share/` prefix in this alphabet, so the whole string is the plain filter.
+        prop_assert_eq!(validate_filter(&f), reference::plain_filter(&f));
+    }
+}

@@ -7,6 +7,7 @@
 
 use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
+use kite_mqtt::MqttStr;
 use kite_mqtt::codec::{
     Ack, Auth, ConnAck, Connect, Disconnect, Properties, Props, Publish, ReasonCode,
     RetainHandling, SubAck, Subscribe, Subscription, UnsubAck, Unsubscribe, Will,
@@ -174,20 +175,20 @@ fn properties(o: &Map<String, Value>) -> R<Props> {
     let mut props = Properties {
         payload_format_indicator: b(p, "payloadFormatIndicator")?,
         message_expiry_interval: u32_(p, "messageExpiryInterval")?,
-        content_type: s(p, "contentType")?,
-        response_topic: s(p, "responseTopic")?,
+        content_type: s(p, "contentType")?.map(Into::into),
+        response_topic: s(p, "responseTopic")?.map(Into::into),
         correlation_data: opt_bin(p, "correlationData")?,
         session_expiry_interval: u32_(p, "sessionExpiryInterval")?,
-        assigned_client_identifier: s(p, "assignedClientIdentifier")?,
+        assigned_client_identifier: s(p, "assignedClientIdentifier")?.map(Into::into),
         server_keep_alive: u16_(p, "serverKeepAlive")?,
-        authentication_method: s(p, "authenticationMethod")?,
+        authentication_method: s(p, "authenticationMethod")?.map(Into::into),
         authentication_data: opt_bin(p, "authenticationData")?,
         request_problem_information: b(p, "requestProblemInformation")?,
         will_delay_interval: u32_(p, "willDelayInterval")?,
         request_response_information: b(p, "requestResponseInformation")?,
-        response_information: s(p, "responseInformation")?,
-        server_reference: s(p, "serverReference")?,
-        reason_string: s(p, "reasonString")?,
+        response_information: s(p, "responseInformation")?.map(Into::into),
+        server_reference: s(p, "serverReference")?.map(Into::into),
+        reason_string: s(p, "reasonString")?.map(Into::into),
         receive_maximum: u16_(p, "receiveMaximum")?,
         topic_alias_maximum: u16_(p, "topicAliasMaximum")?,
         topic_alias: u16_(p, "topicAlias")?,
@@ -232,7 +233,7 @@ fn properties(o: &Map<String, Value>) -> R<Props> {
                 let v = v.as_str().ok_or("user property value is not a string")?;
                 props
                     .user_properties
-                    .push((ByteString::from(k.clone()), ByteString::from(v)));
+                    .push((MqttStr::from(k.clone()), MqttStr::from(v)));
             }
         }
     }
@@ -281,7 +282,7 @@ fn packet(v: &Value, ver: Version) -> R<Packet> {
                 Some(w) => {
                     let w = obj(w, "will")?;
                     Some(Will {
-                        topic: s(w, "topic")?.ok_or("will topic missing")?,
+                        topic: s(w, "topic")?.ok_or("will topic missing")?.into(),
                         payload: opt_bin(w, "payload")?.ok_or("will payload missing")?,
                         qos: qos(w, "qos")?,
                         retain: b(w, "retain")?.unwrap_or(false),
@@ -321,7 +322,7 @@ fn packet(v: &Value, ver: Version) -> R<Packet> {
             dup: b(o, "dup")?.unwrap_or(false),
             qos: qos(o, "qos")?,
             retain: b(o, "retain")?.unwrap_or(false),
-            topic: s(o, "topic")?.ok_or("topic missing")?,
+            topic: s(o, "topic")?.ok_or("topic missing")?.into(),
             packet_id: u16_(o, "messageId")?.unwrap_or(0),
             properties: properties(o)?,
             payload: opt_bin(o, "payload")?.unwrap_or_default(),
@@ -338,7 +339,7 @@ fn packet(v: &Value, ver: Version) -> R<Packet> {
             for sub in subs {
                 let sub = obj(sub, "subscription")?;
                 filters.push(Subscription {
-                    filter: s(sub, "topic")?.ok_or("topic missing")?,
+                    filter: s(sub, "topic")?.ok_or("topic missing")?.into(),
                     qos: qos(sub, "qos")?,
                     no_local: b(sub, "nl")?.unwrap_or(false),
                     retain_as_published: b(sub, "rap")?.unwrap_or(false),
@@ -402,7 +403,7 @@ fn packet(v: &Value, ver: Version) -> R<Packet> {
                 .iter()
                 .map(|f| {
                     f.as_str()
-                        .map(ByteString::from)
+                        .map(kite_mqtt::MqttStr::from)
                         .ok_or("Invalid unsubscriptions".to_owned())
                 })
                 .collect::<R<Vec<_>>>()?;

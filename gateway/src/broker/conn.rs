@@ -13,12 +13,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
-use bytestring::ByteString;
 use kite_mqtt::codec::{
     Ack, ConnAck, Connect, Disconnect, Properties, Props, Publish, ReasonCode, SubAck, Subscribe,
     UnsubAck, Unsubscribe, Will,
 };
-use kite_mqtt::{DecodeError, Limits, Packet, QoS, Version};
+use kite_mqtt::{DecodeError, Limits, MqttStr, Packet, QoS, Version};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::session::{Awaiting, Delivery, Inflight, Slot};
@@ -368,7 +367,7 @@ where
     if version.is_v5() {
         let p = &mut ack.properties;
         if assigned {
-            p.assigned_client_identifier = Some(ByteString::from(&*client_id));
+            p.assigned_client_identifier = Some(MqttStr::from(&*client_id));
         }
         if server_keep_alive {
             p.server_keep_alive = Some(keep_alive);
@@ -493,9 +492,9 @@ struct Conn {
     client_alias_max: u16,
     problem_info: bool,
     /// Topic aliases the client set [MQTT-3.3.2-8]; never carried to another connection.
-    aliases_in: HashMap<u16, ByteString>,
+    aliases_in: HashMap<u16, MqttStr>,
     /// Topic aliases the broker set towards the client.
-    aliases_out: HashMap<ByteString, u16>,
+    aliases_out: HashMap<MqttStr, u16>,
     /// Acknowledgements held back until the store has committed the writes they confirm
     /// (store ticket, packet), in order.
     pending: VecDeque<(u64, Packet)>,
@@ -1069,7 +1068,7 @@ impl Conn {
         if let Some((a, known)) = alias {
             properties.topic_alias = Some(a);
             if known {
-                topic = ByteString::new();
+                topic = MqttStr::new();
             }
         }
         let packet = Packet::Publish(Publish {

@@ -28,10 +28,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, Rw
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use bytestring::ByteString;
-use kite_mqtt::QoS;
 use kite_mqtt::codec::{Properties, Props, Publish};
 use kite_mqtt::topic::SubscriptionTree;
+use kite_mqtt::{MqttStr, QoS};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 
@@ -94,7 +93,7 @@ impl Default for BrokerConfig {
 /// A message as the broker holds it: one allocation shared by every delivery.
 #[derive(Debug)]
 pub(crate) struct Message {
-    pub topic: ByteString,
+    pub topic: MqttStr,
     pub payload: Bytes,
     pub qos: QoS,
     pub retain: bool,
@@ -884,7 +883,7 @@ impl Broker {
     }
 
     fn drop_subscriptions(&self, slot: &Arc<Slot>) {
-        let (filters, persisted): (Vec<ByteString>, bool) = {
+        let (filters, persisted): (Vec<MqttStr>, bool) = {
             let mut st = lock(&slot.state);
             st.queue.clear();
             st.queued_bytes = 0;

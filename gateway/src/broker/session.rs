@@ -6,8 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use bytestring::ByteString;
-use kite_mqtt::QoS;
+use kite_mqtt::{MqttStr, QoS};
 use tokio::sync::Notify;
 
 use super::{BrokerConfig, Message, SubscribeEntry, lock};
@@ -64,7 +63,7 @@ pub(crate) struct SessionState {
     /// The store holds a record of this session.
     pub persisted: bool,
     /// Subscriptions by full filter (`$share/...` included).
-    pub subscriptions: HashMap<ByteString, SubscribeEntry>,
+    pub subscriptions: HashMap<MqttStr, SubscribeEntry>,
     /// Deliveries not yet sent, oldest first.
     pub queue: VecDeque<Delivery>,
     pub queued_bytes: usize,

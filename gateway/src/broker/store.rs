@@ -18,9 +18,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use bytestring::ByteString;
 use kite_mqtt::codec::Publish;
-use kite_mqtt::{Limits, Packet, QoS, Version};
+use kite_mqtt::{Limits, MqttStr, Packet, QoS, Version};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::{Message, SubscribeEntry, lock};
@@ -556,7 +555,7 @@ fn decode_session(bytes: &[u8]) -> Option<SessionRecord> {
 pub(crate) fn session_record(
     expiry: u32,
     disconnected_at: u64,
-    subscriptions: &std::collections::HashMap<ByteString, SubscribeEntry>,
+    subscriptions: &std::collections::HashMap<MqttStr, SubscribeEntry>,
 ) -> Vec<u8> {
     encode_session(&SessionRecord {
         expiry,

@@ -5,7 +5,9 @@ use bytestring::ByteString;
 
 use super::properties::PropertyContext;
 use super::wire::{self, Reader};
-use super::{Body, DecodeError, EncodeError, PacketType, Props, QoS, Sized, Version, props_total};
+use super::{
+    Body, DecodeError, EncodeError, MqttStr, PacketType, Props, QoS, Sized, Version, props_total,
+};
 use crate::topic;
 
 /// A client's request to connect.
@@ -36,7 +38,7 @@ pub struct Connect {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Will {
     /// Topic name (no wildcards).
-    pub topic: ByteString,
+    pub topic: MqttStr,
     /// Payload.
     pub payload: Bytes,
     /// QoS of the Will message.
@@ -121,7 +123,7 @@ impl Connect {
             } else {
                 Props::default()
             };
-            let topic = r.string("will topic")?;
+            let topic = r.mqtt_string("will topic")?;
             topic::validate_name(&topic).map_err(DecodeError::InvalidTopicName)?;
             let payload = r.binary("will payload")?;
             Some(Will {

@@ -14,6 +14,7 @@ mod auth;
 mod connack;
 mod connect;
 mod disconnect;
+mod mqtt_str;
 mod properties;
 mod publish;
 mod reason;
@@ -31,6 +32,7 @@ pub use auth::Auth;
 pub use connack::ConnAck;
 pub use connect::{Connect, Will};
 pub use disconnect::Disconnect;
+pub use mqtt_str::{INLINE_LEN, MqttStr};
 pub use properties::{Properties, PropertyContext, PropertyId, Props};
 pub use publish::Publish;
 pub use reason::ReasonCode;
@@ -548,7 +550,16 @@ pub fn decode(
     version: Version,
     limits: &Limits,
 ) -> Result<Option<Packet>, DecodeError> {
-    Ok(decode_inner(buf, version, limits, false)?.map(|(p, _)| p))
+    let Some(frame) = frame_header(buf, version, limits)? else {
+        return Ok(None);
+    };
+    if frame.packet_type == PacketType::Publish
+        && let Some(p) =
+            Publish::decode_frame(buf, frame.flags, frame.header_len, frame.size, version)?
+    {
+        return Ok(Some(Packet::Publish(p)));
+    }
+    decode_split(buf, &frame, version, false).map(|(p, _)| Some(p))
 }
 
 /// Like [`decode`], and also returns the packet's original bytes (fixed header included,
@@ -558,15 +569,31 @@ pub fn decode_raw(
     version: Version,
     limits: &Limits,
 ) -> Result<Option<(Packet, Bytes)>, DecodeError> {
-    Ok(decode_inner(buf, version, limits, true)?.and_then(|(p, raw)| raw.map(|r| (p, r))))
+    let Some(frame) = frame_header(buf, version, limits)? else {
+        return Ok(None);
+    };
+    decode_split(buf, &frame, version, true).map(Some)
 }
 
-fn decode_inner(
-    buf: &mut BytesMut,
+/// What the fixed header says of the packet at the front of a buffer that holds all of it.
+struct FrameHeader {
+    packet_type: PacketType,
+    /// The low nibble of the first byte.
+    flags: u8,
+    /// The fixed header's length (first byte and remaining length).
+    header_len: usize,
+    /// The whole packet's length.
+    size: usize,
+}
+
+/// Reads and checks the fixed header: `Ok(None)` until the buffer holds the whole packet. The
+/// size limit is checked from the header alone, before the body is buffered.
+#[inline]
+fn frame_header(
+    buf: &BytesMut,
     version: Version,
     limits: &Limits,
-    keep_raw: bool,
-) -> Result<Option<(Packet, Option<Bytes>)>, DecodeError> {
+) -> Result<Option<FrameHeader>, DecodeError> {
     let Some(&first) = buf.first() else {
         return Ok(None);
     };
@@ -585,22 +612,42 @@ fn decode_inner(
     if buf.len() < size {
         return Ok(None);
     }
+    Ok(Some(FrameHeader {
+        packet_type,
+        flags: first & 0x0f,
+        header_len,
+        size,
+    }))
+}
+
+/// Splits the packet's frame off `buf` and reads it; on error puts it back, so that nothing
+/// is consumed. With `keep_raw`, also returns the frame's bytes (else an empty `Bytes`).
+fn decode_split(
+    buf: &mut BytesMut,
+    frame: &FrameHeader,
+    version: Version,
+    keep_raw: bool,
+) -> Result<(Packet, Bytes), DecodeError> {
     let header: [u8; 5] = {
         let mut h = [0u8; 5];
-        h[..header_len].copy_from_slice(&buf[..header_len]);
+        h[..frame.header_len].copy_from_slice(&buf[..frame.header_len]);
         h
     };
-    let mut frame = buf.split_to(size).freeze();
-    let raw = keep_raw.then(|| frame.clone());
-    frame.advance(header_len);
-    let mut body = Reader::new(frame);
-    match decode_body(packet_type, first & 0x0f, &mut body, version) {
-        Ok(packet) => Ok(Some((packet, raw))),
+    let mut bytes = buf.split_to(frame.size).freeze();
+    let raw = if keep_raw {
+        bytes.clone()
+    } else {
+        Bytes::new()
+    };
+    bytes.advance(frame.header_len);
+    let mut body = Reader::new(bytes);
+    match decode_body(frame.packet_type, frame.flags, &mut body, version) {
+        Ok(packet) => Ok((packet, raw)),
         Err(e) => {
             // Put the frame back: an error consumes nothing.
             let body = body.into_body();
-            let mut restored = BytesMut::with_capacity(size + buf.len());
-            restored.extend_from_slice(&header[..header_len]);
+            let mut restored = BytesMut::with_capacity(frame.size + buf.len());
+            restored.extend_from_slice(&header[..frame.header_len]);
             restored.extend_from_slice(&body);
             restored.extend_from_slice(buf);
             *buf = restored;

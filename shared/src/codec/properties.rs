@@ -2,10 +2,9 @@
 //! except User Property (and Subscription Identifier in PUBLISH), and value rules.
 
 use bytes::{Bytes, BytesMut};
-use bytestring::ByteString;
 
 use super::wire::{self, Reader};
-use super::{DecodeError, EncodeError, PacketType, QoS};
+use super::{DecodeError, EncodeError, MqttStr, PacketType, QoS};
 
 /// Where a property list stands: a packet type, or the Will properties of CONNECT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,9 +104,9 @@ pub struct Properties {
     /// 0x02: seconds until the message expires.
     pub message_expiry_interval: Option<u32>,
     /// 0x03: MIME type of the payload.
-    pub content_type: Option<ByteString>,
+    pub content_type: Option<MqttStr>,
     /// 0x08: topic for a response.
-    pub response_topic: Option<ByteString>,
+    pub response_topic: Option<MqttStr>,
     /// 0x09: correlates a response with its request.
     pub correlation_data: Option<Bytes>,
     /// 0x0B: one per matching subscription in PUBLISH (server → client); at most one in SUBSCRIBE.
@@ -115,11 +114,11 @@ pub struct Properties {
     /// 0x11: seconds the session outlives the connection.
     pub session_expiry_interval: Option<u32>,
     /// 0x12: the client id the server chose.
-    pub assigned_client_identifier: Option<ByteString>,
+    pub assigned_client_identifier: Option<MqttStr>,
     /// 0x13: keep-alive the server imposes.
     pub server_keep_alive: Option<u16>,
     /// 0x15: the enhanced authentication method.
-    pub authentication_method: Option<ByteString>,
+    pub authentication_method: Option<MqttStr>,
     /// 0x16: authentication data of that method.
     pub authentication_data: Option<Bytes>,
     /// 0x17: whether the server may send reason strings and user properties on failures.
@@ -129,11 +128,11 @@ pub struct Properties {
     /// 0x19: whether the client asks for response information.
     pub request_response_information: Option<bool>,
     /// 0x1A: basis for response topics.
-    pub response_information: Option<ByteString>,
+    pub response_information: Option<MqttStr>,
     /// 0x1C: another server to use.
-    pub server_reference: Option<ByteString>,
+    pub server_reference: Option<MqttStr>,
     /// 0x1F: human-readable reason.
-    pub reason_string: Option<ByteString>,
+    pub reason_string: Option<MqttStr>,
     /// 0x21: how many QoS 1/2 messages may be unacknowledged at once (not 0).
     pub receive_maximum: Option<u16>,
     /// 0x22: highest topic alias accepted.
@@ -145,7 +144,7 @@ pub struct Properties {
     /// 0x25: whether retained messages are supported.
     pub retain_available: Option<bool>,
     /// 0x26: name/value pairs, in order; names may repeat.
-    pub user_properties: Vec<(ByteString, ByteString)>,
+    pub user_properties: Vec<(MqttStr, MqttStr)>,
     /// 0x27: largest packet accepted (not 0).
     pub maximum_packet_size: Option<u32>,
     /// 0x28: whether wildcard subscriptions are supported.
@@ -307,8 +306,8 @@ fn nonzero<T: Into<u32> + Copy + PartialEq + Default>(
     }
 }
 
-fn strp(s: &Option<ByteString>) -> Option<&[u8]> {
-    s.as_ref().map(|s| s.as_bytes().as_ref())
+fn strp(s: &Option<MqttStr>) -> Option<&[u8]> {
+    s.as_ref().map(|s| s.as_bytes())
 }
 
 impl Properties {
@@ -330,7 +329,12 @@ impl Properties {
         if len == 0 {
             return Ok(Props::default());
         }
-        let mut r = Reader::new(r.take(len, "properties")?);
+        r.block(len, "properties", |r| Self::read_block(r, ctx))
+            .map(|p| Props(Some(p)))
+    }
+
+    /// Reads properties until the end of the reader's block.
+    fn read_block(r: &mut Reader, ctx: PropertyContext) -> Result<Box<Properties>, DecodeError> {
         let mut p = Box::<Properties>::default();
         while !r.is_empty() {
             let byte = r.var_int("property identifier")?;
@@ -347,14 +351,14 @@ impl Properties {
             use PropertyId as P;
             match id {
                 P::PayloadFormatIndicator => {
-                    set(&mut p.payload_format_indicator, id, flag(&mut r, id)?)?
+                    set(&mut p.payload_format_indicator, id, flag(r, id)?)?
                 }
                 P::MessageExpiryInterval => {
                     set(&mut p.message_expiry_interval, id, r.u32(id.name())?)?
                 }
-                P::ContentType => set(&mut p.content_type, id, r.string(id.name())?)?,
+                P::ContentType => set(&mut p.content_type, id, r.mqtt_string(id.name())?)?,
                 P::ResponseTopic => {
-                    let topic = r.string(id.name())?;
+                    let topic = r.mqtt_string(id.name())?;
                     // [MQTT-3.3.2-14]: the Response Topic is a Topic Name.
                     crate::topic::validate_name(&topic).map_err(DecodeError::InvalidTopicName)?;
                     set(&mut p.response_topic, id, topic)?;
@@ -375,26 +379,28 @@ impl Properties {
                 P::SessionExpiryInterval => {
                     set(&mut p.session_expiry_interval, id, r.u32(id.name())?)?
                 }
-                P::AssignedClientIdentifier => {
-                    set(&mut p.assigned_client_identifier, id, r.string(id.name())?)?
-                }
+                P::AssignedClientIdentifier => set(
+                    &mut p.assigned_client_identifier,
+                    id,
+                    r.mqtt_string(id.name())?,
+                )?,
                 P::ServerKeepAlive => set(&mut p.server_keep_alive, id, r.u16(id.name())?)?,
                 P::AuthenticationMethod => {
-                    set(&mut p.authentication_method, id, r.string(id.name())?)?
+                    set(&mut p.authentication_method, id, r.mqtt_string(id.name())?)?
                 }
                 P::AuthenticationData => set(&mut p.authentication_data, id, r.binary(id.name())?)?,
                 P::RequestProblemInformation => {
-                    set(&mut p.request_problem_information, id, flag(&mut r, id)?)?
+                    set(&mut p.request_problem_information, id, flag(r, id)?)?
                 }
                 P::WillDelayInterval => set(&mut p.will_delay_interval, id, r.u32(id.name())?)?,
                 P::RequestResponseInformation => {
-                    set(&mut p.request_response_information, id, flag(&mut r, id)?)?
+                    set(&mut p.request_response_information, id, flag(r, id)?)?
                 }
                 P::ResponseInformation => {
-                    set(&mut p.response_information, id, r.string(id.name())?)?
+                    set(&mut p.response_information, id, r.mqtt_string(id.name())?)?
                 }
-                P::ServerReference => set(&mut p.server_reference, id, r.string(id.name())?)?,
-                P::ReasonString => set(&mut p.reason_string, id, r.string(id.name())?)?,
+                P::ServerReference => set(&mut p.server_reference, id, r.mqtt_string(id.name())?)?,
+                P::ReasonString => set(&mut p.reason_string, id, r.mqtt_string(id.name())?)?,
                 P::ReceiveMaximum => {
                     set(&mut p.receive_maximum, id, nonzero(r.u16(id.name())?, id)?)?
                 }
@@ -413,10 +419,10 @@ impl Properties {
                     };
                     set(&mut p.maximum_qos, id, qos)?;
                 }
-                P::RetainAvailable => set(&mut p.retain_available, id, flag(&mut r, id)?)?,
+                P::RetainAvailable => set(&mut p.retain_available, id, flag(r, id)?)?,
                 P::UserProperty => {
-                    let name = r.string(id.name())?;
-                    let value = r.string(id.name())?;
+                    let name = r.mqtt_string(id.name())?;
+                    let value = r.mqtt_string(id.name())?;
                     p.user_properties.push((name, value));
                 }
                 P::MaximumPacketSize => set(
@@ -424,24 +430,18 @@ impl Properties {
                     id,
                     nonzero(r.u32(id.name())?, id)?,
                 )?,
-                P::WildcardSubscriptionAvailable => set(
-                    &mut p.wildcard_subscription_available,
-                    id,
-                    flag(&mut r, id)?,
-                )?,
+                P::WildcardSubscriptionAvailable => {
+                    set(&mut p.wildcard_subscription_available, id, flag(r, id)?)?
+                }
                 P::SubscriptionIdentifierAvailable => {
-                    set(
-                        &mut p.subscription_identifier_available,
-                        id,
-                        flag(&mut r, id)?,
-                    )?;
+                    set(&mut p.subscription_identifier_available, id, flag(r, id)?)?;
                 }
                 P::SharedSubscriptionAvailable => {
-                    set(&mut p.shared_subscription_available, id, flag(&mut r, id)?)?
+                    set(&mut p.shared_subscription_available, id, flag(r, id)?)?
                 }
             }
         }
-        Ok(Props(Some(p)))
+        Ok(p)
     }
 
     /// Validates the properties for `ctx` and returns the encoded length of their contents
@@ -463,7 +463,7 @@ impl Properties {
             Ok(())
         };
         use PropertyId as P;
-        let s = |v: &Option<ByteString>, id: PropertyId| -> Result<usize, EncodeError> {
+        let s = |v: &Option<MqttStr>, id: PropertyId| -> Result<usize, EncodeError> {
             v.as_ref()
                 .map_or(Ok(0), |s| wire::check_str(s, id.name()).map(|n| n + 1))
         };

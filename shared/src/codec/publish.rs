@@ -1,11 +1,28 @@
 //! PUBLISH (MQTT 5.0 §3.3, 3.1.1 §3.3).
 
-use bytes::{Bytes, BytesMut};
-use bytestring::ByteString;
+use bytes::{Buf, Bytes, BytesMut};
 
 use super::wire::{self, Reader};
-use super::{Body, DecodeError, EncodeError, PacketType, Props, QoS, Sized, Version, props_total};
+use super::{
+    Body, DecodeError, EncodeError, MqttStr, PacketType, Props, QoS, Sized, Version, props_total,
+};
 use crate::topic;
+
+/// The topic rules of a received PUBLISH: a name without wildcards or U+0000, or empty with a
+/// Topic Alias (MQTT 5 §3.3.2.1).
+#[inline]
+fn check_topic(topic: &str, has_alias: bool) -> Result<(), DecodeError> {
+    if topic.is_empty() {
+        if has_alias {
+            return Ok(());
+        }
+        return Err(DecodeError::EmptyTopicWithoutAlias);
+    }
+    topic::validate_name(topic).map_err(|e| match e {
+        topic::TopicError::NullChar { .. } => DecodeError::NullCharacter { what: "topic name" },
+        e => DecodeError::InvalidTopicName(e),
+    })
+}
 
 /// An application message.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -17,7 +34,7 @@ pub struct Publish {
     /// Whether the server keeps the message for future subscribers.
     pub retain: bool,
     /// Topic name; empty only in MQTT 5 with a Topic Alias.
-    pub topic: ByteString,
+    pub topic: MqttStr,
     /// Packet identifier for QoS 1/2 (non-zero); ignored at QoS 0.
     pub packet_id: u16,
     /// PUBLISH properties (MQTT 5).
@@ -27,10 +44,112 @@ pub struct Publish {
 }
 
 impl Publish {
+    /// Reads a PUBLISH without properties (3.1.1, or MQTT 5 with a property length of 0)
+    /// whose whole frame (`size` bytes, the fixed header's `header_len` included) is at the
+    /// front of `buf`. `Ok(Some(..))`: exactly the frame was removed. `Err`: nothing was.
+    /// `Ok(None)`: the packet has properties; nothing was removed, read it with [`decode`].
+    ///
+    /// The variable header is read in place and a short topic is copied inline, so that the
+    /// payload is the packet's only reference to the buffer: one reference count to raise and
+    /// drop instead of two (the topic's slice).
+    ///
+    /// [`decode`]: Self::decode
+    #[inline]
+    pub(crate) fn decode_frame(
+        buf: &mut BytesMut,
+        flags: u8,
+        header_len: usize,
+        size: usize,
+        version: Version,
+    ) -> Result<Option<Self>, DecodeError> {
+        let qos = QoS::from_u8((flags >> 1) & 0x03).ok_or(DecodeError::InvalidQoS)?;
+        let body = &buf[header_len..size];
+        let truncated = DecodeError::Truncated { what: "topic name" };
+        let [l0, l1, after_len @ ..] = body else {
+            return Err(truncated);
+        };
+        let topic_len = usize::from(u16::from_be_bytes([*l0, *l1]));
+        let Some(topic_bytes) = after_len.get(..topic_len) else {
+            return Err(truncated);
+        };
+        let Some(topic_str) = wire::utf8(topic_bytes) else {
+            return Err(DecodeError::InvalidUtf8 { what: "topic name" });
+        };
+        let mut pos = 2 + topic_len;
+        let packet_id = if qos == QoS::AtMostOnce {
+            0
+        } else {
+            let [h, l, ..] = body[pos..] else {
+                return Err(DecodeError::Truncated {
+                    what: "packet identifier",
+                });
+            };
+            pos += 2;
+            match u16::from_be_bytes([h, l]) {
+                0 => {
+                    return Err(DecodeError::ZeroPacketId {
+                        packet: PacketType::Publish,
+                    });
+                }
+                id => id,
+            }
+        };
+        if version.is_v5() {
+            if body.get(pos) != Some(&0) {
+                // Properties (or a malformed length): the general path reads them.
+                return Ok(None);
+            }
+            pos += 1;
+        }
+        let inline = MqttStr::inline(topic_str);
+        check_topic(topic_str, false)?;
+        let start = header_len + pos;
+        let mut frame = buf.split_to(size).freeze();
+        let topic = match inline {
+            Some(topic) => topic,
+            None => {
+                let at = header_len + 2;
+                let bytes = frame.slice(at..at + topic_len);
+                // Checked as UTF-8 above: the lossy branch is never taken.
+                MqttStr::from_utf8_bytes(bytes.clone())
+                    .unwrap_or_else(|| MqttStr::from(String::from_utf8_lossy(&bytes).into_owned()))
+            }
+        };
+        frame.advance(start);
+        Ok(Some(Self::from_parts(
+            flags,
+            qos,
+            topic,
+            packet_id,
+            Props::default(),
+            frame,
+        )))
+    }
+
+    #[inline]
+    fn from_parts(
+        flags: u8,
+        qos: QoS,
+        topic: MqttStr,
+        packet_id: u16,
+        properties: Props,
+        payload: Bytes,
+    ) -> Self {
+        Self {
+            dup: flags & 0x08 != 0,
+            qos,
+            retain: flags & 0x01 != 0,
+            topic,
+            packet_id,
+            properties,
+            payload,
+        }
+    }
+
     #[inline]
     pub(crate) fn decode(flags: u8, r: &mut Reader, version: Version) -> Result<Self, DecodeError> {
         let qos = QoS::from_u8((flags >> 1) & 0x03).ok_or(DecodeError::InvalidQoS)?;
-        let topic = r.utf8("topic name")?;
+        let topic = r.mqtt_str("topic name")?;
         let packet_id = if qos == QoS::AtMostOnce {
             0
         } else {
@@ -43,28 +162,15 @@ impl Publish {
             id
         };
         let properties = super::read_props(r, version, PacketType::Publish)?;
-        if topic.is_empty() {
-            // v5 §3.3.2.1: a zero-length topic name needs a Topic Alias.
-            if properties.topic_alias.is_none() {
-                return Err(DecodeError::EmptyTopicWithoutAlias);
-            }
-        } else {
-            topic::validate_name(&topic).map_err(|e| match e {
-                topic::TopicError::NullChar { .. } => {
-                    DecodeError::NullCharacter { what: "topic name" }
-                }
-                e => DecodeError::InvalidTopicName(e),
-            })?;
-        }
-        Ok(Self {
-            dup: flags & 0x08 != 0,
+        check_topic(&topic, properties.topic_alias.is_some())?;
+        Ok(Self::from_parts(
+            flags,
             qos,
-            retain: flags & 0x01 != 0,
             topic,
             packet_id,
             properties,
-            payload: r.rest(),
-        })
+            r.rest(),
+        ))
     }
 
     #[inline]

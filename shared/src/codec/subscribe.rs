@@ -1,7 +1,7 @@
 //! SUBSCRIBE (MQTT 5.0 §3.8, 3.1.1 §3.8).
 
+use super::MqttStr;
 use bytes::BytesMut;
-use bytestring::ByteString;
 
 use super::wire::{self, Reader};
 use super::{Body, DecodeError, EncodeError, PacketType, Props, QoS, Sized, Version, props_total};
@@ -23,7 +23,7 @@ pub enum RetainHandling {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subscription {
     /// The topic filter, possibly `$share/<group>/<filter>`.
-    pub filter: ByteString,
+    pub filter: MqttStr,
     /// Maximum QoS the client accepts.
     pub qos: QoS,
     /// MQTT 5: do not send the client its own publications.
@@ -36,7 +36,7 @@ pub struct Subscription {
 
 impl Subscription {
     /// A subscription to `filter` at `qos` with default options.
-    pub fn new(filter: impl Into<ByteString>, qos: QoS) -> Self {
+    pub fn new(filter: impl Into<MqttStr>, qos: QoS) -> Self {
         Self {
             filter: filter.into(),
             qos,
@@ -71,7 +71,7 @@ impl Subscribe {
         let properties = super::read_props(r, version, PacketType::Subscribe)?;
         let mut filters = Vec::new();
         while !r.is_empty() {
-            let filter = r.string("topic filter")?;
+            let filter = r.mqtt_string("topic filter")?;
             topic::validate_filter(&filter).map_err(DecodeError::InvalidTopicFilter)?;
             let options = r.u8("subscription options")?;
             let reserved = if version.is_v5() { 0xc0 } else { 0xfc };

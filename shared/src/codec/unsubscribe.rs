@@ -1,7 +1,7 @@
 //! UNSUBSCRIBE (MQTT 5.0 §3.10, 3.1.1 §3.10).
 
+use super::MqttStr;
 use bytes::BytesMut;
-use bytestring::ByteString;
 
 use super::wire::{self, Reader};
 use super::{Body, DecodeError, EncodeError, PacketType, Props, Sized, Version, props_total};
@@ -13,7 +13,7 @@ pub struct Unsubscribe {
     /// Packet identifier (non-zero).
     pub packet_id: u16,
     /// The filters to remove, at least one.
-    pub filters: Vec<ByteString>,
+    pub filters: Vec<MqttStr>,
     /// UNSUBSCRIBE properties (MQTT 5: user properties).
     pub properties: Props,
 }
@@ -24,7 +24,7 @@ impl Unsubscribe {
         let properties = super::read_props(r, version, PacketType::Unsubscribe)?;
         let mut filters = Vec::new();
         while !r.is_empty() {
-            let filter = r.string("topic filter")?;
+            let filter = r.mqtt_string("topic filter")?;
             topic::validate_filter(&filter).map_err(DecodeError::InvalidTopicFilter)?;
             filters.push(filter);
         }

@@ -4,6 +4,7 @@
 use bytes::{Buf, Bytes, BytesMut};
 use bytestring::ByteString;
 
+use super::mqtt_str::{INLINE_LEN, MqttStr};
 use super::{DecodeError, EncodeError};
 
 /// The largest value a variable byte integer can hold ([MQTT-1.5.5]).
@@ -90,6 +91,17 @@ pub fn put_var_int(buf: &mut BytesMut, mut value: u32) {
     }
 }
 
+/// `bytes` as a `&str` if they are UTF-8. ASCII — nearly every topic — is checked a word at a
+/// time (`ascii` uses `<[u8]>::is_ascii`); `str::from_utf8` goes byte by byte on short
+/// strings and costs as much as the rest of a small PUBLISH's decoding.
+#[inline]
+pub fn utf8(bytes: &[u8]) -> Option<&str> {
+    match ascii::AsciiStr::from_ascii(bytes) {
+        Ok(s) => Some(s.as_str()),
+        Err(_) => std::str::from_utf8(bytes).ok(),
+    }
+}
+
 /// Checks that a string can be encoded: at most 65,535 bytes, no U+0000.
 #[inline]
 pub fn check_str(s: &str, what: &'static str) -> Result<usize, EncodeError> {
@@ -126,13 +138,16 @@ pub fn put_bytes(buf: &mut BytesMut, b: &[u8]) {
 pub struct Reader {
     buf: Bytes,
     pos: usize,
+    /// Reads stop here: the body's end, or a block's ([`Reader::block`]).
+    end: usize,
 }
 
 impl Reader {
     /// A reader over these bytes.
     #[inline]
     pub fn new(buf: Bytes) -> Self {
-        Self { buf, pos: 0 }
+        let end = buf.len();
+        Self { buf, pos: 0, end }
     }
 
     /// The whole body, read or not (empty after [`Reader::rest`]).
@@ -144,7 +159,7 @@ impl Reader {
     /// Bytes not yet read.
     #[inline]
     pub fn remaining(&self) -> usize {
-        self.buf.len() - self.pos
+        self.end - self.pos
     }
 
     /// Whether everything was read.
@@ -193,7 +208,7 @@ impl Reader {
     /// A variable byte integer.
     #[inline]
     pub fn var_int(&mut self, what: &'static str) -> Result<u32, DecodeError> {
-        match read_var_int(&self.buf[self.pos..])? {
+        match read_var_int(&self.buf[self.pos..self.end])? {
             VarInt::Value(v, n) => {
                 self.pos += n;
                 Ok(v)
@@ -216,9 +231,28 @@ impl Reader {
     #[inline]
     pub fn rest(&mut self) -> Bytes {
         let mut b = std::mem::take(&mut self.buf);
+        b.truncate(self.end);
+        self.end = 0;
         b.advance(self.pos);
         self.pos = 0;
         b
+    }
+
+    /// Reads the next `len` bytes with `read`, which cannot read past them (a property
+    /// block): no slice of the buffer is taken for it.
+    #[inline]
+    pub fn block<T>(
+        &mut self,
+        len: usize,
+        what: &'static str,
+        read: impl FnOnce(&mut Self) -> Result<T, DecodeError>,
+    ) -> Result<T, DecodeError> {
+        self.need(len, what)?;
+        let end = self.end;
+        self.end = self.pos + len;
+        let result = read(self);
+        self.end = end;
+        result
     }
 
     /// Binary data with a two-byte length.
@@ -234,6 +268,43 @@ impl Reader {
     pub fn utf8(&mut self, what: &'static str) -> Result<ByteString, DecodeError> {
         let raw = self.binary(what)?;
         ByteString::try_from(raw).map_err(|_| DecodeError::InvalidUtf8 { what })
+    }
+
+    /// A well-formed UTF-8 string with a two-byte length as an [`MqttStr`], U+0000 not
+    /// checked: for topic names and filters. A short one is copied out (no reference count
+    /// to raise), a long one is a slice.
+    #[inline]
+    pub fn mqtt_str(&mut self, what: &'static str) -> Result<MqttStr, DecodeError> {
+        let len = usize::from(self.u16(what)?);
+        self.need(len, what)?;
+        let start = self.pos;
+        let s = if len <= INLINE_LEN {
+            utf8(&self.buf[start..start + len]).and_then(MqttStr::inline)
+        } else {
+            MqttStr::from_utf8_bytes(self.buf.slice(start..start + len))
+        };
+        let s = s.ok_or(DecodeError::InvalidUtf8 { what })?;
+        self.pos += len;
+        Ok(s)
+    }
+
+    /// Like [`Reader::mqtt_str`], U+0000 refused ([MQTT-1.5.4-2]; checked first, as
+    /// [`Reader::string`] does).
+    #[inline]
+    pub fn mqtt_string(&mut self, what: &'static str) -> Result<MqttStr, DecodeError> {
+        if self.remaining() >= 2 {
+            let len = usize::from(u16::from_be_bytes([
+                self.buf[self.pos],
+                self.buf[self.pos + 1],
+            ]));
+            let start = self.pos + 2;
+            if let Some(raw) = self.buf[..self.end].get(start..start + len)
+                && raw.contains(&0)
+            {
+                return Err(DecodeError::NullCharacter { what });
+            }
+        }
+        self.mqtt_str(what)
     }
 
     /// A UTF-8 string with a two-byte length: well-formed, no U+0000 ([MQTT-1.5.4-1],
@@ -309,6 +380,28 @@ mod tests {
         // [MQTT-1.5.4-2]
         assert_eq!(r.string("c"), Err(DecodeError::NullCharacter { what: "c" }));
         assert_eq!(r.string("d"), Err(DecodeError::Truncated { what: "d" }));
+        // The same rules for MqttStr, short (inline) and long (shared).
+        let long = "x".repeat(60);
+        let mut bytes = b"\x00\x02hi\x00\x01\xff\x00\x02\xff\x00".to_vec();
+        bytes.extend_from_slice(&[0, 60]);
+        bytes.extend_from_slice(long.as_bytes());
+        bytes.extend_from_slice(b"\x00\x05ab");
+        let mut r = Reader::new(Bytes::from(bytes));
+        assert_eq!(r.mqtt_string("a").unwrap(), "hi");
+        assert_eq!(
+            r.mqtt_string("b"),
+            Err(DecodeError::InvalidUtf8 { what: "b" })
+        );
+        r.pos += 1;
+        assert_eq!(
+            r.mqtt_string("c"),
+            Err(DecodeError::NullCharacter { what: "c" })
+        );
+        r.pos += 4;
+        let s = r.mqtt_string("e").unwrap();
+        assert!(!s.is_inline());
+        assert_eq!(s, long);
+        assert_eq!(r.mqtt_str("d"), Err(DecodeError::Truncated { what: "d" }));
         assert_eq!(check_str(&"x".repeat(65_535), "s"), Ok(65_537));
         assert_eq!(
             check_str(&"x".repeat(65_536), "s"),

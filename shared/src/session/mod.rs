@@ -23,6 +23,8 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
+
+use crate::codec::MqttStr;
 pub use web_time::Instant;
 
 pub use backoff::Backoff;
@@ -123,14 +125,14 @@ pub enum CloseReason {
         /// The code.
         reason: ReasonCode,
         /// The server's reason string, if any.
-        reason_string: Option<ByteString>,
+        reason_string: Option<MqttStr>,
     },
     /// The server sent DISCONNECT.
     ServerDisconnect {
         /// The code.
         reason: ReasonCode,
         /// The server's reason string, if any.
-        reason_string: Option<ByteString>,
+        reason_string: Option<MqttStr>,
     },
     /// The server sent bytes that are not MQTT.
     Malformed(DecodeError),
@@ -153,7 +155,7 @@ pub enum CloseReason {
 
 impl fmt::Display for CloseReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let with = |f: &mut fmt::Formatter<'_>, s: &Option<ByteString>| match s {
+        let with = |f: &mut fmt::Formatter<'_>, s: &Option<MqttStr>| match s {
             Some(s) => write!(f, ": {s}"),
             None => Ok(()),
         };
@@ -224,7 +226,7 @@ pub enum Event {
     /// A waiting publish was dropped: outbox overflow (drop-oldest) or message expiry.
     Dropped {
         /// Its topic.
-        topic: ByteString,
+        topic: MqttStr,
         /// Why.
         why: DropReason,
     },
@@ -342,9 +344,9 @@ pub struct Session {
     /// Subscriptions the server granted, to restore when it lost the session.
     subscriptions: Vec<Subscription>,
     /// Incoming topic aliases (5.0).
-    aliases: HashMap<u16, ByteString>,
+    aliases: HashMap<u16, MqttStr>,
     /// Outgoing topic aliases on this connection, and how many the server allows.
-    out_aliases: HashMap<ByteString, u16>,
+    out_aliases: HashMap<MqttStr, u16>,
     out_alias_max: u16,
     /// Send window: the server's receive maximum, or ours for 3.1.1.
     send_window: u16,
@@ -605,7 +607,7 @@ impl Session {
     /// Unsubscribes; returns the packet id reported again by [`Event::Unsubscribed`].
     pub fn unsubscribe(
         &mut self,
-        filters: Vec<ByteString>,
+        filters: Vec<MqttStr>,
         now: Instant,
     ) -> Result<u16, SessionError> {
         let mut unsubscribe = Unsubscribe {
@@ -803,7 +805,7 @@ impl Session {
         let mut wire = publish.clone();
         match self.out_aliases.get(&publish.topic) {
             Some(&alias) => {
-                wire.topic = ByteString::new();
+                wire.topic = MqttStr::new();
                 wire.properties.topic_alias = Some(alias);
             }
             None => {
@@ -952,7 +954,7 @@ impl Session {
         self.state = State::Connected;
         let p = &connack.properties;
         if let Some(id) = &p.assigned_client_identifier {
-            self.client_id = id.clone();
+            self.client_id = id.clone().into();
         }
         if let Some(ka) = p.server_keep_alive {
             // [MQTT-3.2.2-21]: the server's keep-alive replaces ours.
