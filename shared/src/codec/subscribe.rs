@@ -69,7 +69,8 @@ impl Subscribe {
     pub(crate) fn decode(r: &mut Reader, version: Version) -> Result<Self, DecodeError> {
         let packet_id = super::read_packet_id(r, PacketType::Subscribe)?;
         let properties = super::read_props(r, version, PacketType::Subscribe)?;
-        let mut filters = Vec::new();
+        // One allocation for the list, not one per doubling.
+        let mut filters = Vec::with_capacity(r.count_strings(1));
         while !r.is_empty() {
             let filter = r.mqtt_string("topic filter")?;
             topic::validate_filter(&filter).map_err(DecodeError::InvalidTopicFilter)?;

@@ -22,7 +22,7 @@ impl Unsubscribe {
     pub(crate) fn decode(r: &mut Reader, version: Version) -> Result<Self, DecodeError> {
         let packet_id = super::read_packet_id(r, PacketType::Unsubscribe)?;
         let properties = super::read_props(r, version, PacketType::Unsubscribe)?;
-        let mut filters = Vec::new();
+        let mut filters = Vec::with_capacity(r.count_strings(0));
         while !r.is_empty() {
             let filter = r.mqtt_string("topic filter")?;
             topic::validate_filter(&filter).map_err(DecodeError::InvalidTopicFilter)?;

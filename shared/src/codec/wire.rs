@@ -108,7 +108,7 @@ pub fn check_str(s: &str, what: &'static str) -> Result<usize, EncodeError> {
     if s.len() > MAX_STR_LEN {
         return Err(EncodeError::StringTooLong { what, len: s.len() });
     }
-    if s.contains('\0') {
+    if crate::topic::has_nul(s.as_bytes()) {
         return Err(EncodeError::NullCharacter { what });
     }
     Ok(2 + s.len())
@@ -160,6 +160,28 @@ impl Reader {
     #[inline]
     pub fn remaining(&self) -> usize {
         self.end - self.pos
+    }
+
+    /// The bytes not yet read, without reading them.
+    #[inline]
+    pub fn unread(&self) -> &[u8] {
+        &self.buf[self.pos..self.end]
+    }
+
+    /// How many length-prefixed strings, each followed by `gap` bytes, the unread bytes seem to
+    /// hold (the count stops where one would not fit): to size a list before reading it.
+    #[inline]
+    pub fn count_strings(&self, gap: usize) -> usize {
+        let b = self.unread();
+        let (mut at, mut n) = (0, 0);
+        while let Some(&[h, l]) = b.get(at..at + 2) {
+            at += 2 + usize::from(u16::from_be_bytes([h, l])) + gap;
+            if at > b.len() {
+                break;
+            }
+            n += 1;
+        }
+        n
     }
 
     /// Whether everything was read.
@@ -299,7 +321,7 @@ impl Reader {
             ]));
             let start = self.pos + 2;
             if let Some(raw) = self.buf[..self.end].get(start..start + len)
-                && raw.contains(&0)
+                && crate::topic::has_nul(raw)
             {
                 return Err(DecodeError::NullCharacter { what });
             }
@@ -312,7 +334,7 @@ impl Reader {
     #[inline]
     pub fn string(&mut self, what: &'static str) -> Result<ByteString, DecodeError> {
         let raw = self.binary(what)?;
-        if raw.contains(&0) {
+        if crate::topic::has_nul(&raw) {
             return Err(DecodeError::NullCharacter { what });
         }
         ByteString::try_from(raw).map_err(|_| DecodeError::InvalidUtf8 { what })
