@@ -177,6 +177,23 @@ fn codec(c: &mut Criterion) {
                 BatchSize::SmallInput,
             )
         });
+        if case.name.starts_with("small") {
+            // What the `bytes` crate alone costs for one zero-copy handle per packet: split
+            // each frame off and drop it, no parsing (the floor under any decoder whose
+            // payloads are `Bytes`; see BENCHMARKS.md).
+            let len = one.len();
+            g.bench_function("bytes floor", |b| {
+                b.iter_batched_ref(
+                    || BytesMut::from(&stream[..]),
+                    |buf| {
+                        while buf.len() >= len {
+                            black_box(buf.split_to(len).freeze());
+                        }
+                    },
+                    BatchSize::SmallInput,
+                )
+            });
+        }
         g.finish();
 
         let mut g = c.benchmark_group(format!("encode/{}", case.name));

@@ -7,8 +7,9 @@
 //! and 1, 64 B and 16 KiB payloads, MQTT 3.1.1, every client on its own connection. Each
 //! publisher sends a fixed number of messages as fast as the broker takes them (QoS 1: 100
 //! unacknowledged at most); a message carries its send time, so each delivery gives a latency
-//! (under full load: it includes queueing). Also the resident memory of the broker process
-//! with 10,000 idle TCP clients.
+//! (under full load: it includes queueing). Then paced loads both brokers carry (4 × 2,500
+//! msgs/s → 1, 1 × 200 msgs/s → 50), each message carrying the time it was due. Also the
+//! resident memory of the broker process with 10,000 idle TCP clients.
 //!
 //! `gateway`: MQTT over WebSocket to mosquitto four ways — (a) plain TCP to mosquitto (the
 //! baseline), (b) mosquitto's own websockets listener, (c) websockify (`binary` subprotocol) in
@@ -273,17 +274,26 @@ async fn publisher(target: Target, transport: Transport, id: String, load: Load,
     let mut batch = BytesMut::new();
     let mut ticks = tokio::time::interval(Duration::from_millis(10));
     let per_tick = load.rate.map(|r| (r / 100).max(1) as usize);
+    // Paced: when the current tick's messages were due.
+    let mut due = None;
     for i in 0..load.per_publisher {
         if let Some(n) = per_tick
             && i % n == 0
         {
-            ticks.tick().await;
+            due = Some(ticks.tick().await.into_std());
         }
         if load.qos == QoS::AtLeastOnce {
             window.acquire().await.unwrap().forget();
         }
         let mut payload = BytesMut::with_capacity(load.size.max(8));
-        payload.put_u64(nanos(epoch));
+        // Paced, a message carries the time it was due, not the time it went out: a broker
+        // that holds the publisher back (a full QoS 1 window) is charged for the wait, instead
+        // of having it left out of the latency (coordinated omission). The interval keeps its
+        // schedule when the publisher falls behind (its ticks then fire at once).
+        payload.put_u64(match due {
+            Some(t) => t.saturating_duration_since(epoch).as_nanos() as u64,
+            None => nanos(epoch),
+        });
         payload.put_slice(&pad);
         Packet::Publish(Publish {
             qos: load.qos,
@@ -660,6 +670,59 @@ fn broker_main(args: &[String]) {
                     println!("{line}");
                     let _ = writeln!(table, "{line}");
                 }
+            }
+        }
+    }
+    // Paced loads both brokers carry: latency without saturation, each message timed from
+    // when it was due (so a broker that slows its publishers is charged for it).
+    let _ = writeln!(
+        table,
+        "\n| paced load, 64 B, 3 s | QoS | via | Kite p50 / p99 ms | mosquitto p50 / p99 ms | Kite delivered | mosquitto delivered |\n|---|---|---|---|---|---|---|"
+    );
+    for (label, publishers, subscribers, rate) in [
+        ("4 × 2,500 msgs/s → 1", 4, 1, 2_500u32),
+        ("1 × 200 msgs/s → 50", 1, 50, 200),
+    ] {
+        for qos in [QoS::AtMostOnce, QoS::AtLeastOnce] {
+            for transport in [Transport::Tcp, Transport::Ws] {
+                let load = Load {
+                    publishers,
+                    subscribers,
+                    qos,
+                    size: 64,
+                    per_publisher: rate as usize * 3 / scale,
+                    rate: Some(rate),
+                };
+                let mut cells = Vec::new();
+                for which in ["kite", "mosquitto"] {
+                    let running = if which == "kite" {
+                        start_kite(kite, dir)
+                    } else {
+                        start_mosquitto(mosquitto, dir)
+                    };
+                    cells.push(rt.block_on(run_load(&running.target, transport, load)));
+                    drop(running);
+                }
+                let (k, m) = (&cells[0], &cells[1]);
+                let line = format!(
+                    "| {label} | {} | {} | {:.2} / {:.2} | {:.2} / {:.2} | {} of {} | {} of {} |",
+                    qos as u8,
+                    if transport == Transport::Tcp {
+                        "TCP"
+                    } else {
+                        "WebSocket"
+                    },
+                    k.p50_us / 1000.0,
+                    k.p99_us / 1000.0,
+                    m.p50_us / 1000.0,
+                    m.p99_us / 1000.0,
+                    k.delivered,
+                    k.expected,
+                    m.delivered,
+                    m.expected,
+                );
+                println!("{line}");
+                let _ = writeln!(table, "{line}");
             }
         }
     }
