@@ -422,6 +422,22 @@ proptest! {
         }
     }
 
+    /// A PUBLISH written as its head and then its payload (for a vectored write) is the
+    /// same bytes as the whole packet written at once.
+    #[test]
+    fn a_publish_head_and_payload_are_the_whole_packet((v, packets) in versioned_packets()) {
+        for p in packets {
+            if let Packet::Publish(publish) = &p {
+                let mut head = BytesMut::from(&b"before"[..]);
+                publish.encode_head(v, &mut head).unwrap();
+                head.extend_from_slice(&publish.payload);
+                let mut whole = BytesMut::from(&b"before"[..]);
+                whole.extend_from_slice(&encode(&p, v));
+                prop_assert_eq!(head, whole);
+            }
+        }
+    }
+
     #[test]
     fn any_chunking_gives_the_same_packets((v, packets) in versioned_packets(), cuts in vec(1usize..40, 1..64)) {
         let mut stream = BytesMut::new();

@@ -57,6 +57,14 @@ fn refuses(p: &Packet, v: Version) -> EncodeError {
     let mut buf = BytesMut::from(&b"keep"[..]);
     let err = p.encode(v, &mut buf).expect_err("must refuse");
     assert_eq!(&buf[..], b"keep", "nothing may be written on error");
+    if let Packet::Publish(publish) = p {
+        // The head alone (for a vectored write) is refused the same way.
+        let head = publish
+            .encode_head(v, &mut buf)
+            .expect_err("head must refuse");
+        assert_eq!(head, err);
+        assert_eq!(&buf[..], b"keep", "nothing may be written on error");
+    }
     err
 }
 

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use kite_mqtt::codec::{
     Ack, ConnAck, Connect, Disconnect, Properties, Props, Publish, ReasonCode, SubAck, Subscribe,
     UnsubAck, Unsubscribe, Will,
@@ -20,6 +20,7 @@ use kite_mqtt::codec::{
 use kite_mqtt::{DecodeError, Limits, MqttStr, Packet, QoS, Version};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use super::out::Out;
 use super::session::{Awaiting, Delivery, Inflight, Slot};
 use super::store::{Op, Sent};
 use super::{Broker, Message, Stats, SubscribeEntry, lock, stopped};
@@ -186,18 +187,16 @@ fn connect_level(buf: &[u8]) -> Option<u8> {
 }
 
 /// Writes `out` (bounded by [`CLOSE_TIMEOUT`]) and closes the write side.
-async fn flush_and_close<W: AsyncWrite + Unpin>(wr: &mut W, out: &[u8]) {
+async fn flush_and_close<W: AsyncWrite + Unpin>(wr: &mut W, out: &mut Out) {
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
-        if !out.is_empty() {
-            wr.write_all(out).await?;
-        }
+        out.write_all(wr).await?;
         wr.shutdown().await
     })
     .await;
 }
 
-fn encode(packet: &Packet, version: Version, out: &mut BytesMut) {
-    if let Err(e) = packet.encode(version, out) {
+fn encode(packet: &Packet, version: Version, out: &mut Out) {
+    if let Err(e) = out.encode(packet, version) {
         // Only the broker's own packets get here; a failure is a bug, not bad input.
         tracing::error!(
             "broker could not encode its {:?}: {e}",
@@ -255,7 +254,7 @@ where
         Ok(Ok(c)) => c,
         Err(_) => {
             tracing::debug!(peer = %info.peer, "no CONNECT in time; closed");
-            return flush_and_close(&mut wr, &[]).await;
+            return flush_and_close(&mut wr, &mut Out::default()).await;
         }
         Ok(Err(FirstError::Closed)) => return,
         Ok(Err(FirstError::Io(e))) => {
@@ -264,11 +263,11 @@ where
         }
         Ok(Err(FirstError::NotConnect)) => {
             tracing::debug!(peer = %info.peer, "first packet was not CONNECT [MQTT-3.1.0-1]; closed");
-            return flush_and_close(&mut wr, &[]).await;
+            return flush_and_close(&mut wr, &mut Out::default()).await;
         }
         Ok(Err(FirstError::Decode(e))) => {
             tracing::debug!(peer = %info.peer, "bad CONNECT: {e}");
-            let mut out = BytesMut::new();
+            let mut out = Out::default();
             match (e, connect_level(&inbuf)) {
                 // Unsupported level: CONNACK return code 1 in the 3.1.1 form [MQTT-3.1.2-2].
                 (DecodeError::UnsupportedProtocolLevel { .. }, _) => {
@@ -288,11 +287,11 @@ where
                 }
                 _ => {}
             }
-            return flush_and_close(&mut wr, &out).await;
+            return flush_and_close(&mut wr, &mut out).await;
         }
     };
     let version = connect.version;
-    let mut out = BytesMut::new();
+    let mut out = Out::new(wr.is_write_vectored());
 
     let (acl, login_user) = match admit(&broker, &connect, &info).await {
         Ok(admitted) => admitted,
@@ -300,7 +299,7 @@ where
             tracing::info!(peer = %info.peer, client_id = %connect.client_id, "connection refused: {detail}");
             let (p, v) = refusal(version, code, &detail);
             encode(&p, v, &mut out);
-            return flush_and_close(&mut wr, &out).await;
+            return flush_and_close(&mut wr, &mut out).await;
         }
     };
     // The login's user name: a token's `sub` with JWT.
@@ -318,7 +317,7 @@ where
                 "an empty client id needs clean session",
             );
             encode(&p, v, &mut out);
-            return flush_and_close(&mut wr, &out).await;
+            return flush_and_close(&mut wr, &mut out).await;
         }
         (broker.assign_client_id(), true)
     } else {
@@ -334,7 +333,7 @@ where
         tracing::info!(peer = %info.peer, client_id = %client_id, "connection refused: {detail}");
         let (p, v) = refusal(version, ReasonCode::NotAuthorized, &detail);
         encode(&p, v, &mut out);
-        return flush_and_close(&mut wr, &out).await;
+        return flush_and_close(&mut wr, &mut out).await;
     }
     let expiry = if version.is_v5() {
         connect
@@ -426,7 +425,7 @@ where
     // The session is released and the Will routed before the socket closes: a client that
     // sees the close can rely on both having happened.
     conn.finish(&end, will);
-    flush_and_close(&mut wr, &out).await;
+    flush_and_close(&mut wr, &mut out).await;
     if info.transport == "websocket" {
         // The gateway logs the session's open and close lines.
         tracing::debug!(peer = %info.peer, client_id = %client_id, "connection ended: {}", end.describe());
@@ -515,7 +514,7 @@ impl Conn {
 
     /// Sends an answer once store ticket `ticket` is committed (0: no wait), never before an
     /// answer held back earlier.
-    fn answer(&mut self, ticket: u64, packet: Packet, out: &mut BytesMut) {
+    fn answer(&mut self, ticket: u64, packet: Packet, out: &mut Out) {
         let ticket = ticket.max(self.pending.back().map_or(0, |(t, _)| *t));
         if ticket == 0 || (self.pending.is_empty() && ticket <= self.committed_ticket()) {
             encode(&packet, self.version, out);
@@ -525,7 +524,7 @@ impl Conn {
     }
 
     /// Sends the held-back answers whose writes are committed.
-    fn release(&mut self, out: &mut BytesMut) {
+    fn release(&mut self, out: &mut Out) {
         let committed = self.committed_ticket();
         while self.pending.front().is_some_and(|(t, _)| *t <= committed) {
             if let Some((_, p)) = self.pending.pop_front() {
@@ -539,7 +538,7 @@ impl Conn {
         rd: &mut R,
         wr: &mut W,
         inbuf: &mut BytesMut,
-        out: &mut BytesMut,
+        out: &mut Out,
         keep_alive: u16,
     ) -> End
     where
@@ -563,6 +562,7 @@ impl Conn {
             self.fill(out, Instant::now());
             let reading = out.len() < OUT_HIGH_WATER && self.pending.len() < MAX_PENDING;
             let waiting = !self.pending.is_empty();
+            let slices = out.slices();
             tokio::select! {
                 r = rd.read_buf(inbuf), if reading => match r {
                     Ok(0) => return End::Closed,
@@ -575,7 +575,7 @@ impl Conn {
                     }
                     Err(e) => return End::Io(e.to_string()),
                 },
-                w = wr.write(out), if !out.is_empty() => match w {
+                w = wr.write_vectored(&slices), if !slices.is_empty() => match w {
                     Ok(0) => return End::Closed,
                     Ok(n) => {
                         Stats::add(&self.broker.stats().bytes_sent, n as u64);
@@ -600,7 +600,7 @@ impl Conn {
         (st.owner != Some(self.id) || st.ended).then_some(End::TakenOver)
     }
 
-    fn handle_buffered(&mut self, inbuf: &mut BytesMut, out: &mut BytesMut) -> Result<(), End> {
+    fn handle_buffered(&mut self, inbuf: &mut BytesMut, out: &mut Out) -> Result<(), End> {
         // What was routed to this session before these packets arrived goes out before the
         // answers to them (a PINGRESP is a barrier a client can rely on).
         self.fill(out, Instant::now());
@@ -621,7 +621,7 @@ impl Conn {
         }
     }
 
-    fn handle(&mut self, packet: Packet, out: &mut BytesMut) -> Result<(), End> {
+    fn handle(&mut self, packet: Packet, out: &mut Out) -> Result<(), End> {
         match packet {
             Packet::Publish(p) => self.on_publish(p, out),
             Packet::PubAck(a) => {
@@ -680,7 +680,7 @@ impl Conn {
         }
     }
 
-    fn on_publish(&mut self, mut p: Publish, out: &mut BytesMut) -> Result<(), End> {
+    fn on_publish(&mut self, mut p: Publish, out: &mut Out) -> Result<(), End> {
         if let Some(alias) = p.properties.topic_alias {
             if alias == 0 || alias > self.broker.config().topic_alias_maximum {
                 return Err(End::violation(
@@ -801,7 +801,7 @@ impl Conn {
         Ok(())
     }
 
-    fn on_ack(&mut self, kind: Awaiting, ack: &Ack, out: &mut BytesMut) {
+    fn on_ack(&mut self, kind: Awaiting, ack: &Ack, out: &mut Out) {
         let mut st = lock(&self.slot.state);
         let Some(i) = st
             .inflight
@@ -831,7 +831,7 @@ impl Conn {
         }
     }
 
-    fn on_subscribe(&mut self, s: Subscribe, out: &mut BytesMut) {
+    fn on_subscribe(&mut self, s: Subscribe, out: &mut Out) {
         let id = s.properties.subscription_identifiers.first().copied();
         let now = Instant::now();
         let mut reasons = Vec::with_capacity(s.filters.len());
@@ -901,7 +901,7 @@ impl Conn {
         }
     }
 
-    fn on_unsubscribe(&mut self, u: Unsubscribe, out: &mut BytesMut) {
+    fn on_unsubscribe(&mut self, u: Unsubscribe, out: &mut Out) {
         let mut reasons = Vec::with_capacity(u.filters.len());
         for f in &u.filters {
             let existed = lock(&self.slot.state).subscriptions.remove(f).is_some();
@@ -940,7 +940,7 @@ impl Conn {
     }
 
     /// Moves deliveries from the session's queue to `out`, within the client's receive window.
-    fn fill(&mut self, out: &mut BytesMut, now: Instant) {
+    fn fill(&mut self, out: &mut Out, now: Instant) {
         let window = usize::from(
             self.client_receive_max
                 .min(self.broker.config().max_inflight),
@@ -995,7 +995,7 @@ impl Conn {
 
     /// On a resumed session: everything in flight again, in order — PUBLISH with DUP, or
     /// PUBREL where the PUBREC had come [MQTT-4.4.0-1].
-    fn resend(&mut self, out: &mut BytesMut) {
+    fn resend(&mut self, out: &mut Out) {
         let now = Instant::now();
         let slot = self.slot.clone();
         let mut st = lock(&slot.state);
@@ -1040,7 +1040,7 @@ impl Conn {
         dup: bool,
         ticket: u64,
         now: Instant,
-        out: &mut BytesMut,
+        out: &mut Out,
     ) -> bool {
         let mut properties = Props::default();
         let mut alias = None;

@@ -16,6 +16,7 @@
 //! retained messages are never held together with a session's state.
 
 mod conn;
+mod out;
 pub(crate) use conn::refusal;
 mod retain;
 mod session;

@@ -175,6 +175,18 @@ impl Publish {
 
     #[inline]
     pub(crate) fn sized(&self, version: Version) -> Result<Sized<'_>, EncodeError> {
+        let (first, len, props) = self.checked(version)?;
+        Ok(Sized {
+            first,
+            len,
+            body: Body::Publish(self, props),
+        })
+    }
+
+    /// Checks the packet for `version`: its first byte, remaining length and properties'
+    /// length.
+    #[inline]
+    fn checked(&self, version: Version) -> Result<(u8, usize, Option<usize>), EncodeError> {
         if self.dup && self.qos == QoS::AtMostOnce {
             return Err(EncodeError::DupWithQoS0);
         }
@@ -199,15 +211,36 @@ impl Publish {
         len += props.map_or(0, props_total);
         let first =
             0x30 | (u8::from(self.dup) << 3) | ((self.qos as u8) << 1) | u8::from(self.retain);
-        Ok(Sized {
-            first,
-            len,
-            body: Body::Publish(self, props),
-        })
+        Ok((first, len, props))
+    }
+
+    /// Writes the packet up to its payload — the fixed header (with the whole packet's
+    /// length), topic, packet identifier, properties — so that the payload can follow from its
+    /// own buffer (a vectored write) instead of being copied. Checked as [`Packet::encode`]
+    /// checks; on error nothing is written. The head and then [`Publish::payload`] are exactly
+    /// the bytes `Packet::encode` writes.
+    ///
+    /// [`Packet::encode`]: super::Packet::encode
+    pub fn encode_head(&self, version: Version, buf: &mut BytesMut) -> Result<(), EncodeError> {
+        let (first, len, props) = self.checked(version)?;
+        if len > wire::MAX_VAR_INT as usize {
+            return Err(EncodeError::PacketTooLarge { size: len });
+        }
+        buf.reserve(1 + wire::var_int_len(len as u32) + len - self.payload.len());
+        wire::put_u8(buf, first);
+        wire::put_var_int(buf, len as u32);
+        self.write_head(props, buf);
+        Ok(())
     }
 
     #[inline]
     pub(crate) fn write(&self, props: Option<usize>, buf: &mut BytesMut) {
+        self.write_head(props, buf);
+        buf.extend_from_slice(&self.payload);
+    }
+
+    #[inline]
+    fn write_head(&self, props: Option<usize>, buf: &mut BytesMut) {
         wire::put_bytes(buf, self.topic.as_bytes());
         if self.qos != QoS::AtMostOnce {
             wire::put_u16(buf, self.packet_id);
@@ -215,6 +248,5 @@ impl Publish {
         if let Some(n) = props {
             self.properties.write(n, buf);
         }
-        buf.extend_from_slice(&self.payload);
     }
 }

@@ -606,6 +606,10 @@ fn broker_main(args: &[String]) {
         ..
     } = &setup;
     let (quick, scale) = (*quick, *scale);
+    // `--only TEXT`: just the saturated rows whose first four cells contain TEXT (e.g.
+    // "4 → 1 | 0 | 16 KiB | TCP"), `--repeat N` times each — to look at one case closely.
+    let only = arg(args, "--only");
+    let repeat: usize = arg(args, "--repeat").map_or(1, |n| n.parse().expect("--repeat N"));
     let mut table = String::new();
     let _ = writeln!(
         table,
@@ -615,63 +619,82 @@ fn broker_main(args: &[String]) {
         for qos in [QoS::AtMostOnce, QoS::AtLeastOnce] {
             for size in [64usize, 16 * 1024] {
                 for transport in [Transport::Tcp, Transport::Ws] {
-                    let per_publisher = match (subscribers, size) {
-                        (1, 64) => 50_000,
-                        (1, _) => 2_000,
-                        (_, 64) => 5_000,
-                        _ => 200,
-                    } / scale;
-                    let load = Load {
-                        publishers,
-                        subscribers,
-                        qos,
-                        size,
-                        per_publisher,
-                        rate: None,
-                    };
-                    let mut cells = Vec::new();
-                    for which in ["kite", "mosquitto"] {
-                        // A fresh broker per run: no state carried between scenarios.
-                        let running = if which == "kite" {
-                            start_kite(kite, dir)
-                        } else {
-                            start_mosquitto(mosquitto, dir)
-                        };
-                        let o = rt.block_on(run_load(&running.target, transport, load));
-                        drop(running);
-                        cells.push(o);
-                    }
-                    let rate = |o: &Outcome| o.delivered as f64 / o.secs.max(1e-9);
-                    let shown = |o: &Outcome| {
-                        let mut s = format!("{:.0}", rate(o));
-                        if o.delivered < o.expected {
-                            let _ = write!(s, " ({} of {} delivered)", o.delivered, o.expected);
-                        }
-                        s
-                    };
-                    let (k, m) = (&cells[0], &cells[1]);
-                    let line = format!(
-                        "| {label} | {} | {} | {} | {} | {} | {:.2}× | {:.1} / {:.1} | {:.1} / {:.1} |",
+                    let key = format!(
+                        "{label} | {} | {} | {}",
                         qos as u8,
                         if size == 64 { "64 B" } else { "16 KiB" },
                         if transport == Transport::Tcp {
                             "TCP"
                         } else {
                             "WebSocket"
-                        },
-                        shown(k),
-                        shown(m),
-                        rate(k) / rate(m).max(1e-9),
-                        k.p50_us / 1000.0,
-                        k.p99_us / 1000.0,
-                        m.p50_us / 1000.0,
-                        m.p99_us / 1000.0,
+                        }
                     );
-                    println!("{line}");
-                    let _ = writeln!(table, "{line}");
+                    if only.as_ref().is_some_and(|o| !key.contains(o.as_str())) {
+                        continue;
+                    }
+                    for _ in 0..repeat {
+                        let per_publisher = match (subscribers, size) {
+                            (1, 64) => 50_000,
+                            (1, _) => 2_000,
+                            (_, 64) => 5_000,
+                            _ => 200,
+                        } / scale;
+                        let load = Load {
+                            publishers,
+                            subscribers,
+                            qos,
+                            size,
+                            per_publisher,
+                            rate: None,
+                        };
+                        let mut cells = Vec::new();
+                        for which in ["kite", "mosquitto"] {
+                            // A fresh broker per run: no state carried between scenarios.
+                            let running = if which == "kite" {
+                                start_kite(kite, dir)
+                            } else {
+                                start_mosquitto(mosquitto, dir)
+                            };
+                            let o = rt.block_on(run_load(&running.target, transport, load));
+                            drop(running);
+                            cells.push(o);
+                        }
+                        let rate = |o: &Outcome| o.delivered as f64 / o.secs.max(1e-9);
+                        let shown = |o: &Outcome| {
+                            let mut s = format!("{:.0}", rate(o));
+                            if o.delivered < o.expected {
+                                let _ = write!(s, " ({} of {} delivered)", o.delivered, o.expected);
+                            }
+                            s
+                        };
+                        let (k, m) = (&cells[0], &cells[1]);
+                        let line = format!(
+                            "| {label} | {} | {} | {} | {} | {} | {:.2}× | {:.1} / {:.1} | {:.1} / {:.1} |",
+                            qos as u8,
+                            if size == 64 { "64 B" } else { "16 KiB" },
+                            if transport == Transport::Tcp {
+                                "TCP"
+                            } else {
+                                "WebSocket"
+                            },
+                            shown(k),
+                            shown(m),
+                            rate(k) / rate(m).max(1e-9),
+                            k.p50_us / 1000.0,
+                            k.p99_us / 1000.0,
+                            m.p50_us / 1000.0,
+                            m.p99_us / 1000.0,
+                        );
+                        println!("{line}");
+                        let _ = writeln!(table, "{line}");
+                    }
                 }
             }
         }
+    }
+    if only.is_some() {
+        setup.finish(&table);
+        return;
     }
     // Paced loads both brokers carry: latency without saturation, each message timed from
     // when it was due (so a broker that slows its publishers is charged for it).
