@@ -594,6 +594,14 @@ impl Setup {
     }
 }
 
+/// A transport as the tables name it.
+fn via(transport: Transport) -> &'static str {
+    match transport {
+        Transport::Tcp => "TCP",
+        Transport::Ws => "WebSocket",
+    }
+}
+
 fn broker_main(args: &[String]) {
     let setup = Setup::new(args);
     let Setup {
@@ -623,11 +631,7 @@ fn broker_main(args: &[String]) {
                         "{label} | {} | {} | {}",
                         qos as u8,
                         if size == 64 { "64 B" } else { "16 KiB" },
-                        if transport == Transport::Tcp {
-                            "TCP"
-                        } else {
-                            "WebSocket"
-                        }
+                        via(transport)
                     );
                     if only.as_ref().is_some_and(|o| !key.contains(o.as_str())) {
                         continue;
@@ -669,14 +673,7 @@ fn broker_main(args: &[String]) {
                         };
                         let (k, m) = (&cells[0], &cells[1]);
                         let line = format!(
-                            "| {label} | {} | {} | {} | {} | {} | {:.2}× | {:.1} / {:.1} | {:.1} / {:.1} |",
-                            qos as u8,
-                            if size == 64 { "64 B" } else { "16 KiB" },
-                            if transport == Transport::Tcp {
-                                "TCP"
-                            } else {
-                                "WebSocket"
-                            },
+                            "| {key} | {} | {} | {:.2}× | {:.1} / {:.1} | {:.1} / {:.1} |",
                             shown(k),
                             shown(m),
                             rate(k) / rate(m).max(1e-9),
@@ -730,11 +727,7 @@ fn broker_main(args: &[String]) {
                 let line = format!(
                     "| {label} | {} | {} | {:.2} / {:.2} | {:.2} / {:.2} | {} of {} | {} of {} |",
                     qos as u8,
-                    if transport == Transport::Tcp {
-                        "TCP"
-                    } else {
-                        "WebSocket"
-                    },
+                    via(transport),
                     k.p50_us / 1000.0,
                     k.p99_us / 1000.0,
                     m.p50_us / 1000.0,
