@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use kite_mqtt::codec::wire::{VarInt, read_var_int};
 use kite_mqtt::codec::{
     Ack, ConnAck, Connect, Disconnect, Properties, Props, Publish, ReasonCode, SubAck, Subscribe,
     UnsubAck, Unsubscribe, Will,
@@ -34,6 +35,9 @@ const PENDING_FILL_LIMIT: usize = 1024;
 
 /// Answers held back for the store at most, before the connection stops reading.
 const MAX_PENDING: usize = 65_536;
+
+/// Buffer space reserved ahead of a partly read packet at most ([`make_room`]).
+const READ_AHEAD: usize = 64 * 1024;
 
 /// How long the last packets (CONNACK refusal, DISCONNECT) may take to be written.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -173,6 +177,23 @@ async fn read_first<R: AsyncRead + Unpin>(
             Ok(_) => {}
             Err(e) => return Err(FirstError::Io(e)),
         }
+    }
+}
+
+/// Room for the rest of the packet that `inbuf` holds the start of (its size is in its fixed
+/// header), at most [`READ_AHEAD`] more. Without it a large packet is read in small steps:
+/// `BytesMut` grows by 64 bytes at a time from a fresh small buffer whenever the previous
+/// packet's payload still holds the old one (it is queued for subscribers). Capped, so that a
+/// size announced in five bytes never makes the broker allocate much.
+fn make_room(inbuf: &mut BytesMut) {
+    let missing = match inbuf.get(1..).map(read_var_int) {
+        Some(Ok(VarInt::Value(remaining, n))) => {
+            (1 + n + remaining as usize).saturating_sub(inbuf.len())
+        }
+        _ => 0,
+    };
+    if missing > 0 {
+        inbuf.reserve(missing.min(READ_AHEAD));
     }
 }
 
@@ -607,7 +628,10 @@ impl Conn {
         loop {
             match kite_mqtt::decode(inbuf, self.version, &self.limits) {
                 Ok(Some(p)) => self.handle(p, out)?,
-                Ok(None) => return Ok(()),
+                Ok(None) => {
+                    make_room(inbuf);
+                    return Ok(());
+                }
                 Err(e @ DecodeError::PacketTooLarge { .. }) => {
                     return Err(End::violation(ReasonCode::PacketTooLarge, e.to_string()));
                 }
@@ -1163,5 +1187,43 @@ impl Conn {
             });
         }
         // Taken over with a will delay: the session was resumed at once; no Will.
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_is_made_for_the_rest_of_a_packet_and_never_much_more() {
+        // Nothing buffered (an idle client): nothing reserved.
+        let mut idle = BytesMut::with_capacity(512);
+        make_room(&mut idle);
+        assert_eq!(idle.capacity(), 512);
+        // The start of a 16 KiB PUBLISH whose buffer a queued payload still shares.
+        let mut whole = BytesMut::new();
+        Packet::Publish(Publish {
+            topic: "a/b".into(),
+            payload: vec![7u8; 16 * 1024].into(),
+            ..Publish::default()
+        })
+        .encode(Version::V3_1_1, &mut whole)
+        .unwrap();
+        let mut inbuf = BytesMut::with_capacity(600);
+        inbuf.extend_from_slice(&[0u8; 100]);
+        inbuf.extend_from_slice(&whole[..200]);
+        let earlier_payload = inbuf.split_to(100).freeze();
+        make_room(&mut inbuf);
+        assert!(inbuf.capacity() >= whole.len(), "{}", inbuf.capacity());
+        drop(earlier_payload);
+        // A fixed header announcing 256 MB reserves READ_AHEAD at most.
+        let mut huge = BytesMut::from(&[0x30, 0xff, 0xff, 0xff, 0x7f, 0, 1][..]);
+        make_room(&mut huge);
+        assert!(
+            huge.capacity() <= huge.len() + 2 * READ_AHEAD,
+            "{}",
+            huge.capacity()
+        );
+        assert!(huge.capacity() >= READ_AHEAD);
     }
 }
