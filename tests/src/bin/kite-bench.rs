@@ -594,6 +594,21 @@ impl Setup {
     }
 }
 
+/// `load` on a freshly started Kite, then on a freshly started mosquitto (no state carried
+/// between scenarios).
+fn on_both(setup: &Setup, transport: Transport, load: Load) -> [Outcome; 2] {
+    ["kite", "mosquitto"].map(|which| {
+        let running = if which == "kite" {
+            start_kite(&setup.kite, &setup.dir)
+        } else {
+            start_mosquitto(&setup.mosquitto, &setup.dir)
+        };
+        setup
+            .rt
+            .block_on(run_load(&running.target, transport, load))
+    })
+}
+
 /// A transport as the tables name it.
 fn via(transport: Transport) -> &'static str {
     match transport {
@@ -651,18 +666,7 @@ fn broker_main(args: &[String]) {
                             per_publisher,
                             rate: None,
                         };
-                        let mut cells = Vec::new();
-                        for which in ["kite", "mosquitto"] {
-                            // A fresh broker per run: no state carried between scenarios.
-                            let running = if which == "kite" {
-                                start_kite(kite, dir)
-                            } else {
-                                start_mosquitto(mosquitto, dir)
-                            };
-                            let o = rt.block_on(run_load(&running.target, transport, load));
-                            drop(running);
-                            cells.push(o);
-                        }
+                        let cells = on_both(&setup, transport, load);
                         let rate = |o: &Outcome| o.delivered as f64 / o.secs.max(1e-9);
                         let shown = |o: &Outcome| {
                             let mut s = format!("{:.0}", rate(o));
@@ -713,16 +717,7 @@ fn broker_main(args: &[String]) {
                     per_publisher: rate as usize * 3 / scale,
                     rate: Some(rate),
                 };
-                let mut cells = Vec::new();
-                for which in ["kite", "mosquitto"] {
-                    let running = if which == "kite" {
-                        start_kite(kite, dir)
-                    } else {
-                        start_mosquitto(mosquitto, dir)
-                    };
-                    cells.push(rt.block_on(run_load(&running.target, transport, load)));
-                    drop(running);
-                }
+                let cells = on_both(&setup, transport, load);
                 let (k, m) = (&cells[0], &cells[1]);
                 let line = format!(
                     "| {label} | {} | {} | {:.2} / {:.2} | {:.2} / {:.2} | {} of {} | {} of {} |",
