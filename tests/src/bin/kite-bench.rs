@@ -53,6 +53,8 @@ const V: Version = Version::V3_1_1;
 const WINDOW: usize = 100;
 /// A scenario that has not finished by then is reported with what was delivered.
 const SCENARIO_TIMEOUT: Duration = Duration::from_secs(30);
+/// How much a TCP client reads at once at most.
+const READ_CHUNK: usize = 64 * 1024;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Transport {
@@ -110,7 +112,14 @@ impl Reader {
     async fn fill(&mut self) -> bool {
         loop {
             match &mut self.rd {
-                Rd::Tcp(r) => return matches!(r.read_buf(&mut self.buf).await, Ok(n) if n > 0),
+                Rd::Tcp(r) => {
+                    // Read in large chunks, as real clients do: a full `BytesMut` only grows
+                    // by 64 bytes, which made every TCP read here a fraction of a packet.
+                    if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
+                        self.buf.reserve(READ_CHUNK);
+                    }
+                    return matches!(r.read_buf(&mut self.buf).await, Ok(n) if n > 0);
+                }
                 Rd::Ws(r) => match r.next().await {
                     Some(Ok(Message::Binary(b))) => {
                         self.buf.extend_from_slice(&b);
