@@ -326,7 +326,7 @@ pub fn check_text(text: &str, base: &Path) -> Vec<Problem> {
     }
     let mut broker_listen = None;
     if let Some(b) = &broker {
-        let keys: [(&str, FileBroker); 12] = [
+        let keys: [(&str, FileBroker); 13] = [
             (
                 "listen",
                 FileBroker {
@@ -345,6 +345,13 @@ pub fn check_text(text: &str, base: &Path) -> Vec<Problem> {
                 "max_queued_messages",
                 FileBroker {
                     max_queued_messages: b.max_queued_messages,
+                    ..Default::default()
+                },
+            ),
+            (
+                "max_queued_messages_online",
+                FileBroker {
+                    max_queued_messages_online: b.max_queued_messages_online,
                     ..Default::default()
                 },
             ),

@@ -477,6 +477,7 @@ pub(crate) struct FileBroker {
     #[serde(default)]
     pub(crate) allow_anonymous: bool,
     pub(crate) max_queued_messages: Option<u64>,
+    pub(crate) max_queued_messages_online: Option<u64>,
     pub(crate) max_queued_bytes: Option<u64>,
     pub(crate) max_inflight: Option<u64>,
     pub(crate) receive_maximum: Option<u64>,
@@ -860,6 +861,14 @@ impl FileBroker {
                 10_000_000,
                 "1 to 10000000 messages per session",
                 d.max_queued_messages as u64,
+            )?),
+            max_queued_messages_online: usize_of(range(
+                "max_queued_messages_online",
+                self.max_queued_messages_online,
+                1,
+                10_000_000,
+                "1 to 10000000 messages per session",
+                d.max_queued_messages_online as u64,
             )?),
             max_queued_bytes: usize_of(range(
                 "max_queued_bytes",

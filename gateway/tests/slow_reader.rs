@@ -1,7 +1,7 @@
 //! A browser that stops reading costs a bounded amount of memory: a child `kite` (embedded
 //! broker) carries 1,000 messages/s of 1 KiB to a WebSocket subscriber that reads nothing for
 //! 30 s; the process's resident memory stays under the ceiling the bounds give (gateway
-//! buffers + the session's queue, `max_queued_messages = 1000` here), new messages for the
+//! buffers + the session's queue, `max_queued_messages_online = 1000` here), new messages for the
 //! stalled session are dropped and counted, and once it reads again it gets messages again.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -57,7 +57,7 @@ fn a_browser_that_stops_reading_costs_bounded_memory() {
     let config = dir.join("kite.toml");
     std::fs::write(
         &config,
-        "[broker]\npersistence = false\nmax_queued_messages = 1000\nsys_interval_secs = 0\n",
+        "[broker]\npersistence = false\nmax_queued_messages_online = 1000\nsys_interval_secs = 0\n",
     )
     .unwrap();
     let (child, line) = common::serve_embedded(&[OsStr::new("--config"), config.as_os_str()]);

@@ -732,6 +732,85 @@ fn offline_queue_is_bounded() {
     );
 }
 
+/// A connected session's queue beyond what is in flight is bounded too
+/// (`max_queued_messages_online`): a client whose Receive Maximum [MQTT-3.3.4-9] holds the
+/// rest back gets the oldest, in order; newer deliveries are dropped and counted.
+#[test]
+fn online_queue_is_bounded() {
+    both(
+        |c| c.broker.config.max_queued_messages_online = 3,
+        |via| {
+            let one_at_a_time = Properties {
+                receive_maximum: Some(1),
+                ..Properties::default()
+            };
+            let (mut sub, _) = TestClient::connect(via, v5_connect("behind", one_at_a_time));
+            sub.subscribe("bq/#", QoS::AtLeastOnce);
+            let mut publ = TestClient::connected(via, V5, "pub");
+            publ.publish(publish("bq/x", "m0", QoS::AtLeastOnce, 1));
+            let first = sub.recv_publish(); // in flight, not acknowledged
+            for i in 1..6 {
+                publ.publish(publish("bq/x", &format!("m{i}"), QoS::AtLeastOnce, i + 1));
+            }
+            let mut got = vec![String::from_utf8_lossy(&first.payload).into_owned()];
+            sub.ack(&first);
+            while got.len() < 4 {
+                let p = sub.recv_publish();
+                sub.ack(&p);
+                got.push(String::from_utf8_lossy(&p.payload).into_owned());
+            }
+            assert!(sub.barrier().is_empty(), "m4 and m5 are dropped");
+            assert_eq!(got, vec!["m0", "m1", "m2", "m3"]);
+        },
+    );
+}
+
+/// What a persistent session queued while offline is delivered whole on reconnect, and does
+/// not count towards the online bound: live messages are queued beside it up to that bound.
+#[test]
+fn offline_backlog_does_not_count_towards_the_online_bound() {
+    both(
+        |c| {
+            c.broker.config.max_queued_messages = 10;
+            c.broker.config.max_queued_messages_online = 2;
+        },
+        |via| {
+            let persistent = || Connect {
+                clean_start: false,
+                properties: Properties {
+                    receive_maximum: Some(1),
+                    session_expiry_interval: Some(600),
+                    ..Properties::default()
+                }
+                .into(),
+                ..connect(V5, "backlog")
+            };
+            let (mut c, _) = TestClient::connect(via, persistent());
+            c.subscribe("bl/#", QoS::AtLeastOnce);
+            c.disconnect();
+            let mut publ = TestClient::connected(via, V5, "pub");
+            for i in 0..5 {
+                publ.publish(publish("bl/x", &format!("m{i}"), QoS::AtLeastOnce, i + 1));
+            }
+            let (mut c, ack) = TestClient::connect(via, persistent());
+            assert!(ack.session_present);
+            let first = c.recv_publish(); // m0 in flight; m1..m4 queued from before
+            for i in 0..3 {
+                publ.publish(publish("bl/x", &format!("l{i}"), QoS::AtLeastOnce, i + 10));
+            }
+            let mut got = vec![String::from_utf8_lossy(&first.payload).into_owned()];
+            c.ack(&first);
+            while got.len() < 7 {
+                let p = c.recv_publish();
+                c.ack(&p);
+                got.push(String::from_utf8_lossy(&p.payload).into_owned());
+            }
+            assert!(c.barrier().is_empty(), "l2 is dropped");
+            assert_eq!(got, vec!["m0", "m1", "m2", "m3", "m4", "l0", "l1"]);
+        },
+    );
+}
+
 /// The first packet must be CONNECT [MQTT-3.1.0-1]; an unsupported protocol level gets CONNACK
 /// return code 1 [MQTT-3.1.2-2]; a malformed 5.0 CONNECT gets 0x81 with a reason string; a
 /// second CONNECT is a protocol error [MQTT-3.1.0-2].

@@ -983,6 +983,7 @@ impl Conn {
                 break;
             };
             st.queued_bytes -= d.msg.size();
+            st.replay = st.replay.saturating_sub(1);
             if d.msg.expired(now) {
                 Stats::add(&self.broker.stats().messages_expired, 1);
                 self.broker.forget_delivery(&self.client_id, d.seq);

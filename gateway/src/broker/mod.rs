@@ -57,9 +57,14 @@ pub struct BrokerConfig {
     pub max_keep_alive: u16,
     /// Longest session expiry a client may ask for, in seconds.
     pub max_session_expiry: u32,
-    /// Messages queued per session (offline or not keeping up) at most; beyond, new
+    /// Messages queued per session while it has no connection at most; beyond, new
     /// deliveries to it are dropped and counted.
     pub max_queued_messages: usize,
+    /// Messages queued per connected session beyond those in flight at most (what was queued
+    /// while it was offline not counted): a client this far behind is not keeping up, and
+    /// holding more only makes what it sees older. Beyond, new deliveries are dropped and
+    /// counted.
+    pub max_queued_messages_online: usize,
     /// Bytes (topic + payload) queued per session at most.
     pub max_queued_bytes: usize,
     /// Time a new connection has to send its CONNECT.
@@ -82,6 +87,7 @@ impl Default for BrokerConfig {
             max_keep_alive: 0,
             max_session_expiry: u32::MAX,
             max_queued_messages: 10_000,
+            max_queued_messages_online: 1_000,
             max_queued_bytes: 64 * 1024 * 1024,
             connect_timeout: Duration::from_secs(10),
             max_connections: 10_000,
@@ -836,6 +842,7 @@ impl Broker {
             let had_owner = st.owner.is_some();
             if !clean_start {
                 st.owner = Some(conn);
+                st.replay = st.queue.len();
                 st.generation += 1;
                 st.expiry = expiry;
                 drop(st);
@@ -887,6 +894,7 @@ impl Broker {
         let (filters, persisted): (Vec<MqttStr>, bool) = {
             let mut st = lock(&slot.state);
             st.queue.clear();
+            st.replay = 0;
             st.queued_bytes = 0;
             st.inflight.clear();
             let persisted = std::mem::take(&mut st.persisted);

@@ -66,6 +66,9 @@ pub(crate) struct SessionState {
     pub subscriptions: HashMap<MqttStr, SubscribeEntry>,
     /// Deliveries not yet sent, oldest first.
     pub queue: VecDeque<Delivery>,
+    /// How many at the queue's front were queued before the current connection took the
+    /// session (they do not count towards `max_queued_messages_online`).
+    pub replay: usize,
     pub queued_bytes: usize,
     /// Sent and not acknowledged, in the order sent (resent in this order [MQTT-4.6.0-1]).
     pub inflight: VecDeque<Inflight>,
@@ -116,6 +119,7 @@ impl Slot {
                 persisted: false,
                 subscriptions: HashMap::new(),
                 queue: VecDeque::new(),
+                replay: 0,
                 queued_bytes: 0,
                 inflight: VecDeque::new(),
                 next_packet_id: 0,
@@ -136,7 +140,7 @@ impl Slot {
 
     /// Queues a delivery and wakes the connection; a QoS 1/2 delivery to a persistent session
     /// is also written to the store. `None`: dropped — the session ended, the queue is full
-    /// (count or bytes), or QoS 0 for a session with no connection. `Some(ticket)`: queued;
+    /// (count — the online or the offline bound — or bytes), or QoS 0 for a session with no connection. `Some(ticket)`: queued;
     /// the ticket of its store write (0 if not stored).
     pub(crate) fn push(
         &self,
@@ -150,9 +154,13 @@ impl Slot {
         if st.ended || (st.owner.is_none() && d.qos == QoS::AtMostOnce) {
             return None;
         }
-        if st.queue.len() >= config.max_queued_messages
-            || st.queued_bytes + size > config.max_queued_bytes
-        {
+        let full = match st.owner {
+            Some(_) => {
+                st.queue.len().saturating_sub(st.replay) >= config.max_queued_messages_online
+            }
+            None => st.queue.len() >= config.max_queued_messages,
+        };
+        if full || st.queued_bytes + size > config.max_queued_bytes {
             return None;
         }
         let mut ticket = 0;
