@@ -140,8 +140,8 @@ impl Slot {
 
     /// Queues a delivery and wakes the connection; a QoS 1/2 delivery to a persistent session
     /// is also written to the store. `None`: dropped — the session ended, the queue is full
-    /// (count — the online or the offline bound — or bytes), or QoS 0 for a session with no connection. `Some(ticket)`: queued;
-    /// the ticket of its store write (0 if not stored).
+    /// (count — the online or the offline bound — or bytes), or QoS 0 for a session with no
+    /// connection. `Some(ticket)`: queued; the ticket of its store write (0 if not stored).
     pub(crate) fn push(
         &self,
         mut d: Delivery,
