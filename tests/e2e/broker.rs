@@ -702,6 +702,21 @@ fn dollar_topics_and_sys() {
     );
 }
 
+/// Connects with `persistent`, subscribes to `<prefix>/#` at QoS 1 and disconnects; then `n`
+/// QoS 1 messages `m0`, `m1`... are published to `<prefix>/x` for the offline session. The
+/// publisher, still connected.
+fn queue_offline(via: &Via, persistent: Connect, prefix: &str, n: u16) -> TestClient {
+    let (mut c, _) = TestClient::connect(via, persistent);
+    c.subscribe(&format!("{prefix}/#"), QoS::AtLeastOnce);
+    c.disconnect();
+    let mut publ = TestClient::connected(via, V5, "pub");
+    let topic = format!("{prefix}/x");
+    for i in 0..n {
+        publ.publish(publish(&topic, &format!("m{i}"), QoS::AtLeastOnce, i + 1));
+    }
+    publ
+}
+
 /// A session's queue is bounded: beyond `max_queued_messages`, new deliveries are dropped and
 /// counted; the oldest are kept, in order.
 #[test]
@@ -713,13 +728,7 @@ fn offline_queue_is_bounded() {
                 clean_start: false,
                 ..connect(V3, "offline")
             };
-            let (mut c, _) = TestClient::connect(via, persistent());
-            c.subscribe("oq/#", QoS::AtLeastOnce);
-            c.disconnect();
-            let mut publ = TestClient::connected(via, V5, "pub");
-            for i in 0..5 {
-                publ.publish(publish("oq/x", &format!("m{i}"), QoS::AtLeastOnce, i + 1));
-            }
+            queue_offline(via, persistent(), "oq", 5);
             let (mut c, _) = TestClient::connect(via, persistent());
             let mut got = Vec::new();
             for p in c.barrier() {
@@ -801,13 +810,7 @@ fn offline_backlog_does_not_count_towards_the_online_bound() {
                 .into(),
                 ..connect(V5, "backlog")
             };
-            let (mut c, _) = TestClient::connect(via, persistent());
-            c.subscribe("bl/#", QoS::AtLeastOnce);
-            c.disconnect();
-            let mut publ = TestClient::connected(via, V5, "pub");
-            for i in 0..5 {
-                publ.publish(publish("bl/x", &format!("m{i}"), QoS::AtLeastOnce, i + 1));
-            }
+            let mut publ = queue_offline(via, persistent(), "bl", 5);
             let (mut c, ack) = TestClient::connect(via, persistent());
             assert!(ack.session_present);
             let first = c.recv_publish(); // m0 in flight; m1..m4 queued from before
