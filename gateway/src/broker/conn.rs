@@ -22,7 +22,7 @@ use kite_mqtt::{DecodeError, Limits, MqttStr, Packet, QoS, Version};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::out::Out;
-use super::session::{Awaiting, Delivery, Inflight, Slot};
+use super::session::{Awaiting, Delivery, Inflight, Kind, Slot};
 use super::store::{Op, Sent};
 use super::{Broker, Message, Stats, SubscribeEntry, lock, stopped};
 
@@ -898,6 +898,7 @@ impl Conn {
                 for msg in self.broker.retained_for(&f.filter, now) {
                     retained.push(Delivery {
                         seq: 0,
+                        live: false,
                         qos: msg.qos.min(f.qos),
                         retain: true,
                         ids: id.into_iter().collect(),
@@ -916,9 +917,13 @@ impl Conn {
         self.answer(ticket, Packet::SubAck(ack), out);
         let persist = self.broker.persist_handle();
         for d in retained {
-            let pushed = self
-                .slot
-                .push(d, self.broker.config(), persist.as_ref(), now);
+            let pushed = self.slot.push(
+                d,
+                Kind::Retained,
+                self.broker.config(),
+                persist.as_ref(),
+                now,
+            );
             if pushed.is_none() {
                 Stats::add(&self.broker.stats().messages_dropped, 1);
             }
@@ -979,11 +984,9 @@ impl Conn {
             if front.qos != QoS::AtMostOnce && st.inflight.len() >= window {
                 break;
             }
-            let Some(d) = st.queue.pop_front() else {
+            let Some(d) = st.pop() else {
                 break;
             };
-            st.queued_bytes -= d.msg.size();
-            st.replay = st.replay.saturating_sub(1);
             if d.msg.expired(now) {
                 Stats::add(&self.broker.stats().messages_expired, 1);
                 self.broker.forget_delivery(&self.client_id, d.seq);

@@ -370,6 +370,7 @@ impl Broker {
                         retain: q.retain,
                         ids: q.ids,
                         seq: q.seq,
+                        live: false,
                     };
                     n_queued += 1;
                     // A QoS 2 delivery that was sent goes back in flight under its packet id
@@ -754,11 +755,15 @@ impl Broker {
                 retain: t.retain,
                 ids: t.ids,
                 seq: 0,
+                live: false,
             };
-            match t
-                .slot
-                .push(d, &self.inner.config, self.persist_handle().as_ref(), now)
-            {
+            match t.slot.push(
+                d,
+                session::Kind::Live,
+                &self.inner.config,
+                self.persist_handle().as_ref(),
+                now,
+            ) {
                 Some(t) => ticket = ticket.max(t),
                 None => Stats::add(&self.inner.stats.messages_dropped, 1),
             }
@@ -842,7 +847,7 @@ impl Broker {
             let had_owner = st.owner.is_some();
             if !clean_start {
                 st.owner = Some(conn);
-                st.replay = st.queue.len();
+                st.resumed();
                 st.generation += 1;
                 st.expiry = expiry;
                 drop(st);
@@ -894,7 +899,7 @@ impl Broker {
         let (filters, persisted): (Vec<MqttStr>, bool) = {
             let mut st = lock(&slot.state);
             st.queue.clear();
-            st.replay = 0;
+            st.live = 0;
             st.queued_bytes = 0;
             st.inflight.clear();
             let persisted = std::mem::take(&mut st.persisted);

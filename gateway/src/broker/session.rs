@@ -17,6 +17,15 @@ pub(crate) struct Persist<'a> {
     pub next_seq: &'a std::sync::atomic::AtomicU64,
 }
 
+/// What a delivery is, for the queue's bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// A publication routed to the session's subscriptions.
+    Live,
+    /// A retained message sent because of a new subscription.
+    Retained,
+}
+
 /// One message on its way to one session.
 #[derive(Debug, Clone)]
 pub(crate) struct Delivery {
@@ -29,6 +38,9 @@ pub(crate) struct Delivery {
     pub ids: Vec<u32>,
     /// Its key in the store's queue table; 0: not stored.
     pub seq: u64,
+    /// Whether it counts towards `max_queued_messages_online` while queued (set by
+    /// [`Slot::push`]).
+    pub live: bool,
 }
 
 /// Where an outgoing QoS 1/2 delivery stands.
@@ -66,9 +78,10 @@ pub(crate) struct SessionState {
     pub subscriptions: HashMap<MqttStr, SubscribeEntry>,
     /// Deliveries not yet sent, oldest first.
     pub queue: VecDeque<Delivery>,
-    /// How many at the queue's front were queued before the current connection took the
-    /// session (they do not count towards `max_queued_messages_online`).
-    pub replay: usize,
+    /// How many queued deliveries count towards `max_queued_messages_online` (those with
+    /// `live` set): not what was queued before the current connection took the session, nor
+    /// the retained messages sent for a new subscription.
+    pub live: usize,
     pub queued_bytes: usize,
     /// Sent and not acknowledged, in the order sent (resent in this order [MQTT-4.6.0-1]).
     pub inflight: VecDeque<Inflight>,
@@ -79,6 +92,23 @@ pub(crate) struct SessionState {
 }
 
 impl SessionState {
+    /// Takes the oldest queued delivery off the queue, with its bounds' accounting.
+    pub(crate) fn pop(&mut self) -> Option<Delivery> {
+        let d = self.queue.pop_front()?;
+        self.queued_bytes -= d.msg.size();
+        self.live -= usize::from(d.live);
+        Some(d)
+    }
+
+    /// A connection took the session over: what it finds queued does not count towards the
+    /// online bound.
+    pub(crate) fn resumed(&mut self) {
+        for d in &mut self.queue {
+            d.live = false;
+        }
+        self.live = 0;
+    }
+
     /// A packet identifier not used by any message in flight.
     pub(crate) fn next_packet_id(&mut self) -> u16 {
         loop {
@@ -119,7 +149,7 @@ impl Slot {
                 persisted: false,
                 subscriptions: HashMap::new(),
                 queue: VecDeque::new(),
-                replay: 0,
+                live: 0,
                 queued_bytes: 0,
                 inflight: VecDeque::new(),
                 next_packet_id: 0,
@@ -142,9 +172,13 @@ impl Slot {
     /// is also written to the store. `None`: dropped — the session ended, the queue is full
     /// (count — the online or the offline bound — or bytes), or QoS 0 for a session with no
     /// connection. `Some(ticket)`: queued; the ticket of its store write (0 if not stored).
+    ///
+    /// A `Kind::Retained` delivery (a new subscription's retained messages) is held to the
+    /// offline and the byte bound only, and does not count towards the online one.
     pub(crate) fn push(
         &self,
         mut d: Delivery,
+        kind: Kind,
         config: &BrokerConfig,
         store: Option<&Persist<'_>>,
         now: Instant,
@@ -154,15 +188,16 @@ impl Slot {
         if st.ended || (st.owner.is_none() && d.qos == QoS::AtMostOnce) {
             return None;
         }
-        let full = match st.owner {
-            Some(_) => {
-                st.queue.len().saturating_sub(st.replay) >= config.max_queued_messages_online
-            }
-            None => st.queue.len() >= config.max_queued_messages,
+        let full = match (st.owner, kind) {
+            (Some(_), Kind::Live) => st.live >= config.max_queued_messages_online,
+            (Some(_), Kind::Retained) => false,
+            (None, _) => st.queue.len() >= config.max_queued_messages,
         };
         if full || st.queued_bytes + size > config.max_queued_bytes {
             return None;
         }
+        d.live = st.owner.is_some() && kind == Kind::Live;
+        st.live += usize::from(d.live);
         let mut ticket = 0;
         if let Some(p) = store
             && st.expiry > 0
