@@ -26,7 +26,8 @@ Commands:
                    fmt, clippy (host + wasm32), host tests, end-to-end tests, wasm tests
   dist             build the release binary and app into target/dist and print the app's size
   bench broker     Kite's embedded broker vs Debian's mosquitto, side by side (release builds;
-                   about 8 minutes); prints the table and writes target/bench/broker.md
+                   about 25 minutes: every figure the median of 3 runs, `--runs 1` for one);
+                   prints the table and writes target/bench/broker.md
   bench gateway    MQTT over WebSocket to mosquitto: TCP, mosquitto's listener, websockify,
                    Kite's gateway (about 4 minutes); writes target/bench/gateway.md
   bench app        the browser app in headless Chromium taking 20,000 msgs/s over 1,000
