@@ -174,7 +174,7 @@ impl Slot {
     /// connection. `Some(ticket)`: queued; the ticket of its store write (0 if not stored).
     ///
     /// A `Kind::Retained` delivery (a new subscription's retained messages) is held to the
-    /// offline and the byte bound only, and does not count towards the online one.
+    /// byte bound only, and does not count towards the online one.
     pub(crate) fn push(
         &self,
         mut d: Delivery,
