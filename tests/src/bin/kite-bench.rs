@@ -210,6 +210,13 @@ struct Outcome {
     p99_us: f64,
 }
 
+impl Outcome {
+    /// Deliveries per second.
+    fn rate(&self) -> f64 {
+        self.delivered as f64 / self.secs.max(1e-9)
+    }
+}
+
 async fn subscriber(
     target: Target,
     transport: Transport,
@@ -649,7 +656,7 @@ fn median(runs: Vec<&Outcome>) -> Outcome {
         v[v.len() / 2]
     };
     let delivered = mid(&|o| o.delivered as f64) as usize;
-    let rate = mid(&|o| o.delivered as f64 / o.secs.max(1e-9));
+    let rate = mid(&Outcome::rate);
     Outcome {
         delivered,
         expected: runs[0].expected,
@@ -683,6 +690,7 @@ fn broker_main(args: &[String]) {
     // "4 → 1 | 0 | 16 KiB | TCP", "4 × 2,500 msgs/s → 1 | 0 | TCP"), `--repeat N` times
     // each — to look at one case closely.
     let only = arg(args, "--only");
+    let wanted = |key: &str| only.as_ref().is_none_or(|o| key.contains(o.as_str()));
     let repeat: usize = arg(args, "--repeat").map_or(1, |n| n.parse().expect("--repeat N"));
     // `--runs N`: each figure of a row is the median of N runs (default 3, or 1 with
     // `--only`): one run's p99 on a shared 2-core machine moves by 10–40%.
@@ -704,7 +712,7 @@ fn broker_main(args: &[String]) {
                         if size == 64 { "64 B" } else { "16 KiB" },
                         via(transport)
                     );
-                    if only.as_ref().is_some_and(|o| !key.contains(o.as_str())) {
+                    if !wanted(&key) {
                         continue;
                     }
                     for _ in 0..repeat {
@@ -723,9 +731,8 @@ fn broker_main(args: &[String]) {
                             rate: None,
                         };
                         let cells = on_both_median(&setup, transport, load, runs);
-                        let rate = |o: &Outcome| o.delivered as f64 / o.secs.max(1e-9);
                         let shown = |o: &Outcome| {
-                            let mut s = format!("{:.0}", rate(o));
+                            let mut s = format!("{:.0}", o.rate());
                             if o.delivered < o.expected {
                                 let _ = write!(s, " ({} of {} delivered)", o.delivered, o.expected);
                             }
@@ -736,7 +743,7 @@ fn broker_main(args: &[String]) {
                             "| {key} | {} | {} | {:.2}× | {:.1} / {:.1} | {:.1} / {:.1} |",
                             shown(k),
                             shown(m),
-                            rate(k) / rate(m).max(1e-9),
+                            k.rate() / m.rate().max(1e-9),
                             k.p50_us / 1000.0,
                             k.p99_us / 1000.0,
                             m.p50_us / 1000.0,
@@ -762,7 +769,7 @@ fn broker_main(args: &[String]) {
         for qos in [QoS::AtMostOnce, QoS::AtLeastOnce] {
             for transport in [Transport::Tcp, Transport::Ws] {
                 let key = format!("{label} | {} | {}", qos as u8, via(transport));
-                if only.as_ref().is_some_and(|o| !key.contains(o.as_str())) {
+                if !wanted(&key) {
                     continue;
                 }
                 let load = Load {
@@ -958,7 +965,7 @@ fn gateway_main(args: &[String]) {
             let mut rate = 0.0;
             let cell = run_way(way, &|t, tr| {
                 let o = rt.block_on(run_load(t, tr, load));
-                let r = o.delivered as f64 / o.secs.max(1e-9);
+                let r = o.rate();
                 let mut c = format!(
                     "{r:.0} msgs/s, {:.1} / {:.1} ms",
                     o.p50_us / 1000.0,
