@@ -6,6 +6,8 @@
 //! name = "operator"
 //! publish = ["plant/+/cmd", "users/%u/#"]    # %u: the user name, %c: the client id
 //! subscribe = ["plant/#", "users/%u/#"]
+//! deny_publish = ["plant/+/cmd/reboot"]      # refused even where the lists above allow
+//! deny_subscribe = ["plant/secret/#"]
 //! ```
 //!
 //! - A role without `publish` may publish anywhere; with it, only to topic names matched by
@@ -16,6 +18,14 @@
 //!   looked through: the inner filter is checked.
 //! - `%u` and `%c` are replaced by the user name and client id; a name containing `/`, `+` or
 //!   `#` never matches a rule that uses it (it could widen the rule).
+//! - `deny_publish`: a topic name one of them matches is refused, whatever `publish` says.
+//! - `deny_subscribe`: what the role may never read. A filter a deny rule covers is refused
+//!   (`plant/secret/#` refuses `plant/secret/+`). A filter that only overlaps one (`plant/#`,
+//!   `#`) is granted, and the embedded broker does not deliver the denied topics through it
+//!   ([`Acl::read_denials`]). The gateway in front of an upstream broker cannot sort what the
+//!   broker sends, so there an overlapping filter is refused too ([`Acl::may_subscribe_upstream`]).
+//! - In a deny rule, `%u`/`%c` with a value that cannot be substituted (empty, or with `/`,
+//!   `+`, `#`) deny the whole level (`+`): a deny rule never gets narrower by a strange name.
 //! - The `$`-topic rule applies: `#` does not give access to `$SYS/...` [MQTT-4.7.2-1].
 
 use kite_mqtt::topic::{self, levels};
@@ -27,6 +37,10 @@ pub struct Acl {
     pub publish: Option<Vec<String>>,
     /// Filters covering what the role may subscribe to; `None`: any.
     pub subscribe: Option<Vec<String>>,
+    /// Topic names matched by one of these may not be published to.
+    pub deny_publish: Vec<String>,
+    /// Topic names matched by one of these may not be read.
+    pub deny_subscribe: Vec<String>,
 }
 
 /// Why a rule in the config is refused.
@@ -39,11 +53,23 @@ pub struct AclError {
     detail: String,
 }
 
+impl AclError {
+    /// The config key of the refused rule (`publish`, `deny_subscribe`, ...).
+    pub fn kind(&self) -> &'static str {
+        self.kind
+    }
+}
+
 impl Acl {
     /// Checks that every rule is a valid topic filter once `%u`/`%c` are substituted.
     pub fn validate(&self, role: &str) -> Result<(), AclError> {
-        for (kind, rules) in [("publish", &self.publish), ("subscribe", &self.subscribe)] {
-            for rule in rules.iter().flatten() {
+        for (kind, rules) in [
+            ("publish", self.publish.as_deref().unwrap_or_default()),
+            ("subscribe", self.subscribe.as_deref().unwrap_or_default()),
+            ("deny_publish", &self.deny_publish[..]),
+            ("deny_subscribe", &self.deny_subscribe[..]),
+        ] {
+            for rule in rules {
                 let sample = rule.replace("%u", "u").replace("%c", "c");
                 topic::validate_filter(&sample).map_err(|e| AclError {
                     role: role.to_owned(),
@@ -58,33 +84,75 @@ impl Acl {
 
     /// Whether the role has any rule (without, it may use every topic).
     pub fn restricts(&self) -> bool {
-        self.publish.is_some() || self.subscribe.is_some()
+        self.publish.is_some()
+            || self.subscribe.is_some()
+            || !self.deny_publish.is_empty()
+            || !self.deny_subscribe.is_empty()
     }
 
     /// Whether `user`/`client_id` may publish to the topic name `name`.
     pub fn may_publish(&self, name: &str, user: &str, client_id: &str) -> bool {
-        match &self.publish {
+        let allowed = match &self.publish {
             None => true,
             Some(rules) => rules
                 .iter()
                 .any(|r| substitute(r, user, client_id).is_some_and(|r| topic::matches(&r, name))),
-        }
+        };
+        allowed
+            && !self
+                .deny_publish
+                .iter()
+                .any(|r| topic::matches(&substitute_deny(r, user, client_id), name))
     }
 
     /// Whether `user`/`client_id` may subscribe to `filter` (a valid filter, possibly
     /// `$share/<group>/<filter>`).
+    ///
+    /// What a deny rule only overlaps is granted: the broker must not deliver the denied
+    /// topics through it ([`Acl::read_denials`]).
     pub fn may_subscribe(&self, filter: &str, user: &str, client_id: &str) -> bool {
-        let Some(rules) = &self.subscribe else {
-            return true;
-        };
+        self.check_subscribe(filter, user, client_id, covers)
+    }
+
+    /// Like [`Acl::may_subscribe`], for a broker that cannot be told what not to deliver (an
+    /// upstream): a filter a deny rule overlaps is refused too.
+    pub fn may_subscribe_upstream(&self, filter: &str, user: &str, client_id: &str) -> bool {
+        self.check_subscribe(filter, user, client_id, overlaps)
+    }
+
+    fn check_subscribe(
+        &self,
+        filter: &str,
+        user: &str,
+        client_id: &str,
+        denied_by: fn(&str, &str) -> bool,
+    ) -> bool {
         let inner = match topic::parse_shared(filter) {
             Ok(Some(shared)) => shared.filter,
             Ok(None) => filter,
             Err(_) => return false,
         };
-        rules
+        let allowed = match &self.subscribe {
+            None => true,
+            Some(rules) => rules
+                .iter()
+                .any(|r| substitute(r, user, client_id).is_some_and(|r| covers(&r, inner))),
+        };
+        allowed
+            && !self
+                .deny_subscribe
+                .iter()
+                .any(|r| denied_by(&substitute_deny(r, user, client_id), inner))
+    }
+
+    /// The `deny_subscribe` filters for this user and client, substituted: a delivery whose
+    /// topic one of them matches must not reach the session. Empty: deliver everything the
+    /// session's subscriptions match.
+    pub fn read_denials(&self, user: &str, client_id: &str) -> Vec<String> {
+        self.deny_subscribe
             .iter()
-            .any(|r| substitute(r, user, client_id).is_some_and(|r| covers(&r, inner)))
+            .map(|r| substitute_deny(r, user, client_id))
+            .collect()
     }
 }
 
@@ -98,6 +166,25 @@ fn substitute(rule: &str, user: &str, client_id: &str) -> Option<String> {
         return None;
     }
     Some(rule.replace("%u", user).replace("%c", client_id))
+}
+
+/// A deny rule with `%u`/`%c` replaced; a level whose value cannot be substituted safely
+/// becomes `+` (the rule denies more, never less).
+fn substitute_deny(rule: &str, user: &str, client_id: &str) -> String {
+    if !rule.contains("%u") && !rule.contains("%c") {
+        return rule.to_owned();
+    }
+    let mut out = String::with_capacity(rule.len());
+    for (i, level) in levels(rule).enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        match substitute(level, user, client_id) {
+            Some(l) => out.push_str(&l),
+            None => out.push('+'),
+        }
+    }
+    out
 }
 
 /// Whether every topic name matched by `filter` is matched by `rule` (both valid filters).
@@ -118,6 +205,36 @@ pub fn covers(rule: &str, filter: &str) -> bool {
             }
             (Some(rl), Some(fl)) => {
                 if rl != fl {
+                    return false;
+                }
+            }
+            (None, None) => return true,
+            _ => return false,
+        }
+        first = false;
+    }
+}
+
+/// Whether some topic name is matched by both filters (both valid).
+pub fn overlaps(a: &str, b: &str) -> bool {
+    let mut a = levels(a);
+    let mut b = levels(b);
+    let mut first = true;
+    loop {
+        match (a.next(), b.next()) {
+            (Some("#"), Some(level)) | (Some(level), Some("#")) => {
+                // `#` and `+` at the first level reach no `$` topic [MQTT-4.7.2-1].
+                return !(first && level.starts_with('$'));
+            }
+            // `a/#` matches `a`.
+            (Some("#"), None) | (None, Some("#")) => return true,
+            (Some("+"), Some(level)) | (Some(level), Some("+")) => {
+                if first && level.starts_with('$') {
+                    return false;
+                }
+            }
+            (Some(x), Some(y)) => {
+                if x != y {
                     return false;
                 }
             }
@@ -162,6 +279,7 @@ mod tests {
         let acl = Acl {
             publish: Some(vec!["users/%u/#".into(), "devices/%c".into()]),
             subscribe: Some(vec!["plant/#".into(), "users/%u/#".into()]),
+            ..Acl::default()
         };
         assert!(acl.may_publish("users/alice/x", "alice", "c1"));
         assert!(!acl.may_publish("users/bob/x", "alice", "c1"));
@@ -180,12 +298,84 @@ mod tests {
         assert!(
             Acl {
                 publish: Some(vec!["a/#/b".into()]),
-                subscribe: None
+                ..Acl::default()
             }
             .validate("r")
             .unwrap_err()
             .to_string()
             .contains("role \"r\": publish rule \"a/#/b\"")
+        );
+    }
+
+    #[test]
+    fn overlap() {
+        for (a, b, expected) in [
+            ("test/nosubscribe", "test/nosubscribe", true),
+            ("test/nosubscribe", "test/+", true),
+            ("test/nosubscribe", "+/+", true),
+            ("test/nosubscribe", "#", true),
+            ("test/nosubscribe", "test", false),
+            ("test/nosubscribe", "test/other", false),
+            ("test/nosubscribe", "+", false),
+            ("test/#", "test", true),
+            ("a/+/c", "a/b/+", true),
+            ("a/+/c", "a/b/d", false),
+            ("a/b", "a/b/c", false),
+            // The $ rule, both ways round.
+            ("$SYS/#", "#", false),
+            ("+/broker", "$SYS/broker", false),
+            ("$SYS/#", "$SYS/broker", true),
+            ("#", "+", true),
+        ] {
+            assert_eq!(overlaps(a, b), expected, "{a} overlaps {b}");
+            assert_eq!(overlaps(b, a), expected, "{b} overlaps {a}");
+        }
+    }
+
+    #[test]
+    fn deny_rules() {
+        let acl = Acl {
+            deny_publish: vec!["plant/+/cmd/reboot".into(), "users/%u/locked".into()],
+            deny_subscribe: vec!["test/nosubscribe".into(), "private/%c/#".into()],
+            ..Acl::default()
+        };
+        assert!(acl.restricts());
+        assert!(acl.may_publish("plant/a/cmd/start", "alice", "c1"));
+        assert!(!acl.may_publish("plant/a/cmd/reboot", "alice", "c1"));
+        assert!(!acl.may_publish("users/alice/locked", "alice", "c1"));
+        assert!(acl.may_publish("users/bob/locked", "alice", "c1"));
+        // No usable user name (anonymous): the %u level denies every name.
+        assert!(!acl.may_publish("users/bob/locked", "", "c1"));
+
+        assert!(!acl.may_subscribe("test/nosubscribe", "", "c1"));
+        assert!(!acl.may_subscribe("$share/g/test/nosubscribe", "", "c1"));
+        assert!(!acl.may_subscribe("private/c1/+", "", "c1"));
+        // Overlapping, not covered: granted by the embedded broker (which filters
+        // deliveries), refused in front of an upstream.
+        for filter in ["#", "+/+", "test/+", "private/+/x"] {
+            assert!(acl.may_subscribe(filter, "", "c1"), "{filter}");
+            assert!(!acl.may_subscribe_upstream(filter, "", "c1"), "{filter}");
+        }
+        assert!(acl.may_subscribe_upstream("test/other", "", "c1"));
+        assert!(acl.may_subscribe_upstream("private/c2/x", "", "c1"));
+        assert_eq!(
+            acl.read_denials("", "c1"),
+            vec!["test/nosubscribe".to_owned(), "private/c1/#".to_owned()]
+        );
+        // A client id with a wildcard cannot narrow the rule to nothing.
+        assert_eq!(
+            acl.read_denials("", "a/+"),
+            vec!["test/nosubscribe", "private/+/#"]
+        );
+        assert!(
+            Acl {
+                deny_subscribe: vec!["a/#/b".into()],
+                ..Acl::default()
+            }
+            .validate("r")
+            .unwrap_err()
+            .to_string()
+            .contains("deny_subscribe rule \"a/#/b\"")
         );
     }
 }

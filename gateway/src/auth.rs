@@ -76,6 +76,20 @@ pub enum AuthConfigError {
     /// A topic rule is not a valid filter.
     #[error("{0}")]
     Acl(#[from] crate::acl::AclError),
+    /// `[acl] anonymous_role` names a role that does not exist.
+    #[error("[acl] anonymous_role = {role:?}, which no [[role]] defines")]
+    UnknownAnonymousRole {
+        /// The role.
+        role: String,
+    },
+    /// `[acl] anonymous_role` with users or `[jwt]`, where every session logs in.
+    #[error(
+        "[acl] anonymous_role = {role:?} would never apply: with [[user]] or [jwt] every session must log in; remove anonymous_role, or give the users a role"
+    )]
+    AnonymousRoleWithLogins {
+        /// The role.
+        role: String,
+    },
     /// Two users or two roles share a name.
     #[error("{what} {name:?} is defined twice")]
     Duplicate {
@@ -92,6 +106,8 @@ pub struct Auth {
     users: HashMap<String, User>,
     roles: HashMap<String, Role>,
     jwt: Option<crate::jwt::Jwt>,
+    /// The role of sessions without a login (`[acl] anonymous_role`).
+    anonymous: Option<Role>,
 }
 
 /// A login that passed: who (the user name, or a token's `sub`) and their role.
@@ -168,6 +184,37 @@ impl Auth {
             users: user_map,
             roles: role_map,
             jwt: None,
+            anonymous: None,
+        })
+    }
+
+    /// Gives the sessions without a login (there are any only without users and `[jwt]`)
+    /// the role `name`: its topic rules, and in front of an upstream its broker credentials
+    /// and client id prefix. Call after [`Auth::with_jwt`].
+    pub fn with_anonymous_role(mut self, name: Option<&str>) -> Result<Self, AuthConfigError> {
+        let Some(name) = name else {
+            return Ok(self);
+        };
+        let Some(role) = self.roles.get(name) else {
+            return Err(AuthConfigError::UnknownAnonymousRole {
+                role: name.to_owned(),
+            });
+        };
+        if self.required() {
+            return Err(AuthConfigError::AnonymousRoleWithLogins {
+                role: name.to_owned(),
+            });
+        }
+        self.anonymous = Some(role.clone());
+        Ok(self)
+    }
+
+    /// The login of a session that gives none, when `[acl] anonymous_role` is set: no user
+    /// name (`%u` never matches, whatever the CONNECT says) and that role.
+    pub fn anonymous(&self) -> Option<Login> {
+        self.anonymous.clone().map(|role| Login {
+            user: String::new(),
+            role: Some(role),
         })
     }
 

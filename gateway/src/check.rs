@@ -164,6 +164,7 @@ pub fn check_text(text: &str, base: &Path) -> Vec<Problem> {
     let mut users: Vec<(usize, FileUser)> = Vec::new();
     let mut roles: Vec<(usize, FileRole)> = Vec::new();
     let mut has_tls = false;
+    let mut anonymous_role = None;
     let has_jwt = table.contains_key("jwt");
     for (key, value) in &table {
         match key.as_str() {
@@ -171,7 +172,9 @@ pub fn check_text(text: &str, base: &Path) -> Vec<Problem> {
             "limits" => limits = parse::<FileLimits>(value, &layout, "limits", 0, &mut add),
             "broker" => broker = parse::<FileBroker>(value, &layout, "broker", 0, &mut add),
             "acl" => {
-                let _ = parse::<crate::config::FileAcl>(value, &layout, "acl", 0, &mut add);
+                anonymous_role =
+                    parse::<crate::config::FileAcl>(value, &layout, "acl", 0, &mut add)
+                        .and_then(|a| a.anonymous_role);
             }
             "jwt" => {
                 if let Some(jwt) =
@@ -504,17 +507,20 @@ pub fn check_text(text: &str, base: &Path) -> Vec<Problem> {
                 format!("role {:?} is defined twice", r.name),
             );
         }
-        let acl = crate::acl::Acl {
-            publish: r.publish.clone(),
-            subscribe: r.subscribe.clone(),
+        if let Err(e) = r.acl().validate(&r.name) {
+            add(layout.line("role", *i, Some(e.kind())), e.to_string());
+        }
+    }
+    if let Some(role) = anonymous_role {
+        let problem = if !role_names.contains(role.as_str()) {
+            Some(crate::auth::AuthConfigError::UnknownAnonymousRole { role })
+        } else if !users.is_empty() || has_jwt {
+            Some(crate::auth::AuthConfigError::AnonymousRoleWithLogins { role })
+        } else {
+            None
         };
-        if let Err(e) = acl.validate(&r.name) {
-            let key = if e.to_string().contains("publish rule") {
-                "publish"
-            } else {
-                "subscribe"
-            };
-            add(layout.line("role", *i, Some(key)), e.to_string());
+        if let Some(e) = problem {
+            add(layout.line("acl", 0, Some("anonymous_role")), e.to_string());
         }
     }
     let mut seen_users = HashSet::new();
@@ -626,6 +632,47 @@ role = \"nobody\"
                 Path::new(".")
             )
             .is_empty()
+        );
+    }
+
+    #[test]
+    fn anonymous_role_and_deny_rules() {
+        let role = "[[role]]\nname = \"guest\"\ndeny_subscribe = [\"test/nosubscribe\"]\n";
+        assert!(
+            check_text(
+                &format!("[acl]\nanonymous_role = \"guest\"\n{role}"),
+                Path::new(".")
+            )
+            .is_empty()
+        );
+        let problems = check_text("[acl]\nanonymous_role = \"nobody\"\n", Path::new("."));
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert_eq!(problems[0].line, 2);
+        assert!(
+            problems[0].message.contains("which no [[role]] defines"),
+            "{problems:#?}"
+        );
+        let hash = crate::auth::hash_password(b"pw").unwrap();
+        let problems = check_text(
+            &format!(
+                "[acl]\nanonymous_role = \"guest\"\n{role}[[user]]\nname = \"a\"\npassword_hash = \"{hash}\"\n"
+            ),
+            Path::new("."),
+        );
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert!(
+            problems[0].message.contains("would never apply"),
+            "{problems:#?}"
+        );
+        let problems = check_text(
+            "[[role]]\nname = \"r\"\ndeny_publish = [\"a/#/b\"]\n",
+            Path::new("."),
+        );
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert_eq!(problems[0].line, 3, "{problems:#?}");
+        assert!(
+            problems[0].message.contains("deny_publish rule \"a/#/b\""),
+            "{problems:#?}"
         );
     }
 

@@ -467,6 +467,7 @@ pub(crate) struct FileConfig {
 #[serde(deny_unknown_fields)]
 pub(crate) struct FileAcl {
     pub(crate) v311_denied_publish: Option<crate::rules::DeniedPublish>,
+    pub(crate) anonymous_role: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -508,6 +509,22 @@ pub(crate) struct FileRole {
     pub(crate) client_id_prefix: String,
     pub(crate) publish: Option<Vec<String>>,
     pub(crate) subscribe: Option<Vec<String>>,
+    #[serde(default)]
+    pub(crate) deny_publish: Vec<String>,
+    #[serde(default)]
+    pub(crate) deny_subscribe: Vec<String>,
+}
+
+impl FileRole {
+    /// The role's topic rules.
+    pub(crate) fn acl(&self) -> crate::acl::Acl {
+        crate::acl::Acl {
+            publish: self.publish.clone(),
+            subscribe: self.subscribe.clone(),
+            deny_publish: self.deny_publish.clone(),
+            deny_subscribe: self.deny_subscribe.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -748,14 +765,11 @@ impl Config {
                 .role
                 .into_iter()
                 .map(|r| crate::auth::Role {
+                    acl: r.acl(),
                     name: r.name,
                     upstream_username: r.upstream_username,
                     upstream_password: r.upstream_password,
                     client_id_prefix: r.client_id_prefix,
-                    acl: crate::acl::Acl {
-                        publish: r.publish,
-                        subscribe: r.subscribe,
-                    },
                 })
                 .collect(),
         )?;
@@ -764,6 +778,7 @@ impl Config {
             Some(settings) => auth.with_jwt(crate::jwt::Jwt::load(settings, Path::new(""))?),
             None => auth,
         };
+        let auth = auth.with_anonymous_role(parsed.acl.anonymous_role.as_deref())?;
         let mut broker = parsed.broker.resolve(overrides.mqtt, &limits)?;
         if let Some(dir) = overrides.data_dir {
             broker.data_dir = Some(dir);
@@ -1335,6 +1350,32 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(listen.contains("[broker] listen"), "{listen}");
+    }
+
+    /// `[acl] anonymous_role`: the role of sessions without a login, with `deny_*` rules.
+    #[test]
+    fn anonymous_role() {
+        let cfg = load_text(
+            "[acl]\nanonymous_role = \"guest\"\n[[role]]\nname = \"guest\"\ndeny_publish = [\"cmd/#\"]\ndeny_subscribe = [\"test/nosubscribe\"]\n",
+            Overrides::default(),
+        )
+        .unwrap();
+        let login = cfg.auth.anonymous().unwrap();
+        assert_eq!(login.user, "");
+        let acl = login.role.unwrap().acl;
+        assert_eq!(acl.deny_publish, vec!["cmd/#"]);
+        assert!(!acl.may_subscribe("test/nosubscribe", "", "c"));
+        assert!(
+            load_text("", Overrides::default())
+                .unwrap()
+                .auth
+                .anonymous()
+                .is_none()
+        );
+        let unknown = load_text("[acl]\nanonymous_role = \"guest\"\n", Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(unknown.contains("which no [[role]] defines"), "{unknown}");
     }
 
     /// Like mosquitto 2: no anonymous broker on the network unless asked for explicitly.

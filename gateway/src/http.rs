@@ -364,27 +364,32 @@ async fn mqtt_named(
 }
 
 /// Checks the browser's credentials when users or `[jwt]` are configured (argon2, off the
-/// async threads). `Ok(Some(bytes))`: the CONNECT to send upstream instead (the role's broker
-/// credentials and client id prefix) and the login; `Ok(None)`: forward the browser's own;
-/// `Err`: the refusal.
+/// async threads), or else gives the session the anonymous role, if any. `Ok(Some(bytes))`:
+/// the CONNECT to send upstream instead (the role's broker credentials and client id prefix)
+/// and the login; `Ok(None)`: forward the browser's own; `Err`: the refusal.
 async fn authenticate(
     config: &Arc<Config>,
     connect: &Connect,
 ) -> Result<Option<(Bytes, crate::auth::Login)>, crate::auth::Refused> {
-    if !config.auth.required() {
-        return Ok(None);
-    }
-    let config = config.clone();
-    let username = connect.username.as_ref().map(ToString::to_string);
-    let password = connect.password.clone();
-    let login = tokio::task::spawn_blocking(move || {
-        config.auth.check(username.as_deref(), password.as_deref())
-    })
-    .await
-    .map_err(|_| crate::auth::Refused {
-        code: ReasonCode::ServerUnavailable,
-        detail: "authentication failed to run".into(),
-    })??;
+    let login = if config.auth.required() {
+        let config = config.clone();
+        let username = connect.username.as_ref().map(ToString::to_string);
+        let password = connect.password.clone();
+        tokio::task::spawn_blocking(move || {
+            config.auth.check(username.as_deref(), password.as_deref())
+        })
+        .await
+        .map_err(|_| crate::auth::Refused {
+            code: ReasonCode::ServerUnavailable,
+            detail: "authentication failed to run".into(),
+        })??
+    } else {
+        // No logins: `[acl] anonymous_role`, if set, is every session's role.
+        match config.auth.anonymous() {
+            Some(login) => login,
+            None => return Ok(None),
+        }
+    };
     let upstream = crate::auth::rewrite_connect(connect, login.role.as_ref());
     let mut bytes = BytesMut::new();
     Packet::Connect(Box::new(upstream))

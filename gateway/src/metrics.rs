@@ -265,7 +265,7 @@ impl Metrics {
 /// The embedded broker's counters in the Prometheus text exposition.
 pub fn render_broker(broker: &crate::broker::Broker) -> String {
     let s = broker.stats();
-    let rows: [(&str, &str, &str, u64); 12] = [
+    let rows: [(&str, &str, &str, u64); 13] = [
         (
             "kite_broker_clients_connected",
             "gauge",
@@ -325,6 +325,12 @@ pub fn render_broker(broker: &crate::broker::Broker) -> String {
             "counter",
             "Subscriptions refused by the role's topic rules.",
             s.subscriptions_denied.load(Relaxed),
+        ),
+        (
+            "kite_broker_deliveries_denied_total",
+            "counter",
+            "Deliveries not sent because the role may not read their topic (deny_subscribe).",
+            s.deliveries_denied.load(Relaxed),
         ),
         (
             "kite_broker_bytes_received_total",

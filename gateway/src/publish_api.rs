@@ -236,6 +236,9 @@ pub async fn publish(
             }
             Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "authentication failed"),
         }
+    } else if let Some(login) = config.auth.anonymous() {
+        // No logins: `[acl] anonymous_role`'s rules, as for every MQTT session.
+        role = login.role;
     }
     if let Some(r) = &role
         && !r.acl.may_publish(&publish.topic, &user, "http-api")

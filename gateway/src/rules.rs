@@ -235,7 +235,7 @@ impl TopicRules {
             .filters
             .iter()
             .map(|f| {
-                (!self.acl.may_subscribe(&f.filter, &self.user, &self.client_id)).then(|| {
+                (!self.acl.may_subscribe_upstream(&f.filter, &self.user, &self.client_id)).then(|| {
                     self.metrics.denied(Denial::Subscribe);
                     tracing::debug!(user = self.user, filter = %f.filter, "SUBSCRIBE refused by the role's rules");
                     ReasonCode::NotAuthorized

@@ -106,6 +106,7 @@ fn publish_over_http_needs_a_user_and_follows_its_rules() {
                 acl: kite_gateway::acl::Acl {
                     publish: Some(vec!["cmd/#".into()]),
                     subscribe: None,
+                    ..Default::default()
                 },
                 ..Default::default()
             }],
@@ -123,6 +124,31 @@ fn publish_over_http_needs_a_user_and_follows_its_rules() {
         Some(("ops", "pw")),
     );
     assert_eq!(status, 403, "{answer}");
+}
+
+/// Without users, `[acl] anonymous_role`'s publish rules apply to the API as to MQTT clients.
+#[test]
+fn publish_over_http_follows_the_anonymous_role() {
+    let gateway = Gateway::start_with(&[], None, |c| {
+        c.auth = kite_gateway::auth::Auth::new(
+            vec![],
+            vec![kite_gateway::auth::Role {
+                name: "guest".into(),
+                acl: kite_gateway::acl::Acl {
+                    deny_publish: vec!["cmd/#".into()],
+                    ..Default::default()
+                },
+                ..Default::default()
+            }],
+        )
+        .unwrap()
+        .with_anonymous_role(Some("guest"))
+        .unwrap();
+    });
+    let (status, answer) = post(&gateway, r#"{"topic": "cmd/restart"}"#, None);
+    assert_eq!(status, 403, "{answer}");
+    let (status, answer) = post(&gateway, r#"{"topic": "state/ready"}"#, None);
+    assert_eq!(status, 200, "{answer}");
 }
 
 /// To an upstream broker: a short MQTT 5 session carries the message; QoS 1 answers after the

@@ -448,6 +448,7 @@ fn subscriptions_show_refusals_and_removal_unsubscribes() {
                 acl: kite_gateway::acl::Acl {
                     publish: Some(vec![]),
                     subscribe: Some(vec!["public/#".into(), "other/#".into()]),
+                    ..Default::default()
                 },
                 ..Role::default()
             }],

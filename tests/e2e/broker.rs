@@ -1118,6 +1118,7 @@ fn topic_permissions() {
         acl: kite_gateway::acl::Acl {
             publish: Some(vec!["plant/+/cmd".into(), "users/%u/#".into()]),
             subscribe: Some(vec!["plant/#".into(), "users/%u/#".into()]),
+            ..Default::default()
         },
         ..Default::default()
     };
@@ -1193,6 +1194,148 @@ fn topic_permissions() {
     });
 }
 
+/// `[acl] anonymous_role`: clients without a login get that role's rules, and no user name
+/// (`%u` matches nobody, whatever the CONNECT claims). `deny_subscribe`: a filter it covers is
+/// refused — 0x87 in 5.0, 0x80 in 3.1.1 (§3.9.3) — and one that only overlaps it is granted
+/// without the denied topics, retained or live. `deny_publish` refuses where `publish` allows.
+#[test]
+fn anonymous_role_and_deny_rules() {
+    let role = kite_gateway::auth::Role {
+        name: "guest".into(),
+        acl: kite_gateway::acl::Acl {
+            publish: Some(vec![
+                "open/#".into(),
+                "private/#".into(),
+                "test/#".into(),
+                "plant/#".into(),
+                "users/%u/#".into(),
+            ]),
+            subscribe: None,
+            deny_publish: vec!["plant/+/cmd".into()],
+            deny_subscribe: vec!["test/nosubscribe".into(), "private/#".into()],
+        },
+        ..Default::default()
+    };
+    let adjust = |c: &mut Config| {
+        c.auth = kite_gateway::auth::Auth::new(vec![], vec![role.clone()])
+            .unwrap()
+            .with_anonymous_role(Some("guest"))
+            .unwrap();
+    };
+    both(adjust, |via| {
+        let mut publ = TestClient::connected(via, V5, "pub");
+        for (topic, payload, id) in [("private/x", "secret", 1), ("open/x", "hello", 2)] {
+            let mut p = publish(topic, payload, QoS::AtLeastOnce, id);
+            p.retain = true;
+            assert_eq!(publ.publish(p), ReasonCode::NoMatchingSubscribers);
+        }
+        let mut sub = TestClient::connected(via, V5, "sub");
+        let ack = sub.subscribe_with(
+            1,
+            vec![
+                Subscription::new("test/nosubscribe", QoS::ExactlyOnce),
+                Subscription::new("private/+", QoS::AtLeastOnce),
+                Subscription::new("#", QoS::AtMostOnce),
+            ],
+            Properties::default(),
+        );
+        assert_eq!(
+            ack.reasons,
+            vec![
+                ReasonCode::NotAuthorized,
+                ReasonCode::NotAuthorized,
+                ReasonCode::GrantedQoS0
+            ]
+        );
+        // Through `#`: the retained message on the open topic only, then the live one.
+        assert_eq!(payloads(&sub.barrier()), vec!["hello"]);
+        publ.publish(publish("private/y", "secret 2", QoS::AtLeastOnce, 3));
+        publ.publish(publish("test/nosubscribe", "hidden", QoS::AtLeastOnce, 4));
+        publ.publish(publish("open/y", "visible", QoS::AtLeastOnce, 5));
+        assert_eq!(payloads(&sub.barrier()), vec!["visible"]);
+
+        assert_eq!(
+            publ.publish(publish("plant/a/cmd", "reboot", QoS::AtLeastOnce, 6)),
+            ReasonCode::NotAuthorized
+        );
+        assert_eq!(
+            publ.publish(publish("plant/a/temp", "21", QoS::AtLeastOnce, 7)),
+            ReasonCode::Success
+        );
+        // A user name without a login is not a user: `users/%u/#` is nobody's.
+        let (mut claimed, ack) = TestClient::connect(
+            via,
+            Connect {
+                username: Some("mallory".into()),
+                ..connect(V5, "claimed")
+            },
+        );
+        assert_eq!(ack.reason, ReasonCode::Success);
+        assert_eq!(
+            claimed.publish(publish("users/mallory/x", "x", QoS::AtLeastOnce, 1)),
+            ReasonCode::NotAuthorized
+        );
+
+        let mut old = TestClient::connected(via, V3, "old");
+        let ack = old.subscribe_with(
+            1,
+            vec![Subscription::new("test/nosubscribe", QoS::ExactlyOnce)],
+            Properties::default(),
+        );
+        assert_eq!(ack.reasons, vec![ReasonCode::UnspecifiedError]);
+    });
+}
+
+/// Server Keep Alive by default (§3.2.2.3.14): an MQTT 5 client asking for more than 60 s, or
+/// for none, is told 60 and held to it [MQTT-3.2.2-21]; one asking for less keeps its own. An
+/// MQTT 3.1.1 client cannot be told, so a cap never cuts it off between its pings.
+#[test]
+fn server_keep_alive() {
+    both(defaults, |via| {
+        for (asked, told) in [(120, Some(60)), (0, Some(60)), (30, None), (60, None)] {
+            let (_c, ack) = TestClient::connect(
+                via,
+                Connect {
+                    keep_alive: asked,
+                    ..connect(V5, "ka")
+                },
+            );
+            assert_eq!(
+                ack.properties.server_keep_alive, told,
+                "asked for {asked} s"
+            );
+        }
+    });
+    both(
+        |c| c.broker.config.max_keep_alive = 1,
+        |via| {
+            let (mut v5, ack) = TestClient::connect(
+                via,
+                Connect {
+                    keep_alive: 0,
+                    ..connect(V5, "told")
+                },
+            );
+            assert_eq!(ack.properties.server_keep_alive, Some(1));
+            let (mut v3, _) = TestClient::connect(
+                via,
+                Connect {
+                    keep_alive: 0,
+                    ..connect(V3, "untold")
+                },
+            );
+            std::thread::sleep(Duration::from_millis(2500));
+            // 1.5 × 1 s of silence: the 5.0 client is gone [MQTT-3.1.2-22] ...
+            match v5.try_recv() {
+                Some(Packet::Disconnect(d)) => assert_eq!(d.reason, ReasonCode::KeepAliveTimeout),
+                other => panic!("expected DISCONNECT 0x8D, got {other:?}"),
+            }
+            // ... the 3.1.1 one, which asked for no keep-alive, is not.
+            assert_eq!(v3.barrier(), vec![]);
+        },
+    );
+}
+
 /// `[acl] v311_denied_publish = "disconnect"`: a 3.1.1 PUBLISH outside the rules closes the
 /// session instead of being acknowledged and dropped; 5.0 still gets PUBACK 0x87.
 #[test]
@@ -1202,6 +1345,7 @@ fn v311_refusals_can_close_the_session() {
         acl: kite_gateway::acl::Acl {
             publish: Some(vec!["plant/+/cmd".into()]),
             subscribe: None,
+            ..Default::default()
         },
         ..Default::default()
     };
@@ -1450,10 +1594,28 @@ fn client_over_the_brokers_limits() {
 }
 
 /// Device interop: Eclipse Paho's Python client (paho-mqtt 2.1, from PyPI) — QoS 0/1/2,
-/// retained, Will — in 3.1.1 and 5.0, over TCP and over the gateway's WebSocket.
+/// retained, Will, overlapping subscriptions, a refused subscription; in 5.0 also
+/// subscription identifiers, server topic aliases, Server Keep Alive and Will Delay — in 3.1.1
+/// and 5.0, over TCP and over the gateway's WebSocket. Everyone is anonymous, with a role that
+/// denies `test/nosubscribe` (`[acl] anonymous_role`).
 #[test]
 fn paho_clients() {
-    let gw = Gateway::start(&[], None);
+    let gw = Gateway::start_with(&[], None, |c| {
+        c.auth = kite_gateway::auth::Auth::new(
+            vec![],
+            vec![kite_gateway::auth::Role {
+                name: "everyone".into(),
+                acl: kite_gateway::acl::Acl {
+                    deny_subscribe: vec!["test/nosubscribe".into()],
+                    ..Default::default()
+                },
+                ..Default::default()
+            }],
+        )
+        .unwrap()
+        .with_anonymous_role(Some("everyone"))
+        .unwrap();
+    });
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/e2e/paho_interop.py");
     for transport in ["tcp", "websockets"] {
         for version in ["3.1.1", "5"] {

@@ -73,6 +73,7 @@ fn configure(c: &mut Config, dir: &Path, rs256: bool) {
             acl: kite_gateway::acl::Acl {
                 publish: Some(vec!["users/%u/#".into()]),
                 subscribe: Some(vec!["users/%u/#".into()]),
+                ..Default::default()
             },
             ..Role::default()
         }],

@@ -36,6 +36,7 @@ impl Setup {
                     acl: kite_gateway::acl::Acl {
                         publish: Some(vec!["plant/+/cmd".into(), "users/%u/#".into()]),
                         subscribe: Some(vec!["plant/#".into(), "users/%u/#".into()]),
+                        ..Default::default()
                     },
                     ..Role::default()
                 }],
@@ -303,6 +304,65 @@ fn refused_filters_come_back_in_the_suback_in_their_places() {
         d.disconnect();
         c.disconnect();
     }
+}
+
+/// `[acl] anonymous_role` in front of an upstream: sessions without a login get the role's
+/// rules. mosquitto cannot be told what not to deliver, so a filter that could match a
+/// `deny_subscribe` topic is refused here (0x87; 3.1.1: 0x80), not only one it covers; a
+/// `deny_publish` topic never reaches mosquitto.
+#[test]
+fn anonymous_role_and_deny_rules_in_front_of_an_upstream() {
+    let broker = Mosquitto::start();
+    let gateway = Gateway::start_with(&[&broker.url()], None, |c| {
+        c.auth = Auth::new(
+            vec![],
+            vec![Role {
+                name: "guest".into(),
+                acl: kite_gateway::acl::Acl {
+                    deny_publish: vec!["plant/+/cmd".into()],
+                    deny_subscribe: vec!["test/nosubscribe".into()],
+                    ..Default::default()
+                },
+                ..Role::default()
+            }],
+        )
+        .unwrap()
+        .with_anonymous_role(Some("guest"))
+        .unwrap();
+    });
+    let ws = Via::Ws(gateway.ws_url("/mqtt"));
+    let mut watcher = TestClient::connected(
+        &Via::Tcp(SocketAddr::from(([127, 0, 0, 1], broker.port))),
+        V5,
+        "watcher",
+    );
+    watcher.subscribe("#", QoS::AtLeastOnce);
+    for v in [V3, V5] {
+        let mut c = TestClient::connected(&ws, v, "guest-tab");
+        let filters = ["test/nosubscribe", "#", "test/+", "test/other", "open/#"];
+        let ack = c.subscribe_with(
+            3,
+            filters
+                .iter()
+                .map(|f| Subscription::new(*f, QoS::AtLeastOnce))
+                .collect(),
+            Properties::default(),
+        );
+        let no = if v.is_v5() {
+            ReasonCode::NotAuthorized
+        } else {
+            ReasonCode::UnspecifiedError
+        };
+        let ok = ReasonCode::GrantedQoS1;
+        assert_eq!(ack.reasons, vec![no, no, no, ok, ok], "{v:?}");
+        c.publish(publish("plant/a/cmd", "reboot", QoS::AtLeastOnce, 1));
+        c.publish(publish("plant/a/temp", "21", QoS::AtLeastOnce, 2));
+        c.disconnect();
+    }
+    assert_eq!(
+        seen(&mut watcher),
+        vec![pair("plant/a/temp", "21"), pair("plant/a/temp", "21")]
+    );
 }
 
 /// A Will whose topic the role may not publish to is refused at CONNECT: 0x87 in 5.0, return

@@ -374,10 +374,14 @@ where
     } else {
         config.max_session_expiry
     };
-    let (keep_alive, server_keep_alive) = if config.max_keep_alive > 0
+    // Only an MQTT 5 client can be told (Server Keep Alive, which it must then use
+    // [MQTT-3.2.2-21]); a 3.1.1 client keeps what it asked for — held to a shorter one it
+    // cannot know of, it would be cut off between its pings.
+    let (keep_alive, server_keep_alive) = if version.is_v5()
+        && config.max_keep_alive > 0
         && (connect.keep_alive == 0 || connect.keep_alive > config.max_keep_alive)
     {
-        (config.max_keep_alive, version.is_v5())
+        (config.max_keep_alive, true)
     } else {
         (connect.keep_alive, false)
     };
@@ -404,6 +408,10 @@ where
         p.topic_alias_maximum = Some(config.topic_alias_maximum);
     }
     let props = &connect.properties;
+    let read_denied = acl
+        .as_ref()
+        .map(|a| a.read_denials(&user, &client_id))
+        .unwrap_or_default();
     let mut conn = Conn {
         broker: broker.clone(),
         id,
@@ -421,6 +429,7 @@ where
         pending: VecDeque::new(),
         committed: broker.committed(),
         acl,
+        read_denied,
         user,
     };
     // A persistent session is stored before the CONNACK that confirms it.
@@ -474,7 +483,10 @@ async fn admit(
     info: &ConnInfo,
 ) -> Result<(Option<crate::acl::Acl>, Option<String>), (ReasonCode, String)> {
     let mut login = info.authenticated.clone();
-    if login.is_none() && broker.auth().required() {
+    if login.is_none() && !broker.auth().required() {
+        // No logins: `[acl] anonymous_role`, if set, is every client's role.
+        login = broker.auth().anonymous();
+    } else if login.is_none() {
         let auth = broker.auth().clone();
         let username = connect.username.as_ref().map(ToString::to_string);
         let password = connect.password.clone();
@@ -528,6 +540,9 @@ struct Conn {
     committed: Option<tokio::sync::watch::Receiver<u64>>,
     /// The user's role's topic rules (`None`: no restriction) and its user name (for `%u`).
     acl: Option<crate::acl::Acl>,
+    /// Topics the role may not read (`deny_subscribe`, substituted): a subscription that only
+    /// overlaps them was granted, and their deliveries are dropped here.
+    read_denied: Vec<String>,
     user: Arc<str>,
 }
 
@@ -1003,6 +1018,17 @@ impl Conn {
             };
             if d.msg.expired(now) {
                 Stats::add(&self.broker.stats().messages_expired, 1);
+                self.broker.forget_delivery(&self.client_id, d.seq);
+                continue;
+            }
+            // Checked here, where every delivery passes (live, retained, queued offline, restored
+            // after a restart), not when routing.
+            if self
+                .read_denied
+                .iter()
+                .any(|f| kite_mqtt::topic::matches(f, &d.msg.topic))
+            {
+                Stats::add(&self.broker.stats().deliveries_denied, 1);
                 self.broker.forget_delivery(&self.client_id, d.seq);
                 continue;
             }

@@ -52,8 +52,9 @@ pub struct BrokerConfig {
     pub max_inflight: u16,
     /// Topic aliases a client may use towards the broker (MQTT 5).
     pub topic_alias_maximum: u16,
-    /// Longest keep-alive the broker accepts, in seconds; a longer one (or 0) is replaced by
-    /// this (MQTT 5: told to the client as Server Keep Alive). 0: no cap.
+    /// Longest keep-alive an MQTT 5 client may have, in seconds: a longer one (or 0, none) is
+    /// replaced by this, told to the client as Server Keep Alive. 0: no cap. MQTT 3.1.1
+    /// clients cannot be told, and keep theirs.
     pub max_keep_alive: u16,
     /// Longest session expiry a client may ask for, in seconds.
     pub max_session_expiry: u32,
@@ -84,7 +85,8 @@ impl Default for BrokerConfig {
             receive_maximum: 1024,
             max_inflight: 256,
             topic_alias_maximum: 64,
-            max_keep_alive: 0,
+            // A dead connection is noticed (and its Will sent) within 90 s.
+            max_keep_alive: 60,
             max_session_expiry: u32::MAX,
             max_queued_messages: 10_000,
             max_queued_messages_online: 1_000,
@@ -200,6 +202,8 @@ pub struct Stats {
     pub publishes_denied: AtomicU64,
     /// Subscriptions refused by the role's topic rules.
     pub subscriptions_denied: AtomicU64,
+    /// Deliveries not sent because the role may not read their topic (`deny_subscribe`).
+    pub deliveries_denied: AtomicU64,
 }
 
 impl Stats {
