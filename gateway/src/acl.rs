@@ -23,11 +23,14 @@
 //!   (`plant/secret/#` refuses `plant/secret/+`). A filter that only overlaps one (`plant/#`,
 //!   `#`) is granted, and the embedded broker does not deliver the denied topics through it
 //!   ([`Acl::read_denials`]). The gateway in front of an upstream broker cannot sort what the
-//!   broker sends, so there an overlapping filter is refused too ([`Acl::may_subscribe_upstream`]).
+//!   broker sends, so there an overlapping filter is refused too ([`Acl::subscribe_upstream_refusal`]).
+//! - A refusal by a deny rule is answered with 0x80 Unspecified error, one outside the lists with
+//!   0x87 Not authorized ([`Refusal::reason`]).
 //! - In a deny rule, `%u`/`%c` with a value that cannot be substituted (empty, or with `/`,
 //!   `+`, `#`) deny the whole level (`+`): a deny rule never gets narrower by a strange name.
 //! - The `$`-topic rule applies: `#` does not give access to `$SYS/...` [MQTT-4.7.2-1].
 
+use kite_mqtt::codec::ReasonCode;
 use kite_mqtt::topic::{self, levels};
 
 /// One role's topic rules, as written in the config.
@@ -41,6 +44,28 @@ pub struct Acl {
     pub deny_publish: Vec<String>,
     /// Topic names matched by one of these may not be read.
     pub deny_subscribe: Vec<String>,
+}
+
+/// Why the rules refuse a topic or a filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Outside the role's `publish` / `subscribe` lists.
+    NotAllowed,
+    /// Matched by a `deny_publish` / `deny_subscribe` rule.
+    Denied,
+}
+
+impl Refusal {
+    /// The MQTT 5 reason code that answers it: 0x87 Not authorized outside the lists; 0x80
+    /// Unspecified error for a deny rule, which guards a topic without telling that it is
+    /// guarded (MQTT 5 §3.9.3: "the Server ... does not wish to reveal the reason"). In
+    /// MQTT 3.1.1 both are the SUBACK's 0x80.
+    pub fn reason(self) -> ReasonCode {
+        match self {
+            Self::NotAllowed => ReasonCode::NotAuthorized,
+            Self::Denied => ReasonCode::UnspecifiedError,
+        }
+    }
 }
 
 /// Why a rule in the config is refused.
@@ -92,17 +117,24 @@ impl Acl {
 
     /// Whether `user`/`client_id` may publish to the topic name `name`.
     pub fn may_publish(&self, name: &str, user: &str, client_id: &str) -> bool {
+        self.publish_refusal(name, user, client_id).is_none()
+    }
+
+    /// Why `user`/`client_id` may not publish to `name`, if they may not.
+    pub fn publish_refusal(&self, name: &str, user: &str, client_id: &str) -> Option<Refusal> {
         let allowed = match &self.publish {
             None => true,
             Some(rules) => rules
                 .iter()
                 .any(|r| substitute(r, user, client_id).is_some_and(|r| topic::matches(&r, name))),
         };
-        allowed
-            && !self
-                .deny_publish
-                .iter()
-                .any(|r| topic::matches(&substitute_deny(r, user, client_id), name))
+        if !allowed {
+            return Some(Refusal::NotAllowed);
+        }
+        self.deny_publish
+            .iter()
+            .any(|r| topic::matches(&substitute_deny(r, user, client_id), name))
+            .then_some(Refusal::Denied)
     }
 
     /// Whether `user`/`client_id` may subscribe to `filter` (a valid filter, possibly
@@ -111,12 +143,22 @@ impl Acl {
     /// What a deny rule only overlaps is granted: the broker must not deliver the denied
     /// topics through it ([`Acl::read_denials`]).
     pub fn may_subscribe(&self, filter: &str, user: &str, client_id: &str) -> bool {
+        self.subscribe_refusal(filter, user, client_id).is_none()
+    }
+
+    /// Why `user`/`client_id` may not subscribe to `filter`, if they may not.
+    pub fn subscribe_refusal(&self, filter: &str, user: &str, client_id: &str) -> Option<Refusal> {
         self.check_subscribe(filter, user, client_id, covers)
     }
 
-    /// Like [`Acl::may_subscribe`], for a broker that cannot be told what not to deliver (an
-    /// upstream): a filter a deny rule overlaps is refused too.
-    pub fn may_subscribe_upstream(&self, filter: &str, user: &str, client_id: &str) -> bool {
+    /// Like [`Acl::subscribe_refusal`], for a broker that cannot be told what not to deliver
+    /// (an upstream): a filter a deny rule overlaps is refused too.
+    pub fn subscribe_upstream_refusal(
+        &self,
+        filter: &str,
+        user: &str,
+        client_id: &str,
+    ) -> Option<Refusal> {
         self.check_subscribe(filter, user, client_id, overlaps)
     }
 
@@ -126,11 +168,11 @@ impl Acl {
         user: &str,
         client_id: &str,
         denied_by: fn(&str, &str) -> bool,
-    ) -> bool {
+    ) -> Option<Refusal> {
         let inner = match topic::parse_shared(filter) {
             Ok(Some(shared)) => shared.filter,
             Ok(None) => filter,
-            Err(_) => return false,
+            Err(_) => return Some(Refusal::NotAllowed),
         };
         let allowed = match &self.subscribe {
             None => true,
@@ -138,11 +180,13 @@ impl Acl {
                 .iter()
                 .any(|r| substitute(r, user, client_id).is_some_and(|r| covers(&r, inner))),
         };
-        allowed
-            && !self
-                .deny_subscribe
-                .iter()
-                .any(|r| denied_by(&substitute_deny(r, user, client_id), inner))
+        if !allowed {
+            return Some(Refusal::NotAllowed);
+        }
+        self.deny_subscribe
+            .iter()
+            .any(|r| denied_by(&substitute_deny(r, user, client_id), inner))
+            .then_some(Refusal::Denied)
     }
 
     /// The `deny_subscribe` filters for this user and client, substituted: a delivery whose
@@ -354,10 +398,40 @@ mod tests {
         // deliveries), refused in front of an upstream.
         for filter in ["#", "+/+", "test/+", "private/+/x"] {
             assert!(acl.may_subscribe(filter, "", "c1"), "{filter}");
-            assert!(!acl.may_subscribe_upstream(filter, "", "c1"), "{filter}");
+            assert_eq!(
+                acl.subscribe_upstream_refusal(filter, "", "c1"),
+                Some(Refusal::Denied),
+                "{filter}"
+            );
         }
-        assert!(acl.may_subscribe_upstream("test/other", "", "c1"));
-        assert!(acl.may_subscribe_upstream("private/c2/x", "", "c1"));
+        assert_eq!(acl.subscribe_upstream_refusal("test/other", "", "c1"), None);
+        assert_eq!(
+            acl.subscribe_upstream_refusal("private/c2/x", "", "c1"),
+            None
+        );
+        assert_eq!(
+            acl.subscribe_refusal("test/nosubscribe", "", "c1"),
+            Some(Refusal::Denied)
+        );
+        assert_eq!(
+            acl.publish_refusal("plant/a/cmd/reboot", "", "c1"),
+            Some(Refusal::Denied)
+        );
+        let listed = Acl {
+            subscribe: Some(vec!["a/#".into()]),
+            deny_subscribe: vec!["a/secret".into()],
+            ..Acl::default()
+        };
+        assert_eq!(
+            listed.subscribe_refusal("b", "", ""),
+            Some(Refusal::NotAllowed)
+        );
+        assert_eq!(
+            listed.subscribe_refusal("a/secret", "", ""),
+            Some(Refusal::Denied)
+        );
+        assert_eq!(Refusal::NotAllowed.reason(), ReasonCode::NotAuthorized);
+        assert_eq!(Refusal::Denied.reason(), ReasonCode::UnspecifiedError);
         assert_eq!(
             acl.read_denials("", "c1"),
             vec!["test/nosubscribe".to_owned(), "private/c1/#".to_owned()]

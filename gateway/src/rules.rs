@@ -152,7 +152,10 @@ impl TopicRules {
         match packet {
             Packet::Publish(p) => {
                 let topic = self.resolve_topic(p)?;
-                if self.acl.may_publish(&topic, &self.user, &self.client_id) {
+                let Some(refusal) = self
+                    .acl
+                    .publish_refusal(&topic, &self.user, &self.client_id)
+                else {
                     if let Some(alias) = p.properties.topic_alias
                         && !p.topic.is_empty()
                     {
@@ -160,7 +163,7 @@ impl TopicRules {
                     }
                     out.push(Step::Up(raw));
                     return Ok(());
-                }
+                };
                 self.metrics.denied(Denial::Publish);
                 tracing::debug!(user = self.user, topic = %topic, "PUBLISH refused by the role's rules");
                 if !self.version.is_v5() && self.denied_v311 == DeniedPublish::Disconnect {
@@ -175,7 +178,7 @@ impl TopicRules {
                 }
                 let mut ack = Ack::new(p.packet_id);
                 if self.version.is_v5() {
-                    ack.reason = ReasonCode::NotAuthorized;
+                    ack.reason = refusal.reason();
                 }
                 match p.qos {
                     QoS::AtMostOnce => {}
@@ -235,11 +238,13 @@ impl TopicRules {
             .filters
             .iter()
             .map(|f| {
-                (!self.acl.may_subscribe_upstream(&f.filter, &self.user, &self.client_id)).then(|| {
-                    self.metrics.denied(Denial::Subscribe);
-                    tracing::debug!(user = self.user, filter = %f.filter, "SUBSCRIBE refused by the role's rules");
-                    ReasonCode::NotAuthorized
-                })
+                self.acl
+                    .subscribe_upstream_refusal(&f.filter, &self.user, &self.client_id)
+                    .map(|refusal| {
+                        self.metrics.denied(Denial::Subscribe);
+                        tracing::debug!(user = self.user, filter = %f.filter, "SUBSCRIBE refused by the role's rules");
+                        refusal.reason()
+                    })
             })
             .collect();
         let refused = codes.iter().filter(|c| c.is_some()).count();

@@ -1195,9 +1195,10 @@ fn topic_permissions() {
 }
 
 /// `[acl] anonymous_role`: clients without a login get that role's rules, and no user name
-/// (`%u` matches nobody, whatever the CONNECT claims). `deny_subscribe`: a filter it covers is
-/// refused — 0x87 in 5.0, 0x80 in 3.1.1 (§3.9.3) — and one that only overlaps it is granted
-/// without the denied topics, retained or live. `deny_publish` refuses where `publish` allows.
+/// (`%u` matches nobody, whatever the CONNECT claims: 0x87 outside the `publish` list).
+/// `deny_subscribe`: a filter it covers is refused with 0x80 (§3.9.3: the reason is not told),
+/// and one that only overlaps it is granted without the denied topics, retained or live.
+/// `deny_publish` refuses where `publish` allows (PUBACK 0x80).
 #[test]
 fn anonymous_role_and_deny_rules() {
     let role = kite_gateway::auth::Role {
@@ -1239,11 +1240,12 @@ fn anonymous_role_and_deny_rules() {
             ],
             Properties::default(),
         );
+        // A deny rule's refusal does not say the topic is guarded: 0x80, not 0x87.
         assert_eq!(
             ack.reasons,
             vec![
-                ReasonCode::NotAuthorized,
-                ReasonCode::NotAuthorized,
+                ReasonCode::UnspecifiedError,
+                ReasonCode::UnspecifiedError,
                 ReasonCode::GrantedQoS0
             ]
         );
@@ -1256,7 +1258,7 @@ fn anonymous_role_and_deny_rules() {
 
         assert_eq!(
             publ.publish(publish("plant/a/cmd", "reboot", QoS::AtLeastOnce, 6)),
-            ReasonCode::NotAuthorized
+            ReasonCode::UnspecifiedError
         );
         assert_eq!(
             publ.publish(publish("plant/a/temp", "21", QoS::AtLeastOnce, 7)),

@@ -766,8 +766,10 @@ impl Conn {
         }
         let now = Instant::now();
         let (qos, packet_id) = (p.qos, p.packet_id);
-        if let Some(acl) = &self.acl
-            && !acl.may_publish(&p.topic, &self.user, &self.client_id)
+        if let Some(refusal) = self
+            .acl
+            .as_ref()
+            .and_then(|acl| acl.publish_refusal(&p.topic, &self.user, &self.client_id))
         {
             Stats::add(&self.broker.stats().publishes_denied, 1);
             tracing::debug!(client_id = %self.client_id, topic = %p.topic, "PUBLISH denied by the role's rules");
@@ -787,7 +789,7 @@ impl Conn {
             // no, so the message is acknowledged and dropped (or the session closed, above).
             let mut ack = Ack::new(packet_id);
             if self.v5() {
-                ack.reason = ReasonCode::NotAuthorized;
+                ack.reason = refusal.reason();
             }
             match qos {
                 QoS::AtMostOnce => {}
@@ -890,12 +892,14 @@ impl Conn {
         let mut reasons = Vec::with_capacity(s.filters.len());
         let mut retained = Vec::new();
         for f in s.filters {
-            if let Some(acl) = &self.acl
-                && !acl.may_subscribe(&f.filter, &self.user, &self.client_id)
+            if let Some(refusal) = self
+                .acl
+                .as_ref()
+                .and_then(|acl| acl.subscribe_refusal(&f.filter, &self.user, &self.client_id))
             {
                 Stats::add(&self.broker.stats().subscriptions_denied, 1);
-                // 0x87 in 5.0, 0x80 in 3.1.1.
-                reasons.push(ReasonCode::NotAuthorized);
+                // 0x87 or 0x80 in 5.0; 0x80 in 3.1.1.
+                reasons.push(refusal.reason());
                 continue;
             }
             let entry = SubscribeEntry {
