@@ -23,8 +23,8 @@
 //! followed the load, how soon it had everything, the main thread's long tasks
 //! (PerformanceObserver `longtask`: any task over 50 ms) and the JS heap.
 //!
-//! Usage: kite-bench broker  --kite PATH --mosquitto PATH [--write FILE] [--quick]
-//!        kite-bench gateway --kite PATH --mosquitto PATH --websockify PYTHONPATH [--write FILE] [--quick]
+//! Usage: kite-bench broker  --kite PATH --mosquitto PATH [--write FILE] [--quick] [--only TEXT] [--repeat N] [--runs N]
+//!        kite-bench gateway --kite PATH --mosquitto PATH --websockify PYTHONPATH [--write FILE] [--quick] [--runs N]
 //!        kite-bench app     --kite PATH --mosquitto PATH --assets DIR [--write FILE] [--quick]
 #![allow(
     clippy::unwrap_used,
@@ -567,18 +567,38 @@ fn arg(args: &[String], name: &str) -> Option<String> {
         .and_then(|i| args.get(i + 1).cloned())
 }
 
+const USAGE: &str = "usage: kite-bench broker  --kite PATH --mosquitto PATH [--write FILE] [--quick] [--only TEXT] [--repeat N] [--runs N]
+       kite-bench gateway --kite PATH --mosquitto PATH --websockify PYTHONPATH [--write FILE] [--quick] [--runs N]
+       kite-bench app     --kite PATH --mosquitto PATH --assets DIR [--write FILE] [--quick]
+(`cargo xtask bench broker|gateway|app` builds everything and passes these)";
+
+/// A bad command line: what is wrong, the usage, exit status 2.
+fn usage_error(what: &str) -> ! {
+    eprintln!("kite-bench: {what}\n{USAGE}");
+    std::process::exit(2);
+}
+
+/// The value of a required option.
+fn required(args: &[String], name: &str, what: &str) -> String {
+    arg(args, name).unwrap_or_else(|| usage_error(&format!("{name} {what} is required")))
+}
+
+/// The value of a whole-number option, or `default` without it.
+fn count(args: &[String], name: &str, default: usize) -> usize {
+    arg(args, name).map_or(default, |v| {
+        v.parse()
+            .unwrap_or_else(|_| usage_error(&format!("{name} {v:?}: expected a whole number")))
+    })
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
         Some("broker") => broker_main(&args),
         Some("gateway") => gateway_main(&args),
         Some("app") => app_main(&args),
-        _ => {
-            eprintln!(
-                "usage: kite-bench broker|gateway|app --kite PATH --mosquitto PATH [--websockify DIR] [--assets DIR] [--write FILE] [--quick]"
-            );
-            std::process::exit(2);
-        }
+        Some(other) => usage_error(&format!("unknown mode {other:?}")),
+        None => usage_error("which benchmark?"),
     }
 }
 
@@ -600,8 +620,8 @@ impl Setup {
         let dir = std::env::temp_dir().join(format!("kite-bench-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         Self {
-            kite: PathBuf::from(arg(args, "--kite").expect("--kite PATH")),
-            mosquitto: PathBuf::from(arg(args, "--mosquitto").expect("--mosquitto PATH")),
+            kite: PathBuf::from(required(args, "--kite", "PATH")),
+            mosquitto: PathBuf::from(required(args, "--mosquitto", "PATH")),
             quick,
             write: arg(args, "--write").map(PathBuf::from),
             dir,
@@ -691,12 +711,10 @@ fn broker_main(args: &[String]) {
     // each — to look at one case closely.
     let only = arg(args, "--only");
     let wanted = |key: &str| only.as_ref().is_none_or(|o| key.contains(o.as_str()));
-    let repeat: usize = arg(args, "--repeat").map_or(1, |n| n.parse().expect("--repeat N"));
+    let repeat = count(args, "--repeat", 1);
     // `--runs N`: each figure of a row is the median of N runs (default 3, or 1 with
     // `--only`): one run's p99 on a shared 2-core machine moves by 10–40%.
-    let runs: usize = arg(args, "--runs").map_or(if only.is_some() { 1 } else { 3 }, |n| {
-        n.parse().expect("--runs N")
-    });
+    let runs = count(args, "--runs", if only.is_some() { 1 } else { 3 });
     let mut table = String::new();
     let _ = writeln!(
         table,
@@ -903,52 +921,68 @@ async fn one_megabyte(target: &Target, transport: Transport, mosquitto_tcp: u16)
     times[1]
 }
 
-fn gateway_main(args: &[String]) {
-    let websockify = PathBuf::from(arg(args, "--websockify").expect("--websockify PYTHONPATH"));
-    let setup = Setup::new(args);
-    let Setup {
-        kite,
-        mosquitto,
-        quick,
-        dir,
-        scale,
-        rt,
-        ..
-    } = &setup;
-    let (quick, scale) = (*quick, *scale);
+/// The four ways of the gateway benchmark, each with a fresh mosquitto behind it.
+const WAYS: [&str; 4] = [
+    "(a) TCP to mosquitto",
+    "(b) mosquitto WS",
+    "(c) websockify",
+    "(d) Kite gateway",
+];
 
-    // One mosquitto behind all four ways, restarted for each run.
-    let ways = [
-        "(a) TCP to mosquitto",
-        "(b) mosquitto WS",
-        "(c) websockify",
-        "(d) Kite gateway",
-    ];
-    let run_way = |way: usize, f: &dyn Fn(&Target, Transport) -> String| -> String {
-        // Deep queues: the gateway runs measure the transport, not mosquitto's drop policy.
-        let broker = start_mosquitto_with(mosquitto, dir, "max_queued_messages 1000000\n");
-        let mqtt = broker.target.tcp;
-        let front = match way {
-            2 => Some(start_websockify(&websockify, mqtt)),
-            3 => Some(start_kite_with(kite, dir, Some(mqtt))),
-            _ => None,
-        };
-        let (target, transport) = match (way, &front) {
-            (0, _) => (broker.target.clone(), Transport::Tcp),
-            (1, _) => (broker.target.clone(), Transport::Ws),
-            (_, Some(f)) => (f.target.clone(), Transport::Ws),
-            _ => unreachable!(),
-        };
-        let out = f(&target, transport);
-        drop(front);
-        drop(broker);
-        out
+/// `f` against way `way` (an index into [`WAYS`]): a fresh mosquitto with deep queues (the
+/// gateway runs measure the transport, not mosquitto's drop policy), and in front of it
+/// websockify (c) or Kite's gateway (d).
+fn run_way<T>(
+    setup: &Setup,
+    websockify: &Path,
+    way: usize,
+    f: impl FnOnce(&Target, Transport) -> T,
+) -> T {
+    let broker = start_mosquitto_with(
+        &setup.mosquitto,
+        &setup.dir,
+        "max_queued_messages 1000000\n",
+    );
+    let mqtt = broker.target.tcp;
+    let front = match way {
+        2 => Some(start_websockify(websockify, mqtt)),
+        3 => Some(start_kite_with(&setup.kite, &setup.dir, Some(mqtt))),
+        _ => None,
+    };
+    let (target, transport) = match (way, &front) {
+        (0, _) => (broker.target.clone(), Transport::Tcp),
+        (1, _) => (broker.target.clone(), Transport::Ws),
+        (_, Some(f)) => (f.target.clone(), Transport::Ws),
+        _ => unreachable!(),
+    };
+    let out = f(&target, transport);
+    drop(front);
+    drop(broker);
+    out
+}
+
+fn gateway_main(args: &[String]) {
+    let websockify = PathBuf::from(required(args, "--websockify", "PYTHONPATH"));
+    let setup = Setup::new(args);
+    let (quick, scale, rt) = (setup.quick, setup.scale, &setup.rt);
+    // `--runs N`: each figure of the load rows is the median of N runs (default 3).
+    let runs = count(args, "--runs", 3).max(1);
+    // `load` against `way`, `runs` times, each figure the median.
+    let measure = |way: usize, load: Load| -> Outcome {
+        let all: Vec<Outcome> = (0..runs)
+            .map(|_| {
+                run_way(&setup, &websockify, way, |t, tr| {
+                    rt.block_on(run_load(t, tr, load))
+                })
+            })
+            .collect();
+        median(all.iter().collect())
     };
     let mut table = String::new();
     let _ = writeln!(
         table,
         "| load | {} | (d) ÷ (b) | (d) ÷ (c) |\n|---|---|---|---|---|---|---|",
-        ways.join(" | ")
+        WAYS.join(" | ")
     );
     for qos in [QoS::AtMostOnce, QoS::AtLeastOnce] {
         let load = Load {
@@ -959,35 +993,29 @@ fn gateway_main(args: &[String]) {
             per_publisher: 50_000 / scale,
             rate: None,
         };
-        let mut rates = Vec::new();
-        let mut cells = Vec::new();
-        for way in 0..4 {
-            let mut rate = 0.0;
-            let cell = run_way(way, &|t, tr| {
-                let o = rt.block_on(run_load(t, tr, load));
-                let r = o.rate();
+        let outcomes: Vec<Outcome> = (0..WAYS.len()).map(|way| measure(way, load)).collect();
+        let cells: Vec<String> = outcomes
+            .iter()
+            .map(|o| {
                 let mut c = format!(
-                    "{r:.0} msgs/s, {:.1} / {:.1} ms",
+                    "{:.0} msgs/s, {:.1} / {:.1} ms",
+                    o.rate(),
                     o.p50_us / 1000.0,
                     o.p99_us / 1000.0
                 );
                 if o.delivered < o.expected {
                     let _ = write!(c, " ({} of {})", o.delivered, o.expected);
                 }
-                c.push_str(&format!("|{r}"));
                 c
-            });
-            let (c, r) = cell.split_once('|').unwrap();
-            rate = r.parse::<f64>().unwrap_or(rate);
-            rates.push(rate);
-            cells.push(c.to_owned());
-        }
+            })
+            .collect();
+        let rate = |way: usize| outcomes[way].rate().max(1e-9);
         let line = format!(
             "| 4 → 1, QoS {}, 64 B: msgs/s, p50 / p99 | {} | {:.2}× | {:.2}× |",
             qos as u8,
             cells.join(" | "),
-            rates[3] / rates[1].max(1e-9),
-            rates[3] / rates[2].max(1e-9)
+            outcomes[3].rate() / rate(1),
+            outcomes[3].rate() / rate(2)
         );
         println!("{line}");
         let _ = writeln!(table, "{line}");
@@ -1001,14 +1029,9 @@ fn gateway_main(args: &[String]) {
         per_publisher: 7_500 / scale,
         rate: Some(2_500),
     };
-    let mut p99 = Vec::new();
-    for way in 0..4 {
-        let cell = run_way(way, &|t, tr| {
-            let o = rt.block_on(run_load(t, tr, paced));
-            format!("{}", o.p99_us / 1000.0)
-        });
-        p99.push(cell.parse::<f64>().unwrap_or(f64::NAN));
-    }
+    let p99: Vec<f64> = (0..WAYS.len())
+        .map(|way| measure(way, paced).p99_us / 1000.0)
+        .collect();
     let line = format!(
         "| 10,000 msgs/s paced, QoS 0: p99 ms (added over (a)) | {:.2} | {:.2} (+{:.2}) | {:.2} (+{:.2}) | {:.2} (+{:.2}) | | |",
         p99[0],
@@ -1024,11 +1047,10 @@ fn gateway_main(args: &[String]) {
     // One 1 MB message to a WebSocket subscriber (TCP for (a)).
     let mut mb = Vec::new();
     for way in 0..4 {
-        let cell = run_way(way, &|t, tr| {
+        mb.push(run_way(&setup, &websockify, way, |t, tr| {
             let direct = t.tcp;
-            format!("{}", rt.block_on(one_megabyte(t, tr, direct)))
-        });
-        mb.push(cell.parse::<f64>().unwrap_or(f64::NAN));
+            rt.block_on(one_megabyte(t, tr, direct))
+        }));
     }
     let line = format!(
         "| 1 MB message to the subscriber: ms (median of 3) | {:.1} | {:.1} | {:.1} | {:.1} | | |",
@@ -1039,7 +1061,7 @@ fn gateway_main(args: &[String]) {
     // Gateway memory per idle WebSocket session (each also holds a connection to mosquitto:
     // two file descriptors, so 9,000 stay under this machine's limit of 20,000).
     let idle = if quick { 1_000 } else { 9_000 };
-    let cell = run_way(3, &|t, tr| {
+    let cell = run_way(&setup, &websockify, 3, |t, tr| {
         let (before, after) = rt.block_on(idle_clients(t, idle, tr));
         format!(
             "| {idle} idle WebSocket sessions: Kite gateway RSS | {:.1} MiB before, {:.1} MiB after: {:.1} KiB per session | | | | | |",
@@ -1065,7 +1087,7 @@ fn app_count(browser: &kite_tests::browser::Browser) -> u64 {
 
 fn app_main(args: &[String]) {
     let setup = Setup::new(args);
-    let assets = PathBuf::from(arg(args, "--assets").expect("--assets DIR (the built app)"));
+    let assets = PathBuf::from(required(args, "--assets", "DIR (the built app)"));
     let (rate, topics) = (20_000_u64, 1_000_u64);
     let secs = if setup.quick { 3 } else { 10 };
     let total = rate * secs;
