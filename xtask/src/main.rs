@@ -29,7 +29,7 @@ Commands:
                    about 25 minutes: every figure the median of 3 runs, `--runs 1` for one);
                    prints the table and writes target/bench/broker.md
   bench gateway    MQTT over WebSocket to mosquitto: TCP, mosquitto's listener, websockify,
-                   Kite's gateway (about 4 minutes); writes target/bench/gateway.md
+                   Kite's gateway, medians of 3 runs (about 6 minutes); writes target/bench/gateway.md
   bench app        the browser app in headless Chromium taking 20,000 msgs/s over 1,000
                    topics for 10 s (about 1 minute); writes target/bench/app.md
   help             this text
