@@ -130,20 +130,10 @@ fn publish_over_http_needs_a_user_and_follows_its_rules() {
 #[test]
 fn publish_over_http_follows_the_anonymous_role() {
     let gateway = Gateway::start_with(&[], None, |c| {
-        c.auth = kite_gateway::auth::Auth::new(
-            vec![],
-            vec![kite_gateway::auth::Role {
-                name: "guest".into(),
-                acl: kite_gateway::acl::Acl {
-                    deny_publish: vec!["cmd/#".into()],
-                    ..Default::default()
-                },
-                ..Default::default()
-            }],
-        )
-        .unwrap()
-        .with_anonymous_role(Some("guest"))
-        .unwrap();
+        c.auth = kite_tests::anonymous_role(kite_gateway::acl::Acl {
+            deny_publish: vec!["cmd/#".into()],
+            ..Default::default()
+        });
     });
     let (status, answer) = post(&gateway, r#"{"topic": "cmd/restart"}"#, None);
     assert_eq!(status, 403, "{answer}");

@@ -1201,28 +1201,19 @@ fn topic_permissions() {
 /// `deny_publish` refuses where `publish` allows (PUBACK 0x80).
 #[test]
 fn anonymous_role_and_deny_rules() {
-    let role = kite_gateway::auth::Role {
-        name: "guest".into(),
-        acl: kite_gateway::acl::Acl {
-            publish: Some(vec![
-                "open/#".into(),
-                "private/#".into(),
-                "test/#".into(),
-                "plant/#".into(),
-                "users/%u/#".into(),
-            ]),
-            subscribe: None,
-            deny_publish: vec!["plant/+/cmd".into()],
-            deny_subscribe: vec!["test/nosubscribe".into(), "private/#".into()],
-        },
-        ..Default::default()
+    let acl = kite_gateway::acl::Acl {
+        publish: Some(vec![
+            "open/#".into(),
+            "private/#".into(),
+            "test/#".into(),
+            "plant/#".into(),
+            "users/%u/#".into(),
+        ]),
+        subscribe: None,
+        deny_publish: vec!["plant/+/cmd".into()],
+        deny_subscribe: vec!["test/nosubscribe".into(), "private/#".into()],
     };
-    let adjust = |c: &mut Config| {
-        c.auth = kite_gateway::auth::Auth::new(vec![], vec![role.clone()])
-            .unwrap()
-            .with_anonymous_role(Some("guest"))
-            .unwrap();
-    };
+    let adjust = |c: &mut Config| c.auth = kite_tests::anonymous_role(acl.clone());
     both(adjust, |via| {
         let mut publ = TestClient::connected(via, V5, "pub");
         for (topic, payload, id) in [("private/x", "secret", 1), ("open/x", "hello", 2)] {
@@ -1603,20 +1594,10 @@ fn client_over_the_brokers_limits() {
 #[test]
 fn paho_clients() {
     let gw = Gateway::start_with(&[], None, |c| {
-        c.auth = kite_gateway::auth::Auth::new(
-            vec![],
-            vec![kite_gateway::auth::Role {
-                name: "everyone".into(),
-                acl: kite_gateway::acl::Acl {
-                    deny_subscribe: vec!["test/nosubscribe".into()],
-                    ..Default::default()
-                },
-                ..Default::default()
-            }],
-        )
-        .unwrap()
-        .with_anonymous_role(Some("everyone"))
-        .unwrap();
+        c.auth = kite_tests::anonymous_role(kite_gateway::acl::Acl {
+            deny_subscribe: vec!["test/nosubscribe".into()],
+            ..Default::default()
+        });
     });
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/e2e/paho_interop.py");
     for transport in ["tcp", "websockets"] {

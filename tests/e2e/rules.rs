@@ -314,21 +314,11 @@ fn refused_filters_come_back_in_the_suback_in_their_places() {
 fn anonymous_role_and_deny_rules_in_front_of_an_upstream() {
     let broker = Mosquitto::start();
     let gateway = Gateway::start_with(&[&broker.url()], None, |c| {
-        c.auth = Auth::new(
-            vec![],
-            vec![Role {
-                name: "guest".into(),
-                acl: kite_gateway::acl::Acl {
-                    deny_publish: vec!["plant/+/cmd".into()],
-                    deny_subscribe: vec!["test/nosubscribe".into()],
-                    ..Default::default()
-                },
-                ..Role::default()
-            }],
-        )
-        .unwrap()
-        .with_anonymous_role(Some("guest"))
-        .unwrap();
+        c.auth = kite_tests::anonymous_role(kite_gateway::acl::Acl {
+            deny_publish: vec!["plant/+/cmd".into()],
+            deny_subscribe: vec!["test/nosubscribe".into()],
+            ..Default::default()
+        });
     });
     let ws = Via::Ws(gateway.ws_url("/mqtt"));
     let mut watcher = TestClient::connected(

@@ -298,6 +298,19 @@ pub fn assets_dir() -> PathBuf {
     dir
 }
 
+/// Users and roles with no logins, where every session gets the role `guest` with `acl`
+/// (`[acl] anonymous_role = "guest"`).
+pub fn anonymous_role(acl: kite_gateway::acl::Acl) -> kite_gateway::auth::Auth {
+    let guest = kite_gateway::auth::Role {
+        name: "guest".into(),
+        acl,
+        ..Default::default()
+    };
+    kite_gateway::auth::Auth::new(vec![], vec![guest])
+        .and_then(|a| a.with_anonymous_role(Some("guest")))
+        .expect("a valid anonymous role")
+}
+
 /// The real gateway, in this process, on 127.0.0.1:0, on its own runtime thread.
 #[derive(Debug)]
 pub struct Gateway {
