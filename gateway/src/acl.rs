@@ -28,7 +28,8 @@
 //!   0x87 Not authorized ([`Refusal::reason`]).
 //! - In a deny rule, `%u`/`%c` with a value that cannot be substituted (empty, or with `/`,
 //!   `+`, `#`) deny the whole level (`+`): a deny rule never gets narrower by a strange name.
-//! - The `$`-topic rule applies: `#` does not give access to `$SYS/...` [MQTT-4.7.2-1].
+//! - The `$`-topic rule applies: `#` does not give access to `$SYS/...` [MQTT-4.7.2-1] — nor,
+//!   as a deny rule, take it away: `$SYS/#` needs a rule of its own.
 
 use kite_mqtt::codec::ReasonCode;
 use kite_mqtt::topic::{self, levels};
