@@ -31,6 +31,8 @@
 //! - The `$`-topic rule applies: `#` does not give access to `$SYS/...` [MQTT-4.7.2-1] — nor,
 //!   as a deny rule, take it away: `$SYS/#` needs a rule of its own.
 
+use std::borrow::Cow;
+
 use kite_mqtt::codec::ReasonCode;
 use kite_mqtt::topic::{self, levels};
 
@@ -196,7 +198,7 @@ impl Acl {
     pub fn read_denials(&self, user: &str, client_id: &str) -> Vec<String> {
         self.deny_subscribe
             .iter()
-            .map(|r| substitute_deny(r, user, client_id))
+            .map(|r| substitute_deny(r, user, client_id).into_owned())
             .collect()
     }
 }
@@ -215,9 +217,10 @@ fn substitute(rule: &str, user: &str, client_id: &str) -> Option<String> {
 
 /// A deny rule with `%u`/`%c` replaced; a level whose value cannot be substituted safely
 /// becomes `+` (the rule denies more, never less).
-fn substitute_deny(rule: &str, user: &str, client_id: &str) -> String {
+fn substitute_deny<'a>(rule: &'a str, user: &str, client_id: &str) -> Cow<'a, str> {
     if !rule.contains("%u") && !rule.contains("%c") {
-        return rule.to_owned();
+        // The common case, checked on every PUBLISH: no copy.
+        return Cow::Borrowed(rule);
     }
     let mut out = String::with_capacity(rule.len());
     for (i, level) in levels(rule).enumerate() {
@@ -229,7 +232,7 @@ fn substitute_deny(rule: &str, user: &str, client_id: &str) -> String {
             None => out.push('+'),
         }
     }
-    out
+    Cow::Owned(out)
 }
 
 /// Whether every topic name matched by `filter` is matched by `rule` (both valid filters).

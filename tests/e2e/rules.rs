@@ -256,14 +256,7 @@ fn refused_filters_come_back_in_the_suback_in_their_places() {
     for v in [V3, V5] {
         let mut c = s.alice(v);
         let filters = ["plant/+/temp", "#", "users/alice/#", "$SYS/#", "$share/g/#"];
-        let ack = c.subscribe_with(
-            7,
-            filters
-                .iter()
-                .map(|f| Subscription::new(*f, QoS::AtLeastOnce))
-                .collect(),
-            Properties::default(),
-        );
+        let ack = c.subscribe_all(7, &filters, QoS::AtLeastOnce);
         assert_eq!(ack.packet_id, 7);
         let codes: Vec<u8> = ack
             .reasons
@@ -330,14 +323,7 @@ fn anonymous_role_and_deny_rules_in_front_of_an_upstream() {
     for v in [V3, V5] {
         let mut c = TestClient::connected(&ws, v, "guest-tab");
         let filters = ["test/nosubscribe", "#", "test/+", "test/other", "open/#"];
-        let ack = c.subscribe_with(
-            3,
-            filters
-                .iter()
-                .map(|f| Subscription::new(*f, QoS::AtLeastOnce))
-                .collect(),
-            Properties::default(),
-        );
+        let ack = c.subscribe_all(3, &filters, QoS::AtLeastOnce);
         // 0x80 in both versions: a deny rule does not say the topic is guarded.
         let (no, ok) = (ReasonCode::UnspecifiedError, ReasonCode::GrantedQoS1);
         assert_eq!(ack.reasons, vec![no, no, no, ok, ok], "{v:?}");

@@ -186,6 +186,12 @@ impl TestClient {
         }
     }
 
+    /// Subscribes to `filters`, all at `qos`, in one SUBSCRIBE; returns the SUBACK.
+    pub fn subscribe_all(&mut self, packet_id: u16, filters: &[&str], qos: QoS) -> SubAck {
+        let filters = filters.iter().map(|f| Subscription::new(*f, qos)).collect();
+        self.subscribe_with(packet_id, filters, Properties::default())
+    }
+
     /// Subscribes to one filter at `qos`; checks it was granted.
     pub fn subscribe(&mut self, filter: &str, qos: QoS) {
         let ack = self.subscribe_with(
