@@ -7,7 +7,7 @@
 use thiserror::Error;
 
 mod tree;
-pub use tree::SubscriptionTree;
+pub use tree::{DEFAULT_DEPTH, SubscriptionTree};
 
 /// The longest UTF-8 string MQTT can carry: a two-byte length prefix ([MQTT-1.5.3]).
 pub const MAX_TOPIC_LEN: usize = 65_535;
@@ -239,6 +239,14 @@ pub fn levels(topic: &str) -> Levels<'_> {
     Levels { rest: Some(topic) }
 }
 
+impl<'a> Levels<'a> {
+    /// What is left: the next level and every level after it, as one string (`None` once every
+    /// level was returned).
+    pub fn remainder(&self) -> Option<&'a str> {
+        self.rest
+    }
+}
+
 impl<'a> Iterator for Levels<'a> {
     type Item = &'a str;
 
@@ -311,6 +319,13 @@ pub fn matches(filter: &str, name: &str) -> bool {
     if name.starts_with('$') && filter.starts_with(['+', '#']) {
         return false;
     }
+    matches_below_first(filter, name)
+}
+
+/// Whether the levels of a topic name match those of a filter, without the `$` rule of the
+/// first level: for the lower levels of a name and a filter whose upper levels already matched.
+/// Iterative: the cost is linear in the levels, whatever their number.
+pub fn matches_below_first(filter: &str, name: &str) -> bool {
     let mut names = levels(name);
     let mut filters = levels(filter);
     loop {

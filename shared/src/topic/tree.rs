@@ -2,20 +2,48 @@
 //!
 //! One node per filter level; exact levels in a hash map, `+` and `#` in their own slots, so
 //! matching a name walks at most three branches per level and never scans all filters.
+//!
+//! The trie is at most [`DEFAULT_DEPTH`] levels deep: the levels of a longer filter beyond that
+//! depth are kept as one string (its *tail*) in the node where the trie stops, and compared level
+//! by level with a name's remaining levels. So every walk (insert, remove, match, drop) recurses
+//! at most that many times, whatever a client sends — a filter of 65,536 levels cannot overflow
+//! the stack — and a subscription costs at most that many nodes plus its own bytes.
 
 use std::collections::HashMap;
 use std::hash::Hash;
 
-use super::{Levels, TopicError, levels, parse_shared, validate_filter};
+use super::{Levels, TopicError, levels, matches_below_first, parse_shared, validate_filter};
+
+/// How many levels of a filter become trie nodes; the rest is kept whole. Real topic trees are
+/// rarely deeper (Sparkplug: 5, AWS IoT shadows: 8), so their matching never meets a tail.
+pub const DEFAULT_DEPTH: usize = 16;
 
 #[derive(Debug)]
 struct Node<K, V> {
     children: HashMap<Box<str>, Node<K, V>>,
     plus: Option<Box<Node<K, V>>>,
+    /// The subscriptions held here, boxed so that a node on a path (most nodes) is 64 bytes.
+    subs: Option<Box<Subs<K, V>>>,
+}
+
+#[derive(Debug)]
+struct Subs<K, V> {
     /// Subscriptions whose filter ends here.
     here: HashMap<K, V>,
     /// Subscriptions to `<this node's path>/#`.
     hash: HashMap<K, V>,
+    /// At the trie's depth only: filters with more levels, by the rest of the filter.
+    tails: HashMap<Box<str>, HashMap<K, V>>,
+}
+
+impl<K, V> Default for Subs<K, V> {
+    fn default() -> Self {
+        Self {
+            here: HashMap::new(),
+            hash: HashMap::new(),
+            tails: HashMap::new(),
+        }
+    }
 }
 
 impl<K, V> Default for Node<K, V> {
@@ -23,18 +51,29 @@ impl<K, V> Default for Node<K, V> {
         Self {
             children: HashMap::new(),
             plus: None,
-            here: HashMap::new(),
-            hash: HashMap::new(),
+            subs: None,
         }
     }
 }
 
 impl<K, V> Node<K, V> {
     fn is_empty(&self) -> bool {
-        self.children.is_empty()
-            && self.plus.is_none()
-            && self.here.is_empty()
-            && self.hash.is_empty()
+        self.children.is_empty() && self.plus.is_none() && self.subs.is_none()
+    }
+
+    fn subs_mut(&mut self) -> &mut Subs<K, V> {
+        self.subs.get_or_insert_with(Box::default)
+    }
+
+    /// Drops the subscription box once it holds nothing.
+    fn tidy(&mut self) {
+        if self
+            .subs
+            .as_ref()
+            .is_some_and(|s| s.here.is_empty() && s.hash.is_empty() && s.tails.is_empty())
+        {
+            self.subs = None;
+        }
     }
 }
 
@@ -47,20 +86,41 @@ impl<K, V> Node<K, V> {
 pub struct SubscriptionTree<K, V> {
     root: Node<K, V>,
     len: usize,
+    depth: usize,
 }
 
 impl<K, V> Default for SubscriptionTree<K, V> {
     fn default() -> Self {
-        Self {
-            root: Node::default(),
-            len: 0,
-        }
+        Self::with_depth(DEFAULT_DEPTH)
     }
 }
 
 fn inner(filter: &str) -> Result<&str, TopicError> {
     validate_filter(filter)?;
     Ok(parse_shared(filter)?.map_or(filter, |s| s.filter))
+}
+
+/// Where a filter ends in the trie, once its levels down to the trie's depth were walked.
+enum End<'f> {
+    /// The filter's last level was this node's.
+    Here,
+    /// `<this node>/#`.
+    Hash,
+    /// More levels than the trie is deep: the rest of the filter.
+    Tail(&'f str),
+}
+
+impl<K, V> SubscriptionTree<K, V> {
+    /// An empty tree whose nodes go `depth` levels deep (at least 1); longer filters keep their
+    /// remaining levels as one string. [`SubscriptionTree::new`] uses [`DEFAULT_DEPTH`]; a
+    /// smaller depth is for tests that want tails with short filters.
+    pub fn with_depth(depth: usize) -> Self {
+        Self {
+            root: Node::default(),
+            len: 0,
+            depth: depth.max(1),
+        }
+    }
 }
 
 impl<K: Eq + Hash, V> SubscriptionTree<K, V> {
@@ -82,23 +142,36 @@ impl<K: Eq + Hash, V> SubscriptionTree<K, V> {
     /// Adds (or replaces) `key`'s subscription to `filter`; returns the value it replaced.
     pub fn insert(&mut self, filter: &str, key: K, value: V) -> Result<Option<V>, TopicError> {
         let mut node = &mut self.root;
-        let mut it = levels(inner(filter)?).peekable();
-        while let Some(level) = it.next() {
+        let mut it = levels(inner(filter)?);
+        let mut depth = 0;
+        let end = loop {
+            let rest = it.remainder();
+            let Some(level) = it.next() else {
+                break End::Here;
+            };
             if level == "#" {
-                let old = node.hash.insert(key, value);
-                self.len += usize::from(old.is_none());
-                return Ok(old);
+                break End::Hash;
+            }
+            if depth == self.depth {
+                break End::Tail(rest.unwrap_or(level));
             }
             node = if level == "+" {
                 node.plus.get_or_insert_with(Box::default)
             } else {
                 node.children.entry(level.into()).or_default()
             };
-            if it.peek().is_none() {
-                break;
-            }
-        }
-        let old = node.here.insert(key, value);
+            depth += 1;
+        };
+        let subs = node.subs_mut();
+        let old = match end {
+            End::Here => subs.here.insert(key, value),
+            End::Hash => subs.hash.insert(key, value),
+            End::Tail(tail) => subs
+                .tails
+                .entry(tail.into())
+                .or_default()
+                .insert(key, value),
+        };
         self.len += usize::from(old.is_none());
         Ok(old)
     }
@@ -106,44 +179,59 @@ impl<K: Eq + Hash, V> SubscriptionTree<K, V> {
     /// Removes `key`'s subscription to `filter`, pruning emptied nodes.
     pub fn remove(&mut self, filter: &str, key: &K) -> Option<V> {
         let filter = inner(filter).ok()?;
-        let parts: Vec<&str> = levels(filter).collect();
-        let removed = Self::remove_at(&mut self.root, &parts, key);
+        let removed = Self::remove_at(&mut self.root, levels(filter), self.depth, key);
         self.len -= usize::from(removed.is_some());
         removed
     }
 
-    fn remove_at(node: &mut Node<K, V>, levels: &[&str], key: &K) -> Option<V> {
-        match levels {
-            [] => node.here.remove(key),
-            ["#"] => node.hash.remove(key),
-            [level, rest @ ..] => {
-                if *level == "+" {
+    /// Recurses once per level, at most the trie's depth.
+    fn remove_at(node: &mut Node<K, V>, mut it: Levels<'_>, depth: usize, key: &K) -> Option<V> {
+        let rest = it.remainder();
+        let end = match it.next() {
+            None => End::Here,
+            Some("#") => End::Hash,
+            Some(level) if depth == 0 => End::Tail(rest.unwrap_or(level)),
+            Some(level) => {
+                let removed = if level == "+" {
                     let child = node.plus.as_deref_mut()?;
-                    let removed = Self::remove_at(child, rest, key);
+                    let removed = Self::remove_at(child, it, depth - 1, key);
                     if child.is_empty() {
                         node.plus = None;
                     }
                     removed
                 } else {
-                    let child = node.children.get_mut(*level)?;
-                    let removed = Self::remove_at(child, rest, key);
+                    let child = node.children.get_mut(level)?;
+                    let removed = Self::remove_at(child, it, depth - 1, key);
                     if child.is_empty() {
-                        node.children.remove(*level);
+                        node.children.remove(level);
                     }
                     removed
-                }
+                };
+                return removed;
             }
-        }
+        };
+        let subs = node.subs.as_deref_mut()?;
+        let removed = match end {
+            End::Here => subs.here.remove(key),
+            End::Hash => subs.hash.remove(key),
+            End::Tail(tail) => {
+                let group = subs.tails.get_mut(tail)?;
+                let removed = group.remove(key);
+                if group.is_empty() {
+                    subs.tails.remove(tail);
+                }
+                removed
+            }
+        };
+        node.tidy();
+        removed
     }
 
     /// Calls `f` for every subscription matching the topic name `topic`, with the `$` rule
     /// ([MQTT-4.7.2-1]): names starting with `$` are not matched by `#` or `+` at the first level.
     pub fn for_each_match<'s>(&'s self, topic: &str, mut f: impl FnMut(&'s K, &'s V)) {
         let dollar = topic.starts_with('$');
-        let mut rest = levels(topic);
-        if let Some(first) = rest.next() {
-            Self::walk(&self.root, first, rest, !dollar, &mut f);
-        }
+        Self::walk(&self.root, topic, !dollar, self.depth, &mut f);
     }
 
     /// Every subscription matching `topic`.
@@ -153,23 +241,40 @@ impl<K: Eq + Hash, V> SubscriptionTree<K, V> {
         out
     }
 
-    fn walk<'s, 't>(
+    /// `name` is the name's levels below `node`, `depth` how many levels of nodes are left
+    /// below it; recurses once per level, at most the trie's depth.
+    fn walk<'s>(
         node: &'s Node<K, V>,
-        level: &'t str,
-        mut rest: Levels<'t>,
+        name: &str,
         wildcards: bool,
+        depth: usize,
         f: &mut impl FnMut(&'s K, &'s V),
     ) {
-        if wildcards {
-            node.hash.iter().for_each(|(k, v)| f(k, v));
+        if let Some(subs) = node.subs.as_deref() {
+            if wildcards {
+                subs.hash.iter().for_each(|(k, v)| f(k, v));
+            }
+            // Tails are below the root only, where the `$` rule no longer applies.
+            for (tail, group) in &subs.tails {
+                if matches_below_first(tail, name) {
+                    group.iter().for_each(|(k, v)| f(k, v));
+                }
+            }
         }
-        let next = rest.next();
+        if depth == 0 {
+            return;
+        }
+        let mut it = levels(name);
+        let level = it.next().unwrap_or(name);
+        let next = it.remainder();
         let mut step = |child: &'s Node<K, V>| match next {
-            Some(n) => Self::walk(child, n, rest.clone(), true, f),
+            Some(n) => Self::walk(child, n, true, depth - 1, f),
             None => {
-                child.here.iter().for_each(|(k, v)| f(k, v));
-                // "a/#" also matches "a" ([MQTT-4.7.1-2]).
-                child.hash.iter().for_each(|(k, v)| f(k, v));
+                if let Some(subs) = child.subs.as_deref() {
+                    subs.here.iter().for_each(|(k, v)| f(k, v));
+                    // "a/#" also matches "a" ([MQTT-4.7.1-2]).
+                    subs.hash.iter().for_each(|(k, v)| f(k, v));
+                }
             }
         };
         if let Some(child) = node.children.get(level) {
@@ -242,5 +347,68 @@ mod tests {
             t.insert("a/#/b", "k", 0),
             Err(TopicError::MisplacedHash { .. })
         ));
+    }
+
+    /// Filters of 65,536 levels (the most 65,535 bytes hold: all empty) go in, match, come out
+    /// and are dropped without recursing once per level: before the trie had a depth, such
+    /// filters overflowed a 2 MiB stack (a tokio worker's), killing the broker.
+    #[test]
+    fn the_deepest_filters_do_not_overflow_the_stack() {
+        let slashes = "/".repeat(65_535);
+        let pluses = format!("{}+", "+/".repeat(32_767));
+        let mixed = format!("{}#", "a/+//".repeat(13_106));
+        let name = "/".repeat(65_535);
+        let mut t = SubscriptionTree::new();
+        for (i, f) in [&slashes, &pluses, &mixed].into_iter().enumerate() {
+            assert!(f.len() <= 65_535, "{}", f.len());
+            t.insert(f, i, ()).unwrap();
+        }
+        // `+` × 32,768 has half the levels of the name.
+        assert_eq!(names_of(&t, &name), [0]);
+        assert_eq!(names_of(&t, &"/".repeat(32_767)), [1]);
+        let mixed_name = "a/x//".repeat(13_106);
+        assert_eq!(names_of(&t, &mixed_name), [2]);
+        assert_eq!(t.remove(&pluses, &1), Some(()));
+        assert!(names_of(&t, &"/".repeat(32_767)).is_empty());
+        // Dropped with two subscriptions left in it.
+        drop(t);
+    }
+
+    fn names_of(tree: &SubscriptionTree<usize, ()>, topic: &str) -> Vec<usize> {
+        let mut v: Vec<usize> = tree.matches(topic).into_iter().map(|(k, ())| *k).collect();
+        v.sort_unstable();
+        v
+    }
+
+    #[test]
+    fn tails_below_the_depth_match_like_levels() {
+        let mut t = SubscriptionTree::with_depth(2);
+        for (key, filter) in [
+            (0, "a/b/c/d"),
+            (1, "a/b/+/d"),
+            (2, "a/b/c/#"),
+            (3, "a/+/c/+"),
+            (4, "a/b/#"),
+            (5, "+/+/$x/#"),
+            (6, "a/b/c"),
+        ] {
+            t.insert(filter, key, ()).unwrap();
+        }
+        assert_eq!(names_of(&t, "a/b/c/d"), [0, 1, 2, 3, 4]);
+        // "a/b/c/#" also matches "a/b/c" [MQTT-4.7.1-2]; a tail is not a first level, so `+`
+        // and `#` match "$x" there.
+        assert_eq!(names_of(&t, "a/b/c"), [2, 4, 6]);
+        assert_eq!(names_of(&t, "a/b/$x/y"), [4, 5]);
+        assert_eq!(t.remove("a/b/+/d", &1), Some(()));
+        assert_eq!(t.remove("a/b/+/d", &1), None);
+        assert_eq!(names_of(&t, "a/b/x/d"), [4]);
+        for (key, filter) in [(0, "a/b/c/d"), (2, "a/b/c/#"), (3, "a/+/c/+")] {
+            assert_eq!(t.remove(filter, &key), Some(()));
+        }
+        for (key, filter) in [(4, "a/b/#"), (5, "+/+/$x/#"), (6, "a/b/c")] {
+            assert_eq!(t.remove(filter, &key), Some(()));
+        }
+        assert!(t.is_empty());
+        assert!(t.root.is_empty(), "emptied nodes and tails are pruned");
     }
 }
