@@ -52,6 +52,22 @@ pub struct Role {
     pub acl: crate::acl::Acl,
 }
 
+impl Role {
+    /// The role of a token without a role claim: it may log in, and may neither publish nor
+    /// subscribe to anything.
+    pub fn without_permissions() -> Self {
+        Self {
+            name: "(a token without a role)".into(),
+            acl: crate::acl::Acl {
+                publish: Some(Vec::new()),
+                subscribe: Some(Vec::new()),
+                ..Default::default()
+            },
+            ..Self::default()
+        }
+    }
+}
+
 /// Why the users and roles of a config are refused.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthConfigError {
@@ -257,7 +273,9 @@ impl Auth {
                 ));
             }
             let role = match claims.role {
-                None => None,
+                // Fail closed: a token that names no role grants nothing (it was once
+                // unrestricted, as a [[user]] without a role is by the operator's choice).
+                None => Some(Role::without_permissions()),
                 Some(r) => Some(self.roles.get(&r).cloned().ok_or_else(|| {
                     Refused::new(
                         ReasonCode::NotAuthorized,

@@ -253,3 +253,52 @@ fn the_publish_api_takes_bearer_tokens() {
     assert_eq!(status, 401);
     assert!(body.contains("expired"), "{body}");
 }
+
+/// Found attacking 0.9: a valid token without a role claim (or with `"role": null`) logged in
+/// unrestricted — `#` and any topic granted. Now it fails closed: it logs in with no
+/// permissions, over MQTT (embedded broker and in front of mosquitto) and the publish API.
+#[test]
+fn a_token_without_a_role_grants_nothing() {
+    let dir = TempDir::new("jwt");
+    // Anonymous, so that what refuses is the gateway's rules (a password-protected one would
+    // refuse the login itself: a token without a role carries no broker credentials).
+    let broker = Mosquitto::start();
+    let mut roleless = claims("mallory");
+    roleless.as_object_mut().unwrap().remove("role");
+    let mut null_role = claims("mallory");
+    null_role["role"] = serde_json::Value::Null;
+    for upstream in [None, Some(broker.url())] {
+        let upstreams: Vec<&str> = upstream.iter().map(String::as_str).collect();
+        let gateway = Gateway::start_with(&upstreams, None, |c| configure(c, dir.path(), false));
+        let mut vias = vec![Via::Ws(gateway.ws_url("/mqtt"))];
+        vias.extend(gateway.mqtt_addr.map(Via::Tcp));
+        for via in &vias {
+            for token in [hs256(&roleless), hs256(&null_role)] {
+                let (mut c, ack) = TestClient::connect(via, login(Version::V5, None, &token));
+                assert_eq!(ack.reason, ReasonCode::Success, "{ack:?}");
+                let suback = c.subscribe_all(1, &["#", "users/mallory/#"], QoS::AtMostOnce);
+                assert!(
+                    suback.reasons.iter().all(|r| r.is_error()),
+                    "{:?}",
+                    suback.reasons
+                );
+                assert_eq!(
+                    c.publish(publish("users/mallory/x", "x", QoS::AtLeastOnce, 2)),
+                    ReasonCode::NotAuthorized
+                );
+            }
+        }
+        let status = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .new_agent()
+            .post(&gateway.http_url("/api/v1/publish"))
+            .header("Content-Type", "application/json")
+            .header("Authorization", &format!("Bearer {}", hs256(&roleless)))
+            .send(r#"{"topic":"users/mallory/x","payload":"x"}"#)
+            .unwrap()
+            .status()
+            .as_u16();
+        assert_eq!(status, 403);
+    }
+}
