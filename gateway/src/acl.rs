@@ -192,6 +192,18 @@ impl Acl {
             .then_some(Refusal::Denied)
     }
 
+    /// The `subscribe` rules for this user and client, substituted (a rule that cannot be is
+    /// left out): a delivery whose topic none of them covers must not reach the session,
+    /// whoever made the subscription it came through. `None`: no allow list, all may be read.
+    pub fn read_allowances(&self, user: &str, client_id: &str) -> Option<Vec<String>> {
+        self.subscribe.as_ref().map(|rules| {
+            rules
+                .iter()
+                .filter_map(|r| substitute(r, user, client_id))
+                .collect()
+        })
+    }
+
     /// The `deny_subscribe` filters for this user and client, substituted: a delivery whose
     /// topic one of them matches must not reach the session. Empty: deliver everything the
     /// session's subscriptions match.

@@ -329,7 +329,7 @@ pub fn check_text(text: &str, base: &Path) -> Vec<Problem> {
     }
     let mut broker_listen = None;
     if let Some(b) = &broker {
-        let keys: [(&str, FileBroker); 13] = [
+        let keys: [(&str, FileBroker); 18] = [
             (
                 "listen",
                 FileBroker {
@@ -362,6 +362,41 @@ pub fn check_text(text: &str, base: &Path) -> Vec<Problem> {
                 "max_queued_bytes",
                 FileBroker {
                     max_queued_bytes: b.max_queued_bytes,
+                    ..Default::default()
+                },
+            ),
+            (
+                "max_topic_levels",
+                FileBroker {
+                    max_topic_levels: b.max_topic_levels,
+                    ..Default::default()
+                },
+            ),
+            (
+                "max_topic_length",
+                FileBroker {
+                    max_topic_length: b.max_topic_length,
+                    ..Default::default()
+                },
+            ),
+            (
+                "max_subscriptions",
+                FileBroker {
+                    max_subscriptions: b.max_subscriptions,
+                    ..Default::default()
+                },
+            ),
+            (
+                "max_retained_messages",
+                FileBroker {
+                    max_retained_messages: b.max_retained_messages,
+                    ..Default::default()
+                },
+            ),
+            (
+                "max_retained_bytes",
+                FileBroker {
+                    max_retained_bytes: b.max_retained_bytes,
                     ..Default::default()
                 },
             ),

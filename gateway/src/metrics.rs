@@ -265,7 +265,7 @@ impl Metrics {
 /// The embedded broker's counters in the Prometheus text exposition.
 pub fn render_broker(broker: &crate::broker::Broker) -> String {
     let s = broker.stats();
-    let rows: [(&str, &str, &str, u64); 13] = [
+    let rows: [(&str, &str, &str, u64); 16] = [
         (
             "kite_broker_clients_connected",
             "gauge",
@@ -331,6 +331,24 @@ pub fn render_broker(broker: &crate::broker::Broker) -> String {
             "counter",
             "Deliveries not sent because the role may not read their topic (deny_subscribe).",
             s.deliveries_denied.load(Relaxed),
+        ),
+        (
+            "kite_broker_topics_refused_total",
+            "counter",
+            "Topic names and filters refused for [broker] max_topic_levels or max_topic_length.",
+            s.topics_refused.load(Relaxed),
+        ),
+        (
+            "kite_broker_subscriptions_refused_total",
+            "counter",
+            "Subscriptions refused for [broker] max_subscriptions (per session).",
+            s.subscriptions_refused.load(Relaxed),
+        ),
+        (
+            "kite_broker_retained_refused_total",
+            "counter",
+            "Retained PUBLISHes refused for [broker] max_retained_messages or max_retained_bytes.",
+            s.retained_refused.load(Relaxed),
         ),
         (
             "kite_broker_bytes_received_total",

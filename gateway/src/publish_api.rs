@@ -15,6 +15,7 @@
 //! broker has the message (QoS 1: its PUBACK; the embedded broker: routed, and stored where
 //! persistence requires), or 4xx/5xx `{"error": "..."}` saying what is wrong.
 
+use crate::broker::ExternalRefusal;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -260,12 +261,25 @@ pub async fn publish(
         ),
         Some(PublishTarget::Embedded(broker)) => {
             let qos = publish.qos;
-            let matched = broker.publish_external(publish).await;
-            (
-                StatusCode::OK,
-                axum::Json(serde_json::json!({ "ok": true, "qos": qos as u8, "matched": matched })),
-            )
-                .into_response()
+            match broker.publish_external(publish).await {
+                Ok(matched) => (
+                    StatusCode::OK,
+                    axum::Json(
+                        serde_json::json!({ "ok": true, "qos": qos as u8, "matched": matched }),
+                    ),
+                )
+                    .into_response(),
+                Err(ExternalRefusal::Topic(why)) => (
+                    StatusCode::BAD_REQUEST,
+                    axum::Json(serde_json::json!({ "error": format!("topic: {why}"), "field": "topic" })),
+                )
+                    .into_response(),
+                Err(ExternalRefusal::RetainedFull(full)) => (
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    axum::Json(serde_json::json!({ "error": format!("retain: {full}"), "field": "retain" })),
+                )
+                    .into_response(),
+            }
         }
         Some(PublishTarget::Upstream(connector, upstream)) => {
             let connect = crate::auth::rewrite_connect(

@@ -5,7 +5,11 @@ use kite_tests::client::{TestClient, Via};
 use kite_tests::{Gateway, Mosquitto};
 
 /// POSTs `body` as JSON with optional Basic credentials; returns (status, body).
-fn post(gateway: &Gateway, body: &str, login: Option<(&str, &str)>) -> (u16, serde_json::Value) {
+pub(crate) fn post(
+    gateway: &Gateway,
+    body: &str,
+    login: Option<(&str, &str)>,
+) -> (u16, serde_json::Value) {
     let agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .build()

@@ -8,6 +8,7 @@ mod app_connections;
 mod auth;
 mod broker;
 mod gateway;
+mod hostile;
 mod jwt;
 mod limits;
 mod rules;

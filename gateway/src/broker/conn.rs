@@ -18,6 +18,7 @@ use kite_mqtt::codec::{
     Ack, ConnAck, Connect, Disconnect, Properties, Props, Publish, ReasonCode, SubAck, Subscribe,
     UnsubAck, Unsubscribe, Will,
 };
+use kite_mqtt::topic::parse_shared;
 use kite_mqtt::{DecodeError, Limits, MqttStr, Packet, QoS, Version};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -386,7 +387,33 @@ where
         (connect.keep_alive, false)
     };
     let id = broker.next_id();
-    let (slot, present) = broker.attach(&client_id, connect.clean_start, id, expiry);
+    let owner: Option<Arc<str>> = login_user.as_deref().map(Arc::from);
+    let Ok((slot, present)) =
+        broker.attach(&client_id, owner.as_ref(), connect.clean_start, id, expiry)
+    else {
+        // Neither resumed nor ended: a session is its login's, and another user must not take
+        // its subscriptions and queue, nor cut its connection off.
+        let detail =
+            "this client id holds a session of another user; connect with another client id";
+        tracing::info!(peer = %info.peer, client_id = %client_id.escape_debug(), "connection refused: {detail}");
+        let (p, v) = refusal(version, ReasonCode::NotAuthorized, detail);
+        encode(&p, v, &mut out);
+        return flush_and_close(&mut wr, &mut out).await;
+    };
+    if present && let Some(acl) = &acl {
+        // Resumed under rules that may differ from those it subscribed under (a role changed,
+        // or a token with another role claim): what they no longer grant is dropped.
+        let refused: Vec<MqttStr> = lock(&slot.state)
+            .subscriptions
+            .keys()
+            .filter(|f| acl.subscribe_refusal(f, &user, &client_id).is_some())
+            .cloned()
+            .collect();
+        for f in refused {
+            lock(&slot.state).subscriptions.remove(&f);
+            broker.unsubscribe(slot.id, &f);
+        }
+    }
     Stats::add(&broker.stats().clients_connected, 1);
     tracing::debug!(peer = %info.peer, transport = info.transport, client_id = %client_id, present, "client connected");
 
@@ -412,6 +439,9 @@ where
         .as_ref()
         .map(|a| a.read_denials(&user, &client_id))
         .unwrap_or_default();
+    let read_allowed = acl
+        .as_ref()
+        .and_then(|a| a.read_allowances(&user, &client_id));
     let mut conn = Conn {
         broker: broker.clone(),
         id,
@@ -430,6 +460,7 @@ where
         committed: broker.committed(),
         acl,
         read_denied,
+        read_allowed,
         user,
     };
     // A persistent session is stored before the CONNACK that confirms it.
@@ -543,6 +574,9 @@ struct Conn {
     /// Topics the role may not read (`deny_subscribe`, substituted): a subscription that only
     /// overlaps them was granted, and their deliveries are dropped here.
     read_denied: Vec<String>,
+    /// The role's `subscribe` rules, substituted (`None`: no allow list): a delivery none of
+    /// them covers is dropped here, whoever made the subscription it came through.
+    read_allowed: Option<Vec<String>>,
     user: Arc<str>,
 }
 
@@ -766,6 +800,11 @@ impl Conn {
         }
         let now = Instant::now();
         let (qos, packet_id) = (p.qos, p.packet_id);
+        if let Some(why) = self.broker.config().topic_beyond_limits(&p.topic) {
+            Stats::add(&self.broker.stats().topics_refused, 1);
+            tracing::debug!(client_id = %self.client_id.escape_debug(), "PUBLISH refused: {why}");
+            return self.refuse_publish(qos, packet_id, ReasonCode::TopicNameInvalid, why, out);
+        }
         if let Some(refusal) = self
             .acl
             .as_ref()
@@ -838,9 +877,34 @@ impl Conn {
             Stats::add(&self.broker.stats().messages_received, 1);
             p.properties.topic_alias = None;
             let msg = Arc::new(Message::from_publish(p, Some(self.client_id.clone()), now));
-            let routed = self.broker.publish(msg, now);
-            matched = routed.matched;
-            ticket = ticket.max(routed.ticket);
+            match self.broker.publish(msg, now) {
+                Ok(routed) => {
+                    matched = routed.matched;
+                    ticket = ticket.max(routed.ticket);
+                }
+                Err(full) => {
+                    if qos == QoS::ExactlyOnce {
+                        // A PUBREC with an error ends the flow (5.0 §4.3.3): no PUBREL follows.
+                        let persisted = {
+                            let mut st = lock(&self.slot.state);
+                            st.incoming_qos2.remove(&packet_id);
+                            st.persisted
+                        };
+                        if persisted {
+                            let client = self.client_id.to_string();
+                            self.broker.persist([Op::DelQos2(client, packet_id)]);
+                        }
+                    }
+                    tracing::debug!(client_id = %self.client_id.escape_debug(), "PUBLISH refused: {full}");
+                    return self.refuse_publish(
+                        qos,
+                        packet_id,
+                        ReasonCode::QuotaExceeded,
+                        full.to_string(),
+                        out,
+                    );
+                }
+            }
         }
         let mut ack = Ack::new(packet_id);
         if matched == 0 && self.v5() {
@@ -852,6 +916,30 @@ impl Conn {
             QoS::AtMostOnce => {}
             QoS::AtLeastOnce => self.answer(ticket, Packet::PubAck(ack), out),
             QoS::ExactlyOnce => self.answer(ticket, Packet::PubRec(ack), out),
+        }
+        Ok(())
+    }
+
+    /// A PUBLISH beyond a limit of the broker's: MQTT 5 gets the reason in its PUBACK or PUBREC
+    /// (a QoS 0 message is dropped); MQTT 3.1.1 cannot be told, so its connection is closed
+    /// rather than the message silently lost.
+    fn refuse_publish(
+        &mut self,
+        qos: QoS,
+        packet_id: u16,
+        reason: ReasonCode,
+        why: String,
+        out: &mut Out,
+    ) -> Result<(), End> {
+        if !self.v5() {
+            return Err(End::violation(reason, why));
+        }
+        let mut ack = Ack::new(packet_id);
+        ack.reason = reason;
+        match qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => self.answer(0, Packet::PubAck(ack), out),
+            QoS::ExactlyOnce => self.answer(0, Packet::PubRec(ack), out),
         }
         Ok(())
     }
@@ -891,7 +979,20 @@ impl Conn {
         let now = Instant::now();
         let mut reasons = Vec::with_capacity(s.filters.len());
         let mut retained = Vec::new();
+        let broker = self.broker.clone();
+        let config = broker.config();
         for f in s.filters {
+            let inner = parse_shared(&f.filter)
+                .ok()
+                .flatten()
+                .map_or(&*f.filter, |s| s.filter);
+            if let Some(why) = config.topic_beyond_limits(inner) {
+                Stats::add(&self.broker.stats().topics_refused, 1);
+                tracing::debug!(client_id = %self.client_id.escape_debug(), "subscription refused: {why}");
+                // 0x8F Topic Filter invalid (3.1.1: 0x80 Failure).
+                reasons.push(ReasonCode::TopicFilterInvalid);
+                continue;
+            }
             if let Some(refusal) = self
                 .acl
                 .as_ref()
@@ -908,10 +1009,23 @@ impl Conn {
                 retain_as_published: f.retain_as_published,
                 id,
             };
-            let existed = lock(&self.slot.state)
-                .subscriptions
-                .insert(f.filter.clone(), entry)
-                .is_some();
+            let existed = {
+                let mut st = lock(&self.slot.state);
+                let existed = st.subscriptions.contains_key(&f.filter);
+                if !existed && st.subscriptions.len() >= config.max_subscriptions {
+                    drop(st);
+                    Stats::add(&self.broker.stats().subscriptions_refused, 1);
+                    tracing::debug!(
+                        client_id = %self.client_id.escape_debug(),
+                        "subscription refused: more than {} on one session ([broker] max_subscriptions)",
+                        config.max_subscriptions
+                    );
+                    reasons.push(ReasonCode::QuotaExceeded);
+                    continue;
+                }
+                st.subscriptions.insert(f.filter.clone(), entry);
+                existed
+            };
             self.broker.subscribe(&self.slot, &f.filter, entry);
             reasons.push(match f.qos {
                 QoS::AtMostOnce => ReasonCode::GrantedQoS0,
@@ -1027,10 +1141,15 @@ impl Conn {
             }
             // Checked here, where every delivery passes (live, retained, queued offline, restored
             // after a restart), not when routing.
+            let topic = &*d.msg.topic;
             if self
                 .read_denied
                 .iter()
-                .any(|f| kite_mqtt::topic::matches(f, &d.msg.topic))
+                .any(|f| kite_mqtt::topic::matches(f, topic))
+                || self
+                    .read_allowed
+                    .as_ref()
+                    .is_some_and(|rules| !rules.iter().any(|r| crate::acl::covers(r, topic)))
             {
                 Stats::add(&self.broker.stats().deliveries_denied, 1);
                 self.broker.forget_delivery(&self.client_id, d.seq);
@@ -1216,7 +1335,9 @@ impl Conn {
             Instant::now(),
         ));
         if delay == 0 || expiry == 0 {
-            self.broker.publish(msg, Instant::now());
+            if let Err(full) = self.broker.publish(msg, Instant::now()) {
+                tracing::warn!(client_id = %self.client_id.escape_debug(), "Will not published: {full}");
+            }
         } else if owned {
             // Published when the delay or the session ends, whichever is first — unless the
             // client came back before [MQTT-3.1.3-9].
@@ -1229,8 +1350,8 @@ impl Conn {
                     let st = lock(&slot.state);
                     st.owner.is_some() || st.generation != generation
                 };
-                if !resumed {
-                    broker.publish(msg, Instant::now());
+                if !resumed && let Err(full) = broker.publish(msg, Instant::now()) {
+                    tracing::warn!("a delayed Will was not published: {full}");
                 }
             });
         }

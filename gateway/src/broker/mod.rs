@@ -68,6 +68,19 @@ pub struct BrokerConfig {
     pub max_queued_messages_online: usize,
     /// Bytes (topic + payload) queued per session at most.
     pub max_queued_bytes: usize,
+    /// Levels a topic name or filter may have (a shared subscription's filter counted without
+    /// `$share/<group>/`): beyond, a SUBSCRIBE gets 0x8F for that filter, a PUBLISH 0x90.
+    pub max_topic_levels: usize,
+    /// Bytes a topic name or filter may have, the same way.
+    pub max_topic_length: usize,
+    /// Subscriptions one session may hold: beyond, 0x97 Quota exceeded for the new filter.
+    pub max_subscriptions: usize,
+    /// Topics that may hold a retained message: a retained PUBLISH to a new topic beyond is
+    /// refused (0x97), not routed.
+    pub max_retained_messages: usize,
+    /// Bytes (topic + payload) of all retained messages: a retained PUBLISH that would grow
+    /// them beyond is refused the same way.
+    pub max_retained_bytes: usize,
     /// Time a new connection has to send its CONNECT.
     pub connect_timeout: Duration,
     /// Device connections open at once at most (per listener); more wait before accept.
@@ -76,6 +89,27 @@ pub struct BrokerConfig {
     pub sys_interval: Option<Duration>,
     /// What an MQTT 3.1.1 PUBLISH the role's rules refuse gets (`[acl] v311_denied_publish`).
     pub v311_denied_publish: crate::rules::DeniedPublish,
+}
+
+impl BrokerConfig {
+    /// Why `topic` (a name, or a filter with any `$share/<group>/` removed) is beyond
+    /// `max_topic_length` or `max_topic_levels`; `None` when it is within both.
+    pub(crate) fn topic_beyond_limits(&self, topic: &str) -> Option<String> {
+        if topic.len() > self.max_topic_length {
+            return Some(format!(
+                "the topic is {} bytes long; this broker takes {} at most ([broker] max_topic_length)",
+                topic.len(),
+                self.max_topic_length
+            ));
+        }
+        let levels = topic.bytes().filter(|&b| b == b'/').count() + 1;
+        (levels > self.max_topic_levels).then(|| {
+            format!(
+                "the topic has {levels} levels; this broker takes {} at most ([broker] max_topic_levels)",
+                self.max_topic_levels
+            )
+        })
+    }
 }
 
 impl Default for BrokerConfig {
@@ -91,6 +125,12 @@ impl Default for BrokerConfig {
             max_queued_messages: 10_000,
             max_queued_messages_online: 1_000,
             max_queued_bytes: 64 * 1024 * 1024,
+            // As EMQX's: real topic trees are far shallower, and each level costs a node.
+            max_topic_levels: 128,
+            max_topic_length: 4096,
+            max_subscriptions: 1_000,
+            max_retained_messages: 100_000,
+            max_retained_bytes: 128 * 1024 * 1024,
             connect_timeout: Duration::from_secs(10),
             max_connections: 10_000,
             sys_interval: Some(Duration::from_secs(10)),
@@ -204,6 +244,12 @@ pub struct Stats {
     pub subscriptions_denied: AtomicU64,
     /// Deliveries not sent because the role may not read their topic (`deny_subscribe`).
     pub deliveries_denied: AtomicU64,
+    /// Topic names and filters refused for `max_topic_levels` or `max_topic_length`.
+    pub topics_refused: AtomicU64,
+    /// Subscriptions refused for `max_subscriptions`.
+    pub subscriptions_refused: AtomicU64,
+    /// Retained PUBLISHes refused for `max_retained_messages` or `max_retained_bytes`.
+    pub retained_refused: AtomicU64,
 }
 
 impl Stats {
@@ -277,6 +323,31 @@ pub(crate) struct Routed {
     pub matched: usize,
     /// The store ticket to wait for before acknowledging it (0: nothing stored).
     pub ticket: u64,
+}
+
+/// A CONNECT refused because its client id holds a session another login made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SessionOfAnotherUser;
+
+/// A retained message refused because the retained store is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the broker holds as many retained messages as it may ([broker] max_retained_messages = {messages}, max_retained_bytes = {bytes}): delete some (an empty retained message), or raise the limits"
+)]
+pub struct RetainedFull {
+    messages: usize,
+    bytes: usize,
+}
+
+/// Why [`Broker::publish_external`] refused a message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExternalRefusal {
+    /// The topic is beyond `max_topic_levels` or `max_topic_length` (the reason).
+    #[error("{0}")]
+    Topic(String),
+    /// The retained store is full.
+    #[error(transparent)]
+    RetainedFull(#[from] RetainedFull),
 }
 
 impl Broker {
@@ -363,6 +434,7 @@ impl Broker {
             {
                 let mut st = lock(&slot.state);
                 st.owner = None;
+                st.user = r.user.as_deref().map(Arc::from);
                 st.persisted = true;
                 for (filter, e) in &r.subscriptions {
                     st.subscriptions.insert(filter.as_str().into(), *e);
@@ -453,7 +525,12 @@ impl Broker {
                 st.persisted = true;
                 Op::PutSession(
                     slot.client_id.to_string(),
-                    store::session_record(st.expiry, disconnected_at, &st.subscriptions),
+                    store::session_record(
+                        st.expiry,
+                        st.user.as_deref(),
+                        disconnected_at,
+                        &st.subscriptions,
+                    ),
                 )
             } else if st.persisted {
                 st.persisted = false;
@@ -647,13 +724,17 @@ impl Broker {
                 received: now,
                 publisher: None,
             });
-            self.publish(msg, now);
+            // Statistics that do not fit in the retained store are not routed either.
+            let _ = self.publish(msg, now);
         }
     }
 
     /// Stores a retained message (or deletes one: empty payload [MQTT-3.3.1-6/7]) and routes
     /// the message to the subscribers.
-    pub(crate) fn publish(&self, msg: Arc<Message>, now: Instant) -> Routed {
+    ///
+    /// A retained message that would take the retained store beyond `max_retained_messages`
+    /// or `max_retained_bytes` is refused whole: neither stored nor routed.
+    pub(crate) fn publish(&self, msg: Arc<Message>, now: Instant) -> Result<Routed, RetainedFull> {
         let mut retain_ticket = 0;
         if msg.retain {
             let keep = (!msg.payload.is_empty()).then(|| msg.clone());
@@ -667,7 +748,21 @@ impl Broker {
             // Under the lock, so that the store sees retained updates in the order they apply.
             // The broker's own $SYS statistics are not worth a disk write every interval.
             let mut retained = write(&self.inner.retained);
-            retained.set(&msg.topic, keep);
+            let grows = keep.is_some();
+            let old = retained.set(&msg.topic, keep);
+            let config = &self.inner.config;
+            if grows
+                && (retained.len() > config.max_retained_messages
+                    || (retained.bytes() > config.max_retained_bytes
+                        && old.as_ref().is_none_or(|o| o.size() < msg.size())))
+            {
+                retained.set(&msg.topic, old);
+                Stats::add(&self.inner.stats.retained_refused, 1);
+                return Err(RetainedFull {
+                    messages: config.max_retained_messages,
+                    bytes: config.max_retained_bytes,
+                });
+            }
             let own_statistics = msg.publisher.is_none() && msg.topic.starts_with("$SYS/");
             if !own_statistics {
                 retain_ticket = self.persist([op]);
@@ -675,7 +770,7 @@ impl Broker {
         }
         let mut routed = self.route(&msg, now);
         routed.ticket = routed.ticket.max(retain_ticket);
-        routed
+        Ok(routed)
     }
 
     /// Appends a delivery of `msg` to every matching session's queue: one per session at the
@@ -785,15 +880,21 @@ impl Broker {
     /// Publishes a message that did not come from an MQTT client (`POST /api/v1/publish`);
     /// returns once it is routed and stored where persistence requires. Returns how many
     /// sessions (or share groups) it matched.
-    pub async fn publish_external(&self, p: Publish) -> usize {
+    /// A topic beyond `max_topic_levels` or `max_topic_length`, or a retained message the
+    /// retained store has no room for, is refused, not routed.
+    pub async fn publish_external(&self, p: Publish) -> Result<usize, ExternalRefusal> {
+        if let Some(why) = self.inner.config.topic_beyond_limits(&p.topic) {
+            Stats::add(&self.inner.stats.topics_refused, 1);
+            return Err(ExternalRefusal::Topic(why));
+        }
         let now = Instant::now();
-        let routed = self.publish(Arc::new(Message::from_publish(p, None, now)), now);
+        let routed = self.publish(Arc::new(Message::from_publish(p, None, now)), now)?;
         if routed.ticket > 0
             && let Some(mut committed) = self.committed()
         {
             let _ = committed.wait_for(|c| *c >= routed.ticket).await.is_ok();
         }
-        routed.matched
+        Ok(routed.matched)
     }
 
     /// The retained messages for a new subscription to `filter`.
@@ -837,19 +938,33 @@ impl Broker {
     /// false and one exists) or starts a new one, taking it over from a connection that still
     /// holds it (that one is woken to close with 0x8E [MQTT-3.1.4-3]). Returns the slot and
     /// whether a session was resumed.
+    ///
+    /// A session belongs to the login that made it: another login (`user`) may neither resume
+    /// it nor end it with a clean start — that is refused (`Err`), and the session and its
+    /// connection stay as they are. A session made without a login (or restored from a store
+    /// that did not record one) is adopted by the next login that resumes it.
     pub(crate) fn attach(
         &self,
         client_id: &Arc<str>,
+        user: Option<&Arc<str>>,
         clean_start: bool,
         conn: u64,
         expiry: u32,
-    ) -> (Arc<Slot>, bool) {
+    ) -> Result<(Arc<Slot>, bool), SessionOfAnotherUser> {
         let mut sessions = lock(&self.inner.sessions);
         let existing = sessions.get(client_id).cloned();
         if let Some(old) = &existing {
             let mut st = lock(&old.state);
+            if let (Some(theirs), Some(ours)) = (&st.user, user)
+                && theirs != ours
+            {
+                return Err(SessionOfAnotherUser);
+            }
             let had_owner = st.owner.is_some();
             if !clean_start {
+                if user.is_some() {
+                    st.user = user.cloned();
+                }
                 st.owner = Some(conn);
                 st.resumed();
                 st.generation += 1;
@@ -859,7 +974,7 @@ impl Broker {
                 if had_owner {
                     old.notify.notify_one();
                 }
-                return (old.clone(), true);
+                return Ok((old.clone(), true));
             }
             // Clean start: the old session ends here [MQTT-3.1.2-4].
             st.ended = true;
@@ -870,12 +985,13 @@ impl Broker {
             }
         }
         let slot = Arc::new(Slot::new(self.next_id(), client_id.clone(), conn, expiry));
+        lock(&slot.state).user = user.cloned();
         sessions.insert(client_id.clone(), slot.clone());
         drop(sessions);
         if let Some(old) = existing {
             self.drop_subscriptions(&old);
         }
-        (slot, false)
+        Ok((slot, false))
     }
 
     /// Ends `slot`'s session if it is still the client's, nobody re-attached since

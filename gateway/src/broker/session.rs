@@ -70,6 +70,8 @@ pub(crate) struct SessionState {
     pub generation: u64,
     /// Session expiry interval in seconds (`u32::MAX`: never).
     pub expiry: u32,
+    /// The login that made the session (`None`: none). Another login may not take it over.
+    pub user: Option<Arc<str>>,
     /// Set when the session is removed: deliveries are refused, its connection closes.
     pub ended: bool,
     /// The store holds a record of this session.
@@ -145,6 +147,7 @@ impl Slot {
                 owner: Some(owner),
                 generation: 0,
                 expiry,
+                user: None,
                 ended: false,
                 persisted: false,
                 subscriptions: HashMap::new(),

@@ -152,6 +152,9 @@ pub(crate) enum Sent {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct SessionRecord {
     pub expiry: u32,
+    /// The login that made the session (`None`: made without one, or stored by a version of
+    /// Kite that did not record it: the next login to resume it adopts it).
+    pub user: Option<String>,
     /// Unix seconds of the disconnect; 0 while connected.
     pub disconnected_at: u64,
     pub subscriptions: Vec<(String, SubscribeEntry)>,
@@ -500,9 +503,19 @@ fn decode_message(bytes: &[u8]) -> Option<StoredDelivery> {
 
 pub(crate) fn encode_session(r: &SessionRecord) -> Vec<u8> {
     let mut b = BytesMut::new();
-    b.put_u8(1);
+    // Version 2: version 1 + the owning user after `disconnected_at`.
+    b.put_u8(2);
     b.put_u32(r.expiry);
     b.put_u64(r.disconnected_at);
+    match &r.user {
+        // A flag, then the length (a JWT's `sub` may be longer than an MQTT string).
+        Some(u) => {
+            b.put_u8(1);
+            b.put_u32(u.len() as u32);
+            b.put_slice(u.as_bytes());
+        }
+        None => b.put_u8(0),
+    }
     b.put_u32(r.subscriptions.len() as u32);
     for (filter, e) in &r.subscriptions {
         b.put_u16(filter.len() as u16);
@@ -515,11 +528,35 @@ pub(crate) fn encode_session(r: &SessionRecord) -> Vec<u8> {
 
 fn decode_session(bytes: &[u8]) -> Option<SessionRecord> {
     let mut b = bytes;
-    if b.remaining() < 17 || b.get_u8() != 1 {
+    if b.remaining() < 17 {
+        return None;
+    }
+    let version = b.get_u8();
+    if !(1..=2).contains(&version) {
         return None;
     }
     let expiry = b.get_u32();
     let disconnected_at = b.get_u64();
+    let mut user = None;
+    if version == 2 {
+        if b.remaining() < 1 {
+            return None;
+        }
+        if b.get_u8() == 1 {
+            if b.remaining() < 4 {
+                return None;
+            }
+            let len = usize::try_from(b.get_u32()).ok()?;
+            if b.remaining() < len {
+                return None;
+            }
+            user = Some(std::str::from_utf8(&b[..len]).ok()?.to_owned());
+            b.advance(len);
+        }
+    }
+    if b.remaining() < 4 {
+        return None;
+    }
     let n = b.get_u32();
     let mut subscriptions = Vec::new();
     for _ in 0..n {
@@ -546,6 +583,7 @@ fn decode_session(bytes: &[u8]) -> Option<SessionRecord> {
     }
     Some(SessionRecord {
         expiry,
+        user,
         disconnected_at,
         subscriptions,
     })
@@ -554,11 +592,13 @@ fn decode_session(bytes: &[u8]) -> Option<SessionRecord> {
 /// The session record of a session's current state.
 pub(crate) fn session_record(
     expiry: u32,
+    user: Option<&str>,
     disconnected_at: u64,
     subscriptions: &std::collections::HashMap<MqttStr, SubscribeEntry>,
 ) -> Vec<u8> {
     encode_session(&SessionRecord {
         expiry,
+        user: user.map(str::to_owned),
         disconnected_at,
         subscriptions: subscriptions
             .iter()
@@ -617,6 +657,7 @@ mod tests {
 
         let r = SessionRecord {
             expiry: 300,
+            user: Some("alice".into()),
             disconnected_at: 1_700_000_000,
             subscriptions: vec![(
                 "$share/g/x/#".into(),
@@ -631,6 +672,20 @@ mod tests {
         assert_eq!(decode_session(&encode_session(&r)), Some(r.clone()));
         let enc = encode_session(&r);
         assert!(decode_session(&enc[..enc.len() - 1]).is_none());
+        let anonymous = SessionRecord {
+            user: None,
+            ..r.clone()
+        };
+        assert_eq!(
+            decode_session(&encode_session(&anonymous)),
+            Some(anonymous.clone())
+        );
+        // Version 1 (Kite before sessions had owners): read with no owner.
+        let mut v1 = vec![1];
+        v1.extend_from_slice(&300u32.to_be_bytes());
+        v1.extend_from_slice(&1_700_000_000u64.to_be_bytes());
+        v1.extend_from_slice(&enc[enc.len() - (4 + 2 + 12 + 1 + 4)..]);
+        assert_eq!(decode_session(&v1), Some(anonymous));
     }
 
     #[test]
@@ -646,6 +701,7 @@ mod tests {
                     "c".into(),
                     encode_session(&SessionRecord {
                         expiry: 10,
+                        user: None,
                         disconnected_at: 0,
                         subscriptions: vec![],
                     }),

@@ -1,0 +1,400 @@
+//! Kite against hostile clients: what an attacker sends over TCP, WebSocket and the HTTP API
+//! must close (or refuse) that attacker alone, with the reason, while everyone else is served.
+//! Each test ends by checking that another client still gets its messages.
+
+use bytes::Bytes;
+use kite_gateway::auth::{Auth, Role, User, hash_password};
+use kite_gateway::config::Config;
+use kite_mqtt::codec::{Connect, Properties, ReasonCode, Unsubscribe};
+use kite_mqtt::{Packet, QoS, Version};
+use kite_tests::client::{TestClient, Via, connect, publish};
+use kite_tests::{Gateway, Mosquitto};
+
+use crate::api::post;
+
+const V3: Version = Version::V3_1_1;
+const V5: Version = Version::V5;
+
+/// A fresh embedded broker adjusted by `adjust`, reached over TCP and then over WebSocket.
+fn each_way(adjust: impl Fn(&mut Config), scenario: impl Fn(&Gateway, &Via)) {
+    for ws in [false, true] {
+        let gw = Gateway::start_with(&[], None, &adjust);
+        let via = if ws {
+            Via::Ws(gw.ws_url("/mqtt"))
+        } else {
+            Via::Tcp(gw.mqtt_addr.expect("embedded broker"))
+        };
+        scenario(&gw, &via);
+    }
+}
+
+/// Another client, unrelated to the attack, subscribes and gets a message.
+fn still_serving(via: &Via) {
+    let mut sub = TestClient::connected(via, V5, "bystander-sub");
+    sub.subscribe("ok/#", QoS::AtLeastOnce);
+    let mut publ = TestClient::connected(via, V5, "bystander-pub");
+    assert_eq!(
+        publ.publish(publish("ok/1", "fine", QoS::AtLeastOnce, 1)),
+        ReasonCode::Success
+    );
+    assert_eq!(&sub.recv_publish().payload[..], b"fine");
+}
+
+fn metric(gw: &Gateway, name: &str) -> u64 {
+    let text = ureq::get(&gw.http_url("/metrics"))
+        .call()
+        .unwrap()
+        .into_body()
+        .read_to_string()
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("{name} not in /metrics"))
+        .parse()
+        .unwrap()
+}
+
+fn healthy(gw: &Gateway) -> bool {
+    ureq::get(&gw.http_url("/healthz"))
+        .call()
+        .is_ok_and(|r| r.status() == 200)
+}
+
+/// The topic limits opened to what the protocol allows, so the deepest topics reach the
+/// subscription trie and the retained store.
+fn wide_open(c: &mut Config) {
+    c.broker.config.max_topic_levels = 65_536;
+    c.broker.config.max_topic_length = 65_535;
+}
+
+/// The deepest filters 65,535 bytes hold: 65,536 empty levels; 32,767 `+` levels ending with
+/// `#`; and a mix.
+fn deepest_filters() -> [String; 3] {
+    [
+        "/".repeat(65_535),
+        format!("{}#", "+/".repeat(32_767)),
+        format!("{}#", "a/+//".repeat(13_106)),
+    ]
+}
+
+/// Found attacking 0.9: one SUBSCRIBE of 10,000 levels, then a disconnect, overflowed a worker
+/// thread's stack and killed the process (the trie recursed once per level). Subscribing,
+/// matching, publishing retained and unsubscribing the deepest filters and names MQTT can
+/// carry now leaves the broker serving.
+#[test]
+fn the_deepest_topics_do_not_stop_the_broker() {
+    each_way(wide_open, |gw, via| {
+        let filters = deepest_filters();
+        let refs: Vec<&str> = filters.iter().map(String::as_str).collect();
+        let mut c = TestClient::connected(via, V3, "deep");
+        let ack = c.subscribe_all(1, &refs, QoS::AtLeastOnce);
+        assert_eq!(ack.reasons, vec![ReasonCode::GrantedQoS1; 3]);
+        let name = "/".repeat(65_535);
+        let mut p = publish(&name, "deep", QoS::AtLeastOnce, 2);
+        p.retain = true;
+        assert_eq!(c.publish(p), ReasonCode::Success);
+        // One delivery per session, whatever the number of matching filters [MQTT-3.3.4-2].
+        let got = c.recv_publish();
+        assert!(got.topic.len() == name.len() && &got.payload[..] == b"deep");
+        c.ack(&got);
+        c.send(&Packet::Unsubscribe(Unsubscribe {
+            packet_id: 3,
+            filters: refs.iter().map(|f| (*f).into()).collect(),
+            properties: Default::default(),
+        }));
+        assert!(matches!(c.recv(), Packet::UnsubAck(_)));
+        // Retained and then cleared (the second of the issue's two API calls did the damage).
+        let mut clear = publish(&name, "", QoS::AtLeastOnce, 4);
+        clear.retain = true;
+        assert_eq!(c.publish(clear), ReasonCode::Success);
+        c.disconnect();
+        // A second client subscribes the same way and leaves without unsubscribing: its
+        // session's filters are dropped with it.
+        let mut d = TestClient::connected(via, V5, "deep-2");
+        let ack = d.subscribe_all(1, &refs, QoS::AtMostOnce);
+        assert_eq!(ack.reasons, vec![ReasonCode::GrantedQoS0; 3]);
+        d.drop_connection();
+        still_serving(via);
+        assert!(healthy(gw));
+    });
+}
+
+/// The same through `POST /api/v1/publish`: a retained message on `http` and 30,000 empty
+/// levels, then cleared, killed the process before.
+#[test]
+fn the_deepest_retained_topic_through_the_api() {
+    let gw = Gateway::start_with(&[], None, wide_open);
+    let topic = format!("http{}", "/".repeat(30_000));
+    for payload in ["x", ""] {
+        let body = serde_json::json!({ "topic": topic, "payload": payload, "retain": true });
+        let (status, answer) = post(&gw, &body.to_string(), None);
+        assert_eq!(status, 200, "{answer}");
+    }
+    assert!(healthy(&gw));
+    still_serving(&Via::Tcp(gw.mqtt_addr.unwrap()));
+
+    // With the default limits the topic is refused, naming the field and the limit.
+    let gw = Gateway::start(&[], None);
+    for (topic, said) in [
+        (topic.as_str(), "30004 bytes long"),
+        (&format!("http{}", "/".repeat(200)), "201 levels"),
+    ] {
+        let body = serde_json::json!({ "topic": topic, "payload": "x", "retain": true });
+        let (status, answer) = post(&gw, &body.to_string(), None);
+        assert_eq!(status, 400, "{answer}");
+        assert_eq!(answer["field"], "topic");
+        let error = answer["error"].as_str().unwrap();
+        assert!(
+            error.contains(said) && error.contains("[broker] max_topic_"),
+            "{error}"
+        );
+    }
+    assert_eq!(metric(&gw, "kite_broker_topics_refused_total"), 2);
+}
+
+/// In front of mosquitto, the gateway passes the deepest filters on (its own checks walk
+/// levels without recursing) and keeps serving, whatever the upstream makes of them.
+#[test]
+fn the_deepest_topics_through_the_gateway_to_mosquitto() {
+    let broker = Mosquitto::start();
+    let gw = Gateway::start(&[&broker.url()], None);
+    let via = Via::Ws(gw.ws_url("/mqtt"));
+    let filters = deepest_filters();
+    let refs: Vec<&str> = filters.iter().map(String::as_str).collect();
+    let mut c = TestClient::connected(&via, V5, "deep");
+    c.send(&Packet::Subscribe(kite_mqtt::codec::Subscribe {
+        packet_id: 1,
+        filters: refs
+            .iter()
+            .map(|f| kite_mqtt::codec::Subscription::new(*f, QoS::AtMostOnce))
+            .collect(),
+        properties: Default::default(),
+    }));
+    // mosquitto answers or closes; either way only this connection is affected.
+    let _ = c.try_recv();
+    drop(c);
+    assert!(healthy(&gw));
+    still_serving(&via);
+}
+
+/// Beyond `[broker] max_topic_levels` (128) or `max_topic_length` (4096): a filter gets
+/// 0x8F Topic Filter invalid in its SUBACK place (3.1.1: 0x80), a QoS 1 PUBLISH gets PUBACK
+/// 0x90 Topic Name invalid, a QoS 0 one is dropped; a 3.1.1 client, which cannot be told,
+/// is disconnected. Each counted in /metrics.
+#[test]
+fn topics_beyond_the_limits_are_refused_with_their_reason() {
+    each_way(
+        |_| {},
+        |gw, via| {
+            let deep = format!("{}x", "a/".repeat(128));
+            let long = "x".repeat(4097);
+            let fine = format!("{}x", "a/".repeat(127));
+            let mut c = TestClient::connected(via, V5, "limits");
+            let ack = c.subscribe_all(1, &[&deep, &long, &fine, "$share/g/a/+"], QoS::AtMostOnce);
+            assert_eq!(
+                ack.reasons,
+                [
+                    ReasonCode::TopicFilterInvalid,
+                    ReasonCode::TopicFilterInvalid,
+                    ReasonCode::GrantedQoS0,
+                    ReasonCode::GrantedQoS0
+                ]
+            );
+            for topic in [&deep, &long] {
+                assert_eq!(
+                    c.publish(publish(topic, "x", QoS::AtLeastOnce, 2)),
+                    ReasonCode::TopicNameInvalid
+                );
+            }
+            c.send(&Packet::Publish(publish(&deep, "x", QoS::AtMostOnce, 0)));
+            assert_eq!(
+                c.publish(publish(&fine, "ok", QoS::AtLeastOnce, 3)),
+                ReasonCode::Success
+            );
+            assert_eq!(&c.recv_publish().payload[..], b"ok");
+            assert!(c.barrier().is_empty(), "nothing else was routed");
+
+            let mut old = TestClient::connected(via, V3, "limits-311");
+            let ack = old.subscribe_all(1, &[&deep, "b"], QoS::AtMostOnce);
+            assert_eq!(
+                ack.reasons,
+                [ReasonCode::UnspecifiedError, ReasonCode::GrantedQoS0]
+            );
+            old.send(&Packet::Publish(publish(&deep, "x", QoS::AtLeastOnce, 2)));
+            assert!(old.try_recv().is_none(), "a 3.1.1 client is disconnected");
+            assert_eq!(metric(gw, "kite_broker_topics_refused_total"), 7);
+            still_serving(via);
+        },
+    );
+}
+
+/// `[broker] max_subscriptions`: a new filter beyond it gets 0x97 Quota exceeded (3.1.1:
+/// 0x80); subscribing again to a filter held is not a new one.
+#[test]
+fn subscriptions_per_session_are_bounded() {
+    each_way(
+        |c| c.broker.config.max_subscriptions = 3,
+        |gw, via| {
+            let mut c = TestClient::connected(via, V5, "many");
+            let ack = c.subscribe_all(1, &["a", "b", "c", "d", "a"], QoS::AtMostOnce);
+            let g = ReasonCode::GrantedQoS0;
+            assert_eq!(ack.reasons, [g, g, g, ReasonCode::QuotaExceeded, g]);
+            c.send(&Packet::Unsubscribe(Unsubscribe {
+                packet_id: 2,
+                filters: vec!["b".into()],
+                properties: Default::default(),
+            }));
+            assert!(matches!(c.recv(), Packet::UnsubAck(_)));
+            assert_eq!(c.subscribe_all(3, &["d"], QoS::AtMostOnce).reasons, [g]);
+            let mut old = TestClient::connected(via, V3, "many-311");
+            let ack = old.subscribe_all(1, &["a", "b", "c", "d"], QoS::AtMostOnce);
+            assert_eq!(ack.reasons[3], ReasonCode::UnspecifiedError);
+            assert_eq!(metric(gw, "kite_broker_subscriptions_refused_total"), 2);
+            still_serving(via);
+        },
+    );
+}
+
+/// `[broker] max_retained_messages`: a retained PUBLISH to a new topic beyond it is refused
+/// whole (PUBACK 0x97, not routed); replacing or deleting a retained message is not refused,
+/// and deleting one makes room. The API answers 507 naming `retain`.
+#[test]
+fn retained_messages_are_bounded() {
+    each_way(
+        |c| {
+            c.broker.config.max_retained_messages = 2;
+            // Its retained $SYS statistics count too: none here.
+            c.broker.config.sys_interval = None;
+        },
+        |gw, via| {
+            let mut watcher = TestClient::connected(via, V5, "watcher");
+            watcher.subscribe("r/#", QoS::AtMostOnce);
+            let mut c = TestClient::connected(via, V5, "retainer");
+            let retained = |topic: &str, payload: &str, id| {
+                let mut p = publish(topic, payload, QoS::AtLeastOnce, id);
+                p.retain = true;
+                p
+            };
+            assert_eq!(c.publish(retained("r/1", "a", 1)), ReasonCode::Success);
+            assert_eq!(c.publish(retained("r/2", "b", 2)), ReasonCode::Success);
+            assert_eq!(
+                c.publish(retained("r/3", "c", 3)),
+                ReasonCode::QuotaExceeded
+            );
+            assert_eq!(c.publish(retained("r/1", "a2", 4)), ReasonCode::Success);
+            let seen: Vec<Bytes> = watcher
+                .barrier()
+                .into_iter()
+                .map(|p| match p {
+                    Packet::Publish(p) => p.payload,
+                    other => panic!("{other:?}"),
+                })
+                .collect();
+            assert_eq!(seen, ["a", "b", "a2"]);
+            let (status, answer) = post(gw, r#"{"topic":"r/4","payload":"d","retain":true}"#, None);
+            assert_eq!(status, 507, "{answer}");
+            assert_eq!(answer["field"], "retain");
+            assert_eq!(c.publish(retained("r/2", "", 5)), ReasonCode::Success);
+            assert_eq!(c.publish(retained("r/3", "c", 6)), ReasonCode::Success);
+            assert_eq!(metric(gw, "kite_broker_retained_refused_total"), 2);
+            still_serving(via);
+        },
+    );
+}
+
+/// Users `admin` (no topic rules) and `alice` (only `plant/#`).
+fn two_users(c: &mut Config) {
+    let user = |name: &str, role: &str| User {
+        name: name.into(),
+        password_hash: hash_password(name.as_bytes()).unwrap(),
+        role: Some(role.into()),
+    };
+    c.auth = Auth::new(
+        vec![user("admin", "all"), user("alice", "operator")],
+        vec![
+            Role {
+                name: "all".into(),
+                ..Role::default()
+            },
+            Role {
+                name: "operator".into(),
+                acl: kite_gateway::acl::Acl {
+                    publish: Some(vec!["plant/#".into()]),
+                    subscribe: Some(vec!["plant/#".into()]),
+                    ..Default::default()
+                },
+                ..Role::default()
+            },
+        ],
+    )
+    .unwrap();
+}
+
+fn login(version: Version, user: &str, clean_start: bool) -> Connect {
+    let mut c = Connect {
+        username: Some(user.into()),
+        password: Some(Bytes::copy_from_slice(user.as_bytes())),
+        clean_start,
+        ..connect(version, "shared-id")
+    };
+    if version == V5 {
+        c.properties = Properties {
+            session_expiry_interval: Some(3600),
+            ..Properties::default()
+        }
+        .into();
+    }
+    c
+}
+
+/// Found attacking 0.9: alice, connecting with the client id of the admin's persistent
+/// session, got session present = 1 and the admin's deliveries, topics outside her rules
+/// included. A session belongs to the login that made it: another login with its client id
+/// is refused (0x87; 3.1.1: return code 5) whether it resumes or starts clean, and the
+/// admin's session, its subscriptions and what was queued for it stay untouched.
+#[test]
+fn another_user_cannot_take_over_a_session() {
+    each_way(two_users, |_, via| {
+        for version in [V3, V5] {
+            let (mut admin, ack) = TestClient::connect(via, login(version, "admin", false));
+            assert_eq!(ack.reason, ReasonCode::Success);
+            admin.subscribe("#", QoS::AtLeastOnce);
+            admin.disconnect();
+            let (mut publ, _) = TestClient::connect(
+                via,
+                Connect {
+                    client_id: "plant-publisher".into(),
+                    ..login(V5, "admin", true)
+                },
+            );
+            publ.publish(publish("plant/secret/x", "queued", QoS::AtLeastOnce, 1));
+            for clean_start in [false, true] {
+                let (mut alice, ack) =
+                    TestClient::connect(via, login(version, "alice", clean_start));
+                assert_eq!(ack.reason, ReasonCode::NotAuthorized, "{ack:?}");
+                assert!(!ack.session_present);
+                assert!(alice.try_recv().is_none(), "refused and closed");
+            }
+            let (mut admin, ack) = TestClient::connect(via, login(version, "admin", false));
+            assert_eq!(
+                (ack.reason, ack.session_present),
+                (ReasonCode::Success, true)
+            );
+            let p = admin.recv_publish();
+            assert_eq!(&p.payload[..], b"queued");
+            admin.ack(&p);
+            // Ended by its own user (clean start, no expiry): the client id is free again.
+            drop(admin);
+            let ended = Connect {
+                properties: Default::default(),
+                ..login(version, "admin", true)
+            };
+            let (admin, ack) = TestClient::connect(via, ended);
+            assert_eq!(ack.reason, ReasonCode::Success);
+            admin.disconnect();
+            let (alice, ack) = TestClient::connect(via, login(version, "alice", true));
+            assert_eq!(ack.reason, ReasonCode::Success);
+            alice.disconnect();
+        }
+    });
+}
