@@ -14,6 +14,7 @@ pub mod config;
 pub mod env;
 pub mod http;
 pub mod jwt;
+pub mod logs;
 pub mod metrics;
 pub mod proxy;
 pub mod publish_api;

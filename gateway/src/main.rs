@@ -20,14 +20,16 @@ fn main() -> ExitCode {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("KITE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
     match cli.log_format {
-        LogFormat::Json => logs.json().init(),
-        LogFormat::Text => logs
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init(),
+        LogFormat::Json => logs.with_writer(std::io::stderr).json().init(),
+        LogFormat::Text => {
+            // A client's strings in a text line are escaped: no forged lines (`logs`).
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            logs.with_writer(move || kite_gateway::logs::Escaping::new(std::io::stderr(), ansi))
+                .with_ansi(ansi)
+                .init();
+        }
     }
     match cli.command {
         Command::Serve(args) => serve(*args),

@@ -203,6 +203,65 @@ fn serve_without_upstream_runs_the_embedded_broker() {
     let _ = std::fs::remove_dir_all(&data);
 }
 
+/// Found attacking 0.9: a client id with a newline was written raw to the text log, so a
+/// client could forge log lines. Text logs escape control characters: one event, one line.
+#[test]
+fn a_client_cannot_forge_log_lines() {
+    use std::io::{Read, Write};
+    let data = std::env::temp_dir().join(format!("kite-cli-logs-{}", std::process::id()));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kite"))
+        .args(["serve", "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(&data)
+        .env_remove("KITE_CONFIG")
+        .env("KITE_LOG", "debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let mqtt = common::address(&line, "mqtt://");
+    let mut s = std::net::TcpStream::connect(&mqtt).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    // MQTT 3.1.1 CONNECT, clean session, with a client id that starts a fake log line.
+    let id = "d\n2026-12-04T00:00:00Z  INFO FORGED\r\x1b[2K";
+    let mut connect = vec![0x10, (12 + id.len()) as u8, 0, 4];
+    connect.extend_from_slice(b"MQTT");
+    connect.extend_from_slice(&[4, 2, 0, 60, 0, id.len() as u8]);
+    connect.extend_from_slice(id.as_bytes());
+    s.write_all(&connect).unwrap();
+    let mut connack = [0u8; 4];
+    s.read_exact(&mut connack).unwrap();
+    assert_eq!(connack, [0x20, 2, 0, 0], "CONNACK accepted");
+    s.write_all(&[0xe0, 0]).unwrap();
+    let _ = s.read(&mut [0u8; 1]);
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let _ = std::fs::remove_dir_all(&data);
+    let mentions: Vec<&str> = stderr.lines().filter(|l| l.contains("FORGED")).collect();
+    assert!(
+        !mentions.is_empty(),
+        "the client id is logged at debug: {stderr}"
+    );
+    assert!(
+        mentions.iter().all(|l| l.contains("d\\n2026-12-04")),
+        "a line of its own: {stderr}"
+    );
+    assert!(
+        stderr.contains("d\\n2026-12-04T00:00:00Z  INFO FORGED\\r\\x1b[2K"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains('\r') && !stderr.contains('\x1b'),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn json_logs_are_one_object_per_line() {
     let mut child = spawn_serve(&["--log-format", "json"], "");

@@ -20,7 +20,10 @@ struct Node {
     msg: Option<Arc<Message>>,
     /// At the trie's depth only: the topics with more levels, by the rest of their name.
     /// Boxed: an empty map is 48 bytes in every node, a `None` 8.
-    #[allow(clippy::box_collection, reason = "keeps the many nodes without tails small")]
+    #[allow(
+        clippy::box_collection,
+        reason = "keeps the many nodes without tails small"
+    )]
     tails: Option<Box<HashMap<Box<str>, Arc<Message>>>>,
 }
 
