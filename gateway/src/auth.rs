@@ -124,6 +124,8 @@ pub struct Auth {
     jwt: Option<crate::jwt::Jwt>,
     /// The role of sessions without a login (`[acl] anonymous_role`).
     anonymous: Option<Role>,
+    /// Where password checks run, bounded (shared by the clones).
+    logins: crate::logins::Logins,
 }
 
 /// A login that passed: who (the user name, or a token's `sub`) and their role.
@@ -200,6 +202,7 @@ impl Auth {
             users: user_map,
             roles: role_map,
             jwt: None,
+            logins: crate::logins::Logins::default(),
             anonymous: None,
         })
     }
@@ -238,6 +241,12 @@ impl Auth {
     pub fn with_jwt(mut self, jwt: crate::jwt::Jwt) -> Self {
         self.jwt = Some(jwt);
         self
+    }
+
+    /// Where password checks run: at most a few at once, one per source address, slower for
+    /// addresses that failed (see [`crate::logins`]).
+    pub fn logins(&self) -> &crate::logins::Logins {
+        &self.logins
     }
 
     /// Whether CONNECT must carry credentials.

@@ -279,9 +279,13 @@ async fn metrics(State(state): State<AppState>) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        match &state.broker {
-            Some(b) => state.metrics.render() + &crate::metrics::render_broker(b),
-            None => state.metrics.render(),
+        {
+            let mut text = state.metrics.render();
+            text += &crate::metrics::render_logins(state.shared_config().auth.logins().stats());
+            if let Some(b) = &state.broker {
+                text += &crate::metrics::render_broker(b);
+            }
+            text
         },
     )
         .into_response()
@@ -370,19 +374,21 @@ async fn mqtt_named(
 async fn authenticate(
     config: &Arc<Config>,
     connect: &Connect,
+    peer: SocketAddr,
 ) -> Result<Option<(Bytes, crate::auth::Login)>, crate::auth::Refused> {
     let login = if config.auth.required() {
-        let config = config.clone();
+        let checking = config.clone();
         let username = connect.username.as_ref().map(ToString::to_string);
         let password = connect.password.clone();
-        tokio::task::spawn_blocking(move || {
-            config.auth.check(username.as_deref(), password.as_deref())
-        })
-        .await
-        .map_err(|_| crate::auth::Refused {
-            code: ReasonCode::ServerUnavailable,
-            detail: "authentication failed to run".into(),
-        })??
+        config
+            .auth
+            .logins()
+            .check(peer.ip(), config.limits.connect_timeout, move || {
+                checking
+                    .auth
+                    .check(username.as_deref(), password.as_deref())
+            })
+            .await?
     } else {
         // No logins: `[acl] anonymous_role`, if set, is every session's role.
         match config.auth.anonymous() {
@@ -503,7 +509,7 @@ fn upgrade(
         let embedded = matches!(target, Target::Embedded(_));
         let mut login = None;
         if let Some(connect) = inbound.take_connect() {
-            let refused = match authenticate(&config, &connect).await {
+            let refused = match authenticate(&config, &connect, peer).await {
                 // The embedded broker trusts the gateway's check, sees the client's own
                 // CONNECT and enforces the role's topic rules; an upstream gets the role's
                 // credentials, and the gateway enforces the rules in front of it.

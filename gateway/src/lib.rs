@@ -14,6 +14,7 @@ pub mod config;
 pub mod env;
 pub mod http;
 pub mod jwt;
+pub mod logins;
 pub mod logs;
 pub mod metrics;
 pub mod proxy;

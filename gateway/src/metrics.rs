@@ -262,6 +262,35 @@ impl Metrics {
     }
 }
 
+/// The password checks' counters (see [`crate::logins`]).
+pub fn render_logins(s: &crate::logins::LoginStats) -> String {
+    let mut out = String::new();
+    for (name, help, v) in [
+        (
+            "kite_login_failures_total",
+            "Logins refused (unknown user, wrong password, bad token), from browsers, devices and the publish API.",
+            &s.failed,
+        ),
+        (
+            "kite_login_delayed_total",
+            "Login checks delayed because their source address had failed before.",
+            &s.delayed,
+        ),
+        (
+            "kite_login_busy_total",
+            "Logins refused (server busy) because their check could not start within the connect timeout.",
+            &s.busy,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+            v.load(Relaxed)
+        );
+    }
+    out
+}
+
 /// The embedded broker's counters in the Prometheus text exposition.
 pub fn render_broker(broker: &crate::broker::Broker) -> String {
     let s = broker.stats();

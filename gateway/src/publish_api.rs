@@ -16,6 +16,8 @@
 //! persistence requires), or 4xx/5xx `{"error": "..."}` saying what is wrong.
 
 use crate::broker::ExternalRefusal;
+use crate::server::Peer;
+use axum::extract::ConnectInfo;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -164,6 +166,7 @@ fn bearer(headers: &HeaderMap) -> Option<Vec<u8>> {
 /// `POST /api/v1/publish`.
 pub async fn publish(
     State(state): State<AppState>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Response {
@@ -219,15 +222,22 @@ pub async fn publish(
                 .into_response();
         };
         let auth = config.clone();
-        let checked =
-            tokio::task::spawn_blocking(move || auth.auth.check(name.as_deref(), Some(&password)))
-                .await;
+        let checked = config
+            .auth
+            .logins()
+            .check(peer.ip(), deadline, move || {
+                auth.auth.check(name.as_deref(), Some(&password))
+            })
+            .await;
         match checked {
-            Ok(Ok(login)) => {
+            Ok(login) => {
                 role = login.role;
                 user = login.user;
             }
-            Ok(Err(refused)) => {
+            Err(refused) if refused.code == ReasonCode::ServerBusy => {
+                return error(StatusCode::SERVICE_UNAVAILABLE, refused.detail);
+            }
+            Err(refused) => {
                 return (
                     StatusCode::UNAUTHORIZED,
                     [(header::WWW_AUTHENTICATE, "Basic realm=\"kite\"")],
@@ -235,7 +245,6 @@ pub async fn publish(
                 )
                     .into_response();
             }
-            Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "authentication failed"),
         }
     } else if let Some(login) = config.auth.anonymous() {
         // No logins: `[acl] anonymous_role`'s rules, as for every MQTT session.

@@ -521,19 +521,14 @@ async fn admit(
         let auth = broker.auth().clone();
         let username = connect.username.as_ref().map(ToString::to_string);
         let password = connect.password.clone();
-        login = Some(
-            tokio::task::spawn_blocking(move || {
+        let checked = broker
+            .auth()
+            .logins()
+            .check(info.peer.ip(), broker.config().connect_timeout, move || {
                 auth.check(username.as_deref(), password.as_deref())
             })
-            .await
-            .map_err(|_| {
-                (
-                    ReasonCode::ServerUnavailable,
-                    "authentication failed to run".to_owned(),
-                )
-            })?
-            .map_err(|r| (r.code, r.detail))?,
-        );
+            .await;
+        login = Some(checked.map_err(|r| (r.code, r.detail))?);
     }
     if connect.properties.authentication_method.is_some() {
         return Err((
