@@ -276,8 +276,9 @@ impl Auth {
                 return Err(Refused::new(
                     ReasonCode::BadUserNameOrPassword,
                     format!(
-                        "the user name {name:?} is not the token's subject {:?}",
-                        claims.subject
+                        "the user name {:?} is not the token's subject {:?}",
+                        shown(name),
+                        shown(&claims.subject)
                     ),
                 ));
             }
@@ -313,9 +314,18 @@ impl Auth {
             }),
             _ => Err(Refused::new(
                 ReasonCode::BadUserNameOrPassword,
-                format!("user {name:?}: unknown user or wrong password"),
+                format!("user {:?}: unknown user or wrong password", shown(name)),
             )),
         }
+    }
+}
+
+/// A client's name as a refusal quotes it: at most 64 characters, so that a 65,535-byte
+/// user name makes neither a huge log line nor a huge reason string.
+fn shown(name: &str) -> std::borrow::Cow<'_, str> {
+    match name.char_indices().nth(64) {
+        None => name.into(),
+        Some((end, _)) => format!("{}…", &name[..end]).into(),
     }
 }
 

@@ -337,7 +337,7 @@ fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
 async fn mqtt_default(
     ws: WebSocketUpgrade,
     headers: HeaderMap,
-    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
     State(state): State<AppState>,
 ) -> Response {
     match state.default_target() {
@@ -353,7 +353,7 @@ async fn mqtt_default(
 async fn mqtt_named(
     ws: WebSocketUpgrade,
     headers: HeaderMap,
-    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
     State(state): State<AppState>,
     UrlPath(name): UrlPath<String>,
 ) -> Response {
@@ -442,10 +442,18 @@ impl SessionLog {
 fn upgrade(
     ws: WebSocketUpgrade,
     headers: &HeaderMap,
-    peer: SocketAddr,
+    peer: Peer,
     state: &AppState,
     target: Target,
 ) -> Response {
+    if peer.spare {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the gateway holds as many connections as it may ([limits] max_connections); try again later\n",
+        )
+            .into_response();
+    }
+    let peer = peer.addr;
     if !origin_allowed(headers, &state.config.allowed_origins) {
         return (
             StatusCode::FORBIDDEN,

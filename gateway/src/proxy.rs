@@ -58,6 +58,37 @@ impl Violation {
         }
     }
 
+    /// How a WebSocket stream the browser broke ends its session: a frame or message over
+    /// the size limit closes with 1009 (MQTT 5: DISCONNECT 0x95 first), one the WebSocket
+    /// protocol forbids (a bad opcode, a length with its top bit set, a fragment where none
+    /// may be, ...) with 1002 (0x81); `None`: the connection itself failed (nothing to say).
+    pub(crate) fn from_ws_error(e: &(dyn std::error::Error + 'static)) -> Option<Self> {
+        use tokio_tungstenite::tungstenite::Error as WsError;
+        let mut cur = Some(e);
+        while let Some(err) = cur {
+            match err.downcast_ref::<WsError>() {
+                Some(WsError::Capacity(c)) => {
+                    return Some(Self {
+                        ws_code: close_code::SIZE,
+                        reason: ReasonCode::PacketTooLarge,
+                        detail: format!("the browser's WebSocket frame is too large: {c}"),
+                    });
+                }
+                Some(WsError::Protocol(p)) => {
+                    return Some(Self {
+                        ws_code: close_code::PROTOCOL,
+                        reason: ReasonCode::MalformedPacket,
+                        detail: format!("WebSocket protocol error from the browser: {p}"),
+                    });
+                }
+                Some(WsError::Utf8(_)) => return Some(text_frame()),
+                Some(_) => return None,
+                None => cur = err.source(),
+            }
+        }
+        None
+    }
+
     fn from_decode(e: &DecodeError) -> Self {
         match e {
             DecodeError::PacketTooLarge { .. } => Self {
@@ -185,7 +216,13 @@ impl Inbound {
     /// Checks a packet against the per-session limits (subscriptions, publish rate).
     fn account(&mut self, packet: &Packet, len: usize) -> Result<(), Violation> {
         match packet {
-            Packet::Publish(_) => {
+            Packet::Publish(p) => {
+                if !p.properties.subscription_identifiers.is_empty() {
+                    // The embedded broker refuses it too; an upstream might pass it on.
+                    return Err(Violation::protocol(
+                        "a client PUBLISH may not carry a Subscription Identifier [MQTT-3.3.4-6]",
+                    ));
+                }
                 if let Some(b) = &mut self.messages {
                     b.take(1.0);
                 }
@@ -308,6 +345,7 @@ pub async fn read_connect<Rx, E>(
 ) -> Result<Option<Bytes>, Violation>
 where
     Rx: Stream<Item = Result<Message, E>> + Unpin,
+    E: std::error::Error + 'static,
 {
     let mut out = Vec::new();
     while let Some(msg) = ws_rx.next().await {
@@ -319,7 +357,8 @@ where
                 }
             }
             Ok(Message::Text(_)) => return Err(text_frame()),
-            Ok(Message::Close(_)) | Err(_) => return Ok(None),
+            Ok(Message::Close(_)) => return Ok(None),
+            Err(e) => return Violation::from_ws_error(&e).map_or(Ok(None), Err),
             Ok(Message::Ping(_) | Message::Pong(_)) => {}
         }
     }
@@ -346,7 +385,7 @@ where
     Tx: Sink<Message> + Unpin,
     Tx::Error: std::fmt::Display,
     Rx: Stream<Item = Result<Message, E>> + Unpin,
-    E: std::fmt::Display,
+    E: std::error::Error + 'static,
     B: AsyncRead + AsyncWrite + Unpin,
 {
     let (mut broker_rd, mut broker_wr) = tokio::io::split(broker);
@@ -526,7 +565,7 @@ where
 const ANSWERS_QUEUED: usize = 64;
 
 /// One message from the browser into `steps`; the bytes it held, or how the session ends.
-fn take<E: std::fmt::Display>(
+fn take<E: std::error::Error + 'static>(
     inbound: &mut Inbound,
     msg: Result<Message, E>,
     steps: &mut Vec<Step>,
@@ -539,7 +578,11 @@ fn take<E: std::fmt::Display>(
         Ok(Message::Text(_)) => Err(End::Violation(text_frame())),
         Ok(Message::Close(_)) => Err(End::Browser),
         Ok(Message::Ping(_) | Message::Pong(_)) => Ok(0),
-        Err(e) => Err(End::Error(format!("reading from the browser: {e}"))),
+        Err(e) => Err(match Violation::from_ws_error(&e) {
+            Some(v) => End::Violation(v),
+            // The browser's connection broke: it is gone, there is no one to tell.
+            None => End::Browser,
+        }),
     }
 }
 

@@ -166,7 +166,7 @@ fn bearer(headers: &HeaderMap) -> Option<Vec<u8>> {
 /// `POST /api/v1/publish`.
 pub async fn publish(
     State(state): State<AppState>,
-    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    ConnectInfo(Peer { addr: peer, .. }): ConnectInfo<Peer>,
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Response {

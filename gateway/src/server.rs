@@ -42,7 +42,7 @@ pub async fn run(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let permits = Arc::new(Semaphore::new(state.config().limits.max_connections));
+    let permits = Permits::new(state.config().limits.max_connections);
     let head_timeout = state.config().limits.connect_timeout;
     let sessions = state.sessions().clone();
     let tls = state.tls().cloned();
@@ -92,13 +92,63 @@ pub async fn run(
     Ok(())
 }
 
-/// The remote address of a connection, for handlers (`ConnectInfo<Peer>`).
+/// Spare connections: taken only when `max_connections` are all open, for short requests.
+const SPARE_CONNECTIONS: usize = 16;
+
+/// Connection permits: `[limits] max_connections`, and [`SPARE_CONNECTIONS`] more for when
+/// those are all held. A spare connection serves plain HTTP requests (each head within the
+/// connect timeout, as any) but no MQTT session, so `/healthz`, `/readyz` and `/metrics` answer
+/// while sessions hold every permit (200 idle MQTT sessions kept `/healthz` silent for 15 s).
+#[derive(Debug, Clone)]
+pub struct Permits {
+    main: Arc<Semaphore>,
+    spare: Arc<Semaphore>,
+}
+
+impl Permits {
+    /// `max` permits for anything, and the spare ones.
+    pub fn new(max: usize) -> Self {
+        Self {
+            main: Arc::new(Semaphore::new(max)),
+            spare: Arc::new(Semaphore::new(SPARE_CONNECTIONS)),
+        }
+    }
+
+    /// A permit for the next connection (a spare one only when all others are held), and
+    /// whether it is spare. Waits while there is none.
+    pub async fn acquire(&self) -> (OwnedSemaphorePermit, bool) {
+        loop {
+            if let Ok(p) = self.main.clone().try_acquire_owned() {
+                return (p, false);
+            }
+            // Neither semaphore is ever closed, so acquiring only waits.
+            let got = tokio::select! {
+                biased;
+                p = self.main.clone().acquire_owned() => p.map(|p| (p, false)),
+                p = self.spare.clone().acquire_owned() => p.map(|p| (p, true)),
+            };
+            if let Ok(got) = got {
+                return got;
+            }
+        }
+    }
+}
+
+/// The remote address of a connection, and whether it holds a spare permit (see [`Permits`]),
+/// for handlers (`ConnectInfo<Peer>`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Peer(pub SocketAddr);
+pub struct Peer {
+    pub addr: SocketAddr,
+    /// Accepted on a spare permit: no MQTT session on it.
+    pub spare: bool,
+}
 
 impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Limited>> for Peer {
     fn connect_info(stream: axum::serve::IncomingStream<'_, Limited>) -> Self {
-        Peer(*stream.remote_addr())
+        Peer {
+            addr: *stream.remote_addr(),
+            spare: stream.io().spare,
+        }
     }
 }
 
@@ -107,7 +157,10 @@ impl
     for Peer
 {
     fn connect_info(stream: axum::serve::IncomingStream<'_, crate::tls::TlsListener>) -> Self {
-        Peer(*stream.remote_addr())
+        Peer {
+            addr: *stream.remote_addr(),
+            spare: stream.io().spare,
+        }
     }
 }
 
@@ -136,7 +189,7 @@ fn reload_on_sighup(tls: crate::tls::Reloadable) {
 /// A listener that holds a connection permit for as long as each accepted connection lives.
 pub struct Limited {
     inner: TcpListener,
-    permits: Arc<Semaphore>,
+    permits: Permits,
     head_timeout: Duration,
 }
 
@@ -145,15 +198,12 @@ impl axum::serve::Listener for Limited {
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        // The semaphore is never closed, so acquiring only waits.
-        let permit = loop {
-            if let Ok(p) = self.permits.clone().acquire_owned().await {
-                break p;
-            }
-        };
+        let (permit, spare) = self.permits.acquire().await;
         let (io, addr) = axum::serve::Listener::accept(&mut self.inner).await;
         let _ = io.set_nodelay(true);
-        (Permitted::new(io, permit, self.head_timeout), addr)
+        let mut io = Permitted::new(io, permit, self.head_timeout);
+        io.spare = spare;
+        (io, addr)
     }
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
@@ -170,6 +220,8 @@ impl axum::serve::Listener for Limited {
 pub struct Permitted<S> {
     io: S,
     _permit: OwnedSemaphorePermit,
+    /// Holds a spare permit (see [`Permits`]).
+    pub spare: bool,
     head: Head,
     head_timeout: Duration,
 }
@@ -192,6 +244,7 @@ impl<S> Permitted<S> {
         Self {
             io,
             _permit: permit,
+            spare: false,
             head: Head::Awaiting {
                 deadline: Box::pin(tokio::time::sleep(head_timeout)),
                 matched: 0,

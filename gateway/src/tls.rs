@@ -10,7 +10,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::{
     self, ServerConfig,
@@ -164,7 +164,7 @@ impl TlsListener {
     /// Accepts on `listener` (a permit before each accept) and handshakes in the background.
     pub fn spawn(
         listener: TcpListener,
-        permits: Arc<Semaphore>,
+        permits: crate::server::Permits,
         tls: Reloadable,
         head_timeout: Duration,
     ) -> std::io::Result<Self> {
@@ -172,11 +172,8 @@ impl TlsListener {
         let (tx, ready) = mpsc::channel(64);
         tokio::spawn(async move {
             loop {
-                let permit = tokio::select! {
-                    p = permits.clone().acquire_owned() => match p {
-                        Ok(p) => p,
-                        Err(_) => return,
-                    },
+                let (permit, spare) = tokio::select! {
+                    p = permits.acquire() => p,
                     () = tx.closed() => return,
                 };
                 let (tcp, addr) = match listener.accept().await {
@@ -193,9 +190,9 @@ impl TlsListener {
                 tokio::spawn(async move {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                         Ok(Ok(io)) => {
-                            let _ = tx
-                                .send((Permitted::new(io, permit, head_timeout), addr))
-                                .await;
+                            let mut io = Permitted::new(io, permit, head_timeout);
+                            io.spare = spare;
+                            let _ = tx.send((io, addr)).await;
                         }
                         Ok(Err(e)) => tracing::debug!(%addr, "TLS handshake failed: {e}"),
                         Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),

@@ -398,3 +398,290 @@ fn another_user_cannot_take_over_a_session() {
         }
     });
 }
+
+/// A WebSocket client that writes frames byte by byte, legal or not.
+struct RawWs(std::net::TcpStream);
+
+impl RawWs {
+    /// The status line of an upgrade request to `/mqtt`.
+    fn try_open(gw: &Gateway) -> String {
+        use std::io::{BufRead, Write};
+        let mut s = std::net::TcpStream::connect(gw.addr).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        write!(
+            s,
+            "GET /mqtt HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: mqtt\r\n\r\n",
+            gw.addr
+        )
+        .unwrap();
+        let mut status = String::new();
+        let _ = std::io::BufReader::new(s).read_line(&mut status);
+        status
+    }
+
+    fn open(gw: &Gateway) -> Self {
+        use std::io::{BufRead, Write};
+        let mut s = std::net::TcpStream::connect(gw.addr).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(15)))
+            .unwrap();
+        write!(
+            s,
+            "GET /mqtt HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: mqtt\r\n\r\n",
+            gw.addr
+        )
+        .unwrap();
+        let mut reader = std::io::BufReader::new(s.try_clone().unwrap());
+        let mut status = String::new();
+        reader.read_line(&mut status).unwrap();
+        assert!(status.contains(" 101 "), "{status}");
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if line == "\r\n" {
+                break;
+            }
+        }
+        assert!(reader.buffer().is_empty());
+        Self(s)
+    }
+
+    /// A masked frame (mask 0: the payload as it is) with this first byte and payload, or
+    /// only a header claiming `claimed` bytes.
+    fn frame(&mut self, first: u8, payload: &[u8], claimed: Option<u64>) {
+        use std::io::Write;
+        let len = claimed.unwrap_or(payload.len() as u64);
+        let mut f = vec![first];
+        match len {
+            0..=125 => f.push(0x80 | len as u8),
+            126..=0xffff => {
+                f.push(0x80 | 126);
+                f.extend_from_slice(&(len as u16).to_be_bytes());
+            }
+            _ => {
+                f.push(0x80 | 127);
+                f.extend_from_slice(&len.to_be_bytes());
+            }
+        }
+        f.extend_from_slice(&[0, 0, 0, 0]);
+        f.extend_from_slice(payload);
+        // The server may close before reading it all.
+        let _ = self.0.write_all(&f);
+    }
+
+    /// The frames the server sends until it closes: (opcode, payload) each.
+    fn frames_until_close(&mut self) -> Vec<(u8, Vec<u8>)> {
+        let mut out = Vec::new();
+        while let Some((opcode, payload)) = self.next_frame() {
+            out.push((opcode, payload));
+            if opcode == 8 {
+                break;
+            }
+        }
+        out
+    }
+
+    /// The next frame from the server, `None` once the connection is closed.
+    fn next_frame(&mut self) -> Option<(u8, Vec<u8>)> {
+        use std::io::Read;
+        let mut head = [0u8; 2];
+        if self.0.read_exact(&mut head).is_err() {
+            return None;
+        }
+        let len = match head[1] & 0x7f {
+            126 => {
+                let mut b = [0u8; 2];
+                self.0.read_exact(&mut b).unwrap();
+                u64::from(u16::from_be_bytes(b))
+            }
+            127 => {
+                let mut b = [0u8; 8];
+                self.0.read_exact(&mut b).unwrap();
+                u64::from_be_bytes(b)
+            }
+            n => u64::from(n),
+        };
+        let mut payload = vec![0u8; len as usize];
+        self.0.read_exact(&mut payload).unwrap();
+        Some((head[0] & 0x0f, payload))
+    }
+
+    /// The close code the server ended with, and the MQTT 5 DISCONNECT reason it sent first.
+    fn closed(mut self) -> (u16, Option<u8>) {
+        let frames = self.frames_until_close();
+        let (opcode, payload) = frames.last().expect("a close frame");
+        assert_eq!(*opcode, 8, "{frames:?}");
+        let code = u16::from_be_bytes([payload[0], payload[1]]);
+        // DISCONNECT: 0xE0, remaining length, reason code.
+        let disconnect = frames
+            .iter()
+            .find(|(op, p)| *op == 2 && p.first() == Some(&0xe0))
+            .map(|(_, p)| p[2]);
+        (code, disconnect)
+    }
+}
+
+/// Found attacking 0.9: a frame over `max_packet_size`, a header claiming 2^63 bytes or a
+/// reserved opcode closed the session with 1011 "connection to the broker failed". README
+/// promises what RFC 6455 §7.4.1 says: 1009 for too big, 1002 for a protocol error — and an
+/// MQTT 5 session gets DISCONNECT 0x95 / 0x81 first. Before the CONNECT too.
+#[test]
+fn broken_websocket_frames_close_with_their_codes() {
+    let gw = Gateway::start_with(&[], None, |c| c.limits.max_packet_size = 64 * 1024);
+    let mut connect = bytes::BytesMut::new();
+    Packet::Connect(Box::new(connect_v5("frames")))
+        .encode(V5, &mut connect)
+        .unwrap();
+    let big = vec![0u8; 64 * 1024 + 1];
+    // What, the frame's first byte, its payload, the length its header claims, and the close
+    // code and MQTT 5 reason expected.
+    type Case<'a> = (&'a str, u8, &'a [u8], Option<u64>, u16, u8);
+    let cases: [Case; 4] = [
+        ("a frame over max_packet_size", 0x82, &big, None, 1009, 0x95),
+        (
+            "a header claiming 2^63 bytes",
+            0x82,
+            &[],
+            Some(1 << 63),
+            1009,
+            0x95,
+        ),
+        ("a reserved opcode", 0x83, b"x", None, 1002, 0x81),
+        (
+            "a continuation with nothing to continue",
+            0x80,
+            b"x",
+            None,
+            1002,
+            0x81,
+        ),
+    ];
+    for (what, first, payload, claimed, code, reason) in cases {
+        for after_connect in [false, true] {
+            let mut ws = RawWs::open(&gw);
+            if after_connect {
+                ws.frame(0x82, &connect, None);
+                // The gateway's DISCONNECT never goes before the broker's CONNACK.
+                let (opcode, packet) = ws.next_frame().unwrap();
+                assert_eq!((opcode, packet[0]), (2, 0x20), "CONNACK");
+            }
+            ws.frame(first, payload, claimed);
+            let (got, disconnect) = ws.closed();
+            assert_eq!(got, code, "{what} (after CONNECT: {after_connect})");
+            let want = after_connect.then_some(reason);
+            assert_eq!(disconnect, want, "{what} (after CONNECT: {after_connect})");
+        }
+    }
+    still_serving(&Via::Ws(gw.ws_url("/mqtt")));
+}
+
+fn connect_v5(client_id: &str) -> Connect {
+    connect(V5, client_id)
+}
+
+/// Found attacking 0.9: a 65,535-byte user name (with users configured) made the MQTT 5
+/// CONNACK refusing it too long to encode — it quoted the name — and the connection was
+/// dropped without an answer. Now the refusal comes, its reason string cut short.
+#[test]
+fn a_huge_user_name_gets_its_refusal() {
+    each_way(two_users, |_, via| {
+        for version in [V3, V5] {
+            let c = Connect {
+                username: Some("u".repeat(65_535).as_str().into()),
+                password: Some(Bytes::from_static(b"wrong")),
+                ..connect(version, "huge-name")
+            };
+            let (mut client, ack) = TestClient::connect(via, c);
+            assert_eq!(ack.reason, ReasonCode::BadUserNameOrPassword, "{version:?}");
+            let why = ack.properties.reason_string.as_deref().unwrap_or("");
+            assert!(why.len() <= 512, "{} bytes", why.len());
+            if version == V5 {
+                assert!(why.contains("unknown user or wrong password"), "{why}");
+            }
+            assert!(client.try_recv().is_none());
+        }
+        still_serving_as(via, "admin");
+    });
+}
+
+/// [`still_serving`] with users configured: logged in as `user` (password = name).
+fn still_serving_as(via: &Via, user: &str) {
+    let login = |id: &str| Connect {
+        username: Some(user.into()),
+        password: Some(Bytes::copy_from_slice(user.as_bytes())),
+        ..connect(V5, id)
+    };
+    let (mut sub, _) = TestClient::connect(via, login("bystander-sub"));
+    sub.subscribe("ok/#", QoS::AtLeastOnce);
+    let (mut publ, _) = TestClient::connect(via, login("bystander-pub"));
+    assert_eq!(
+        publ.publish(publish("ok/1", "fine", QoS::AtLeastOnce, 1)),
+        ReasonCode::Success
+    );
+    assert_eq!(&sub.recv_publish().payload[..], b"fine");
+}
+
+/// Found attacking 0.9: in front of an upstream, a browser's PUBLISH carrying a Subscription
+/// Identifier was passed on, where the embedded broker refuses it [MQTT-3.3.4-6]. The
+/// gateway refuses it itself now (DISCONNECT 0x82 Protocol error, close 1002), and mosquitto
+/// never sees it.
+#[test]
+fn a_publish_with_a_subscription_identifier_is_refused_at_the_gateway() {
+    let broker = Mosquitto::start();
+    let gw = Gateway::start(&[&broker.url()], None);
+    let mut watcher = TestClient::connected(
+        &Via::Tcp(std::net::SocketAddr::from(([127, 0, 0, 1], broker.port))),
+        V5,
+        "watcher",
+    );
+    watcher.subscribe("#", QoS::AtMostOnce);
+    let via = Via::Ws(gw.ws_url("/mqtt"));
+    let mut c = TestClient::connected(&via, V5, "subid");
+    let mut p = publish("a/b", "x", QoS::AtMostOnce, 0);
+    p.properties = Properties {
+        subscription_identifiers: vec![5],
+        ..Properties::default()
+    }
+    .into();
+    c.send(&Packet::Publish(p));
+    match c.try_recv() {
+        Some(Packet::Disconnect(d)) => assert_eq!(d.reason, ReasonCode::ProtocolError),
+        other => panic!("expected DISCONNECT 0x82, got {other:?}"),
+    }
+    assert!(c.try_recv().is_none());
+    assert!(watcher.barrier().is_empty(), "mosquitto never saw it");
+    still_serving(&via);
+}
+
+/// Found attacking 0.9: idle MQTT sessions holding every connection permit kept `/healthz`
+/// from answering (15 s with 200 of them). Spare connections serve plain requests while the
+/// permits are all held: health and metrics answer, a new MQTT session gets 503.
+#[test]
+fn health_and_metrics_answer_while_sessions_hold_every_permit() {
+    let gw = Gateway::start_with(&[], None, |c| c.limits.max_connections = 5);
+    let via = Via::Ws(gw.ws_url("/mqtt"));
+    let sessions: Vec<TestClient> = (0..5)
+        .map(|i| TestClient::connected(&via, V5, &format!("idle-{i}")))
+        .collect();
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(std::time::Duration::from_secs(5)))
+        .build()
+        .new_agent();
+    for path in ["/healthz", "/metrics", "/readyz"] {
+        let status = agent
+            .get(&gw.http_url(path))
+            .call()
+            .map(|r| r.status().as_u16());
+        assert_eq!(status.ok(), Some(200), "{path}");
+    }
+    let upgrade = RawWs::try_open(&gw);
+    assert!(upgrade.contains(" 503 "), "{upgrade}");
+    drop(sessions);
+    // Once a permit is free again, sessions are accepted (the closes take a moment).
+    kite_tests::wait_for(
+        "a session to be accepted",
+        std::time::Duration::from_secs(10),
+        || RawWs::try_open(&gw).contains(" 101 ").then_some(()),
+    );
+}

@@ -236,10 +236,25 @@ fn encode(packet: &Packet, version: Version, out: &mut Out) {
 
 /// A CONNACK refusing the connection: the 3.1.1 return code of the same meaning when there is
 /// one (else 3, Server unavailable), the v5 reason code with a reason string otherwise.
+/// A reason string for a client: `detail` cut at a character boundary to at most
+/// `REASON_MAX` bytes (a detail can quote what the client sent — a 65,535-byte user name made
+/// a CONNACK too long to encode, and the connection was dropped without an answer).
+pub(crate) fn reason_text(detail: &str) -> MqttStr {
+    const REASON_MAX: usize = 512;
+    if detail.len() <= REASON_MAX {
+        return detail.into();
+    }
+    let mut end = REASON_MAX - '…'.len_utf8();
+    while !detail.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &detail[..end]).as_str().into()
+}
+
 pub(crate) fn refusal(version: Version, code: ReasonCode, detail: &str) -> (Packet, Version) {
     if version.is_v5() {
         let properties = Properties {
-            reason_string: Some(detail.into()),
+            reason_string: Some(reason_text(detail)),
             ..Properties::default()
         };
         let ack = ConnAck {
@@ -485,7 +500,7 @@ where
     {
         let mut d = Disconnect::new(code);
         if conn.problem_info || matches!(end, End::Violation(..)) {
-            d.properties.reason_string = Some(detail.into());
+            d.properties.reason_string = Some(reason_text(&detail));
         }
         encode(&Packet::Disconnect(d), version, &mut out);
     }
