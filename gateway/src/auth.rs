@@ -331,13 +331,25 @@ fn shown(name: &str) -> std::borrow::Cow<'_, str> {
 
 /// The CONNECT the broker gets: the role's credentials instead of the browser's, and the
 /// client id with the role's prefix.
-pub fn rewrite_connect(connect: &Connect, role: Option<&Role>) -> Connect {
+///
+/// With `scope` (the login's user, in front of an upstream with `[acl] scope_client_ids`), a
+/// non-empty client id becomes `<prefix><user>:<client id>`, the user's own `:` doubled — so
+/// two users' ids never meet, and another user's same client id is another session at the
+/// broker, which the gateway cannot ask whose a session is. An empty client id stays empty
+/// (the broker assigns one).
+pub fn rewrite_connect(connect: &Connect, role: Option<&Role>, scope: Option<&str>) -> Connect {
     let mut c = connect.clone();
     let role = role.cloned().unwrap_or_default();
     c.username = role.upstream_username.map(ByteString::from);
     c.password = role.upstream_password.map(Bytes::from);
-    if !role.client_id_prefix.is_empty() {
-        c.client_id = ByteString::from(format!("{}{}", role.client_id_prefix, c.client_id));
+    let scoped = match scope {
+        Some(user) if !c.client_id.is_empty() => {
+            format!("{}:{}", user.replace(':', "::"), c.client_id)
+        }
+        _ => c.client_id.to_string(),
+    };
+    if !role.client_id_prefix.is_empty() || scoped.len() != c.client_id.len() {
+        c.client_id = ByteString::from(format!("{}{scoped}", role.client_id_prefix));
     }
     c
 }
@@ -412,7 +424,7 @@ mod tests {
             password: Some(Bytes::from_static(b"s3cret")),
             ..Connect::default()
         };
-        let upstream = rewrite_connect(&browser, role.as_ref());
+        let upstream = rewrite_connect(&browser, role.as_ref(), None);
         assert_eq!(upstream.client_id, "web-tab-1");
         assert_eq!(upstream.username.as_deref(), Some("gw"));
         assert_eq!(upstream.password.as_deref(), Some(&b"broker-secret"[..]));

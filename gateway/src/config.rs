@@ -390,6 +390,10 @@ pub struct Config {
     pub broker: BrokerSettings,
     /// What a refused MQTT 3.1.1 PUBLISH gets (`[acl] v311_denied_publish`).
     pub v311_denied_publish: crate::rules::DeniedPublish,
+    /// In front of an upstream, with logins: the client id sent upstream carries the user
+    /// (`[acl] scope_client_ids`, default true), so that another user's same client id is
+    /// another session there.
+    pub scope_client_ids: bool,
 }
 
 /// Where the embedded broker listens for devices, and its limits (`[broker]`).
@@ -467,6 +471,7 @@ pub(crate) struct FileConfig {
 #[serde(deny_unknown_fields)]
 pub(crate) struct FileAcl {
     pub(crate) v311_denied_publish: Option<crate::rules::DeniedPublish>,
+    pub(crate) scope_client_ids: Option<bool>,
     pub(crate) anonymous_role: Option<String>,
 }
 
@@ -807,6 +812,7 @@ impl Config {
             limits,
             broker,
             v311_denied_publish: parsed.acl.v311_denied_publish.unwrap_or_default(),
+            scope_client_ids: parsed.acl.scope_client_ids.unwrap_or(true),
         })
     }
 

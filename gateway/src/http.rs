@@ -396,7 +396,8 @@ async fn authenticate(
             None => return Ok(None),
         }
     };
-    let upstream = crate::auth::rewrite_connect(connect, login.role.as_ref());
+    let scope = (config.scope_client_ids && config.auth.required()).then_some(login.user.as_str());
+    let upstream = crate::auth::rewrite_connect(connect, login.role.as_ref(), scope);
     let mut bytes = BytesMut::new();
     Packet::Connect(Box::new(upstream))
         .encode(connect.version, &mut bytes)

@@ -299,6 +299,8 @@ pub async fn publish(
                     ..Connect::default()
                 },
                 role.as_ref(),
+                // A fresh random client id of its own: nothing to scope.
+                None,
             );
             match tokio::time::timeout(
                 BROKER_TIMEOUT,

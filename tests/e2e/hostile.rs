@@ -304,6 +304,11 @@ fn retained_messages_are_bounded() {
 
 /// Users `admin` (no topic rules) and `alice` (only `plant/#`).
 fn two_users(c: &mut Config) {
+    two_users_with_prefix(c, "");
+}
+
+/// [`two_users`], alice's role with this `client_id_prefix`.
+fn two_users_with_prefix(c: &mut Config, alice_prefix: &str) {
     let user = |name: &str, role: &str| User {
         name: name.into(),
         password_hash: hash_password(name.as_bytes()).unwrap(),
@@ -318,6 +323,7 @@ fn two_users(c: &mut Config) {
             },
             Role {
                 name: "operator".into(),
+                client_id_prefix: alice_prefix.into(),
                 acl: kite_gateway::acl::Acl {
                     publish: Some(vec!["plant/#".into()]),
                     subscribe: Some(vec!["plant/#".into()]),
@@ -684,4 +690,74 @@ fn health_and_metrics_answer_while_sessions_hold_every_permit() {
         std::time::Duration::from_secs(10),
         || RawWs::try_open(&gw).contains(" 101 ").then_some(()),
     );
+}
+
+/// The session-takeover finding in front of mosquitto, which cannot be asked whose a session
+/// is: the client id the gateway sends upstream carries the user (`<prefix><user>:<id>`), so
+/// alice with the admin's client id gets a fresh session there, never the admin's
+/// subscriptions or queue — with and without a role's `client_id_prefix`.
+#[test]
+fn another_user_cannot_take_over_a_session_upstream() {
+    for prefix in ["", "web-"] {
+        take_over_upstream(prefix);
+    }
+}
+
+/// alice's role with `prefix`, the admin's with none.
+fn take_over_upstream(prefix: &str) {
+    let broker = Mosquitto::start();
+    let gw = Gateway::start_with(&[&broker.url()], None, |c| {
+        two_users_with_prefix(c, prefix);
+    });
+    let via = Via::Ws(gw.ws_url("/mqtt"));
+    let mut watcher = TestClient::connected(
+        &Via::Tcp(std::net::SocketAddr::from(([127, 0, 0, 1], broker.port))),
+        V5,
+        "watcher",
+    );
+    for version in [V3, V5] {
+        let (mut admin, ack) = TestClient::connect(&via, login(version, "admin", false));
+        assert_eq!(ack.reason, ReasonCode::Success);
+        admin.subscribe("#", QoS::AtLeastOnce);
+        admin.disconnect();
+        watcher.publish(publish("plant/secret/x", "queued", QoS::AtLeastOnce, 1));
+        let (mut alice, ack) = TestClient::connect(&via, login(version, "alice", false));
+        assert_eq!(
+            (ack.reason, ack.session_present),
+            (ReasonCode::Success, false),
+            "a fresh session of alice's own ({version:?}, prefix {prefix:?})"
+        );
+        assert!(alice.barrier().is_empty(), "none of the admin's queue");
+        watcher.publish(publish("plant/secret/y", "live", QoS::AtLeastOnce, 2));
+        assert!(
+            alice.barrier().is_empty(),
+            "none of the admin's subscriptions"
+        );
+        alice.disconnect();
+        // alice's own session ends too (the next round starts with none).
+        let ended = Connect {
+            properties: Default::default(),
+            ..login(version, "alice", true)
+        };
+        TestClient::connect(&via, ended).0.disconnect();
+        let (mut admin, ack) = TestClient::connect(&via, login(version, "admin", false));
+        assert_eq!(
+            (ack.reason, ack.session_present),
+            (ReasonCode::Success, true)
+        );
+        let got: Vec<Bytes> = (0..2)
+            .map(|_| {
+                let p = admin.recv_publish();
+                admin.ack(&p);
+                p.payload
+            })
+            .collect();
+        assert_eq!(got, ["queued", "live"]);
+        // Ended by its owner.
+        let ended = Connect {
+            properties: Default::default(),
+            ..login(version, "admin", true)
+        };
+        TestClient::connect(&via, ended).0.disconnect();
+    }
 }
