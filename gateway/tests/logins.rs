@@ -75,15 +75,16 @@ fn a_login_flood_is_bounded_in_memory_and_delays_only_its_source() {
         ),
     )
     .unwrap();
-    let (mut child, line) = common::serve_embedded(&[
+    let (child, line) = common::serve_embedded(&[
         "--config".as_ref(),
         config.as_os_str(),
         "--data-dir".as_ref(),
         dir.join("data").as_os_str(),
     ]);
+    let child = common::KillOnDrop(child);
     let mqtt: SocketAddr = common::address(&line, "mqtt://").parse().unwrap();
     let http = common::address(&line, "http://");
-    let before = peak_rss_kib(child.id());
+    let before = peak_rss_kib(child.0.id());
 
     let flood: Vec<_> = (0..200)
         .map(|i| std::thread::spawn(move || login(mqtt, None, &format!("bad-{i}"), "wrong")))
@@ -97,7 +98,7 @@ fn a_login_flood_is_bounded_in_memory_and_delays_only_its_source() {
     assert!(codes.iter().all(|c| *c == 4 || *c == 3), "{codes:?}");
     assert!(codes.contains(&4));
 
-    let peak = peak_rss_kib(child.id());
+    let peak = peak_rss_kib(child.0.id());
     let metrics = {
         let mut s = TcpStream::connect(&http).unwrap();
         write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
@@ -105,8 +106,7 @@ fn a_login_flood_is_bounded_in_memory_and_delays_only_its_source() {
         s.read_to_string(&mut text).unwrap();
         text
     };
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(child);
     let _ = std::fs::remove_dir_all(&dir);
     println!(
         "peak RSS: {before} KiB before, {peak} KiB through the flood; codes: {} refused, {} busy",

@@ -46,3 +46,14 @@ pub fn address(line: &str, scheme: &str) -> String {
         .map(|a| a.trim().to_owned())
         .unwrap_or_else(|| panic!("no {scheme} address in {line:?}"))
 }
+
+/// A server process killed when the test ends — also when an assertion fails first, so that
+/// it never outlives the test holding the test's output pipe open.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
