@@ -241,7 +241,10 @@ fn a_client_cannot_forge_log_lines() {
     // Killed before any assertion: a server outliving the test would hold its output open.
     child.kill().unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(read && connack == [0x20, 2, 0, 0], "CONNACK accepted: {connack:?}");
+    assert!(
+        read && connack == [0x20, 2, 0, 0],
+        "CONNACK accepted: {connack:?}"
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     let _ = std::fs::remove_dir_all(&data);
     let mentions: Vec<&str> = stderr.lines().filter(|l| l.contains("FORGED")).collect();

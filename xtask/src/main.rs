@@ -32,6 +32,12 @@ Commands:
                    Kite's gateway, medians of 3 runs (about 6 minutes); writes target/bench/gateway.md
   bench app        the browser app in headless Chromium taking 20,000 msgs/s over 1,000
                    topics for 10 s (about 1 minute); writes target/bench/app.md
+  fuzz [TARGET] [SECS]
+                   open-ended fuzzing with cargo-fuzz (installed once from crates.io):
+                   TARGET `broker` (the embedded broker, three clients, default), `inbound` (the
+                   gateway's checks of what browsers send) or `decode` (the codec), for SECS
+                   seconds (default 600); crashes land in fuzz/artifacts/TARGET/. Bounded,
+                   seeded runs of all three are part of `cargo xtask test`
   help             this text
 ";
 
@@ -45,6 +51,7 @@ fn main() -> ExitCode {
         "test" => test(&root, &rest),
         "dist" => dist(&root).map(|_| ()),
         "bench" => bench(&root, &rest),
+        "fuzz" => fuzz(&root, &rest),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -135,6 +142,46 @@ fn bench(root: &Path, args: &[String]) -> Result<(), Failure> {
         &mut cmd,
         "running the benchmark",
         "read its output above; `--quick` runs a tenth of the load",
+    )
+}
+
+/// `cargo xtask fuzz [TARGET] [SECS]`: cargo-fuzz on a stable toolchain (libFuzzer needs the
+/// sanitizer flags of nightly: `RUSTC_BOOTSTRAP=1` unlocks them on this one).
+fn fuzz(root: &Path, args: &[String]) -> Result<(), Failure> {
+    let target = args.first().map_or("broker", String::as_str);
+    if !["broker", "inbound", "decode"].contains(&target) {
+        return Err(Failure {
+            what: "choosing a fuzz target".into(),
+            command: format!("cargo xtask fuzz {}", args.join(" ")),
+            detail: format!("unknown target {target:?}"),
+            fix: "use `broker`, `inbound` or `decode`".into(),
+        });
+    }
+    let secs: u64 = match args.get(1).map(|s| s.parse()) {
+        None => 600,
+        Some(Ok(n)) if n > 0 => n,
+        Some(_) => {
+            return Err(Failure {
+                what: "reading how long to fuzz".into(),
+                command: format!("cargo xtask fuzz {}", args.join(" ")),
+                detail: format!("{:?} is not a number of seconds", args[1]),
+                fix: "e.g. `cargo xtask fuzz broker 300`".into(),
+            });
+        }
+    };
+    let env = tools::Env::new(&[]);
+    tools::ensure_cargo_fuzz(&env)?;
+    step(&format!(
+        "fuzzing {target} for {secs} s (crashes: fuzz/artifacts/{target}/)"
+    ));
+    run(
+        cargo(&env)
+            .args(["fuzz", "run", target, "--"])
+            .arg(format!("-max_total_time={secs}"))
+            .env("RUSTC_BOOTSTRAP", "1")
+            .current_dir(root.join("fuzz")),
+        "fuzzing",
+        "a crash is saved under fuzz/artifacts/; copy it to gateway/tests/fuzzing/regressions/<target>/ (broker, inbound) so every `cargo xtask test` replays it, then fix it",
     )
 }
 

@@ -443,3 +443,27 @@ fn is_root() -> bool {
         .output()
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
+
+/// Makes sure `cargo fuzz` is installed (from crates.io, once: about 2 minutes).
+pub fn ensure_cargo_fuzz(env: &Env) -> Result<(), Failure> {
+    let present = env
+        .command(cargo_bin())
+        .args(["fuzz", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if present {
+        progress(1, "cargo-fuzz", "present");
+        return Ok(());
+    }
+    progress(
+        1,
+        "cargo-fuzz",
+        "missing, installing with cargo install (about 2 min, once)",
+    );
+    run(
+        env.command(cargo_bin())
+            .args(["install", "--locked", "cargo-fuzz"]),
+        "installing cargo-fuzz",
+        "check the network access to crates.io, then run `cargo install --locked cargo-fuzz`",
+    )
+}
