@@ -578,6 +578,13 @@ fn broken_websocket_frames_close_with_their_codes() {
             assert_eq!(disconnect, want, "{what} (after CONNECT: {after_connect})");
         }
     }
+    // A message whose fragments never end: closed with 1009 once they pass the size limit.
+    let mut ws = RawWs::open(&gw);
+    ws.frame(0x02, &[0u8; 1024], None);
+    for _ in 0..80 {
+        ws.frame(0x00, &[0u8; 1024], None);
+    }
+    assert_eq!(ws.closed().0, 1009, "endless fragments");
     still_serving(&Via::Ws(gw.ws_url("/mqtt")));
 }
 
@@ -759,5 +766,194 @@ fn take_over_upstream(prefix: &str) {
             ..login(version, "admin", true)
         };
         TestClient::connect(&via, ended).0.disconnect();
+    }
+}
+
+/// What a hostile client sends, and how the broker must answer it.
+enum Expect {
+    /// The connection is closed; an MQTT 5 client gets DISCONNECT with this reason first.
+    Closed(Option<ReasonCode>),
+    /// This packet comes back and the connection stays open.
+    Answer(Packet),
+}
+
+/// Attacks at the MQTT level, each over TCP and over WebSocket, each after a good CONNECT
+/// (MQTT 5): only the attacker's connection is affected, with the reason the specification
+/// gives, and another client is served after each.
+#[test]
+fn hostile_packets_close_only_their_connection() {
+    // Written by hand: Kite's codec will not encode an alias of 0.
+    let alias = |alias: u16, topic: &str| {
+        let mut body = vec![0, topic.len() as u8];
+        body.extend_from_slice(topic.as_bytes());
+        body.extend_from_slice(&[3, 0x23]);
+        body.extend_from_slice(&alias.to_be_bytes());
+        body.push(b'x');
+        let mut p = vec![0x30, body.len() as u8];
+        p.extend(body);
+        p
+    };
+    let mut second_connect = bytes::BytesMut::new();
+    Packet::Connect(Box::new(connect(V5, "again")))
+        .encode(V5, &mut second_connect)
+        .unwrap();
+    let cases: Vec<(&str, Vec<u8>, Expect)> = vec![
+        (
+            "a remaining length of five bytes",
+            vec![0x30, 0xff, 0xff, 0xff, 0xff, 0x01],
+            Expect::Closed(Some(ReasonCode::MalformedPacket)),
+        ),
+        (
+            "a reserved packet type",
+            vec![0x00, 0x00],
+            Expect::Closed(Some(ReasonCode::MalformedPacket)),
+        ),
+        (
+            "a second CONNECT [MQTT-3.1.0-2]",
+            second_connect.to_vec(),
+            Expect::Closed(Some(ReasonCode::ProtocolError)),
+        ),
+        // A value the protocol forbids: the decoder calls the packet malformed (0x94 is
+        // defined for an alias above the maximum, next).
+        (
+            "topic alias 0 [MQTT-3.3.2-8]",
+            alias(0, "a"),
+            Expect::Closed(Some(ReasonCode::MalformedPacket)),
+        ),
+        (
+            "a topic alias above the maximum [MQTT-3.3.2-9]",
+            alias(65_535, "a"),
+            Expect::Closed(Some(ReasonCode::TopicAliasInvalid)),
+        ),
+        (
+            "a topic alias used before it was set",
+            alias(1, ""),
+            Expect::Closed(Some(ReasonCode::ProtocolError)),
+        ),
+        (
+            "PUBREL for an unknown packet id",
+            vec![0x62, 2, 0x12, 0x34],
+            Expect::Answer(Packet::PubComp({
+                let mut a = kite_mqtt::codec::Ack::new(0x1234);
+                a.reason = ReasonCode::PacketIdentifierNotFound;
+                a
+            })),
+        ),
+    ];
+    each_way(
+        |_| {},
+        |_, via| {
+            for (what, bytes, expect) in &cases {
+                let mut c = TestClient::connected(via, V5, "attacker");
+                c.send_raw(bytes);
+                match expect {
+                    Expect::Closed(reason) => {
+                        let mut got = None;
+                        while let Some(p) = c.try_recv() {
+                            if let Packet::Disconnect(d) = p {
+                                got = Some(d.reason);
+                            }
+                        }
+                        assert_eq!(got, *reason, "{what} ({via:?})");
+                    }
+                    Expect::Answer(packet) => {
+                        assert_eq!(&c.recv(), packet, "{what} ({via:?})");
+                        assert!(c.barrier().is_empty(), "{what}: still open");
+                    }
+                }
+                still_serving(via);
+            }
+        },
+    );
+}
+
+/// A SUBSCRIBE of 10,000 filters: a device over TCP gets its first 1,000 granted and 0x97 for
+/// the rest (`[broker] max_subscriptions`); a browser session is closed with 0x97 (the
+/// gateway's `[limits] max_subscriptions`). Either way the others are served.
+#[test]
+fn ten_thousand_filters_in_one_subscribe() {
+    each_way(
+        |_| {},
+        |_, via| {
+            let filters: Vec<String> = (0..10_000).map(|i| format!("many/{i}")).collect();
+            let refs: Vec<&str> = filters.iter().map(String::as_str).collect();
+            let mut c = TestClient::connected(via, V5, "many");
+            c.send(&Packet::Subscribe(kite_mqtt::codec::Subscribe {
+                packet_id: 1,
+                filters: refs
+                    .iter()
+                    .map(|f| kite_mqtt::codec::Subscription::new(*f, QoS::AtMostOnce))
+                    .collect(),
+                properties: Default::default(),
+            }));
+            match (via, c.try_recv()) {
+                (Via::Tcp(_), Some(Packet::SubAck(a))) => {
+                    let granted = a.reasons.iter().filter(|r| !r.is_error()).count();
+                    assert_eq!(granted, 1_000);
+                    assert!(
+                        a.reasons[1_000..]
+                            .iter()
+                            .all(|r| *r == ReasonCode::QuotaExceeded)
+                    );
+                }
+                (Via::Ws(_), Some(Packet::Disconnect(d))) => {
+                    assert_eq!(d.reason, ReasonCode::QuotaExceeded);
+                }
+                (via, other) => panic!("{via:?}: {other:?}"),
+            }
+            still_serving(via);
+        },
+    );
+}
+
+/// Slowloris: a CONNECT one byte per 100 ms over TCP, and an HTTP request head one byte per
+/// 100 ms, are both cut off at the connect timeout (1 s here); others are served meanwhile.
+#[test]
+fn slow_senders_are_cut_off_at_the_connect_timeout() {
+    use std::io::{Read, Write};
+    let gw = Gateway::start_with(&[], None, |c| {
+        c.limits.connect_timeout = std::time::Duration::from_secs(1);
+        c.broker.config.connect_timeout = std::time::Duration::from_secs(1);
+    });
+    let mut connect_bytes = bytes::BytesMut::new();
+    Packet::Connect(Box::new(connect(V5, "slow")))
+        .encode(V5, &mut connect_bytes)
+        .unwrap();
+    let head = format!(
+        "GET /healthz HTTP/1.1\r\nHost: {}\r\nX-Slow: {}\r\n\r\n",
+        gw.addr,
+        "a".repeat(40)
+    );
+    for (addr, bytes) in [
+        (gw.mqtt_addr.unwrap(), connect_bytes.to_vec()),
+        (gw.addr, head.into_bytes()),
+    ] {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        let started = std::time::Instant::now();
+        let mut cut_off = false;
+        for b in &bytes {
+            if s.write_all(&[*b]).is_err() {
+                cut_off = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            if started.elapsed() > std::time::Duration::from_secs(3) {
+                break;
+            }
+        }
+        // Closed: the read ends (0 bytes or a reset), with nothing but a refusal before it.
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let mut answer = Vec::new();
+        let closed = match s.read_to_end(&mut answer) {
+            Ok(_) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        };
+        assert!(cut_off || closed, "{addr}: still open");
+        assert!(
+            !String::from_utf8_lossy(&answer).contains("200 OK") && answer.len() < 512,
+            "{addr}: answered {answer:?}"
+        );
+        still_serving(&Via::Tcp(gw.mqtt_addr.unwrap()));
     }
 }
