@@ -12,7 +12,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let version = if control & 1 == 0 { Version::V3_1_1 } else { Version::V5 };
-    let limits = if control & 2 == 0 { Limits::default() } else { Limits { max_packet_size: 128 } };
+    let limits = if control & 2 == 0 { Limits::default() } else { Limits { max_packet_size: 128, max_user_properties: 2 } };
     let chunk = usize::from(control >> 2).max(1);
     let mut buf = BytesMut::new();
     for piece in input.chunks(chunk) {

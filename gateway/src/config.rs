@@ -32,6 +32,8 @@ pub struct GatewayLimits {
     pub max_connections: usize,
     /// Largest MQTT packet from a browser, and largest WebSocket message, in bytes.
     pub max_packet_size: u32,
+    /// User Properties one MQTT 5 packet may carry (browsers and devices).
+    pub max_user_properties: usize,
     /// Time a new WebSocket has to send its CONNECT (slowloris defence).
     pub connect_timeout: std::time::Duration,
     /// Subscriptions, publish rate and idle timeout per browser session.
@@ -43,6 +45,7 @@ impl Default for GatewayLimits {
         Self {
             max_connections: 10_000,
             max_packet_size: 16 * 1024 * 1024,
+            max_user_properties: 64,
             connect_timeout: std::time::Duration::from_secs(10),
             session: crate::proxy::SessionLimits {
                 max_subscriptions: 1000,
@@ -549,6 +552,7 @@ pub(crate) struct FileTls {
 pub(crate) struct FileLimits {
     pub(crate) max_connections: Option<u64>,
     pub(crate) max_packet_size: Option<u64>,
+    pub(crate) max_user_properties: Option<u64>,
     pub(crate) connect_timeout_secs: Option<u64>,
     pub(crate) max_subscriptions: Option<u64>,
     pub(crate) publish_rate: Option<u64>,
@@ -878,6 +882,7 @@ impl FileBroker {
         )?;
         let config = crate::broker::BrokerConfig {
             max_packet_size: limits.max_packet_size,
+            max_user_properties: limits.max_user_properties,
             connect_timeout: limits.connect_timeout,
             max_connections: limits.max_connections,
             max_queued_messages: usize_of(range(
@@ -1063,6 +1068,14 @@ impl FileLimits {
             "128 to 268435460 bytes (the MQTT maximum)",
             u64::from(d.max_packet_size),
         )?;
+        let max_user_properties = range(
+            "max_user_properties",
+            self.max_user_properties,
+            0,
+            1_000_000,
+            "0 to 1000000 per packet",
+            d.max_user_properties as u64,
+        )?;
         let connect_timeout = range(
             "connect_timeout_secs",
             self.connect_timeout_secs,
@@ -1106,6 +1119,7 @@ impl FileLimits {
         Ok(GatewayLimits {
             max_connections: usize::try_from(max_connections).unwrap_or(d.max_connections),
             max_packet_size: u32::try_from(max_packet_size).unwrap_or(d.max_packet_size),
+            max_user_properties: usize::try_from(max_user_properties).unwrap_or(usize::MAX),
             connect_timeout: std::time::Duration::from_secs(connect_timeout),
             session: crate::proxy::SessionLimits {
                 max_subscriptions: usize::try_from(max_subscriptions).unwrap_or(usize::MAX),

@@ -489,6 +489,7 @@ fn upgrade(
         let (mut tx, mut rx) = socket.split();
         // The CONNECT first, in time; only then is the upstream contacted.
         let mut inbound = proxy::Inbound::new(limits.max_packet_size, metrics.clone())
+            .with_max_user_properties(limits.max_user_properties)
             .with_session_limits(limits.session);
         let reading = tokio::time::timeout(
             limits.connect_timeout,

@@ -96,6 +96,11 @@ impl Violation {
                 reason: ReasonCode::PacketTooLarge,
                 detail: e.to_string(),
             },
+            DecodeError::TooManyUserProperties { .. } => Self {
+                ws_code: close_code::POLICY,
+                reason: ReasonCode::QuotaExceeded,
+                detail: format!("{e} ([limits] max_user_properties)"),
+            },
             _ => Self {
                 ws_code: close_code::PROTOCOL,
                 reason: ReasonCode::MalformedPacket,
@@ -170,7 +175,10 @@ impl Inbound {
     pub fn new(max_packet_size: u32, metrics: Arc<Metrics>) -> Self {
         Self {
             buf: BytesMut::new(),
-            limits: Limits { max_packet_size },
+            limits: Limits {
+                max_packet_size,
+                ..Limits::default()
+            },
             version: None,
             connect: None,
             metrics,
@@ -185,6 +193,12 @@ impl Inbound {
     /// Checks every packet after the CONNECT against these topic rules.
     pub fn set_rules(&mut self, rules: TopicRules) {
         self.rules = Some(rules);
+    }
+
+    /// At most `max` User Properties per packet from the browser.
+    pub fn with_max_user_properties(mut self, max: usize) -> Self {
+        self.limits.max_user_properties = max;
+        self
     }
 
     /// The largest packet the session accepts.

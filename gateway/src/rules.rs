@@ -510,6 +510,7 @@ impl Downstream {
         let mut buf = BytesMut::from(&packet[..]);
         let limits = Limits {
             max_packet_size: u32::MAX,
+            ..Limits::default()
         };
         let Ok(Some(Packet::SubAck(mut ack))) = decode(&mut buf, self.version, &limits) else {
             return packet;

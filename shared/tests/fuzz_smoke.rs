@@ -118,6 +118,7 @@ fn decoder_survives_random_and_mutated_input() {
         Limits::default(),
         Limits {
             max_packet_size: 64,
+            max_user_properties: 2,
         },
     ];
     let mut decoded = 0usize;

@@ -721,12 +721,53 @@ fn several_packets_in_one_buffer() {
     );
 }
 
+/// A receiver's bound on User Properties (`Limits::max_user_properties`), counted across the
+/// packet (a CONNECT's Will properties included) as they are read: a packet over it is
+/// refused and nothing is consumed.
+#[test]
+fn user_properties_are_bounded_by_the_receivers_limit() {
+    use kite_mqtt::codec::{Properties, Publish};
+    let publish = |n: usize| {
+        let p = Publish {
+            topic: "t".into(),
+            properties: Properties {
+                user_properties: (0..n)
+                    .map(|i| (format!("k{i}").as_str().into(), "".into()))
+                    .collect(),
+                ..Properties::default()
+            }
+            .into(),
+            ..Publish::default()
+        };
+        let mut b = BytesMut::new();
+        kite_mqtt::Packet::Publish(p).encode(V5, &mut b).unwrap();
+        b
+    };
+    let limits = Limits {
+        max_user_properties: 3,
+        ..Limits::default()
+    };
+    assert!(matches!(decode(&mut publish(3), V5, &limits), Ok(Some(_))));
+    let mut four = publish(4);
+    let len = four.len();
+    assert_eq!(
+        decode(&mut four, V5, &limits),
+        Err(DecodeError::TooManyUserProperties { max: 3 })
+    );
+    assert_eq!(four.len(), len, "nothing consumed");
+    assert!(matches!(
+        decode(&mut four, V5, &Limits::default()),
+        Ok(Some(_))
+    ));
+}
+
 #[test]
 fn maximum_packet_size_is_enforced_from_the_fixed_header() {
     // A PUBLISH announcing 1,000,000 bytes: refused after the 4 header bytes, without waiting
     // for (or buffering) the body.
     let limits = Limits {
         max_packet_size: 1024,
+        ..Limits::default()
     };
     let mut buf = BytesMut::from(&hex("30c0843d")[..]);
     let err = decode(&mut buf, V3, &limits).unwrap_err();
@@ -739,7 +780,10 @@ fn maximum_packet_size_is_enforced_from_the_fixed_header() {
     );
     assert_eq!(buf.len(), 4);
     // Exactly at the limit: accepted.
-    let limits = Limits { max_packet_size: 5 };
+    let limits = Limits {
+        max_packet_size: 5,
+        ..Limits::default()
+    };
     assert!(
         decode(&mut BytesMut::from(&hex("3003000161")[..]), V3, &limits)
             .unwrap()

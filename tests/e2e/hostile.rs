@@ -793,6 +793,17 @@ fn hostile_packets_close_only_their_connection() {
         p.extend(body);
         p
     };
+    let with_user_properties = |n: usize| {
+        let mut p = publish("props", "x", QoS::AtLeastOnce, 9);
+        p.properties = Properties {
+            user_properties: (0..n).map(|_| ("".into(), "".into())).collect(),
+            ..Properties::default()
+        }
+        .into();
+        let mut b = bytes::BytesMut::new();
+        Packet::Publish(p).encode(V5, &mut b).unwrap();
+        b.to_vec()
+    };
     let mut second_connect = bytes::BytesMut::new();
     Packet::Connect(Box::new(connect(V5, "again")))
         .encode(V5, &mut second_connect)
@@ -829,6 +840,22 @@ fn hostile_packets_close_only_their_connection() {
             "a topic alias used before it was set",
             alias(1, ""),
             Expect::Closed(Some(ReasonCode::ProtocolError)),
+        ),
+        (
+            "64 user properties ([limits] max_user_properties)",
+            with_user_properties(64),
+            Expect::Answer(Packet::PubAck({
+                let mut a = kite_mqtt::codec::Ack::new(9);
+                a.reason = ReasonCode::NoMatchingSubscribers;
+                a
+            })),
+        ),
+        // Each pair costs 80 bytes decoded for 5 on the wire: a 16 MiB packet of them would
+        // have taken 270 MB.
+        (
+            "65 user properties",
+            with_user_properties(65),
+            Expect::Closed(Some(ReasonCode::QuotaExceeded)),
         ),
         (
             "PUBREL for an unknown packet id",

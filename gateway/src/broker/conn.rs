@@ -286,6 +286,7 @@ where
     let config = broker.config().clone();
     let limits = Limits {
         max_packet_size: config.max_packet_size,
+        max_user_properties: config.max_user_properties,
     };
     // Small to start (an idle client costs little); it grows with the packets that come.
     let mut inbuf = BytesMut::with_capacity(512);
@@ -321,10 +322,10 @@ where
                 }
                 (DecodeError::InvalidProtocolName { .. }, _) => {}
                 (e, Some(5)) => {
-                    let code = if matches!(e, DecodeError::PacketTooLarge { .. }) {
-                        ReasonCode::PacketTooLarge
-                    } else {
-                        ReasonCode::MalformedPacket
+                    let code = match e {
+                        DecodeError::PacketTooLarge { .. } => ReasonCode::PacketTooLarge,
+                        DecodeError::TooManyUserProperties { .. } => ReasonCode::QuotaExceeded,
+                        _ => ReasonCode::MalformedPacket,
                     };
                     let (p, v) = refusal(Version::V5, code, &e.to_string());
                     encode(&p, v, &mut out);
@@ -707,6 +708,12 @@ impl Conn {
                 }
                 Err(e @ DecodeError::PacketTooLarge { .. }) => {
                     return Err(End::violation(ReasonCode::PacketTooLarge, e.to_string()));
+                }
+                Err(e @ DecodeError::TooManyUserProperties { .. }) => {
+                    return Err(End::violation(
+                        ReasonCode::QuotaExceeded,
+                        format!("{e} ([limits] max_user_properties)"),
+                    ));
                 }
                 Err(e) => {
                     return Err(End::violation(

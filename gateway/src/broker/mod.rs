@@ -45,6 +45,9 @@ use store::{Op, Store, StoreError};
 pub struct BrokerConfig {
     /// Largest packet accepted from a client, in bytes (announced as Maximum Packet Size).
     pub max_packet_size: u32,
+    /// User Properties one packet from a client may carry; beyond, the connection is closed
+    /// (MQTT 5: DISCONNECT 0x97).
+    pub max_user_properties: usize,
     /// QoS 2 messages a client may have unacknowledged towards the broker (Receive Maximum).
     pub receive_maximum: u16,
     /// QoS 1/2 messages the broker has unacknowledged towards one client at most (also capped
@@ -116,6 +119,7 @@ impl Default for BrokerConfig {
     fn default() -> Self {
         Self {
             max_packet_size: 16 * 1024 * 1024,
+            max_user_properties: 64,
             receive_maximum: 1024,
             max_inflight: 256,
             topic_alias_maximum: 64,

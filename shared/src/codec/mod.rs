@@ -239,13 +239,19 @@ pub struct Limits {
     /// The largest whole packet (fixed header included) accepted, in bytes. Checked from the
     /// fixed header alone, before the body is buffered.
     pub max_packet_size: u32,
+    /// User Property pairs one packet may carry (a CONNECT's Will properties included),
+    /// counted as they are read: each costs 80 bytes decoded for as few as 5 on the wire, so a
+    /// 16 MiB packet of them would take over 270 MB.
+    pub max_user_properties: usize,
 }
 
 impl Default for Limits {
-    /// The protocol's own ceiling: 268,435,455 bytes of remaining length plus a 5-byte header.
+    /// The protocol's own ceiling: 268,435,455 bytes of remaining length plus a 5-byte header;
+    /// user properties without a count limit.
     fn default() -> Self {
         Self {
             max_packet_size: wire::MAX_VAR_INT + 5,
+            max_user_properties: usize::MAX,
         }
     }
 }
@@ -293,6 +299,12 @@ pub enum DecodeError {
         size: usize,
         /// The limit.
         max: u32,
+    },
+    /// More User Properties than [`Limits::max_user_properties`] in one packet.
+    #[error("more than {max} user properties in one packet (the receiver's limit; MQTT sets none)")]
+    TooManyUserProperties {
+        /// The limit.
+        max: usize,
     },
     /// The remaining length ends before a field does (a malformed packet, §4.13).
     #[error("packet ends in the middle of its {what}")]
@@ -559,7 +571,7 @@ pub fn decode(
     {
         return Ok(Some(Packet::Publish(p)));
     }
-    decode_split(buf, &frame, version, false).map(|(p, _)| Some(p))
+    decode_split(buf, &frame, version, limits, false).map(|(p, _)| Some(p))
 }
 
 /// Like [`decode`], and also returns the packet's original bytes (fixed header included,
@@ -572,7 +584,7 @@ pub fn decode_raw(
     let Some(frame) = frame_header(buf, version, limits)? else {
         return Ok(None);
     };
-    decode_split(buf, &frame, version, true).map(Some)
+    decode_split(buf, &frame, version, limits, true).map(Some)
 }
 
 /// What the fixed header says of the packet at the front of a buffer that holds all of it.
@@ -626,6 +638,7 @@ fn decode_split(
     buf: &mut BytesMut,
     frame: &FrameHeader,
     version: Version,
+    limits: &Limits,
     keep_raw: bool,
 ) -> Result<(Packet, Bytes), DecodeError> {
     let header: [u8; 5] = {
@@ -641,6 +654,7 @@ fn decode_split(
     };
     bytes.advance(frame.header_len);
     let mut body = Reader::new(bytes);
+    body.limit_user_properties(limits.max_user_properties);
     match decode_body(frame.packet_type, frame.flags, &mut body, version) {
         Ok(packet) => Ok((packet, raw)),
         Err(e) => {

@@ -421,6 +421,7 @@ impl Properties {
                 }
                 P::RetainAvailable => set(&mut p.retain_available, id, flag(r, id)?)?,
                 P::UserProperty => {
+                    r.user_property()?;
                     let name = r.mqtt_string(id.name())?;
                     let value = r.mqtt_string(id.name())?;
                     p.user_properties.push((name, value));

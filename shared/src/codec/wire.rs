@@ -140,6 +140,9 @@ pub struct Reader {
     pos: usize,
     /// Reads stop here: the body's end, or a block's ([`Reader::block`]).
     end: usize,
+    /// User properties this packet may still carry, and the limit (for the error).
+    user_properties_left: usize,
+    max_user_properties: usize,
 }
 
 impl Reader {
@@ -147,7 +150,33 @@ impl Reader {
     #[inline]
     pub fn new(buf: Bytes) -> Self {
         let end = buf.len();
-        Self { buf, pos: 0, end }
+        Self {
+            buf,
+            pos: 0,
+            end,
+            user_properties_left: usize::MAX,
+            max_user_properties: usize::MAX,
+        }
+    }
+
+    /// At most `max` User Properties in what this reader reads ([`Reader::user_property`]).
+    pub fn limit_user_properties(&mut self, max: usize) {
+        self.user_properties_left = max;
+        self.max_user_properties = max;
+    }
+
+    /// Counts one User Property against the limit.
+    #[inline]
+    pub fn user_property(&mut self) -> Result<(), super::DecodeError> {
+        match self.user_properties_left.checked_sub(1) {
+            Some(left) => {
+                self.user_properties_left = left;
+                Ok(())
+            }
+            None => Err(super::DecodeError::TooManyUserProperties {
+                max: self.max_user_properties,
+            }),
+        }
     }
 
     /// The whole body, read or not (empty after [`Reader::rest`]).

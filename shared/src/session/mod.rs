@@ -364,6 +364,7 @@ impl Session {
                 .properties
                 .maximum_packet_size
                 .unwrap_or(Limits::default().max_packet_size),
+            ..Limits::default()
         };
         Self {
             client_id: opts.client_id.clone(),
