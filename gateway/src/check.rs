@@ -267,7 +267,7 @@ pub fn check_text(text: &str, base: &Path) -> Vec<Problem> {
     // Each limit on its own, so that every bad one is reported.
     let mut resolved_limits = crate::config::GatewayLimits::default();
     if let Some(l) = &limits {
-        let singles: [(&str, FileLimits); 8] = [
+        let singles: [(&str, FileLimits); 9] = [
             (
                 "max_connections",
                 FileLimits {
@@ -279,6 +279,13 @@ pub fn check_text(text: &str, base: &Path) -> Vec<Problem> {
                 "max_packet_size",
                 FileLimits {
                     max_packet_size: l.max_packet_size,
+                    ..Default::default()
+                },
+            ),
+            (
+                "max_connections_per_address",
+                FileLimits {
+                    max_connections_per_address: l.max_connections_per_address,
                     ..Default::default()
                 },
             ),

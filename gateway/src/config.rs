@@ -30,6 +30,8 @@ pub const DEFAULT_UPSTREAM_NAME: &str = "default";
 pub struct GatewayLimits {
     /// Open TCP connections at most (HTTP and WebSocket); a permit is taken before accept.
     pub max_connections: usize,
+    /// Open connections per source address at most, all listeners together; 0: no bound.
+    pub max_connections_per_address: usize,
     /// Largest MQTT packet from a browser, and largest WebSocket message, in bytes.
     pub max_packet_size: u32,
     /// User Properties one MQTT 5 packet may carry (browsers and devices).
@@ -44,6 +46,7 @@ impl Default for GatewayLimits {
     fn default() -> Self {
         Self {
             max_connections: 10_000,
+            max_connections_per_address: 1_000,
             max_packet_size: 16 * 1024 * 1024,
             max_user_properties: 64,
             connect_timeout: std::time::Duration::from_secs(10),
@@ -553,6 +556,7 @@ pub(crate) struct FileLimits {
     pub(crate) max_connections: Option<u64>,
     pub(crate) max_packet_size: Option<u64>,
     pub(crate) max_user_properties: Option<u64>,
+    pub(crate) max_connections_per_address: Option<u64>,
     pub(crate) connect_timeout_secs: Option<u64>,
     pub(crate) max_subscriptions: Option<u64>,
     pub(crate) publish_rate: Option<u64>,
@@ -1068,6 +1072,14 @@ impl FileLimits {
             "128 to 268435460 bytes (the MQTT maximum)",
             u64::from(d.max_packet_size),
         )?;
+        let max_connections_per_address = range(
+            "max_connections_per_address",
+            self.max_connections_per_address,
+            0,
+            1_000_000,
+            "0 (no bound) to 1000000",
+            d.max_connections_per_address as u64,
+        )?;
         let max_user_properties = range(
             "max_user_properties",
             self.max_user_properties,
@@ -1120,6 +1132,8 @@ impl FileLimits {
             max_connections: usize::try_from(max_connections).unwrap_or(d.max_connections),
             max_packet_size: u32::try_from(max_packet_size).unwrap_or(d.max_packet_size),
             max_user_properties: usize::try_from(max_user_properties).unwrap_or(usize::MAX),
+            max_connections_per_address: usize::try_from(max_connections_per_address)
+                .unwrap_or(usize::MAX),
             connect_timeout: std::time::Duration::from_secs(connect_timeout),
             session: crate::proxy::SessionLimits {
                 max_subscriptions: usize::try_from(max_subscriptions).unwrap_or(usize::MAX),

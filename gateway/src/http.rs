@@ -42,6 +42,8 @@ pub struct AppState {
     metrics: Arc<Metrics>,
     tls: Option<crate::tls::Reloadable>,
     broker: Option<Broker>,
+    /// Open connections per source address, all listeners together.
+    per_address: crate::per_address::PerAddress,
 }
 
 /// The name under which the embedded broker is listed and reachable (`/mqtt/embedded`).
@@ -118,6 +120,7 @@ impl AppState {
 
     /// State for this configuration.
     pub fn new(config: Config) -> anyhow::Result<Self> {
+        let config_for_limits = config.limits;
         let connector = Connector::new(&config.upstreams)?;
         let tls = config
             .tls
@@ -144,7 +147,15 @@ impl AppState {
             connector,
             sessions: Arc::new(Sessions::new()),
             metrics: Arc::default(),
+            per_address: crate::per_address::PerAddress::new(
+                config_for_limits.max_connections_per_address,
+            ),
         })
+    }
+
+    /// Open connections per source address, shared by every listener.
+    pub fn per_address(&self) -> &crate::per_address::PerAddress {
+        &self.per_address
     }
 
     /// The TLS certificate in use, if the gateway terminates TLS.
@@ -281,6 +292,10 @@ async fn metrics(State(state): State<AppState>) -> Response {
         )],
         {
             let mut text = state.metrics.render();
+            text += &format!(
+                "# HELP kite_connections_per_address_refused_total Connections closed at accept: their source address had [limits] max_connections_per_address open.\n# TYPE kite_connections_per_address_refused_total counter\nkite_connections_per_address_refused_total {}\n",
+                state.per_address.refused()
+            );
             text += &crate::metrics::render_logins(state.shared_config().auth.logins().stats());
             if let Some(b) = &state.broker {
                 text += &crate::metrics::render_broker(b);

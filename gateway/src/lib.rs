@@ -17,6 +17,7 @@ pub mod jwt;
 pub mod logins;
 pub mod logs;
 pub mod metrics;
+pub mod per_address;
 pub mod proxy;
 pub mod publish_api;
 pub mod rules;

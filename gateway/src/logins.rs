@@ -97,7 +97,7 @@ impl Default for Logins {
 }
 
 /// An IPv4 address as it is; an IPv6 one by its /64 (one host usually has a whole /64).
-fn source_of(peer: IpAddr) -> IpAddr {
+pub(crate) fn source_of(peer: IpAddr) -> IpAddr {
     match peer {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => IpAddr::V4(v4),

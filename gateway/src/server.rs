@@ -28,10 +28,12 @@ pub fn start_broker(state: &AppState, listener: TcpListener, tls_listener: Optio
     if let Some(b) = state.broker() {
         b.start_timers();
         let (l, s) = (b.clone(), b.clone());
-        tokio::spawn(async move { l.listen(listener, None).await });
+        let per_address = state.per_address().clone();
+        let tcp_per_address = per_address.clone();
+        tokio::spawn(async move { l.listen(listener, None, tcp_per_address).await });
         if let (Some(listener), Some(tls)) = (tls_listener, state.tls().cloned()) {
             let b = b.clone();
-            tokio::spawn(async move { b.listen(listener, Some(tls)).await });
+            tokio::spawn(async move { b.listen(listener, Some(tls), per_address).await });
         }
         tokio::spawn(async move { s.publish_sys().await });
     }
@@ -43,6 +45,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let permits = Permits::new(state.config().limits.max_connections);
+    let per_address = state.per_address().clone();
     let head_timeout = state.config().limits.connect_timeout;
     let sessions = state.sessions().clone();
     let tls = state.tls().cloned();
@@ -64,6 +67,7 @@ pub async fn run(
             let listener = Limited {
                 inner: listener,
                 permits,
+                per_address,
                 head_timeout,
             };
             axum::serve(listener, app)
@@ -72,7 +76,8 @@ pub async fn run(
         }
         Some(tls) => {
             reload_on_sighup(tls.clone());
-            let listener = crate::tls::TlsListener::spawn(listener, permits, tls, head_timeout)?;
+            let listener =
+                crate::tls::TlsListener::spawn(listener, permits, per_address, tls, head_timeout)?;
             axum::serve(listener, app)
                 .with_graceful_shutdown(signal)
                 .await?;
@@ -190,6 +195,7 @@ fn reload_on_sighup(tls: crate::tls::Reloadable) {
 pub struct Limited {
     inner: TcpListener,
     permits: Permits,
+    per_address: crate::per_address::PerAddress,
     head_timeout: Duration,
 }
 
@@ -198,12 +204,19 @@ impl axum::serve::Listener for Limited {
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let (permit, spare) = self.permits.acquire().await;
-        let (io, addr) = axum::serve::Listener::accept(&mut self.inner).await;
-        let _ = io.set_nodelay(true);
-        let mut io = Permitted::new(io, permit, self.head_timeout);
-        io.spare = spare;
-        (io, addr)
+        loop {
+            let (permit, spare) = self.permits.acquire().await;
+            let (io, addr) = axum::serve::Listener::accept(&mut self.inner).await;
+            // Over its address's bound: closed now (dropped), its permit given back.
+            let Some(slot) = self.per_address.enter(addr.ip()) else {
+                continue;
+            };
+            let _ = io.set_nodelay(true);
+            let mut io = Permitted::new(io, permit, self.head_timeout);
+            io.spare = spare;
+            io.address = Some(slot);
+            return (io, addr);
+        }
     }
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
@@ -222,6 +235,8 @@ pub struct Permitted<S> {
     _permit: OwnedSemaphorePermit,
     /// Holds a spare permit (see [`Permits`]).
     pub spare: bool,
+    /// Its place in its source address's count.
+    pub address: Option<crate::per_address::AddressSlot>,
     head: Head,
     head_timeout: Duration,
 }
@@ -245,6 +260,7 @@ impl<S> Permitted<S> {
             io,
             _permit: permit,
             spare: false,
+            address: None,
             head: Head::Awaiting {
                 deadline: Box::pin(tokio::time::sleep(head_timeout)),
                 matched: 0,

@@ -165,6 +165,7 @@ impl TlsListener {
     pub fn spawn(
         listener: TcpListener,
         permits: crate::server::Permits,
+        per_address: crate::per_address::PerAddress,
         tls: Reloadable,
         head_timeout: Duration,
     ) -> std::io::Result<Self> {
@@ -184,6 +185,9 @@ impl TlsListener {
                         continue;
                     }
                 };
+                let Some(slot) = per_address.enter(addr.ip()) else {
+                    continue;
+                };
                 let _ = tcp.set_nodelay(true);
                 let acceptor = tls.acceptor();
                 let tx = tx.clone();
@@ -192,6 +196,7 @@ impl TlsListener {
                         Ok(Ok(io)) => {
                             let mut io = Permitted::new(io, permit, head_timeout);
                             io.spare = spare;
+                            io.address = Some(slot);
                             let _ = tx.send((io, addr)).await;
                         }
                         Ok(Err(e)) => tracing::debug!(%addr, "TLS handshake failed: {e}"),

@@ -984,3 +984,67 @@ fn slow_senders_are_cut_off_at_the_connect_timeout() {
         still_serving(&Via::Tcp(gw.mqtt_addr.unwrap()));
     }
 }
+
+/// `[limits] max_connections_per_address` (3 here): one address cannot take every permit.
+/// Its fourth connection — to the broker's TCP listener or to the gateway's HTTP one, the
+/// count is shared — is closed at accept, and counted; once one closes, it gets in again.
+#[test]
+fn connections_per_source_address_are_bounded() {
+    use std::io::Read;
+    let gw = Gateway::start_with(&[], None, |c| c.limits.max_connections_per_address = 3);
+    let tcp = Via::Tcp(gw.mqtt_addr.unwrap());
+    let held: Vec<TestClient> = (0..2)
+        .map(|i| TestClient::connected(&tcp, V5, &format!("held-{i}")))
+        .collect();
+    let ws = TestClient::connected(&Via::Ws(gw.ws_url("/mqtt")), V5, "held-ws");
+    for addr in [gw.mqtt_addr.unwrap(), gw.addr] {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let closed = match s.read(&mut [0u8; 16]) {
+            Ok(0) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+            Ok(_) => false,
+        };
+        assert!(closed, "{addr}: a fourth connection is closed at accept");
+    }
+    drop(ws);
+    drop(held);
+    kite_tests::wait_for(
+        "the places given back",
+        std::time::Duration::from_secs(10),
+        || {
+            std::net::TcpStream::connect(gw.mqtt_addr.unwrap())
+                .ok()
+                .and_then(|mut s| {
+                    s.set_read_timeout(Some(std::time::Duration::from_millis(200)))
+                        .ok()?;
+                    // Open (not closed at accept): the read times out instead of ending.
+                    match s.read(&mut [0u8; 1]) {
+                        Err(e)
+                            if e.kind() == std::io::ErrorKind::WouldBlock
+                                || e.kind() == std::io::ErrorKind::TimedOut =>
+                        {
+                            Some(())
+                        }
+                        _ => None,
+                    }
+                })
+        },
+    );
+    still_serving(&tcp);
+    // /metrics through an HTTP connection of its own: counted.
+    assert!(metric_plain(&gw, "kite_connections_per_address_refused_total") >= 2);
+}
+
+fn metric_plain(gw: &Gateway, name: &str) -> u64 {
+    let text = ureq::get(&gw.http_url("/metrics"))
+        .call()
+        .unwrap()
+        .into_body()
+        .read_to_string()
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in /metrics"))
+}

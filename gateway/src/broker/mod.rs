@@ -614,7 +614,14 @@ impl Broker {
     /// Accepts device connections on `listener` until [`Broker::shutdown`] — over TLS when
     /// `tls` is given. Each connection runs in its own task, holding one of the broker's
     /// `max_connections` permits (taken before accept).
-    pub async fn listen(&self, listener: TcpListener, tls: Option<crate::tls::Reloadable>) {
+    ///
+    /// A connection from an address that has `per_address`'s bound open is closed at once.
+    pub async fn listen(
+        &self,
+        listener: TcpListener,
+        tls: Option<crate::tls::Reloadable>,
+        per_address: crate::per_address::PerAddress,
+    ) {
         let mut shutdown = self.shutdown_signal();
         let permits = self.inner.permits.clone();
         loop {
@@ -628,11 +635,14 @@ impl Broker {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
+                        let Some(slot) = per_address.enter(peer.ip()) else {
+                            continue;
+                        };
                         let _ = stream.set_nodelay(true);
                         let broker = self.clone();
                         let tls = tls.as_ref().map(crate::tls::Reloadable::mqtt_acceptor);
                         tokio::spawn(async move {
-                            let _permit = permit;
+                            let _held = (permit, slot);
                             match tls {
                                 None => broker.serve(stream, ConnInfo::tcp(peer)).await,
                                 Some(acceptor) => {

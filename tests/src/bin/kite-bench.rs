@@ -489,7 +489,8 @@ fn start_kite_with(kite: &Path, dir: &Path, upstream: Option<u16>) -> Running {
     let config = dir.join("kite.toml");
     std::fs::write(
         &config,
-        "[limits]\nmax_connections = 20000\n[broker]\npersistence = false\nsys_interval_secs = 0\n",
+        // Every load client comes from 127.0.0.1: no per-address bound (mosquitto has none).
+        "[limits]\nmax_connections = 20000\nmax_connections_per_address = 0\n[broker]\npersistence = false\nsys_interval_secs = 0\n",
     )
     .unwrap();
     let mut cmd = Command::new(kite);
