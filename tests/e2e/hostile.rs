@@ -214,6 +214,24 @@ fn topics_beyond_the_limits_are_refused_with_their_reason() {
             assert_eq!(&c.recv_publish().payload[..], b"ok");
             assert!(c.barrier().is_empty(), "nothing else was routed");
 
+            // A Will beyond the limits is refused at CONNECT: 0x90 (3.1.1: 3).
+            for version in [V5, V3] {
+                let mut c = connect(version, "deep-will");
+                c.will = Some(kite_mqtt::codec::Will {
+                    topic: deep.as_str().into(),
+                    payload: Bytes::from_static(b"w"),
+                    qos: QoS::AtMostOnce,
+                    retain: true,
+                    properties: Default::default(),
+                });
+                let (_, ack) = TestClient::connect(via, c);
+                let want = if version == V5 {
+                    ReasonCode::TopicNameInvalid
+                } else {
+                    ReasonCode::ServerUnavailable
+                };
+                assert_eq!(ack.reason, want, "{version:?}");
+            }
             let mut old = TestClient::connected(via, V3, "limits-311");
             let ack = old.subscribe_all(1, &[&deep, "b"], QoS::AtMostOnce);
             assert_eq!(
@@ -222,7 +240,7 @@ fn topics_beyond_the_limits_are_refused_with_their_reason() {
             );
             old.send(&Packet::Publish(publish(&deep, "x", QoS::AtLeastOnce, 2)));
             assert!(old.try_recv().is_none(), "a 3.1.1 client is disconnected");
-            assert_eq!(metric(gw, "kite_broker_topics_refused_total"), 7);
+            assert_eq!(metric(gw, "kite_broker_topics_refused_total"), 9);
             still_serving(via);
         },
     );

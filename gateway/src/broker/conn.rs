@@ -234,8 +234,6 @@ fn encode(packet: &Packet, version: Version, out: &mut Out) {
     }
 }
 
-/// A CONNACK refusing the connection: the 3.1.1 return code of the same meaning when there is
-/// one (else 3, Server unavailable), the v5 reason code with a reason string otherwise.
 /// A reason string for a client: `detail` cut at a character boundary to at most
 /// `REASON_MAX` bytes (a detail can quote what the client sent — a 65,535-byte user name made
 /// a CONNACK too long to encode, and the connection was dropped without an answer).
@@ -251,6 +249,8 @@ pub(crate) fn reason_text(detail: &str) -> MqttStr {
     format!("{}…", &detail[..end]).as_str().into()
 }
 
+/// A CONNACK refusing the connection: the 3.1.1 return code of the same meaning when there is
+/// one (else 3, Server unavailable), the v5 reason code with a reason string otherwise.
 pub(crate) fn refusal(version: Version, code: ReasonCode, detail: &str) -> (Packet, Version) {
     if version.is_v5() {
         let properties = Properties {
@@ -368,6 +368,19 @@ where
     } else {
         (Arc::<str>::from(&*connect.client_id), false)
     };
+    if let Some(why) = connect
+        .will
+        .as_ref()
+        .and_then(|w| config.topic_beyond_limits(&w.topic))
+    {
+        Stats::add(&broker.stats().topics_refused, 1);
+        let detail = format!("the Will topic is refused: {why}");
+        tracing::info!(peer = %info.peer, "connection refused: {detail}");
+        // 0x90 Topic Name invalid (3.1.1: 3, Server unavailable — it has no closer code).
+        let (p, v) = refusal(version, ReasonCode::TopicNameInvalid, &detail);
+        encode(&p, v, &mut out);
+        return flush_and_close(&mut wr, &mut out).await;
+    }
     if let (Some(acl), Some(will)) = (&acl, &connect.will)
         && !acl.may_publish(&will.topic, &user, &client_id)
     {
