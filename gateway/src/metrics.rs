@@ -294,7 +294,7 @@ pub fn render_logins(s: &crate::logins::LoginStats) -> String {
 /// The embedded broker's counters in the Prometheus text exposition.
 pub fn render_broker(broker: &crate::broker::Broker) -> String {
     let s = broker.stats();
-    let rows: [(&str, &str, &str, u64); 16] = [
+    let rows: [(&str, &str, &str, u64); 17] = [
         (
             "kite_broker_clients_connected",
             "gauge",
@@ -378,6 +378,12 @@ pub fn render_broker(broker: &crate::broker::Broker) -> String {
             "counter",
             "Retained PUBLISHes refused for [broker] max_retained_messages or max_retained_bytes.",
             s.retained_refused.load(Relaxed),
+        ),
+        (
+            "kite_broker_user_properties_refused_total",
+            "counter",
+            "Connections closed for a packet with more than [limits] max_user_properties.",
+            s.user_properties_refused.load(Relaxed),
         ),
         (
             "kite_broker_bytes_received_total",

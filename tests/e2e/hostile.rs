@@ -887,7 +887,7 @@ fn hostile_packets_close_only_their_connection() {
     ];
     each_way(
         |_| {},
-        |_, via| {
+        |gw, via| {
             for (what, bytes, expect) in &cases {
                 let mut c = TestClient::connected(via, V5, "attacker");
                 c.send_raw(bytes);
@@ -907,6 +907,11 @@ fn hostile_packets_close_only_their_connection() {
                     }
                 }
                 still_serving(via);
+            }
+            // The 65 user properties, counted (the WebSocket path's by the gateway, which
+            // closes the session before the broker reads the packet).
+            if let Via::Tcp(_) = via {
+                assert_eq!(metric(gw, "kite_broker_user_properties_refused_total"), 1);
             }
         },
     );

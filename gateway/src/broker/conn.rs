@@ -324,7 +324,10 @@ where
                 (e, Some(5)) => {
                     let code = match e {
                         DecodeError::PacketTooLarge { .. } => ReasonCode::PacketTooLarge,
-                        DecodeError::TooManyUserProperties { .. } => ReasonCode::QuotaExceeded,
+                        DecodeError::TooManyUserProperties { .. } => {
+                            Stats::add(&broker.stats().user_properties_refused, 1);
+                            ReasonCode::QuotaExceeded
+                        }
                         _ => ReasonCode::MalformedPacket,
                     };
                     let (p, v) = refusal(Version::V5, code, &e.to_string());
@@ -723,6 +726,7 @@ impl Conn {
                     return Err(End::violation(ReasonCode::PacketTooLarge, e.to_string()));
                 }
                 Err(e @ DecodeError::TooManyUserProperties { .. }) => {
+                    Stats::add(&self.broker.stats().user_properties_refused, 1);
                     return Err(End::violation(
                         ReasonCode::QuotaExceeded,
                         format!("{e} ([limits] max_user_properties)"),

@@ -254,6 +254,8 @@ pub struct Stats {
     pub subscriptions_refused: AtomicU64,
     /// Retained PUBLISHes refused for `max_retained_messages` or `max_retained_bytes`.
     pub retained_refused: AtomicU64,
+    /// Connections closed for a packet with more than `max_user_properties`.
+    pub user_properties_refused: AtomicU64,
 }
 
 impl Stats {
