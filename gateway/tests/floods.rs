@@ -96,16 +96,6 @@ fn still_serving(mqtt: SocketAddr) {
     }
 }
 
-fn peak_rss_mib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    kib / 1024
-}
-
 /// How many filters a flood has: as many as fit in so many bytes, or a count.
 #[derive(Clone, Copy)]
 enum Size {
@@ -166,7 +156,7 @@ fn subscribe_floods_stay_within_a_memory_bound() {
         let (child, line) = common::serve_embedded(&args);
         let mut child = common::KillOnDrop(child);
         let mqtt: SocketAddr = common::address(&line, "mqtt://").parse().unwrap();
-        let before = peak_rss_mib(child.0.id());
+        let before = common::status_kib(child.0.id(), "VmHWM") / 1024;
         for (i, (unit, levels, bytes, granted)) in cases.iter().enumerate() {
             let filters = deep_filters(*levels, unit, *bytes);
             let n = filters.len();
@@ -174,7 +164,7 @@ fn subscribe_floods_stay_within_a_memory_bound() {
             assert_eq!(got, *granted, "{n} filters of {levels} levels ({unit:?})");
         }
         still_serving(mqtt);
-        let peak = peak_rss_mib(child.0.id());
+        let peak = common::status_kib(child.0.id(), "VmHWM") / 1024;
         child.0.kill().unwrap();
         child.0.wait().unwrap();
         let _ = std::fs::remove_dir_all(&data);

@@ -49,16 +49,6 @@ fn login(mqtt: SocketAddr, from: Option<SocketAddr>, client_id: &str, password: 
     connack[3]
 }
 
-/// VmHWM (peak resident memory) of a process, in KiB.
-fn peak_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 /// 200 concurrent wrong passwords from 127.0.0.1: each is refused (return code 4, or 3 when
 /// its check could not start within the connect timeout), a valid login from 127.0.0.2 gets
 /// in meanwhile, the peak RSS of the process stays under 200 MiB, and /metrics counts them.
@@ -84,7 +74,7 @@ fn a_login_flood_is_bounded_in_memory_and_delays_only_its_source() {
     let child = common::KillOnDrop(child);
     let mqtt: SocketAddr = common::address(&line, "mqtt://").parse().unwrap();
     let http = common::address(&line, "http://");
-    let before = peak_rss_kib(child.0.id());
+    let before = common::status_kib(child.0.id(), "VmHWM");
 
     let flood: Vec<_> = (0..200)
         .map(|i| std::thread::spawn(move || login(mqtt, None, &format!("bad-{i}"), "wrong")))
@@ -98,7 +88,7 @@ fn a_login_flood_is_bounded_in_memory_and_delays_only_its_source() {
     assert!(codes.iter().all(|c| *c == 4 || *c == 3), "{codes:?}");
     assert!(codes.contains(&4));
 
-    let peak = peak_rss_kib(child.0.id());
+    let peak = common::status_kib(child.0.id(), "VmHWM");
     let metrics = {
         let mut s = TcpStream::connect(&http).unwrap();
         write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();

@@ -35,15 +35,6 @@ impl Drop for Kite {
     }
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 fn encode(p: &Packet) -> Vec<u8> {
     let mut buf = BytesMut::new();
     p.encode(Version::V5, &mut buf).unwrap();
@@ -120,7 +111,7 @@ fn a_browser_that_stops_reading_costs_bounded_memory() {
         }))))
         .unwrap();
     let pid = kite.0.id();
-    let baseline = rss_kib(pid);
+    let baseline = common::status_kib(pid, "VmRSS");
     let message = encode(&Packet::Publish(Publish {
         topic: "load/x".into(),
         payload: Bytes::from(vec![b'x'; PAYLOAD]),
@@ -135,10 +126,10 @@ fn a_browser_that_stops_reading_costs_bounded_memory() {
             std::thread::sleep(due.saturating_duration_since(Instant::now()));
         }
         if i % RATE == 0 {
-            peak = peak.max(rss_kib(pid));
+            peak = peak.max(common::status_kib(pid, "VmRSS"));
         }
     }
-    peak = peak.max(rss_kib(pid));
+    peak = peak.max(common::status_kib(pid, "VmRSS"));
     eprintln!(
         "{} MB to a browser that reads nothing for {SECONDS} s: RSS {baseline} KiB before, peak {peak} KiB (+{} KiB; ceiling +{CEILING_KIB} KiB)",
         SECONDS * RATE * PAYLOAD as u64 / 1_000_000,

@@ -18,15 +18,7 @@ const V5: Version = Version::V5;
 
 /// Runs `scenario` against a fresh embedded broker over TCP, then over WebSocket.
 fn both(adjust: impl Fn(&mut Config), scenario: impl Fn(&Via)) {
-    for ws in [false, true] {
-        let gw = Gateway::start_with(&[], None, &adjust);
-        let via = if ws {
-            Via::Ws(gw.ws_url("/mqtt"))
-        } else {
-            Via::Tcp(gw.mqtt_addr.expect("embedded broker"))
-        };
-        scenario(&via);
-    }
+    kite_tests::each_way(adjust, |_, via| scenario(via));
 }
 
 fn defaults(_: &mut Config) {}

@@ -8,31 +8,33 @@ use kite_gateway::config::Config;
 use kite_mqtt::codec::{Connect, Properties, ReasonCode, Unsubscribe};
 use kite_mqtt::{Packet, QoS, Version};
 use kite_tests::client::{TestClient, Via, connect, publish};
-use kite_tests::{Gateway, Mosquitto};
+use kite_tests::{Gateway, Mosquitto, each_way};
 
 use crate::api::post;
 
 const V3: Version = Version::V3_1_1;
 const V5: Version = Version::V5;
 
-/// A fresh embedded broker adjusted by `adjust`, reached over TCP and then over WebSocket.
-fn each_way(adjust: impl Fn(&mut Config), scenario: impl Fn(&Gateway, &Via)) {
-    for ws in [false, true] {
-        let gw = Gateway::start_with(&[], None, &adjust);
-        let via = if ws {
-            Via::Ws(gw.ws_url("/mqtt"))
-        } else {
-            Via::Tcp(gw.mqtt_addr.expect("embedded broker"))
-        };
-        scenario(&gw, &via);
-    }
-}
-
 /// Another client, unrelated to the attack, subscribes and gets a message.
 fn still_serving(via: &Via) {
-    let mut sub = TestClient::connected(via, V5, "bystander-sub");
+    serving(via, |id| connect(V5, id));
+}
+
+/// [`still_serving`] with users configured: logged in as `user` (password = name).
+fn still_serving_as(via: &Via, user: &str) {
+    serving(via, |id| Connect {
+        username: Some(user.into()),
+        password: Some(Bytes::copy_from_slice(user.as_bytes())),
+        ..connect(V5, id)
+    });
+}
+
+/// A subscriber and a publisher, each connected with `login(client id)`, exchange a message.
+fn serving(via: &Via, login: impl Fn(&str) -> Connect) {
+    let (mut sub, ack) = TestClient::connect(via, login("bystander-sub"));
+    assert_eq!(ack.reason, ReasonCode::Success, "{ack:?}");
     sub.subscribe("ok/#", QoS::AtLeastOnce);
-    let mut publ = TestClient::connected(via, V5, "bystander-pub");
+    let (mut publ, _) = TestClient::connect(via, login("bystander-pub"));
     assert_eq!(
         publ.publish(publish("ok/1", "fine", QoS::AtLeastOnce, 1)),
         ReasonCode::Success
@@ -427,35 +429,36 @@ fn another_user_cannot_take_over_a_session() {
 struct RawWs(std::net::TcpStream);
 
 impl RawWs {
-    /// The status line of an upgrade request to `/mqtt`.
-    fn try_open(gw: &Gateway) -> String {
-        use std::io::{BufRead, Write};
+    /// Sends an upgrade request to `/mqtt`; returns the stream and a reader at its answer.
+    fn request(
+        gw: &Gateway,
+        timeout: std::time::Duration,
+    ) -> (std::net::TcpStream, std::io::BufReader<std::net::TcpStream>) {
+        use std::io::Write;
         let mut s = std::net::TcpStream::connect(gw.addr).unwrap();
-        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
-            .unwrap();
+        s.set_read_timeout(Some(timeout)).unwrap();
         write!(
             s,
             "GET /mqtt HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: mqtt\r\n\r\n",
             gw.addr
         )
         .unwrap();
+        let reader = std::io::BufReader::new(s.try_clone().unwrap());
+        (s, reader)
+    }
+
+    /// The status line of an upgrade request to `/mqtt`.
+    fn try_open(gw: &Gateway) -> String {
+        use std::io::BufRead;
+        let (_s, mut reader) = Self::request(gw, std::time::Duration::from_secs(5));
         let mut status = String::new();
-        let _ = std::io::BufReader::new(s).read_line(&mut status);
+        let _ = reader.read_line(&mut status);
         status
     }
 
     fn open(gw: &Gateway) -> Self {
-        use std::io::{BufRead, Write};
-        let mut s = std::net::TcpStream::connect(gw.addr).unwrap();
-        s.set_read_timeout(Some(std::time::Duration::from_secs(15)))
-            .unwrap();
-        write!(
-            s,
-            "GET /mqtt HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: mqtt\r\n\r\n",
-            gw.addr
-        )
-        .unwrap();
-        let mut reader = std::io::BufReader::new(s.try_clone().unwrap());
+        use std::io::BufRead;
+        let (s, mut reader) = Self::request(gw, std::time::Duration::from_secs(15));
         let mut status = String::new();
         reader.read_line(&mut status).unwrap();
         assert!(status.contains(" 101 "), "{status}");
@@ -633,23 +636,6 @@ fn a_huge_user_name_gets_its_refusal() {
         }
         still_serving_as(via, "admin");
     });
-}
-
-/// [`still_serving`] with users configured: logged in as `user` (password = name).
-fn still_serving_as(via: &Via, user: &str) {
-    let login = |id: &str| Connect {
-        username: Some(user.into()),
-        password: Some(Bytes::copy_from_slice(user.as_bytes())),
-        ..connect(V5, id)
-    };
-    let (mut sub, _) = TestClient::connect(via, login("bystander-sub"));
-    sub.subscribe("ok/#", QoS::AtLeastOnce);
-    let (mut publ, _) = TestClient::connect(via, login("bystander-pub"));
-    assert_eq!(
-        publ.publish(publish("ok/1", "fine", QoS::AtLeastOnce, 1)),
-        ReasonCode::Success
-    );
-    assert_eq!(&sub.recv_publish().payload[..], b"fine");
 }
 
 /// Found attacking 0.9: in front of an upstream, a browser's PUBLISH carrying a Subscription
@@ -1057,17 +1043,5 @@ fn connections_per_source_address_are_bounded() {
     );
     still_serving(&tcp);
     // /metrics through an HTTP connection of its own: counted.
-    assert!(metric_plain(&gw, "kite_connections_per_address_refused_total") >= 2);
-}
-
-fn metric_plain(gw: &Gateway, name: &str) -> u64 {
-    let text = ureq::get(&gw.http_url("/metrics"))
-        .call()
-        .unwrap()
-        .into_body()
-        .read_to_string()
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("{name} not in /metrics"))
+    assert!(metric(&gw, "kite_connections_per_address_refused_total") >= 2);
 }

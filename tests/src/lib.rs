@@ -311,6 +311,20 @@ pub fn anonymous_role(acl: kite_gateway::acl::Acl) -> kite_gateway::auth::Auth {
         .expect("a valid anonymous role")
 }
 
+/// Runs `scenario` against a fresh gateway with the embedded broker (its configuration
+/// adjusted by `adjust`): over TCP to the broker's listener, then over the gateway's WebSocket.
+pub fn each_way(adjust: impl Fn(&mut Config), scenario: impl Fn(&Gateway, &client::Via)) {
+    for ws in [false, true] {
+        let gw = Gateway::start_with(&[], None, &adjust);
+        let via = if ws {
+            client::Via::Ws(gw.ws_url("/mqtt"))
+        } else {
+            client::Via::Tcp(gw.mqtt_addr.expect("embedded broker"))
+        };
+        scenario(&gw, &via);
+    }
+}
+
 /// The real gateway, in this process, on 127.0.0.1:0, on its own runtime thread.
 #[derive(Debug)]
 pub struct Gateway {
