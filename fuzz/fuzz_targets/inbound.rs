@@ -1,6 +1,6 @@
 //! The gateway's checks of what a browser sends (`proxy::Inbound`, with and without topic
 //! rules): the driver and its invariants are `gateway/tests/fuzzing/mod.rs`, also run seeded
-//! by `gateway/tests/fuzz_broker.rs`.
+//! by `gateway/tests/fuzz_inbound.rs`.
 #![no_main]
 
 #[path = "../../gateway/tests/fuzzing/mod.rs"]

@@ -114,7 +114,7 @@ impl ServeArgs {
             mqtt: self.mqtt,
             mqtts: self.mqtts,
             data_dir: self.data_dir.clone(),
-            env: crate::env::from_process(),
+            env: crate::config::env::from_process(),
         }
     }
 }

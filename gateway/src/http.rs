@@ -20,188 +20,19 @@ use futures_util::StreamExt;
 use tower_http::compression::CompressionLayer;
 use tower_http::services::{ServeDir, ServeFile};
 
-use crate::broker::{Broker, ConnInfo};
-use crate::config::{Config, Upstream};
+use crate::config::Config;
+use crate::listen::Peer;
 use crate::metrics::{EndKind, Metrics};
 use crate::proxy;
-use crate::server::Peer;
-use crate::upstream::Connector;
+use crate::state::Target;
+pub use crate::state::{AppState, EMBEDDED, Sessions};
+use kite_broker::ConnInfo;
 
 /// The WebSocket read buffer per session.
 const WS_READ_BUFFER: usize = 8 * 1024;
 
 /// WebSocket subprotocols accepted, in order of preference ([MQTT-6.0.0-3], [MQTT-6.0.0-4]).
 pub const SUBPROTOCOLS: [&str; 2] = ["mqtt", "mqttv3.1"];
-
-/// Shared state of all requests.
-#[derive(Debug, Clone)]
-pub struct AppState {
-    config: Arc<Config>,
-    connector: Connector,
-    sessions: Arc<Sessions>,
-    metrics: Arc<Metrics>,
-    tls: Option<crate::tls::Reloadable>,
-    broker: Option<Broker>,
-    /// Open connections per source address, all listeners together.
-    per_address: crate::per_address::PerAddress,
-}
-
-/// The name under which the embedded broker is listed and reachable (`/mqtt/embedded`).
-pub const EMBEDDED: &str = "embedded";
-
-/// Where a browser session goes.
-#[derive(Debug, Clone)]
-enum Target {
-    Upstream(Upstream),
-    Embedded(Broker),
-}
-
-impl Target {
-    fn name(&self) -> &str {
-        match self {
-            Self::Upstream(u) => &u.name,
-            Self::Embedded(_) => EMBEDDED,
-        }
-    }
-}
-
-/// The open WebSocket sessions: how many, and the signal that tells them to close.
-#[derive(Debug)]
-pub struct Sessions {
-    shutdown: tokio::sync::watch::Sender<bool>,
-    open: tokio::sync::watch::Sender<usize>,
-}
-
-impl Sessions {
-    fn new() -> Self {
-        Self {
-            shutdown: tokio::sync::watch::Sender::new(false),
-            open: tokio::sync::watch::Sender::new(0),
-        }
-    }
-
-    /// Tells every session to close (MQTT 5: DISCONNECT 0x8B Server shutting down).
-    pub fn close_all(&self) {
-        self.shutdown.send_replace(true);
-    }
-
-    /// Waits until no session is open, or `timeout` passed; returns how many are left.
-    pub async fn drained(&self, timeout: std::time::Duration) -> usize {
-        let mut open = self.open.subscribe();
-        let _ = tokio::time::timeout(timeout, open.wait_for(|n| *n == 0)).await;
-        *open.borrow()
-    }
-
-    fn enter(self: &Arc<Self>) -> SessionGuard {
-        self.open.send_modify(|n| *n += 1);
-        SessionGuard(self.clone())
-    }
-}
-
-/// Counts a session as open while it lives.
-struct SessionGuard(Arc<Sessions>);
-
-impl Drop for SessionGuard {
-    fn drop(&mut self) {
-        self.0.open.send_modify(|n| *n = n.saturating_sub(1));
-    }
-}
-
-impl AppState {
-    /// The configuration.
-    pub fn config(&self) -> &Config {
-        &self.config
-    }
-
-    /// The configuration, shared (e.g. to move into a blocking task).
-    pub fn shared_config(&self) -> Arc<Config> {
-        self.config.clone()
-    }
-
-    /// State for this configuration.
-    pub fn new(config: Config) -> anyhow::Result<Self> {
-        let config_for_limits = config.limits;
-        let connector = Connector::new(&config.upstreams)?;
-        let tls = config
-            .tls
-            .clone()
-            .map(crate::tls::Reloadable::new)
-            .transpose()?;
-        let broker = if !config.upstreams.is_empty() {
-            None
-        } else {
-            let (settings, auth) = (&config.broker, config.auth.clone());
-            let broker_config = crate::broker::BrokerConfig {
-                v311_denied_publish: config.v311_denied_publish,
-                ..settings.config.clone()
-            };
-            Some(match &settings.data_dir {
-                Some(dir) => Broker::open(broker_config, auth, dir, settings.sync)?,
-                None => Broker::new(broker_config, auth),
-            })
-        };
-        Ok(Self {
-            tls,
-            broker,
-            config: Arc::new(config),
-            connector,
-            sessions: Arc::new(Sessions::new()),
-            metrics: Arc::default(),
-            per_address: crate::per_address::PerAddress::new(
-                config_for_limits.max_connections_per_address,
-            ),
-        })
-    }
-
-    /// Open connections per source address, shared by every listener.
-    pub fn per_address(&self) -> &crate::per_address::PerAddress {
-        &self.per_address
-    }
-
-    /// The TLS certificate in use, if the gateway terminates TLS.
-    pub fn tls(&self) -> Option<&crate::tls::Reloadable> {
-        self.tls.as_ref()
-    }
-
-    /// The open sessions.
-    pub fn sessions(&self) -> &Arc<Sessions> {
-        &self.sessions
-    }
-
-    /// The embedded broker, when no upstream is configured.
-    pub fn broker(&self) -> Option<&Broker> {
-        self.broker.as_ref()
-    }
-
-    fn default_target(&self) -> Option<Target> {
-        match (self.config.default_upstream(), &self.broker) {
-            (Some(u), _) => Some(Target::Upstream(u.clone())),
-            (None, Some(b)) => Some(Target::Embedded(b.clone())),
-            (None, None) => None,
-        }
-    }
-
-    /// Where `POST /api/v1/publish` sends (the named upstream, or the default target).
-    pub fn publish_target(&self, name: Option<&str>) -> Option<crate::publish_api::PublishTarget> {
-        use crate::publish_api::PublishTarget as P;
-        let target = match name {
-            Some(n) => self.target(n),
-            None => self.default_target(),
-        }?;
-        Some(match target {
-            Target::Upstream(u) => P::Upstream(self.connector.clone(), u),
-            Target::Embedded(b) => P::Embedded(b),
-        })
-    }
-
-    fn target(&self, name: &str) -> Option<Target> {
-        match (self.config.upstream(name), &self.broker) {
-            (Some(u), _) => Some(Target::Upstream(u.clone())),
-            (None, Some(b)) if name == EMBEDDED => Some(Target::Embedded(b.clone())),
-            _ => None,
-        }
-    }
-}
 
 /// The whole router.
 pub fn router(state: AppState) -> Router {
@@ -296,7 +127,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
                 "# HELP kite_connections_per_address_refused_total Connections closed at accept: their source address had [limits] max_connections_per_address open.\n# TYPE kite_connections_per_address_refused_total counter\nkite_connections_per_address_refused_total {}\n",
                 state.per_address.refused()
             );
-            text += &crate::metrics::render_logins(state.shared_config().auth.logins().stats());
+            text += &crate::metrics::render_logins(state.logins().stats());
             if let Some(b) = &state.broker {
                 text += &crate::metrics::render_broker(b);
             }
@@ -382,45 +213,47 @@ async fn mqtt_named(
     }
 }
 
-/// Checks the browser's credentials when users or `[jwt]` are configured (argon2, off the
-/// async threads), or else gives the session the anonymous role, if any. `Ok(Some(bytes))`:
-/// the CONNECT to send upstream instead (the role's broker credentials and client id prefix)
-/// and the login; `Ok(None)`: forward the browser's own; `Err`: the refusal.
-async fn authenticate(
+/// Admits a browser's CONNECT (`client_id`: the id it gave) as the embedded broker admits a
+/// device: its login checked on the login workers when the gateway has users or `[jwt]`, then
+/// [`kite_policy::Auth::admit`] (the anonymous role, the Will topic rules).
+async fn admit(
     config: &Arc<Config>,
+    logins: &kite_broker::logins::Logins,
     connect: &Connect,
     peer: SocketAddr,
-) -> Result<Option<(Bytes, crate::auth::Login)>, crate::auth::Refused> {
-    let login = if config.auth.required() {
+) -> Result<kite_policy::Admission, kite_policy::Refused> {
+    let checked = if config.auth.required() {
         let checking = config.clone();
-        let username = connect.username.as_ref().map(ToString::to_string);
-        let password = connect.password.clone();
-        config
-            .auth
-            .logins()
-            .check(peer.ip(), config.limits.connect_timeout, move || {
-                checking
-                    .auth
-                    .check(username.as_deref(), password.as_deref())
-            })
-            .await?
+        let deadline = config.limits.connect_timeout;
+        let login = logins.check_connect(connect, peer.ip(), deadline, move |user, password| {
+            checking.auth.check(user, password)
+        });
+        Some(login.await?)
     } else {
-        // No logins: `[acl] anonymous_role`, if set, is every session's role.
-        match config.auth.anonymous() {
-            Some(login) => login,
-            None => return Ok(None),
-        }
+        None
     };
+    config.auth.admit(connect, &connect.client_id, checked)
+}
+
+/// The CONNECT an upstream gets for `login`: the role's broker credentials and client id
+/// prefix, the client id scoped to the user with `[acl] scope_client_ids`.
+fn upstream_connect(
+    config: &Config,
+    connect: &Connect,
+    login: &kite_policy::Login,
+) -> Result<Bytes, kite_policy::Refused> {
     let scope = (config.scope_client_ids && config.auth.required()).then_some(login.user.as_str());
-    let upstream = crate::auth::rewrite_connect(connect, login.role.as_ref(), scope);
+    let upstream = kite_policy::auth::rewrite_connect(connect, login.role.as_ref(), scope);
     let mut bytes = BytesMut::new();
     Packet::Connect(Box::new(upstream))
         .encode(connect.version, &mut bytes)
-        .map_err(|e| crate::auth::Refused {
-            code: ReasonCode::ClientIdentifierNotValid,
-            detail: format!("the CONNECT for the broker cannot be made: {e}"),
+        .map_err(|e| {
+            kite_policy::Refused::new(
+                ReasonCode::ClientIdentifierNotValid,
+                format!("the CONNECT for the broker cannot be made: {e}"),
+            )
         })?;
-    Ok(Some((bytes.freeze(), login)))
+    Ok(bytes.freeze())
 }
 
 /// Counts a session and logs one line when it opens and one when it closes, with the reason.
@@ -497,6 +330,7 @@ fn upgrade(
     let sessions = state.sessions.clone();
     let metrics = state.metrics.clone();
     let config = state.config.clone();
+    let logins = state.logins.clone();
     ws.on_upgrade(move |socket| async move {
         let _open = sessions.enter();
         let log = SessionLog::open(metrics.clone(), peer, target.name());
@@ -534,43 +368,48 @@ fn upgrade(
         let embedded = matches!(target, Target::Embedded(_));
         let mut login = None;
         if let Some(connect) = inbound.take_connect() {
-            let refused = match authenticate(&config, &connect, peer).await {
+            let refused = match admit(&config, &logins, &connect, peer).await {
                 // The embedded broker trusts the gateway's check, sees the client's own
                 // CONNECT and enforces the role's topic rules; an upstream gets the role's
                 // credentials, and the gateway enforces the rules in front of it.
-                Ok(Some((_, who))) if embedded => {
-                    login = Some(who);
+                Ok(admission) if embedded => {
+                    login = admission.login;
                     None
                 }
-                Ok(Some((upstream_connect, who))) => {
-                    first = upstream_connect;
-                    match who.role.map(|r| r.acl).filter(crate::acl::Acl::restricts) {
-                        None => None,
-                        Some(acl) => {
-                            let rules = crate::rules::TopicRules::new(
-                                acl,
-                                &who.user,
-                                &connect,
-                                config.v311_denied_publish,
-                                metrics.clone(),
-                            );
-                            match rules.check_will(&connect) {
-                                Ok(()) => {
-                                    inbound.set_rules(rules);
-                                    None
-                                }
-                                Err(detail) => Some((ReasonCode::NotAuthorized, detail)),
+                Ok(kite_policy::Admission { login: None }) => None,
+                Ok(kite_policy::Admission { login: Some(who) }) => {
+                    match upstream_connect(&config, &connect, &who) {
+                        Err(r) => Some((r.code, r.detail)),
+                        Ok(bytes) => {
+                            first = bytes;
+                            if let Some(acl) = who
+                                .role
+                                .map(|r| r.acl)
+                                .filter(kite_policy::acl::Acl::restricts)
+                            {
+                                inbound.set_rules(crate::rules::TopicRules::new(
+                                    acl,
+                                    &who.user,
+                                    &connect,
+                                    config.v311_denied_publish,
+                                    metrics.clone(),
+                                ));
                             }
+                            None
                         }
                     }
                 }
-                Ok(None) => None,
-                Err(r) => Some((r.code, r.detail)),
+                Err(r) => {
+                    if r.cause == kite_policy::Cause::WillTopic {
+                        metrics.denied(crate::metrics::Denial::Will);
+                    }
+                    Some((r.code, r.detail))
+                }
             };
             if let Some((code, detail)) = refused {
                 // The broker's own refusal: MQTT 5 clients learn why in the reason string
                 // (e.g. "the token has expired").
-                let (refusal, version) = crate::broker::refusal(connect.version, code, &detail);
+                let (refusal, version) = kite_broker::refusal(connect.version, code, &detail);
                 let mut bytes = BytesMut::new();
                 if refusal.encode(version, &mut bytes).is_ok() {
                     let _ = tokio::time::timeout(

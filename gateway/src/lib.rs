@@ -4,17 +4,11 @@
 //! `127.0.0.1:0` and call the same function.
 #![forbid(unsafe_code)]
 
-pub mod acl;
-pub mod auth;
-pub mod broker;
-pub mod check;
 pub mod cli;
 pub mod client;
 pub mod config;
-pub mod env;
 pub mod http;
-pub mod jwt;
-pub mod logins;
+pub mod listen;
 pub mod logs;
 pub mod metrics;
 pub mod per_address;
@@ -22,5 +16,7 @@ pub mod proxy;
 pub mod publish_api;
 pub mod rules;
 pub mod server;
+pub mod state;
 pub mod tls;
 pub mod upstream;
+pub mod violation;

@@ -92,7 +92,7 @@ fn usage_error(e: &clap::Error) -> ExitCode {
 /// `kite check-config FILE`: every problem with its line on stderr (exit 2), or one "ok" line
 /// on stdout.
 fn check_config(file: &std::path::Path) -> ExitCode {
-    let problems = kite_gateway::check::check_file(file);
+    let problems = kite_gateway::config::check::check_file(file);
     if problems.is_empty() {
         #[allow(clippy::print_stdout)]
         {
@@ -131,7 +131,7 @@ fn passwd() -> ExitCode {
         );
         return ExitCode::from(USAGE);
     }
-    match kite_gateway::auth::hash_password(password.as_bytes()) {
+    match kite_policy::auth::hash_password(password.as_bytes()) {
         Ok(hash) => {
             #[allow(clippy::print_stdout)]
             {
@@ -212,13 +212,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let state = AppState::new(config)?;
     let mut broker_line = String::new();
     if state.broker().is_some() {
-        let listener = kite_gateway::broker::bind(mqtt).await?;
+        let listener = kite_gateway::listen::bind_mqtt(mqtt).await?;
         let bound = listener.local_addr()?;
         broker_line = format!("; embedded broker for devices: mqtt://{bound}");
         tracing::info!("no upstream configured: embedded broker on mqtt://{bound}");
         let tls_listener = match mqtts {
             Some(addr) => {
-                let l = kite_gateway::broker::bind(addr).await?;
+                let l = kite_gateway::listen::bind_mqtt(addr).await?;
                 let bound = l.local_addr()?;
                 broker_line.push_str(&format!(" and mqtts://{bound}"));
                 tracing::info!("embedded broker over TLS on mqtts://{bound}");

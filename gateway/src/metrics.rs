@@ -263,7 +263,7 @@ impl Metrics {
 }
 
 /// The password checks' counters (see [`crate::logins`]).
-pub fn render_logins(s: &crate::logins::LoginStats) -> String {
+pub fn render_logins(s: &kite_broker::logins::LoginStats) -> String {
     let mut out = String::new();
     for (name, help, v) in [
         (
@@ -292,7 +292,7 @@ pub fn render_logins(s: &crate::logins::LoginStats) -> String {
 }
 
 /// The embedded broker's counters in the Prometheus text exposition.
-pub fn render_broker(broker: &crate::broker::Broker) -> String {
+pub fn render_broker(broker: &kite_broker::Broker) -> String {
     let s = broker.stats();
     let rows: [(&str, &str, &str, u64); 17] = [
         (

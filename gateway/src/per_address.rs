@@ -45,7 +45,7 @@ impl PerAddress {
     /// A place for one more connection from `peer`, or `None` (counted) when its address has
     /// as many open as it may.
     pub fn enter(&self, peer: IpAddr) -> Option<AddressSlot> {
-        let source = crate::logins::source_of(peer);
+        let source = kite_broker::logins::source_of(peer);
         if self.inner.max > 0 {
             let mut open = self
                 .inner

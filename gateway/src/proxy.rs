@@ -24,91 +24,20 @@ use axum::extract::ws::{CloseFrame, Message, close_code};
 use bytes::{Bytes, BytesMut};
 use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
 use kite_mqtt::codec::{Disconnect, PacketType, ReasonCode};
-use kite_mqtt::{DecodeError, Limits, Packet, Version, decode_raw};
+use kite_mqtt::{Limits, Packet, Version, decode_raw};
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::metrics::{Direction, EndKind, Metrics};
 use crate::rules::{DownCmd, Downstream, Step, TopicRules};
+pub use crate::violation::Violation;
 
 /// Bytes read from the broker at most per WebSocket frame sent to the browser.
 pub const READ_CHUNK: usize = 64 * 1024;
 
 /// The smallest read from the broker (what an idle session holds).
 const MIN_READ_CHUNK: usize = 4 * 1024;
-
-/// Why the gateway closes a browser's session, with the close code and (MQTT 5) reason code.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Violation {
-    /// WebSocket close code.
-    pub ws_code: u16,
-    /// MQTT 5 DISCONNECT reason code sent before closing (MQTT 5 sessions only).
-    pub reason: ReasonCode,
-    /// What happened, for the close frame and the log.
-    pub detail: String,
-}
-
-impl Violation {
-    pub(crate) fn protocol(detail: impl Into<String>) -> Self {
-        Self {
-            ws_code: close_code::PROTOCOL,
-            reason: ReasonCode::ProtocolError,
-            detail: detail.into(),
-        }
-    }
-
-    /// How a WebSocket stream the browser broke ends its session: a frame or message over
-    /// the size limit closes with 1009 (MQTT 5: DISCONNECT 0x95 first), one the WebSocket
-    /// protocol forbids (a bad opcode, a length with its top bit set, a fragment where none
-    /// may be, ...) with 1002 (0x81); `None`: the connection itself failed (nothing to say).
-    pub(crate) fn from_ws_error(e: &(dyn std::error::Error + 'static)) -> Option<Self> {
-        use tokio_tungstenite::tungstenite::Error as WsError;
-        let mut cur = Some(e);
-        while let Some(err) = cur {
-            match err.downcast_ref::<WsError>() {
-                Some(WsError::Capacity(c)) => {
-                    return Some(Self {
-                        ws_code: close_code::SIZE,
-                        reason: ReasonCode::PacketTooLarge,
-                        detail: format!("the browser's WebSocket frame is too large: {c}"),
-                    });
-                }
-                Some(WsError::Protocol(p)) => {
-                    return Some(Self {
-                        ws_code: close_code::PROTOCOL,
-                        reason: ReasonCode::MalformedPacket,
-                        detail: format!("WebSocket protocol error from the browser: {p}"),
-                    });
-                }
-                Some(WsError::Utf8(_)) => return Some(text_frame()),
-                Some(_) => return None,
-                None => cur = err.source(),
-            }
-        }
-        None
-    }
-
-    fn from_decode(e: &DecodeError) -> Self {
-        match e {
-            DecodeError::PacketTooLarge { .. } => Self {
-                ws_code: close_code::SIZE,
-                reason: ReasonCode::PacketTooLarge,
-                detail: e.to_string(),
-            },
-            DecodeError::TooManyUserProperties { .. } => Self {
-                ws_code: close_code::POLICY,
-                reason: ReasonCode::QuotaExceeded,
-                detail: format!("{e} ([limits] max_user_properties)"),
-            },
-            _ => Self {
-                ws_code: close_code::PROTOCOL,
-                reason: ReasonCode::MalformedPacket,
-                detail: format!("malformed packet: {e}"),
-            },
-        }
-    }
-}
 
 /// Per-session limits beyond packet size (`[limits]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -370,21 +299,13 @@ where
                     return Ok(Some(connect));
                 }
             }
-            Ok(Message::Text(_)) => return Err(text_frame()),
+            Ok(Message::Text(_)) => return Err(Violation::text_frame()),
             Ok(Message::Close(_)) => return Ok(None),
             Err(e) => return Violation::from_ws_error(&e).map_or(Ok(None), Err),
             Ok(Message::Ping(_) | Message::Pong(_)) => {}
         }
     }
     Ok(None)
-}
-
-fn text_frame() -> Violation {
-    Violation {
-        ws_code: close_code::UNSUPPORTED,
-        reason: ReasonCode::ProtocolError,
-        detail: "MQTT over WebSocket uses binary frames only [MQTT-6.0.0-1]".into(),
-    }
 }
 
 /// Forwards both ways until one side ends, then closes the other side with a reason.
@@ -589,7 +510,7 @@ fn take<E: std::error::Error + 'static>(
             inbound.feed(&bytes, steps).map_err(End::Violation)?;
             Ok(bytes.len())
         }
-        Ok(Message::Text(_)) => Err(End::Violation(text_frame())),
+        Ok(Message::Text(_)) => Err(End::Violation(Violation::text_frame())),
         Ok(Message::Close(_)) => Err(End::Browser),
         Ok(Message::Ping(_) | Message::Pong(_)) => Ok(0),
         Err(e) => Err(match Violation::from_ws_error(&e) {

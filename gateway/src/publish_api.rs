@@ -15,9 +15,9 @@
 //! broker has the message (QoS 1: its PUBACK; the embedded broker: routed, and stored where
 //! persistence requires), or 4xx/5xx `{"error": "..."}` saying what is wrong.
 
-use crate::broker::ExternalRefusal;
-use crate::server::Peer;
+use crate::listen::Peer;
 use axum::extract::ConnectInfo;
+use kite_broker::ExternalRefusal;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -30,7 +30,7 @@ use kite_mqtt::{Limits, Packet, QoS, Version};
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::http::AppState;
+use crate::state::AppState;
 
 /// How long the broker may take to answer.
 const BROKER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -222,8 +222,7 @@ pub async fn publish(
                 .into_response();
         };
         let auth = config.clone();
-        let checked = config
-            .auth
+        let checked = state
             .logins()
             .check(peer.ip(), deadline, move || {
                 auth.auth.check(name.as_deref(), Some(&password))
@@ -258,7 +257,7 @@ pub async fn publish(
             format!("user {user:?} may not publish to {:?}", &*publish.topic),
         );
     }
-    match state.publish_target(req.upstream.as_deref()) {
+    match target(&state, req.upstream.as_deref()) {
         None => error(
             StatusCode::NOT_FOUND,
             match &req.upstream {
@@ -291,7 +290,7 @@ pub async fn publish(
             }
         }
         Some(PublishTarget::Upstream(connector, upstream)) => {
-            let connect = crate::auth::rewrite_connect(
+            let connect = kite_policy::auth::rewrite_connect(
                 &Connect {
                     version: Version::V5,
                     client_id: format!("kite-api-{:x}", std::process::id() ^ rand_u32()).into(),
@@ -344,7 +343,7 @@ fn rand_u32() -> u32 {
 /// Where an API publish goes.
 pub enum PublishTarget {
     /// The embedded broker.
-    Embedded(crate::broker::Broker),
+    Embedded(kite_broker::Broker),
     /// An upstream broker, reached with this connector.
     Upstream(crate::upstream::Connector, crate::config::Upstream),
 }
@@ -410,4 +409,16 @@ async fn upstream_publish(
     }
     let _ = io.shutdown().await;
     Ok(reason)
+}
+/// Where `POST /api/v1/publish` sends (the named upstream, or the default target).
+fn target(state: &AppState, name: Option<&str>) -> Option<PublishTarget> {
+    use PublishTarget as P;
+    let target = match name {
+        Some(n) => state.target(n),
+        None => state.default_target(),
+    }?;
+    Some(match target {
+        crate::state::Target::Upstream(u) => P::Upstream(state.connector.clone(), u),
+        crate::state::Target::Embedded(b) => P::Embedded(b),
+    })
 }

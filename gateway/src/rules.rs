@@ -33,37 +33,13 @@ use kite_mqtt::codec::wire::{VarInt, read_var_int};
 use kite_mqtt::codec::{Ack, Connect, PacketType, ReasonCode, SubAck, Subscribe};
 use kite_mqtt::{Limits, MqttStr, Packet, QoS, Version, decode};
 
-use crate::acl::Acl;
 use crate::metrics::{Denial, Metrics};
-use crate::proxy::Violation;
+use crate::violation::Violation;
+use kite_policy::DeniedPublish;
+use kite_policy::acl::Acl;
 
 /// Topic name bytes the alias table of one session may hold.
 pub const ALIAS_BYTES: usize = 256 * 1024;
-
-/// What the gateway does with a refused MQTT 3.1.1 PUBLISH (`[acl] v311_denied_publish`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
-#[serde(try_from = "String")]
-pub enum DeniedPublish {
-    /// Acknowledge it as if delivered and drop it (what mosquitto does).
-    #[default]
-    Drop,
-    /// Close the session.
-    Disconnect,
-}
-
-impl TryFrom<String> for DeniedPublish {
-    type Error = String;
-
-    fn try_from(value: String) -> Result<Self, String> {
-        match value.as_str() {
-            "drop" => Ok(Self::Drop),
-            "disconnect" => Ok(Self::Disconnect),
-            _ => Err(format!(
-                "invalid `v311_denied_publish` = {value:?}: use \"drop\" (acknowledge and drop, as mosquitto does) or \"disconnect\" (close the session)"
-            )),
-        }
-    }
-}
 
 /// What to do with one packet from the browser.
 #[derive(Debug, Clone, PartialEq, Eq)]

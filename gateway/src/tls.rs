@@ -1,26 +1,16 @@
 //! TLS termination for `https://` and `wss://`: certificate and key from PEM files, reloaded
 //! on SIGHUP (a failed reload keeps the current certificate and says why).
 //!
-//! Handshakes run in their own tasks with a timeout, so a client that stalls its handshake
-//! holds only its own connection permit, never the accept loop.
+//! Handshakes are run by `listen`'s accept loop.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::{
     self, ServerConfig,
     pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
 };
-
-use crate::server::Permitted;
-
-/// How long a client may take to finish its TLS handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The certificate chain and private key files.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,86 +132,12 @@ impl Reloadable {
         TlsAcceptor::from(Arc::new(config))
     }
 
-    fn acceptor(&self) -> TlsAcceptor {
+    /// An acceptor for HTTPS: ALPN `http/1.1`.
+    pub fn acceptor(&self) -> TlsAcceptor {
         let config = match self.current.read() {
             Ok(c) => c.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         };
         TlsAcceptor::from(config)
-    }
-}
-
-/// A listener handing out TLS connections whose handshake succeeded.
-pub struct TlsListener {
-    ready: mpsc::Receiver<(
-        Permitted<tokio_rustls::server::TlsStream<TcpStream>>,
-        SocketAddr,
-    )>,
-    local: SocketAddr,
-}
-
-impl TlsListener {
-    /// Accepts on `listener` (a permit before each accept) and handshakes in the background.
-    pub fn spawn(
-        listener: TcpListener,
-        permits: crate::server::Permits,
-        per_address: crate::per_address::PerAddress,
-        tls: Reloadable,
-        head_timeout: Duration,
-    ) -> std::io::Result<Self> {
-        let local = listener.local_addr()?;
-        let (tx, ready) = mpsc::channel(64);
-        tokio::spawn(async move {
-            loop {
-                let (permit, spare) = tokio::select! {
-                    p = permits.acquire() => p,
-                    () = tx.closed() => return,
-                };
-                let (tcp, addr) = match listener.accept().await {
-                    Ok(x) => x,
-                    Err(e) => {
-                        tracing::debug!("accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                        continue;
-                    }
-                };
-                let Some(slot) = per_address.enter(addr.ip()) else {
-                    continue;
-                };
-                let _ = tcp.set_nodelay(true);
-                let acceptor = tls.acceptor();
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(io)) => {
-                            let mut io = Permitted::new(io, permit, head_timeout);
-                            io.spare = spare;
-                            io.address = Some(slot);
-                            let _ = tx.send((io, addr)).await;
-                        }
-                        Ok(Err(e)) => tracing::debug!(%addr, "TLS handshake failed: {e}"),
-                        Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
-                    }
-                });
-            }
-        });
-        Ok(Self { ready, local })
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = Permitted<tokio_rustls::server::TlsStream<TcpStream>>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(conn) => conn,
-            // The accept task only ends when this listener is dropped.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local)
     }
 }

@@ -1,7 +1,10 @@
-//! Connecting to an upstream broker: TCP or TLS, trying each address in order (failover).
+//! Upstream brokers: their addresses (`BrokerUrl`), TLS options (`UpstreamTls`), and
+//! connecting to them — TCP or TLS, trying each address in order (failover).
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
+use std::path::PathBuf;
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +13,156 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore, pki_types::ServerName};
 
-use crate::config::{BrokerUrl, Upstream};
+use thiserror::Error;
+
+/// Why an upstream URL was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("invalid upstream URL {url:?}: {reason}")]
+pub struct UrlError {
+    url: String,
+    reason: String,
+}
+
+impl UrlError {
+    fn new(url: &str, reason: impl Into<String>) -> Self {
+        Self {
+            url: url.to_owned(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// One address of an upstream broker: `mqtt://host:port` (TCP) or `mqtts://host:port` (TLS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerUrl {
+    /// Whether to speak TLS to the broker.
+    pub tls: bool,
+    /// Host name or IP address (without brackets for IPv6).
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+}
+
+impl FromStr for BrokerUrl {
+    type Err = UrlError;
+
+    fn from_str(url: &str) -> Result<Self, UrlError> {
+        let (tls, rest) = if let Some(rest) = url.strip_prefix("mqtt://") {
+            (false, rest)
+        } else if let Some(rest) = url.strip_prefix("mqtts://") {
+            (true, rest)
+        } else {
+            let scheme = url.split_once("://").map_or("", |(s, _)| s);
+            let reason = if scheme.is_empty() {
+                "missing scheme: write mqtt://HOST:PORT or mqtts://HOST:PORT".to_owned()
+            } else {
+                format!(
+                    "unsupported scheme {scheme:?}: use mqtt:// (TCP) or mqtts:// (TLS); WebSocket brokers are not upstreams"
+                )
+            };
+            return Err(UrlError::new(url, reason));
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        if rest.contains(['/', '?', '#', '@']) {
+            return Err(UrlError::new(
+                url,
+                "only mqtt(s)://HOST:PORT is allowed: no path, query or user info (put credentials in the config file)",
+            ));
+        }
+        let default_port = if tls { 8883 } else { 1883 };
+        let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+            let Some((host, after)) = v6.split_once(']') else {
+                return Err(UrlError::new(url, "unclosed '[' in IPv6 address"));
+            };
+            let port = match after {
+                "" => None,
+                p => match p.strip_prefix(':') {
+                    Some(p) => Some(p),
+                    None => return Err(UrlError::new(url, "expected ':PORT' after ']'")),
+                },
+            };
+            (host, port)
+        } else {
+            match rest.rsplit_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (rest, None),
+            }
+        };
+        if host.is_empty() {
+            return Err(UrlError::new(url, "missing host"));
+        }
+        let port = match port {
+            None => default_port,
+            Some(p) => match p.parse::<u16>() {
+                Ok(0) | Err(_) => {
+                    return Err(UrlError::new(
+                        url,
+                        format!("port {p:?} is not a number from 1 to 65535"),
+                    ));
+                }
+                Ok(p) => p,
+            },
+        };
+        Ok(Self {
+            tls,
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
+impl fmt::Display for BrokerUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.tls { "mqtts" } else { "mqtt" };
+        if self.host.contains(':') {
+            write!(f, "{scheme}://[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{scheme}://{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// A broker the gateway forwards to, with its addresses in failover order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// Name, as used in `/mqtt/<name>` and listed by `/api/v1/upstreams`.
+    pub name: String,
+    /// Addresses, tried in order until one connects.
+    pub addresses: Vec<BrokerUrl>,
+    /// How its `mqtts://` addresses are reached.
+    pub tls: UpstreamTls,
+}
+
+impl Upstream {
+    /// An upstream with default TLS settings (system roots, no client certificate).
+    pub fn new(name: impl Into<String>, addresses: Vec<BrokerUrl>) -> Self {
+        Self {
+            name: name.into(),
+            addresses,
+            tls: UpstreamTls::default(),
+        }
+    }
+}
+
+/// TLS to an upstream broker: whom to trust, and who the gateway is.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UpstreamTls {
+    /// PEM file of the CA certificates to trust instead of the system's.
+    pub ca_file: Option<PathBuf>,
+    /// PEM file of the gateway's client certificate chain (brokers that require one).
+    pub client_cert: Option<PathBuf>,
+    /// PEM file of its private key.
+    pub client_key: Option<PathBuf>,
+    /// The name to ask for (SNI) and check the certificate against, when it is not the host
+    /// in the address (e.g. connecting by IP address).
+    pub server_name: Option<String>,
+}
+
+impl UpstreamTls {
+    pub(crate) fn is_set(&self) -> bool {
+        *self != Self::default()
+    }
+}
 
 /// How long one address may take to accept a TCP connection and finish a TLS handshake.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

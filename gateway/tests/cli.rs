@@ -314,8 +314,8 @@ fn passwd_prints_a_hash_the_gateway_accepts() {
     assert!(out.status.success());
     let hash = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     assert!(hash.starts_with("$argon2id$"), "{hash}");
-    let auth = kite_gateway::auth::Auth::new(
-        vec![kite_gateway::auth::User {
+    let auth = kite_policy::auth::Auth::new(
+        vec![kite_policy::auth::User {
             name: "u".into(),
             password_hash: hash,
             role: None,

@@ -56,7 +56,7 @@ fn login(mqtt: SocketAddr, from: Option<SocketAddr>, client_id: &str, password: 
 fn a_login_flood_is_bounded_in_memory_and_delays_only_its_source() {
     let dir = std::env::temp_dir().join(format!("kite-logins-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let hash = kite_gateway::auth::hash_password(b"right").unwrap();
+    let hash = kite_policy::auth::hash_password(b"right").unwrap();
     let config = dir.join("kite.toml");
     std::fs::write(
         &config,

@@ -97,17 +97,17 @@ fn publish_over_http_to_the_embedded_broker() {
 /// publish rules (403 outside them).
 #[test]
 fn publish_over_http_needs_a_user_and_follows_its_rules() {
-    let hash = kite_gateway::auth::hash_password(b"pw").unwrap();
+    let hash = kite_policy::auth::hash_password(b"pw").unwrap();
     let gateway = Gateway::start_with(&[], None, |c| {
-        c.auth = kite_gateway::auth::Auth::new(
-            vec![kite_gateway::auth::User {
+        c.auth = kite_policy::auth::Auth::new(
+            vec![kite_policy::auth::User {
                 name: "ops".into(),
                 password_hash: hash.clone(),
                 role: Some("ops".into()),
             }],
-            vec![kite_gateway::auth::Role {
+            vec![kite_policy::auth::Role {
                 name: "ops".into(),
-                acl: kite_gateway::acl::Acl {
+                acl: kite_policy::acl::Acl {
                     publish: Some(vec!["cmd/#".into()]),
                     subscribe: None,
                     ..Default::default()
@@ -134,7 +134,7 @@ fn publish_over_http_needs_a_user_and_follows_its_rules() {
 #[test]
 fn publish_over_http_follows_the_anonymous_role() {
     let gateway = Gateway::start_with(&[], None, |c| {
-        c.auth = kite_tests::anonymous_role(kite_gateway::acl::Acl {
+        c.auth = kite_tests::anonymous_role(kite_policy::acl::Acl {
             deny_publish: vec!["cmd/#".into()],
             ..Default::default()
         });

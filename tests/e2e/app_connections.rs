@@ -434,7 +434,7 @@ fn a_refused_login_stops_with_the_brokers_reason() {
 /// published after the removal does not come, one on a filter subscribed after it does).
 #[test]
 fn subscriptions_show_refusals_and_removal_unsubscribes() {
-    use kite_gateway::auth::{Auth, Role, User, hash_password};
+    use kite_policy::auth::{Auth, Role, User, hash_password};
     let broker = Mosquitto::start();
     let gateway = Gateway::start_with(&[&broker.url()], Some(assets_dir()), |c| {
         c.auth = Auth::new(
@@ -445,7 +445,7 @@ fn subscriptions_show_refusals_and_removal_unsubscribes() {
             }],
             vec![Role {
                 name: "viewer".into(),
-                acl: kite_gateway::acl::Acl {
+                acl: kite_policy::acl::Acl {
                     publish: Some(vec![]),
                     subscribe: Some(vec!["public/#".into(), "other/#".into()]),
                     ..Default::default()

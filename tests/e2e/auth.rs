@@ -1,6 +1,6 @@
 //! Authentication at the gateway, with the broker's own credentials injected per role.
 
-use kite_gateway::auth::{Auth, Role, User, hash_password};
+use kite_policy::auth::{Auth, Role, User, hash_password};
 use kite_tests::mqtt::{WsClient, connect_v311, connect_with_credentials};
 use kite_tests::{Gateway, Mosquitto};
 

@@ -921,10 +921,10 @@ fn malformed_v5_connect_gets_a_reason() {
 /// password they are refused (5.0 0x87 / 0x86, 3.1.1 return codes 5 / 4).
 #[test]
 fn device_authentication() {
-    let hash = kite_gateway::auth::hash_password(b"s3cret").unwrap();
+    let hash = kite_policy::auth::hash_password(b"s3cret").unwrap();
     let gw = Gateway::start_with(&[], None, |c| {
-        c.auth = kite_gateway::auth::Auth::new(
-            vec![kite_gateway::auth::User {
+        c.auth = kite_policy::auth::Auth::new(
+            vec![kite_policy::auth::User {
                 name: "dev".into(),
                 password_hash: hash.clone(),
                 role: None,
@@ -1099,15 +1099,15 @@ fn persistence_across_restart() {
 /// outside the rules refuses the connection; `%u` stands for the user name.
 #[test]
 fn topic_permissions() {
-    let hash = kite_gateway::auth::hash_password(b"pw").unwrap();
-    let user = |name: &str| kite_gateway::auth::User {
+    let hash = kite_policy::auth::hash_password(b"pw").unwrap();
+    let user = |name: &str| kite_policy::auth::User {
         name: name.into(),
         password_hash: hash.clone(),
         role: Some("operator".into()),
     };
-    let role = kite_gateway::auth::Role {
+    let role = kite_policy::auth::Role {
         name: "operator".into(),
-        acl: kite_gateway::acl::Acl {
+        acl: kite_policy::acl::Acl {
             publish: Some(vec!["plant/+/cmd".into(), "users/%u/#".into()]),
             subscribe: Some(vec!["plant/#".into(), "users/%u/#".into()]),
             ..Default::default()
@@ -1115,9 +1115,8 @@ fn topic_permissions() {
         ..Default::default()
     };
     let adjust = |c: &mut Config| {
-        c.auth =
-            kite_gateway::auth::Auth::new(vec![user("alice"), user("bob")], vec![role.clone()])
-                .unwrap();
+        c.auth = kite_policy::auth::Auth::new(vec![user("alice"), user("bob")], vec![role.clone()])
+            .unwrap();
     };
     let login = |v: Version, name: &str| Connect {
         username: Some(name.into()),
@@ -1193,7 +1192,7 @@ fn topic_permissions() {
 /// `deny_publish` refuses where `publish` allows (PUBACK 0x80).
 #[test]
 fn anonymous_role_and_deny_rules() {
-    let acl = kite_gateway::acl::Acl {
+    let acl = kite_policy::acl::Acl {
         publish: Some(vec![
             "open/#".into(),
             "private/#".into(),
@@ -1325,23 +1324,23 @@ fn server_keep_alive() {
 /// session instead of being acknowledged and dropped; 5.0 still gets PUBACK 0x87.
 #[test]
 fn v311_refusals_can_close_the_session() {
-    let role = kite_gateway::auth::Role {
+    let role = kite_policy::auth::Role {
         name: "operator".into(),
-        acl: kite_gateway::acl::Acl {
+        acl: kite_policy::acl::Acl {
             publish: Some(vec!["plant/+/cmd".into()]),
             subscribe: None,
             ..Default::default()
         },
         ..Default::default()
     };
-    let user = kite_gateway::auth::User {
+    let user = kite_policy::auth::User {
         name: "alice".into(),
-        password_hash: kite_gateway::auth::hash_password(b"pw").unwrap(),
+        password_hash: kite_policy::auth::hash_password(b"pw").unwrap(),
         role: Some("operator".into()),
     };
     let adjust = |c: &mut Config| {
-        c.auth = kite_gateway::auth::Auth::new(vec![user.clone()], vec![role.clone()]).unwrap();
-        c.v311_denied_publish = kite_gateway::rules::DeniedPublish::Disconnect;
+        c.auth = kite_policy::auth::Auth::new(vec![user.clone()], vec![role.clone()]).unwrap();
+        c.v311_denied_publish = kite_policy::DeniedPublish::Disconnect;
     };
     let login = |v: Version| Connect {
         username: Some("alice".into()),
@@ -1586,7 +1585,7 @@ fn client_over_the_brokers_limits() {
 #[test]
 fn paho_clients() {
     let gw = Gateway::start_with(&[], None, |c| {
-        c.auth = kite_tests::anonymous_role(kite_gateway::acl::Acl {
+        c.auth = kite_tests::anonymous_role(kite_policy::acl::Acl {
             deny_subscribe: vec!["test/nosubscribe".into()],
             ..Default::default()
         });

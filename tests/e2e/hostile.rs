@@ -3,10 +3,10 @@
 //! Each test ends by checking that another client still gets its messages.
 
 use bytes::Bytes;
-use kite_gateway::auth::{Auth, Role, User, hash_password};
 use kite_gateway::config::Config;
 use kite_mqtt::codec::{Connect, Properties, ReasonCode, Unsubscribe};
 use kite_mqtt::{Packet, QoS, Version};
+use kite_policy::auth::{Auth, Role, User, hash_password};
 use kite_tests::client::{TestClient, Via, connect, publish};
 use kite_tests::{Gateway, Mosquitto, each_way};
 
@@ -344,7 +344,7 @@ fn two_users_with_prefix(c: &mut Config, alice_prefix: &str) {
             Role {
                 name: "operator".into(),
                 client_id_prefix: alice_prefix.into(),
-                acl: kite_gateway::acl::Acl {
+                acl: kite_policy::acl::Acl {
                     publish: Some(vec!["plant/#".into()]),
                     subscribe: Some(vec!["plant/#".into()]),
                     ..Default::default()

@@ -5,11 +5,11 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
-use kite_gateway::auth::{Auth, Role};
 use kite_gateway::config::Config;
-use kite_gateway::jwt::{Jwt, JwtSettings};
 use kite_mqtt::codec::{ConnAck, Connect, ReasonCode};
 use kite_mqtt::{QoS, Version};
+use kite_policy::auth::{Auth, Role};
+use kite_policy::jwt::JwtSettings;
 use kite_tests::client::{TestClient, Via, publish};
 use kite_tests::{Gateway, Mosquitto, TempDir};
 
@@ -52,7 +52,7 @@ fn configure(c: &mut Config, dir: &Path, rs256: bool) {
         std::fs::write(&f, SECRET).unwrap();
         f
     };
-    let jwt = Jwt::load(
+    let jwt = kite_gateway::config::load_jwt(
         &JwtSettings {
             algorithm: if rs256 { "RS256" } else { "HS256" }.into(),
             key_file,
@@ -70,7 +70,7 @@ fn configure(c: &mut Config, dir: &Path, rs256: bool) {
             name: "operator".into(),
             upstream_username: Some("kite-gw".into()),
             upstream_password: Some("broker-secret".into()),
-            acl: kite_gateway::acl::Acl {
+            acl: kite_policy::acl::Acl {
                 publish: Some(vec!["users/%u/#".into()]),
                 subscribe: Some(vec!["users/%u/#".into()]),
                 ..Default::default()

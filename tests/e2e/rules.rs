@@ -4,10 +4,10 @@
 use std::net::SocketAddr;
 
 use bytes::{Bytes, BytesMut};
-use kite_gateway::auth::{Auth, Role, User, hash_password};
-use kite_gateway::rules::DeniedPublish;
 use kite_mqtt::codec::{Connect, Properties, Publish, ReasonCode, Subscription, Will};
 use kite_mqtt::{Packet, QoS, Version};
+use kite_policy::DeniedPublish;
+use kite_policy::auth::{Auth, Role, User, hash_password};
 use kite_tests::client::{TestClient, Via, publish};
 use kite_tests::{Gateway, Mosquitto};
 
@@ -33,7 +33,7 @@ impl Setup {
                 }],
                 vec![Role {
                     name: "operator".into(),
-                    acl: kite_gateway::acl::Acl {
+                    acl: kite_policy::acl::Acl {
                         publish: Some(vec!["plant/+/cmd".into(), "users/%u/#".into()]),
                         subscribe: Some(vec!["plant/#".into(), "users/%u/#".into()]),
                         ..Default::default()
@@ -307,7 +307,7 @@ fn refused_filters_come_back_in_the_suback_in_their_places() {
 fn anonymous_role_and_deny_rules_in_front_of_an_upstream() {
     let broker = Mosquitto::start();
     let gateway = Gateway::start_with(&[&broker.url()], None, |c| {
-        c.auth = kite_tests::anonymous_role(kite_gateway::acl::Acl {
+        c.auth = kite_tests::anonymous_role(kite_policy::acl::Acl {
             deny_publish: vec!["plant/+/cmd".into()],
             deny_subscribe: vec!["test/nosubscribe".into()],
             ..Default::default()

@@ -187,9 +187,9 @@ fn an_upstream_over_tls_with_a_private_ca_and_a_client_certificate() {
     )
     .unwrap();
     assert!(
-        kite_gateway::check::check_file(&file).is_empty(),
+        kite_gateway::config::check::check_file(&file).is_empty(),
         "{:?}",
-        kite_gateway::check::check_file(&file)
+        kite_gateway::config::check::check_file(&file)
     );
     let gateway = Gateway::start_with(&[], None, |c| {
         let loaded = kite_gateway::config::Config::load(Some(&file), Default::default()).unwrap();
@@ -212,7 +212,7 @@ fn an_upstream_over_tls_with_a_private_ca_and_a_client_certificate() {
 
     // A client key that does not match its certificate is refused when loading, by name.
     std::fs::copy(dir.path().join("server.key"), dir.path().join("client.key")).unwrap();
-    let problems = kite_gateway::check::check_file(&file);
+    let problems = kite_gateway::config::check::check_file(&file);
     assert!(
         problems
             .iter()

@@ -300,13 +300,13 @@ pub fn assets_dir() -> PathBuf {
 
 /// Users and roles with no logins, where every session gets the role `guest` with `acl`
 /// (`[acl] anonymous_role = "guest"`).
-pub fn anonymous_role(acl: kite_gateway::acl::Acl) -> kite_gateway::auth::Auth {
-    let guest = kite_gateway::auth::Role {
+pub fn anonymous_role(acl: kite_policy::acl::Acl) -> kite_policy::auth::Auth {
+    let guest = kite_policy::auth::Role {
         name: "guest".into(),
         acl,
         ..Default::default()
     };
-    kite_gateway::auth::Auth::new(vec![], vec![guest])
+    kite_policy::auth::Auth::new(vec![], vec![guest])
         .and_then(|a| a.with_anonymous_role(Some("guest")))
         .expect("a valid anonymous role")
 }

@@ -181,7 +181,7 @@ fn fuzz(root: &Path, args: &[String]) -> Result<(), Failure> {
             .env("RUSTC_BOOTSTRAP", "1")
             .current_dir(root.join("fuzz")),
         "fuzzing",
-        "read the output above: a build error, or a crash libFuzzer saved under fuzz/artifacts/TARGET/ — copy that file to gateway/tests/fuzzing/regressions/TARGET/ (broker, inbound) so every `cargo xtask test` replays it, then fix it",
+        "read the output above: a build error, or a crash libFuzzer saved under fuzz/artifacts/TARGET/ — copy that file to broker/tests/fuzzing/regressions/broker/ or gateway/tests/fuzzing/regressions/inbound/ so every `cargo xtask test` replays it, then fix it",
     )
 }
 

@@ -1,8 +1,14 @@
 //! The embedded MQTT broker: what `kite serve` runs when no upstream is configured.
 //!
-//! Devices reach it over TCP (and TLS); browser sessions on `/mqtt` reach it through an
-//! in-memory pipe from the gateway's WebSocket handler, after the same CONNECT-first checks,
-//! authentication and limits as for an upstream broker.
+//! Devices reach it over TCP (and TLS): the gateway accepts their connections and hands each
+//! to [`Broker::serve`]. Browser sessions on `/mqtt` reach it through an in-memory pipe from
+//! the gateway's WebSocket handler, after the same CONNECT-first checks, authentication and
+//! limits as for an upstream broker.
+//!
+//! This crate knows nothing of HTTP, WebSocket or certificate files: any `AsyncRead +
+//! AsyncWrite` stream is a connection (TLS ones arrive already accepted). Logins and topic
+//! rules come from `kite-policy`; [`logins::Logins`] runs the password checks, for the
+//! gateway's sessions too.
 //!
 //! Shape: [`Broker`] is shared state behind an `Arc` — the session table, the subscription
 //! trie, the retained messages, statistics. Each connection is one task ([`conn`]) that owns
@@ -16,14 +22,14 @@
 //! retained messages are never held together with a session's state.
 
 mod conn;
+pub mod logins;
 mod out;
-pub(crate) use conn::refusal;
+pub use conn::refusal;
 mod retain;
 mod session;
 pub mod store;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
@@ -33,7 +39,6 @@ use kite_mqtt::codec::{Properties, Props, Publish};
 use kite_mqtt::topic::SubscriptionTree;
 use kite_mqtt::{MqttStr, QoS};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
 
 pub use conn::ConnInfo;
 use retain::Retained;
@@ -91,7 +96,7 @@ pub struct BrokerConfig {
     /// How often `$SYS/broker/...` statistics are published; `None`: never.
     pub sys_interval: Option<Duration>,
     /// What an MQTT 3.1.1 PUBLISH the role's rules refuse gets (`[acl] v311_denied_publish`).
-    pub v311_denied_publish: crate::rules::DeniedPublish,
+    pub v311_denied_publish: kite_policy::DeniedPublish,
 }
 
 impl BrokerConfig {
@@ -138,7 +143,7 @@ impl Default for BrokerConfig {
             connect_timeout: Duration::from_secs(10),
             max_connections: 10_000,
             sys_interval: Some(Duration::from_secs(10)),
-            v311_denied_publish: crate::rules::DeniedPublish::Drop,
+            v311_denied_publish: kite_policy::DeniedPublish::Drop,
         }
     }
 }
@@ -270,7 +275,8 @@ impl Stats {
 
 struct Inner {
     config: BrokerConfig,
-    auth: Arc<crate::auth::Auth>,
+    auth: Arc<kite_policy::auth::Auth>,
+    logins: logins::Logins,
     sessions: Mutex<HashMap<Arc<str>, Arc<Slot>>>,
     subs: RwLock<SubscriptionTree<SubKey, SubEntry>>,
     retained: RwLock<Retained>,
@@ -357,19 +363,25 @@ pub enum ExternalRefusal {
 }
 
 impl Broker {
-    /// A broker with these settings, in memory only; `auth` checks device logins (the
-    /// gateway's users).
-    pub fn new(config: BrokerConfig, auth: crate::auth::Auth) -> Self {
-        Self::with_store(config, auth, None)
+    /// A broker with these settings, in memory only; `auth` admits device logins (the
+    /// gateway's users), their checks run by `logins` (shared with the gateway's sessions).
+    pub fn new(config: BrokerConfig, auth: kite_policy::Auth, logins: logins::Logins) -> Self {
+        Self::with_store(config, auth, logins, None)
     }
 
-    fn with_store(config: BrokerConfig, auth: crate::auth::Auth, store: Option<Store>) -> Self {
+    fn with_store(
+        config: BrokerConfig,
+        auth: kite_policy::Auth,
+        logins: logins::Logins,
+        store: Option<Store>,
+    ) -> Self {
         let (shutdown, _) = tokio::sync::watch::channel(false);
         Self {
             inner: Arc::new(Inner {
                 permits: Arc::new(tokio::sync::Semaphore::new(config.max_connections)),
                 config,
                 auth: Arc::new(auth),
+                logins,
                 sessions: Mutex::new(HashMap::new()),
                 subs: RwLock::new(SubscriptionTree::new()),
                 retained: RwLock::new(Retained::default()),
@@ -389,12 +401,13 @@ impl Broker {
     /// in `dir` (see [`store`]), restored from it now.
     pub fn open(
         config: BrokerConfig,
-        auth: crate::auth::Auth,
+        auth: kite_policy::Auth,
+        logins: logins::Logins,
         dir: &std::path::Path,
         sync: store::Sync,
     ) -> Result<Self, StoreError> {
         let (store, loaded) = Store::open(dir, sync)?;
-        let broker = Self::with_store(config, auth, Some(store));
+        let broker = Self::with_store(config, auth, logins, Some(store));
         broker.restore(loaded);
         Ok(broker)
     }
@@ -493,7 +506,7 @@ impl Broker {
     }
 
     /// Starts the expiry timers of the sessions read from the store (needs the runtime).
-    pub(crate) fn start_timers(&self) {
+    pub fn start_timers(&self) {
         for (slot, left) in std::mem::take(&mut *lock(&self.inner.loaded_expiries)) {
             let broker = self.clone();
             tokio::spawn(async move {
@@ -601,77 +614,33 @@ impl Broker {
         self.inner.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    pub(crate) fn auth(&self) -> &Arc<crate::auth::Auth> {
+    pub(crate) fn auth(&self) -> &Arc<kite_policy::auth::Auth> {
         &self.inner.auth
     }
 
-    /// Serves one client connection (TCP, TLS, or the gateway's pipe) until it ends.
+    /// Where login checks run.
+    pub fn logins(&self) -> &logins::Logins {
+        &self.inner.logins
+    }
+
+    /// The device connection permits (`max_connections`): whoever accepts a connection for
+    /// [`Broker::serve`] takes one first and holds it while the connection lives.
+    pub fn permits(&self) -> &Arc<tokio::sync::Semaphore> {
+        &self.inner.permits
+    }
+
+    /// Completes when [`Broker::shutdown`] was called.
+    pub async fn stopped(&self) {
+        stopped(&mut self.shutdown_signal()).await;
+    }
+
+    /// Serves one client connection (TCP, TLS, or the gateway's pipe) until it ends. The
+    /// caller holds one of [`Broker::permits`] for it.
     pub async fn serve<S>(&self, stream: S, info: ConnInfo)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send,
     {
         conn::serve(self.clone(), stream, info).await;
-    }
-
-    /// Accepts device connections on `listener` until [`Broker::shutdown`] — over TLS when
-    /// `tls` is given. Each connection runs in its own task, holding one of the broker's
-    /// `max_connections` permits (taken before accept).
-    ///
-    /// A connection from an address that has `per_address`'s bound open is closed at once.
-    pub async fn listen(
-        &self,
-        listener: TcpListener,
-        tls: Option<crate::tls::Reloadable>,
-        per_address: crate::per_address::PerAddress,
-    ) {
-        let mut shutdown = self.shutdown_signal();
-        let permits = self.inner.permits.clone();
-        loop {
-            let permit = tokio::select! {
-                p = permits.clone().acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => return,
-                },
-                () = stopped(&mut shutdown) => return,
-            };
-            tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        let Some(slot) = per_address.enter(peer.ip()) else {
-                            continue;
-                        };
-                        let _ = stream.set_nodelay(true);
-                        let broker = self.clone();
-                        let tls = tls.as_ref().map(crate::tls::Reloadable::mqtt_acceptor);
-                        tokio::spawn(async move {
-                            let _held = (permit, slot);
-                            match tls {
-                                None => broker.serve(stream, ConnInfo::tcp(peer)).await,
-                                Some(acceptor) => {
-                                    let handshake = tokio::time::timeout(
-                                        crate::tls::HANDSHAKE_TIMEOUT,
-                                        acceptor.accept(stream),
-                                    );
-                                    match handshake.await {
-                                        Ok(Ok(s)) => broker.serve(s, ConnInfo::tls(peer)).await,
-                                        Ok(Err(e)) => {
-                                            tracing::debug!(%peer, "MQTT TLS handshake failed: {e}");
-                                        }
-                                        Err(_) => tracing::debug!(%peer, "MQTT TLS handshake timed out"),
-                                    }
-                                }
-                            }
-                        });
-                    }
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off instead of spinning.
-                        tracing::warn!("broker accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                },
-                () = stopped(&mut shutdown) => return,
-            }
-        }
     }
 
     /// Publishes `$SYS/broker/...` statistics (retained) every `sys_interval` until shutdown.
@@ -1079,19 +1048,4 @@ pub(crate) struct SubscribeEntry {
     pub no_local: bool,
     pub retain_as_published: bool,
     pub id: Option<u32>,
-}
-
-/// Binds the broker's TCP listener for devices with a clear error when it cannot.
-pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr).await.map_err(|e| {
-        let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
-            format!(
-                "; another broker (mosquitto?) may be running there: pass --mqtt 127.0.0.1:{} for another port, or --upstream mqtt://{addr} to use that broker",
-                addr.port().wrapping_add(1)
-            )
-        } else {
-            String::new()
-        };
-        anyhow::anyhow!("cannot listen for MQTT on {addr}: {e}{hint}")
-    })
 }

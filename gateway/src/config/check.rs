@@ -103,10 +103,10 @@ pub fn check_file(path: &Path) -> Vec<Problem> {
     };
     let mut problems = check_text(&text, path.parent().unwrap_or(Path::new(".")));
     // What `kite serve` would also take from the environment.
-    let vars = crate::env::from_process();
+    let vars = super::env::from_process();
     if !vars.is_empty()
         && let Ok(mut table) = toml::from_str::<toml::Table>(&text)
-        && let Err(e) = crate::env::apply(&mut table, &vars)
+        && let Err(e) = super::env::apply::<super::FileConfig>(&mut table, &vars)
     {
         problems.push(Problem {
             line: 0,
@@ -178,12 +178,12 @@ pub fn check_text(text: &str, base: &Path) -> Vec<Problem> {
             }
             "jwt" => {
                 if let Some(jwt) =
-                    parse::<crate::jwt::JwtSettings>(value, &layout, "jwt", 0, &mut add)
-                    && let Err(e) = crate::jwt::Jwt::load(&jwt, base)
+                    parse::<kite_policy::jwt::JwtSettings>(value, &layout, "jwt", 0, &mut add)
+                    && let Err(e) = crate::config::load_jwt(&jwt, base)
                 {
                     let key = match e {
-                        crate::jwt::JwtConfigError::Algorithm(_) => "algorithm",
-                        crate::jwt::JwtConfigError::Leeway(_) => "leeway_secs",
+                        kite_policy::jwt::JwtConfigError::Algorithm(_) => "algorithm",
+                        kite_policy::jwt::JwtConfigError::Leeway(_) => "leeway_secs",
                         _ => "key_file",
                     };
                     add(layout.line("jwt", 0, Some(key)), format!("[jwt]: {e}"));
@@ -562,9 +562,9 @@ pub fn check_text(text: &str, base: &Path) -> Vec<Problem> {
     }
     if let Some(role) = anonymous_role {
         let problem = if !role_names.contains(role.as_str()) {
-            Some(crate::auth::AuthConfigError::UnknownAnonymousRole { role })
+            Some(kite_policy::auth::AuthConfigError::UnknownAnonymousRole { role })
         } else if !users.is_empty() || has_jwt {
-            Some(crate::auth::AuthConfigError::AnonymousRoleWithLogins { role })
+            Some(kite_policy::auth::AuthConfigError::AnonymousRoleWithLogins { role })
         } else {
             None
         };
@@ -580,8 +580,8 @@ pub fn check_text(text: &str, base: &Path) -> Vec<Problem> {
                 format!("user {:?} is defined twice", u.name),
             );
         }
-        let one = crate::auth::Auth::new(
-            vec![crate::auth::User {
+        let one = kite_policy::auth::Auth::new(
+            vec![kite_policy::auth::User {
                 name: u.name.clone(),
                 password_hash: u.password_hash.clone(),
                 role: None,
@@ -701,7 +701,7 @@ role = \"nobody\"
             problems[0].message.contains("which no [[role]] defines"),
             "{problems:#?}"
         );
-        let hash = crate::auth::hash_password(b"pw").unwrap();
+        let hash = kite_policy::auth::hash_password(b"pw").unwrap();
         let problems = check_text(
             &format!(
                 "[acl]\nanonymous_role = \"guest\"\n{role}[[user]]\nname = \"a\"\npassword_hash = \"{hash}\"\n"

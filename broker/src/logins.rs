@@ -22,7 +22,7 @@ use kite_mqtt::codec::ReasonCode;
 use tokio::sync::{Semaphore, oneshot};
 use tokio::time::Instant;
 
-use crate::auth::{Login, Refused};
+use kite_policy::{Login, Refused};
 
 /// Failures after which an address's checks are delayed.
 const FREE_FAILURES: u32 = 3;
@@ -97,7 +97,7 @@ impl Default for Logins {
 }
 
 /// An IPv4 address as it is; an IPv6 one by its /64 (one host usually has a whole /64).
-pub(crate) fn source_of(peer: IpAddr) -> IpAddr {
+pub fn source_of(peer: IpAddr) -> IpAddr {
     match peer {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => IpAddr::V4(v4),
@@ -138,6 +138,24 @@ impl Logins {
         &self.inner.stats
     }
 
+    /// Checks a CONNECT's user name and password with `check` (e.g. [`kite_policy::Auth::check`])
+    /// as [`Logins::check`] does; with the login, admit the CONNECT with
+    /// [`kite_policy::Auth::admit`].
+    pub async fn check_connect(
+        &self,
+        connect: &kite_mqtt::codec::Connect,
+        peer: IpAddr,
+        deadline: Duration,
+        check: impl FnOnce(Option<&str>, Option<&[u8]>) -> Result<Login, Refused> + Send + 'static,
+    ) -> Result<Login, Refused> {
+        let username = connect.username.as_ref().map(ToString::to_string);
+        let password = connect.password.clone();
+        self.check(peer, deadline, move || {
+            check(username.as_deref(), password.as_deref())
+        })
+        .await
+    }
+
     /// Runs `check` (a password or token check) for a client at `peer`: in line behind that
     /// address's other checks, after the delay its failures earned, on a worker thread. A
     /// check that has not started within `deadline` is refused as "server busy".
@@ -163,10 +181,10 @@ impl Logins {
         let Ok((Ok(in_line), Ok(slot))) = started else {
             drop(gate);
             self.inner.stats.busy.fetch_add(1, Relaxed);
-            return Err(Refused {
-                code: ReasonCode::ServerBusy,
-                detail: "too many logins are waiting; try again later".into(),
-            });
+            return Err(Refused::new(
+                ReasonCode::ServerBusy,
+                "too many logins are waiting; try again later",
+            ));
         };
         let result = self.run(check).await;
         // Released before `record`, which forgets an address with nothing under way.
@@ -246,9 +264,11 @@ impl Logins {
             let _ = tx.send(check());
         });
         let sent = lock(self.pool()).send(job).is_ok();
-        let failed = || Refused {
-            code: ReasonCode::ServerUnavailable,
-            detail: "authentication failed to run".into(),
+        let failed = || {
+            Refused::new(
+                ReasonCode::ServerUnavailable,
+                "authentication failed to run",
+            )
         };
         if !sent {
             return Err(failed());
@@ -291,10 +311,7 @@ mod tests {
     use super::*;
 
     fn refused() -> Result<Login, Refused> {
-        Err(Refused {
-            code: ReasonCode::BadUserNameOrPassword,
-            detail: "wrong".into(),
-        })
+        Err(Refused::new(ReasonCode::BadUserNameOrPassword, "wrong"))
     }
 
     fn ok() -> Result<Login, Refused> {

@@ -19,7 +19,7 @@
 //! `exp`/`nbf` hold (with the leeway), `iss`/`aud` match when configured. `sub` is the user
 //! name (`%u` in topic rules); the role claim, when present, must name a `[[role]]`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 
@@ -39,6 +39,17 @@ pub struct JwtSettings {
     pub role_claim: Option<String>,
     /// Clock skew allowed on `exp` and `nbf`, in seconds (default 30).
     pub leeway_secs: Option<u64>,
+}
+
+impl JwtSettings {
+    /// The algorithm named, if it is one Kite verifies.
+    pub fn algorithm(&self) -> Result<Algorithm, JwtConfigError> {
+        match self.algorithm.as_str() {
+            "HS256" => Ok(Algorithm::HS256),
+            "RS256" => Ok(Algorithm::RS256),
+            other => Err(JwtConfigError::Algorithm(other.to_owned())),
+        }
+    }
 }
 
 /// Why `[jwt]` is refused.
@@ -100,26 +111,21 @@ pub struct Claims {
 }
 
 impl Jwt {
-    /// Loads the key (relative paths from `base`, the config file's directory) and checks the
-    /// settings.
-    pub fn load(settings: &JwtSettings, base: &Path) -> Result<Self, JwtConfigError> {
-        let algorithm = match settings.algorithm.as_str() {
-            "HS256" => Algorithm::HS256,
-            "RS256" => Algorithm::RS256,
-            other => return Err(JwtConfigError::Algorithm(other.to_owned())),
-        };
-        let path = base.join(&settings.key_file);
-        let bytes = std::fs::read(&path).map_err(|e| JwtConfigError::Read {
-            path: path.clone(),
-            detail: e.to_string(),
-        })?;
+    /// Checks the settings with the key file's content `bytes` (`path`: where it was read,
+    /// for the errors).
+    pub fn new(
+        settings: &JwtSettings,
+        bytes: &[u8],
+        path: PathBuf,
+    ) -> Result<Self, JwtConfigError> {
+        let algorithm = settings.algorithm()?;
         let key = match algorithm {
             Algorithm::HS256 => {
                 // A secret written by `echo` ends with a newline that is not part of it.
                 let secret = bytes
                     .strip_suffix(b"\r\n")
                     .or_else(|| bytes.strip_suffix(b"\n"))
-                    .unwrap_or(&bytes);
+                    .unwrap_or(bytes);
                 if secret.len() < MIN_SECRET {
                     return Err(JwtConfigError::Key {
                         path,
@@ -131,7 +137,7 @@ impl Jwt {
                 }
                 DecodingKey::from_secret(secret)
             }
-            _ => DecodingKey::from_rsa_pem(&bytes).map_err(|e| JwtConfigError::Key {
+            _ => DecodingKey::from_rsa_pem(bytes).map_err(|e| JwtConfigError::Key {
                 path,
                 detail: format!(
                     "not an RSA public key in PEM (\"-----BEGIN PUBLIC KEY-----\"): {e}"
@@ -223,9 +229,8 @@ mod tests {
             .as_secs()
     }
 
-    fn hs256(dir: &Path, issuer: Option<&str>) -> Jwt {
-        std::fs::write(dir.join("secret"), [SECRET, b"\n"].concat()).unwrap();
-        Jwt::load(
+    fn hs256(issuer: Option<&str>) -> Jwt {
+        Jwt::new(
             &JwtSettings {
                 algorithm: "HS256".into(),
                 key_file: "secret".into(),
@@ -234,7 +239,8 @@ mod tests {
                 role_claim: None,
                 leeway_secs: Some(0),
             },
-            dir,
+            &[SECRET, b"\n"].concat(),
+            "secret".into(),
         )
         .unwrap()
     }
@@ -247,9 +253,7 @@ mod tests {
 
     #[test]
     fn checks_signature_expiry_issuer_and_algorithm() {
-        let dir = std::env::temp_dir().join(format!("kite-jwt-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let jwt = hs256(&dir, Some("idp"));
+        let jwt = hs256(Some("idp"));
         let key = EncodingKey::from_secret(SECRET);
         let good = serde_json::json!({"sub": "alice", "exp": now() + 60, "iss": "idp", "role": "operator"});
         let t = token(good.clone(), Algorithm::HS256, &key);
@@ -295,14 +299,10 @@ mod tests {
         );
         assert!(jwt.verify(none.as_bytes()).is_err());
         assert!(!Jwt::looks_like_token(b"a plain password"));
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn config_errors_name_the_file_and_the_fix() {
-        let dir = std::env::temp_dir().join(format!("kite-jwt-cfg-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("short"), b"tiny\n").unwrap();
         let settings = |alg: &str, file: &str| JwtSettings {
             algorithm: alg.into(),
             key_file: file.into(),
@@ -311,23 +311,18 @@ mod tests {
             role_claim: None,
             leeway_secs: None,
         };
-        let e = Jwt::load(&settings("HS256", "short"), &dir)
+        let e = Jwt::new(&settings("HS256", "short"), b"tiny\n", "short".into())
             .unwrap_err()
             .to_string();
         assert!(e.contains("too short") && e.contains("short"), "{e}");
-        let e = Jwt::load(&settings("RS256", "short"), &dir)
+        let e = Jwt::new(&settings("RS256", "short"), b"tiny\n", "short".into())
             .unwrap_err()
             .to_string();
         assert!(e.contains("PEM"), "{e}");
-        let e = Jwt::load(&settings("ES256", "short"), &dir)
+        let e = Jwt::new(&settings("ES256", "short"), b"tiny\n", "short".into())
             .unwrap_err()
             .to_string();
         assert!(e.contains("HS256") && e.contains("RS256"), "{e}");
-        let e = Jwt::load(&settings("HS256", "missing"), &dir)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("cannot read") && e.contains("missing"), "{e}");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     fn base64_url(bytes: &[u8]) -> String {

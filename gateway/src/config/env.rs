@@ -8,9 +8,30 @@
 //! upstreams). The double underscore keeps these apart from the flags' own variables
 //! (`KITE_HTTP` is `--http`).
 
-use serde::Deserialize;
+use serde::de::DeserializeOwned;
 
-use crate::config::{ConfigError, FileConfig};
+/// Why a variable cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvError {
+    /// One variable is not usable as it is.
+    #[error("environment variable {var}: {message}")]
+    Var {
+        /// The variable's name.
+        var: String,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+    /// The variables left a section incomplete or inconsistent.
+    #[error("[{section}] as set by the environment ({vars}) and the config file: {message}")]
+    Section {
+        /// The section.
+        section: String,
+        /// The variables that set keys in it.
+        vars: String,
+        /// What is wrong.
+        message: String,
+    },
+}
 
 /// The environment variables that set config-file keys (`KITE_…__…`), in name order.
 pub fn config_vars(vars: impl IntoIterator<Item = (String, String)>) -> Vec<(String, String)> {
@@ -37,11 +58,15 @@ pub fn from_process() -> Vec<(String, String)> {
 const FILE_ONLY: [&str; 3] = ["upstream", "user", "role"];
 
 /// Sets each variable's key in `table` (the config file's, or empty), checking each one on its
-/// own; then checks the sections they touched as a whole.
-pub(crate) fn apply(table: &mut toml::Table, vars: &[(String, String)]) -> Result<(), ConfigError> {
+/// own; then checks the sections they touched as a whole — both by deserializing them as `F`
+/// (the config file's shape).
+pub fn apply<F: DeserializeOwned>(
+    table: &mut toml::Table,
+    vars: &[(String, String)],
+) -> Result<(), EnvError> {
     let mut touched: Vec<(String, Vec<String>)> = Vec::new();
     for (var, raw) in vars {
-        let invalid = |message: String| ConfigError::Env {
+        let invalid = |message: String| EnvError::Var {
             var: var.clone(),
             message,
         };
@@ -65,7 +90,7 @@ pub(crate) fn apply(table: &mut toml::Table, vars: &[(String, String)]) -> Resul
                 }
             )));
         }
-        let value = accepted(&section, &key, raw).map_err(invalid)?;
+        let value = accepted::<F>(&section, &key, raw).map_err(invalid)?;
         let entry = table
             .entry(section.clone())
             .or_insert_with(|| toml::Value::Table(toml::Table::new()));
@@ -84,8 +109,8 @@ pub(crate) fn apply(table: &mut toml::Table, vars: &[(String, String)]) -> Resul
         };
         let mut one = toml::Table::new();
         one.insert(section.clone(), value.clone());
-        if let Err(e) = FileConfig::deserialize(toml::Value::Table(one)) {
-            return Err(ConfigError::EnvSection {
+        if let Err(e) = F::deserialize(toml::Value::Table(one)) {
+            return Err(EnvError::Section {
                 section,
                 vars: vars.join(", "),
                 message: e.message().trim().replace('\n', " "),
@@ -97,14 +122,18 @@ pub(crate) fn apply(table: &mut toml::Table, vars: &[(String, String)]) -> Resul
 
 /// The value `raw` sets `[section] key` to: as TOML if the key takes it so, else as a string;
 /// or why neither works.
-fn accepted(section: &str, key: &str, raw: &str) -> Result<toml::Value, String> {
+fn accepted<F: DeserializeOwned>(
+    section: &str,
+    key: &str,
+    raw: &str,
+) -> Result<toml::Value, String> {
     let as_string = toml::Value::String(raw.to_owned());
     let parsed = toml::from_str::<toml::Table>(&format!("v = {raw}"))
         .ok()
         .and_then(|mut t| t.remove("v"));
     let mut tried = Vec::new();
     for value in parsed.into_iter().chain([as_string]) {
-        match check_key(section, key, &value) {
+        match check_key::<F>(section, key, &value) {
             Ok(()) => return Ok(value),
             Err(e) => tried.push(e),
         }
@@ -120,12 +149,16 @@ fn accepted(section: &str, key: &str, raw: &str) -> Result<toml::Value, String> 
 /// Whether `[section] key = value` deserializes. The section's other required keys may be
 /// missing here (they may come from the file or another variable): serde reports a missing
 /// field only after every present one was read without error.
-fn check_key(section: &str, key: &str, value: &toml::Value) -> Result<(), String> {
+fn check_key<F: DeserializeOwned>(
+    section: &str,
+    key: &str,
+    value: &toml::Value,
+) -> Result<(), String> {
     let mut inner = toml::Table::new();
     inner.insert(key.to_owned(), value.clone());
     let mut outer = toml::Table::new();
     outer.insert(section.to_owned(), toml::Value::Table(inner));
-    match FileConfig::deserialize(toml::Value::Table(outer)) {
+    match F::deserialize(toml::Value::Table(outer)) {
         Ok(_) => Ok(()),
         Err(e) if e.message().starts_with("missing field") => Ok(()),
         Err(e) => Err(format!("[{section}] {key}: {}", e.message().trim())),
@@ -142,7 +175,7 @@ mod tests {
 
     fn applied(file: &str, list: &[(&str, &str)]) -> Result<toml::Table, String> {
         let mut table: toml::Table = toml::from_str(file).unwrap();
-        apply(&mut table, &vars(list)).map_err(|e| e.to_string())?;
+        apply::<crate::config::FileConfig>(&mut table, &vars(list)).map_err(|e| e.to_string())?;
         Ok(table)
     }
 

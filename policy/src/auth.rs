@@ -1,4 +1,4 @@
-//! Authentication at the gateway: users with argon2 password hashes, and per-role broker
+//! Logins: users with argon2 password hashes, and per-role broker
 //! credentials that the gateway puts into the CONNECT it sends upstream, so the browser never
 //! holds the broker's secrets.
 //!
@@ -124,8 +124,6 @@ pub struct Auth {
     jwt: Option<crate::jwt::Jwt>,
     /// The role of sessions without a login (`[acl] anonymous_role`).
     anonymous: Option<Role>,
-    /// Where password checks run, bounded (shared by the clones).
-    logins: crate::logins::Logins,
 }
 
 /// A login that passed: who (the user name, or a token's `sub`) and their role.
@@ -145,14 +143,48 @@ pub struct Refused {
     pub code: ReasonCode,
     /// What was wrong.
     pub detail: String,
+    /// What was refused: the credentials, or the Will topic.
+    pub cause: Cause,
+}
+
+/// What a CONNECT was refused for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// The login: no credentials, wrong ones, a bad token, or no check possible in time.
+    Credentials,
+    /// The Will topic is one the role may not publish to.
+    WillTopic,
 }
 
 impl Refused {
-    fn new(code: ReasonCode, detail: impl Into<String>) -> Self {
+    /// A refused login with `code` and what was wrong.
+    pub fn new(code: ReasonCode, detail: impl Into<String>) -> Self {
         Self {
             code,
             detail: detail.into(),
+            cause: Cause::Credentials,
         }
+    }
+}
+
+/// A CONNECT admitted: who it is (none: no logins configured and no anonymous role) and so
+/// which topic rules apply.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Admission {
+    /// The login, and with it the role.
+    pub login: Option<Login>,
+}
+
+impl Admission {
+    /// The role's topic rules (`None`: unrestricted).
+    pub fn acl(&self) -> Option<&crate::acl::Acl> {
+        self.login.as_ref()?.role.as_ref().map(|r| &r.acl)
+    }
+
+    /// The login's user name (`%u`): the user, a token's `sub`, or empty for the anonymous
+    /// role; `None` without a login.
+    pub fn user(&self) -> Option<&str> {
+        self.login.as_ref().map(|l| l.user.as_str())
     }
 }
 
@@ -202,7 +234,6 @@ impl Auth {
             users: user_map,
             roles: role_map,
             jwt: None,
-            logins: crate::logins::Logins::default(),
             anonymous: None,
         })
     }
@@ -243,15 +274,48 @@ impl Auth {
         self
     }
 
-    /// Where password checks run: at most a few at once, one per source address, slower for
-    /// addresses that failed (see [`crate::logins`]).
-    pub fn logins(&self) -> &crate::logins::Logins {
-        &self.logins
-    }
-
     /// Whether CONNECT must carry credentials.
     pub fn required(&self) -> bool {
         !self.users.is_empty() || self.jwt.is_some()
+    }
+
+    /// The connect-time admission, once the credentials are checked: `checked` is what
+    /// [`Auth::check`] returned when [`Auth::required`] (run it off the async threads), else
+    /// `None`. Sessions without a login get `[acl] anonymous_role`; the Will topic must be one
+    /// the role may publish to (`client_id`: the session's, for `%c`). The embedded broker and
+    /// the gateway in front of an upstream admit through this one function.
+    pub fn admit(
+        &self,
+        connect: &Connect,
+        client_id: &str,
+        checked: Option<Login>,
+    ) -> Result<Admission, Refused> {
+        let login = match checked {
+            Some(login) => Some(login),
+            None if self.required() => {
+                return Err(Refused::new(
+                    ReasonCode::NotAuthorized,
+                    "no login was checked for this CONNECT",
+                ));
+            }
+            None => self.anonymous(),
+        };
+        let admission = Admission { login };
+        if let (Some(acl), Some(will)) = (admission.acl(), &connect.will) {
+            let user = admission.user().unwrap_or("");
+            if !acl.may_publish(&will.topic, user, client_id) {
+                return Err(Refused {
+                    code: ReasonCode::NotAuthorized,
+                    detail: format!(
+                        "the Will topic {:?} is not allowed for user {:?}",
+                        shown(&will.topic),
+                        shown(user)
+                    ),
+                    cause: Cause::WillTopic,
+                });
+            }
+        }
+        Ok(admission)
     }
 
     /// Checks a CONNECT's credentials (argon2: call it off the async threads): a configured
@@ -412,6 +476,90 @@ mod tests {
             PasswordHash::new(DUMMY_HASH).is_ok(),
             "the dummy hash must parse, or timing would differ"
         );
+    }
+
+    fn with_will(topic: &str) -> Connect {
+        Connect {
+            client_id: "tab-1".into(),
+            will: Some(kite_mqtt::codec::Will {
+                topic: topic.into(),
+                payload: Bytes::new(),
+                qos: kite_mqtt::QoS::AtMostOnce,
+                retain: false,
+                properties: Default::default(),
+            }),
+            ..Connect::default()
+        }
+    }
+
+    fn guarded(users: Vec<User>) -> Auth {
+        let role = Role {
+            name: "dev".into(),
+            acl: crate::acl::Acl {
+                publish: Some(vec!["devices/%u/#".into(), "clients/%c".into()]),
+                ..Default::default()
+            },
+            ..Role::default()
+        };
+        let anonymous = users.is_empty().then_some("dev");
+        Auth::new(users, vec![role])
+            .unwrap()
+            .with_anonymous_role(anonymous)
+            .unwrap()
+    }
+
+    #[test]
+    fn admits_with_the_login_and_checks_the_will_topic() {
+        let a = guarded(vec![User {
+            name: "alice".into(),
+            password_hash: hash_password(b"s3cret").unwrap(),
+            role: Some("dev".into()),
+        }]);
+        let alice = || a.check(Some("alice"), Some(b"s3cret")).ok();
+        // With users, a CONNECT is admitted only with a checked login.
+        let e = a.admit(&Connect::default(), "c", None).unwrap_err();
+        assert_eq!(
+            (e.code, e.cause),
+            (ReasonCode::NotAuthorized, Cause::Credentials)
+        );
+        let ok = a
+            .admit(&with_will("devices/alice/state"), "c", alice())
+            .unwrap();
+        assert_eq!(ok.user(), Some("alice"));
+        assert!(ok.acl().is_some());
+        // `%c` is the client id given to `admit` (the broker's assigned one, if any).
+        assert!(
+            a.admit(&with_will("clients/tab-7"), "tab-7", alice())
+                .is_ok()
+        );
+        // A Will topic the role may not publish to refuses the CONNECT with 0x87; the cause
+        // tells it from a bad login (the gateway counts it as a denied Will).
+        let e = a
+            .admit(&with_will("devices/bob/state"), "c", alice())
+            .unwrap_err();
+        assert_eq!(
+            (e.code, e.cause),
+            (ReasonCode::NotAuthorized, Cause::WillTopic)
+        );
+        assert!(
+            e.detail.contains("devices/bob/state") && e.detail.contains("alice"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn admits_without_logins_under_the_anonymous_role() {
+        let a = guarded(vec![]);
+        let ok = a.admit(&with_will("clients/c"), "c", None).unwrap();
+        assert_eq!(ok.user(), Some(""));
+        // The anonymous login has no user name: `%u` matches nothing.
+        let e = a.admit(&with_will("devices//x"), "c", None).unwrap_err();
+        assert_eq!(e.cause, Cause::WillTopic);
+        // Without any role, everything is admitted, unrestricted.
+        let open = Auth::default()
+            .admit(&with_will("any/thing"), "c", None)
+            .unwrap();
+        assert_eq!((open.user(), open.acl()), (None, None));
     }
 
     #[test]

@@ -11,7 +11,11 @@
 //! addresses = ["mqtt://127.0.0.1:1883", "mqtt://10.0.0.2:1883"]  # tried in order
 //! ```
 
-use std::fmt;
+pub mod check;
+pub mod env;
+
+pub use crate::upstream::{BrokerUrl, Upstream, UpstreamTls, UrlError};
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -148,10 +152,10 @@ pub enum ConfigError {
     },
     /// Users or roles are inconsistent.
     #[error("{0}")]
-    Auth(#[from] crate::auth::AuthConfigError),
+    Auth(#[from] kite_policy::auth::AuthConfigError),
     /// `[jwt]` is unusable.
     #[error("{0}")]
-    Jwt(#[from] crate::jwt::JwtConfigError),
+    Jwt(#[from] kite_policy::jwt::JwtConfigError),
     /// The listen address does not parse.
     #[error(
         "invalid listen address {value:?} in [{section}] listen: expected IP:PORT, e.g. \"{example}\""
@@ -200,109 +204,19 @@ pub enum ConfigError {
     },
 }
 
-/// Why an upstream URL was refused.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[error("invalid upstream URL {url:?}: {reason}")]
-pub struct UrlError {
-    url: String,
-    reason: String,
-}
-
-impl UrlError {
-    fn new(url: &str, reason: impl Into<String>) -> Self {
-        Self {
-            url: url.to_owned(),
-            reason: reason.into(),
-        }
-    }
-}
-
-/// One address of an upstream broker: `mqtt://host:port` (TCP) or `mqtts://host:port` (TLS).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BrokerUrl {
-    /// Whether to speak TLS to the broker.
-    pub tls: bool,
-    /// Host name or IP address (without brackets for IPv6).
-    pub host: String,
-    /// TCP port.
-    pub port: u16,
-}
-
-impl FromStr for BrokerUrl {
-    type Err = UrlError;
-
-    fn from_str(url: &str) -> Result<Self, UrlError> {
-        let (tls, rest) = if let Some(rest) = url.strip_prefix("mqtt://") {
-            (false, rest)
-        } else if let Some(rest) = url.strip_prefix("mqtts://") {
-            (true, rest)
-        } else {
-            let scheme = url.split_once("://").map_or("", |(s, _)| s);
-            let reason = if scheme.is_empty() {
-                "missing scheme: write mqtt://HOST:PORT or mqtts://HOST:PORT".to_owned()
-            } else {
-                format!(
-                    "unsupported scheme {scheme:?}: use mqtt:// (TCP) or mqtts:// (TLS); WebSocket brokers are not upstreams"
-                )
-            };
-            return Err(UrlError::new(url, reason));
-        };
-        let rest = rest.strip_suffix('/').unwrap_or(rest);
-        if rest.contains(['/', '?', '#', '@']) {
-            return Err(UrlError::new(
-                url,
-                "only mqtt(s)://HOST:PORT is allowed: no path, query or user info (put credentials in the config file)",
-            ));
-        }
-        let default_port = if tls { 8883 } else { 1883 };
-        let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
-            let Some((host, after)) = v6.split_once(']') else {
-                return Err(UrlError::new(url, "unclosed '[' in IPv6 address"));
-            };
-            let port = match after {
-                "" => None,
-                p => match p.strip_prefix(':') {
-                    Some(p) => Some(p),
-                    None => return Err(UrlError::new(url, "expected ':PORT' after ']'")),
-                },
-            };
-            (host, port)
-        } else {
-            match rest.rsplit_once(':') {
-                Some((host, port)) => (host, Some(port)),
-                None => (rest, None),
-            }
-        };
-        if host.is_empty() {
-            return Err(UrlError::new(url, "missing host"));
-        }
-        let port = match port {
-            None => default_port,
-            Some(p) => match p.parse::<u16>() {
-                Ok(0) | Err(_) => {
-                    return Err(UrlError::new(
-                        url,
-                        format!("port {p:?} is not a number from 1 to 65535"),
-                    ));
-                }
-                Ok(p) => p,
+impl From<env::EnvError> for ConfigError {
+    fn from(e: env::EnvError) -> Self {
+        match e {
+            env::EnvError::Var { var, message } => Self::Env { var, message },
+            env::EnvError::Section {
+                section,
+                vars,
+                message,
+            } => Self::EnvSection {
+                section,
+                vars,
+                message,
             },
-        };
-        Ok(Self {
-            tls,
-            host: host.to_owned(),
-            port,
-        })
-    }
-}
-
-impl fmt::Display for BrokerUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let scheme = if self.tls { "mqtts" } else { "mqtt" };
-        if self.host.contains(':') {
-            write!(f, "{scheme}://[{}]:{}", self.host, self.port)
-        } else {
-            write!(f, "{scheme}://{}:{}", self.host, self.port)
         }
     }
 }
@@ -333,48 +247,6 @@ impl FromStr for UpstreamArg {
     }
 }
 
-/// A broker the gateway forwards to, with its addresses in failover order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Upstream {
-    /// Name, as used in `/mqtt/<name>` and listed by `/api/v1/upstreams`.
-    pub name: String,
-    /// Addresses, tried in order until one connects.
-    pub addresses: Vec<BrokerUrl>,
-    /// How its `mqtts://` addresses are reached.
-    pub tls: UpstreamTls,
-}
-
-impl Upstream {
-    /// An upstream with default TLS settings (system roots, no client certificate).
-    pub fn new(name: impl Into<String>, addresses: Vec<BrokerUrl>) -> Self {
-        Self {
-            name: name.into(),
-            addresses,
-            tls: UpstreamTls::default(),
-        }
-    }
-}
-
-/// TLS to an upstream broker: whom to trust, and who the gateway is.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct UpstreamTls {
-    /// PEM file of the CA certificates to trust instead of the system's.
-    pub ca_file: Option<PathBuf>,
-    /// PEM file of the gateway's client certificate chain (brokers that require one).
-    pub client_cert: Option<PathBuf>,
-    /// PEM file of its private key.
-    pub client_key: Option<PathBuf>,
-    /// The name to ask for (SNI) and check the certificate against, when it is not the host
-    /// in the address (e.g. connecting by IP address).
-    pub server_name: Option<String>,
-}
-
-impl UpstreamTls {
-    fn is_set(&self) -> bool {
-        *self != Self::default()
-    }
-}
-
 /// The whole, validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -391,11 +263,11 @@ pub struct Config {
     /// Certificate and key when the gateway serves `https://` and `wss://` itself.
     pub tls: Option<crate::tls::TlsFiles>,
     /// Users and roles (empty: no authentication at the gateway).
-    pub auth: crate::auth::Auth,
+    pub auth: kite_policy::auth::Auth,
     /// The embedded broker, used when no upstream is configured.
     pub broker: BrokerSettings,
     /// What a refused MQTT 3.1.1 PUBLISH gets (`[acl] v311_denied_publish`).
-    pub v311_denied_publish: crate::rules::DeniedPublish,
+    pub v311_denied_publish: kite_policy::DeniedPublish,
     /// In front of an upstream, with logins: the client id sent upstream carries the user
     /// (`[acl] scope_client_ids`, default true), so that another user's same client id is
     /// another session there.
@@ -413,11 +285,11 @@ pub struct BrokerSettings {
     /// configured (like mosquitto 2's `allow_anonymous`).
     pub allow_anonymous: bool,
     /// The broker's own limits.
-    pub config: crate::broker::BrokerConfig,
+    pub config: kite_broker::BrokerConfig,
     /// Where retained messages and persistent sessions are kept; `None`: in memory only.
     pub data_dir: Option<PathBuf>,
     /// When writes reach the disk.
-    pub sync: crate::broker::store::Sync,
+    pub sync: kite_broker::store::Sync,
 }
 
 impl BrokerSettings {
@@ -470,13 +342,13 @@ pub(crate) struct FileConfig {
     pub(crate) broker: FileBroker,
     #[serde(default)]
     pub(crate) acl: FileAcl,
-    pub(crate) jwt: Option<crate::jwt::JwtSettings>,
+    pub(crate) jwt: Option<kite_policy::jwt::JwtSettings>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct FileAcl {
-    pub(crate) v311_denied_publish: Option<crate::rules::DeniedPublish>,
+    pub(crate) v311_denied_publish: Option<kite_policy::DeniedPublish>,
     pub(crate) scope_client_ids: Option<bool>,
     pub(crate) anonymous_role: Option<String>,
 }
@@ -533,8 +405,8 @@ pub(crate) struct FileRole {
 
 impl FileRole {
     /// The role's topic rules.
-    pub(crate) fn acl(&self) -> crate::acl::Acl {
-        crate::acl::Acl {
+    pub(crate) fn acl(&self) -> kite_policy::acl::Acl {
+        kite_policy::acl::Acl {
             publish: self.publish.clone(),
             subscribe: self.subscribe.clone(),
             deny_publish: self.deny_publish.clone(),
@@ -733,7 +605,7 @@ impl Config {
                 if let Some(dir) = file.and_then(Path::parent) {
                     anchor_paths(&mut table, dir);
                 }
-                crate::env::apply(&mut table, &overrides.env)?;
+                env::apply::<FileConfig>(&mut table, &overrides.env)?;
                 FileConfig::deserialize(toml::Value::Table(table)).map_err(|e| {
                     ConfigError::Env {
                         var: "KITE_*__*".into(),
@@ -769,11 +641,11 @@ impl Config {
             cert: t.cert,
             key: t.key,
         }));
-        let auth = crate::auth::Auth::new(
+        let auth = kite_policy::auth::Auth::new(
             parsed
                 .user
                 .into_iter()
-                .map(|u| crate::auth::User {
+                .map(|u| kite_policy::auth::User {
                     name: u.name,
                     password_hash: u.password_hash,
                     role: u.role,
@@ -782,7 +654,7 @@ impl Config {
             parsed
                 .role
                 .into_iter()
-                .map(|r| crate::auth::Role {
+                .map(|r| kite_policy::auth::Role {
                     acl: r.acl(),
                     name: r.name,
                     upstream_username: r.upstream_username,
@@ -793,7 +665,7 @@ impl Config {
         )?;
         // Relative paths were anchored to the config file's directory above.
         let auth = match &parsed.jwt {
-            Some(settings) => auth.with_jwt(crate::jwt::Jwt::load(settings, Path::new(""))?),
+            Some(settings) => auth.with_jwt(load_jwt(settings, Path::new(""))?),
             None => auth,
         };
         let auth = auth.with_anonymous_role(parsed.acl.anonymous_role.as_deref())?;
@@ -863,7 +735,7 @@ impl FileBroker {
             (None, Some(value)) => parse_listen(value.clone(), "broker", DEFAULT_MQTT)?,
             (None, None) => parse_listen(DEFAULT_MQTT.to_owned(), "broker", DEFAULT_MQTT)?,
         };
-        let d = crate::broker::BrokerConfig::default();
+        let d = kite_broker::BrokerConfig::default();
         let range = |key, v: Option<u64>, lo: u64, hi: u64, expected, default: u64| match v {
             None => Ok(default),
             Some(v) if (lo..=hi).contains(&v) => Ok(v),
@@ -884,7 +756,7 @@ impl FileBroker {
             "0 (off) to 86400 seconds",
             d.sys_interval.map_or(0, |i| i.as_secs()),
         )?;
-        let config = crate::broker::BrokerConfig {
+        let config = kite_broker::BrokerConfig {
             max_packet_size: limits.max_packet_size,
             max_user_properties: limits.max_user_properties,
             connect_timeout: limits.connect_timeout,
@@ -998,8 +870,8 @@ impl FileBroker {
             v311_denied_publish: d.v311_denied_publish,
         };
         let sync = match self.sync.as_deref() {
-            None | Some("always") => crate::broker::store::Sync::Always,
-            Some("periodic") => crate::broker::store::Sync::Periodic,
+            None | Some("always") => kite_broker::store::Sync::Always,
+            Some("periodic") => kite_broker::store::Sync::Periodic,
             Some(other) => {
                 return Err(ConfigError::Sync {
                     value: other.to_owned(),
@@ -1145,12 +1017,48 @@ impl FileLimits {
     }
 }
 
+/// Reads `[jwt]`'s key file (relative paths from `base`, the config file's directory) and
+/// checks the settings with it.
+pub fn load_jwt(
+    settings: &kite_policy::jwt::JwtSettings,
+    base: &Path,
+) -> Result<kite_policy::jwt::Jwt, kite_policy::jwt::JwtConfigError> {
+    settings.algorithm()?;
+    let path = base.join(&settings.key_file);
+    let bytes = std::fs::read(&path).map_err(|e| kite_policy::jwt::JwtConfigError::Read {
+        path: path.clone(),
+        detail: e.to_string(),
+    })?;
+    kite_policy::jwt::Jwt::new(settings, &bytes, path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn url(s: &str) -> BrokerUrl {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn jwt_key_file_errors_name_the_file() {
+        let settings = |alg: &str| kite_policy::jwt::JwtSettings {
+            algorithm: alg.into(),
+            key_file: "missing.key".into(),
+            issuer: None,
+            audience: None,
+            role_claim: None,
+            leeway_secs: None,
+        };
+        let dir = Path::new("/nonexistent-kite-dir");
+        let e = load_jwt(&settings("HS256"), dir).unwrap_err().to_string();
+        assert!(
+            e.contains("cannot read") && e.contains("/nonexistent-kite-dir/missing.key"),
+            "{e}"
+        );
+        // The algorithm is checked before the file is read.
+        let e = load_jwt(&settings("ES256"), dir).unwrap_err().to_string();
+        assert!(e.contains("HS256") && e.contains("RS256"), "{e}");
     }
 
     #[test]

@@ -20,6 +20,7 @@ use kite_mqtt::codec::{
 };
 use kite_mqtt::topic::parse_shared;
 use kite_mqtt::{DecodeError, Limits, MqttStr, Packet, QoS, Version};
+use kite_policy::{Admission, Refused};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::out::Out;
@@ -59,7 +60,7 @@ pub struct ConnInfo {
     pub transport: &'static str,
     /// `Some`: the gateway has already checked this client's credentials, and this is the
     /// user's role (whose topic rules apply).
-    pub authenticated: Option<crate::auth::Login>,
+    pub authenticated: Option<kite_policy::auth::Login>,
 }
 
 impl ConnInfo {
@@ -82,7 +83,7 @@ impl ConnInfo {
 
     /// A browser session handed over by the gateway's WebSocket handler: `login` is `Some`
     /// when it checked the credentials (users or `[jwt]` are configured).
-    pub fn websocket(peer: SocketAddr, login: Option<crate::auth::Login>) -> Self {
+    pub fn websocket(peer: SocketAddr, login: Option<kite_policy::auth::Login>) -> Self {
         Self {
             peer,
             transport: "websocket",
@@ -237,7 +238,7 @@ fn encode(packet: &Packet, version: Version, out: &mut Out) {
 /// A reason string for a client: `detail` cut at a character boundary to at most
 /// `REASON_MAX` bytes (a detail can quote what the client sent — a 65,535-byte user name made
 /// a CONNACK too long to encode, and the connection was dropped without an answer).
-pub(crate) fn reason_text(detail: &str) -> MqttStr {
+pub fn reason_text(detail: &str) -> MqttStr {
     const REASON_MAX: usize = 512;
     if detail.len() <= REASON_MAX {
         return detail.into();
@@ -251,7 +252,7 @@ pub(crate) fn reason_text(detail: &str) -> MqttStr {
 
 /// A CONNACK refusing the connection: the 3.1.1 return code of the same meaning when there is
 /// one (else 3, Server unavailable), the v5 reason code with a reason string otherwise.
-pub(crate) fn refusal(version: Version, code: ReasonCode, detail: &str) -> (Packet, Version) {
+pub fn refusal(version: Version, code: ReasonCode, detail: &str) -> (Packet, Version) {
     if version.is_v5() {
         let properties = Properties {
             reason_string: Some(reason_text(detail)),
@@ -341,36 +342,38 @@ where
     let version = connect.version;
     let mut out = Out::new(wr.is_write_vectored());
 
-    let (acl, login_user) = match admit(&broker, &connect, &info).await {
+    let (client_id, assigned) = if connect.client_id.is_empty() {
+        (broker.assign_client_id(), true)
+    } else {
+        (Arc::<str>::from(&*connect.client_id), false)
+    };
+    let admission = match admit(&broker, &connect, &client_id, &info).await {
         Ok(admitted) => admitted,
-        Err((code, detail)) => {
-            tracing::info!(peer = %info.peer, client_id = %connect.client_id, "connection refused: {detail}");
-            let (p, v) = refusal(version, code, &detail);
+        Err(refused) => {
+            tracing::info!(peer = %info.peer, client_id = %connect.client_id, "connection refused: {}", refused.detail);
+            let (p, v) = refusal(version, refused.code, &refused.detail);
             encode(&p, v, &mut out);
             return flush_and_close(&mut wr, &mut out).await;
         }
     };
+    // 3.1.1: an empty client id needs a clean session [MQTT-3.1.3-8].
+    if assigned && !version.is_v5() && !connect.clean_start {
+        let (p, v) = refusal(
+            version,
+            ReasonCode::ClientIdentifierNotValid,
+            "an empty client id needs clean session",
+        );
+        encode(&p, v, &mut out);
+        return flush_and_close(&mut wr, &mut out).await;
+    }
     // The login's user name: a token's `sub` with JWT.
+    let login_user = admission.user().map(str::to_owned);
     let user: Arc<str> = login_user
         .as_deref()
         .or(connect.username.as_deref())
         .unwrap_or("")
         .into();
-    let (client_id, assigned) = if connect.client_id.is_empty() {
-        // 3.1.1: an empty client id needs a clean session [MQTT-3.1.3-8].
-        if !version.is_v5() && !connect.clean_start {
-            let (p, v) = refusal(
-                version,
-                ReasonCode::ClientIdentifierNotValid,
-                "an empty client id needs clean session",
-            );
-            encode(&p, v, &mut out);
-            return flush_and_close(&mut wr, &mut out).await;
-        }
-        (broker.assign_client_id(), true)
-    } else {
-        (Arc::<str>::from(&*connect.client_id), false)
-    };
+    let acl = admission.acl().cloned();
     if let Some(why) = connect
         .will
         .as_ref()
@@ -381,18 +384,6 @@ where
         tracing::info!(peer = %info.peer, "connection refused: {detail}");
         // 0x90 Topic Name invalid (3.1.1: 3, Server unavailable — it has no closer code).
         let (p, v) = refusal(version, ReasonCode::TopicNameInvalid, &detail);
-        encode(&p, v, &mut out);
-        return flush_and_close(&mut wr, &mut out).await;
-    }
-    if let (Some(acl), Some(will)) = (&acl, &connect.will)
-        && !acl.may_publish(&will.topic, &user, &client_id)
-    {
-        let detail = format!(
-            "the Will topic {:?} is not allowed for this user",
-            &*will.topic
-        );
-        tracing::info!(peer = %info.peer, client_id = %client_id, "connection refused: {detail}");
-        let (p, v) = refusal(version, ReasonCode::NotAuthorized, &detail);
         encode(&p, v, &mut out);
         return flush_and_close(&mut wr, &mut out).await;
     }
@@ -538,41 +529,36 @@ where
         .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// Checks credentials (unless the gateway did), the Will topic against the role's rules, and
-/// what the broker does not support. Returns the role's topic rules.
+/// Checks credentials (unless the gateway did, for its sessions) on the login workers, then
+/// admits the CONNECT by the policy (role, Will topic rules), and refuses what the broker does
+/// not support.
 async fn admit(
     broker: &Broker,
     connect: &Connect,
+    client_id: &str,
     info: &ConnInfo,
-) -> Result<(Option<crate::acl::Acl>, Option<String>), (ReasonCode, String)> {
-    let mut login = info.authenticated.clone();
-    if login.is_none() && !broker.auth().required() {
-        // No logins: `[acl] anonymous_role`, if set, is every client's role.
-        login = broker.auth().anonymous();
-    } else if login.is_none() {
-        let auth = broker.auth().clone();
-        let username = connect.username.as_ref().map(ToString::to_string);
-        let password = connect.password.clone();
-        let checked = broker
-            .auth()
-            .logins()
-            .check(info.peer.ip(), broker.config().connect_timeout, move || {
-                auth.check(username.as_deref(), password.as_deref())
-            })
-            .await;
-        login = Some(checked.map_err(|r| (r.code, r.detail))?);
-    }
+) -> Result<Admission, Refused> {
+    let checked = match &info.authenticated {
+        Some(login) => Some(login.clone()),
+        None if broker.auth().required() => {
+            let auth = broker.auth().clone();
+            let deadline = broker.config().connect_timeout;
+            let checking = broker
+                .logins()
+                .check_connect(connect, info.peer.ip(), deadline, {
+                    move |user, password| auth.check(user, password)
+                });
+            Some(checking.await?)
+        }
+        None => None,
+    };
     if connect.properties.authentication_method.is_some() {
-        return Err((
+        return Err(Refused::new(
             ReasonCode::BadAuthenticationMethod,
-            "enhanced authentication (AUTH) is not supported; use a user name and password"
-                .to_owned(),
+            "enhanced authentication (AUTH) is not supported; use a user name and password",
         ));
     }
-    Ok(match login {
-        Some(l) => (l.role.map(|r| r.acl), Some(l.user)),
-        None => (None, None),
-    })
+    broker.auth().admit(connect, client_id, checked)
 }
 
 struct Conn {
@@ -597,7 +583,7 @@ struct Conn {
     pending: VecDeque<(u64, Packet)>,
     committed: Option<tokio::sync::watch::Receiver<u64>>,
     /// The user's role's topic rules (`None`: no restriction) and its user name (for `%u`).
-    acl: Option<crate::acl::Acl>,
+    acl: Option<kite_policy::acl::Acl>,
     /// Topics the role may not read (`deny_subscribe`, substituted): a subscription that only
     /// overlaps them was granted, and their deliveries are dropped here.
     read_denied: Vec<String>,
@@ -848,7 +834,7 @@ impl Conn {
             tracing::debug!(client_id = %self.client_id, topic = %p.topic, "PUBLISH denied by the role's rules");
             if !self.v5()
                 && self.broker.config().v311_denied_publish
-                    == crate::rules::DeniedPublish::Disconnect
+                    == kite_policy::DeniedPublish::Disconnect
             {
                 return Err(End::violation(
                     ReasonCode::NotAuthorized,
@@ -1183,7 +1169,7 @@ impl Conn {
                 || self
                     .read_allowed
                     .as_ref()
-                    .is_some_and(|rules| !rules.iter().any(|r| crate::acl::covers(r, topic)))
+                    .is_some_and(|rules| !rules.iter().any(|r| kite_policy::acl::covers(r, topic)))
             {
                 Stats::add(&self.broker.stats().deliveries_denied, 1);
                 self.broker.forget_delivery(&self.client_id, d.seq);
