@@ -48,6 +48,9 @@ const READ_AHEAD: usize = 64 * 1024;
 /// (gateway/BENCHMARKS.md).
 const FAIR_SHARE: usize = 64 * 1024;
 
+/// Packets taken from a local client's link at once.
+const LOCAL_BATCH: usize = 64;
+
 /// How long the last packets (CONNACK refusal, DISCONNECT) may take to be written.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -78,6 +81,17 @@ impl ConnInfo {
         Self {
             transport: "tls",
             ..Self::tcp(peer)
+        }
+    }
+
+    /// A client inside the process (the bridge, the history recorder...), named for the
+    /// logs; `login`: its role, if its topic rules apply (`None` with users configured: it
+    /// must log in with its CONNECT's credentials).
+    pub fn internal(login: Option<kite_policy::auth::Login>) -> Self {
+        Self {
+            peer: SocketAddr::from(([127, 0, 0, 1], 0)),
+            transport: "local",
+            authenticated: login,
         }
     }
 
@@ -225,13 +239,11 @@ async fn flush_and_close<W: AsyncWrite + Unpin>(wr: &mut W, out: &mut Out) {
     .await;
 }
 
-fn encode(packet: &Packet, version: Version, out: &mut Out) {
-    if let Err(e) = out.encode(packet, version) {
+fn encode(packet: Packet, version: Version, out: &mut Out) {
+    let kind = packet.packet_type();
+    if let Err(e) = out.push(packet, version) {
         // Only the broker's own packets get here; a failure is a bug, not bad input.
-        tracing::error!(
-            "broker could not encode its {:?}: {e}",
-            packet.packet_type()
-        );
+        tracing::error!("broker could not encode its {kind:?}: {e}");
     }
 }
 
@@ -319,7 +331,7 @@ where
                 (DecodeError::UnsupportedProtocolLevel { .. }, _) => {
                     let (p, v) =
                         refusal(Version::V3_1_1, ReasonCode::UnsupportedProtocolVersion, "");
-                    encode(&p, v, &mut out);
+                    encode(p, v, &mut out);
                 }
                 (DecodeError::InvalidProtocolName { .. }, _) => {}
                 (e, Some(5)) => {
@@ -332,28 +344,129 @@ where
                         _ => ReasonCode::MalformedPacket,
                     };
                     let (p, v) = refusal(Version::V5, code, &e.to_string());
-                    encode(&p, v, &mut out);
+                    encode(p, v, &mut out);
                 }
                 _ => {}
             }
             return flush_and_close(&mut wr, &mut out).await;
         }
     };
-    let version = connect.version;
     let mut out = Out::new(wr.is_write_vectored());
+    let Some(mut opened) = open(&broker, *connect, &info, limits, &mut out).await else {
+        return flush_and_close(&mut wr, &mut out).await;
+    };
+    let end = opened
+        .conn
+        .run(&mut rd, &mut wr, &mut inbuf, &mut out, opened.keep_alive)
+        .await;
+    let client_id = opened.close(&end, &mut out);
+    flush_and_close(&mut wr, &mut out).await;
+    closed(&broker, &info, &client_id, &end);
+}
+
+/// A client past its CONNECT: the connection's state, its keep-alive and its Will.
+struct Opened {
+    conn: Conn,
+    keep_alive: u16,
+    will: Option<Will>,
+}
+
+impl Opened {
+    /// After the connection's loop: the DISCONNECT that says why (MQTT 5), the session
+    /// released and the Will routed — before the transport closes, so a client that sees the
+    /// close can rely on both having happened. Returns the client id.
+    fn close(self, end: &End, out: &mut Out) -> Arc<str> {
+        let Self { conn, will, .. } = self;
+        if conn.version.is_v5()
+            && let Some((code, detail)) = end.disconnect()
+        {
+            let mut d = Disconnect::new(code);
+            if conn.problem_info || matches!(end, End::Violation(..)) {
+                d.properties.reason_string = Some(reason_text(&detail));
+            }
+            encode(Packet::Disconnect(d), conn.version, out);
+        }
+        let client_id = conn.client_id.clone();
+        conn.finish(end, will);
+        client_id
+    }
+}
+
+/// The connection's last line and count.
+fn closed(broker: &Broker, info: &ConnInfo, client_id: &str, end: &End) {
+    if info.transport == "websocket" {
+        // The gateway logs the session's open and close lines.
+        tracing::debug!(peer = %info.peer, client_id = %client_id, "connection ended: {}", end.describe());
+    } else {
+        tracing::info!(peer = %info.peer, transport = info.transport, client_id = %client_id, "connection ended: {}", end.describe());
+    }
+    broker
+        .stats()
+        .clients_connected
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Serves an in-process client ([`crate::LocalClient`]): the same CONNECT handling, session,
+/// rules and bounds as [`serve`], with typed packets instead of bytes.
+pub(super) async fn serve_local(
+    broker: Broker,
+    connect: Connect,
+    info: ConnInfo,
+    mut rx: tokio::sync::mpsc::Receiver<Packet>,
+    tx: tokio::sync::mpsc::Sender<Vec<Packet>>,
+) {
+    let config = broker.config();
+    let limits = Limits {
+        max_packet_size: config.max_packet_size,
+        max_user_properties: config.max_user_properties,
+    };
+    let mut out = Out::local();
+    let Some(mut opened) = open(&broker, connect, &info, limits, &mut out).await else {
+        return flush_local(&tx, &mut out).await;
+    };
+    let end = opened
+        .conn
+        .run_local(&mut rx, &tx, &mut out, opened.keep_alive)
+        .await;
+    let client_id = opened.close(&end, &mut out);
+    flush_local(&tx, &mut out).await;
+    closed(&broker, &info, &client_id, &end);
+}
+
+/// Hands the last packets (a refusal, a DISCONNECT) to a local client, bounded by
+/// [`CLOSE_TIMEOUT`]; the link closes when `tx` is dropped.
+async fn flush_local(tx: &tokio::sync::mpsc::Sender<Vec<Packet>>, out: &mut Out) {
+    let packets = out.take_packets();
+    if !packets.is_empty() {
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, tx.send(packets)).await;
+    }
+}
+
+/// The CONNECT: admission, client id, limits, the session attached (resumed or new), and the
+/// CONNACK in `out` — or a refusal in `out` and `None`.
+async fn open(
+    broker: &Broker,
+    connect: Connect,
+    info: &ConnInfo,
+    limits: Limits,
+    out: &mut Out,
+) -> Option<Opened> {
+    let broker = broker.clone();
+    let config = broker.config().clone();
+    let version = connect.version;
 
     let (client_id, assigned) = if connect.client_id.is_empty() {
         (broker.assign_client_id(), true)
     } else {
         (Arc::<str>::from(&*connect.client_id), false)
     };
-    let admission = match admit(&broker, &connect, &client_id, &info).await {
+    let admission = match admit(&broker, &connect, &client_id, info).await {
         Ok(admitted) => admitted,
         Err(refused) => {
             tracing::info!(peer = %info.peer, client_id = %connect.client_id, "connection refused: {}", refused.detail);
             let (p, v) = refusal(version, refused.code, &refused.detail);
-            encode(&p, v, &mut out);
-            return flush_and_close(&mut wr, &mut out).await;
+            encode(p, v, out);
+            return None;
         }
     };
     // 3.1.1: an empty client id needs a clean session [MQTT-3.1.3-8].
@@ -363,8 +476,8 @@ where
             ReasonCode::ClientIdentifierNotValid,
             "an empty client id needs clean session",
         );
-        encode(&p, v, &mut out);
-        return flush_and_close(&mut wr, &mut out).await;
+        encode(p, v, out);
+        return None;
     }
     // The login's user name: a token's `sub` with JWT.
     let login_user = admission.user().map(str::to_owned);
@@ -384,8 +497,8 @@ where
         tracing::info!(peer = %info.peer, "connection refused: {detail}");
         // 0x90 Topic Name invalid (3.1.1: 3, Server unavailable — it has no closer code).
         let (p, v) = refusal(version, ReasonCode::TopicNameInvalid, &detail);
-        encode(&p, v, &mut out);
-        return flush_and_close(&mut wr, &mut out).await;
+        encode(p, v, out);
+        return None;
     }
     let expiry = if version.is_v5() {
         connect
@@ -420,8 +533,8 @@ where
             "this client id holds a session of another user; connect with another client id";
         tracing::info!(peer = %info.peer, client_id = %client_id.escape_debug(), "connection refused: {detail}");
         let (p, v) = refusal(version, ReasonCode::NotAuthorized, detail);
-        encode(&p, v, &mut out);
-        return flush_and_close(&mut wr, &mut out).await;
+        encode(p, v, out);
+        return None;
     };
     if present && let Some(acl) = &acl {
         // Resumed under rules that may differ from those it subscribed under (a role changed,
@@ -494,39 +607,17 @@ where
         // Nothing may go out before the CONNACK [MQTT-3.2.0-1]: wait here, not in `pending`.
         let _ = committed.wait_for(|c| *c >= ticket).await.is_ok();
     }
-    encode(&Packet::ConnAck(ack), version, &mut out);
+    encode(Packet::ConnAck(ack), version, out);
     let will = connect.will.clone();
     drop(connect);
     if present {
-        conn.resend(&mut out);
+        conn.resend(out);
     }
-    let end = conn
-        .run(&mut rd, &mut wr, &mut inbuf, &mut out, keep_alive)
-        .await;
-    if version.is_v5()
-        && let Some((code, detail)) = end.disconnect()
-    {
-        let mut d = Disconnect::new(code);
-        if conn.problem_info || matches!(end, End::Violation(..)) {
-            d.properties.reason_string = Some(reason_text(&detail));
-        }
-        encode(&Packet::Disconnect(d), version, &mut out);
-    }
-    let client_id = conn.client_id.clone();
-    // The session is released and the Will routed before the socket closes: a client that
-    // sees the close can rely on both having happened.
-    conn.finish(&end, will);
-    flush_and_close(&mut wr, &mut out).await;
-    if info.transport == "websocket" {
-        // The gateway logs the session's open and close lines.
-        tracing::debug!(peer = %info.peer, client_id = %client_id, "connection ended: {}", end.describe());
-    } else {
-        tracing::info!(peer = %info.peer, transport = info.transport, client_id = %client_id, "connection ended: {}", end.describe());
-    }
-    broker
-        .stats()
-        .clients_connected
-        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    Some(Opened {
+        conn,
+        keep_alive,
+        will,
+    })
 }
 
 /// Checks credentials (unless the gateway did, for its sessions) on the login workers, then
@@ -607,7 +698,7 @@ impl Conn {
     fn answer(&mut self, ticket: u64, packet: Packet, out: &mut Out) {
         let ticket = ticket.max(self.pending.back().map_or(0, |(t, _)| *t));
         if ticket == 0 || (self.pending.is_empty() && ticket <= self.committed_ticket()) {
-            encode(&packet, self.version, out);
+            encode(packet, self.version, out);
         } else {
             self.pending.push_back((ticket, packet));
         }
@@ -618,7 +709,7 @@ impl Conn {
         let committed = self.committed_ticket();
         while self.pending.front().is_some_and(|(t, _)| *t <= committed) {
             if let Some((_, p)) = self.pending.pop_front() {
-                encode(&p, self.version, out);
+                encode(p, self.version, out);
             }
         }
     }
@@ -690,6 +781,117 @@ impl Conn {
                 () = stopped(&mut shutdown) => return End::Shutdown,
             }
         }
+    }
+
+    /// [`Conn::run`] for an in-process client: packets come from `rx` (the same limits as
+    /// decoding bytes would apply: maximum packet size, User Properties), and go to `tx` in
+    /// batches — what `out` holds when the link has room.
+    async fn run_local(
+        &mut self,
+        rx: &mut tokio::sync::mpsc::Receiver<Packet>,
+        tx: &tokio::sync::mpsc::Sender<Vec<Packet>>,
+        out: &mut Out,
+        keep_alive: u16,
+    ) -> End {
+        let mut shutdown = self.broker.shutdown_signal();
+        let grace = Duration::from_millis(u64::from(keep_alive) * 1500);
+        let mut deadline = tokio::time::Instant::now() + grace;
+        let slot = self.slot.clone();
+        let mut committed = self.committed.clone();
+        let mut batch = Vec::with_capacity(LOCAL_BATCH);
+        let mut turn = 0;
+        loop {
+            if turn >= FAIR_SHARE {
+                turn = 0;
+                tokio::task::yield_now().await;
+            }
+            if let Some(end) = self.taken_over() {
+                return end;
+            }
+            self.release(out);
+            self.fill(out, Instant::now());
+            let reading = out.len() < OUT_HIGH_WATER && self.pending.len() < MAX_PENDING;
+            let waiting = !self.pending.is_empty();
+            let sending = !out.is_empty();
+            tokio::select! {
+                n = rx.recv_many(&mut batch, LOCAL_BATCH), if reading => {
+                    if n == 0 {
+                        return End::Closed;
+                    }
+                    deadline = tokio::time::Instant::now() + grace;
+                    // What was routed to this session before these packets arrived goes out
+                    // before the answers to them, as for bytes.
+                    self.fill(out, Instant::now());
+                    for packet in batch.drain(..) {
+                        let len = match self.within_limits(&packet) {
+                            Ok(len) => len,
+                            Err(end) => return end,
+                        };
+                        turn += len;
+                        Stats::add(&self.broker.stats().bytes_received, len as u64);
+                        if let Err(end) = self.handle(packet, out) {
+                            return end;
+                        }
+                    }
+                }
+                permit = tx.reserve(), if sending => match permit {
+                    Ok(permit) => {
+                        Stats::add(&self.broker.stats().bytes_sent, out.len() as u64);
+                        permit.send(out.take_packets());
+                    }
+                    Err(_) => return End::Closed,
+                },
+                () = slot.notify.notified() => {}
+                c = async { committed.as_mut()?.changed().await.ok() }, if waiting => {
+                    if c.is_none() {
+                        return End::Io("the broker's store stopped".to_owned());
+                    }
+                }
+                () = tokio::time::sleep_until(deadline), if keep_alive > 0 => return End::KeepAlive,
+                () = stopped(&mut shutdown) => return End::Shutdown,
+            }
+        }
+    }
+
+    /// The checks decoding applies to bytes, for a typed packet: its encoded size within the
+    /// Maximum Packet Size, its User Properties within the limit. Returns the size.
+    fn within_limits(&self, packet: &Packet) -> Result<usize, End> {
+        let len = packet.encoded_len(self.version).map_err(|e| {
+            End::violation(
+                ReasonCode::MalformedPacket,
+                format!("malformed packet: {e}"),
+            )
+        })?;
+        if len as u64 > u64::from(self.limits.max_packet_size) {
+            return Err(End::violation(
+                ReasonCode::PacketTooLarge,
+                format!(
+                    "a packet of {len} bytes is over the maximum packet size {}",
+                    self.limits.max_packet_size
+                ),
+            ));
+        }
+        let properties = match packet {
+            Packet::Publish(p) => p.properties.user_properties.len(),
+            Packet::Subscribe(p) => p.properties.user_properties.len(),
+            Packet::Unsubscribe(p) => p.properties.user_properties.len(),
+            Packet::PubAck(a) | Packet::PubRec(a) | Packet::PubRel(a) | Packet::PubComp(a) => {
+                a.properties.user_properties.len()
+            }
+            Packet::Disconnect(d) => d.properties.user_properties.len(),
+            _ => 0,
+        };
+        if properties > self.limits.max_user_properties {
+            Stats::add(&self.broker.stats().user_properties_refused, 1);
+            return Err(End::violation(
+                ReasonCode::QuotaExceeded,
+                format!(
+                    "{properties} User Properties in one packet, more than {} ([limits] max_user_properties)",
+                    self.limits.max_user_properties
+                ),
+            ));
+        }
+        Ok(len)
     }
 
     fn taken_over(&self) -> Option<End> {
@@ -1214,7 +1416,7 @@ impl Conn {
         for f in inflight {
             let keep = match f.awaiting {
                 Awaiting::Comp => {
-                    encode(&Packet::PubRel(Ack::new(f.packet_id)), self.version, out);
+                    encode(Packet::PubRel(Ack::new(f.packet_id)), self.version, out);
                     true
                 }
                 _ => self.send_publish(&f.delivery, f.packet_id, true, 0, now, out),

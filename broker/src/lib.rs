@@ -22,6 +22,7 @@
 //! retained messages are never held together with a session's state.
 
 mod conn;
+mod local;
 pub mod logins;
 mod out;
 pub use conn::refusal;
@@ -41,6 +42,7 @@ use kite_mqtt::{MqttStr, QoS};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 pub use conn::ConnInfo;
+pub use local::{Closed, LocalClient, LocalReceiver, LocalSender};
 use retain::Retained;
 use session::{Delivery, Persist, Slot};
 use store::{Op, Store, StoreError};

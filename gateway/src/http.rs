@@ -367,7 +367,9 @@ fn upgrade(
         // Taken, not copied: the browser's password is not kept for the session's lifetime.
         let embedded = matches!(target, Target::Embedded(_));
         let mut login = None;
-        if let Some(connect) = inbound.take_connect() {
+        // The embedded broker gets the CONNECT itself, typed.
+        let mut local_connect = None;
+        if let Some(mut connect) = inbound.take_connect() {
             let refused = match admit(&config, &logins, &connect, peer).await {
                 // The embedded broker trusts the gateway's check, sees the client's own
                 // CONNECT and enforces the role's topic rules; an upstream gets the role's
@@ -426,19 +428,28 @@ fn upgrade(
                 .await;
                 return log.close(EndKind::AuthFailed, &detail);
             }
+            if embedded {
+                if login.is_some() {
+                    // Checked here; the broker need not see the password.
+                    connect.password = None;
+                }
+                local_connect = Some(connect);
+            }
         }
-        let connected = match &target {
-            Target::Upstream(upstream) => connector.connect(upstream).await,
+        let upstream = match &target {
+            Target::Upstream(upstream) => upstream,
             Target::Embedded(b) => {
-                // No network hop: an in-memory pipe to a broker connection task.
-                let (gateway_end, broker_end) = tokio::io::duplex(64 * 1024);
-                let b = b.clone();
-                let info = ConnInfo::websocket(peer, login.take());
-                tokio::spawn(async move { b.serve(broker_end, info).await });
-                Ok(Box::new(gateway_end) as Box<dyn crate::upstream::BrokerIo>)
+                // No network hop and no bytes: an in-process link to a broker connection task.
+                let Some(connect) = local_connect else {
+                    proxy::close(&mut tx, close_code::ERROR, "no CONNECT to hand over").await;
+                    return log.close(EndKind::Error, "the CONNECT was not kept");
+                };
+                let client = b.connect_local(*connect, ConnInfo::websocket(peer, login.take()));
+                let end = proxy::pump_local(tx, rx, client, inbound, shutdown).await;
+                return log.close(end.kind(), &end.detail());
             }
         };
-        let mut broker = match connected {
+        let mut broker = match connector.connect(upstream).await {
             Ok(b) => b,
             Err(e) => {
                 proxy::close(
@@ -464,12 +475,7 @@ fn upgrade(
             );
         }
         let end = proxy::pump(tx, rx, broker, inbound, shutdown).await;
-        let detail = match &end {
-            proxy::End::Violation(v) => v.detail.clone(),
-            proxy::End::Error(e) => e.clone(),
-            other => format!("{other:?}"),
-        };
-        log.close(end.kind(), &detail);
+        log.close(end.kind(), &end.detail());
     })
 }
 

@@ -97,6 +97,9 @@ pub struct Inbound {
     messages: Option<Bucket>,
     bytes: Option<Bucket>,
     rules: Option<TopicRules>,
+    /// Packets after the CONNECT go out as [`Step::Typed`] (to the embedded broker's
+    /// in-process link), not as bytes.
+    typed: bool,
 }
 
 impl Inbound {
@@ -116,7 +119,13 @@ impl Inbound {
             messages: None,
             bytes: None,
             rules: None,
+            typed: false,
         }
+    }
+
+    /// Hands out packets, not bytes, after the CONNECT (see [`Step::Typed`]).
+    pub fn set_typed(&mut self) {
+        self.typed = true;
     }
 
     /// Checks every packet after the CONNECT against these topic rules.
@@ -242,6 +251,7 @@ impl Inbound {
                             return Err(Violation::protocol("a second CONNECT [MQTT-3.1.0-2]"));
                         }
                         (_, _, Some(rules)) => rules.check(&packet, raw, out)?,
+                        (_, _, None) if self.typed => out.push(Step::Typed(packet)),
                         (_, _, None) => out.push(Step::Up(raw)),
                     }
                 }
@@ -253,6 +263,15 @@ impl Inbound {
 }
 
 impl End {
+    /// What happened, for the log.
+    pub fn detail(&self) -> String {
+        match self {
+            Self::Violation(v) => v.detail.clone(),
+            Self::Error(e) => e.clone(),
+            other => format!("{other:?}"),
+        }
+    }
+
     /// The counted kind.
     pub fn kind(&self) -> EndKind {
         match self {
@@ -347,16 +366,7 @@ where
                     None => ws_rx.next().await,
                     Some(idle) => match tokio::time::timeout(idle, ws_rx.next()).await {
                         Ok(next) => next,
-                        Err(_) => {
-                            return End::Violation(Violation {
-                                ws_code: close_code::POLICY,
-                                reason: ReasonCode::KeepAliveTimeout,
-                                detail: format!(
-                                    "nothing from the browser for {} s ([limits] idle_timeout_secs)",
-                                    idle.as_secs()
-                                ),
-                            });
-                        }
+                        Err(_) => return End::Violation(idle_violation(idle)),
                     },
                 };
                 let Some(msg) = next else { break };
@@ -462,38 +472,203 @@ where
     };
     // The gateway's DISCONNECT only between two of the broker's packets.
     let version = downstream.at_boundary().then_some(version);
-    match &end {
+    close_browser(&mut ws_tx, version, &end).await;
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, broker_wr.shutdown()).await;
+    end
+}
+
+/// [`pump`] for the embedded broker's in-process link ([`kite_broker::LocalClient`]): the
+/// browser's frames are decoded and checked as for an upstream, and their packets handed over
+/// as they are; the broker's packets are encoded once, for the browser, and the ones that are
+/// ready go in one WebSocket frame ([MQTT-6.0.0-2] allows several MQTT packets in one frame),
+/// up to [`READ_CHUNK`] bytes each. Nothing is encoded for the broker nor decoded from it.
+pub async fn pump_local<Tx, Rx, E>(
+    mut ws_tx: Tx,
+    mut ws_rx: Rx,
+    client: kite_broker::LocalClient,
+    mut inbound: Inbound,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> End
+where
+    Tx: Sink<Message> + Unpin,
+    Tx::Error: std::fmt::Display,
+    Rx: Stream<Item = Result<Message, E>> + Unpin,
+    E: std::error::Error + 'static,
+{
+    let (sender, mut receiver) = client.split();
+    let metrics = inbound.metrics.clone();
+    let version = inbound.version().unwrap_or(Version::V5);
+    inbound.set_typed();
+    let end = {
+        let up = async {
+            let mut steps = Vec::new();
+            // What came after the CONNECT in its frame.
+            let after_connect = inbound.feed(&[], &mut steps);
+            if let Err(end) = hand_over(&mut steps, &sender).await {
+                return end;
+            }
+            if let Err(v) = after_connect {
+                return End::Violation(v);
+            }
+            loop {
+                let next = match inbound.idle_timeout() {
+                    None => ws_rx.next().await,
+                    Some(idle) => match tokio::time::timeout(idle, ws_rx.next()).await {
+                        Ok(next) => next,
+                        Err(_) => return End::Violation(idle_violation(idle)),
+                    },
+                };
+                let Some(msg) = next else { break };
+                let received = std::time::Instant::now();
+                // This message and the ones already here behind it, up to READ_CHUNK bytes.
+                let mut taken = take(&mut inbound, msg, &mut steps);
+                let mut fed = 0;
+                while let Ok(n) = taken {
+                    fed += n;
+                    if fed >= READ_CHUNK || inbound.throttle().is_some() {
+                        break;
+                    }
+                    match ws_rx.next().now_or_never() {
+                        Some(Some(msg)) => taken = take(&mut inbound, msg, &mut steps),
+                        Some(None) => taken = Err(End::Browser),
+                        None => break,
+                    }
+                }
+                // What came before a violation or a close is still carried.
+                let forwarded = !steps.is_empty();
+                if let Err(end) = hand_over(&mut steps, &sender).await {
+                    return end;
+                }
+                if forwarded {
+                    inbound.metrics.forwarded(Direction::Up, received.elapsed());
+                }
+                if let Err(end) = taken {
+                    return end;
+                }
+                if let Some(wait) = inbound.throttle() {
+                    inbound.metrics.throttled();
+                    tokio::time::sleep(wait).await;
+                }
+            }
+            End::Browser
+        };
+        let down = async {
+            let mut packets = Vec::new();
+            let mut frame = BytesMut::new();
+            loop {
+                if !receiver.recv_many(&mut packets).await {
+                    return End::Broker;
+                }
+                let received = std::time::Instant::now();
+                for p in packets.drain(..) {
+                    if let Err(e) = p.encode(version, &mut frame) {
+                        // The broker checked it could be encoded; a failure is a bug.
+                        tracing::error!("cannot encode the broker's {:?}: {e}", p.packet_type());
+                        continue;
+                    }
+                    if frame.len() >= READ_CHUNK
+                        && let Err(end) = send_frame(&mut ws_tx, &mut frame, &metrics).await
+                    {
+                        return end;
+                    }
+                }
+                if !frame.is_empty()
+                    && let Err(end) = send_frame(&mut ws_tx, &mut frame, &metrics).await
+                {
+                    return end;
+                }
+                metrics.forwarded(Direction::Down, received.elapsed());
+                // An idle session does not keep a burst's buffers.
+                if frame.capacity() > READ_CHUNK {
+                    frame = BytesMut::new();
+                }
+                if packets.capacity() > 1024 {
+                    packets = Vec::new();
+                }
+            }
+        };
+        tokio::select! {
+            end = up => end,
+            end = down => end,
+            () = shutting_down(&mut shutdown) => End::Shutdown,
+        }
+    };
+    // Packets are whole on this link: the gateway's DISCONNECT can always go in.
+    close_browser(&mut ws_tx, Some(version), &end).await;
+    end
+}
+
+/// One WebSocket frame of the broker's packets, `frame` emptied.
+async fn send_frame<Tx>(ws_tx: &mut Tx, frame: &mut BytesMut, metrics: &Metrics) -> Result<(), End>
+where
+    Tx: Sink<Message> + Unpin,
+    Tx::Error: std::fmt::Display,
+{
+    metrics.bytes_out(frame.len());
+    ws_tx
+        .send(Message::Binary(frame.split().freeze()))
+        .await
+        .map_err(|e| End::Error(format!("writing to the browser: {e}")))
+}
+
+/// Hands the checked packets to the in-process link, in order.
+async fn hand_over(steps: &mut Vec<Step>, sender: &kite_broker::LocalSender) -> Result<(), End> {
+    for step in steps.drain(..) {
+        match step {
+            Step::Typed(p) => sender.send(p).await.map_err(|_| End::Broker)?,
+            // The embedded broker enforces the topic rules itself: the gateway has none to
+            // answer with, and `set_typed` leaves no bytes to forward.
+            other => {
+                return Err(End::Error(format!(
+                    "{other:?} has no place on the in-process link"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The session was silent for `idle` (`[limits] idle_timeout_secs`).
+fn idle_violation(idle: std::time::Duration) -> Violation {
+    Violation {
+        ws_code: close_code::POLICY,
+        reason: ReasonCode::KeepAliveTimeout,
+        detail: format!(
+            "nothing from the browser for {} s ([limits] idle_timeout_secs)",
+            idle.as_secs()
+        ),
+    }
+}
+
+/// Closes the browser's side as `end` says (`version`: the session's, when a DISCONNECT may
+/// go in now).
+async fn close_browser<Tx>(ws_tx: &mut Tx, version: Option<Version>, end: &End)
+where
+    Tx: Sink<Message> + Unpin,
+{
+    match end {
         End::Browser => {
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws_tx.close()).await;
         }
         End::Broker => {
             close(
-                &mut ws_tx,
+                ws_tx,
                 close_code::NORMAL,
                 "the broker closed the connection",
             )
             .await
         }
-        End::Violation(v) => refuse_with(&mut ws_tx, version, v).await,
-        End::Error(_) => {
-            close(
-                &mut ws_tx,
-                close_code::ERROR,
-                "connection to the broker failed",
-            )
-            .await
-        }
+        End::Violation(v) => refuse_with(ws_tx, version, v).await,
+        End::Error(_) => close(ws_tx, close_code::ERROR, "connection to the broker failed").await,
         End::Shutdown => {
             let v = Violation {
                 ws_code: close_code::AWAY,
                 reason: ReasonCode::ServerShuttingDown,
                 detail: "the gateway is shutting down".into(),
             };
-            refuse_with(&mut ws_tx, version, &v).await;
+            refuse_with(ws_tx, version, &v).await;
         }
     }
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, broker_wr.shutdown()).await;
-    end
 }
 
 /// Answers the gateway may hold for one session while the broker's stream is mid-packet.
@@ -557,6 +732,13 @@ async fn carry_out<W: AsyncWrite + Unpin>(
                 write(broker_wr, &raw).await?;
             }
             Step::Up(raw) => coalesced.extend_from_slice(&raw),
+            // Only the embedded broker's in-process link takes packets (`pump_local`).
+            Step::Typed(p) => {
+                return Err(End::Error(format!(
+                    "a {} for the in-process link reached a byte link",
+                    p.packet_type()
+                )));
+            }
             // A SUBACK's splice reaches the broker → browser side before its SUBSCRIBE is
             // written; answers keep their place among the forwarded packets.
             Step::Answer(bytes) => {

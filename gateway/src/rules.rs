@@ -46,6 +46,8 @@ pub const ALIAS_BYTES: usize = 256 * 1024;
 pub enum Step {
     /// Forward these bytes to the broker.
     Up(Bytes),
+    /// Hand this packet to the embedded broker (an in-process link: no bytes).
+    Typed(Packet),
     /// Send this packet to the browser (the gateway answers; the broker never saw the request).
     Answer(Bytes),
     /// The broker's SUBACK for a SUBSCRIBE that lost some filters gets their codes back.

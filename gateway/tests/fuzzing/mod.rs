@@ -7,7 +7,8 @@ use bytes::{Bytes, BytesMut};
 use kite_mqtt::{Limits, Version};
 
 /// The gateway's browser side: arbitrary bytes (in chunks) into [`kite_gateway::proxy::Inbound`],
-/// with a role's topic rules set after the CONNECT or not. Checked: nothing panics, and every
+/// with a role's topic rules set after the CONNECT, or handing out typed packets for the
+/// embedded broker, or neither. Checked: nothing panics, and every
 /// packet it forwards to the broker or answers the browser with is one whole, well-formed
 /// packet — the gateway never passes on bytes it has not decoded.
 pub fn inbound_script(data: &[u8]) {
@@ -23,6 +24,8 @@ pub fn inbound_script(data: &[u8]) {
     let metrics = Arc::new(kite_gateway::metrics::Metrics::default());
     let mut inbound = Inbound::new(if control & 1 == 0 { 4096 } else { 64 }, metrics.clone());
     let with_rules = control & 2 != 0;
+    // Without rules, half the inputs go to the embedded broker's in-process link (packets).
+    let typed = !with_rules && control & 1 != 0;
     let chunk = usize::from(control >> 2).max(1);
     let mut steps = Vec::new();
     let whole = |bytes: &Bytes, version: Version| {
@@ -50,6 +53,9 @@ pub fn inbound_script(data: &[u8]) {
                     metrics.clone(),
                 ));
             }
+            if typed {
+                inbound.set_typed();
+            }
             // `feed` stops after the CONNECT; what followed it in the chunk comes now.
             if fed.is_ok() {
                 fed = inbound.feed(&[], &mut steps);
@@ -60,6 +66,14 @@ pub fn inbound_script(data: &[u8]) {
             match step {
                 Step::Up(bytes) | Step::Answer(bytes) => whole(&bytes, version),
                 Step::Splice(_) => {}
+                // A packet for the in-process link is one the broker could have decoded.
+                Step::Typed(p) => {
+                    let mut bytes = BytesMut::new();
+                    p.encode(version, &mut bytes).unwrap_or_else(|e| {
+                        panic!("the gateway passed on {p:?}, not encodable: {e}")
+                    });
+                    whole(&bytes.freeze(), version);
+                }
             }
         }
         if fed.is_err() {
