@@ -1,9 +1,10 @@
 //! The embedded MQTT broker: what `kite serve` runs when no upstream is configured.
 //!
 //! Devices reach it over TCP (and TLS): the gateway accepts their connections and hands each
-//! to [`Broker::serve`]. Browser sessions on `/mqtt` reach it through an in-memory pipe from
-//! the gateway's WebSocket handler, after the same CONNECT-first checks, authentication and
-//! limits as for an upstream broker.
+//! to [`Broker::serve_connection`]. Browser sessions on `/mqtt` reach it in-process, as typed
+//! packets ([`Broker::connect_local`], [`LocalClient`]), after the gateway's CONNECT-first
+//! checks, authentication and limits — as will the bridge, the history recorder and the alarm
+//! engine.
 //!
 //! This crate knows nothing of HTTP, WebSocket or certificate files: any `AsyncRead +
 //! AsyncWrite` stream is a connection (TLS ones arrive already accepted). Logins and topic
@@ -11,7 +12,7 @@
 //! gateway's sessions too.
 //!
 //! Shape: [`Broker`] is shared state behind an `Arc` — the session table, the subscription
-//! trie, the retained messages, statistics. Each connection is one task ([`conn`]) that owns
+//! trie, the retained messages, statistics. Each connection is one task (`conn`) that owns
 //! its socket. A message is routed by the publisher's task: it takes the subscription trie's
 //! *read* lock, collects the matching sessions, releases the lock, then appends a delivery to
 //! each session's bounded queue and wakes its task. So routing never serialises clients on a
@@ -626,7 +627,7 @@ impl Broker {
     }
 
     /// The device connection permits (`max_connections`): whoever accepts a connection for
-    /// [`Broker::serve`] takes one first and holds it while the connection lives.
+    /// [`Broker::serve_connection`] takes one first and holds it while the connection lives.
     pub fn permits(&self) -> &Arc<tokio::sync::Semaphore> {
         &self.inner.permits
     }
@@ -636,9 +637,9 @@ impl Broker {
         stopped(&mut self.shutdown_signal()).await;
     }
 
-    /// Serves one client connection (TCP, TLS, or the gateway's pipe) until it ends. The
-    /// caller holds one of [`Broker::permits`] for it.
-    pub async fn serve<S>(&self, stream: S, info: ConnInfo)
+    /// Serves one client connection (TCP, TLS: any byte stream) until it ends. The caller
+    /// holds one of [`Broker::permits`] for it.
+    pub async fn serve_connection<S>(&self, stream: S, info: ConnInfo)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send,
     {

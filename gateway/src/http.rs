@@ -359,6 +359,7 @@ fn upgrade(
             }
             Ok(Err(v)) => {
                 proxy::refuse_with(&mut tx, inbound.version(), &v).await;
+                proxy::linger(&mut rx).await;
                 return log.close(EndKind::Violation, &v.detail);
             }
             Ok(Ok(None)) => return log.close(EndKind::Browser, "before CONNECT"),
@@ -426,6 +427,7 @@ fn upgrade(
                     &code.description().to_lowercase(),
                 )
                 .await;
+                proxy::linger(&mut rx).await;
                 return log.close(EndKind::AuthFailed, &detail);
             }
             if embedded {

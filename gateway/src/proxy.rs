@@ -473,6 +473,7 @@ where
     // The gateway's DISCONNECT only between two of the broker's packets.
     let version = downstream.at_boundary().then_some(version);
     close_browser(&mut ws_tx, version, &end).await;
+    linger(&mut ws_rx).await;
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, broker_wr.shutdown()).await;
     end
 }
@@ -587,14 +588,23 @@ where
                 }
             }
         };
+        tokio::pin!(down);
         tokio::select! {
-            end = up => end,
-            end = down => end,
+            // The link closed under the browser's packets: the broker ended the connection,
+            // and what it sent before (a DISCONNECT with the reason) still goes out.
+            end = up => match end {
+                End::Broker => tokio::time::timeout(CLOSE_TIMEOUT, &mut down)
+                    .await
+                    .unwrap_or(End::Broker),
+                other => other,
+            },
+            end = &mut down => end,
             () = shutting_down(&mut shutdown) => End::Shutdown,
         }
     };
     // Packets are whole on this link: the gateway's DISCONNECT can always go in.
     close_browser(&mut ws_tx, Some(version), &end).await;
+    linger(&mut ws_rx).await;
     end
 }
 
@@ -785,6 +795,20 @@ where
         reason: reason[..end].into(),
     };
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws_tx.send(Message::Close(Some(frame)))).await;
+}
+
+/// After the gateway's Close frame: reads (and drops) what the browser still sends until its
+/// Close comes back (the WebSocket closing handshake), within [`CLOSE_TIMEOUT`]. Dropping a
+/// socket with unread input resets the connection, and the reset throws away what the browser
+/// had not read yet — the DISCONNECT or CONNACK that says why.
+pub async fn linger<Rx, E>(ws_rx: &mut Rx)
+where
+    Rx: Stream<Item = Result<Message, E>> + Unpin,
+{
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+        while let Some(Ok(_)) = ws_rx.next().await {}
+    })
+    .await;
 }
 
 /// Ends a session the browser broke: an MQTT 5 DISCONNECT with the reason code (when the

@@ -38,7 +38,7 @@ pub fn start_broker(state: &AppState, listener: TcpListener, tls_listener: Optio
                             _ => ConnInfo::tcp(a.peer),
                         };
                         let _held = (a.permit, a.address);
-                        broker.serve(a.stream, info).await;
+                        broker.serve_connection(a.stream, info).await;
                     }
                 },
             ));

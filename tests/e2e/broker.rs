@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use kite_gateway::config::Config;
 use kite_mqtt::codec::{
-    Connect, Disconnect, Properties, Publish, ReasonCode, RetainHandling, Subscription, Will,
+    Ack, Connect, Disconnect, Properties, Publish, ReasonCode, RetainHandling, Subscription, Will,
 };
 use kite_mqtt::{Packet, QoS, Version};
 use kite_tests::client::{TestClient, Via, connect, publish};
@@ -1670,4 +1670,42 @@ fn qos2_in_flight_survives_restart() {
     sub.send(&Packet::PubComp(kite_mqtt::codec::Ack::new(b.packet_id)));
     sub.ack(&again);
     assert_eq!(sub.barrier(), vec![]);
+}
+
+/// A lingering close: when the broker closes a connection with a reason, the client reads
+/// the reason — not a reset that throws it away. This client sends 1,025 unacknowledged QoS 2
+/// PUBLISHes (one more than the Receive Maximum of 1,024 the broker announced), then answers
+/// every PUBREC it reads with PUBREL, so it is still sending when the broker closes with
+/// DISCONNECT 0x93 Receive Maximum exceeded [MQTT-3.3.4-7]. Closing a socket with unread
+/// input resets the connection, and a reset discards what the client had not read yet; so
+/// the broker half-closes and reads (and discards) for up to 2 s before it closes.
+#[test]
+fn a_closing_reason_reaches_a_client_that_is_still_sending() {
+    both(defaults, |via| {
+        let (mut eager, ack) = TestClient::connect(via, connect(V5, "eager"));
+        assert_eq!(ack.properties.receive_maximum, Some(1024));
+        let publishes: Vec<Packet> = (1..=1025)
+            .map(|id| Packet::Publish(publish("flood/q2", "x", QoS::ExactlyOnce, id)))
+            .collect();
+        eager.send_all(&publishes);
+        let mut recs = 0;
+        let reason = loop {
+            match eager.try_recv() {
+                Some(Packet::PubRec(r)) => {
+                    recs += 1;
+                    eager.send(&Packet::PubRel(Ack::new(r.packet_id)));
+                }
+                Some(Packet::Disconnect(d)) => break d.reason,
+                Some(other) => panic!("{other:?}"),
+                None => panic!(
+                    "{via:?}: closed (or reset) without DISCONNECT 0x93, after {recs} PUBRECs"
+                ),
+            }
+        };
+        assert_eq!(
+            reason,
+            ReasonCode::ReceiveMaximumExceeded,
+            "after {recs} PUBRECs"
+        );
+    });
 }

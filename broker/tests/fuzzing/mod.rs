@@ -200,7 +200,7 @@ async fn open(broker: &Broker, c: &Connect, version: Version, n: u16) -> Client 
     let (ours, theirs) = tokio::io::duplex(64 * 1024);
     let b = broker.clone();
     let peer = SocketAddr::from(([127, 0, 0, 1], 10_000 + n));
-    tokio::spawn(async move { b.serve(theirs, ConnInfo::tcp(peer)).await });
+    tokio::spawn(async move { b.serve_connection(theirs, ConnInfo::tcp(peer)).await });
     let (mut rx, mut tx) = tokio::io::split(ours);
     let mut bytes = BytesMut::new();
     if Packet::Connect(Box::new(c.clone()))
@@ -357,7 +357,7 @@ async fn still_serving(broker: &Broker) {
     let (ours, theirs) = tokio::io::duplex(64 * 1024);
     let b = broker.clone();
     tokio::spawn(async move {
-        b.serve(theirs, ConnInfo::tcp(SocketAddr::from(([127, 0, 0, 1], 9))))
+        b.serve_connection(theirs, ConnInfo::tcp(SocketAddr::from(([127, 0, 0, 1], 9))))
             .await
     });
     let (mut rx, mut tx) = tokio::io::split(ours);

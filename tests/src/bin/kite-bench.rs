@@ -9,7 +9,7 @@
 //! unacknowledged at most); a message carries its send time, so each delivery gives a latency
 //! (under full load: it includes queueing). Then paced loads both brokers carry (4 × 2,500
 //! msgs/s → 1, 1 × 200 msgs/s → 50), each message carrying the time it was due. Also the
-//! resident memory of the broker process with 10,000 idle TCP clients.
+//! resident memory of the broker process with 10,000 idle clients, over TCP and over WebSocket (`--only idle`).
 //!
 //! `gateway`: MQTT over WebSocket to mosquitto four ways — (a) plain TCP to mosquitto (the
 //! baseline), (b) mosquitto's own websockets listener, (c) websockify (`binary` subprotocol) in
@@ -819,31 +819,35 @@ fn broker_main(args: &[String]) {
             }
         }
     }
-    if only.is_some() {
+    // `--only idle`: just the idle clients' table.
+    if only.is_some() && !wanted("idle clients") {
         setup.finish(&table);
         return;
     }
     let idle = if quick { 1_000 } else { 10_000 };
     let _ = writeln!(
         table,
-        "\n| {idle} idle TCP clients | RSS before | RSS after | per client |\n|---|---|---|---|"
+        "\n| {idle} idle clients | via | RSS before | RSS after | per client |\n|---|---|---|---|---|"
     );
     for which in ["kite", "mosquitto"] {
-        let running = if which == "kite" {
-            start_kite(kite, dir)
-        } else {
-            start_mosquitto(mosquitto, dir)
-        };
-        let (before, after) = rt.block_on(idle_clients(&running.target, idle, Transport::Tcp));
-        let line = format!(
-            "| {} | {:.1} MiB | {:.1} MiB | {:.1} KiB |",
-            running.target.name,
-            before as f64 / 1024.0,
-            after as f64 / 1024.0,
-            after.saturating_sub(before) as f64 / idle as f64
-        );
-        println!("{line}");
-        let _ = writeln!(table, "{line}");
+        for transport in [Transport::Tcp, Transport::Ws] {
+            let running = if which == "kite" {
+                start_kite(kite, dir)
+            } else {
+                start_mosquitto(mosquitto, dir)
+            };
+            let (before, after) = rt.block_on(idle_clients(&running.target, idle, transport));
+            let line = format!(
+                "| {} | {} | {:.1} MiB | {:.1} MiB | {:.1} KiB |",
+                running.target.name,
+                via(transport),
+                before as f64 / 1024.0,
+                after as f64 / 1024.0,
+                after.saturating_sub(before) as f64 / idle as f64
+            );
+            println!("{line}");
+            let _ = writeln!(table, "{line}");
+        }
     }
     setup.finish(&table);
 }
