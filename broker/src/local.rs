@@ -10,8 +10,9 @@
 //! client.send(Packet::Subscribe(subscribe)).await?;
 //! ```
 //!
-//! Both directions are bounded: [`LocalClient::send`] waits while the broker has not taken
-//! the packets before, and the broker stops reading (and taking deliveries from the session's
+//! Both directions carry batches (`Vec<Packet>`, one channel operation for many packets; an
+//! idle link holds no buffer but the channels' own) and are bounded: [`LocalClient::send`]
+//! waits while the broker has not taken the packets before, and the broker stops reading (and taking deliveries from the session's
 //! queue) while the client does not take what it was sent — exactly as TCP backpressure
 //! would. Dropping the client (or its sender) closes the connection: without a DISCONNECT, so
 //! its Will is published. The broker closing it ends [`LocalClient::recv`] with `None` after
@@ -23,12 +24,15 @@ use kite_mqtt::Packet;
 use kite_mqtt::codec::Connect;
 use tokio::sync::mpsc;
 
-/// Packets a client may hand over before the broker takes them.
-const TO_BROKER: usize = 64;
+/// Batches a client may hand over before the broker takes them.
+const TO_BROKER: usize = 4;
 
 /// Batches the broker may hand over before the client takes them (each at most 64 KiB of
 /// encoded size, plus one packet).
 const FROM_BROKER: usize = 4;
+
+/// Packets in one batch from a client at most: a longer batch waits for room once per part.
+pub const MAX_BATCH: usize = 64;
 
 /// The connection is closed: the broker ended it (or is gone).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -38,13 +42,27 @@ pub struct Closed;
 /// The sending half of a [`LocalClient`] (cheap to clone: one per task that sends).
 #[derive(Debug, Clone)]
 pub struct LocalSender {
-    tx: mpsc::Sender<Packet>,
+    tx: mpsc::Sender<Vec<Packet>>,
 }
 
 impl LocalSender {
     /// Hands `packet` to the broker, waiting while the link is full.
     pub async fn send(&self, packet: Packet) -> Result<(), Closed> {
-        self.tx.send(packet).await.map_err(|_| Closed)
+        self.tx.send(vec![packet]).await.map_err(|_| Closed)
+    }
+
+    /// Hands `packets` to the broker in order, in batches of at most [`MAX_BATCH`] (one
+    /// channel operation each), waiting while the link is full.
+    pub async fn send_all(&self, mut packets: Vec<Packet>) -> Result<(), Closed> {
+        while packets.len() > MAX_BATCH {
+            let rest = packets.split_off(MAX_BATCH);
+            self.tx.send(packets).await.map_err(|_| Closed)?;
+            packets = rest;
+        }
+        if packets.is_empty() {
+            return Ok(());
+        }
+        self.tx.send(packets).await.map_err(|_| Closed)
     }
 }
 

@@ -623,9 +623,10 @@ where
 
 /// Hands the checked packets to the in-process link, in order.
 async fn hand_over(steps: &mut Vec<Step>, sender: &kite_broker::LocalSender) -> Result<(), End> {
+    let mut packets = Vec::with_capacity(steps.len());
     for step in steps.drain(..) {
         match step {
-            Step::Typed(p) => sender.send(p).await.map_err(|_| End::Broker)?,
+            Step::Typed(p) => packets.push(p),
             // The embedded broker enforces the topic rules itself: the gateway has none to
             // answer with, and `set_typed` leaves no bytes to forward.
             other => {
@@ -635,7 +636,7 @@ async fn hand_over(steps: &mut Vec<Step>, sender: &kite_broker::LocalSender) -> 
             }
         }
     }
-    Ok(())
+    sender.send_all(packets).await.map_err(|_| End::Broker)
 }
 
 /// The session was silent for `idle` (`[limits] idle_timeout_secs`).

@@ -16,8 +16,8 @@ use crate::{Broker, Stats, stopped};
 
 use super::connect::open;
 use super::{
-    CLOSE_TIMEOUT, Conn, ConnInfo, End, FAIR_SHARE, LOCAL_BATCH, MAX_PENDING, OUT_HIGH_WATER,
-    READ_AHEAD, closed, encode, refusal,
+    CLOSE_TIMEOUT, Conn, ConnInfo, End, FAIR_SHARE, MAX_PENDING, OUT_HIGH_WATER, READ_AHEAD,
+    closed, encode, refusal,
 };
 
 /// Why the first packet did not start a session.
@@ -174,7 +174,7 @@ pub(crate) async fn serve_local(
     broker: Broker,
     connect: Connect,
     info: ConnInfo,
-    mut rx: tokio::sync::mpsc::Receiver<Packet>,
+    mut rx: tokio::sync::mpsc::Receiver<Vec<Packet>>,
     tx: tokio::sync::mpsc::Sender<Vec<Packet>>,
 ) {
     let config = broker.config();
@@ -274,12 +274,13 @@ impl Conn {
         }
     }
 
-    /// [`Conn::run`] for an in-process client: packets come from `rx` (the same limits as
-    /// decoding bytes would apply: maximum packet size, User Properties), and go to `tx` in
-    /// batches — what `out` holds when the link has room.
+    /// [`Conn::run`] for an in-process client: packets come from `rx` in batches (the same
+    /// limits as decoding bytes would apply: maximum packet size, User Properties), and go to
+    /// `tx` in batches — what `out` holds when the link has room. No buffer is kept between
+    /// batches: an idle link holds no memory of its own.
     async fn run_local(
         &mut self,
-        rx: &mut tokio::sync::mpsc::Receiver<Packet>,
+        rx: &mut tokio::sync::mpsc::Receiver<Vec<Packet>>,
         tx: &tokio::sync::mpsc::Sender<Vec<Packet>>,
         out: &mut Out,
         keep_alive: u16,
@@ -289,7 +290,6 @@ impl Conn {
         let mut deadline = tokio::time::Instant::now() + grace;
         let slot = self.slot.clone();
         let mut committed = self.committed.clone();
-        let mut batch = Vec::with_capacity(LOCAL_BATCH);
         let mut turn = 0;
         loop {
             if turn >= FAIR_SHARE {
@@ -305,16 +305,16 @@ impl Conn {
             let waiting = !self.pending.is_empty();
             let sending = !out.is_empty();
             tokio::select! {
-                n = rx.recv_many(&mut batch, LOCAL_BATCH), if reading => {
-                    if n == 0 {
+                batch = rx.recv(), if reading => {
+                    let Some(batch) = batch else {
                         return End::Closed;
-                    }
+                    };
                     deadline = tokio::time::Instant::now() + grace;
                     // What was routed to this session before these packets arrived goes out
                     // before the answers to them, as for bytes.
                     let now = Instant::now();
                     self.fill(out, now);
-                    for packet in batch.drain(..) {
+                    for packet in batch {
                         let len = match self.within_limits(&packet) {
                             Ok(len) => len,
                             Err(end) => return end,

@@ -57,9 +57,6 @@ const READ_AHEAD: usize = 64 * 1024;
 /// (gateway/BENCHMARKS.md).
 const FAIR_SHARE: usize = 64 * 1024;
 
-/// Packets taken from a local client's link at once.
-const LOCAL_BATCH: usize = 64;
-
 /// How long the last packets (CONNACK refusal, DISCONNECT) may take to be written.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
