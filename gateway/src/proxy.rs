@@ -362,31 +362,11 @@ where
                 return End::Violation(v);
             }
             loop {
-                let next = match inbound.idle_timeout() {
-                    None => ws_rx.next().await,
-                    Some(idle) => match tokio::time::timeout(idle, ws_rx.next()).await {
-                        Ok(next) => next,
-                        Err(_) => return End::Violation(idle_violation(idle)),
-                    },
+                let Some((received, taken)) =
+                    next_frames(&mut ws_rx, &mut inbound, &mut steps).await
+                else {
+                    break;
                 };
-                let Some(msg) = next else { break };
-                let received = std::time::Instant::now();
-                // This message and the ones already here behind it (up to READ_CHUNK bytes),
-                // so that a busy browser's packets reach the broker in one write, not one
-                // each: on loopback each write costs the gateway far more than the parsing.
-                let mut taken = take(&mut inbound, msg, &mut steps);
-                let mut fed = 0;
-                while let Ok(n) = taken {
-                    fed += n;
-                    if fed >= READ_CHUNK || inbound.throttle().is_some() {
-                        break;
-                    }
-                    match ws_rx.next().now_or_never() {
-                        Some(Some(msg)) => taken = take(&mut inbound, msg, &mut steps),
-                        Some(None) => taken = Err(End::Browser),
-                        None => break,
-                    }
-                }
                 // What came before a violation or a close is still carried.
                 let forwarded = !steps.is_empty();
                 if let Err(end) =
@@ -400,12 +380,7 @@ where
                 if let Err(end) = taken {
                     return end;
                 }
-                // Over the publish rate: stop reading the browser until it is back (its sends
-                // back up; nothing is dropped).
-                if let Some(wait) = inbound.throttle() {
-                    inbound.metrics.throttled();
-                    tokio::time::sleep(wait).await;
-                }
+                slow_down(&inbound).await;
             }
             End::Browser
         };
@@ -512,29 +487,11 @@ where
                 return End::Violation(v);
             }
             loop {
-                let next = match inbound.idle_timeout() {
-                    None => ws_rx.next().await,
-                    Some(idle) => match tokio::time::timeout(idle, ws_rx.next()).await {
-                        Ok(next) => next,
-                        Err(_) => return End::Violation(idle_violation(idle)),
-                    },
+                let Some((received, taken)) =
+                    next_frames(&mut ws_rx, &mut inbound, &mut steps).await
+                else {
+                    break;
                 };
-                let Some(msg) = next else { break };
-                let received = std::time::Instant::now();
-                // This message and the ones already here behind it, up to READ_CHUNK bytes.
-                let mut taken = take(&mut inbound, msg, &mut steps);
-                let mut fed = 0;
-                while let Ok(n) = taken {
-                    fed += n;
-                    if fed >= READ_CHUNK || inbound.throttle().is_some() {
-                        break;
-                    }
-                    match ws_rx.next().now_or_never() {
-                        Some(Some(msg)) => taken = take(&mut inbound, msg, &mut steps),
-                        Some(None) => taken = Err(End::Browser),
-                        None => break,
-                    }
-                }
                 // What came before a violation or a close is still carried.
                 let forwarded = !steps.is_empty();
                 if let Err(end) = hand_over(&mut steps, &sender).await {
@@ -546,10 +503,7 @@ where
                 if let Err(end) = taken {
                     return end;
                 }
-                if let Some(wait) = inbound.throttle() {
-                    inbound.metrics.throttled();
-                    tokio::time::sleep(wait).await;
-                }
+                slow_down(&inbound).await;
             }
             End::Browser
         };
@@ -684,6 +638,58 @@ where
 
 /// Answers the gateway may hold for one session while the broker's stream is mid-packet.
 const ANSWERS_QUEUED: usize = 64;
+
+/// Waits for the browser's next message (within the idle timeout) and takes it and the ones
+/// already here behind it, up to [`READ_CHUNK`] bytes, into `steps` — so that a busy browser's
+/// packets reach the broker together, not one write each (on loopback each write costs the
+/// gateway far more than the parsing). `None`: the browser's stream ended. Else when it
+/// arrived, and how taking ended: an error comes after what was taken before it, which the
+/// caller still carries.
+async fn next_frames<Rx, E>(
+    ws_rx: &mut Rx,
+    inbound: &mut Inbound,
+    steps: &mut Vec<Step>,
+) -> Option<(std::time::Instant, Result<(), End>)>
+where
+    Rx: Stream<Item = Result<Message, E>> + Unpin,
+    E: std::error::Error + 'static,
+{
+    let next = match inbound.idle_timeout() {
+        None => ws_rx.next().await,
+        Some(idle) => match tokio::time::timeout(idle, ws_rx.next()).await {
+            Ok(next) => next,
+            Err(_) => {
+                let end = End::Violation(idle_violation(idle));
+                return Some((std::time::Instant::now(), Err(end)));
+            }
+        },
+    };
+    let msg = next?;
+    let received = std::time::Instant::now();
+    let mut taken = take(inbound, msg, steps);
+    let mut fed = 0;
+    while let Ok(n) = taken {
+        fed += n;
+        if fed >= READ_CHUNK || inbound.throttle().is_some() {
+            break;
+        }
+        match ws_rx.next().now_or_never() {
+            Some(Some(msg)) => taken = take(inbound, msg, steps),
+            Some(None) => taken = Err(End::Browser),
+            None => break,
+        }
+    }
+    Some((received, taken.map(|_| ())))
+}
+
+/// Over the publish rate: stops reading the browser until it is back (its sends back up;
+/// nothing is dropped).
+async fn slow_down(inbound: &Inbound) {
+    if let Some(wait) = inbound.throttle() {
+        inbound.metrics.throttled();
+        tokio::time::sleep(wait).await;
+    }
+}
 
 /// One message from the browser into `steps`; the bytes it held, or how the session ends.
 fn take<E: std::error::Error + 'static>(

@@ -233,13 +233,10 @@ impl Conn {
                 turn = 0;
                 tokio::task::yield_now().await;
             }
-            if let Some(end) = self.taken_over() {
-                return end;
-            }
-            self.release(out);
-            self.fill(out, Instant::now());
-            let reading = out.len() < OUT_HIGH_WATER && self.pending.len() < MAX_PENDING;
-            let waiting = !self.pending.is_empty();
+            let (reading, waiting) = match self.next_turn(out) {
+                Ok(turn) => turn,
+                Err(end) => return end,
+            };
             let slices = out.slices();
             tokio::select! {
                 r = rd.read_buf(inbuf), if reading => match r {
@@ -274,6 +271,20 @@ impl Conn {
         }
     }
 
+    /// The start of each turn of a transport's loop: the session still this connection's,
+    /// the answers whose writes are committed released, deliveries taken from the queue.
+    /// Returns whether to read (room in `out` and for held answers) and whether answers wait
+    /// for the store.
+    fn next_turn(&mut self, out: &mut Out) -> Result<(bool, bool), End> {
+        if let Some(end) = self.taken_over() {
+            return Err(end);
+        }
+        self.release(out);
+        self.fill(out, Instant::now());
+        let reading = out.len() < OUT_HIGH_WATER && self.pending.len() < MAX_PENDING;
+        Ok((reading, !self.pending.is_empty()))
+    }
+
     /// [`Conn::run`] for an in-process client: packets come from `rx` in batches (the same
     /// limits as decoding bytes would apply: maximum packet size, User Properties), and go to
     /// `tx` in batches — what `out` holds when the link has room. No buffer is kept between
@@ -296,13 +307,10 @@ impl Conn {
                 turn = 0;
                 tokio::task::yield_now().await;
             }
-            if let Some(end) = self.taken_over() {
-                return end;
-            }
-            self.release(out);
-            self.fill(out, Instant::now());
-            let reading = out.len() < OUT_HIGH_WATER && self.pending.len() < MAX_PENDING;
-            let waiting = !self.pending.is_empty();
+            let (reading, waiting) = match self.next_turn(out) {
+                Ok(turn) => turn,
+                Err(end) => return end,
+            };
             let sending = !out.is_empty();
             tokio::select! {
                 batch = rx.recv(), if reading => {
