@@ -4,7 +4,7 @@
 //! decoding in between. The gateway's WebSocket sessions use it; so will the bridge, the
 //! history recorder and the alarm engine.
 //!
-//! ```ignore
+//! ```text
 //! let mut client = broker.connect_local(connect, ConnInfo::internal(None));
 //! match client.recv().await { Some(Packet::ConnAck(ack)) => ..., _ => ... }
 //! client.send(Packet::Subscribe(subscribe)).await?;
