@@ -101,11 +101,7 @@ fn check_config(file: &std::path::Path) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     for p in &problems {
-        if p.line == 0 {
-            eprintln!("{}: {}", file.display(), p.message);
-        } else {
-            eprintln!("{}:{}: {}", file.display(), p.line, p.message);
-        }
+        eprintln!("{p}");
     }
     eprintln!(
         "kite: error: {} problem{} in {}",
@@ -147,13 +143,25 @@ fn passwd() -> ExitCode {
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
-    let config = match load(&args) {
+    // The same pass as `kite check-config`: every problem, then stop.
+    let mut config = match Config::load(args.config.as_deref(), args.overrides()) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("kite: error: {e:#}");
+        Err(problems) => {
+            match &problems.0[..] {
+                [one] => eprintln!("kite: error: {one}"),
+                all => {
+                    for p in all {
+                        eprintln!("{p}");
+                    }
+                    eprintln!("kite: error: {} problems in the configuration", all.len());
+                }
+            }
             return ExitCode::from(USAGE);
         }
     };
+    if config.assets.is_none() {
+        config.assets = default_assets();
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -168,22 +176,6 @@ fn serve(args: ServeArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn load(args: &ServeArgs) -> anyhow::Result<Config> {
-    let mut config = Config::load(args.config.as_deref(), args.overrides())?;
-    match &config.assets {
-        Some(dir) if !dir.join("index.html").is_file() => anyhow::bail!(
-            "assets directory {} has no index.html: build the app with `cargo xtask dist`, or point --assets at the directory trunk built",
-            dir.display()
-        ),
-        Some(_) => {}
-        None => config.assets = default_assets(),
-    }
-    if let Some(tls) = &config.tls {
-        kite_gateway::tls::load(tls)?;
-    }
-    Ok(config)
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {

@@ -100,9 +100,10 @@ fn bad_configuration_is_one_line_and_exit_2() {
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("kite.toml");
     std::fs::write(&file, "[http]\nlisten = 8080\n").unwrap();
+    // The same pass as `kite check-config`: the file, the line and what is wrong.
     usage_error(
         &["serve", "--config", file.to_str().unwrap()],
-        "invalid config file",
+        "kite.toml:2: [http]: invalid type: integer `8080`, expected a string",
     );
     usage_error(
         &["serve", "--config", "/nonexistent/kite.toml"],

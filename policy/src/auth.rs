@@ -116,6 +116,26 @@ pub enum AuthConfigError {
     },
 }
 
+/// Which entry of the config's users or roles a problem is about (0-based, in file order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    /// The `i`-th `[[user]]`.
+    User(usize),
+    /// The `i`-th `[[role]]`.
+    Role(usize),
+}
+
+/// One problem of the users and roles: where it is, and what.
+#[derive(Debug)]
+pub struct AuthProblem {
+    /// The entry.
+    pub entry: Entry,
+    /// Its key the problem is about (`password_hash`, `role`, `name`, `deny_publish`, ...).
+    pub key: &'static str,
+    /// What is wrong and how to fix it.
+    pub error: AuthConfigError,
+}
+
 /// The users and roles, checked, and the JWT verifier if `[jwt]` is set.
 #[derive(Debug, Clone, Default)]
 pub struct Auth {
@@ -193,49 +213,97 @@ impl Admission {
 const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$CdG4jWZAdJxCVSnXgKnPALGpmBFzzyi5uNvH7nJl2ng";
 
 impl Auth {
-    /// Checks the users and roles of a config.
+    /// Checks the users and roles of a config: the first problem, if any (see [`Auth::build`]
+    /// for all of them).
     pub fn new(users: Vec<User>, roles: Vec<Role>) -> Result<Self, AuthConfigError> {
+        let (auth, problems) = Self::build(users, roles);
+        match problems.into_iter().next() {
+            Some(p) => Err(p.error),
+            None => Ok(auth),
+        }
+    }
+
+    /// The users and roles that are sound, and every problem of the others, each with the
+    /// entry and key it is about (a config reports them all, each at its line). A user whose
+    /// role is unknown or whose hash is unusable is left out, as is a role whose rules are not
+    /// valid filters: an [`Auth`] never holds one.
+    pub fn build(users: Vec<User>, roles: Vec<Role>) -> (Self, Vec<AuthProblem>) {
+        let mut problems = Vec::new();
         let mut role_map = HashMap::new();
-        for r in roles {
-            r.acl.validate(&r.name)?;
-            if role_map.contains_key(&r.name) {
-                return Err(AuthConfigError::Duplicate {
-                    what: "role",
-                    name: r.name,
+        let mut defined = std::collections::HashSet::new();
+        for (i, r) in roles.into_iter().enumerate() {
+            let fresh = defined.insert(r.name.clone());
+            if let Err(e) = r.acl.validate(&r.name) {
+                problems.push(AuthProblem {
+                    entry: Entry::Role(i),
+                    key: e.kind(),
+                    error: e.into(),
+                });
+            } else if fresh {
+                role_map.insert(r.name.clone(), r);
+                continue;
+            }
+            if !fresh {
+                problems.push(AuthProblem {
+                    entry: Entry::Role(i),
+                    key: "name",
+                    error: AuthConfigError::Duplicate {
+                        what: "role",
+                        name: r.name,
+                    },
                 });
             }
-            role_map.insert(r.name.clone(), r);
         }
         let mut user_map = HashMap::new();
-        for u in users {
+        let mut seen = std::collections::HashSet::new();
+        for (i, u) in users.into_iter().enumerate() {
+            let mut sound = true;
+            if !seen.insert(u.name.clone()) {
+                sound = false;
+                problems.push(AuthProblem {
+                    entry: Entry::User(i),
+                    key: "name",
+                    error: AuthConfigError::Duplicate {
+                        what: "user",
+                        name: u.name.clone(),
+                    },
+                });
+            }
             if let Err(e) = PasswordHash::new(&u.password_hash) {
-                return Err(AuthConfigError::BadHash {
-                    user: u.name,
-                    detail: e.to_string(),
+                sound = false;
+                problems.push(AuthProblem {
+                    entry: Entry::User(i),
+                    key: "password_hash",
+                    error: AuthConfigError::BadHash {
+                        user: u.name.clone(),
+                        detail: e.to_string(),
+                    },
                 });
             }
             if let Some(role) = &u.role
-                && !role_map.contains_key(role)
+                && !defined.contains(role)
             {
-                return Err(AuthConfigError::UnknownRole {
-                    user: u.name,
-                    role: role.clone(),
+                sound = false;
+                problems.push(AuthProblem {
+                    entry: Entry::User(i),
+                    key: "role",
+                    error: AuthConfigError::UnknownRole {
+                        user: u.name.clone(),
+                        role: role.clone(),
+                    },
                 });
             }
-            if user_map.contains_key(&u.name) {
-                return Err(AuthConfigError::Duplicate {
-                    what: "user",
-                    name: u.name,
-                });
+            if sound {
+                user_map.insert(u.name.clone(), u);
             }
-            user_map.insert(u.name.clone(), u);
         }
-        Ok(Self {
+        let auth = Self {
             users: user_map,
             roles: role_map,
             jwt: None,
             anonymous: None,
-        })
+        };
+        (auth, problems)
     }
 
     /// Gives the sessions without a login (there are any only without users and `[jwt]`)
@@ -605,5 +673,46 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(unknown.contains("ghost"), "{unknown}");
+    }
+
+    /// `build` reports every problem with its entry and key, and keeps the sound entries.
+    #[test]
+    fn build_reports_every_problem_and_keeps_the_rest() {
+        let good = hash_password(b"x").unwrap();
+        let user = |name: &str, hash: &str, role: Option<&str>| User {
+            name: name.into(),
+            password_hash: hash.into(),
+            role: role.map(Into::into),
+        };
+        let role = |name: &str, deny: &[&str]| Role {
+            name: name.into(),
+            acl: crate::acl::Acl {
+                deny_publish: deny.iter().map(|s| (*s).to_owned()).collect(),
+                ..Default::default()
+            },
+            ..Role::default()
+        };
+        let (auth, problems) = Auth::build(
+            vec![
+                user("a", &good, Some("r")),
+                user("b", "plain", None),
+                user("a", &good, None),
+                user("c", &good, Some("ghost")),
+            ],
+            vec![role("r", &[]), role("r", &[]), role("s", &["a/#/b"])],
+        );
+        let found: Vec<(Entry, &str)> = problems.iter().map(|p| (p.entry, p.key)).collect();
+        assert_eq!(
+            found,
+            [
+                (Entry::Role(1), "name"),
+                (Entry::Role(2), "deny_publish"),
+                (Entry::User(1), "password_hash"),
+                (Entry::User(2), "name"),
+                (Entry::User(3), "role"),
+            ]
+        );
+        assert!(auth.check(Some("a"), Some(b"x")).is_ok());
+        assert!(auth.check(Some("c"), Some(b"x")).is_err());
     }
 }

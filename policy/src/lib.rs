@@ -18,5 +18,5 @@ pub mod auth;
 mod denied;
 pub mod jwt;
 
-pub use auth::{Admission, Auth, Cause, Login, Refused, Role, User};
+pub use auth::{Admission, Auth, AuthProblem, Cause, Entry, Login, Refused, Role, User};
 pub use denied::DeniedPublish;

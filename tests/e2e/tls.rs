@@ -219,9 +219,8 @@ fn an_upstream_over_tls_with_a_private_ca_and_a_client_certificate() {
             .any(|p| p.line == 5 && p.message.contains("cannot be used together")),
         "{problems:?}"
     );
+    // `kite serve` loads with the same pass, and so stops on it.
     let err = kite_gateway::config::Config::load(Some(&file), Default::default())
-        .map(|c| kite_gateway::upstream::Connector::new(&c.upstreams))
-        .unwrap()
         .unwrap_err()
         .to_string();
     assert!(

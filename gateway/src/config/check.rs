@@ -1,27 +1,79 @@
-//! `kite check-config FILE`: every problem of a config file, each with its line — not only the
-//! first one, as starting `kite serve` would stop at.
+//! The one validation pass of the config: [`Config::load`] (what `kite serve` runs) and
+//! `kite check-config` ([`check_file`]) are this code. It reads the file, the environment's
+//! `KITE_<SECTION>__<KEY>` keys and the flags, checks every value, and returns the config or
+//! every problem found, each with where it is: the file and line and key, the environment
+//! variable, or the flag.
 //!
-//! The file is parsed as TOML (a syntax error is the one problem then), then each section and
-//! each `[[upstream]]`, `[[user]]` and `[[role]]` on its own, then each value's meaning (ranges,
-//! addresses, URLs, hashes, rules, certificate files, the anonymous-broker rule).
+//! Each section is read on its own, so that one section's mistyped key does not hide the next
+//! section's problems; each value is checked on its own (a bad value is reported and its
+//! default stands in, so later checks still run).
 
 use std::collections::HashSet;
-use std::path::Path;
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 
-use crate::config::{
-    BrokerUrl, ConfigError, FileBroker, FileHttp, FileLimits, FileRole, FileTls, FileUpstream,
-    FileUser, check_name, check_origin, parse_listen,
+use super::env::{self, Applied};
+use super::{
+    BrokerSettings, BrokerUrl, Config, ConfigError, DEFAULT_DATA_DIR, DEFAULT_MQTT, FileAcl,
+    FileBroker, FileConfig, FileHttp, FileLimits, FileRole, FileTls, FileUpstream, FileUser,
+    GatewayLimits, Overrides, Upstream, UpstreamTls, anchor_paths, check_name, check_origin,
+    parse_listen,
 };
 
-/// One problem: its line (1-based; 0 when it is about the whole file) and what is wrong.
+/// One problem: where it is and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
-    /// The line.
+    /// The config file, when the problem is in it.
+    pub file: Option<PathBuf>,
+    /// The line in that file (1-based); 0 when the problem is not on one line.
     pub line: usize,
+    /// What it is about: a key (`limits.max_connections`, `upstream[2].addresses`), a section
+    /// (`brokr`), an environment variable (`KITE_LIMITS__MAX_CONNECTIONS`) or a flag (`--mqtts`).
+    pub key: String,
     /// What is wrong and how to fix it.
     pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.file, self.line) {
+            (Some(file), 0) => write!(f, "{}: {}", file.display(), self.message),
+            (Some(file), line) => write!(f, "{}:{line}: {}", file.display(), self.message),
+            (None, _) => f.write_str(&self.message),
+        }
+    }
+}
+
+/// Every problem of a config, in file order (those of the environment and flags first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problems(pub Vec<Problem>);
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Problems {}
+
+impl Problems {
+    fn one(file: Option<&Path>, line: usize, key: &str, message: String) -> Self {
+        Self(vec![Problem {
+            file: file.map(Path::to_owned),
+            line,
+            key: key.to_owned(),
+            message,
+        }])
+    }
 }
 
 /// Where each section starts and ends in the text.
@@ -71,10 +123,12 @@ impl<'t> Layout<'t> {
                     return i + 1;
                 }
             }
-            // Not a key: a value the message quotes (`unknown variant \`maybe\``).
+            // Not a key: a value the message quotes (`unknown variant \`maybe\``,
+            // `invalid type: integer \`8080\``).
             let quoted = format!("\"{key}\"");
             for (i, line) in self.text.lines().enumerate().take(last).skip(first) {
-                if line.contains(&quoted) {
+                let value = line.split_once('=').map(|(_, v)| v.trim());
+                if line.contains(&quoted) || value == Some(key) {
                     return i + 1;
                 }
             }
@@ -90,121 +144,268 @@ fn named_key(message: &str) -> Option<&str> {
     Some(&message[start..start + len])
 }
 
-/// Every problem of the config file at `path` (empty: it is fine).
+/// Every problem of the config file at `path`, with the environment's `KITE_…__…` keys over
+/// it as `kite serve` would take them (empty: it is fine).
 pub fn check_file(path: &Path) -> Vec<Problem> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) => {
-            return vec![Problem {
-                line: 0,
-                message: format!("cannot read the file: {e}"),
-            }];
-        }
+    let overrides = Overrides {
+        env: env::from_process(),
+        ..Overrides::default()
     };
-    let mut problems = check_text(&text, path.parent().unwrap_or(Path::new(".")));
-    // What `kite serve` would also take from the environment.
-    let vars = super::env::from_process();
-    if !vars.is_empty()
-        && let Ok(mut table) = toml::from_str::<toml::Table>(&text)
-        && let Err(e) = super::env::apply::<super::FileConfig>(&mut table, &vars)
-    {
-        problems.push(Problem {
-            line: 0,
-            message: e.to_string(),
-        });
+    match load(Some(path), overrides) {
+        Ok(_) => Vec::new(),
+        Err(problems) => problems.0,
     }
-    problems
 }
 
-/// Every problem of a config file's text; relative paths are taken from `base`.
-pub fn check_text(text: &str, base: &Path) -> Vec<Problem> {
-    let table: toml::Table = match toml::from_str(text) {
-        Ok(t) => t,
-        Err(e) => {
-            let line = e.span().map_or(0, |s| {
-                text[..s.start.min(text.len())].matches('\n').count() + 1
-            });
-            return vec![Problem {
-                line,
-                message: e.message().trim().replace('\n', " "),
-            }];
-        }
-    };
-    let layout = Layout::new(text);
-    let mut problems = Vec::new();
-    let mut add = |line: usize, message: String| problems.push(Problem { line, message });
+/// The pass's state: where things are, and the problems so far.
+struct Pass<'t> {
+    file: Option<&'t Path>,
+    layout: Layout<'t>,
+    env: Applied,
+    problems: Vec<Problem>,
+}
 
-    fn parse<T: DeserializeOwned>(
+impl Pass<'_> {
+    /// A problem with `[section] key` (of the `index`-th `[[section]]`; `key` `None`: the
+    /// section), at the environment variable that set it or else at its line in the file.
+    fn report(
+        &mut self,
+        section: &str,
+        index: Option<usize>,
+        key: Option<&str>,
+        message: impl fmt::Display,
+    ) {
+        if let Some(var) = key.and_then(|k| self.env.var(section, k)) {
+            let var = var.to_owned();
+            self.problems.push(Problem {
+                file: None,
+                line: 0,
+                message: format!("environment variable {var}: {message}"),
+                key: var,
+            });
+            return;
+        }
+        let mut name = match index {
+            Some(i) => format!("{section}[{}]", i + 1),
+            None => section.to_owned(),
+        };
+        if let Some(k) = key {
+            name = format!("{name}.{k}");
+        }
+        let line = match self.file {
+            Some(_) => self.layout.line(section, index.unwrap_or(0), key),
+            None => 0,
+        };
+        self.problems.push(Problem {
+            file: self.file.map(Path::to_owned),
+            line,
+            key: name,
+            message: message.to_string(),
+        });
+    }
+
+    /// A problem with a command-line flag's value.
+    fn flag(&mut self, flag: &str, message: impl fmt::Display) {
+        self.problems.push(Problem {
+            file: None,
+            line: 0,
+            key: flag.to_owned(),
+            message: format!("{flag}: {message}"),
+        });
+    }
+
+    /// `[section]` (or the `index`-th `[[section]]`) read as `T`, or its problem reported.
+    fn section<T: DeserializeOwned>(
+        &mut self,
+        section: &str,
+        index: Option<usize>,
         value: &toml::Value,
-        layout: &Layout<'_>,
-        name: &str,
-        index: usize,
-        add: &mut dyn FnMut(usize, String),
     ) -> Option<T> {
-        match T::deserialize(value.clone()) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                let message = e.message().trim().replace('\n', " ");
-                let line = layout.line(name, index, named_key(&message));
-                let what = if name == "upstream" || name == "user" || name == "role" {
-                    format!("[[{name}]] #{}", index + 1)
+        let e = match T::deserialize(value.clone()) {
+            Ok(v) => return Some(v),
+            Err(e) => e,
+        };
+        let message = e.message().trim().replace('\n', " ");
+        let key = named_key(&message).map(str::to_owned);
+        let vars = self.env.vars_of(section);
+        // A key the environment set, or a section it started that misses a key.
+        let by_env = !vars.is_empty()
+            && (key
+                .as_deref()
+                .is_some_and(|k| self.env.var(section, k).is_some())
+                || message.starts_with("missing field"));
+        if by_env {
+            let e = env::EnvError::Section {
+                section: section.to_owned(),
+                vars: vars.clone(),
+                message,
+            };
+            self.problems.push(Problem {
+                file: None,
+                line: 0,
+                key: vars,
+                message: e.to_string(),
+            });
+            return None;
+        }
+        let what = match index {
+            Some(i) => format!("[[{section}]] #{}", i + 1),
+            None => format!("[{section}]"),
+        };
+        let line = self
+            .layout
+            .line(section, index.unwrap_or(0), key.as_deref());
+        let mut name = match index {
+            Some(i) => format!("{section}[{}]", i + 1),
+            None => section.to_owned(),
+        };
+        if let Some(k) = &key {
+            name = format!("{name}.{k}");
+        }
+        self.problems.push(Problem {
+            file: self.file.map(Path::to_owned),
+            line,
+            key: name,
+            message: format!("{what}: {message}"),
+        });
+        None
+    }
+
+    /// `Ok`'s value, or the problem reported at `[section] key`.
+    fn take<T>(&mut self, section: &str, key: &str, r: Result<T, ConfigError>) -> Option<T> {
+        r.map_err(|e| self.report(section, None, Some(key), e)).ok()
+    }
+}
+
+/// An integer key in `lo..=hi`, or its default after reporting it.
+struct Range {
+    key: &'static str,
+    lo: u64,
+    hi: u64,
+    expected: &'static str,
+    default: u64,
+}
+
+impl Pass<'_> {
+    fn range(&mut self, section: &'static str, value: Option<u64>, r: Range) -> u64 {
+        match value {
+            None => r.default,
+            Some(v) if (r.lo..=r.hi).contains(&v) => v,
+            Some(value) => {
+                let e = if section == "limits" {
+                    ConfigError::Limit {
+                        key: r.key,
+                        value,
+                        expected: r.expected,
+                    }
                 } else {
-                    format!("[{name}]")
+                    ConfigError::Broker {
+                        key: r.key,
+                        value,
+                        expected: r.expected,
+                    }
                 };
-                add(line, format!("{what}: {message}"));
-                None
+                self.report(section, None, Some(r.key), e);
+                r.default
             }
         }
     }
+}
 
-    let mut http = None;
-    let mut limits = None;
-    let mut broker = None;
+/// The default HTTP address ([`super::DEFAULT_HTTP`]).
+const HTTP: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8080));
+/// The default broker address ([`DEFAULT_MQTT`]).
+const MQTT: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 1883));
+
+/// The config from the file (if any), the environment (`overrides.env`) and the flags: see
+/// [`Config::load`].
+pub(super) fn load(file: Option<&Path>, overrides: Overrides) -> Result<Config, Problems> {
+    let text = match file {
+        Some(path) => std::fs::read_to_string(path).map_err(|source| {
+            let e = ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            };
+            Problems::one(None, 0, "", e.to_string())
+        })?,
+        None => String::new(),
+    };
+    let mut table: toml::Table = toml::from_str(&text).map_err(|e| {
+        let (line, column) = e.span().map_or((0, 0), |span| {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            (
+                line,
+                before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1,
+            )
+        });
+        let message = e.message().trim().replace('\n', " ");
+        let message = if line > 0 {
+            format!("invalid TOML at line {line}, column {column}: {message}")
+        } else {
+            format!("invalid TOML: {message}")
+        };
+        Problems::one(file, line, "", message)
+    })?;
+    // The file's relative paths are its directory's; the environment's (set next) are the
+    // working directory's, like the flags'.
+    if let Some(dir) = file.and_then(Path::parent) {
+        anchor_paths(&mut table, dir);
+    }
+    let env = env::apply::<FileConfig>(&mut table, &overrides.env);
+    let mut pass = Pass {
+        file,
+        layout: Layout::new(&text),
+        problems: env
+            .errors
+            .iter()
+            .map(|e| Problem {
+                file: None,
+                line: 0,
+                key: match e {
+                    env::EnvError::Var { var, .. } => var.clone(),
+                    env::EnvError::Section { vars, .. } => vars.clone(),
+                },
+                message: e.to_string(),
+            })
+            .collect(),
+        env,
+    };
+    let config = resolve(&mut pass, &table, overrides);
+    if pass.problems.is_empty() {
+        Ok(config)
+    } else {
+        let mut problems = pass.problems;
+        problems.sort_by_key(|p| p.line);
+        Err(Problems(problems))
+    }
+}
+
+/// Every section and value checked; what is returned holds defaults where problems were found.
+fn resolve(pass: &mut Pass<'_>, table: &toml::Table, overrides: Overrides) -> Config {
+    let mut http = FileHttp::default();
+    let mut limits = FileLimits::default();
+    let mut broker = FileBroker::default();
+    let mut acl = FileAcl::default();
+    let mut tls: Option<FileTls> = None;
+    let mut jwt: Option<kite_policy::jwt::JwtSettings> = None;
     let mut upstreams: Vec<(usize, FileUpstream)> = Vec::new();
     let mut users: Vec<(usize, FileUser)> = Vec::new();
     let mut roles: Vec<(usize, FileRole)> = Vec::new();
-    let mut has_tls = false;
-    let mut anonymous_role = None;
-    let has_jwt = table.contains_key("jwt");
-    for (key, value) in &table {
+    for (key, value) in table {
         match key.as_str() {
-            "http" => http = parse::<FileHttp>(value, &layout, "http", 0, &mut add),
-            "limits" => limits = parse::<FileLimits>(value, &layout, "limits", 0, &mut add),
-            "broker" => broker = parse::<FileBroker>(value, &layout, "broker", 0, &mut add),
-            "acl" => {
-                anonymous_role =
-                    parse::<crate::config::FileAcl>(value, &layout, "acl", 0, &mut add)
-                        .and_then(|a| a.anonymous_role);
-            }
-            "jwt" => {
-                if let Some(jwt) =
-                    parse::<kite_policy::jwt::JwtSettings>(value, &layout, "jwt", 0, &mut add)
-                    && let Err(e) = crate::config::load_jwt(&jwt, base)
-                {
-                    let key = match e {
-                        kite_policy::jwt::JwtConfigError::Algorithm(_) => "algorithm",
-                        kite_policy::jwt::JwtConfigError::Leeway(_) => "leeway_secs",
-                        _ => "key_file",
-                    };
-                    add(layout.line("jwt", 0, Some(key)), format!("[jwt]: {e}"));
-                }
-            }
-            "tls" => {
-                has_tls = true;
-                if let Some(tls) = parse::<FileTls>(value, &layout, "tls", 0, &mut add) {
-                    let files = crate::tls::TlsFiles {
-                        cert: base.join(&tls.cert),
-                        key: base.join(&tls.key),
-                    };
-                    if let Err(e) = crate::tls::load(&files) {
-                        add(layout.line("tls", 0, Some("cert")), format!("[tls]: {e}"));
-                    }
-                }
-            }
+            "http" => http = pass.section("http", None, value).unwrap_or_default(),
+            "limits" => limits = pass.section("limits", None, value).unwrap_or_default(),
+            "broker" => broker = pass.section("broker", None, value).unwrap_or_default(),
+            "acl" => acl = pass.section("acl", None, value).unwrap_or_default(),
+            "tls" => tls = pass.section("tls", None, value),
+            "jwt" => jwt = pass.section("jwt", None, value),
             "upstream" | "user" | "role" => {
                 let Some(items) = value.as_array() else {
-                    add(
-                        layout.line(key, 0, None),
+                    pass.report(
+                        key,
+                        None,
+                        None,
                         format!("{key} must be written as [[{key}]] tables"),
                     );
                     continue;
@@ -212,25 +413,27 @@ pub fn check_text(text: &str, base: &Path) -> Vec<Problem> {
                 for (i, item) in items.iter().enumerate() {
                     match key.as_str() {
                         "upstream" => {
-                            if let Some(u) = parse(item, &layout, key, i, &mut add) {
+                            if let Some(u) = pass.section(key, Some(i), item) {
                                 upstreams.push((i, u));
                             }
                         }
                         "user" => {
-                            if let Some(u) = parse(item, &layout, key, i, &mut add) {
+                            if let Some(u) = pass.section(key, Some(i), item) {
                                 users.push((i, u));
                             }
                         }
                         _ => {
-                            if let Some(r) = parse(item, &layout, key, i, &mut add) {
+                            if let Some(r) = pass.section(key, Some(i), item) {
                                 roles.push((i, r));
                             }
                         }
                     }
                 }
             }
-            other => add(
-                layout.line(other, 0, None),
+            other => pass.report(
+                other,
+                None,
+                None,
                 format!(
                     "unknown section [{other}]: the sections are [http], [limits], [tls], [broker], [acl], [jwt], [[upstream]], [[user]], [[role]]"
                 ),
@@ -238,390 +441,577 @@ pub fn check_text(text: &str, base: &Path) -> Vec<Problem> {
         }
     }
 
-    if let Some(h) = &http {
-        if let Some(listen) = &h.listen
-            && let Err(e) = parse_listen(listen.clone(), "http", "127.0.0.1:8080")
-        {
-            add(layout.line("http", 0, Some("listen")), e.to_string());
-        }
-        for origin in &h.allowed_origins {
-            if let Err(e) = check_origin(origin) {
-                add(
-                    layout.line("http", 0, Some("allowed_origins")),
-                    e.to_string(),
-                );
-            }
-        }
-        if let Some(assets) = &h.assets
-            && !base.join(assets).join("index.html").is_file()
-        {
-            add(
-                layout.line("http", 0, Some("assets")),
-                format!(
-                    "[http] assets: {} has no index.html (build the app with `cargo xtask dist`)",
-                    base.join(assets).display()
-                ),
-            );
+    // [http]
+    let listen = http.listen.clone().and_then(|v| {
+        let r = parse_listen(v, "http", super::DEFAULT_HTTP);
+        pass.take("http", "listen", r)
+    });
+    let http_addr = overrides.http.or(listen).unwrap_or(HTTP);
+    for origin in &http.allowed_origins {
+        if let Err(e) = check_origin(origin) {
+            pass.report("http", None, Some("allowed_origins"), e);
         }
     }
-    // Each limit on its own, so that every bad one is reported.
-    let mut resolved_limits = crate::config::GatewayLimits::default();
-    if let Some(l) = &limits {
-        let singles: [(&str, FileLimits); 9] = [
-            (
-                "max_connections",
-                FileLimits {
-                    max_connections: l.max_connections,
-                    ..Default::default()
-                },
-            ),
-            (
-                "max_packet_size",
-                FileLimits {
-                    max_packet_size: l.max_packet_size,
-                    ..Default::default()
-                },
-            ),
-            (
-                "max_connections_per_address",
-                FileLimits {
-                    max_connections_per_address: l.max_connections_per_address,
-                    ..Default::default()
-                },
-            ),
-            (
-                "max_user_properties",
-                FileLimits {
-                    max_user_properties: l.max_user_properties,
-                    ..Default::default()
-                },
-            ),
-            (
-                "connect_timeout_secs",
-                FileLimits {
-                    connect_timeout_secs: l.connect_timeout_secs,
-                    ..Default::default()
-                },
-            ),
-            (
-                "max_subscriptions",
-                FileLimits {
-                    max_subscriptions: l.max_subscriptions,
-                    ..Default::default()
-                },
-            ),
-            (
-                "publish_rate",
-                FileLimits {
-                    publish_rate: l.publish_rate,
-                    ..Default::default()
-                },
-            ),
-            (
-                "publish_bytes_rate",
-                FileLimits {
-                    publish_bytes_rate: l.publish_bytes_rate,
-                    ..Default::default()
-                },
-            ),
-            (
-                "idle_timeout_secs",
-                FileLimits {
-                    idle_timeout_secs: l.idle_timeout_secs,
-                    ..Default::default()
-                },
-            ),
-        ];
-        for (key, single) in singles {
-            if let Err(e) = single.resolve() {
-                add(layout.line("limits", 0, Some(key)), e.to_string());
+    let assets = match (overrides.assets, http.assets) {
+        (Some(dir), _) => {
+            if !dir.join("index.html").is_file() {
+                pass.flag("--assets", no_index(&dir));
             }
+            Some(dir)
         }
-        if let Ok(r) = l.resolve() {
-            resolved_limits = r;
-        }
-    }
-    let mut broker_listen = None;
-    if let Some(b) = &broker {
-        let keys: [(&str, FileBroker); 18] = [
-            (
-                "listen",
-                FileBroker {
-                    listen: b.listen.clone(),
-                    ..Default::default()
-                },
-            ),
-            (
-                "tls_listen",
-                FileBroker {
-                    tls_listen: b.tls_listen.clone(),
-                    ..Default::default()
-                },
-            ),
-            (
-                "max_queued_messages",
-                FileBroker {
-                    max_queued_messages: b.max_queued_messages,
-                    ..Default::default()
-                },
-            ),
-            (
-                "max_queued_messages_online",
-                FileBroker {
-                    max_queued_messages_online: b.max_queued_messages_online,
-                    ..Default::default()
-                },
-            ),
-            (
-                "max_queued_bytes",
-                FileBroker {
-                    max_queued_bytes: b.max_queued_bytes,
-                    ..Default::default()
-                },
-            ),
-            (
-                "max_topic_levels",
-                FileBroker {
-                    max_topic_levels: b.max_topic_levels,
-                    ..Default::default()
-                },
-            ),
-            (
-                "max_topic_length",
-                FileBroker {
-                    max_topic_length: b.max_topic_length,
-                    ..Default::default()
-                },
-            ),
-            (
-                "max_subscriptions",
-                FileBroker {
-                    max_subscriptions: b.max_subscriptions,
-                    ..Default::default()
-                },
-            ),
-            (
-                "max_retained_messages",
-                FileBroker {
-                    max_retained_messages: b.max_retained_messages,
-                    ..Default::default()
-                },
-            ),
-            (
-                "max_retained_bytes",
-                FileBroker {
-                    max_retained_bytes: b.max_retained_bytes,
-                    ..Default::default()
-                },
-            ),
-            (
-                "max_inflight",
-                FileBroker {
-                    max_inflight: b.max_inflight,
-                    ..Default::default()
-                },
-            ),
-            (
-                "receive_maximum",
-                FileBroker {
-                    receive_maximum: b.receive_maximum,
-                    ..Default::default()
-                },
-            ),
-            (
-                "topic_alias_maximum",
-                FileBroker {
-                    topic_alias_maximum: b.topic_alias_maximum,
-                    ..Default::default()
-                },
-            ),
-            (
-                "max_keep_alive_secs",
-                FileBroker {
-                    max_keep_alive_secs: b.max_keep_alive_secs,
-                    ..Default::default()
-                },
-            ),
-            (
-                "max_session_expiry_secs",
-                FileBroker {
-                    max_session_expiry_secs: b.max_session_expiry_secs,
-                    ..Default::default()
-                },
-            ),
-            (
-                "sys_interval_secs",
-                FileBroker {
-                    sys_interval_secs: b.sys_interval_secs,
-                    ..Default::default()
-                },
-            ),
-            (
-                "sync",
-                FileBroker {
-                    sync: b.sync.clone(),
-                    ..Default::default()
-                },
-            ),
-            (
-                "persistence",
-                FileBroker {
-                    persistence: b.persistence,
-                    ..Default::default()
-                },
-            ),
-        ];
-        for (key, single) in keys {
-            if let Err(e) = single.resolve(None, &resolved_limits) {
-                add(layout.line("broker", 0, Some(key)), e.to_string());
+        (None, Some(dir)) => {
+            if !dir.join("index.html").is_file() {
+                pass.report("http", None, Some("assets"), no_index(&dir));
             }
+            Some(dir)
         }
-        if let Ok(settings) = b.resolve(None, &resolved_limits) {
-            if settings.tls_listen.is_some() && !has_tls {
-                add(
-                    layout.line("broker", 0, Some("tls_listen")),
-                    ConfigError::BrokerTlsWithoutCertificate {
-                        addr: settings.tls_listen.unwrap_or(settings.listen),
-                    }
-                    .to_string(),
-                );
+        (None, None) => None,
+    };
+
+    let gateway_limits = resolve_limits(pass, &limits);
+
+    // [tls] or --tls-cert/--tls-key: the files are loaded as serving would.
+    let tls_files = match (overrides.tls, tls) {
+        (Some(files), _) => {
+            if let Err(e) = crate::tls::load(&files) {
+                pass.flag("--tls-cert/--tls-key", e);
             }
-            broker_listen = Some(settings);
+            Some(files)
         }
-    }
-    let mut names = HashSet::new();
-    for (i, u) in &upstreams {
-        if let Err(e) = check_name(&u.name) {
-            add(layout.line("upstream", *i, Some("name")), e.to_string());
-        }
-        if !names.insert(u.name.clone()) {
-            add(
-                layout.line("upstream", *i, Some("name")),
-                ConfigError::DuplicateUpstream {
-                    name: u.name.clone(),
-                }
-                .to_string(),
-            );
-        }
-        if u.addresses.is_empty() {
-            add(
-                layout.line("upstream", *i, Some("addresses")),
-                ConfigError::NoAddresses {
-                    name: u.name.clone(),
-                }
-                .to_string(),
-            );
-        }
-        let mut urls_ok = true;
-        for a in &u.addresses {
-            if let Err(e) = a.parse::<BrokerUrl>() {
-                urls_ok = false;
-                add(
-                    layout.line("upstream", *i, Some("addresses")),
-                    e.to_string(),
-                );
-            }
-        }
-        // TLS settings: their rules, then their files, as `kite serve` would load them.
-        let mut u = u.clone();
-        for path in [&mut u.ca_file, &mut u.client_cert, &mut u.client_key]
-            .into_iter()
-            .flatten()
-        {
-            *path = base.join(&*path);
-        }
-        if urls_ok && !u.addresses.is_empty() && check_name(&u.name).is_ok() {
-            let problem = match u.resolve() {
-                Ok(resolved) => crate::upstream::Connector::new(&[resolved])
-                    .err()
-                    .map(|e| e.to_string()),
-                Err(e) => Some(e.to_string()),
+        (None, Some(t)) => {
+            let files = crate::tls::TlsFiles {
+                cert: t.cert,
+                key: t.key,
             };
-            if let Some(message) = problem {
-                // The line of the key the message is about.
+            if let Err(e) = crate::tls::load(&files) {
+                pass.report("tls", None, Some("cert"), e);
+            }
+            Some(files)
+        }
+        (None, None) => None,
+    };
+
+    let mut broker_settings = resolve_broker(pass, &broker, &gateway_limits);
+    if let Some(addr) = overrides.mqtt {
+        broker_settings.listen = addr;
+    }
+    if let Some(dir) = overrides.data_dir {
+        broker_settings.data_dir = Some(dir);
+    }
+    if let Some(addr) = overrides.mqtts {
+        broker_settings.tls_listen = Some(addr);
+    }
+    if let (Some(addr), None) = (broker_settings.tls_listen, &tls_files) {
+        let e = ConfigError::BrokerTlsWithoutCertificate { addr };
+        match overrides.mqtts {
+            Some(_) => pass.flag("--mqtts", e),
+            None => pass.report("broker", None, Some("tls_listen"), e),
+        }
+    }
+
+    // [[upstream]], then --upstream.
+    let mut resolved: Vec<Upstream> = Vec::new();
+    let mut names = HashSet::new();
+    for (i, u) in upstreams {
+        if !names.insert(u.name.clone()) {
+            let e = ConfigError::DuplicateUpstream {
+                name: u.name.clone(),
+            };
+            pass.report("upstream", Some(i), Some("name"), e);
+            continue;
+        }
+        if let Some(upstream) = resolve_upstream(pass, i, u) {
+            // Its TLS files, loaded as forwarding would.
+            if let Err(e) = crate::upstream::Connector::new(std::slice::from_ref(&upstream)) {
+                let message = e.to_string();
+                // The key the message is about.
                 let key = ["client_cert", "client_key", "server_name", "ca_file"]
                     .into_iter()
                     .find(|k| message.contains(&k.replace('_', " ")) || message.contains(k))
                     .unwrap_or("addresses");
-                add(layout.line("upstream", *i, Some(key)), message);
+                pass.report("upstream", Some(i), Some(key), message);
+            }
+            resolved.push(upstream);
+        }
+    }
+    for arg in overrides.upstreams {
+        match resolved.iter_mut().find(|u| u.name == arg.name) {
+            Some(u) => u.addresses.push(arg.url),
+            None => resolved.push(Upstream::new(arg.name, vec![arg.url])),
+        }
+    }
+
+    // [[role]], [[user]], [jwt], [acl].
+    let (mut auth, problems) = kite_policy::auth::Auth::build(
+        users
+            .iter()
+            .map(|(_, u)| kite_policy::auth::User {
+                name: u.name.clone(),
+                password_hash: u.password_hash.clone(),
+                role: u.role.clone(),
+            })
+            .collect(),
+        roles
+            .iter()
+            .map(|(_, r)| kite_policy::auth::Role {
+                acl: r.acl(),
+                name: r.name.clone(),
+                upstream_username: r.upstream_username.clone(),
+                upstream_password: r.upstream_password.clone(),
+                client_id_prefix: r.client_id_prefix.clone(),
+            })
+            .collect(),
+    );
+    for p in problems {
+        let (section, at) = match p.entry {
+            kite_policy::Entry::User(n) => ("user", users.get(n).map(|(i, _)| *i)),
+            kite_policy::Entry::Role(n) => ("role", roles.get(n).map(|(i, _)| *i)),
+        };
+        pass.report(section, at, Some(p.key), p.error);
+    }
+    // Relative paths were anchored to the file's directory above.
+    if let Some(settings) = &jwt {
+        match super::load_jwt(settings, Path::new("")) {
+            Ok(verifier) => auth = auth.with_jwt(verifier),
+            Err(e) => {
+                let key = match e {
+                    kite_policy::jwt::JwtConfigError::Algorithm(_) => "algorithm",
+                    kite_policy::jwt::JwtConfigError::Leeway(_) => "leeway_secs",
+                    _ => "key_file",
+                };
+                pass.report("jwt", None, Some(key), format!("[jwt]: {e}"));
             }
         }
     }
-    let role_names: HashSet<&str> = roles.iter().map(|(_, r)| r.name.as_str()).collect();
-    let mut seen_roles = HashSet::new();
-    for (i, r) in &roles {
-        if !seen_roles.insert(r.name.as_str()) {
-            add(
-                layout.line("role", *i, Some("name")),
-                format!("role {:?} is defined twice", r.name),
-            );
+    let anonymous = acl.anonymous_role.as_deref();
+    // A [jwt] or a user that was refused above still means logins are required.
+    let logins = !users.is_empty() || jwt.is_some();
+    let auth = match anonymous {
+        Some(role) if logins && !auth.required() => {
+            let e = kite_policy::auth::AuthConfigError::AnonymousRoleWithLogins {
+                role: role.to_owned(),
+            };
+            pass.report("acl", None, Some("anonymous_role"), e);
+            auth
         }
-        if let Err(e) = r.acl().validate(&r.name) {
-            add(layout.line("role", *i, Some(e.kind())), e.to_string());
-        }
-    }
-    if let Some(role) = anonymous_role {
-        let problem = if !role_names.contains(role.as_str()) {
-            Some(kite_policy::auth::AuthConfigError::UnknownAnonymousRole { role })
-        } else if !users.is_empty() || has_jwt {
-            Some(kite_policy::auth::AuthConfigError::AnonymousRoleWithLogins { role })
-        } else {
-            None
-        };
-        if let Some(e) = problem {
-            add(layout.line("acl", 0, Some("anonymous_role")), e.to_string());
-        }
-    }
-    let mut seen_users = HashSet::new();
-    for (i, u) in &users {
-        if !seen_users.insert(u.name.as_str()) {
-            add(
-                layout.line("user", *i, Some("name")),
-                format!("user {:?} is defined twice", u.name),
-            );
-        }
-        let one = kite_policy::auth::Auth::new(
-            vec![kite_policy::auth::User {
-                name: u.name.clone(),
-                password_hash: u.password_hash.clone(),
-                role: None,
-            }],
-            vec![],
-        );
-        if let Err(e) = one {
-            add(
-                layout.line("user", *i, Some("password_hash")),
-                e.to_string(),
-            );
-        }
-        if let Some(role) = &u.role
-            && !role_names.contains(role.as_str())
-        {
-            add(
-                layout.line("user", *i, Some("role")),
-                format!(
-                    "user {:?} has role {role:?}, which no [[role]] defines",
-                    u.name
-                ),
-            );
-        }
-    }
+        _ => match auth.clone().with_anonymous_role(anonymous) {
+            Ok(a) => a,
+            Err(e) => {
+                pass.report("acl", None, Some("anonymous_role"), e);
+                auth
+            }
+        },
+    };
     // Like mosquitto 2: no anonymous broker on the network.
-    if let Some(addr) = broker_listen
-        .and_then(|b| b.anonymous_on_network(!upstreams.is_empty(), !users.is_empty() || has_jwt))
-    {
-        add(
-            layout.line("broker", 0, Some("listen")),
-            ConfigError::AnonymousBroker { addr }.to_string(),
+    if let Some(addr) = broker_settings.anonymous_on_network(!resolved.is_empty(), logins) {
+        let e = ConfigError::AnonymousBroker { addr };
+        match overrides.mqtt.or(overrides.mqtts) {
+            Some(_) => pass.flag("--mqtt/--mqtts", e),
+            None if broker_settings.tls_listen == Some(addr) => {
+                pass.report("broker", None, Some("tls_listen"), e)
+            }
+            None => pass.report("broker", None, Some("listen"), e),
+        }
+    }
+    Config {
+        auth,
+        tls: tls_files,
+        http: http_addr,
+        assets,
+        upstreams: resolved,
+        allowed_origins: http.allowed_origins,
+        limits: gateway_limits,
+        broker: broker_settings,
+        v311_denied_publish: acl.v311_denied_publish.unwrap_or_default(),
+        scope_client_ids: acl.scope_client_ids.unwrap_or(true),
+    }
+}
+
+fn no_index(dir: &Path) -> String {
+    format!(
+        "assets directory {} has no index.html: build the app with `cargo xtask dist`, or point --assets at the directory trunk built",
+        dir.display()
+    )
+}
+
+/// One `[[upstream]]` (the `i`-th), checked.
+fn resolve_upstream(pass: &mut Pass<'_>, i: usize, u: FileUpstream) -> Option<Upstream> {
+    let mut ok = true;
+    let mut report = |pass: &mut Pass<'_>, key: &str, e: ConfigError| {
+        ok = false;
+        pass.report("upstream", Some(i), Some(key), e);
+    };
+    if let Err(e) = check_name(&u.name) {
+        report(pass, "name", e);
+    }
+    if u.addresses.is_empty() {
+        let e = ConfigError::NoAddresses {
+            name: u.name.clone(),
+        };
+        report(pass, "addresses", e);
+    }
+    let mut addresses = Vec::new();
+    for a in &u.addresses {
+        match a.parse::<BrokerUrl>() {
+            Ok(url) => addresses.push(url),
+            Err(e) => report(pass, "addresses", e.into()),
+        }
+    }
+    let tls = UpstreamTls {
+        ca_file: u.ca_file,
+        client_cert: u.client_cert,
+        client_key: u.client_key,
+        server_name: u.server_name,
+    };
+    let tls_problem = |problem: &str| ConfigError::UpstreamTls {
+        name: u.name.clone(),
+        problem: problem.to_owned(),
+    };
+    if tls.client_cert.is_some() != tls.client_key.is_some() {
+        let key = if tls.client_cert.is_some() {
+            "client_cert"
+        } else {
+            "client_key"
+        };
+        report(
+            pass,
+            key,
+            tls_problem("client_cert and client_key go together: give both or neither"),
         );
     }
-    problems.sort_by_key(|p| p.line);
-    problems
+    if let Some(sni) = &tls.server_name
+        && tokio_rustls::rustls::pki_types::ServerName::try_from(sni.as_str()).is_err()
+    {
+        report(
+            pass,
+            "server_name",
+            tls_problem(&format!(
+                "server_name {sni:?} is not a DNS name or IP address"
+            )),
+        );
+    }
+    if tls.is_set() && !addresses.is_empty() && !addresses.iter().any(|a| a.tls) {
+        report(
+            pass,
+            "addresses",
+            tls_problem(
+                "TLS settings without an mqtts:// address would never be used: use mqtts://HOST:8883",
+            ),
+        );
+    }
+    ok.then_some(Upstream {
+        name: u.name,
+        addresses,
+        tls,
+    })
+}
+
+/// `[limits]`, each key checked.
+fn resolve_limits(pass: &mut Pass<'_>, l: &FileLimits) -> GatewayLimits {
+    let d = GatewayLimits::default();
+    let mut r = |value, key, lo, hi, expected, default| {
+        pass.range(
+            "limits",
+            value,
+            Range {
+                key,
+                lo,
+                hi,
+                expected,
+                default,
+            },
+        )
+    };
+    let max_connections = r(
+        l.max_connections,
+        "max_connections",
+        1,
+        1_000_000,
+        "1 to 1000000",
+        d.max_connections as u64,
+    );
+    let max_packet_size = r(
+        l.max_packet_size,
+        "max_packet_size",
+        128,
+        268_435_460,
+        "128 to 268435460 bytes (the MQTT maximum)",
+        u64::from(d.max_packet_size),
+    );
+    let max_connections_per_address = r(
+        l.max_connections_per_address,
+        "max_connections_per_address",
+        0,
+        1_000_000,
+        "0 (no bound) to 1000000",
+        d.max_connections_per_address as u64,
+    );
+    let max_user_properties = r(
+        l.max_user_properties,
+        "max_user_properties",
+        0,
+        1_000_000,
+        "0 to 1000000 per packet",
+        d.max_user_properties as u64,
+    );
+    let connect_timeout = r(
+        l.connect_timeout_secs,
+        "connect_timeout_secs",
+        1,
+        300,
+        "1 to 300 seconds",
+        d.connect_timeout.as_secs(),
+    );
+    let max_subscriptions = r(
+        l.max_subscriptions,
+        "max_subscriptions",
+        0,
+        1_000_000,
+        "0 (no limit) to 1000000 per session",
+        d.session.max_subscriptions as u64,
+    );
+    let publish_rate = r(
+        l.publish_rate,
+        "publish_rate",
+        0,
+        10_000_000,
+        "0 (no limit) to 10000000 messages/s per session",
+        0,
+    );
+    let publish_bytes_rate = r(
+        l.publish_bytes_rate,
+        "publish_bytes_rate",
+        0,
+        1 << 40,
+        "0 (no limit) to 1099511627776 bytes/s per session",
+        0,
+    );
+    let idle = r(
+        l.idle_timeout_secs,
+        "idle_timeout_secs",
+        0,
+        86_400,
+        "0 (off) to 86400 seconds",
+        0,
+    );
+    GatewayLimits {
+        max_connections: usize::try_from(max_connections).unwrap_or(d.max_connections),
+        max_packet_size: u32::try_from(max_packet_size).unwrap_or(d.max_packet_size),
+        max_user_properties: usize::try_from(max_user_properties).unwrap_or(usize::MAX),
+        max_connections_per_address: usize::try_from(max_connections_per_address)
+            .unwrap_or(usize::MAX),
+        connect_timeout: std::time::Duration::from_secs(connect_timeout),
+        session: crate::proxy::SessionLimits {
+            max_subscriptions: usize::try_from(max_subscriptions).unwrap_or(usize::MAX),
+            publish_rate: u32::try_from(publish_rate).unwrap_or(u32::MAX),
+            publish_bytes_rate,
+            idle_timeout: (idle > 0).then(|| std::time::Duration::from_secs(idle)),
+        },
+    }
+}
+
+/// `[broker]`, each key checked (the flags are applied by the caller).
+fn resolve_broker(pass: &mut Pass<'_>, b: &FileBroker, limits: &GatewayLimits) -> BrokerSettings {
+    let listen = b
+        .listen
+        .clone()
+        .and_then(|v| {
+            let r = parse_listen(v, "broker", DEFAULT_MQTT);
+            pass.take("broker", "listen", r)
+        })
+        .unwrap_or(MQTT);
+    let tls_listen = b.tls_listen.clone().and_then(|v| {
+        let r = parse_listen(v, "broker", "127.0.0.1:8883");
+        pass.take("broker", "tls_listen", r)
+    });
+    let d = kite_broker::BrokerConfig::default();
+    let mut r = |value, key, lo, hi, expected, default| {
+        pass.range(
+            "broker",
+            value,
+            Range {
+                key,
+                lo,
+                hi,
+                expected,
+                default,
+            },
+        )
+    };
+    let u16_of = |v: u64| u16::try_from(v).unwrap_or(u16::MAX);
+    let u32_of = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+    let usize_of = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+    let sys = r(
+        b.sys_interval_secs,
+        "sys_interval_secs",
+        0,
+        86_400,
+        "0 (off) to 86400 seconds",
+        d.sys_interval.map_or(0, |i| i.as_secs()),
+    );
+    let config = kite_broker::BrokerConfig {
+        max_packet_size: limits.max_packet_size,
+        max_user_properties: limits.max_user_properties,
+        connect_timeout: limits.connect_timeout,
+        max_connections: limits.max_connections,
+        max_queued_messages: usize_of(r(
+            b.max_queued_messages,
+            "max_queued_messages",
+            1,
+            10_000_000,
+            "1 to 10000000 messages per session",
+            d.max_queued_messages as u64,
+        )),
+        max_queued_messages_online: usize_of(r(
+            b.max_queued_messages_online,
+            "max_queued_messages_online",
+            1,
+            10_000_000,
+            "1 to 10000000 messages per session",
+            d.max_queued_messages_online as u64,
+        )),
+        max_queued_bytes: usize_of(r(
+            b.max_queued_bytes,
+            "max_queued_bytes",
+            1024,
+            1 << 40,
+            "1024 bytes to 1 TiB per session",
+            d.max_queued_bytes as u64,
+        )),
+        max_topic_levels: usize_of(r(
+            b.max_topic_levels,
+            "max_topic_levels",
+            1,
+            65_536,
+            "1 to 65536 levels (65,535 bytes hold at most 65,536 empty levels)",
+            d.max_topic_levels as u64,
+        )),
+        max_topic_length: usize_of(r(
+            b.max_topic_length,
+            "max_topic_length",
+            1,
+            65_535,
+            "1 to 65535 bytes",
+            d.max_topic_length as u64,
+        )),
+        max_subscriptions: usize_of(r(
+            b.max_subscriptions,
+            "max_subscriptions",
+            1,
+            10_000_000,
+            "1 to 10000000 subscriptions per session",
+            d.max_subscriptions as u64,
+        )),
+        max_retained_messages: usize_of(r(
+            b.max_retained_messages,
+            "max_retained_messages",
+            0,
+            100_000_000,
+            "0 (no retained messages) to 100000000 topics",
+            d.max_retained_messages as u64,
+        )),
+        max_retained_bytes: usize_of(r(
+            b.max_retained_bytes,
+            "max_retained_bytes",
+            0,
+            1 << 40,
+            "0 to 1 TiB",
+            d.max_retained_bytes as u64,
+        )),
+        max_inflight: u16_of(r(
+            b.max_inflight,
+            "max_inflight",
+            1,
+            65_535,
+            "1 to 65535 messages",
+            u64::from(d.max_inflight),
+        )),
+        receive_maximum: u16_of(r(
+            b.receive_maximum,
+            "receive_maximum",
+            1,
+            65_535,
+            "1 to 65535 messages",
+            u64::from(d.receive_maximum),
+        )),
+        topic_alias_maximum: u16_of(r(
+            b.topic_alias_maximum,
+            "topic_alias_maximum",
+            0,
+            65_535,
+            "0 (no aliases) to 65535",
+            u64::from(d.topic_alias_maximum),
+        )),
+        max_keep_alive: u16_of(r(
+            b.max_keep_alive_secs,
+            "max_keep_alive_secs",
+            0,
+            65_535,
+            "0 (no cap) to 65535 seconds",
+            u64::from(d.max_keep_alive),
+        )),
+        max_session_expiry: u32_of(r(
+            b.max_session_expiry_secs,
+            "max_session_expiry_secs",
+            0,
+            u64::from(u32::MAX),
+            "0 to 4294967295 seconds (4294967295: sessions never expire)",
+            u64::from(d.max_session_expiry),
+        )),
+        sys_interval: (sys > 0).then(|| std::time::Duration::from_secs(sys)),
+        // [acl] v311_denied_publish, set when the broker is made (`AppState::new`).
+        v311_denied_publish: d.v311_denied_publish,
+    };
+    let sync = match b.sync.as_deref() {
+        None | Some("always") => kite_broker::store::Sync::Always,
+        Some("periodic") => kite_broker::store::Sync::Periodic,
+        Some(other) => {
+            let e = ConfigError::Sync {
+                value: other.to_owned(),
+            };
+            pass.report("broker", None, Some("sync"), e);
+            kite_broker::store::Sync::Always
+        }
+    };
+    let data_dir = match b.persistence {
+        Some(false) => None,
+        _ => Some(
+            b.data_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+        ),
+    };
+    BrokerSettings {
+        listen,
+        tls_listen,
+        allow_anonymous: b.allow_anonymous,
+        config,
+        data_dir,
+        sync,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The problems of `text` as a config file in a directory of its own.
+    fn check_text(text: &str, _base: &Path) -> Vec<Problem> {
+        check_with(text, Overrides::default())
+    }
+
+    fn check_with(text: &str, overrides: Overrides) -> Vec<Problem> {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("kite-check-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{n}.toml"));
+        std::fs::write(&path, text).unwrap();
+        match load(Some(&path), overrides) {
+            Ok(_) => Vec::new(),
+            Err(p) => p.0,
+        }
+    }
 
     #[test]
     fn every_problem_with_its_line() {
@@ -757,5 +1147,131 @@ role = \"nobody\"
         assert_eq!(syntax.len(), 1);
         assert_eq!(syntax[0].line, 2);
         assert!(check_text("[broker]\nlisten = \"127.0.0.1:1883\"\n", Path::new(".")).is_empty());
+    }
+
+    /// One pass: every problem of every section, each with its file, line and key, as
+    /// `kite serve` and `kite check-config` both report them.
+    #[test]
+    fn every_problem_has_its_file_line_and_key() {
+        let hash = kite_policy::auth::hash_password(b"pw").unwrap();
+        let text = format!(
+            "\
+[broker]
+max_inflight = 0
+sync = \"sometimes\"
+listen = \"0.0.0.0:1883\"
+
+[[role]]
+name = \"r\"
+[[role]]
+name = \"r\"
+deny_subscribe = [\"a/#/b\"]
+
+[[user]]
+name = \"u\"
+password_hash = \"plain\"
+[[user]]
+name = \"v\"
+password_hash = \"{hash}\"
+role = \"ghost\"
+"
+        );
+        let problems = check_text(&text, Path::new("."));
+        let found: Vec<(usize, &str)> = problems.iter().map(|p| (p.line, p.key.as_str())).collect();
+        assert_eq!(
+            found,
+            [
+                (2, "broker.max_inflight"),
+                (3, "broker.sync"),
+                (9, "role[2].name"),
+                (10, "role[2].deny_subscribe"),
+                (14, "user[1].password_hash"),
+                (18, "user[2].role"),
+            ],
+            "{problems:#?}"
+        );
+        assert!(problems.iter().all(|p| p.file.is_some()), "{problems:#?}");
+        // The users' problems do not hide that logins are configured: the broker on 0.0.0.0
+        // is not reported as anonymous.
+        assert!(
+            !problems
+                .iter()
+                .any(|p| p.message.contains("without authentication")),
+            "{problems:#?}"
+        );
+        let shown = problems[0].to_string();
+        assert!(
+            shown.ends_with(".toml:2: invalid [broker] max_inflight = 0: 1 to 65535 messages"),
+            "{shown}"
+        );
+    }
+
+    /// A value the environment set is reported at its variable, not at a line of the file.
+    #[test]
+    fn environment_problems_name_their_variable() {
+        let env = |list: &[(&str, &str)]| Overrides {
+            env: list
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            ..Overrides::default()
+        };
+        let problems = check_with(
+            "[broker]\nmax_inflight = 5\n",
+            env(&[
+                ("KITE_BROKER__MAX_INFLIGHT", "0"),
+                ("KITE_LIMITS__MAX_CONNECTIONS", "lots"),
+            ]),
+        );
+        assert_eq!(problems.len(), 2, "{problems:#?}");
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert!(keys.contains(&"KITE_BROKER__MAX_INFLIGHT"), "{problems:#?}");
+        assert!(
+            keys.contains(&"KITE_LIMITS__MAX_CONNECTIONS"),
+            "{problems:#?}"
+        );
+        assert!(problems.iter().all(|p| p.file.is_none() && p.line == 0));
+        assert!(
+            problems.iter().any(|p| p
+                .message
+                .contains("KITE_BROKER__MAX_INFLIGHT: invalid [broker] max_inflight = 0")),
+            "{problems:#?}"
+        );
+        // A section the environment left incomplete names the variables that touched it.
+        let problems = check_with("", env(&[("KITE_TLS__CERT", "c.pem")]));
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert!(
+            problems[0].message.contains("KITE_TLS__CERT")
+                && problems[0].message.contains("missing field `key`"),
+            "{problems:#?}"
+        );
+        // ... and with the file's key, what is wrong is the variable's file.
+        let problems = check_with(
+            "[tls]\ncert = \"a.pem\"\nkey = \"b.pem\"\n",
+            env(&[("KITE_TLS__CERT", "/nonexistent/c.pem")]),
+        );
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert_eq!(problems[0].key, "KITE_TLS__CERT", "{problems:#?}");
+        assert!(
+            problems[0].message.contains("/nonexistent/c.pem"),
+            "{problems:#?}"
+        );
+    }
+
+    /// A flag's value is checked with the rest and named by the flag.
+    #[test]
+    fn flag_problems_name_their_flag() {
+        let problems = check_with(
+            "",
+            Overrides {
+                mqtts: Some("127.0.0.1:8883".parse().unwrap()),
+                assets: Some(PathBuf::from("/nonexistent/app")),
+                ..Overrides::default()
+            },
+        );
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["--assets", "--mqtts"], "{problems:#?}");
+        assert!(problems[0].message.contains("has no index.html"));
+        assert!(problems[1].message.contains("needs a certificate"));
     }
 }

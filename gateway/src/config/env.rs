@@ -57,14 +57,42 @@ pub fn from_process() -> Vec<(String, String)> {
 /// Sections that are arrays of tables: file only.
 const FILE_ONLY: [&str; 3] = ["upstream", "user", "role"];
 
+/// What the environment set: the `(section, key, variable)` of each key it set, and each
+/// variable it could not use.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// The keys set, so that a problem with one names its variable rather than a file line.
+    pub set: Vec<(String, String, String)>,
+    /// The variables that could not be used, each with why.
+    pub errors: Vec<EnvError>,
+}
+
+impl Applied {
+    /// The variable that set `[section] key`, if one did.
+    pub fn var(&self, section: &str, key: &str) -> Option<&str> {
+        self.set
+            .iter()
+            .find(|(s, k, _)| s == section && k == key)
+            .map(|(_, _, v)| v.as_str())
+    }
+
+    /// The variables that set keys of `[section]`, joined with ", " (empty: none).
+    pub fn vars_of(&self, section: &str) -> String {
+        let vars: Vec<&str> = self
+            .set
+            .iter()
+            .filter(|(s, _, _)| s == section)
+            .map(|(_, _, v)| v.as_str())
+            .collect();
+        vars.join(", ")
+    }
+}
+
 /// Sets each variable's key in `table` (the config file's, or empty), checking each one on its
-/// own; then checks the sections they touched as a whole — both by deserializing them as `F`
-/// (the config file's shape).
-pub fn apply<F: DeserializeOwned>(
-    table: &mut toml::Table,
-    vars: &[(String, String)],
-) -> Result<(), EnvError> {
-    let mut touched: Vec<(String, Vec<String>)> = Vec::new();
+/// own as a key of `F` (the config file's shape). The sections as a whole are checked with the
+/// rest of the config ([`super::check`]), which names these variables for what they set.
+pub fn apply<F: DeserializeOwned>(table: &mut toml::Table, vars: &[(String, String)]) -> Applied {
+    let mut applied = Applied::default();
     for (var, raw) in vars {
         let invalid = |message: String| EnvError::Var {
             var: var.clone(),
@@ -72,16 +100,20 @@ pub fn apply<F: DeserializeOwned>(
         };
         let rest = var.strip_prefix("KITE_").unwrap_or(var);
         let Some((section, key)) = rest.split_once("__") else {
-            return Err(invalid("expected KITE_<SECTION>__<KEY>".into()));
+            applied
+                .errors
+                .push(invalid("expected KITE_<SECTION>__<KEY>".into()));
+            continue;
         };
         let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
         if section.is_empty() || key.is_empty() || key.contains("__") {
-            return Err(invalid(
+            applied.errors.push(invalid(
                 "expected KITE_<SECTION>__<KEY>, e.g. KITE_LIMITS__MAX_CONNECTIONS".into(),
             ));
+            continue;
         }
         if FILE_ONLY.contains(&section.as_str()) {
-            return Err(invalid(format!(
+            applied.errors.push(invalid(format!(
                 "[[{section}]] entries can only be written in the config file{}",
                 if section == "upstream" {
                     " (or added with --upstream)"
@@ -89,35 +121,28 @@ pub fn apply<F: DeserializeOwned>(
                     ""
                 }
             )));
+            continue;
         }
-        let value = accepted::<F>(&section, &key, raw).map_err(invalid)?;
+        let value = match accepted::<F>(&section, &key, raw) {
+            Ok(v) => v,
+            Err(message) => {
+                applied.errors.push(invalid(message));
+                continue;
+            }
+        };
         let entry = table
             .entry(section.clone())
             .or_insert_with(|| toml::Value::Table(toml::Table::new()));
         let toml::Value::Table(inner) = entry else {
-            return Err(invalid(format!("[{section}] is not a table in the file")));
-        };
-        inner.insert(key, value);
-        match touched.iter_mut().find(|(s, _)| *s == section) {
-            Some((_, v)) => v.push(var.clone()),
-            None => touched.push((section, vec![var.clone()])),
-        }
-    }
-    for (section, vars) in touched {
-        let Some(value) = table.get(&section) else {
+            applied
+                .errors
+                .push(invalid(format!("[{section}] is not a table in the file")));
             continue;
         };
-        let mut one = toml::Table::new();
-        one.insert(section.clone(), value.clone());
-        if let Err(e) = F::deserialize(toml::Value::Table(one)) {
-            return Err(EnvError::Section {
-                section,
-                vars: vars.join(", "),
-                message: e.message().trim().replace('\n', " "),
-            });
-        }
+        inner.insert(key.clone(), value);
+        applied.set.push((section, key, var.clone()));
     }
-    Ok(())
+    applied
 }
 
 /// The value `raw` sets `[section] key` to: as TOML if the key takes it so, else as a string;
@@ -175,8 +200,11 @@ mod tests {
 
     fn applied(file: &str, list: &[(&str, &str)]) -> Result<toml::Table, String> {
         let mut table: toml::Table = toml::from_str(file).unwrap();
-        apply::<crate::config::FileConfig>(&mut table, &vars(list)).map_err(|e| e.to_string())?;
-        Ok(table)
+        let applied = apply::<crate::config::FileConfig>(&mut table, &vars(list));
+        match applied.errors.first() {
+            Some(e) => Err(e.to_string()),
+            None => Ok(table),
+        }
     }
 
     #[test]
@@ -230,17 +258,17 @@ mod tests {
         assert!(e.contains("[[user]]") && e.contains("config file"), "{e}");
         let e = applied("", &[("KITE_LIMITS__", "5")]).unwrap_err();
         assert!(e.contains("KITE_<SECTION>__<KEY>"), "{e}");
-        // A section left incomplete names the variables that touched it.
-        let e = applied("", &[("KITE_TLS__CERT", "c.pem")]).unwrap_err();
-        assert!(
-            e.contains("KITE_TLS__CERT") && e.contains("missing field `key`"),
-            "{e}"
+        // Every bad variable, not only the first.
+        let mut table = toml::Table::new();
+        let all = apply::<crate::config::FileConfig>(
+            &mut table,
+            &vars(&[
+                ("KITE_LIMITS__MAX_CONNECTIONS", "lots"),
+                ("KITE_BROKER__MAX_INFLIGHT", "many"),
+                ("KITE_HTTP__LISTEN", "127.0.0.1:1"),
+            ]),
         );
-        // ... and is fine when the file has the rest.
-        applied(
-            "[tls]\ncert = \"a\"\nkey = \"b\"\n",
-            &[("KITE_TLS__CERT", "c.pem")],
-        )
-        .unwrap();
+        assert_eq!(all.errors.len(), 2, "{:?}", all.errors);
+        assert_eq!(all.var("http", "listen"), Some("KITE_HTTP__LISTEN"));
     }
 }

@@ -324,8 +324,14 @@ impl Config {
     }
 }
 
+/// The config file's shape. The pass reads each section on its own ([`check`]); this whole
+/// is what an environment variable's key is checked against ([`env::apply`]).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[expect(
+    dead_code,
+    reason = "read only by serde, to check the environment's keys"
+)]
 pub(crate) struct FileConfig {
     #[serde(default)]
     pub(crate) http: FileHttp,
@@ -456,52 +462,6 @@ pub(crate) struct FileUpstream {
     pub(crate) server_name: Option<String>,
 }
 
-impl FileUpstream {
-    /// The upstream, checked.
-    pub(crate) fn resolve(self) -> Result<Upstream, ConfigError> {
-        check_name(&self.name)?;
-        if self.addresses.is_empty() {
-            return Err(ConfigError::NoAddresses { name: self.name });
-        }
-        let addresses = self
-            .addresses
-            .iter()
-            .map(|a| a.parse::<BrokerUrl>())
-            .collect::<Result<Vec<_>, _>>()?;
-        let tls = UpstreamTls {
-            ca_file: self.ca_file,
-            client_cert: self.client_cert,
-            client_key: self.client_key,
-            server_name: self.server_name,
-        };
-        if tls.client_cert.is_some() != tls.client_key.is_some() {
-            return Err(ConfigError::UpstreamTls {
-                name: self.name,
-                problem: "client_cert and client_key go together: give both or neither".into(),
-            });
-        }
-        if let Some(sni) = &tls.server_name
-            && tokio_rustls::rustls::pki_types::ServerName::try_from(sni.as_str()).is_err()
-        {
-            return Err(ConfigError::UpstreamTls {
-                name: self.name,
-                problem: format!("server_name {sni:?} is not a DNS name or IP address"),
-            });
-        }
-        if tls.is_set() && !addresses.iter().any(|a| a.tls) {
-            return Err(ConfigError::UpstreamTls {
-                name: self.name,
-                problem: "TLS settings without an mqtts:// address would never be used: use mqtts://HOST:8883".into(),
-            });
-        }
-        Ok(Upstream {
-            name: self.name,
-            addresses,
-            tls,
-        })
-    }
-}
-
 /// Keys of the file that hold paths: relative ones are taken from the file's directory.
 const PATH_KEYS: [(&str, &str); 5] = [
     ("http", "assets"),
@@ -581,134 +541,14 @@ pub(crate) fn check_name(name: &str) -> Result<(), ConfigError> {
 }
 
 impl Config {
-    /// Reads the config file (if any) and applies the command-line overrides. Upstreams given
-    /// on the command line are added after the file's; an address for an existing name is
-    /// appended to that upstream's failover list.
-    pub fn load(file: Option<&Path>, overrides: Overrides) -> Result<Self, ConfigError> {
-        let (parsed, text) = match file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                    path: path.to_owned(),
-                    source,
-                })?;
-                // The file alone first, so that its errors come with their lines.
-                (Self::parse_file(&text, path)?, text)
-            }
-            None => (FileConfig::default(), String::new()),
-        };
-        // Again as a table: the file's relative paths anchored to its directory, then the
-        // environment's keys (relative to the working directory, like flags) over it.
-        let parsed = match file {
-            None if overrides.env.is_empty() => parsed,
-            _ => {
-                let mut table: toml::Table = toml::from_str(&text).unwrap_or_default();
-                if let Some(dir) = file.and_then(Path::parent) {
-                    anchor_paths(&mut table, dir);
-                }
-                env::apply::<FileConfig>(&mut table, &overrides.env)?;
-                FileConfig::deserialize(toml::Value::Table(table)).map_err(|e| {
-                    ConfigError::Env {
-                        var: "KITE_*__*".into(),
-                        message: e.message().trim().replace('\n', " "),
-                    }
-                })?
-            }
-        };
-        let http = match (overrides.http, parsed.http.listen) {
-            (Some(addr), _) => addr,
-            (None, Some(value)) => parse_listen(value, "http", DEFAULT_HTTP)?,
-            (None, None) => parse_listen(DEFAULT_HTTP.to_owned(), "http", DEFAULT_HTTP)?,
-        };
-        let assets = overrides.assets.or(parsed.http.assets);
-        let mut upstreams: Vec<Upstream> = Vec::new();
-        for u in parsed.upstream {
-            if upstreams.iter().any(|x| x.name == u.name) {
-                return Err(ConfigError::DuplicateUpstream { name: u.name });
-            }
-            upstreams.push(u.resolve()?);
-        }
-        for arg in overrides.upstreams {
-            match upstreams.iter_mut().find(|u| u.name == arg.name) {
-                Some(u) => u.addresses.push(arg.url),
-                None => upstreams.push(Upstream::new(arg.name, vec![arg.url])),
-            }
-        }
-        for origin in &parsed.http.allowed_origins {
-            check_origin(origin)?;
-        }
-        let limits = parsed.limits.resolve()?;
-        let tls = overrides.tls.or(parsed.tls.map(|t| crate::tls::TlsFiles {
-            cert: t.cert,
-            key: t.key,
-        }));
-        let auth = kite_policy::auth::Auth::new(
-            parsed
-                .user
-                .into_iter()
-                .map(|u| kite_policy::auth::User {
-                    name: u.name,
-                    password_hash: u.password_hash,
-                    role: u.role,
-                })
-                .collect(),
-            parsed
-                .role
-                .into_iter()
-                .map(|r| kite_policy::auth::Role {
-                    acl: r.acl(),
-                    name: r.name,
-                    upstream_username: r.upstream_username,
-                    upstream_password: r.upstream_password,
-                    client_id_prefix: r.client_id_prefix,
-                })
-                .collect(),
-        )?;
-        // Relative paths were anchored to the config file's directory above.
-        let auth = match &parsed.jwt {
-            Some(settings) => auth.with_jwt(load_jwt(settings, Path::new(""))?),
-            None => auth,
-        };
-        let auth = auth.with_anonymous_role(parsed.acl.anonymous_role.as_deref())?;
-        let mut broker = parsed.broker.resolve(overrides.mqtt, &limits)?;
-        if let Some(dir) = overrides.data_dir {
-            broker.data_dir = Some(dir);
-        }
-        if let Some(addr) = overrides.mqtts {
-            broker.tls_listen = Some(addr);
-        }
-        if let (Some(addr), None) = (broker.tls_listen, &tls) {
-            return Err(ConfigError::BrokerTlsWithoutCertificate { addr });
-        }
-        if let Some(addr) = broker.anonymous_on_network(!upstreams.is_empty(), auth.required()) {
-            return Err(ConfigError::AnonymousBroker { addr });
-        }
-        Ok(Self {
-            auth,
-            tls,
-            http,
-            assets,
-            upstreams,
-            allowed_origins: parsed.http.allowed_origins,
-            limits,
-            broker,
-            v311_denied_publish: parsed.acl.v311_denied_publish.unwrap_or_default(),
-            scope_client_ids: parsed.acl.scope_client_ids.unwrap_or(true),
-        })
-    }
-
-    fn parse_file(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
-        toml::from_str(text).map_err(|e| {
-            let at = e.span().map_or(String::new(), |span| {
-                let before = &text[..span.start.min(text.len())];
-                let line = before.matches('\n').count() + 1;
-                let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-                format!("line {line}, column {column}: ")
-            });
-            ConfigError::Parse {
-                path: path.to_owned(),
-                message: format!("{at}{}", e.message().trim_end().replace('\n', " ")),
-            }
-        })
+    /// Reads the config file (if any), sets the environment's `KITE_<SECTION>__<KEY>` keys
+    /// over it (`overrides.env`) and applies the command-line flags, checking everything
+    /// once: the config, or every problem found, each with its file, line and key (or its
+    /// variable or flag). Upstreams given on the command line are added after the file's; an
+    /// address for an existing name is appended to that upstream's failover list.
+    /// `kite check-config` runs this same pass ([`check::check_file`]).
+    pub fn load(file: Option<&Path>, overrides: Overrides) -> Result<Self, check::Problems> {
+        check::load(file, overrides)
     }
 }
 
@@ -724,184 +564,6 @@ pub(crate) fn parse_listen(
     })
 }
 
-impl FileBroker {
-    pub(crate) fn resolve(
-        &self,
-        mqtt: Option<SocketAddr>,
-        limits: &GatewayLimits,
-    ) -> Result<BrokerSettings, ConfigError> {
-        let listen = match (mqtt, &self.listen) {
-            (Some(addr), _) => addr,
-            (None, Some(value)) => parse_listen(value.clone(), "broker", DEFAULT_MQTT)?,
-            (None, None) => parse_listen(DEFAULT_MQTT.to_owned(), "broker", DEFAULT_MQTT)?,
-        };
-        let d = kite_broker::BrokerConfig::default();
-        let range = |key, v: Option<u64>, lo: u64, hi: u64, expected, default: u64| match v {
-            None => Ok(default),
-            Some(v) if (lo..=hi).contains(&v) => Ok(v),
-            Some(value) => Err(ConfigError::Broker {
-                key,
-                value,
-                expected,
-            }),
-        };
-        let u16_of = |v: u64| u16::try_from(v).unwrap_or(u16::MAX);
-        let u32_of = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
-        let usize_of = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
-        let sys = range(
-            "sys_interval_secs",
-            self.sys_interval_secs,
-            0,
-            86_400,
-            "0 (off) to 86400 seconds",
-            d.sys_interval.map_or(0, |i| i.as_secs()),
-        )?;
-        let config = kite_broker::BrokerConfig {
-            max_packet_size: limits.max_packet_size,
-            max_user_properties: limits.max_user_properties,
-            connect_timeout: limits.connect_timeout,
-            max_connections: limits.max_connections,
-            max_queued_messages: usize_of(range(
-                "max_queued_messages",
-                self.max_queued_messages,
-                1,
-                10_000_000,
-                "1 to 10000000 messages per session",
-                d.max_queued_messages as u64,
-            )?),
-            max_queued_messages_online: usize_of(range(
-                "max_queued_messages_online",
-                self.max_queued_messages_online,
-                1,
-                10_000_000,
-                "1 to 10000000 messages per session",
-                d.max_queued_messages_online as u64,
-            )?),
-            max_queued_bytes: usize_of(range(
-                "max_queued_bytes",
-                self.max_queued_bytes,
-                1024,
-                1 << 40,
-                "1024 bytes to 1 TiB per session",
-                d.max_queued_bytes as u64,
-            )?),
-            max_topic_levels: usize_of(range(
-                "max_topic_levels",
-                self.max_topic_levels,
-                1,
-                65_536,
-                "1 to 65536 levels (65,535 bytes hold at most 65,536 empty levels)",
-                d.max_topic_levels as u64,
-            )?),
-            max_topic_length: usize_of(range(
-                "max_topic_length",
-                self.max_topic_length,
-                1,
-                65_535,
-                "1 to 65535 bytes",
-                d.max_topic_length as u64,
-            )?),
-            max_subscriptions: usize_of(range(
-                "max_subscriptions",
-                self.max_subscriptions,
-                1,
-                10_000_000,
-                "1 to 10000000 subscriptions per session",
-                d.max_subscriptions as u64,
-            )?),
-            max_retained_messages: usize_of(range(
-                "max_retained_messages",
-                self.max_retained_messages,
-                0,
-                100_000_000,
-                "0 (no retained messages) to 100000000 topics",
-                d.max_retained_messages as u64,
-            )?),
-            max_retained_bytes: usize_of(range(
-                "max_retained_bytes",
-                self.max_retained_bytes,
-                0,
-                1 << 40,
-                "0 to 1 TiB",
-                d.max_retained_bytes as u64,
-            )?),
-            max_inflight: u16_of(range(
-                "max_inflight",
-                self.max_inflight,
-                1,
-                65_535,
-                "1 to 65535 messages",
-                u64::from(d.max_inflight),
-            )?),
-            receive_maximum: u16_of(range(
-                "receive_maximum",
-                self.receive_maximum,
-                1,
-                65_535,
-                "1 to 65535 messages",
-                u64::from(d.receive_maximum),
-            )?),
-            topic_alias_maximum: u16_of(range(
-                "topic_alias_maximum",
-                self.topic_alias_maximum,
-                0,
-                65_535,
-                "0 (no aliases) to 65535",
-                u64::from(d.topic_alias_maximum),
-            )?),
-            max_keep_alive: u16_of(range(
-                "max_keep_alive_secs",
-                self.max_keep_alive_secs,
-                0,
-                65_535,
-                "0 (no cap) to 65535 seconds",
-                u64::from(d.max_keep_alive),
-            )?),
-            max_session_expiry: u32_of(range(
-                "max_session_expiry_secs",
-                self.max_session_expiry_secs,
-                0,
-                u64::from(u32::MAX),
-                "0 to 4294967295 seconds (4294967295: sessions never expire)",
-                u64::from(d.max_session_expiry),
-            )?),
-            sys_interval: (sys > 0).then(|| std::time::Duration::from_secs(sys)),
-            // [acl] v311_denied_publish, set when the broker is made (`AppState::new`).
-            v311_denied_publish: d.v311_denied_publish,
-        };
-        let sync = match self.sync.as_deref() {
-            None | Some("always") => kite_broker::store::Sync::Always,
-            Some("periodic") => kite_broker::store::Sync::Periodic,
-            Some(other) => {
-                return Err(ConfigError::Sync {
-                    value: other.to_owned(),
-                });
-            }
-        };
-        let data_dir = match self.persistence {
-            Some(false) => None,
-            _ => Some(
-                self.data_dir
-                    .clone()
-                    .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
-            ),
-        };
-        let tls_listen = self
-            .tls_listen
-            .clone()
-            .map(|v| parse_listen(v, "broker", "127.0.0.1:8883"))
-            .transpose()?;
-        Ok(BrokerSettings {
-            listen,
-            tls_listen,
-            allow_anonymous: self.allow_anonymous,
-            config,
-            data_dir,
-            sync,
-        })
-    }
-}
-
 pub(crate) fn check_origin(origin: &str) -> Result<(), ConfigError> {
     let ok = origin == "*"
         || origin.split_once("://").is_some_and(|(scheme, rest)| {
@@ -912,107 +574,6 @@ pub(crate) fn check_origin(origin: &str) -> Result<(), ConfigError> {
     } else {
         Err(ConfigError::Origin {
             value: origin.to_owned(),
-        })
-    }
-}
-
-impl FileLimits {
-    pub(crate) fn resolve(&self) -> Result<GatewayLimits, ConfigError> {
-        let d = GatewayLimits::default();
-        let range = |key, v: Option<u64>, lo: u64, hi: u64, expected, default: u64| match v {
-            None => Ok(default),
-            Some(v) if (lo..=hi).contains(&v) => Ok(v),
-            Some(value) => Err(ConfigError::Limit {
-                key,
-                value,
-                expected,
-            }),
-        };
-        let max_connections = range(
-            "max_connections",
-            self.max_connections,
-            1,
-            1_000_000,
-            "1 to 1000000",
-            d.max_connections as u64,
-        )?;
-        let max_packet_size = range(
-            "max_packet_size",
-            self.max_packet_size,
-            128,
-            268_435_460,
-            "128 to 268435460 bytes (the MQTT maximum)",
-            u64::from(d.max_packet_size),
-        )?;
-        let max_connections_per_address = range(
-            "max_connections_per_address",
-            self.max_connections_per_address,
-            0,
-            1_000_000,
-            "0 (no bound) to 1000000",
-            d.max_connections_per_address as u64,
-        )?;
-        let max_user_properties = range(
-            "max_user_properties",
-            self.max_user_properties,
-            0,
-            1_000_000,
-            "0 to 1000000 per packet",
-            d.max_user_properties as u64,
-        )?;
-        let connect_timeout = range(
-            "connect_timeout_secs",
-            self.connect_timeout_secs,
-            1,
-            300,
-            "1 to 300 seconds",
-            d.connect_timeout.as_secs(),
-        )?;
-        let max_subscriptions = range(
-            "max_subscriptions",
-            self.max_subscriptions,
-            0,
-            1_000_000,
-            "0 (no limit) to 1000000 per session",
-            d.session.max_subscriptions as u64,
-        )?;
-        let publish_rate = range(
-            "publish_rate",
-            self.publish_rate,
-            0,
-            10_000_000,
-            "0 (no limit) to 10000000 messages/s per session",
-            0,
-        )?;
-        let publish_bytes_rate = range(
-            "publish_bytes_rate",
-            self.publish_bytes_rate,
-            0,
-            1 << 40,
-            "0 (no limit) to 1099511627776 bytes/s per session",
-            0,
-        )?;
-        let idle = range(
-            "idle_timeout_secs",
-            self.idle_timeout_secs,
-            0,
-            86_400,
-            "0 (off) to 86400 seconds",
-            0,
-        )?;
-        Ok(GatewayLimits {
-            max_connections: usize::try_from(max_connections).unwrap_or(d.max_connections),
-            max_packet_size: u32::try_from(max_packet_size).unwrap_or(d.max_packet_size),
-            max_user_properties: usize::try_from(max_user_properties).unwrap_or(usize::MAX),
-            max_connections_per_address: usize::try_from(max_connections_per_address)
-                .unwrap_or(usize::MAX),
-            connect_timeout: std::time::Duration::from_secs(connect_timeout),
-            session: crate::proxy::SessionLimits {
-                max_subscriptions: usize::try_from(max_subscriptions).unwrap_or(usize::MAX),
-                publish_rate: u32::try_from(publish_rate).unwrap_or(u32::MAX),
-                publish_bytes_rate,
-                idle_timeout: (idle > 0).then(|| std::time::Duration::from_secs(idle)),
-            },
         })
     }
 }
@@ -1116,7 +677,7 @@ mod tests {
         );
     }
 
-    fn load_text(text: &str, overrides: Overrides) -> Result<Config, ConfigError> {
+    fn load_text(text: &str, overrides: Overrides) -> Result<Config, check::Problems> {
         static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("kite-config-test-{}", std::process::id()));
@@ -1150,17 +711,33 @@ mod tests {
         .to_string();
         assert!(e.contains("server_name"), "{e}");
         // Relative paths in the file are the file's directory's; absolute ones stay.
-        let cfg = load_text(
+        let dir = std::env::temp_dir().join(format!("kite-config-test-{}", std::process::id()));
+        let mut table: toml::Table = toml::from_str(
             "[http]\nassets = \"app\"\n[[upstream]]\nname = \"a\"\naddresses = [\"mqtts://h\"]\nca_file = \"pki/ca.pem\"\nclient_cert = \"/etc/c.pem\"\nclient_key = \"k.pem\"\n",
-            Overrides::default(),
         )
         .unwrap();
-        let dir = std::env::temp_dir().join(format!("kite-config-test-{}", std::process::id()));
+        anchor_paths(&mut table, &dir);
+        let upstream = &table["upstream"][0];
+        let path = |v: &toml::Value| PathBuf::from(v.as_str().unwrap());
+        assert_eq!(path(&table["http"]["assets"]), dir.join("app"));
+        assert_eq!(path(&upstream["ca_file"]), dir.join("pki/ca.pem"));
+        assert_eq!(path(&upstream["client_cert"]), PathBuf::from("/etc/c.pem"));
+        assert_eq!(path(&upstream["client_key"]), dir.join("k.pem"));
+        // ... and loading uses them so: the missing CA file is named by its anchored path.
+        let e = load_text(
+            "[[upstream]]\nname = \"a\"\naddresses = [\"mqtts://h\"]\nca_file = \"pki/ca.pem\"\n",
+            Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains(&dir.join("pki/ca.pem").display().to_string()),
+            "{e}"
+        );
+        std::fs::create_dir_all(dir.join("app")).unwrap();
+        std::fs::write(dir.join("app/index.html"), "<html></html>").unwrap();
+        let cfg = load_text("[http]\nassets = \"app\"\n", Overrides::default()).unwrap();
         assert_eq!(cfg.assets, Some(dir.join("app")));
-        let tls = &cfg.upstreams[0].tls;
-        assert_eq!(tls.ca_file, Some(dir.join("pki/ca.pem")));
-        assert_eq!(tls.client_cert, Some(PathBuf::from("/etc/c.pem")));
-        assert_eq!(tls.client_key, Some(dir.join("k.pem")));
     }
 
     #[test]
@@ -1278,7 +855,7 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(unknown.contains("unknown field `lisen`"), "{unknown}");
-        assert!(unknown.contains("line 3"), "{unknown}");
+        assert!(unknown.contains(".toml:3: [http]"), "{unknown}");
         let bad_listen = load_text("[http]\nlisten = \"localhost\"\n", Overrides::default())
             .unwrap_err()
             .to_string();
