@@ -317,9 +317,22 @@ const HTTP: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8
 /// The default broker address ([`DEFAULT_MQTT`]).
 const MQTT: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 1883));
 
-/// The config from the file (if any), the environment (`overrides.env`) and the flags: see
-/// [`Config::load`].
-pub(super) fn load(file: Option<&Path>, overrides: Overrides) -> Result<Config, Problems> {
+// Here rather than in `mod.rs`, so that `config` does not call into `config::check`, which
+// takes its types from `config` (no module circles: ARCHITECTURE.md).
+impl Config {
+    /// Reads the config file (if any), sets the environment's `KITE_<SECTION>__<KEY>` keys
+    /// over it (`overrides.env`) and applies the command-line flags, checking everything
+    /// once: the config, or every problem found, each with its file, line and key (or its
+    /// variable or flag). Upstreams given on the command line are added after the file's; an
+    /// address for an existing name is appended to that upstream's failover list.
+    /// `kite check-config` runs this same pass ([`check_file`]).
+    pub fn load(file: Option<&Path>, overrides: Overrides) -> Result<Self, Problems> {
+        load(file, overrides)
+    }
+}
+
+/// See [`Config::load`].
+fn load(file: Option<&Path>, overrides: Overrides) -> Result<Config, Problems> {
     let text = match file {
         Some(path) => std::fs::read_to_string(path).map_err(|source| {
             let e = ConfigError::Read {

@@ -67,24 +67,6 @@ impl Default for GatewayLimits {
 /// A configuration problem, always with what is wrong, where, and how to fix it.
 #[derive(Debug, Error)]
 pub enum ConfigError {
-    /// A `KITE_<SECTION>__<KEY>` environment variable is unusable.
-    #[error("invalid environment variable {var}: {message}")]
-    Env {
-        /// The variable's name.
-        var: String,
-        /// What is wrong and how to fix it.
-        message: String,
-    },
-    /// Environment variables left a section incomplete or inconsistent.
-    #[error("[{section}] as set by the environment ({vars}) and the config file: {message}")]
-    EnvSection {
-        /// The section.
-        section: String,
-        /// The variables that set keys in it.
-        vars: String,
-        /// What is wrong.
-        message: String,
-    },
     /// The config file could not be read.
     #[error("cannot read config file {path}: {source}")]
     Read {
@@ -92,14 +74,6 @@ pub enum ConfigError {
         path: PathBuf,
         /// The I/O error.
         source: std::io::Error,
-    },
-    /// The config file is not valid TOML or has unknown or mistyped keys.
-    #[error("invalid config file {path}: {message}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// toml's message, which names the line and column.
-        message: String,
     },
     /// An upstream URL is malformed.
     #[error("{0}")]
@@ -150,12 +124,6 @@ pub enum ConfigError {
         /// The value as given.
         value: String,
     },
-    /// Users or roles are inconsistent.
-    #[error("{0}")]
-    Auth(#[from] kite_policy::auth::AuthConfigError),
-    /// `[jwt]` is unusable.
-    #[error("{0}")]
-    Jwt(#[from] kite_policy::jwt::JwtConfigError),
     /// The listen address does not parse.
     #[error(
         "invalid listen address {value:?} in [{section}] listen: expected IP:PORT, e.g. \"{example}\""
@@ -202,23 +170,6 @@ pub enum ConfigError {
         /// The non-loopback address.
         addr: SocketAddr,
     },
-}
-
-impl From<env::EnvError> for ConfigError {
-    fn from(e: env::EnvError) -> Self {
-        match e {
-            env::EnvError::Var { var, message } => Self::Env { var, message },
-            env::EnvError::Section {
-                section,
-                vars,
-                message,
-            } => Self::EnvSection {
-                section,
-                vars,
-                message,
-            },
-        }
-    }
 }
 
 /// `--upstream [NAME=]URL` as given on the command line.
@@ -537,18 +488,6 @@ pub(crate) fn check_name(name: &str) -> Result<(), ConfigError> {
         Err(ConfigError::UpstreamName {
             name: name.to_owned(),
         })
-    }
-}
-
-impl Config {
-    /// Reads the config file (if any), sets the environment's `KITE_<SECTION>__<KEY>` keys
-    /// over it (`overrides.env`) and applies the command-line flags, checking everything
-    /// once: the config, or every problem found, each with its file, line and key (or its
-    /// variable or flag). Upstreams given on the command line are added after the file's; an
-    /// address for an existing name is appended to that upstream's failover list.
-    /// `kite check-config` runs this same pass ([`check::check_file`]).
-    pub fn load(file: Option<&Path>, overrides: Overrides) -> Result<Self, check::Problems> {
-        check::load(file, overrides)
     }
 }
 

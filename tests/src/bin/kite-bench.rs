@@ -14,8 +14,11 @@
 //! `gateway`: MQTT over WebSocket to mosquitto four ways — (a) plain TCP to mosquitto (the
 //! baseline), (b) mosquitto's own websockets listener, (c) websockify (`binary` subprotocol) in
 //! front of mosquitto's TCP, (d) Kite's gateway in front of mosquitto's TCP: 4 → 1 at QoS 0 and
-//! 1 (64 B) at full speed, the latency added at a paced 10,000 msgs/s, the delivery time of one
-//! 1 MB message to a WebSocket subscriber, and the gateway's memory per idle WebSocket session.
+//! 1 (64 B) at full speed, with the CPU time per message of the process in front (all of
+//! websockify's processes) and of it with mosquitto (read from `/proc` around each run), the
+//! latency added at a paced 10,000 msgs/s, the delivery time of one 1 MB message to a WebSocket
+//! subscriber, and the gateway's memory per idle WebSocket session. `--saturated`: only the
+//! full-speed rows.
 //!
 //! `app`: the browser app under load — mosquitto, Kite's gateway serving the built app, headless
 //! Chromium connected and subscribed to everything; a device publishes 20,000 msgs/s (QoS 0,
@@ -24,7 +27,7 @@
 //! (PerformanceObserver `longtask`: any task over 50 ms) and the JS heap.
 //!
 //! Usage: kite-bench broker  --kite PATH --mosquitto PATH [--write FILE] [--quick] [--only TEXT] [--repeat N] [--runs N]
-//!        kite-bench gateway --kite PATH --mosquitto PATH --websockify PYTHONPATH [--write FILE] [--quick] [--runs N]
+//!        kite-bench gateway --kite PATH --mosquitto PATH --websockify PYTHONPATH [--write FILE] [--quick] [--runs N] [--saturated]
 //!        kite-bench app     --kite PATH --mosquitto PATH --assets DIR [--write FILE] [--quick]
 #![allow(
     clippy::unwrap_used,
@@ -208,6 +211,11 @@ struct Outcome {
     secs: f64,
     p50_us: f64,
     p99_us: f64,
+    /// CPU time per delivered message of the process in front of the broker (the gateway,
+    /// websockify), in µs; NaN when there is none or it was not measured.
+    cpu_front_us: f64,
+    /// The same for the front and the broker together.
+    cpu_all_us: f64,
 }
 
 impl Outcome {
@@ -414,6 +422,8 @@ async fn run_load(target: &Target, transport: Transport, load: Load) -> Outcome 
             .as_secs_f64(),
         p50_us: pct(0.50),
         p99_us: pct(0.99),
+        cpu_front_us: f64::NAN,
+        cpu_all_us: f64::NAN,
     }
 }
 
@@ -426,6 +436,53 @@ fn rss_kib(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// Clock ticks per second of `/proc/PID/stat`'s times (`getconf CLK_TCK`; 100 on Linux).
+static CLK_TCK: std::sync::LazyLock<f64> = std::sync::LazyLock::new(|| {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+});
+
+/// CPU seconds used so far by `pid` and every process under it, living or reaped: each
+/// one's user + system time and its reaped children's (websockify forks a process per
+/// connection).
+fn cpu_secs(pid: u32) -> f64 {
+    // (pid, ppid, utime + stime + cutime + cstime) of every process.
+    let mut all: Vec<(u32, u32, u64)> = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(p) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        // After the command's closing parenthesis: state, ppid, ... utime is field 14.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        // rest[0] is field 3 (state): field n is rest[n - 3].
+        all.push((p, num(1) as u32, num(11) + num(12) + num(13) + num(14)));
+    }
+    let mut total = 0u64;
+    let mut wanted = vec![pid];
+    while let Some(p) = wanted.pop() {
+        for (child, parent, ticks) in &all {
+            if *child == p {
+                total += ticks;
+            }
+            if *parent == p {
+                wanted.push(*child);
+            }
+        }
+    }
+    total as f64 / *CLK_TCK
 }
 
 async fn idle_clients(target: &Target, n: usize, transport: Transport) -> (u64, u64) {
@@ -569,7 +626,7 @@ fn arg(args: &[String], name: &str) -> Option<String> {
 }
 
 const USAGE: &str = "usage: kite-bench broker  --kite PATH --mosquitto PATH [--write FILE] [--quick] [--only TEXT] [--repeat N] [--runs N]
-       kite-bench gateway --kite PATH --mosquitto PATH --websockify PYTHONPATH [--write FILE] [--quick] [--runs N]
+       kite-bench gateway --kite PATH --mosquitto PATH --websockify PYTHONPATH [--write FILE] [--quick] [--runs N] [--saturated]
        kite-bench app     --kite PATH --mosquitto PATH --assets DIR [--write FILE] [--quick]
 (`cargo xtask bench broker|gateway|app` builds everything and passes these)";
 
@@ -684,6 +741,8 @@ fn median(runs: Vec<&Outcome>) -> Outcome {
         secs: delivered as f64 / rate.max(1e-9),
         p50_us: mid(&|o| o.p50_us),
         p99_us: mid(&|o| o.p99_us),
+        cpu_front_us: mid(&|o| o.cpu_front_us),
+        cpu_all_us: mid(&|o| o.cpu_all_us),
     }
 }
 
@@ -941,7 +1000,7 @@ fn run_way<T>(
     setup: &Setup,
     websockify: &Path,
     way: usize,
-    f: impl FnOnce(&Target, Transport) -> T,
+    f: impl FnOnce(&Target, Transport, Pids) -> T,
 ) -> T {
     let broker = start_mosquitto_with(
         &setup.mosquitto,
@@ -960,10 +1019,21 @@ fn run_way<T>(
         (_, Some(f)) => (f.target.clone(), Transport::Ws),
         _ => unreachable!(),
     };
-    let out = f(&target, transport);
+    let pids = Pids {
+        broker: broker.target.pid,
+        front: front.as_ref().map(|f| f.target.pid),
+    };
+    let out = f(&target, transport, pids);
     drop(front);
     drop(broker);
     out
+}
+
+/// The processes of one way: mosquitto, and what is in front of it (if anything).
+#[derive(Clone, Copy)]
+struct Pids {
+    broker: u32,
+    front: Option<u32>,
 }
 
 fn gateway_main(args: &[String]) {
@@ -972,12 +1042,27 @@ fn gateway_main(args: &[String]) {
     let (quick, scale, rt) = (setup.quick, setup.scale, &setup.rt);
     // `--runs N`: each figure of the load rows is the median of N runs (default 3).
     let runs = count(args, "--runs", 3).max(1);
+    // `--saturated`: only the two saturated rows and their CPU rows (about 3 minutes).
+    let saturated_only = args.iter().any(|a| a == "--saturated");
     // `load` against `way`, `runs` times, each figure the median.
     let measure = |way: usize, load: Load| -> Outcome {
         let all: Vec<Outcome> = (0..runs)
             .map(|_| {
-                run_way(&setup, &websockify, way, |t, tr| {
-                    rt.block_on(run_load(t, tr, load))
+                run_way(&setup, &websockify, way, |t, tr, pids| {
+                    // CPU time of each process, read from /proc around the run.
+                    let front_before = pids.front.map_or(0.0, cpu_secs);
+                    let broker_before = cpu_secs(pids.broker);
+                    let mut o = rt.block_on(run_load(t, tr, load));
+                    let front = pids.front.map_or(0.0, cpu_secs) - front_before;
+                    let broker = cpu_secs(pids.broker) - broker_before;
+                    let per = |secs: f64| secs * 1e6 / (o.delivered.max(1) as f64);
+                    o.cpu_front_us = if pids.front.is_some() {
+                        per(front)
+                    } else {
+                        f64::NAN
+                    };
+                    o.cpu_all_us = per(front + broker);
+                    o
                 })
             })
             .collect();
@@ -1024,6 +1109,32 @@ fn gateway_main(args: &[String]) {
         );
         println!("{line}");
         let _ = writeln!(table, "{line}");
+        // CPU per message, from /proc: the process in front of mosquitto alone (all of
+        // websockify's processes), and it with mosquitto. (b) is mosquitto alone, with its
+        // WebSocket listener.
+        let cpu: Vec<String> = outcomes
+            .iter()
+            .map(|o| {
+                if o.cpu_front_us.is_nan() {
+                    format!("– / {:.1}", o.cpu_all_us)
+                } else {
+                    format!("{:.1} / {:.1}", o.cpu_front_us, o.cpu_all_us)
+                }
+            })
+            .collect();
+        let line = format!(
+            "| 4 → 1, QoS {}, 64 B: CPU µs per message, front / front + mosquitto | {} | {:.2}× | {:.2}× |",
+            qos as u8,
+            cpu.join(" | "),
+            outcomes[3].cpu_all_us / outcomes[1].cpu_all_us,
+            outcomes[3].cpu_all_us / outcomes[2].cpu_all_us
+        );
+        println!("{line}");
+        let _ = writeln!(table, "{line}");
+    }
+    if saturated_only {
+        setup.finish(&table);
+        return;
     }
     // Latency added at a paced 10,000 msgs/s (4 × 2,500), QoS 0.
     let paced = Load {
@@ -1052,7 +1163,7 @@ fn gateway_main(args: &[String]) {
     // One 1 MB message to a WebSocket subscriber (TCP for (a)).
     let mut mb = Vec::new();
     for way in 0..4 {
-        mb.push(run_way(&setup, &websockify, way, |t, tr| {
+        mb.push(run_way(&setup, &websockify, way, |t, tr, _| {
             let direct = t.tcp;
             rt.block_on(one_megabyte(t, tr, direct))
         }));
@@ -1066,7 +1177,7 @@ fn gateway_main(args: &[String]) {
     // Gateway memory per idle WebSocket session (each also holds a connection to mosquitto:
     // two file descriptors, so 9,000 stay under this machine's limit of 20,000).
     let idle = if quick { 1_000 } else { 9_000 };
-    let cell = run_way(&setup, &websockify, 3, |t, tr| {
+    let cell = run_way(&setup, &websockify, 3, |t, tr, _| {
         let (before, after) = rt.block_on(idle_clients(t, idle, tr));
         format!(
             "| {idle} idle WebSocket sessions: Kite gateway RSS | {:.1} MiB before, {:.1} MiB after: {:.1} KiB per session | | | | | |",
