@@ -106,6 +106,7 @@ pub struct Metrics {
     ends: [AtomicU64; 8],
     upstream_errors: AtomicU64,
     throttled: AtomicU64,
+    paced: [AtomicU64; 2],
     denied: [AtomicU64; 3],
     latency: [Histogram; 2],
 }
@@ -147,6 +148,11 @@ impl Metrics {
     /// A session was over its publish rate and paused.
     pub fn throttled(&self) {
         self.throttled.fetch_add(1, Relaxed);
+    }
+
+    /// A hot session's read waited for the timer's tick (see `proxy::Pacer`).
+    pub fn paced(&self, direction: Direction) {
+        self.paced[direction as usize].fetch_add(1, Relaxed);
     }
 
     /// A role's topic rules refused something.
@@ -225,6 +231,17 @@ impl Metrics {
             "counter",
             "Pauses in reading a browser that was over its publish rate.",
             &one(&self.throttled),
+        );
+        let paced: Vec<(String, u64)> = ["up", "down"]
+            .iter()
+            .zip(&self.paced)
+            .map(|(n, v)| (format!("{{direction=\"{n}\"}}"), v.load(Relaxed)))
+            .collect();
+        metric(
+            "kite_paced_reads_total",
+            "counter",
+            "Reads of a busy session (over 5,000 wake-ups a second) that waited for the next 1 ms timer tick, so that what arrived meanwhile went in one read and one write.",
+            &paced,
         );
         let denied: Vec<(String, u64)> = DENIAL_NAMES
             .iter()

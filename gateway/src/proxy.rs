@@ -83,6 +83,55 @@ impl Bucket {
     }
 }
 
+/// Wake-ups of one direction of a session. Each costs the gateway a readiness wait, a read, a
+/// write and often a context switch — far more than the bytes — so a session that wakes more
+/// than [`HOT_WAKEUPS`] times in [`PACE_WINDOW`] is *hot*: its next read waits for the next
+/// timer tick (at most 1 ms), and what arrived meanwhile goes in one read and one write. It
+/// stays hot while its paced reads keep finding data ([`WARM_WAKEUPS`] in a window).
+#[derive(Debug)]
+struct Pacer {
+    since: tokio::time::Instant,
+    wakeups: u32,
+    hot: bool,
+}
+
+/// The window over which wake-ups are counted.
+const PACE_WINDOW: std::time::Duration = std::time::Duration::from_millis(100);
+/// Wake-ups in a window that make a session hot (5,000 a second).
+const HOT_WAKEUPS: u32 = 500;
+/// Wake-ups in a window that keep it hot (400 a second; paced, it wakes at most 1,000).
+const WARM_WAKEUPS: u32 = 40;
+
+impl Pacer {
+    fn new() -> Self {
+        Self {
+            since: tokio::time::Instant::now(),
+            wakeups: 0,
+            hot: false,
+        }
+    }
+
+    /// Before a read: when hot, waits for the next timer tick (counted in `metrics`).
+    async fn pace(&self, metrics: &Metrics, direction: Direction) {
+        if self.hot {
+            metrics.paced(direction);
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    }
+
+    /// A read found data.
+    fn woke(&mut self) {
+        let now = tokio::time::Instant::now();
+        if now.duration_since(self.since) >= PACE_WINDOW {
+            let threshold = if self.hot { WARM_WAKEUPS } else { HOT_WAKEUPS };
+            self.hot = self.wakeups >= threshold;
+            self.wakeups = 0;
+            self.since = now;
+        }
+        self.wakeups += 1;
+    }
+}
+
 /// The browser → broker direction: a streaming parser enforcing the session rules.
 #[derive(Debug)]
 pub struct Inbound {
@@ -361,12 +410,15 @@ where
             if let Err(v) = after_connect {
                 return End::Violation(v);
             }
+            let mut pacer = Pacer::new();
             loop {
+                pacer.pace(&inbound.metrics, Direction::Up).await;
                 let Some((received, taken)) =
                     next_frames(&mut ws_rx, &mut inbound, &mut steps).await
                 else {
                     break;
                 };
+                pacer.woke();
                 // What came before a violation or a close is still carried.
                 let forwarded = !steps.is_empty();
                 if let Err(end) =
@@ -390,7 +442,9 @@ where
             let mut chunk = MIN_READ_CHUNK;
             let mut buf = BytesMut::new();
             let mut segments = Vec::new();
+            let mut pacer = Pacer::new();
             loop {
+                pacer.pace(&metrics, Direction::Down).await;
                 buf.reserve(chunk);
                 tokio::select! {
                     biased;
@@ -401,6 +455,7 @@ where
                     read = broker_rd.read_buf(&mut buf) => match read {
                         Ok(0) => return End::Broker,
                         Ok(n) => {
+                            pacer.woke();
                             chunk = if n >= chunk {
                                 (chunk * 2).min(READ_CHUNK)
                             } else {
@@ -842,6 +897,54 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A session becomes hot past 5,000 wake-ups a second, stays hot while its paced reads
+    /// keep finding data, and is paced to the timer's tick only while hot.
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_session_is_paced_and_a_quiet_one_is_not() {
+        let mut pacer = Pacer::new();
+        let wake = |pacer: &mut Pacer, n: u32| {
+            for _ in 0..n {
+                pacer.woke();
+            }
+        };
+        // One short of the threshold: not hot after the window.
+        wake(&mut pacer, HOT_WAKEUPS - 1);
+        tokio::time::advance(PACE_WINDOW).await;
+        pacer.woke();
+        assert!(!pacer.hot);
+        let metrics = Metrics::default();
+        let before = tokio::time::Instant::now();
+        pacer.pace(&metrics, Direction::Down).await;
+        assert_eq!(
+            before.elapsed(),
+            std::time::Duration::ZERO,
+            "a cold session waits for nothing"
+        );
+        // At the threshold: hot once the window ends.
+        wake(&mut pacer, HOT_WAKEUPS - 1);
+        tokio::time::advance(PACE_WINDOW).await;
+        pacer.woke();
+        assert!(pacer.hot);
+        let before = tokio::time::Instant::now();
+        pacer.pace(&metrics, Direction::Down).await;
+        assert!(before.elapsed() >= std::time::Duration::from_millis(1));
+        assert!(
+            metrics
+                .render()
+                .contains("kite_paced_reads_total{direction=\"down\"} 1")
+        );
+        // Stays hot while it keeps waking...
+        wake(&mut pacer, WARM_WAKEUPS - 1);
+        tokio::time::advance(PACE_WINDOW).await;
+        pacer.woke();
+        assert!(pacer.hot);
+        // ... and cools when it does not.
+        wake(&mut pacer, WARM_WAKEUPS - 2);
+        tokio::time::advance(PACE_WINDOW).await;
+        pacer.woke();
+        assert!(!pacer.hot);
+    }
 
     fn connect(version: u8) -> Vec<u8> {
         let mut v = vec![0x10, 0, 0, 4, b'M', b'Q', b'T', b'T', version, 0x02, 0, 30];
