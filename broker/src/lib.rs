@@ -22,6 +22,7 @@
 //! Lock order: the session table, then one session's state. The subscription trie and the
 //! retained messages are never held together with a session's state.
 
+pub mod bridge;
 mod conn;
 mod local;
 pub mod logins;
@@ -297,6 +298,8 @@ struct Inner {
     loaded_expiries: Mutex<Vec<(Arc<Slot>, u64)>>,
     /// Device connections open at most (`max_connections`).
     permits: Arc<tokio::sync::Semaphore>,
+    /// The bridges started on this broker: name and state.
+    bridges: Mutex<Vec<(String, Arc<bridge::BridgeState>)>>,
 }
 
 /// The embedded broker. Cheap to clone (one `Arc`).
@@ -396,6 +399,7 @@ impl Broker {
                 store,
                 next_seq: AtomicU64::new(1),
                 loaded_expiries: Mutex::new(Vec::new()),
+                bridges: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -624,6 +628,11 @@ impl Broker {
     /// Where login checks run.
     pub fn logins(&self) -> &logins::Logins {
         &self.inner.logins
+    }
+
+    /// The bridges started on this broker ([`Broker::start_bridge`]), by name, in order.
+    pub fn bridges(&self) -> Vec<(String, Arc<bridge::BridgeState>)> {
+        lock(&self.inner.bridges).clone()
     }
 
     /// The device connection permits (`max_connections`): whoever accepts a connection for

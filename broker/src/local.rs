@@ -74,6 +74,14 @@ pub struct LocalReceiver {
 }
 
 impl LocalReceiver {
+    /// Puts `packets` back in front of what is still to be received, in their order (packets
+    /// taken while waiting for another one).
+    pub fn put_back(&mut self, packets: Vec<Packet>) {
+        for p in packets.into_iter().rev() {
+            self.ready.push_front(p);
+        }
+    }
+
     /// The next packet from the broker; `None` once the connection is closed and every packet
     /// before the close was taken.
     pub async fn recv(&mut self) -> Option<Packet> {

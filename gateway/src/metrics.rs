@@ -422,6 +422,58 @@ pub fn render_broker(broker: &kite_broker::Broker) -> String {
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
         );
     }
+    // Each bridge's state, one family per figure, one line per bridge (and direction).
+    let bridges = broker.bridges();
+    if !bridges.is_empty() {
+        let line = |labels: String, v: u64| format!("{labels} {v}");
+        let families: [(&str, &str, &str, Vec<String>); 4] = [
+            (
+                "kite_bridge_up",
+                "gauge",
+                "1 while the bridge is connected to its remote broker.",
+                bridges
+                    .iter()
+                    .map(|(n, b)| line(format!("{{bridge=\"{n}\"}}"), u64::from(b.up())))
+                    .collect(),
+            ),
+            (
+                "kite_bridge_messages_total",
+                "counter",
+                "Messages carried, by direction (out: here to the remote, acknowledged by it at QoS 1 and 2; in: from the remote, published here).",
+                bridges
+                    .iter()
+                    .flat_map(|(n, b)| {
+                        [("out", b.messages_out()), ("in", b.messages_in())]
+                            .map(|(d, v)| line(format!("{{bridge=\"{n}\",direction=\"{d}\"}}"), v))
+                    })
+                    .collect(),
+            ),
+            (
+                "kite_bridge_reconnects_total",
+                "counter",
+                "Connections to the remote broker lost or refused.",
+                bridges
+                    .iter()
+                    .map(|(n, b)| line(format!("{{bridge=\"{n}\"}}"), b.reconnects()))
+                    .collect(),
+            ),
+            (
+                "kite_bridge_dropped_total",
+                "counter",
+                "Messages the bridge could not forward (too large for the remote, refused by it).",
+                bridges
+                    .iter()
+                    .map(|(n, b)| line(format!("{{bridge=\"{n}\"}}"), b.dropped()))
+                    .collect(),
+            ),
+        ];
+        for (name, kind, help, lines) in families {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for l in lines {
+                let _ = writeln!(out, "{name}{l}");
+            }
+        }
+    }
     out
 }
 

@@ -45,7 +45,41 @@ pub fn start_broker(state: &AppState, listener: TcpListener, tls_listener: Optio
         }
         let s = b.clone();
         tokio::spawn(async move { s.publish_sys().await });
+        for bridge in &state.config().bridges {
+            start_bridge(b, bridge);
+        }
     }
+}
+
+/// Starts one `[[bridge]]` on the embedded broker: the gateway's connector (TCP, or TLS with
+/// the bridge's files) opens its connections, trying the addresses in order each time.
+fn start_bridge(broker: &kite_broker::Broker, bridge: &crate::config::Bridge) {
+    let connector = match crate::upstream::Connector::new(std::slice::from_ref(&bridge.remote)) {
+        Ok(c) => c,
+        Err(e) => {
+            // The config pass loaded the same files: they changed since.
+            tracing::error!(bridge = %bridge.config.name, "the bridge cannot start: {e}");
+            return;
+        }
+    };
+    let remote = bridge.remote.clone();
+    let dial: kite_broker::bridge::Dial = std::sync::Arc::new(move || {
+        let (connector, remote) = (connector.clone(), remote.clone());
+        Box::pin(async move {
+            connector
+                .connect(&remote)
+                .await
+                .map(|io| Box::new(io) as Box<dyn kite_broker::bridge::BridgeIo>)
+                .map_err(|e| e.to_string())
+        })
+    });
+    tracing::info!(bridge = %bridge.config.name, "bridging to {}", remote_list(&bridge.remote));
+    broker.start_bridge(bridge.config.clone(), dial);
+}
+
+fn remote_list(remote: &crate::config::Upstream) -> String {
+    let list: Vec<String> = remote.addresses.iter().map(ToString::to_string).collect();
+    list.join(", ")
 }
 
 /// Serves the app, the API and `/mqtt` on `listener` until `shutdown` completes. Then it stops

@@ -6,6 +6,7 @@ mod api;
 mod app;
 mod app_connections;
 mod auth;
+mod bridge;
 mod broker;
 mod gateway;
 mod hostile;

@@ -17,10 +17,10 @@ use serde::de::DeserializeOwned;
 
 use super::env::{self, Applied};
 use super::{
-    BrokerSettings, BrokerUrl, Config, ConfigError, DEFAULT_DATA_DIR, DEFAULT_MQTT, FileAcl,
-    FileBroker, FileConfig, FileHttp, FileLimits, FileRole, FileTls, FileUpstream, FileUser,
-    GatewayLimits, Overrides, Upstream, UpstreamTls, anchor_paths, check_name, check_origin,
-    parse_listen,
+    Bridge, BrokerSettings, BrokerUrl, Config, ConfigError, DEFAULT_DATA_DIR, DEFAULT_MQTT,
+    FileAcl, FileBridge, FileBridgeTopic, FileBroker, FileConfig, FileHttp, FileLimits, FileRole,
+    FileTls, FileUpstream, FileUser, GatewayLimits, Overrides, Upstream, UpstreamTls, anchor_paths,
+    check_name, check_origin, parse_listen,
 };
 
 /// One problem: where it is and what is wrong.
@@ -405,6 +405,10 @@ fn resolve(pass: &mut Pass<'_>, table: &toml::Table, overrides: Overrides) -> Co
     let mut upstreams: Vec<(usize, FileUpstream)> = Vec::new();
     let mut users: Vec<(usize, FileUser)> = Vec::new();
     let mut roles: Vec<(usize, FileRole)> = Vec::new();
+    // Each [[bridge]] (its index) with its [[bridge.topic]] entries (each with its index
+    // among all of the file's `[[bridge.topic]]` headers, for its line).
+    let mut bridges: Vec<ReadBridge> = Vec::new();
+    let mut topic_index = 0;
     for (key, value) in table {
         match key.as_str() {
             "http" => http = pass.section("http", None, value).unwrap_or_default(),
@@ -443,12 +447,46 @@ fn resolve(pass: &mut Pass<'_>, table: &toml::Table, overrides: Overrides) -> Co
                     }
                 }
             }
+            "bridge" => {
+                let Some(items) = value.as_array() else {
+                    pass.report(key, None, None, "bridge must be written as [[bridge]] tables");
+                    continue;
+                };
+                for (i, item) in items.iter().enumerate() {
+                    let mut without_topics = item.clone();
+                    let topics = match &mut without_topics {
+                        toml::Value::Table(t) => t.remove("topic"),
+                        _ => None,
+                    };
+                    let mut entries = Vec::new();
+                    match topics {
+                        Some(toml::Value::Array(list)) => {
+                            for t in &list {
+                                if let Some(topic) = pass.section("bridge.topic", Some(topic_index), t) {
+                                    entries.push((topic_index, topic));
+                                }
+                                topic_index += 1;
+                            }
+                        }
+                        Some(_) => pass.report(
+                            "bridge",
+                            Some(i),
+                            Some("topic"),
+                            "a bridge's topics are written as [[bridge.topic]] tables",
+                        ),
+                        None => {}
+                    }
+                    if let Some(b) = pass.section(key, Some(i), &without_topics) {
+                        bridges.push((i, b, entries));
+                    }
+                }
+            }
             other => pass.report(
                 other,
                 None,
                 None,
                 format!(
-                    "unknown section [{other}]: the sections are [http], [limits], [tls], [broker], [acl], [jwt], [[upstream]], [[user]], [[role]]"
+                    "unknown section [{other}]: the sections are [http], [limits], [tls], [broker], [acl], [jwt], [[upstream]], [[user]], [[role]], [[bridge]]"
                 ),
             ),
         }
@@ -554,6 +592,8 @@ fn resolve(pass: &mut Pass<'_>, table: &toml::Table, overrides: Overrides) -> Co
         }
     }
 
+    let bridges = resolve_bridges(pass, bridges, !resolved.is_empty());
+
     // [[role]], [[user]], [jwt], [acl].
     let (mut auth, problems) = kite_policy::auth::Auth::build(
         users
@@ -637,7 +677,249 @@ fn resolve(pass: &mut Pass<'_>, table: &toml::Table, overrides: Overrides) -> Co
         broker: broker_settings,
         v311_denied_publish: acl.v311_denied_publish.unwrap_or_default(),
         scope_client_ids: acl.scope_client_ids.unwrap_or(true),
+        bridges,
     }
+}
+
+/// A `[[bridge]]` as read (its index), with its `[[bridge.topic]]` entries (each with its
+/// index among all of the file's `[[bridge.topic]]` headers, for its line).
+type ReadBridge = (usize, FileBridge, Vec<(usize, FileBridgeTopic)>);
+
+/// Each `[[bridge]]` checked, with its `[[bridge.topic]]` entries.
+fn resolve_bridges(
+    pass: &mut Pass<'_>,
+    bridges: Vec<ReadBridge>,
+    has_upstreams: bool,
+) -> Vec<Bridge> {
+    use kite_broker::bridge::{BridgeConfig, BridgeTopic, Direction};
+    let mut names = HashSet::new();
+    let mut out = Vec::new();
+    for (i, b, topics) in bridges {
+        let mut ok = true;
+        let mut report = |pass: &mut Pass<'_>, key: &str, message: String| {
+            ok = false;
+            pass.report("bridge", Some(i), Some(key), message);
+        };
+        let name = b.name.clone();
+        if has_upstreams {
+            report(
+                pass,
+                "name",
+                format!(
+                    "bridge {name:?}: bridges belong to the embedded broker, which does not run in front of an [[upstream]]; bridge the upstream broker itself, or remove the [[upstream]] entries"
+                ),
+            );
+        }
+        if !names.insert(name.clone()) {
+            report(
+                pass,
+                "name",
+                format!("bridge {name:?} is defined twice: names must be unique"),
+            );
+        }
+        // Name, addresses and TLS as an upstream's, then the files as connecting would.
+        let remote = FileUpstream {
+            name: name.clone(),
+            addresses: b.addresses.clone(),
+            ca_file: b.ca_file.clone(),
+            client_cert: b.client_cert.clone(),
+            client_key: b.client_key.clone(),
+            server_name: b.server_name.clone(),
+        };
+        let remote = resolve_remote(pass, "bridge", i, remote);
+        if let Some(r) = &remote
+            && let Err(e) = crate::upstream::Connector::new(std::slice::from_ref(r))
+        {
+            let message = e.to_string();
+            let key = ["client_cert", "client_key", "server_name", "ca_file"]
+                .into_iter()
+                .find(|k| message.contains(&k.replace('_', " ")) || message.contains(k))
+                .unwrap_or("addresses");
+            report(pass, key, message);
+        }
+        let version = match b.protocol.as_deref() {
+            None | Some("5") => kite_mqtt::Version::V5,
+            Some("3.1.1") => kite_mqtt::Version::V3_1_1,
+            Some(other) => {
+                report(
+                    pass,
+                    "protocol",
+                    format!("bridge {name:?}: protocol = {other:?}: use \"5\" or \"3.1.1\""),
+                );
+                kite_mqtt::Version::V5
+            }
+        };
+        let client_id = b
+            .client_id
+            .clone()
+            .unwrap_or_else(|| format!("kite-bridge-{name}"));
+        if client_id.is_empty() || client_id.len() > 65_535 {
+            report(
+                pass,
+                "client_id",
+                format!("bridge {name:?}: client_id must be 1 to 65535 bytes"),
+            );
+        }
+        let password = match (&b.password, &b.password_file) {
+            (Some(_), Some(_)) => {
+                report(
+                    pass,
+                    "password_file",
+                    format!("bridge {name:?}: give password or password_file, not both"),
+                );
+                None
+            }
+            (Some(p), None) => Some(bytes::Bytes::from(p.clone().into_bytes())),
+            (None, Some(file)) => match std::fs::read(file) {
+                // One line: its line ending is not part of the password.
+                Ok(mut bytes) => {
+                    while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                        bytes.pop();
+                    }
+                    Some(bytes::Bytes::from(bytes))
+                }
+                Err(e) => {
+                    report(
+                        pass,
+                        "password_file",
+                        format!(
+                            "bridge {name:?}: cannot read password_file {}: {e}",
+                            file.display()
+                        ),
+                    );
+                    None
+                }
+            },
+            (None, None) => None,
+        };
+        let keep_alive = match b.keep_alive_secs {
+            None => 60,
+            Some(v) if v <= 65_535 => v as u16,
+            Some(v) => {
+                report(
+                    pass,
+                    "keep_alive_secs",
+                    format!("bridge {name:?}: keep_alive_secs = {v}: 0 to 65535 seconds"),
+                );
+                60
+            }
+        };
+        let restart = match b.restart_secs.as_deref() {
+            None => (1, 30),
+            Some(&[min, max]) if (1..=3600).contains(&min) && (min..=3600).contains(&max) => {
+                (min, max)
+            }
+            Some(other) => {
+                report(
+                    pass,
+                    "restart_secs",
+                    format!(
+                        "bridge {name:?}: restart_secs = {other:?}: give [first, longest] reconnect delays in seconds, 1 to 3600, first ≤ longest (e.g. [1, 30])"
+                    ),
+                );
+                (1, 30)
+            }
+        };
+        if topics.is_empty() {
+            report(
+                pass,
+                "name",
+                format!(
+                    "bridge {name:?} has no topics: add [[bridge.topic]] entries after it (pattern, direction)"
+                ),
+            );
+        }
+        let mut checked = Vec::new();
+        for (t, topic) in topics {
+            let mut bad = |pass: &mut Pass<'_>, key: &str, message: String| {
+                ok = false;
+                pass.report("bridge.topic", Some(t), Some(key), message);
+            };
+            let direction = match topic.direction.as_str() {
+                "out" => Direction::Out,
+                "in" => Direction::In,
+                "both" => Direction::Both,
+                other => {
+                    bad(
+                        pass,
+                        "direction",
+                        format!(
+                            "bridge {name:?} topic {:?}: direction = {other:?}: use \"out\" (here → remote), \"in\" (remote → here) or \"both\"",
+                            topic.pattern
+                        ),
+                    );
+                    Direction::Out
+                }
+            };
+            let qos = match topic.qos.unwrap_or(0) {
+                0 => kite_mqtt::QoS::AtMostOnce,
+                1 => kite_mqtt::QoS::AtLeastOnce,
+                2 => kite_mqtt::QoS::ExactlyOnce,
+                other => {
+                    bad(
+                        pass,
+                        "qos",
+                        format!(
+                            "bridge {name:?} topic {:?}: qos = {other}: 0, 1 or 2",
+                            topic.pattern
+                        ),
+                    );
+                    kite_mqtt::QoS::AtMostOnce
+                }
+            };
+            if let Err(e) = kite_mqtt::topic::validate_filter(&topic.pattern) {
+                bad(
+                    pass,
+                    "pattern",
+                    format!(
+                        "bridge {name:?}: pattern {:?} is not a topic filter: {e}",
+                        topic.pattern
+                    ),
+                );
+            }
+            for (key, prefix) in [
+                ("local_prefix", &topic.local_prefix),
+                ("remote_prefix", &topic.remote_prefix),
+            ] {
+                if prefix.contains(['+', '#']) {
+                    bad(
+                        pass,
+                        key,
+                        format!(
+                            "bridge {name:?}: {key} = {prefix:?} has a wildcard: a prefix is a fixed start of topic names, like \"site-a/\""
+                        ),
+                    );
+                }
+            }
+            checked.push(BridgeTopic {
+                pattern: topic.pattern,
+                direction,
+                qos,
+                local_prefix: topic.local_prefix,
+                remote_prefix: topic.remote_prefix,
+            });
+        }
+        if let (true, Some(remote)) = (ok, remote) {
+            out.push(Bridge {
+                config: BridgeConfig {
+                    name,
+                    version,
+                    client_id,
+                    username: b.username,
+                    password,
+                    clean_start: b.clean_start,
+                    keep_alive,
+                    restart: (
+                        std::time::Duration::from_secs(restart.0),
+                        std::time::Duration::from_secs(restart.1),
+                    ),
+                    topics: checked,
+                },
+                remote,
+            });
+        }
+    }
+    out
 }
 
 fn no_index(dir: &Path) -> String {
@@ -649,10 +931,20 @@ fn no_index(dir: &Path) -> String {
 
 /// One `[[upstream]]` (the `i`-th), checked.
 fn resolve_upstream(pass: &mut Pass<'_>, i: usize, u: FileUpstream) -> Option<Upstream> {
+    resolve_remote(pass, "upstream", i, u)
+}
+
+/// A remote broker's name, addresses and TLS settings, the `i`-th `[[section]]`'s, checked.
+fn resolve_remote(
+    pass: &mut Pass<'_>,
+    section: &str,
+    i: usize,
+    u: FileUpstream,
+) -> Option<Upstream> {
     let mut ok = true;
     let mut report = |pass: &mut Pass<'_>, key: &str, e: ConfigError| {
         ok = false;
-        pass.report("upstream", Some(i), Some(key), e);
+        pass.report(section, Some(i), Some(key), e);
     };
     if let Err(e) = check_name(&u.name) {
         report(pass, "name", e);

@@ -4,7 +4,7 @@
 //! as a TOML value (`true`, `500`, `["https://a.example"]`, `"text"`); anything that is not
 //! TOML, or that the key does not take as such, is taken as a string, so paths and names need
 //! no quotes. Order: command-line flags over the environment over the file. The arrays of
-//! tables (`[[upstream]]`, `[[user]]`, `[[role]]`) are only in the file (`--upstream` adds
+//! tables (`[[upstream]]`, `[[user]]`, `[[role]]`, `[[bridge]]`) are only in the file (`--upstream` adds
 //! upstreams). The double underscore keeps these apart from the flags' own variables
 //! (`KITE_HTTP` is `--http`).
 
@@ -55,7 +55,7 @@ pub fn from_process() -> Vec<(String, String)> {
 }
 
 /// Sections that are arrays of tables: file only.
-const FILE_ONLY: [&str; 3] = ["upstream", "user", "role"];
+const FILE_ONLY: [&str; 4] = ["upstream", "user", "role", "bridge"];
 
 /// What the environment set: the `(section, key, variable)` of each key it set, and each
 /// variable it could not use.

@@ -223,6 +223,18 @@ pub struct Config {
     /// (`[acl] scope_client_ids`, default true), so that another user's same client id is
     /// another session there.
     pub scope_client_ids: bool,
+    /// The embedded broker's bridges to other brokers (`[[bridge]]`).
+    pub bridges: Vec<Bridge>,
+}
+
+/// One `[[bridge]]`: what the bridge does, and how to reach the remote (its addresses in order
+/// and TLS settings, as an upstream's).
+#[derive(Debug, Clone)]
+pub struct Bridge {
+    /// The bridge, checked.
+    pub config: kite_broker::bridge::BridgeConfig,
+    /// The remote broker: the bridge's name, addresses and TLS settings.
+    pub remote: Upstream,
 }
 
 /// Where the embedded broker listens for devices, and its limits (`[broker]`).
@@ -402,6 +414,40 @@ pub(crate) struct FileHttp {
     pub(crate) allowed_origins: Vec<String>,
 }
 
+/// A `[[bridge]]` without its `[[bridge.topic]]` entries (read on their own, for their lines).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileBridge {
+    pub(crate) name: String,
+    pub(crate) addresses: Vec<String>,
+    pub(crate) ca_file: Option<PathBuf>,
+    pub(crate) client_cert: Option<PathBuf>,
+    pub(crate) client_key: Option<PathBuf>,
+    pub(crate) server_name: Option<String>,
+    pub(crate) protocol: Option<String>,
+    pub(crate) client_id: Option<String>,
+    pub(crate) username: Option<String>,
+    pub(crate) password: Option<String>,
+    pub(crate) password_file: Option<PathBuf>,
+    #[serde(default)]
+    pub(crate) clean_start: bool,
+    pub(crate) keep_alive_secs: Option<u64>,
+    pub(crate) restart_secs: Option<Vec<u64>>,
+}
+
+/// One `[[bridge.topic]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileBridgeTopic {
+    pub(crate) pattern: String,
+    pub(crate) direction: String,
+    pub(crate) qos: Option<u8>,
+    #[serde(default)]
+    pub(crate) local_prefix: String,
+    #[serde(default)]
+    pub(crate) remote_prefix: String,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct FileUpstream {
@@ -425,6 +471,9 @@ const PATH_KEYS: [(&str, &str); 5] = [
 /// The same, in each `[[upstream]]`.
 const UPSTREAM_PATH_KEYS: [&str; 3] = ["ca_file", "client_cert", "client_key"];
 
+/// The same, in each `[[bridge]]`.
+const BRIDGE_PATH_KEYS: [&str; 4] = ["ca_file", "client_cert", "client_key", "password_file"];
+
 /// Makes the file's relative paths relative to `base` (the file's directory), so that the
 /// file means the same whatever directory `kite` is started from.
 pub(crate) fn anchor_paths(table: &mut toml::Table, base: &Path) {
@@ -442,12 +491,17 @@ pub(crate) fn anchor_paths(table: &mut toml::Table, base: &Path) {
             anchor(v);
         }
     }
-    if let Some(toml::Value::Array(upstreams)) = table.get_mut("upstream") {
-        for u in upstreams {
-            if let toml::Value::Table(t) = u {
-                for key in UPSTREAM_PATH_KEYS {
-                    if let Some(v) = t.get_mut(key) {
-                        anchor(v);
+    for (section, keys) in [
+        ("upstream", &UPSTREAM_PATH_KEYS[..]),
+        ("bridge", &BRIDGE_PATH_KEYS[..]),
+    ] {
+        if let Some(toml::Value::Array(entries)) = table.get_mut(section) {
+            for entry in entries {
+                if let toml::Value::Table(t) = entry {
+                    for key in keys {
+                        if let Some(v) = t.get_mut(*key) {
+                            anchor(v);
+                        }
                     }
                 }
             }

@@ -1,0 +1,689 @@
+//! The bridge: this broker linked to another one, as mosquitto's bridge does (`connection` …
+//! `topic pattern in|out|both qos local-prefix remote-prefix`).
+//!
+//! Each bridge is one task holding two clients: an in-process client of this broker
+//! ([`Broker::connect_local`]) with a persistent session, and a [`kite_mqtt::Session`] towards
+//! the remote broker over a connection that `dial` opens (TCP or TLS: the caller's — this crate
+//! opens no sockets and reads no certificates).
+//!
+//! - **Out** (`out`, `both`): the local session subscribes to each topic's local filter
+//!   (`local_prefix` + `pattern`). A message delivered to it goes to the remote with its topic
+//!   mapped (`remote_prefix` + what follows `local_prefix`), and is acknowledged to this broker
+//!   only once the remote acknowledged it (PUBACK; PUBREC at QoS 2). Until then this broker
+//!   keeps it: in the session's inflight window, and behind it in the session's queue, which a
+//!   persistent session keeps across restarts (the store's crash promise). While the remote is
+//!   away, or its window is full, the bridge takes nothing from the local session, so messages
+//!   wait there — bounded by `[broker] max_queued_messages`, and counted when dropped.
+//! - **In** (`in`, `both`): the remote session subscribes to each topic's remote filter; what
+//!   arrives is published here with its topic mapped back.
+//! - **Both**: the subscriptions on both sides carry No Local (MQTT 5), so that what the bridge
+//!   publishes on one side is not sent back to it: a message crosses once.
+//!
+//! Retained messages cross with their retain flag (Retain As Published on both sides'
+//! subscriptions); MQTT 5 properties cross unchanged (but the subscription identifiers and
+//! topic alias, which belong to one connection).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use bytestring::ByteString;
+use kite_mqtt::codec::{
+    Ack, Connect, Properties, Props, Publish, RetainHandling, Subscribe, Subscription,
+};
+use kite_mqtt::session::{Backoff, ConnectOptions, Event, Instant, Session};
+use kite_mqtt::topic::matches;
+use kite_mqtt::{Packet, QoS, Version};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::local::{LocalReceiver, LocalSender};
+use crate::{Broker, ConnInfo};
+
+/// Which way a bridge topic's messages go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// From this broker to the remote.
+    Out,
+    /// From the remote to this broker.
+    In,
+    /// Both ways.
+    Both,
+}
+
+impl Direction {
+    fn outward(self) -> bool {
+        matches!(self, Self::Out | Self::Both)
+    }
+
+    fn inward(self) -> bool {
+        matches!(self, Self::In | Self::Both)
+    }
+}
+
+/// One `topic` line of a bridge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BridgeTopic {
+    /// The filter, on each side after its prefix.
+    pub pattern: String,
+    /// Which way.
+    pub direction: Direction,
+    /// The bridge's subscription QoS on the source side.
+    pub qos: QoS,
+    /// Before `pattern` on this broker (no wildcards).
+    pub local_prefix: String,
+    /// Before `pattern` on the remote (no wildcards).
+    pub remote_prefix: String,
+}
+
+impl BridgeTopic {
+    /// The filter on this broker.
+    pub fn local_filter(&self) -> String {
+        format!("{}{}", self.local_prefix, self.pattern)
+    }
+
+    /// The filter on the remote.
+    pub fn remote_filter(&self) -> String {
+        format!("{}{}", self.remote_prefix, self.pattern)
+    }
+}
+
+/// The remote topic of a message published here, by the first `out`/`both` topic it matches.
+pub fn remote_topic(topics: &[BridgeTopic], local: &str) -> Option<String> {
+    topics
+        .iter()
+        .filter(|t| t.direction.outward())
+        .find(|t| local.starts_with(&t.local_prefix) && matches(&t.local_filter(), local))
+        .map(|t| format!("{}{}", t.remote_prefix, &local[t.local_prefix.len()..]))
+}
+
+/// The topic here of a message from the remote, by the first `in`/`both` topic it matches.
+pub fn local_topic(topics: &[BridgeTopic], remote: &str) -> Option<String> {
+    topics
+        .iter()
+        .filter(|t| t.direction.inward())
+        .find(|t| remote.starts_with(&t.remote_prefix) && matches(&t.remote_filter(), remote))
+        .map(|t| format!("{}{}", t.local_prefix, &remote[t.remote_prefix.len()..]))
+}
+
+/// One bridge, checked (the gateway's config pass checks the file's `[[bridge]]`).
+#[derive(Debug, Clone)]
+pub struct BridgeConfig {
+    /// Its name: letters, digits, '-', '_'.
+    pub name: String,
+    /// The protocol towards the remote.
+    pub version: Version,
+    /// The client id on the remote (`kite-bridge-<name>` by default); the local session is
+    /// `local.<client_id>`.
+    pub client_id: String,
+    /// User name on the remote.
+    pub username: Option<String>,
+    /// Password on the remote.
+    pub password: Option<Bytes>,
+    /// Start a new session on the remote at each connection (else it is kept across them).
+    pub clean_start: bool,
+    /// Keep-alive towards the remote, in seconds.
+    pub keep_alive: u16,
+    /// Reconnect backoff: from the first to the second, doubling, with jitter.
+    pub restart: (Duration, Duration),
+    /// The topics.
+    pub topics: Vec<BridgeTopic>,
+}
+
+/// A byte stream to the remote broker.
+pub trait BridgeIo: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> BridgeIo for T {}
+
+/// Opens a connection to the remote (its addresses in order, TLS as configured), or says why
+/// none answered.
+pub type Dial = Arc<
+    dyn Fn() -> Pin<Box<dyn Future<Output = Result<Box<dyn BridgeIo>, String>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// What a bridge is doing, for `/metrics` and the API.
+#[derive(Debug, Default)]
+pub struct BridgeState {
+    up: AtomicBool,
+    messages_out: AtomicU64,
+    messages_in: AtomicU64,
+    reconnects: AtomicU64,
+    dropped: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+impl BridgeState {
+    /// Whether the remote is connected.
+    pub fn up(&self) -> bool {
+        self.up.load(Relaxed)
+    }
+
+    /// Messages sent to the remote (and, at QoS 1/2, acknowledged by it).
+    pub fn messages_out(&self) -> u64 {
+        self.messages_out.load(Relaxed)
+    }
+
+    /// Messages from the remote published here.
+    pub fn messages_in(&self) -> u64 {
+        self.messages_in.load(Relaxed)
+    }
+
+    /// Connections to the remote lost or refused.
+    pub fn reconnects(&self) -> u64 {
+        self.reconnects.load(Relaxed)
+    }
+
+    /// Messages the bridge could not forward (too large for the remote, refused by it, or
+    /// with no topic to map to).
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Relaxed)
+    }
+
+    /// Why the remote was last lost or refused, if it was.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().ok().and_then(|e| e.clone())
+    }
+
+    fn error(&self, e: impl Into<String>) {
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = Some(e.into());
+        }
+    }
+}
+
+/// At most this many of the local session's messages are on their way to the remote at once.
+const WINDOW: usize = 100;
+
+impl Broker {
+    /// Starts `config`'s bridge on this runtime: it runs until the broker shuts down. Its state
+    /// is what the returned handle shows.
+    pub fn start_bridge(&self, config: BridgeConfig, dial: Dial) -> Arc<BridgeState> {
+        let state = Arc::new(BridgeState::default());
+        crate::lock(&self.inner.bridges).push((config.name.clone(), state.clone()));
+        let (broker, shown) = (self.clone(), state.clone());
+        tokio::spawn(async move {
+            let name = config.name.clone();
+            tokio::select! {
+                end = run(&broker, config, dial, &state) => {
+                    tracing::error!(bridge = %name, "the bridge stopped: {end}");
+                    state.error(end);
+                }
+                () = broker.stopped() => {}
+            }
+            state.up.store(false, Relaxed);
+        });
+        shown
+    }
+}
+
+/// The local side: the in-process client's two halves and its packet ids.
+struct Local {
+    sender: LocalSender,
+    receiver: LocalReceiver,
+    next_id: u16,
+}
+
+impl Local {
+    fn next_id(&mut self) -> u16 {
+        let id = self.next_id;
+        self.next_id = self.next_id.checked_add(1).unwrap_or(1);
+        id
+    }
+}
+
+/// Opens the local session (persistent) and subscribes to the outward topics.
+async fn open_local(broker: &Broker, config: &BridgeConfig) -> Result<Local, String> {
+    let connect = Connect {
+        version: Version::V5,
+        client_id: ByteString::from(format!("local.{}", config.client_id)),
+        bridge: false,
+        clean_start: false,
+        keep_alive: 0,
+        username: None,
+        password: None,
+        will: None,
+        properties: Properties {
+            // The session outlives restarts: what waits for the remote is kept.
+            session_expiry_interval: Some(u32::MAX),
+            ..Properties::default()
+        }
+        .into(),
+    };
+    let login = kite_policy::auth::Login {
+        user: format!("bridge:{}", config.name),
+        role: None,
+    };
+    let (sender, mut receiver) = broker
+        .connect_local(connect, ConnInfo::internal(Some(login)))
+        .split();
+    match receiver.recv().await {
+        Some(Packet::ConnAck(a)) if !a.reason.is_error() => {}
+        other => {
+            return Err(format!(
+                "this broker refused the bridge's session: {other:?}"
+            ));
+        }
+    }
+    let filters: Vec<Subscription> = config
+        .topics
+        .iter()
+        .filter(|t| t.direction.outward())
+        .map(|t| Subscription {
+            filter: t.local_filter().into(),
+            qos: t.qos,
+            no_local: t.direction == Direction::Both,
+            retain_as_published: true,
+            // A resumed session keeps its subscriptions: their retained messages went then.
+            retain_handling: RetainHandling::SendIfNew,
+        })
+        .collect();
+    if !filters.is_empty() {
+        let count = filters.len();
+        sender
+            .send(Packet::Subscribe(Subscribe {
+                packet_id: 1,
+                filters,
+                properties: Props::default(),
+            }))
+            .await
+            .map_err(|e| e.to_string())?;
+        // Deliveries of a resumed session may come before the SUBACK: they wait in the link.
+        let mut early = Vec::new();
+        loop {
+            match receiver.recv().await {
+                Some(Packet::SubAck(a)) => {
+                    if let Some(bad) = a.reasons.iter().find(|r| r.is_error()) {
+                        return Err(format!(
+                            "this broker refused the bridge's subscriptions: {bad} ({count} filters)"
+                        ));
+                    }
+                    break;
+                }
+                Some(p) => early.push(p),
+                None => return Err("this broker closed the bridge's session".into()),
+            }
+        }
+        receiver.put_back(early);
+    }
+    Ok(Local {
+        sender,
+        receiver,
+        next_id: 1,
+    })
+}
+
+/// The bridge's life: the local session, then connections to the remote, one after another
+/// with backoff. Returns only when the local side ends (the broker shutting down).
+async fn run(broker: &Broker, config: BridgeConfig, dial: Dial, state: &BridgeState) -> String {
+    let mut local = match open_local(broker, &config).await {
+        Ok(l) => l,
+        Err(e) => return e,
+    };
+    let mut session = Session::new(ConnectOptions {
+        version: config.version,
+        client_id: ByteString::from(config.client_id.clone()),
+        clean_start: config.clean_start,
+        keep_alive: config.keep_alive,
+        username: config.username.clone().map(ByteString::from),
+        password: config.password.clone(),
+        properties: Properties {
+            session_expiry_interval: (!config.clean_start).then_some(u32::MAX),
+            ..Properties::default()
+        },
+        max_inflight: WINDOW as u16,
+        ..ConnectOptions::default()
+    });
+    let inward: Vec<Subscription> = config
+        .topics
+        .iter()
+        .filter(|t| t.direction.inward())
+        .map(|t| Subscription {
+            filter: t.remote_filter().into(),
+            qos: t.qos,
+            no_local: t.direction == Direction::Both && config.version == Version::V5,
+            retain_as_published: true,
+            retain_handling: RetainHandling::SendAtSubscribe,
+        })
+        .collect();
+    let backoff = Backoff {
+        min: config.restart.0,
+        max: config.restart.1,
+        stable_after: Duration::from_secs(60),
+    };
+    let mut attempt = 0u32;
+    // Remote packet id → the local delivery it carries (id, QoS), acknowledged here once the
+    // remote acknowledged it.
+    let mut carrying: HashMap<u16, (u16, QoS)> = HashMap::new();
+    let mut subscribed = false;
+    loop {
+        let connected_at = std::time::Instant::now();
+        match dial().await {
+            Err(e) => {
+                tracing::warn!(bridge = %config.name, "cannot reach the remote broker: {e}");
+                state.error(e);
+            }
+            Ok(io) => {
+                let link = Link {
+                    config: &config,
+                    state,
+                    session: &mut session,
+                    local: &mut local,
+                    carrying: &mut carrying,
+                    inward: &inward,
+                    subscribed: &mut subscribed,
+                };
+                match link.run(io).await {
+                    Ok(reason) => {
+                        tracing::warn!(bridge = %config.name, "the remote broker was lost: {reason}");
+                        state.error(reason);
+                    }
+                    // The local side ended: so does the bridge.
+                    Err(fatal) => return fatal,
+                }
+            }
+        }
+        state.up.store(false, Relaxed);
+        state.reconnects.fetch_add(1, Relaxed);
+        attempt = backoff.next_attempt(attempt, connected_at.elapsed());
+        let jitter = jitter();
+        tokio::time::sleep(backoff.delay(attempt, jitter)).await;
+        attempt = attempt.saturating_add(1);
+    }
+}
+
+/// A number in [0, 1) for the backoff's jitter, from the clock's low bits.
+fn jitter() -> f64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    f64::from(nanos % 1000) / 1000.0
+}
+
+/// One connection to the remote, with everything it works on.
+struct Link<'a> {
+    config: &'a BridgeConfig,
+    state: &'a BridgeState,
+    session: &'a mut Session,
+    local: &'a mut Local,
+    carrying: &'a mut HashMap<u16, (u16, QoS)>,
+    inward: &'a [Subscription],
+    subscribed: &'a mut bool,
+}
+
+impl Link<'_> {
+    /// Runs the connection until it ends: `Ok(why)` when the remote side ended, `Err(why)` when
+    /// the local side did.
+    async fn run(mut self, io: Box<dyn BridgeIo>) -> Result<String, String> {
+        let (mut rd, mut wr) = tokio::io::split(io);
+        self.session.connect(Instant::now());
+        let mut buf = BytesMut::with_capacity(16 * 1024);
+        loop {
+            // Everything the session has to send, and every event (which may add to both),
+            // before waiting again.
+            loop {
+                while let Some(bytes) = self.session.poll_transmit() {
+                    if let Err(e) = wr.write_all(&bytes).await {
+                        self.session.connection_lost(Instant::now());
+                        return Ok(format!("writing to the remote broker: {e}"));
+                    }
+                }
+                let Some(event) = self.session.poll_event() else {
+                    break;
+                };
+                if let Some(end) = self.on_event(event).await? {
+                    // What the session still had to say (a DISCONNECT) goes first.
+                    while let Some(bytes) = self.session.poll_transmit() {
+                        let _ = wr.write_all(&bytes).await;
+                    }
+                    return Ok(end);
+                }
+            }
+            let deadline = self.session.poll_timeout();
+            let room = self.session.is_connected()
+                && self.session.inflight_len() + self.session.outbox_len() < WINDOW;
+            tokio::select! {
+                read = rd.read_buf(&mut buf) => match read {
+                    Ok(n) if n > 0 => {
+                        self.session.handle_bytes(&buf, Instant::now());
+                        buf.clear();
+                    }
+                    Ok(_) => self.session.connection_lost(Instant::now()),
+                    Err(e) => {
+                        self.session.connection_lost(Instant::now());
+                        return Ok(format!("reading from the remote broker: {e}"));
+                    }
+                },
+                packet = self.local.receiver.recv(), if room => match packet {
+                    Some(p) => self.on_local(p).await?,
+                    None => return Err("this broker closed the bridge's session".into()),
+                },
+                () = sleep_until(deadline), if deadline.is_some() => {
+                    self.session.handle_timeout(Instant::now());
+                }
+            }
+        }
+    }
+
+    /// What the remote session says. `Some(why)`: the connection is over.
+    async fn on_event(&mut self, event: Event) -> Result<Option<String>, String> {
+        match event {
+            Event::Connected { .. } => {
+                tracing::info!(bridge = %self.config.name, "connected to the remote broker");
+                self.state.up.store(true, Relaxed);
+                if !*self.subscribed && !self.inward.is_empty() {
+                    // The session restores them on later connections.
+                    match self.session.subscribe(
+                        self.inward.to_vec(),
+                        Props::default(),
+                        Instant::now(),
+                    ) {
+                        Ok(_) => *self.subscribed = true,
+                        Err(e) => self
+                            .state
+                            .error(format!("cannot subscribe on the remote: {e}")),
+                    }
+                }
+            }
+            Event::Subscribed { reasons, .. } => {
+                for (sub, reason) in self.inward.iter().zip(&reasons) {
+                    if reason.is_error() {
+                        let e = format!(
+                            "the remote refused the subscription {}: {reason}",
+                            sub.filter
+                        );
+                        tracing::warn!(bridge = %self.config.name, "{e}");
+                        self.state.error(e);
+                    }
+                }
+            }
+            Event::Message(p) => self.inward_message(p).await?,
+            Event::Published { packet_id, reason } => {
+                if reason.is_error() {
+                    // Refused by the remote: acknowledged here anyway, or it would be offered
+                    // again forever; counted.
+                    self.state.dropped.fetch_add(1, Relaxed);
+                    self.state
+                        .error(format!("the remote refused a message: {reason}"));
+                } else {
+                    self.state.messages_out.fetch_add(1, Relaxed);
+                }
+                if let Some((id, qos)) = self.carrying.remove(&packet_id) {
+                    self.acknowledge(id, qos).await?;
+                }
+            }
+            Event::Dropped { .. } => {
+                self.state.dropped.fetch_add(1, Relaxed);
+            }
+            Event::Disconnected(reason) => {
+                self.state.up.store(false, Relaxed);
+                return Ok(Some(reason.to_string()));
+            }
+            Event::Unsubscribed { .. } | Event::Auth(_) => {}
+        }
+        Ok(None)
+    }
+
+    /// A message from the remote, published here under its mapped topic.
+    async fn inward_message(&mut self, p: Publish) -> Result<(), String> {
+        let Some(topic) = local_topic(&self.config.topics, &p.topic) else {
+            self.state.dropped.fetch_add(1, Relaxed);
+            return Ok(());
+        };
+        let mut properties = p.properties;
+        properties.subscription_identifiers.clear();
+        properties.topic_alias = None;
+        let packet_id = if p.qos == QoS::AtMostOnce {
+            0
+        } else {
+            self.local.next_id()
+        };
+        let publish = Publish {
+            dup: false,
+            qos: p.qos,
+            retain: p.retain,
+            topic: topic.into(),
+            packet_id,
+            properties,
+            payload: p.payload,
+        };
+        self.state.messages_in.fetch_add(1, Relaxed);
+        self.local
+            .sender
+            .send(Packet::Publish(publish))
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// A packet from the local session.
+    async fn on_local(&mut self, packet: Packet) -> Result<(), String> {
+        match packet {
+            Packet::Publish(p) => self.outward_message(p).await,
+            // The second half of a QoS 2 delivery we received (PUBREC sent once the remote had
+            // it).
+            Packet::PubRel(a) => {
+                self.send_local(Packet::PubComp(Ack::new(a.packet_id)))
+                    .await
+            }
+            // Our QoS 2 publish here: release it.
+            Packet::PubRec(a) => self.send_local(Packet::PubRel(Ack::new(a.packet_id))).await,
+            Packet::Disconnect(d) => Err(format!(
+                "this broker closed the bridge's session: {}",
+                d.reason
+            )),
+            // PUBACK, PUBCOMP of our publishes here; nothing else comes.
+            _ => Ok(()),
+        }
+    }
+
+    /// A message delivered here, sent to the remote under its mapped topic.
+    async fn outward_message(&mut self, p: Publish) -> Result<(), String> {
+        let (id, qos) = (p.packet_id, p.qos);
+        let Some(topic) = remote_topic(&self.config.topics, &p.topic) else {
+            self.state.dropped.fetch_add(1, Relaxed);
+            return self.acknowledge(id, qos).await;
+        };
+        let mut properties = p.properties;
+        properties.subscription_identifiers.clear();
+        properties.topic_alias = None;
+        let publish = Publish {
+            dup: false,
+            qos,
+            retain: p.retain,
+            topic: topic.into(),
+            packet_id: 0,
+            properties,
+            payload: p.payload,
+        };
+        match self.session.publish(publish, Instant::now()) {
+            Ok(Some(remote_id)) => {
+                self.carrying.insert(remote_id, (id, qos));
+                Ok(())
+            }
+            Ok(None) => {
+                self.state.messages_out.fetch_add(1, Relaxed);
+                Ok(())
+            }
+            Err(e) => {
+                // Cannot be sent (too large for the remote): counted, and acknowledged here
+                // so that it does not block the ones behind it.
+                tracing::warn!(bridge = %self.config.name, "a message cannot go to the remote: {e}");
+                self.state.dropped.fetch_add(1, Relaxed);
+                self.state
+                    .error(format!("a message cannot go to the remote: {e}"));
+                self.acknowledge(id, qos).await
+            }
+        }
+    }
+
+    /// Acknowledges a delivery of the local session: PUBACK, or PUBREC at QoS 2.
+    async fn acknowledge(&mut self, id: u16, qos: QoS) -> Result<(), String> {
+        match qos {
+            QoS::AtMostOnce => Ok(()),
+            QoS::AtLeastOnce => self.send_local(Packet::PubAck(Ack::new(id))).await,
+            QoS::ExactlyOnce => self.send_local(Packet::PubRec(Ack::new(id))).await,
+        }
+    }
+
+    async fn send_local(&mut self, packet: Packet) -> Result<(), String> {
+        self.local
+            .sender
+            .send(packet)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Completes at `deadline` (never without one).
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topic(pattern: &str, direction: Direction, local: &str, remote: &str) -> BridgeTopic {
+        BridgeTopic {
+            pattern: pattern.into(),
+            direction,
+            qos: QoS::AtLeastOnce,
+            local_prefix: local.into(),
+            remote_prefix: remote.into(),
+        }
+    }
+
+    /// Topics map as mosquitto's `topic pattern direction qos local-prefix remote-prefix`.
+    #[test]
+    fn topics_map_by_prefix() {
+        let topics = [
+            topic("plant/#", Direction::Out, "", "site-a/"),
+            topic("cmd/#", Direction::In, "local/", "cloud/"),
+            topic("sync/+", Direction::Both, "", ""),
+        ];
+        assert_eq!(
+            remote_topic(&topics, "plant/line1/temp").as_deref(),
+            Some("site-a/plant/line1/temp")
+        );
+        assert_eq!(remote_topic(&topics, "cmd/x"), None, "an in topic");
+        assert_eq!(remote_topic(&topics, "sync/a").as_deref(), Some("sync/a"));
+        assert_eq!(
+            local_topic(&topics, "cloud/cmd/valve").as_deref(),
+            Some("local/cmd/valve")
+        );
+        assert_eq!(
+            local_topic(&topics, "cmd/valve"),
+            None,
+            "without the prefix"
+        );
+        assert_eq!(local_topic(&topics, "site-a/plant/x"), None, "an out topic");
+        assert_eq!(local_topic(&topics, "sync/b").as_deref(), Some("sync/b"));
+        assert_eq!(local_topic(&topics, "sync/b/c"), None);
+    }
+}
