@@ -13,7 +13,8 @@
 //!   keeps it: in the session's inflight window, and behind it in the session's queue, which a
 //!   persistent session keeps across restarts (the store's crash promise). While the remote is
 //!   away, or its window is full, the bridge takes nothing from the local session, so messages
-//!   wait there — bounded by `[broker] max_queued_messages`, and counted when dropped.
+//!   wait there — bounded by the bridge's own `max_queued_messages` and `max_queued_bytes`
+//!   (whether connected or not), and counted when dropped.
 //! - **In** (`in`, `both`): the remote session subscribes to each topic's remote filter; what
 //!   arrives is published here with its topic mapped back.
 //! - **Both**: the subscriptions on both sides carry No Local (MQTT 5), so that what the bridge
@@ -129,6 +130,9 @@ pub struct BridgeConfig {
     pub keep_alive: u16,
     /// Reconnect backoff: from the first to the second, doubling, with jitter.
     pub restart: (Duration, Duration),
+    /// What may wait here for the remote (the local session's queue): beyond it new messages
+    /// are dropped and counted (`kite_broker_messages_dropped_total`).
+    pub max_queued: crate::QueueBounds,
     /// The topics.
     pub topics: Vec<BridgeTopic>,
 }
@@ -257,9 +261,8 @@ async fn open_local(broker: &Broker, config: &BridgeConfig) -> Result<Local, Str
         user: format!("bridge:{}", config.name),
         role: None,
     };
-    let (sender, mut receiver) = broker
-        .connect_local(connect, ConnInfo::internal(Some(login)))
-        .split();
+    let info = ConnInfo::internal(Some(login)).with_queue(config.max_queued);
+    let (sender, mut receiver) = broker.connect_local(connect, info).split();
     match receiver.recv().await {
         Some(Packet::ConnAck(a)) if !a.reason.is_error() => {}
         other => {

@@ -46,6 +46,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 pub use conn::ConnInfo;
 pub use local::{Closed, LocalClient, LocalReceiver, LocalSender};
 use retain::Retained;
+pub use session::QueueBounds;
 use session::{Delivery, Persist, Slot};
 use store::{Op, Store, StoreError};
 

@@ -62,6 +62,15 @@ pub(crate) struct Inflight {
     pub awaiting: Awaiting,
 }
 
+/// Bounds of one session's queue that replace `[broker]`'s (`ConnInfo::with_queue`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueBounds {
+    /// Deliveries queued at most, whether a connection holds the session or not.
+    pub messages: usize,
+    /// Their bytes at most.
+    pub bytes: usize,
+}
+
 #[derive(Debug)]
 pub(crate) struct SessionState {
     /// The connection that holds the session, if any.
@@ -74,6 +83,8 @@ pub(crate) struct SessionState {
     pub user: Option<Arc<str>>,
     /// Set when the session is removed: deliveries are refused, its connection closes.
     pub ended: bool,
+    /// The queue's own bounds, if its client has them (a bridge); else `[broker]`'s.
+    pub bounds: Option<QueueBounds>,
     /// The store holds a record of this session.
     pub persisted: bool,
     /// Subscriptions by full filter (`$share/...` included).
@@ -149,6 +160,7 @@ impl Slot {
                 expiry,
                 user: None,
                 ended: false,
+                bounds: None,
                 persisted: false,
                 subscriptions: HashMap::new(),
                 queue: VecDeque::new(),
@@ -191,12 +203,14 @@ impl Slot {
         if st.ended || (st.owner.is_none() && d.qos == QoS::AtMostOnce) {
             return None;
         }
-        let full = match (st.owner, kind) {
-            (Some(_), Kind::Live) => st.live >= config.max_queued_messages_online,
-            (Some(_), Kind::Retained) => false,
-            (None, _) => st.queue.len() >= config.max_queued_messages,
+        let full = match (st.bounds, st.owner, kind) {
+            (_, _, Kind::Retained) if st.owner.is_some() => false,
+            (Some(b), _, _) => st.queue.len() >= b.messages,
+            (None, Some(_), Kind::Live) => st.live >= config.max_queued_messages_online,
+            (None, _, _) => st.queue.len() >= config.max_queued_messages,
         };
-        if full || st.queued_bytes + size > config.max_queued_bytes {
+        let max_bytes = st.bounds.map_or(config.max_queued_bytes, |b| b.bytes);
+        if full || st.queued_bytes + size > max_bytes {
             return None;
         }
         d.live = st.owner.is_some() && kind == Kind::Live;

@@ -6,16 +6,15 @@
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::path::Path;
 use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use kite_mqtt::codec::{Ack, Connect, Properties, Publish, Subscribe, Subscription};
-use kite_mqtt::{Limits, Packet, QoS, Version};
+use kite_mqtt::codec::{Ack, Publish, Subscribe, Subscription};
+use kite_mqtt::{Packet, QoS, Version};
 
 const MESSAGES: u32 = 10_000;
 /// QoS 1 messages the publisher keeps unacknowledged at most.
@@ -23,66 +22,12 @@ const WINDOW: usize = 64;
 
 mod common;
 
+use common::Client;
+
 /// `kite serve` with the embedded broker on a free port; returns it and the broker's address.
 fn start_kite(data: &Path) -> (Child, String) {
     let (child, line) = common::serve_embedded(&[OsStr::new("--data-dir"), data.as_os_str()]);
     (child, common::address(&line, "mqtt://"))
-}
-
-struct Client {
-    stream: TcpStream,
-    buf: BytesMut,
-}
-
-impl Client {
-    fn connect(addr: &str, client_id: &str, clean_start: bool) -> (Self, bool) {
-        let stream = TcpStream::connect(addr).unwrap();
-        stream.set_nodelay(true).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(20)))
-            .unwrap();
-        let mut c = Self {
-            stream,
-            buf: BytesMut::new(),
-        };
-        c.send(&Packet::Connect(Box::new(Connect {
-            client_id: client_id.into(),
-            clean_start,
-            keep_alive: 0,
-            properties: Properties {
-                session_expiry_interval: Some(3600),
-                ..Properties::default()
-            }
-            .into(),
-            ..Connect::default()
-        })));
-        match c.recv() {
-            Some(Packet::ConnAck(a)) if !a.reason.is_error() => (c, a.session_present),
-            other => panic!("expected CONNACK, got {other:?}"),
-        }
-    }
-
-    fn send(&mut self, p: &Packet) {
-        let mut b = BytesMut::new();
-        p.encode(Version::V5, &mut b).unwrap();
-        self.stream.write_all(&b).unwrap();
-    }
-
-    /// The next packet; `None` when the connection is gone.
-    fn recv(&mut self) -> Option<Packet> {
-        loop {
-            if let Some(p) =
-                kite_mqtt::decode(&mut self.buf, Version::V5, &Limits::default()).unwrap()
-            {
-                return Some(p);
-            }
-            let mut chunk = [0u8; 64 * 1024];
-            match self.stream.read(&mut chunk) {
-                Ok(0) | Err(_) => return None,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-            }
-        }
-    }
 }
 
 #[test]

@@ -137,6 +137,9 @@ pub(super) async fn open(
         encode(p, v, out);
         return None;
     };
+    if let Some(bounds) = info.queue {
+        crate::lock(&slot.state).bounds = Some(bounds);
+    }
     if present && let Some(acl) = &acl {
         // Resumed under rules that may differ from those it subscribed under (a role changed,
         // or a token with another role claim): what they no longer grant is dropped.

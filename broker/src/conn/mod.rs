@@ -70,6 +70,9 @@ pub struct ConnInfo {
     /// `Some`: the gateway has already checked this client's credentials, and this is the
     /// user's role (whose topic rules apply).
     pub authenticated: Option<kite_policy::auth::Login>,
+    /// Bounds of this client's session queue instead of `[broker]`'s, online and offline
+    /// alike (a bridge's: what waits for the remote).
+    pub queue: Option<crate::session::QueueBounds>,
 }
 
 impl ConnInfo {
@@ -79,6 +82,7 @@ impl ConnInfo {
             peer,
             transport: "tcp",
             authenticated: None,
+            queue: None,
         }
     }
 
@@ -98,7 +102,14 @@ impl ConnInfo {
             peer: SocketAddr::from(([127, 0, 0, 1], 0)),
             transport: "local",
             authenticated: login,
+            queue: None,
         }
+    }
+
+    /// The same, with its session's queue held to `bounds` rather than `[broker]`'s.
+    pub fn with_queue(mut self, bounds: crate::session::QueueBounds) -> Self {
+        self.queue = Some(bounds);
+        self
     }
 
     /// A browser session handed over by the gateway's WebSocket handler: `login` is `Some`
@@ -108,6 +119,7 @@ impl ConnInfo {
             peer,
             transport: "websocket",
             authenticated: login,
+            queue: None,
         }
     }
 }

@@ -820,6 +820,41 @@ fn resolve_bridges(
                 (1, 30)
             }
         };
+        let mut bound = |pass: &mut Pass<'_>,
+                         key: &str,
+                         v: Option<u64>,
+                         lo: u64,
+                         hi: u64,
+                         default: u64| match v {
+            None => default,
+            Some(v) if (lo..=hi).contains(&v) => v,
+            Some(v) => {
+                report(
+                    pass,
+                    key,
+                    format!("bridge {name:?}: {key} = {v}: {lo} to {hi}"),
+                );
+                default
+            }
+        };
+        let max_queued = kite_broker::QueueBounds {
+            messages: bound(
+                pass,
+                "max_queued_messages",
+                b.max_queued_messages,
+                1,
+                100_000_000,
+                100_000,
+            ) as usize,
+            bytes: bound(
+                pass,
+                "max_queued_bytes",
+                b.max_queued_bytes,
+                1024,
+                1 << 40,
+                256 << 20,
+            ) as usize,
+        };
         if topics.is_empty() {
             report(
                 pass,
@@ -913,6 +948,7 @@ fn resolve_bridges(
                         std::time::Duration::from_secs(restart.0),
                         std::time::Duration::from_secs(restart.1),
                     ),
+                    max_queued,
                     topics: checked,
                 },
                 remote,

@@ -2,8 +2,14 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::ffi::OsStr;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use kite_mqtt::codec::{Connect, Properties};
+use kite_mqtt::{Limits, Packet, Version};
 
 /// `kite serve --http 127.0.0.1:0 --mqtt 127.0.0.1:0 <extra>` (the embedded broker, free
 /// ports, warnings only); returns the child and the line it prints on stdout.
@@ -66,4 +72,66 @@ pub fn status_kib(pid: u32, field: &str) -> u64 {
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// A blocking MQTT 5 client over TCP, packet by packet.
+pub struct Client {
+    /// The connection.
+    pub stream: TcpStream,
+    /// Bytes read and not yet decoded.
+    pub buf: BytesMut,
+}
+
+impl Client {
+    /// Connects with a session that expires an hour after the connection ends; returns the
+    /// client and whether the broker had a session for it.
+    pub fn connect(addr: &str, client_id: &str, clean_start: bool) -> (Self, bool) {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream.set_nodelay(true).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut c = Self {
+            stream,
+            buf: BytesMut::new(),
+        };
+        c.send(&Packet::Connect(Box::new(Connect {
+            client_id: client_id.into(),
+            clean_start,
+            keep_alive: 0,
+            properties: Properties {
+                session_expiry_interval: Some(3600),
+                ..Properties::default()
+            }
+            .into(),
+            ..Connect::default()
+        })));
+        match c.recv() {
+            Some(Packet::ConnAck(a)) if !a.reason.is_error() => (c, a.session_present),
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    }
+
+    /// Sends one packet.
+    pub fn send(&mut self, p: &Packet) {
+        let mut b = BytesMut::new();
+        p.encode(Version::V5, &mut b).unwrap();
+        self.stream.write_all(&b).unwrap();
+    }
+
+    /// The next packet; `None` when the connection is gone.
+    pub fn recv(&mut self) -> Option<Packet> {
+        loop {
+            if let Some(p) =
+                kite_mqtt::decode(&mut self.buf, Version::V5, &Limits::default()).unwrap()
+            {
+                return Some(p);
+            }
+            let mut chunk = [0u8; 64 * 1024];
+            match self.stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
 }
