@@ -128,6 +128,10 @@ pub struct BridgeConfig {
     pub clean_start: bool,
     /// Keep-alive towards the remote, in seconds.
     pub keep_alive: u16,
+    /// With MQTT 3.1.1, connect as a bridge (mosquitto's `try_private`) so that a
+    /// bridge-aware remote does not send the bridge's own messages back; MQTT 5 has No Local
+    /// on the `both` subscriptions instead.
+    pub try_private: bool,
     /// Reconnect backoff: from the first to the second, doubling, with jitter.
     pub restart: (Duration, Duration),
     /// What may wait here for the remote (the local session's queue): beyond it new messages
@@ -333,13 +337,18 @@ async fn run(broker: &Broker, config: BridgeConfig, dial: Dial, state: &BridgeSt
         keep_alive: config.keep_alive,
         username: config.username.clone().map(ByteString::from),
         password: config.password.clone(),
+        // 3.1.1 has no properties: its session lasts until a clean start.
         properties: Properties {
-            session_expiry_interval: (!config.clean_start).then_some(u32::MAX),
+            session_expiry_interval: (!config.clean_start && config.version == Version::V5)
+                .then_some(u32::MAX),
             ..Properties::default()
         },
         max_inflight: WINDOW as u16,
+        bridge: config.try_private && config.version != Version::V5,
         ..ConnectOptions::default()
     });
+    // Subscription options are MQTT 5's; a 3.1.1 remote gets the filter and QoS.
+    let v5 = config.version == Version::V5;
     let inward: Vec<Subscription> = config
         .topics
         .iter()
@@ -347,8 +356,8 @@ async fn run(broker: &Broker, config: BridgeConfig, dial: Dial, state: &BridgeSt
         .map(|t| Subscription {
             filter: t.remote_filter().into(),
             qos: t.qos,
-            no_local: t.direction == Direction::Both && config.version == Version::V5,
-            retain_as_published: true,
+            no_local: v5 && t.direction == Direction::Both,
+            retain_as_published: v5,
             retain_handling: RetainHandling::SendAtSubscribe,
         })
         .collect();

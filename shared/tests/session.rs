@@ -157,6 +157,7 @@ fn connect_sends_the_options_and_connack_connects() {
         ("dev-1", 15, true)
     );
     assert_eq!(c.properties.session_expiry_interval, Some(300));
+    assert!(!c.bridge, "not a bridge unless asked");
     assert!(matches!(
         &events[..],
         [Event::Connected {
@@ -165,6 +166,22 @@ fn connect_sends_the_options_and_connack_connects() {
         }]
     ));
     assert!(pair.client.is_connected());
+}
+
+/// A bridge connects with bit 7 of the protocol level set (mosquitto's "try_private"):
+/// 0x84 for 3.1.1.
+#[test]
+fn a_bridge_says_so_in_the_protocol_level() {
+    let mut client = Session::new(ConnectOptions {
+        version: Version::V3_1_1,
+        client_id: "b".into(),
+        bridge: true,
+        ..ConnectOptions::default()
+    });
+    client.connect(Instant::now());
+    let bytes = client.poll_transmit().unwrap();
+    // Fixed header (2), protocol name (2 + 4), then the level.
+    assert_eq!(bytes[8], 0x84, "{bytes:02x?}");
 }
 
 #[test]

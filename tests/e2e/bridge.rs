@@ -256,3 +256,69 @@ fn bad_bridges_are_refused_with_their_lines() {
         "{problems:#?}"
     );
 }
+
+/// The `sync/` messages `c` received until now (a PINGREQ's answer marks the end).
+fn synced(c: &mut TestClient) -> Vec<String> {
+    c.barrier()
+        .into_iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p) if p.topic.starts_with("sync/") => {
+                if p.qos != QoS::AtMostOnce {
+                    c.ack(&p);
+                }
+                Some(format!("{}={}", p.topic, payload(&p)))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// `both` makes no loop: a message published once on either side arrives once on each side
+/// (MQTT 5: No Local on the bridge's subscriptions on both sides; 3.1.1: try_private, which
+/// mosquitto honours, and No Local here).
+fn both_ways_once(protocol: &str) {
+    let remote = Mosquitto::start();
+    let kite = kite_with(&format!(
+        "[[bridge]]\nname = \"twin\"\naddresses = [\"{}\"]\nprotocol = \"{protocol}\"\nrestart_secs = [1, 2]\n\n[[bridge.topic]]\npattern = \"sync/#\"\ndirection = \"both\"\nqos = 1\n\n[[bridge.topic]]\npattern = \"probe/#\"\ndirection = \"out\"\n",
+        remote.url()
+    ));
+    let here = tcp(kite.mqtt_addr.unwrap());
+    let there = mosquitto_via(&remote);
+    let mut a = TestClient::connected(&here, Version::V5, "a");
+    a.subscribe("sync/#", QoS::AtLeastOnce);
+    let mut b = TestClient::connected(&there, Version::V5, "b");
+    b.subscribe("#", QoS::AtLeastOnce);
+    let mut device = TestClient::connected(&here, Version::V5, "device");
+    // Up, and its subscription on mosquitto made (it goes before the first message out).
+    until_bridged(&mut device, "probe/x", &mut b);
+    let mut cloud = TestClient::connected(&there, Version::V5, "cloud");
+
+    device.publish(publish("sync/here", "1", QoS::AtLeastOnce, 1));
+    cloud.publish(publish("sync/there", "2", QoS::AtLeastOnce, 2));
+    // Time for any copy to go round; then everything each side has.
+    let (mut on_a, mut on_b) = (Vec::new(), Vec::new());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while (on_a.len() < 2 || on_b.len() < 2) && Instant::now() < deadline {
+        on_a.extend(synced(&mut a));
+        on_b.extend(synced(&mut b));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    on_a.extend(synced(&mut a));
+    on_b.extend(synced(&mut b));
+    on_a.sort();
+    on_b.sort();
+    let both = ["sync/here=1", "sync/there=2"];
+    assert_eq!(on_a, both, "here, {protocol}");
+    assert_eq!(on_b, both, "on mosquitto, {protocol}");
+}
+
+#[test]
+fn both_ways_once_mqtt_5() {
+    both_ways_once("5");
+}
+
+#[test]
+fn both_ways_once_mqtt_3_1_1() {
+    both_ways_once("3.1.1");
+}

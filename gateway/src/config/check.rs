@@ -944,6 +944,7 @@ fn resolve_bridges(
                     password,
                     clean_start: b.clean_start,
                     keep_alive,
+                    try_private: b.try_private.unwrap_or(true),
                     restart: (
                         std::time::Duration::from_secs(restart.0),
                         std::time::Duration::from_secs(restart.1),

@@ -65,6 +65,9 @@ pub struct ConnectOptions {
     /// Replace repeated topic names by aliases when the server allows them (5.0): the first
     /// topics published get alias 1, 2, ... up to the server's Topic Alias Maximum.
     pub outgoing_topic_aliases: bool,
+    /// Connect as a bridge (mosquitto's "try_private": bit 7 of the protocol level), so that a
+    /// bridge-aware broker does not send this client's own messages back to it.
+    pub bridge: bool,
 }
 
 impl Default for ConnectOptions {
@@ -82,6 +85,7 @@ impl Default for ConnectOptions {
             max_inflight: 100,
             outbox_limit: OutboxLimit::default(),
             outgoing_topic_aliases: true,
+            bridge: false,
         }
     }
 }
@@ -446,7 +450,7 @@ impl Session {
         let connect = Connect {
             version: o.version,
             client_id: self.client_id.clone(),
-            bridge: false,
+            bridge: o.bridge,
             clean_start: o.clean_start,
             keep_alive: o.keep_alive,
             username: o.username.clone(),
