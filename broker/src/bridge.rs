@@ -34,7 +34,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 use kite_mqtt::codec::{
-    Ack, Connect, Properties, Props, Publish, RetainHandling, Subscribe, Subscription,
+    Ack, Connect, Properties, Props, Publish, RetainHandling, Subscribe, Subscription, Will,
 };
 use kite_mqtt::session::{Backoff, ConnectOptions, Event, Instant, Session};
 use kite_mqtt::topic::matches;
@@ -137,6 +137,9 @@ pub struct BridgeConfig {
     /// What may wait here for the remote (the local session's queue): beyond it new messages
     /// are dropped and counted (`kite_broker_messages_dropped_total`).
     pub max_queued: crate::QueueBounds,
+    /// Where the bridge's state goes, retained: "1" when connected, "0" when not — here, and on
+    /// the remote ("1" after connecting; "0" is the bridge's Will there).
+    pub notification_topic: String,
     /// The topics.
     pub topics: Vec<BridgeTopic>,
 }
@@ -345,6 +348,14 @@ async fn run(broker: &Broker, config: BridgeConfig, dial: Dial, state: &BridgeSt
         },
         max_inflight: WINDOW as u16,
         bridge: config.try_private && config.version != Version::V5,
+        // The remote says "0" for the bridge when the connection dies without a DISCONNECT.
+        will: Some(Will {
+            topic: config.notification_topic.clone().into(),
+            payload: Bytes::from_static(b"0"),
+            qos: QoS::AtLeastOnce,
+            retain: true,
+            properties: Props::default(),
+        }),
         ..ConnectOptions::default()
     });
     // Subscription options are MQTT 5's; a 3.1.1 remote gets the filter and QoS.
@@ -371,6 +382,7 @@ async fn run(broker: &Broker, config: BridgeConfig, dial: Dial, state: &BridgeSt
     // remote acknowledged it.
     let mut carrying: HashMap<u16, (u16, QoS)> = HashMap::new();
     let mut subscribed = false;
+    notify(broker, &config, false);
     loop {
         let connected_at = std::time::Instant::now();
         match dial().await {
@@ -380,6 +392,7 @@ async fn run(broker: &Broker, config: BridgeConfig, dial: Dial, state: &BridgeSt
             }
             Ok(io) => {
                 let link = Link {
+                    broker,
                     config: &config,
                     state,
                     session: &mut session,
@@ -398,12 +411,30 @@ async fn run(broker: &Broker, config: BridgeConfig, dial: Dial, state: &BridgeSt
                 }
             }
         }
-        state.up.store(false, Relaxed);
+        if state.up.swap(false, Relaxed) {
+            notify(broker, &config, false);
+        }
         state.reconnects.fetch_add(1, Relaxed);
         attempt = backoff.next_attempt(attempt, connected_at.elapsed());
         let jitter = jitter();
         tokio::time::sleep(backoff.delay(attempt, jitter)).await;
         attempt = attempt.saturating_add(1);
+    }
+}
+
+/// Publishes the bridge's state here, retained: "1" up, "0" down.
+fn notify(broker: &Broker, config: &BridgeConfig, up: bool) {
+    let msg = Arc::new(crate::Message {
+        topic: config.notification_topic.clone().into(),
+        payload: Bytes::from_static(if up { b"1" } else { b"0" }),
+        qos: QoS::AtLeastOnce,
+        retain: true,
+        properties: Props::default(),
+        received: std::time::Instant::now(),
+        publisher: None,
+    });
+    if broker.publish(msg, std::time::Instant::now()).is_err() {
+        tracing::warn!(bridge = %config.name, "the retained store is full: the bridge's state is not kept");
     }
 }
 
@@ -417,6 +448,7 @@ fn jitter() -> f64 {
 
 /// One connection to the remote, with everything it works on.
 struct Link<'a> {
+    broker: &'a Broker,
     config: &'a BridgeConfig,
     state: &'a BridgeState,
     session: &'a mut Session,
@@ -486,6 +518,20 @@ impl Link<'_> {
             Event::Connected { .. } => {
                 tracing::info!(bridge = %self.config.name, "connected to the remote broker");
                 self.state.up.store(true, Relaxed);
+                notify(self.broker, self.config, true);
+                // And on the remote, over the Will's "0".
+                let up = Publish {
+                    qos: QoS::AtLeastOnce,
+                    retain: true,
+                    topic: self.config.notification_topic.clone().into(),
+                    payload: Bytes::from_static(b"1"),
+                    ..Publish::default()
+                };
+                if let Err(e) = self.session.publish(up, Instant::now()) {
+                    self.state.error(format!(
+                        "cannot publish the bridge's state on the remote: {e}"
+                    ));
+                }
                 if !*self.subscribed && !self.inward.is_empty() {
                     // The session restores them on later connections.
                     match self.session.subscribe(
@@ -514,24 +560,28 @@ impl Link<'_> {
             }
             Event::Message(p) => self.inward_message(p).await?,
             Event::Published { packet_id, reason } => {
-                if reason.is_error() {
-                    // Refused by the remote: acknowledged here anyway, or it would be offered
-                    // again forever; counted.
-                    self.state.dropped.fetch_add(1, Relaxed);
-                    self.state
-                        .error(format!("the remote refused a message: {reason}"));
-                } else {
-                    self.state.messages_out.fetch_add(1, Relaxed);
-                }
+                // A message from here (else the bridge's own state, published on connecting).
                 if let Some((id, qos)) = self.carrying.remove(&packet_id) {
+                    if reason.is_error() {
+                        // Refused by the remote: acknowledged here anyway, or it would be
+                        // offered again forever; counted.
+                        self.state.dropped.fetch_add(1, Relaxed);
+                        self.state
+                            .error(format!("the remote refused a message: {reason}"));
+                    } else {
+                        self.state.messages_out.fetch_add(1, Relaxed);
+                    }
                     self.acknowledge(id, qos).await?;
+                } else if reason.is_error() {
+                    self.state
+                        .error(format!("the remote refused the bridge's state: {reason}"));
                 }
             }
             Event::Dropped { .. } => {
                 self.state.dropped.fetch_add(1, Relaxed);
             }
+            // `run` marks it down (and says so) once the connection is over.
             Event::Disconnected(reason) => {
-                self.state.up.store(false, Relaxed);
                 return Ok(Some(reason.to_string()));
             }
             Event::Unsubscribed { .. } | Event::Auth(_) => {}

@@ -93,7 +93,7 @@ fn payload(p: &Publish) -> String {
 fn a_bridge_carries_out_and_in() {
     let remote = Mosquitto::start();
     let kite = kite_with(&format!(
-        "[[bridge]]\nname = \"cloud\"\naddresses = [\"{}\"]\nrestart_secs = [1, 2]\n\n[[bridge.topic]]\npattern = \"plant/#\"\ndirection = \"out\"\nqos = 1\nremote_prefix = \"site-a/\"\n\n[[bridge.topic]]\npattern = \"cmd/#\"\ndirection = \"in\"\nqos = 1\nlocal_prefix = \"local/\"\nremote_prefix = \"cloud/\"\n",
+        "[[bridge]]\nname = \"cloud\"\naddresses = [\"{}\"]\nrestart_secs = [1, 2]\nnotification_topic = \"bridges/cloud/state\"\n\n[[bridge.topic]]\npattern = \"plant/#\"\ndirection = \"out\"\nqos = 1\nremote_prefix = \"site-a/\"\n\n[[bridge.topic]]\npattern = \"cmd/#\"\ndirection = \"in\"\nqos = 1\nlocal_prefix = \"local/\"\nremote_prefix = \"cloud/\"\n",
         remote.url()
     ));
     let here = tcp(kite.mqtt_addr.unwrap());
@@ -155,6 +155,16 @@ fn a_bridge_carries_out_and_in() {
         })
         .collect();
     assert!(stray.is_empty(), "{stray:?}");
+    // Its state, retained, on both sides: "1" while up; the remote's "0" is the bridge's Will,
+    // published when Kite goes away without a word. (mosquitto keeps `$SYS` to itself: a
+    // client's PUBLISH there is dropped, so this bridge names a topic outside it.)
+    const STATE: &str = "bridges/cloud/state";
+    let mut state_here = TestClient::connected(&here, Version::V5, "state-here");
+    state_here.subscribe(STATE, QoS::AtMostOnce);
+    assert_eq!(payload(&state_here.recv_publish()), "1");
+    let mut state_there = TestClient::connected(&there, Version::V5, "state-there");
+    state_there.subscribe(STATE, QoS::AtMostOnce);
+    assert_eq!(payload(&state_there.recv_publish()), "1");
     // Visible in /metrics.
     assert_eq!(metric(&kite, "kite_bridge_up{bridge=\"cloud\"}"), 1);
     assert!(
@@ -173,6 +183,9 @@ fn a_bridge_carries_out_and_in() {
         metric(&kite, "kite_bridge_dropped_total{bridge=\"cloud\"}"),
         0
     );
+    drop(kite);
+    let gone = state_there.recv_publish();
+    assert_eq!((gone.topic.as_str(), payload(&gone).as_str()), (STATE, "0"));
 }
 
 /// The remote goes away: what is published here meanwhile (QoS 1) waits in the bridge's
@@ -196,6 +209,17 @@ fn messages_wait_for_the_remote_and_arrive_in_order() {
     drop(archive);
 
     remote.stop();
+    // Here the bridge's state says it is down (retained "0"), once it noticed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut state = TestClient::connected(&here, Version::V5, "state");
+        state.subscribe("$SYS/broker/bridge/cloud/state", QoS::AtMostOnce);
+        if payload(&state.recv_publish()) == "0" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the state stayed \"1\"");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     const N: u16 = 200;
     for i in 1..=N {
         let code = device.publish(publish("plant/seq", &i.to_string(), QoS::AtLeastOnce, i));

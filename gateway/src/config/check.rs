@@ -855,6 +855,19 @@ fn resolve_bridges(
                 256 << 20,
             ) as usize,
         };
+        let notification_topic = b
+            .notification_topic
+            .clone()
+            .unwrap_or_else(|| format!("$SYS/broker/bridge/{name}/state"));
+        if let Err(e) = kite_mqtt::topic::validate_name(&notification_topic) {
+            report(
+                pass,
+                "notification_topic",
+                format!(
+                    "bridge {name:?}: notification_topic {notification_topic:?} is not a topic name: {e}"
+                ),
+            );
+        }
         if topics.is_empty() {
             report(
                 pass,
@@ -945,6 +958,7 @@ fn resolve_bridges(
                     clean_start: b.clean_start,
                     keep_alive,
                     try_private: b.try_private.unwrap_or(true),
+                    notification_topic,
                     restart: (
                         std::time::Duration::from_secs(restart.0),
                         std::time::Duration::from_secs(restart.1),

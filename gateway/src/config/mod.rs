@@ -434,6 +434,7 @@ pub(crate) struct FileBridge {
     pub(crate) keep_alive_secs: Option<u64>,
     pub(crate) restart_secs: Option<Vec<u64>>,
     pub(crate) try_private: Option<bool>,
+    pub(crate) notification_topic: Option<String>,
     pub(crate) max_queued_messages: Option<u64>,
     pub(crate) max_queued_bytes: Option<u64>,
 }
