@@ -206,6 +206,44 @@ impl BridgeState {
     }
 }
 
+/// A started bridge, as the broker lists it.
+#[derive(Debug, Clone)]
+pub(crate) struct Registered {
+    pub(crate) name: String,
+    /// Its session here.
+    pub(crate) local_id: String,
+    pub(crate) notification_topic: String,
+    pub(crate) state: Arc<BridgeState>,
+}
+
+/// One bridge now, for the API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BridgeStatus {
+    /// Its name.
+    pub name: String,
+    /// Whether the remote is connected.
+    pub up: bool,
+    /// Messages waiting here for the remote, or sent and not yet acknowledged by it.
+    pub queued: usize,
+    /// Messages carried to the remote.
+    pub messages_out: u64,
+    /// Messages from the remote published here.
+    pub messages_in: u64,
+    /// Connections to the remote lost or refused.
+    pub reconnects: u64,
+    /// Messages it could not forward.
+    pub dropped: u64,
+    /// Why the remote was last lost or refused.
+    pub last_error: Option<String>,
+    /// Where its state is published.
+    pub notification_topic: String,
+}
+
+/// The local session's client id of the bridge whose remote client id is `client_id`.
+fn local_id(client_id: &str) -> String {
+    format!("local.{client_id}")
+}
+
 /// At most this many of the local session's messages are on their way to the remote at once.
 const WINDOW: usize = 100;
 
@@ -214,7 +252,12 @@ impl Broker {
     /// is what the returned handle shows.
     pub fn start_bridge(&self, config: BridgeConfig, dial: Dial) -> Arc<BridgeState> {
         let state = Arc::new(BridgeState::default());
-        crate::lock(&self.inner.bridges).push((config.name.clone(), state.clone()));
+        crate::lock(&self.inner.bridges).push(Registered {
+            name: config.name.clone(),
+            local_id: local_id(&config.client_id),
+            notification_topic: config.notification_topic.clone(),
+            state: state.clone(),
+        });
         let (broker, shown) = (self.clone(), state.clone());
         tokio::spawn(async move {
             let name = config.name.clone();
@@ -250,7 +293,7 @@ impl Local {
 async fn open_local(broker: &Broker, config: &BridgeConfig) -> Result<Local, String> {
     let connect = Connect {
         version: Version::V5,
-        client_id: ByteString::from(format!("local.{}", config.client_id)),
+        client_id: ByteString::from(local_id(&config.client_id)),
         bridge: false,
         clean_start: false,
         keep_alive: 0,

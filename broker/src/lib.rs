@@ -299,8 +299,8 @@ struct Inner {
     loaded_expiries: Mutex<Vec<(Arc<Slot>, u64)>>,
     /// Device connections open at most (`max_connections`).
     permits: Arc<tokio::sync::Semaphore>,
-    /// The bridges started on this broker: name and state.
-    bridges: Mutex<Vec<(String, Arc<bridge::BridgeState>)>>,
+    /// The bridges started on this broker.
+    bridges: Mutex<Vec<bridge::Registered>>,
 }
 
 /// The embedded broker. Cheap to clone (one `Arc`).
@@ -633,7 +633,37 @@ impl Broker {
 
     /// The bridges started on this broker ([`Broker::start_bridge`]), by name, in order.
     pub fn bridges(&self) -> Vec<(String, Arc<bridge::BridgeState>)> {
-        lock(&self.inner.bridges).clone()
+        lock(&self.inner.bridges)
+            .iter()
+            .map(|r| (r.name.clone(), r.state.clone()))
+            .collect()
+    }
+
+    /// Each bridge's state now, with what waits here for its remote (its local session's queue
+    /// and the messages sent to the remote and not yet acknowledged by it).
+    pub fn bridge_statuses(&self) -> Vec<bridge::BridgeStatus> {
+        let registered = lock(&self.inner.bridges).clone();
+        registered
+            .into_iter()
+            .map(|r| {
+                let slot = lock(&self.inner.sessions).get(r.local_id.as_str()).cloned();
+                let queued = slot.map_or(0, |s| {
+                    let st = lock(&s.state);
+                    st.queue.len() + st.inflight.len()
+                });
+                bridge::BridgeStatus {
+                    up: r.state.up(),
+                    queued,
+                    messages_out: r.state.messages_out(),
+                    messages_in: r.state.messages_in(),
+                    reconnects: r.state.reconnects(),
+                    dropped: r.state.dropped(),
+                    last_error: r.state.last_error(),
+                    notification_topic: r.notification_topic,
+                    name: r.name,
+                }
+            })
+            .collect()
     }
 
     /// The device connection permits (`max_connections`): whoever accepts a connection for

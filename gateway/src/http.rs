@@ -40,6 +40,7 @@ pub fn router(state: AppState) -> Router {
         .route("/mqtt", get(mqtt_default))
         .route("/mqtt/{upstream}", get(mqtt_named))
         .route("/api/v1/upstreams", get(list_upstreams))
+        .route("/api/v1/bridges", get(crate::bridges_api::list))
         .route(
             "/api/v1/publish",
             axum::routing::post(crate::publish_api::publish),

@@ -4,6 +4,7 @@
 //! `127.0.0.1:0` and call the same function.
 #![forbid(unsafe_code)]
 
+pub mod bridges_api;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -163,6 +163,55 @@ fn bearer(headers: &HeaderMap) -> Option<Vec<u8>> {
     Some(value.strip_prefix("Bearer ")?.trim().as_bytes().to_vec())
 }
 
+/// Who is calling the HTTP API: with logins configured, the request's HTTP Basic credentials
+/// (or `Authorization: Bearer <token>` with `[jwt]`) checked as an MQTT CONNECT's are — on
+/// the same login workers, with the same delays — giving their role and user name; without,
+/// `[acl] anonymous_role` (or no role: unrestricted). `Err`: the answer to send (401, 503).
+pub(crate) async fn login(
+    state: &AppState,
+    headers: &HeaderMap,
+    peer: std::net::IpAddr,
+    deadline: std::time::Duration,
+) -> Result<(Option<kite_policy::Role>, String), Response> {
+    let config = state.shared_config();
+    if config.auth.required() {
+        let credentials = basic_auth(headers)
+            .map(|(name, password)| (Some(name), password))
+            .or_else(|| bearer(headers).map(|token| (None, token)));
+        let Some((name, password)) = credentials else {
+            return Err((
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Basic realm=\"kite\"")],
+                axum::Json(serde_json::json!({
+                    "error": "log in with HTTP Basic authentication as one of the gateway's users, or with Authorization: Bearer <token> when [jwt] is set"
+                })),
+            )
+                .into_response());
+        };
+        let auth = config.clone();
+        let checked = state
+            .logins()
+            .check(peer, deadline, move || {
+                auth.auth.check(name.as_deref(), Some(&password))
+            })
+            .await;
+        return match checked {
+            Ok(login) => Ok((login.role, login.user)),
+            Err(refused) if refused.code == ReasonCode::ServerBusy => {
+                Err(error(StatusCode::SERVICE_UNAVAILABLE, refused.detail))
+            }
+            Err(refused) => Err((
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Basic realm=\"kite\"")],
+                axum::Json(serde_json::json!({ "error": refused.detail })),
+            )
+                .into_response()),
+        };
+    }
+    // No logins: `[acl] anonymous_role`'s rules, as for every MQTT session.
+    Ok((config.auth.anonymous().and_then(|l| l.role), String::new()))
+}
+
 /// `POST /api/v1/publish`.
 pub async fn publish(
     State(state): State<AppState>,
@@ -204,51 +253,10 @@ pub async fn publish(
         Ok(p) => p,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    let config = state.shared_config();
-    let mut role = None;
-    let mut user = String::new();
-    if config.auth.required() {
-        let credentials = basic_auth(&headers)
-            .map(|(name, password)| (Some(name), password))
-            .or_else(|| bearer(&headers).map(|token| (None, token)));
-        let Some((name, password)) = credentials else {
-            return (
-                StatusCode::UNAUTHORIZED,
-                [(header::WWW_AUTHENTICATE, "Basic realm=\"kite\"")],
-                axum::Json(serde_json::json!({
-                    "error": "log in with HTTP Basic authentication as one of the gateway's users, or with Authorization: Bearer <token> when [jwt] is set"
-                })),
-            )
-                .into_response();
-        };
-        let auth = config.clone();
-        let checked = state
-            .logins()
-            .check(peer.ip(), deadline, move || {
-                auth.auth.check(name.as_deref(), Some(&password))
-            })
-            .await;
-        match checked {
-            Ok(login) => {
-                role = login.role;
-                user = login.user;
-            }
-            Err(refused) if refused.code == ReasonCode::ServerBusy => {
-                return error(StatusCode::SERVICE_UNAVAILABLE, refused.detail);
-            }
-            Err(refused) => {
-                return (
-                    StatusCode::UNAUTHORIZED,
-                    [(header::WWW_AUTHENTICATE, "Basic realm=\"kite\"")],
-                    axum::Json(serde_json::json!({ "error": refused.detail })),
-                )
-                    .into_response();
-            }
-        }
-    } else if let Some(login) = config.auth.anonymous() {
-        // No logins: `[acl] anonymous_role`'s rules, as for every MQTT session.
-        role = login.role;
-    }
+    let (role, user) = match login(&state, &headers, peer.ip(), deadline).await {
+        Ok(who) => who,
+        Err(refused) => return refused,
+    };
     if let Some(r) = &role
         && !r.acl.may_publish(&publish.topic, &user, "http-api")
     {

@@ -42,6 +42,24 @@ fn metric(kite: &Gateway, name: &str) -> u64 {
         .unwrap()
 }
 
+/// `GET /api/v1/bridges`, with optional Basic credentials: (status, body).
+fn bridges_api(kite: &Gateway, login: Option<(&str, &str)>) -> (u16, serde_json::Value) {
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    let mut req = agent.get(&kite.http_url("/api/v1/bridges"));
+    if let Some((user, password)) = login {
+        use base64::Engine as _;
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        req = req.header("Authorization", &format!("Basic {token}"));
+    }
+    let mut response = req.call().unwrap();
+    let status = response.status().as_u16();
+    let text = response.body_mut().read_to_string().unwrap();
+    (status, serde_json::from_str(&text).unwrap())
+}
+
 fn tcp(addr: std::net::SocketAddr) -> Via {
     Via::Tcp(addr)
 }
@@ -225,6 +243,17 @@ fn messages_wait_for_the_remote_and_arrive_in_order() {
         let code = device.publish(publish("plant/seq", &i.to_string(), QoS::AtLeastOnce, i));
         assert_eq!(code, kite_mqtt::codec::ReasonCode::Success, "#{i}");
     }
+    // The API says what waits, and why.
+    let (status, body) = bridges_api(&kite, None);
+    assert_eq!(status, 200, "{body}");
+    let bridge = &body["bridges"][0];
+    assert_eq!(bridge["name"], "cloud", "{body}");
+    assert_eq!(bridge["state"], "down", "{body}");
+    assert_eq!(bridge["queued"], u64::from(N), "{body}");
+    assert!(
+        bridge["last_error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{body}"
+    );
     remote.run();
     let (mut archive, ack) = TestClient::connect(&there, c);
     assert!(ack.session_present, "{ack:?}");
@@ -246,6 +275,8 @@ fn messages_wait_for_the_remote_and_arrive_in_order() {
     // order among the first copies.
     got.dedup();
     assert_eq!(got, (1..=N).collect::<Vec<_>>());
+    let (_, body) = bridges_api(&kite, None);
+    assert_eq!(body["bridges"][0]["state"], "up", "{body}");
     assert!(metric(&kite, "kite_bridge_reconnects_total{bridge=\"cloud\"}") >= 1);
     assert_eq!(metric(&kite, "kite_bridge_up{bridge=\"cloud\"}"), 1);
 }
@@ -345,4 +376,47 @@ fn both_ways_once_mqtt_5() {
 #[test]
 fn both_ways_once_mqtt_3_1_1() {
     both_ways_once("3.1.1");
+}
+
+/// With users, `GET /api/v1/bridges` needs a login (401 without), and a role sees the bridges
+/// whose state topic it may subscribe to.
+#[test]
+fn the_bridges_api_follows_logins_and_roles() {
+    use kite_policy::acl::Acl;
+    use kite_policy::auth::{Auth, Role, User};
+    let remote = Mosquitto::start();
+    let bridges = bridges(&format!(
+        "[[bridge]]\nname = \"cloud\"\naddresses = [\"{}\"]\nnotification_topic = \"bridges/cloud/state\"\n\n[[bridge.topic]]\npattern = \"plant/#\"\ndirection = \"out\"\n",
+        remote.url()
+    ));
+    let hash = kite_policy::auth::hash_password(b"pw").unwrap();
+    let user = |name: &str, role: &str| User {
+        name: name.into(),
+        password_hash: hash.clone(),
+        role: Some(role.into()),
+    };
+    let role = |name: &str, subscribe: &str| Role {
+        name: name.into(),
+        acl: Acl {
+            subscribe: Some(vec![subscribe.into()]),
+            ..Acl::default()
+        },
+        ..Role::default()
+    };
+    let kite = Gateway::start_with(&[], None, move |c| {
+        c.bridges = bridges;
+        c.auth = Auth::new(
+            vec![user("ops", "ops"), user("guest", "guest")],
+            vec![role("ops", "bridges/#"), role("guest", "plant/#")],
+        )
+        .unwrap();
+    });
+    assert_eq!(bridges_api(&kite, None).0, 401);
+    assert_eq!(bridges_api(&kite, Some(("ops", "wrong"))).0, 401);
+    let (status, body) = bridges_api(&kite, Some(("ops", "pw")));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["bridges"][0]["name"], "cloud", "{body}");
+    let (status, body) = bridges_api(&kite, Some(("guest", "pw")));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["bridges"], serde_json::json!([]), "{body}");
 }
