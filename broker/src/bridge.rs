@@ -3,8 +3,10 @@
 //!
 //! Each bridge is one task holding two clients: an in-process client of this broker
 //! ([`Broker::connect_local`]) with a persistent session, and a [`kite_mqtt::Session`] towards
-//! the remote broker over a connection that `dial` opens (TCP or TLS: the caller's — this crate
-//! opens no sockets and reads no certificates).
+//! the remote broker over a connection its [`Remote`] opens (TCP or TLS: the caller's — this
+//! crate opens no sockets and reads no certificates). Its addresses are tried in order; on a
+//! later one, the bridge goes back to the first as soon as it answers (checked every longest
+//! restart delay).
 //!
 //! - **Out** (`out`, `both`): the local session subscribes to each topic's local filter
 //!   (`local_prefix` + `pattern`). A message delivered to it goes to the remote with its topic
@@ -148,13 +150,23 @@ pub struct BridgeConfig {
 pub trait BridgeIo: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> BridgeIo for T {}
 
-/// Opens a connection to the remote (its addresses in order, TLS as configured), or says why
-/// none answered.
-pub type Dial = Arc<
-    dyn Fn() -> Pin<Box<dyn Future<Output = Result<Box<dyn BridgeIo>, String>> + Send>>
-        + Send
-        + Sync,
->;
+/// A future a [`Remote`] returns.
+pub type RemoteFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A connection to the remote and the index of the address that answered, or why none did.
+pub type Dialed = Result<(Box<dyn BridgeIo>, usize), String>;
+
+/// How a bridge reaches its remote broker: the caller's sockets (TCP or TLS), not this
+/// crate's.
+pub trait Remote: Send + Sync + 'static {
+    /// Opens a connection: the addresses in order, the first that answers, with its index —
+    /// or why none did.
+    fn dial(&self) -> RemoteFuture<'_, Dialed>;
+
+    /// Whether the first address answers now (a connection opened, then closed): a bridge on a
+    /// later address goes back to the first when it does.
+    fn first_answers(&self) -> RemoteFuture<'_, bool>;
+}
 
 /// What a bridge is doing, for `/metrics` and the API.
 #[derive(Debug, Default)]
@@ -250,7 +262,7 @@ const WINDOW: usize = 100;
 impl Broker {
     /// Starts `config`'s bridge on this runtime: it runs until the broker shuts down. Its state
     /// is what the returned handle shows.
-    pub fn start_bridge(&self, config: BridgeConfig, dial: Dial) -> Arc<BridgeState> {
+    pub fn start_bridge(&self, config: BridgeConfig, remote: Arc<dyn Remote>) -> Arc<BridgeState> {
         let state = Arc::new(BridgeState::default());
         crate::lock(&self.inner.bridges).push(Registered {
             name: config.name.clone(),
@@ -262,7 +274,7 @@ impl Broker {
         tokio::spawn(async move {
             let name = config.name.clone();
             tokio::select! {
-                end = run(&broker, config, dial, &state) => {
+                end = run(&broker, config, remote.as_ref(), &state) => {
                     tracing::error!(bridge = %name, "the bridge stopped: {end}");
                     state.error(end);
                 }
@@ -371,7 +383,12 @@ async fn open_local(broker: &Broker, config: &BridgeConfig) -> Result<Local, Str
 
 /// The bridge's life: the local session, then connections to the remote, one after another
 /// with backoff. Returns only when the local side ends (the broker shutting down).
-async fn run(broker: &Broker, config: BridgeConfig, dial: Dial, state: &BridgeState) -> String {
+async fn run(
+    broker: &Broker,
+    config: BridgeConfig,
+    remote: &dyn Remote,
+    state: &BridgeState,
+) -> String {
     let mut local = match open_local(broker, &config).await {
         Ok(l) => l,
         Err(e) => return e,
@@ -428,12 +445,12 @@ async fn run(broker: &Broker, config: BridgeConfig, dial: Dial, state: &BridgeSt
     notify(broker, &config, false);
     loop {
         let connected_at = std::time::Instant::now();
-        match dial().await {
+        match remote.dial().await {
             Err(e) => {
                 tracing::warn!(bridge = %config.name, "cannot reach the remote broker: {e}");
                 state.error(e);
             }
-            Ok(io) => {
+            Ok((io, index)) => {
                 let link = Link {
                     broker,
                     config: &config,
@@ -444,10 +461,18 @@ async fn run(broker: &Broker, config: BridgeConfig, dial: Dial, state: &BridgeSt
                     inward: &inward,
                     subscribed: &mut subscribed,
                 };
-                match link.run(io).await {
-                    Ok(reason) => {
+                match link.run(io, index, remote).await {
+                    Ok(Ended::Lost(reason)) => {
                         tracing::warn!(bridge = %config.name, "the remote broker was lost: {reason}");
                         state.error(reason);
+                    }
+                    Ok(Ended::ToFirst) => {
+                        tracing::info!(bridge = %config.name, "the first address answers again: going back to it");
+                        if state.up.swap(false, Relaxed) {
+                            notify(broker, &config, false);
+                        }
+                        state.reconnects.fetch_add(1, Relaxed);
+                        continue;
                     }
                     // The local side ended: so does the bridge.
                     Err(fatal) => return fatal,
@@ -463,6 +488,14 @@ async fn run(broker: &Broker, config: BridgeConfig, dial: Dial, state: &BridgeSt
         tokio::time::sleep(backoff.delay(attempt, jitter)).await;
         attempt = attempt.saturating_add(1);
     }
+}
+
+/// How a connection to the remote ended (the local side ending is an `Err`).
+enum Ended {
+    /// Lost or refused, with why.
+    Lost(String),
+    /// Closed by the bridge: connected to a later address, it found the first answering.
+    ToFirst,
 }
 
 /// Publishes the bridge's state here, retained: "1" up, "0" down.
@@ -504,10 +537,29 @@ struct Link<'a> {
 impl Link<'_> {
     /// Runs the connection until it ends: `Ok(why)` when the remote side ended, `Err(why)` when
     /// the local side did.
-    async fn run(mut self, io: Box<dyn BridgeIo>) -> Result<String, String> {
+    async fn run(
+        mut self,
+        io: Box<dyn BridgeIo>,
+        index: usize,
+        remote: &dyn Remote,
+    ) -> Result<Ended, String> {
         let (mut rd, mut wr) = tokio::io::split(io);
         self.session.connect(Instant::now());
         let mut buf = BytesMut::with_capacity(16 * 1024);
+        // On a later address: every longest restart delay, whether the first answers again.
+        let every = self.config.restart.1;
+        let back = async {
+            if index == 0 {
+                return std::future::pending().await;
+            }
+            loop {
+                tokio::time::sleep(every).await;
+                if remote.first_answers().await {
+                    return;
+                }
+            }
+        };
+        tokio::pin!(back);
         loop {
             // Everything the session has to send, and every event (which may add to both),
             // before waiting again.
@@ -515,7 +567,7 @@ impl Link<'_> {
                 while let Some(bytes) = self.session.poll_transmit() {
                     if let Err(e) = wr.write_all(&bytes).await {
                         self.session.connection_lost(Instant::now());
-                        return Ok(format!("writing to the remote broker: {e}"));
+                        return Ok(Ended::Lost(format!("writing to the remote broker: {e}")));
                     }
                 }
                 let Some(event) = self.session.poll_event() else {
@@ -526,7 +578,7 @@ impl Link<'_> {
                     while let Some(bytes) = self.session.poll_transmit() {
                         let _ = wr.write_all(&bytes).await;
                     }
-                    return Ok(end);
+                    return Ok(Ended::Lost(end));
                 }
             }
             let deadline = self.session.poll_timeout();
@@ -541,7 +593,7 @@ impl Link<'_> {
                     Ok(_) => self.session.connection_lost(Instant::now()),
                     Err(e) => {
                         self.session.connection_lost(Instant::now());
-                        return Ok(format!("reading from the remote broker: {e}"));
+                        return Ok(Ended::Lost(format!("reading from the remote broker: {e}")));
                     }
                 },
                 packet = self.local.receiver.recv(), if room => match packet {
@@ -550,6 +602,19 @@ impl Link<'_> {
                 },
                 () = sleep_until(deadline), if deadline.is_some() => {
                     self.session.handle_timeout(Instant::now());
+                }
+                () = &mut back => {
+                    // A clean end: what was sent and not acknowledged is resent there.
+                    let _ = self
+                        .session
+                        .disconnect(kite_mqtt::codec::ReasonCode::Success, Instant::now());
+                    while let Some(bytes) = self.session.poll_transmit() {
+                        let _ = wr.write_all(&bytes).await;
+                    }
+                    let _ = wr.shutdown().await;
+                    // Its `Disconnected(Requested)` belongs to this connection, not the next.
+                    while self.session.poll_event().is_some() {}
+                    return Ok(Ended::ToFirst);
                 }
             }
         }

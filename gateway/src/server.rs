@@ -62,19 +62,39 @@ fn start_bridge(broker: &kite_broker::Broker, bridge: &crate::config::Bridge) {
             return;
         }
     };
-    let remote = bridge.remote.clone();
-    let dial: kite_broker::bridge::Dial = std::sync::Arc::new(move || {
-        let (connector, remote) = (connector.clone(), remote.clone());
+    let remote = BridgeRemote {
+        connector,
+        upstream: bridge.remote.clone(),
+    };
+    tracing::info!(bridge = %bridge.config.name, "bridging to {}", remote_list(&bridge.remote));
+    broker.start_bridge(bridge.config.clone(), std::sync::Arc::new(remote));
+}
+
+/// A bridge's remote broker, reached as an upstream is (its addresses in order, TLS).
+struct BridgeRemote {
+    connector: crate::upstream::Connector,
+    upstream: crate::config::Upstream,
+}
+
+impl kite_broker::bridge::Remote for BridgeRemote {
+    fn dial(&self) -> kite_broker::bridge::RemoteFuture<'_, kite_broker::bridge::Dialed> {
         Box::pin(async move {
-            connector
-                .connect(&remote)
+            self.connector
+                .connect_indexed(&self.upstream)
                 .await
-                .map(|io| Box::new(io) as Box<dyn kite_broker::bridge::BridgeIo>)
+                .map(|(io, index)| {
+                    (
+                        Box::new(io) as Box<dyn kite_broker::bridge::BridgeIo>,
+                        index,
+                    )
+                })
                 .map_err(|e| e.to_string())
         })
-    });
-    tracing::info!(bridge = %bridge.config.name, "bridging to {}", remote_list(&bridge.remote));
-    broker.start_bridge(bridge.config.clone(), dial);
+    }
+
+    fn first_answers(&self) -> kite_broker::bridge::RemoteFuture<'_, bool> {
+        Box::pin(self.connector.answers(&self.upstream, 0))
+    }
 }
 
 fn remote_list(remote: &crate::config::Upstream) -> String {

@@ -274,11 +274,33 @@ impl Connector {
 
     /// Connects to the first address of `upstream` that answers.
     pub async fn connect(&self, upstream: &Upstream) -> Result<Box<dyn BrokerIo>, ConnectError> {
+        self.connect_indexed(upstream)
+            .await
+            .map(|(stream, _)| stream)
+    }
+
+    /// Whether address `index` of `upstream` answers now (connected, TLS included, then
+    /// closed) within the connect timeout.
+    pub async fn answers(&self, upstream: &Upstream, index: usize) -> bool {
+        let Some(url) = upstream.addresses.get(index) else {
+            return false;
+        };
+        matches!(
+            tokio::time::timeout(CONNECT_TIMEOUT, self.connect_one(&upstream.name, url)).await,
+            Ok(Ok(_))
+        )
+    }
+
+    /// [`Connector::connect`], with the index of the address that answered.
+    pub async fn connect_indexed(
+        &self,
+        upstream: &Upstream,
+    ) -> Result<(Box<dyn BrokerIo>, usize), ConnectError> {
         let mut attempts = String::new();
-        for url in &upstream.addresses {
+        for (index, url) in upstream.addresses.iter().enumerate() {
             match tokio::time::timeout(CONNECT_TIMEOUT, self.connect_one(&upstream.name, url)).await
             {
-                Ok(Ok(stream)) => return Ok(stream),
+                Ok(Ok(stream)) => return Ok((stream, index)),
                 Ok(Err(e)) => {
                     let _ = write!(attempts, "{}{url}: {e}", sep(&attempts));
                 }

@@ -333,12 +333,16 @@ fn synced(c: &mut TestClient) -> Vec<String> {
 /// mosquitto honours, and No Local here).
 fn both_ways_once(protocol: &str) {
     let remote = Mosquitto::start();
+    both_ways_once_with(protocol, &remote.url(), &mosquitto_via(&remote));
+}
+
+/// [`both_ways_once`] with the remote at `url` (`there`, for the test's clients).
+fn both_ways_once_with(protocol: &str, url: &str, there: &Via) {
     let kite = kite_with(&format!(
-        "[[bridge]]\nname = \"twin\"\naddresses = [\"{}\"]\nprotocol = \"{protocol}\"\nrestart_secs = [1, 2]\n\n[[bridge.topic]]\npattern = \"sync/#\"\ndirection = \"both\"\nqos = 1\n\n[[bridge.topic]]\npattern = \"probe/#\"\ndirection = \"out\"\n",
-        remote.url()
+        "[[bridge]]\nname = \"twin\"\naddresses = [\"{url}\"]\nprotocol = \"{protocol}\"\nrestart_secs = [1, 2]\n\n[[bridge.topic]]\npattern = \"sync/#\"\ndirection = \"both\"\nqos = 1\n\n[[bridge.topic]]\npattern = \"probe/#\"\ndirection = \"out\"\n"
     ));
     let here = tcp(kite.mqtt_addr.unwrap());
-    let there = mosquitto_via(&remote);
+    let there = there.clone();
     let mut a = TestClient::connected(&here, Version::V5, "a");
     a.subscribe("sync/#", QoS::AtLeastOnce);
     let mut b = TestClient::connected(&there, Version::V5, "b");
@@ -371,6 +375,14 @@ fn both_ways_once(protocol: &str) {
 #[test]
 fn both_ways_once_mqtt_5() {
     both_ways_once("5");
+}
+
+/// Between two Kites: the remote is another Kite's embedded broker (No Local there too).
+#[test]
+fn both_ways_once_between_two_kites() {
+    let other = Gateway::start(&[], None);
+    let addr = other.mqtt_addr.unwrap();
+    both_ways_once_with("5", &format!("mqtt://{addr}"), &tcp(addr));
 }
 
 #[test]
@@ -419,4 +431,39 @@ fn the_bridges_api_follows_logins_and_roles() {
     let (status, body) = bridges_api(&kite, Some(("guest", "pw")));
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["bridges"], serde_json::json!([]), "{body}");
+}
+
+/// Failover: with the first address down the bridge uses the second; when the first returns
+/// the bridge goes back to it (checked every longest restart delay, here 1 s).
+#[test]
+fn failover_to_the_second_address_and_back_to_the_first() {
+    let mut first = Mosquitto::start();
+    first.stop();
+    let second = Mosquitto::start();
+    let kite = kite_with(&format!(
+        "[[bridge]]\nname = \"cloud\"\naddresses = [\"{}\", \"{}\"]\nrestart_secs = [1, 1]\n\n[[bridge.topic]]\npattern = \"plant/#\"\ndirection = \"out\"\n",
+        first.url(),
+        second.url()
+    ));
+    let here = tcp(kite.mqtt_addr.unwrap());
+    let mut device = TestClient::connected(&here, Version::V5, "device");
+    let mut on_second = TestClient::connected(&mosquitto_via(&second), Version::V5, "w2");
+    on_second.subscribe("plant/#", QoS::AtMostOnce);
+    until_bridged(&mut device, "plant/probe", &mut on_second);
+
+    first.run();
+    let mut on_first = TestClient::connected(&mosquitto_via(&first), Version::V5, "w1");
+    on_first.subscribe("plant/#", QoS::AtMostOnce);
+    until_bridged(&mut device, "plant/probe", &mut on_first);
+    // And no longer to the second.
+    let _ = on_second.barrier();
+    device.publish(publish("plant/after", "x", QoS::AtLeastOnce, 1));
+    assert_eq!(recv_real(&mut on_first).topic.as_str(), "plant/after");
+    let late: Vec<Packet> = on_second.barrier();
+    assert!(
+        !late
+            .iter()
+            .any(|p| matches!(p, Packet::Publish(p) if p.topic.as_str() == "plant/after")),
+        "{late:?}"
+    );
 }

@@ -9,7 +9,9 @@
 //! unacknowledged at most); a message carries its send time, so each delivery gives a latency
 //! (under full load: it includes queueing). Then paced loads both brokers carry (4 × 2,500
 //! msgs/s → 1, 1 × 200 msgs/s → 50), each message carrying the time it was due. Also the
-//! resident memory of the broker process with 10,000 idle clients, over TCP and over WebSocket (`--only idle`).
+//! resident memory of the broker process with 10,000 idle clients, over TCP and over WebSocket (`--only idle`);
+//! and bridged: 4 → 1 QoS 1 64 B with the publishers on a broker that bridges them to a mosquitto
+//! the subscriber is on — Kite's bridge against mosquitto's (`--only bridged`).
 //!
 //! `gateway`: MQTT over WebSocket to mosquitto four ways — (a) plain TCP to mosquitto (the
 //! baseline), (b) mosquitto's own websockets listener, (c) websockify (`binary` subprotocol) in
@@ -364,12 +366,18 @@ static PUBLISHERS: std::sync::LazyLock<tokio::runtime::Runtime> = std::sync::Laz
 });
 
 async fn run_load(target: &Target, transport: Transport, load: Load) -> Outcome {
+    run_load_to(target, target, transport, load).await
+}
+
+/// [`run_load`] with the publishers on `target` and the subscribers on `to` (a bridge between
+/// them).
+async fn run_load_to(target: &Target, to: &Target, transport: Transport, load: Load) -> Outcome {
     let epoch = Instant::now();
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(load.subscribers);
     let mut subs = Vec::new();
     for s in 0..load.subscribers {
         subs.push(tokio::spawn(subscriber(
-            target.clone(),
+            to.clone(),
             transport,
             format!("bench-sub-{s}"),
             load,
@@ -540,14 +548,33 @@ fn start_kite(kite: &Path, dir: &Path) -> Running {
     start_kite_with(kite, dir, None)
 }
 
+/// `kite serve` (the embedded broker) bridging `bench/#` out at QoS 1 to a broker on `remote`.
+fn start_kite_bridged(kite: &Path, dir: &Path, remote: u16) -> Running {
+    start_kite_full(
+        kite,
+        dir,
+        None,
+        &format!(
+            "[[bridge]]\nname = \"bench\"\naddresses = [\"mqtt://127.0.0.1:{remote}\"]\n\n[[bridge.topic]]\npattern = \"bench/#\"\ndirection = \"out\"\nqos = 1\n"
+        ),
+    )
+}
+
 /// `kite serve`: the embedded broker, or the gateway in front of `upstream` (a TCP port).
 fn start_kite_with(kite: &Path, dir: &Path, upstream: Option<u16>) -> Running {
+    start_kite_full(kite, dir, upstream, "")
+}
+
+/// [`start_kite_with`], with `extra` config-file lines.
+fn start_kite_full(kite: &Path, dir: &Path, upstream: Option<u16>, extra: &str) -> Running {
     let (http, mqtt) = (free_port(), free_port());
     let config = dir.join("kite.toml");
     std::fs::write(
         &config,
         // Every load client comes from 127.0.0.1: no per-address bound (mosquitto has none).
-        "[limits]\nmax_connections = 20000\nmax_connections_per_address = 0\n[broker]\npersistence = false\nsys_interval_secs = 0\n",
+        format!(
+            "[limits]\nmax_connections = 20000\nmax_connections_per_address = 0\n[broker]\npersistence = false\nsys_interval_secs = 0\n{extra}"
+        ),
     )
     .unwrap();
     let mut cmd = Command::new(kite);
@@ -876,6 +903,79 @@ fn broker_main(args: &[String]) {
                     let _ = writeln!(table, "{line}");
                 }
             }
+        }
+    }
+    // Bridged: publishers on the bridging broker, the subscriber on a fresh mosquitto it
+    // bridges `bench/#` to (out, QoS 1) — Kite's bridge, and mosquitto's own bridge doing the
+    // same (mosquitto → mosquitto, its defaults otherwise).
+    let key = "bridged 4 → 1 | 1 | 64 B | TCP";
+    if wanted(key) {
+        let _ = writeln!(
+            table,
+            "\n| bridged, 4 → 1 | QoS | payload | via | Kite → mosquitto msgs/s | mosquitto → mosquitto msgs/s | Kite ÷ mosquitto | Kite p50 / p99 ms | mosquitto p50 / p99 ms |\n|---|---|---|---|---|---|---|---|---|"
+        );
+        let load = Load {
+            publishers: 4,
+            subscribers: 1,
+            qos: QoS::AtLeastOnce,
+            size: 64,
+            per_publisher: 25_000 / scale,
+            rate: None,
+        };
+        for _ in 0..repeat {
+            let all: Vec<[Outcome; 2]> = (0..runs.max(1))
+                .map(|_| {
+                    ["kite", "mosquitto"].map(|which| {
+                        let remote = start_mosquitto_with(
+                            mosquitto,
+                            dir,
+                            "max_queued_messages 1000000\n",
+                        );
+                        let bridging = if which == "kite" {
+                            start_kite_bridged(kite, dir, remote.target.tcp)
+                        } else {
+                            std::fs::create_dir_all(dir.join("bridging")).unwrap();
+                            start_mosquitto_with(
+                                mosquitto,
+                                &dir.join("bridging"),
+                                &format!(
+                                    "max_queued_messages 1000000\nconnection bench\naddress 127.0.0.1:{}\ntopic bench/# out 1\n",
+                                    remote.target.tcp
+                                ),
+                            )
+                        };
+                        // Time for the bridge to connect (both connect at once when started).
+                        std::thread::sleep(Duration::from_millis(1500));
+                        rt.block_on(run_load_to(
+                            &bridging.target,
+                            &remote.target,
+                            Transport::Tcp,
+                            load,
+                        ))
+                    })
+                })
+                .collect();
+            let cells = [0, 1].map(|i| median(all.iter().map(|r| &r[i]).collect()));
+            let (k, m) = (&cells[0], &cells[1]);
+            let shown = |o: &Outcome| {
+                let mut s = format!("{:.0}", o.rate());
+                if o.delivered < o.expected {
+                    let _ = write!(s, " ({} of {} delivered)", o.delivered, o.expected);
+                }
+                s
+            };
+            let line = format!(
+                "| {key} | {} | {} | {:.2}× | {:.1} / {:.1} | {:.1} / {:.1} |",
+                shown(k),
+                shown(m),
+                k.rate() / m.rate().max(1e-9),
+                k.p50_us / 1000.0,
+                k.p99_us / 1000.0,
+                m.p50_us / 1000.0,
+                m.p99_us / 1000.0,
+            );
+            println!("{line}");
+            let _ = writeln!(table, "{line}");
         }
     }
     // `--only idle`: just the idle clients' table.
