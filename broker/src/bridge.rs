@@ -286,11 +286,13 @@ impl Broker {
     }
 }
 
-/// The local side: the in-process client's two halves and its packet ids.
+/// The local side: the in-process client's two halves, its packet ids, and what is to be
+/// sent to it (acknowledgements, messages from the remote) — handed over in one batch per turn.
 struct Local {
     sender: LocalSender,
     receiver: LocalReceiver,
     next_id: u16,
+    out: Vec<Packet>,
 }
 
 impl Local {
@@ -378,6 +380,7 @@ async fn open_local(broker: &Broker, config: &BridgeConfig) -> Result<Local, Str
         sender,
         receiver,
         next_id: 1,
+        out: Vec::new(),
     })
 }
 
@@ -546,6 +549,7 @@ impl Link<'_> {
         let (mut rd, mut wr) = tokio::io::split(io);
         self.session.connect(Instant::now());
         let mut buf = BytesMut::with_capacity(16 * 1024);
+        let mut batch = Vec::new();
         // On a later address: every longest restart delay, whether the first answers again.
         let every = self.config.restart.1;
         let back = async {
@@ -573,13 +577,21 @@ impl Link<'_> {
                 let Some(event) = self.session.poll_event() else {
                     break;
                 };
-                if let Some(end) = self.on_event(event).await? {
+                if let Some(end) = self.on_event(event)? {
                     // What the session still had to say (a DISCONNECT) goes first.
                     while let Some(bytes) = self.session.poll_transmit() {
                         let _ = wr.write_all(&bytes).await;
                     }
                     return Ok(Ended::Lost(end));
                 }
+            }
+            if !self.local.out.is_empty() {
+                let batch = std::mem::take(&mut self.local.out);
+                self.local
+                    .sender
+                    .send_all(batch)
+                    .await
+                    .map_err(|e| e.to_string())?;
             }
             let deadline = self.session.poll_timeout();
             let room = self.session.is_connected()
@@ -596,10 +608,16 @@ impl Link<'_> {
                         return Ok(Ended::Lost(format!("reading from the remote broker: {e}")));
                     }
                 },
-                packet = self.local.receiver.recv(), if room => match packet {
-                    Some(p) => self.on_local(p).await?,
-                    None => return Err("this broker closed the bridge's session".into()),
-                },
+                // Everything ready, then one write to the remote (a batch may go past the
+                // window: the session holds the rest until acknowledgements make room).
+                open = self.local.receiver.recv_many(&mut batch), if room => {
+                    if !open {
+                        return Err("this broker closed the bridge's session".into());
+                    }
+                    for p in batch.drain(..) {
+                        self.on_local(p)?;
+                    }
+                }
                 () = sleep_until(deadline), if deadline.is_some() => {
                     self.session.handle_timeout(Instant::now());
                 }
@@ -621,7 +639,7 @@ impl Link<'_> {
     }
 
     /// What the remote session says. `Some(why)`: the connection is over.
-    async fn on_event(&mut self, event: Event) -> Result<Option<String>, String> {
+    fn on_event(&mut self, event: Event) -> Result<Option<String>, String> {
         match event {
             Event::Connected { .. } => {
                 tracing::info!(bridge = %self.config.name, "connected to the remote broker");
@@ -666,7 +684,7 @@ impl Link<'_> {
                     }
                 }
             }
-            Event::Message(p) => self.inward_message(p).await?,
+            Event::Message(p) => self.inward_message(p)?,
             Event::Published { packet_id, reason } => {
                 // A message from here (else the bridge's own state, published on connecting).
                 if let Some((id, qos)) = self.carrying.remove(&packet_id) {
@@ -679,7 +697,7 @@ impl Link<'_> {
                     } else {
                         self.state.messages_out.fetch_add(1, Relaxed);
                     }
-                    self.acknowledge(id, qos).await?;
+                    self.acknowledge(id, qos)?;
                 } else if reason.is_error() {
                     self.state
                         .error(format!("the remote refused the bridge's state: {reason}"));
@@ -698,7 +716,7 @@ impl Link<'_> {
     }
 
     /// A message from the remote, published here under its mapped topic.
-    async fn inward_message(&mut self, p: Publish) -> Result<(), String> {
+    fn inward_message(&mut self, p: Publish) -> Result<(), String> {
         let Some(topic) = local_topic(&self.config.topics, &p.topic) else {
             self.state.dropped.fetch_add(1, Relaxed);
             return Ok(());
@@ -721,25 +739,18 @@ impl Link<'_> {
             payload: p.payload,
         };
         self.state.messages_in.fetch_add(1, Relaxed);
-        self.local
-            .sender
-            .send(Packet::Publish(publish))
-            .await
-            .map_err(|e| e.to_string())
+        self.send_local(Packet::Publish(publish))
     }
 
     /// A packet from the local session.
-    async fn on_local(&mut self, packet: Packet) -> Result<(), String> {
+    fn on_local(&mut self, packet: Packet) -> Result<(), String> {
         match packet {
-            Packet::Publish(p) => self.outward_message(p).await,
+            Packet::Publish(p) => self.outward_message(p),
             // The second half of a QoS 2 delivery we received (PUBREC sent once the remote had
             // it).
-            Packet::PubRel(a) => {
-                self.send_local(Packet::PubComp(Ack::new(a.packet_id)))
-                    .await
-            }
+            Packet::PubRel(a) => self.send_local(Packet::PubComp(Ack::new(a.packet_id))),
             // Our QoS 2 publish here: release it.
-            Packet::PubRec(a) => self.send_local(Packet::PubRel(Ack::new(a.packet_id))).await,
+            Packet::PubRec(a) => self.send_local(Packet::PubRel(Ack::new(a.packet_id))),
             Packet::Disconnect(d) => Err(format!(
                 "this broker closed the bridge's session: {}",
                 d.reason
@@ -750,11 +761,11 @@ impl Link<'_> {
     }
 
     /// A message delivered here, sent to the remote under its mapped topic.
-    async fn outward_message(&mut self, p: Publish) -> Result<(), String> {
+    fn outward_message(&mut self, p: Publish) -> Result<(), String> {
         let (id, qos) = (p.packet_id, p.qos);
         let Some(topic) = remote_topic(&self.config.topics, &p.topic) else {
             self.state.dropped.fetch_add(1, Relaxed);
-            return self.acknowledge(id, qos).await;
+            return self.acknowledge(id, qos);
         };
         let mut properties = p.properties;
         properties.subscription_identifiers.clear();
@@ -784,26 +795,24 @@ impl Link<'_> {
                 self.state.dropped.fetch_add(1, Relaxed);
                 self.state
                     .error(format!("a message cannot go to the remote: {e}"));
-                self.acknowledge(id, qos).await
+                self.acknowledge(id, qos)
             }
         }
     }
 
     /// Acknowledges a delivery of the local session: PUBACK, or PUBREC at QoS 2.
-    async fn acknowledge(&mut self, id: u16, qos: QoS) -> Result<(), String> {
+    fn acknowledge(&mut self, id: u16, qos: QoS) -> Result<(), String> {
         match qos {
             QoS::AtMostOnce => Ok(()),
-            QoS::AtLeastOnce => self.send_local(Packet::PubAck(Ack::new(id))).await,
-            QoS::ExactlyOnce => self.send_local(Packet::PubRec(Ack::new(id))).await,
+            QoS::AtLeastOnce => self.send_local(Packet::PubAck(Ack::new(id))),
+            QoS::ExactlyOnce => self.send_local(Packet::PubRec(Ack::new(id))),
         }
     }
 
-    async fn send_local(&mut self, packet: Packet) -> Result<(), String> {
-        self.local
-            .sender
-            .send(packet)
-            .await
-            .map_err(|e| e.to_string())
+    /// Queues `packet` for the local session (sent before the next wait).
+    fn send_local(&mut self, packet: Packet) -> Result<(), String> {
+        self.local.out.push(packet);
+        Ok(())
     }
 }
 

@@ -548,14 +548,15 @@ fn start_kite(kite: &Path, dir: &Path) -> Running {
     start_kite_with(kite, dir, None)
 }
 
-/// `kite serve` (the embedded broker) bridging `bench/#` out at QoS 1 to a broker on `remote`.
+/// `kite serve` (the embedded broker) bridging `bench/#` out at QoS 1 to a broker on `remote`,
+/// in MQTT 3.1.1 as mosquitto's bridge does by default.
 fn start_kite_bridged(kite: &Path, dir: &Path, remote: u16) -> Running {
     start_kite_full(
         kite,
         dir,
         None,
         &format!(
-            "[[bridge]]\nname = \"bench\"\naddresses = [\"mqtt://127.0.0.1:{remote}\"]\n\n[[bridge.topic]]\npattern = \"bench/#\"\ndirection = \"out\"\nqos = 1\n"
+            "[[bridge]]\nname = \"bench\"\naddresses = [\"mqtt://127.0.0.1:{remote}\"]\nprotocol = \"3.1.1\"\n\n[[bridge.topic]]\npattern = \"bench/#\"\ndirection = \"out\"\nqos = 1\n"
         ),
     )
 }
