@@ -51,6 +51,80 @@ fn parse_upstreams(json: &JsValue) -> Result<Upstreams, String> {
     Ok(Upstreams { names, default })
 }
 
+/// One bridge of the gateway's embedded broker, as `GET /api/v1/bridges` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bridge {
+    /// Its name.
+    pub name: String,
+    /// Whether its remote broker is connected.
+    pub up: bool,
+    /// Messages waiting for the remote (or sent and not yet acknowledged by it).
+    pub queued: u64,
+    /// Why the remote was last lost or refused.
+    pub last_error: Option<String>,
+}
+
+/// What the gateway says of its bridges.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bridges {
+    /// The bridges this page may see (none: the gateway has none, or none for this role).
+    List(Vec<Bridge>),
+    /// The gateway lists them to logged-in users only (HTTP 401).
+    LoginNeeded,
+}
+
+/// Asks the gateway that served the page for its bridges.
+pub async fn bridges() -> Result<Bridges, String> {
+    let window = web_sys::window().ok_or("no browser window")?;
+    let response = JsFuture::from(window.fetch_with_str("/api/v1/bridges"))
+        .await
+        .map_err(describe)?;
+    let response: web_sys::Response = response
+        .dyn_into()
+        .map_err(|_| "fetch did not return a Response".to_owned())?;
+    if response.status() == 401 {
+        return Ok(Bridges::LoginNeeded);
+    }
+    if !response.ok() {
+        return Err(format!(
+            "GET /api/v1/bridges answered HTTP {}",
+            response.status()
+        ));
+    }
+    let json = JsFuture::from(response.json().map_err(describe)?)
+        .await
+        .map_err(|e| format!("the answer is not JSON: {}", describe(e)))?;
+    parse_bridges(&json).map(Bridges::List)
+}
+
+fn parse_bridges(json: &JsValue) -> Result<Vec<Bridge>, String> {
+    let field = |v: &JsValue, name: &str| js_sys::Reflect::get(v, &JsValue::from_str(name));
+    let list: js_sys::Array = field(json, "bridges")
+        .map_err(describe)?
+        .dyn_into()
+        .map_err(|_| "`bridges` is not a list".to_owned())?;
+    list.iter()
+        .map(|b| {
+            let name = field(&b, "name")
+                .map_err(describe)?
+                .as_string()
+                .ok_or("a bridge has no name")?;
+            let up = field(&b, "state").map_err(describe)?.as_string().as_deref() == Some("up");
+            let queued = field(&b, "queued")
+                .map_err(describe)?
+                .as_f64()
+                .map_or(0, |n| n.max(0.0) as u64);
+            let last_error = field(&b, "last_error").map_err(describe)?.as_string();
+            Ok(Bridge {
+                name,
+                up,
+                queued,
+                last_error,
+            })
+        })
+        .collect()
+}
+
 /// A JavaScript error as one readable line.
 pub fn describe(value: JsValue) -> String {
     if let Some(e) = value.dyn_ref::<js_sys::Error>() {

@@ -4,7 +4,7 @@ use std::rc::Rc;
 
 use yew::prelude::*;
 
-use crate::api::{self, Upstreams};
+use crate::api::{self, Bridges, Upstreams};
 use crate::connview::{ConnectionView, status_class, status_text};
 use crate::editor::ProfileEditor;
 use crate::explorer::Frames;
@@ -47,6 +47,36 @@ pub fn App() -> Html {
             });
         });
     }
+    // The embedded broker's bridges, now and every 5 s.
+    let bridges = use_state(|| None::<Result<Bridges, String>>);
+    {
+        let bridges = bridges.clone();
+        use_effect_with((), move |()| {
+            let fetch = move || {
+                let bridges = bridges.clone();
+                wasm_bindgen_futures::spawn_local(async move {
+                    bridges.set(Some(api::bridges().await));
+                });
+            };
+            fetch();
+            let tick = wasm_bindgen::closure::Closure::<dyn FnMut()>::new(fetch);
+            let window = web_sys::window();
+            let id = window.as_ref().and_then(|w| {
+                use wasm_bindgen::JsCast;
+                w.set_interval_with_callback_and_timeout_and_arguments_0(
+                    tick.as_ref().unchecked_ref(),
+                    5_000,
+                )
+                .ok()
+            });
+            move || {
+                if let (Some(w), Some(id)) = (window, id) {
+                    w.clear_interval_with_handle(id);
+                }
+                drop(tick);
+            }
+        });
+    }
     // Driver notices and messages change the workspace; the view follows at most once per
     // animation frame.
     let force = use_force_update();
@@ -65,7 +95,7 @@ pub fn App() -> Html {
         _ => None,
     };
     let main = match &route {
-        Route::Home | Route::NotFound => home(&handle, &upstreams),
+        Route::Home | Route::NotFound => home(&handle, &upstreams, &bridges),
         Route::New => html! {
             <ProfileEditor key="new" handle={handle.clone()} profile={handle.new_profile()} is_new=true upstreams={known} />
         },
@@ -151,7 +181,7 @@ fn sidebar(handle: &Handle, current: Option<&str>) -> Html {
 }
 
 /// The start page: what Kite is connected to, and where to begin.
-fn home(handle: &Handle, upstreams: &Load) -> Html {
+fn home(handle: &Handle, upstreams: &Load, bridges: &Option<Result<Bridges, String>>) -> Html {
     let (count, endpoint) = handle.read(|w| (w.profiles.len(), w.same_origin.clone()));
     html! {
         <>
@@ -169,7 +199,49 @@ fn home(handle: &Handle, upstreams: &Load) -> Html {
                 <p>{ "MQTT over WebSocket: " }<code class="endpoint">{ endpoint }</code></p>
                 { upstream_list(upstreams) }
             </section>
+            { bridge_card(bridges) }
         </>
+    }
+}
+
+/// The embedded broker's bridges to other brokers: each with its state, what waits for its
+/// remote, and why it is down. Nothing when there are none.
+fn bridge_card(bridges: &Option<Result<Bridges, String>>) -> Html {
+    let body = match bridges {
+        None => return html! {},
+        Some(Ok(Bridges::List(list))) if list.is_empty() => return html! {},
+        Some(Ok(Bridges::LoginNeeded)) => html! {
+            <p class="muted">{ "The gateway shows its bridges to logged-in users: GET /api/v1/bridges with a user's name and password." }</p>
+        },
+        Some(Err(reason)) => html! {
+            <p class="error" role="alert">{ format!("Could not read the gateway's bridges: {reason}") }</p>
+        },
+        Some(Ok(Bridges::List(list))) => html! {
+            <ul class="bridges">
+                { for list.iter().map(|b| {
+                    let (class, state) = if b.up { ("connected", "connected") } else { ("failed", "down") };
+                    html! {
+                        <li class="bridge" data-name={b.name.clone()} data-state={state}>
+                            <span class={classes!("dot", class)} />
+                            <span class="bridge-name">{ b.name.clone() }</span>
+                            <span class="bridge-state muted">{ state }</span>
+                            if b.queued > 0 {
+                                <span class="badge" title="messages waiting for the remote broker">{ format!("{} waiting", b.queued) }</span>
+                            }
+                            if !b.up && let Some(e) = &b.last_error {
+                                <p class="bridge-error muted">{ e.clone() }</p>
+                            }
+                        </li>
+                    }
+                }) }
+            </ul>
+        },
+    };
+    html! {
+        <section class="card" aria-labelledby="bridges-title">
+            <h2 id="bridges-title">{ "Bridges" }</h2>
+            { body }
+        </section>
     }
 }
 

@@ -88,7 +88,7 @@ impl kite_broker::bridge::Remote for BridgeRemote {
                         index,
                     )
                 })
-                .map_err(|e| e.to_string())
+                .map_err(|e| format!("no address answered: {}", e.attempts()))
         })
     }
 

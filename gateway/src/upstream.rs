@@ -179,6 +179,14 @@ pub struct ConnectError {
     attempts: String,
 }
 
+impl ConnectError {
+    /// Each address tried and why it failed, without the "upstream" framing (a bridge's
+    /// remote says this in its own words).
+    pub fn attempts(&self) -> &str {
+        &self.attempts
+    }
+}
+
 /// Makes connections to upstream brokers. Cheap to clone.
 #[derive(Clone, Default)]
 pub struct Connector {

@@ -467,3 +467,45 @@ fn failover_to_the_second_address_and_back_to_the_first() {
         "{late:?}"
     );
 }
+
+/// The app's start page shows the bridges: connected, then down with why and what waits.
+#[test]
+fn the_app_shows_the_bridges() {
+    use kite_tests::browser::Browser;
+    let mut remote = Mosquitto::start();
+    let bridges = bridges(&format!(
+        "[[bridge]]\nname = \"cloud\"\naddresses = [\"{}\"]\nrestart_secs = [1, 1]\n\n[[bridge.topic]]\npattern = \"plant/#\"\ndirection = \"out\"\nqos = 1\n",
+        remote.url()
+    ));
+    let kite = Gateway::start_with(&[], Some(kite_tests::assets_dir()), move |c| {
+        c.bridges = bridges;
+    });
+    let browser = Browser::start();
+    browser.goto(&kite.http_url("/"));
+    let shown = browser.wait_text(
+        ".bridge[data-name=cloud][data-state=connected]",
+        Duration::from_secs(30),
+    );
+    assert!(
+        shown.contains("cloud") && shown.contains("connected"),
+        "{shown}"
+    );
+    // The remote goes away; what is published meanwhile waits, and the page says so (it asks
+    // every 5 s).
+    remote.stop();
+    let mut device = TestClient::connected(&tcp(kite.mqtt_addr.unwrap()), Version::V5, "device");
+    for i in 1..=3u16 {
+        device.publish(publish("plant/x", "1", QoS::AtLeastOnce, i));
+    }
+    let down = browser.wait_text(
+        ".bridge[data-name=cloud][data-state=down]",
+        Duration::from_secs(15),
+    );
+    assert!(down.contains("3 waiting"), "{down}");
+    assert!(down.contains("no address answered"), "{down}");
+    let errors = browser.console_errors();
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
+    crate::app::screenshot(&browser, "bridges");
+    browser.resize(390, 800);
+    crate::app::screenshot(&browser, "bridges-phone");
+}
