@@ -424,9 +424,14 @@ pub fn render_broker(broker: &kite_broker::Broker) -> String {
     }
     // Each bridge's state, one family per figure, one line per bridge (and direction).
     let bridges = broker.bridges();
+    let queued: Vec<(String, usize)> = broker
+        .bridge_statuses()
+        .into_iter()
+        .map(|b| (b.name, b.queued))
+        .collect();
     if !bridges.is_empty() {
         let line = |labels: String, v: u64| format!("{labels} {v}");
-        let families: [(&str, &str, &str, Vec<String>); 4] = [
+        let families: [(&str, &str, &str, Vec<String>); 5] = [
             (
                 "kite_bridge_up",
                 "gauge",
@@ -446,6 +451,15 @@ pub fn render_broker(broker: &kite_broker::Broker) -> String {
                         [("out", b.messages_out()), ("in", b.messages_in())]
                             .map(|(d, v)| line(format!("{{bridge=\"{n}\",direction=\"{d}\"}}"), v))
                     })
+                    .collect(),
+            ),
+            (
+                "kite_bridge_queued",
+                "gauge",
+                "Messages waiting here for the remote broker, or sent and not yet acknowledged by it.",
+                queued
+                    .iter()
+                    .map(|(n, q)| line(format!("{{bridge=\"{n}\"}}"), *q as u64))
                     .collect(),
             ),
             (

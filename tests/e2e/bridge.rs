@@ -254,6 +254,10 @@ fn messages_wait_for_the_remote_and_arrive_in_order() {
         bridge["last_error"].as_str().is_some_and(|e| !e.is_empty()),
         "{body}"
     );
+    assert_eq!(
+        metric(&kite, "kite_bridge_queued{bridge=\"cloud\"}"),
+        u64::from(N)
+    );
     remote.run();
     let (mut archive, ack) = TestClient::connect(&there, c);
     assert!(ack.session_present, "{ack:?}");
@@ -508,4 +512,52 @@ fn the_app_shows_the_bridges() {
     crate::app::screenshot(&browser, "bridges");
     browser.resize(390, 800);
     crate::app::screenshot(&browser, "bridges-phone");
+}
+
+/// A bridge over `mqtts://` to a mosquitto that trusts a private CA and requires a client
+/// certificate: the bridge's `ca_file`, `client_cert`, `client_key` and `server_name`, with
+/// paths relative to the config file.
+#[test]
+fn a_bridge_over_tls_with_a_private_ca_and_a_client_certificate() {
+    let dir = kite_tests::TempDir::new("bridge-tls");
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    crate::tls::private_pki(&dir);
+    let tls_port = kite_tests::free_port();
+    let p = |name: &str| dir.path().join(name).display().to_string();
+    let remote = Mosquitto::start_with(&format!(
+        "listener {tls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\n",
+        p("ca.crt"),
+        p("server.crt"),
+        p("server.key"),
+    ));
+    kite_tests::wait_for("mosquitto's TLS listener", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", tls_port)).ok()
+    });
+    let file = dir.path().join("kite.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[bridge]]\nname = \"secure\"\naddresses = [\"mqtts://127.0.0.1:{tls_port}\"]\nca_file = \"ca.crt\"\nclient_cert = \"client.crt\"\nclient_key = \"client.key\"\nserver_name = \"localhost\"\n\n[[bridge.topic]]\npattern = \"plant/#\"\ndirection = \"out\"\nqos = 1\n"
+        ),
+    )
+    .unwrap();
+    let bridges = kite_gateway::config::Config::load(Some(&file), Default::default())
+        .unwrap()
+        .bridges;
+    let kite = Gateway::start_with(&[], None, move |c| c.bridges = bridges);
+    // The watcher on mosquitto's plain listener.
+    let mut watcher = TestClient::connected(&mosquitto_via(&remote), Version::V5, "watcher");
+    watcher.subscribe("plant/#", QoS::AtLeastOnce);
+    let mut device = TestClient::connected(&tcp(kite.mqtt_addr.unwrap()), Version::V5, "device");
+    until_bridged(&mut device, "plant/probe", &mut watcher);
+    device.publish(publish("plant/secure", "over TLS", QoS::AtLeastOnce, 1));
+    let got = recv_real(&mut watcher);
+    assert_eq!(
+        (got.topic.as_str(), payload(&got).as_str()),
+        ("plant/secure", "over TLS")
+    );
 }

@@ -132,7 +132,7 @@ fn bad_certificate_files_say_what_is_wrong() {
 
 /// PEM files of a private CA, a server certificate for localhost and a client certificate,
 /// both signed by it; relative names in `dir`.
-fn private_pki(dir: &TempDir) {
+pub(crate) fn private_pki(dir: &TempDir) {
     use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
     let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
