@@ -36,7 +36,8 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 use kite_mqtt::codec::{
-    Ack, Connect, Properties, Props, Publish, RetainHandling, Subscribe, Subscription, Will,
+    Ack, Connect, Properties, Props, Publish, ReasonCode, RetainHandling, Subscribe, Subscription,
+    Will,
 };
 use kite_mqtt::session::{Backoff, ConnectOptions, Event, Instant, Session};
 use kite_mqtt::topic::matches;
@@ -303,6 +304,21 @@ impl Local {
     }
 }
 
+/// The local session's deliveries on their way to the remote. A delivery keeps its packet id
+/// there, so that one sent again after a restart (with DUP, under the same id) is taken once by
+/// a remote that kept the bridge's session; QoS 2 is relayed step by step: PUBREC here on the
+/// remote's PUBREC, PUBREL there on the PUBREL from here, PUBCOMP here on the remote's PUBCOMP.
+#[derive(Debug, Default)]
+struct Carrying {
+    /// Sent to the remote, by packet id: their QoS.
+    sent: HashMap<u16, QoS>,
+    /// QoS 2 deliveries the remote will not take (refused, unmappable, too large): PUBREC'd
+    /// here, completed here on their PUBREL without the remote.
+    refused: std::collections::HashSet<u16>,
+    /// QoS 2 deliveries released to the remote (PUBREL from here passed on).
+    released: std::collections::HashSet<u16>,
+}
+
 /// Opens the local session (persistent) and subscribes to the outward topics.
 async fn open_local(broker: &Broker, config: &BridgeConfig) -> Result<Local, String> {
     let connect = Connect {
@@ -411,6 +427,8 @@ async fn run(
         },
         max_inflight: WINDOW as u16,
         bridge: config.try_private && config.version != Version::V5,
+        // QoS 2 is relayed step by step (see `Carrying`).
+        manual_release: true,
         // The remote says "0" for the bridge when the connection dies without a DISCONNECT.
         will: Some(Will {
             topic: config.notification_topic.clone().into(),
@@ -441,9 +459,9 @@ async fn run(
         stable_after: Duration::from_secs(60),
     };
     let mut attempt = 0u32;
-    // Remote packet id → the local delivery it carries (id, QoS), acknowledged here once the
-    // remote acknowledged it.
-    let mut carrying: HashMap<u16, (u16, QoS)> = HashMap::new();
+    // The local deliveries on their way, by packet id — the same on both sides — and QoS;
+    // each step of the remote's acknowledgement is passed on here.
+    let mut carrying = Carrying::default();
     let mut subscribed = false;
     notify(broker, &config, false);
     loop {
@@ -532,7 +550,7 @@ struct Link<'a> {
     state: &'a BridgeState,
     session: &'a mut Session,
     local: &'a mut Local,
-    carrying: &'a mut HashMap<u16, (u16, QoS)>,
+    carrying: &'a mut Carrying,
     inward: &'a [Subscription],
     subscribed: &'a mut bool,
 }
@@ -646,8 +664,9 @@ impl Link<'_> {
                 self.state.up.store(true, Relaxed);
                 notify(self.broker, self.config, true);
                 // And on the remote, over the Will's "0".
+                // At QoS 0: every packet id there is a delivery's from here.
                 let up = Publish {
-                    qos: QoS::AtLeastOnce,
+                    qos: QoS::AtMostOnce,
                     retain: true,
                     topic: self.config.notification_topic.clone().into(),
                     payload: Bytes::from_static(b"1"),
@@ -685,22 +704,34 @@ impl Link<'_> {
                 }
             }
             Event::Message(p) => self.inward_message(p)?,
+            // The remote has a QoS 2 message: PUBREC here, so that its PUBREL comes back.
+            Event::Received { packet_id } => {
+                self.send_local(Packet::PubRec(Ack::new(packet_id)))?;
+            }
             Event::Published { packet_id, reason } => {
-                // A message from here (else the bridge's own state, published on connecting).
-                if let Some((id, qos)) = self.carrying.remove(&packet_id) {
-                    if reason.is_error() {
-                        // Refused by the remote: acknowledged here anyway, or it would be
-                        // offered again forever; counted.
-                        self.state.dropped.fetch_add(1, Relaxed);
-                        self.state
-                            .error(format!("the remote refused a message: {reason}"));
-                    } else {
-                        self.state.messages_out.fetch_add(1, Relaxed);
-                    }
-                    self.acknowledge(id, qos)?;
-                } else if reason.is_error() {
+                // A delivery from here (the bridge's own state goes at QoS 0).
+                let Some(qos) = self.carrying.sent.remove(&packet_id) else {
+                    return Ok(None);
+                };
+                // 0x92 to a PUBREL: an id the remote no longer holds, completed before (a
+                // release sent again after a restart).
+                if reason.is_error() && reason != ReasonCode::PacketIdentifierNotFound {
+                    // Refused by the remote: completed here anyway, or it would be offered
+                    // again forever; counted.
+                    self.state.dropped.fetch_add(1, Relaxed);
                     self.state
-                        .error(format!("the remote refused the bridge's state: {reason}"));
+                        .error(format!("the remote refused a message: {reason}"));
+                } else {
+                    self.state.messages_out.fetch_add(1, Relaxed);
+                }
+                match qos {
+                    QoS::AtMostOnce => {}
+                    QoS::AtLeastOnce => self.send_local(Packet::PubAck(Ack::new(packet_id)))?,
+                    // Refused at PUBLISH (its PUBREC here not sent yet), or completed.
+                    QoS::ExactlyOnce if self.carrying.released.remove(&packet_id) => {
+                        self.send_local(Packet::PubComp(Ack::new(packet_id)))?;
+                    }
+                    QoS::ExactlyOnce => self.acknowledge(packet_id, qos)?,
                 }
             }
             Event::Dropped { .. } => {
@@ -748,7 +779,17 @@ impl Link<'_> {
             Packet::Publish(p) => self.outward_message(p),
             // The second half of a QoS 2 delivery we received (PUBREC sent once the remote had
             // it).
-            Packet::PubRel(a) => self.send_local(Packet::PubComp(Ack::new(a.packet_id))),
+            Packet::PubRel(a) => {
+                if self.carrying.refused.remove(&a.packet_id) {
+                    return self.send_local(Packet::PubComp(Ack::new(a.packet_id)));
+                }
+                // Released there; its PUBCOMP completes it here. Also for a delivery PUBREC'd
+                // before a restart, which this session never saw.
+                self.carrying.sent.insert(a.packet_id, QoS::ExactlyOnce);
+                self.carrying.released.insert(a.packet_id);
+                self.session.release(a.packet_id, Instant::now());
+                Ok(())
+            }
             // Our QoS 2 publish here: release it.
             Packet::PubRec(a) => self.send_local(Packet::PubRel(Ack::new(a.packet_id))),
             Packet::Disconnect(d) => Err(format!(
@@ -771,7 +812,8 @@ impl Link<'_> {
         properties.subscription_identifiers.clear();
         properties.topic_alias = None;
         let publish = Publish {
-            dup: false,
+            // A delivery sent again here goes again there: same id, DUP.
+            dup: p.dup,
             qos,
             retain: p.retain,
             topic: topic.into(),
@@ -779,13 +821,18 @@ impl Link<'_> {
             properties,
             payload: p.payload,
         };
-        match self.session.publish(publish, Instant::now()) {
-            Ok(Some(remote_id)) => {
-                self.carrying.insert(remote_id, (id, qos));
+        let sent = if qos == QoS::AtMostOnce {
+            self.session.publish(publish, Instant::now()).map(|_| ())
+        } else {
+            self.session.publish_with_id(publish, id, Instant::now())
+        };
+        match sent {
+            Ok(()) if qos == QoS::AtMostOnce => {
+                self.state.messages_out.fetch_add(1, Relaxed);
                 Ok(())
             }
-            Ok(None) => {
-                self.state.messages_out.fetch_add(1, Relaxed);
+            Ok(()) => {
+                self.carrying.sent.insert(id, qos);
                 Ok(())
             }
             Err(e) => {
@@ -800,12 +847,16 @@ impl Link<'_> {
         }
     }
 
-    /// Acknowledges a delivery of the local session: PUBACK, or PUBREC at QoS 2.
+    /// Completes here a delivery the remote will not take: PUBACK, or at QoS 2 PUBREC (its
+    /// PUBREL is then answered here).
     fn acknowledge(&mut self, id: u16, qos: QoS) -> Result<(), String> {
         match qos {
             QoS::AtMostOnce => Ok(()),
             QoS::AtLeastOnce => self.send_local(Packet::PubAck(Ack::new(id))),
-            QoS::ExactlyOnce => self.send_local(Packet::PubRec(Ack::new(id))),
+            QoS::ExactlyOnce => {
+                self.carrying.refused.insert(id);
+                self.send_local(Packet::PubRec(Ack::new(id)))
+            }
         }
     }
 

@@ -354,6 +354,62 @@ fn qos2_publish_runs_pubrec_pubrel_pubcomp_mqtt_4_3_3() {
     );
 }
 
+/// A relay's QoS 2: its own packet id, PUBREC reported and PUBREL only when released, the
+/// same id and DUP again after a reconnect, and a release of an id from before a restart
+/// completed by the server [MQTT-4.3.3].
+#[test]
+fn manual_release_relays_each_step_of_qos2() {
+    let mut pair = Pair::new(ConnectOptions {
+        client_id: "relay".into(),
+        manual_release: true,
+        clean_start: false,
+        ..ConnectOptions::default()
+    });
+    pair.connect();
+    let mut m = publish("a", QoS::ExactlyOnce, b"1");
+    m.dup = true;
+    pair.client
+        .publish_with_id(m.clone(), 700, pair.now)
+        .unwrap();
+    let sent = pair.server_reads();
+    assert!(
+        matches!(&sent[..], [Packet::Publish(p)] if p.packet_id == 700 && p.dup),
+        "{sent:?}"
+    );
+    // The same id again while in flight: nothing more is sent.
+    pair.client.publish_with_id(m, 700, pair.now).unwrap();
+    assert!(pair.server_reads().is_empty());
+    pair.server_sends(Packet::PubRec(Ack::new(700)));
+    assert_eq!(pair.events(), [Event::Received { packet_id: 700 }]);
+    assert!(pair.server_reads().is_empty(), "no PUBREL before release");
+    // A reconnect with the session present owes the server nothing for it yet.
+    pair.client.connection_lost(pair.now);
+    pair.events();
+    let (_, _) = pair.connect_with(true, Properties::default());
+    assert!(pair.server_reads().is_empty());
+    pair.client.release(700, pair.now);
+    assert_eq!(pair.server_reads(), [Packet::PubRel(Ack::new(700))]);
+    pair.server_sends(Packet::PubComp(Ack::new(700)));
+    assert_eq!(
+        pair.events(),
+        [Event::Published {
+            packet_id: 700,
+            reason: R::Success
+        }]
+    );
+    // A release of an id received before a restart (this session never saw it).
+    pair.client.release(9, pair.now);
+    assert_eq!(pair.server_reads(), [Packet::PubRel(Ack::new(9))]);
+    pair.server_sends(Packet::PubComp(Ack::new(9)));
+    assert_eq!(
+        pair.events(),
+        [Event::Published {
+            packet_id: 9,
+            reason: R::Success
+        }]
+    );
+}
+
 #[test]
 fn a_refused_qos1_or_qos2_publish_reports_the_reason() {
     let mut pair = Pair::v5();

@@ -68,6 +68,10 @@ pub struct ConnectOptions {
     /// Connect as a bridge (mosquitto's "try_private": bit 7 of the protocol level), so that a
     /// bridge-aware broker does not send this client's own messages back to it.
     pub bridge: bool,
+    /// QoS 2 publishes wait for the application between PUBREC and PUBREL: a PUBREC gives
+    /// [`Event::Received`], and the PUBREL goes only with [`Session::release`] (a relay, such
+    /// as a bridge, that passes each step of the exchange on from another session).
+    pub manual_release: bool,
 }
 
 impl Default for ConnectOptions {
@@ -86,6 +90,7 @@ impl Default for ConnectOptions {
             outbox_limit: OutboxLimit::default(),
             outgoing_topic_aliases: true,
             bridge: false,
+            manual_release: false,
         }
     }
 }
@@ -206,6 +211,12 @@ pub enum Event {
     },
     /// A message arrived (once, even at QoS 2).
     Message(Publish),
+    /// With `manual_release`: the server has one of our QoS 2 publishes (PUBREC); release it
+    /// with [`Session::release`] to complete it.
+    Received {
+        /// Its packet id.
+        packet_id: u16,
+    },
     /// One of our QoS 1/2 publishes is complete (PUBACK, or PUBCOMP), or the server refused it.
     Published {
         /// The id [`Session::publish`] returned.
@@ -301,6 +312,8 @@ enum State {
 enum Flight {
     /// PUBLISH sent (QoS 1: waiting for PUBACK; QoS 2: for PUBREC).
     Publish(Publish),
+    /// PUBREC received, waiting for [`Session::release`] (`manual_release`).
+    Received,
     /// PUBREL sent, waiting for PUBCOMP.
     Released,
 }
@@ -587,6 +600,55 @@ impl Session {
         Ok(id)
     }
 
+    /// Publishes at QoS 1 or 2 under `packet_id`, chosen by the caller — a relay that passes
+    /// on another session's messages under their own ids, so that a message sent again after a
+    /// restart carries the same id (and DUP) and a server that kept the session takes it once.
+    /// The caller keeps its ids apart from the session's own (use only this for QoS 1/2
+    /// publishes). A publish already in flight under that id is left as it is.
+    pub fn publish_with_id(
+        &mut self,
+        mut publish: Publish,
+        packet_id: u16,
+        now: Instant,
+    ) -> Result<(), SessionError> {
+        if publish.qos == QoS::AtMostOnce || packet_id == 0 {
+            return self.publish(publish, now).map(|_| ());
+        }
+        if self.position(packet_id).is_some()
+            || self.outbox.iter().any(|q| q.publish.packet_id == packet_id)
+        {
+            return Ok(());
+        }
+        publish.packet_id = packet_id;
+        publish.properties.topic_alias = None;
+        let size = Packet::Publish(publish.clone()).encoded_len(self.opts.version)?;
+        if let Some(max) = self.server_max_packet
+            && size > max as usize
+        {
+            return Err(SessionError::TooLarge { size, max });
+        }
+        if self.is_connected() && self.outbox.is_empty() && self.window_open(&publish) {
+            self.send_publish(publish, now);
+        } else {
+            self.enqueue(publish, now)?;
+        }
+        Ok(())
+    }
+
+    /// With `manual_release`: sends PUBREL for the QoS 2 publish `packet_id` (after its
+    /// [`Event::Received`]); PUBCOMP then completes it ([`Event::Published`]). An id this
+    /// session does not know (it was received before a restart) is released all the same: the
+    /// server that holds it completes it.
+    pub fn release(&mut self, packet_id: u16, now: Instant) {
+        match self.position(packet_id) {
+            Some(i) => self.outgoing[i].1 = Flight::Released,
+            None => self.outgoing.push_back((packet_id, Flight::Released)),
+        }
+        if self.is_connected() {
+            self.send(&Packet::PubRel(Ack::new(packet_id)), now);
+        }
+    }
+
     /// Subscribes; returns the packet id reported again by [`Event::Subscribed`].
     pub fn subscribe(
         &mut self,
@@ -664,7 +726,7 @@ impl Session {
         let mut out = BytesMut::from(&OUTBOX_MAGIC[..]);
         let inflight = self.outgoing.iter().filter_map(|(_, f)| match f {
             Flight::Publish(p) => Some((p, now)),
-            Flight::Released => None,
+            Flight::Received | Flight::Released => None,
         });
         let queued = self.outbox.iter().map(|q| (&q.publish, q.since));
         for (p, since) in inflight.chain(queued) {
@@ -1001,6 +1063,8 @@ impl Session {
                         self.send(&Packet::PubRel(Ack::new(id)), now);
                         self.outgoing.push_back((id, Flight::Released));
                     }
+                    // The server holds it, waiting for our PUBREL: nothing is owed yet.
+                    Flight::Received => self.outgoing.push_back((id, Flight::Received)),
                 }
             }
         } else {
@@ -1018,10 +1082,12 @@ impl Session {
                             since: now,
                         });
                     }
-                    Flight::Released => self.events.push_back(Event::Published {
-                        packet_id: id,
-                        reason: ReasonCode::Success,
-                    }),
+                    Flight::Released | Flight::Received => {
+                        self.events.push_back(Event::Published {
+                            packet_id: id,
+                            reason: ReasonCode::Success,
+                        });
+                    }
                 }
             }
         }
@@ -1142,15 +1208,21 @@ impl Session {
                         reason: ack.reason,
                     });
                     self.flush_outbox(now);
+                } else if self.opts.manual_release {
+                    self.outgoing[i].1 = Flight::Received;
+                    self.events.push_back(Event::Received {
+                        packet_id: ack.packet_id,
+                    });
                 } else {
                     self.outgoing[i].1 = Flight::Released;
                     self.send(&Packet::PubRel(Ack::new(ack.packet_id)), now);
                 }
             }
-            // A repeated PUBREC: PUBREL again.
+            // A repeated PUBREC: PUBREL again (or, not released yet, nothing more to do).
             Some(i) if matches!(self.outgoing[i].1, Flight::Released) => {
                 self.send(&Packet::PubRel(Ack::new(ack.packet_id)), now);
             }
+            Some(i) if matches!(self.outgoing[i].1, Flight::Received) => {}
             _ => self.violation(
                 ReasonCode::ProtocolError,
                 format!(
