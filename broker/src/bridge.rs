@@ -167,6 +167,10 @@ pub trait Remote: Send + Sync + 'static {
     /// Whether the first address answers now (a connection opened, then closed): a bridge on a
     /// later address goes back to the first when it does.
     fn first_answers(&self) -> RemoteFuture<'_, bool>;
+
+    /// Whether any address answers now (a connection opened, then closed): a bridge waiting
+    /// out its backoff reconnects at once when one does.
+    fn any_answers(&self) -> RemoteFuture<'_, bool>;
 }
 
 /// What a bridge is doing, for `/metrics` and the API.
@@ -506,7 +510,21 @@ async fn run(
         state.reconnects.fetch_add(1, Relaxed);
         attempt = backoff.next_attempt(attempt, connected_at.elapsed());
         let jitter = jitter();
-        tokio::time::sleep(backoff.delay(attempt, jitter)).await;
+        // The backoff spaces the MQTT connections; meanwhile a plain connection every first
+        // step tells when an address answers again, so that forwarding resumes within a
+        // step of the remote's return rather than after the whole delay.
+        let wait = tokio::time::sleep(backoff.delay(attempt, jitter));
+        tokio::pin!(wait);
+        loop {
+            tokio::select! {
+                () = &mut wait => break,
+                () = tokio::time::sleep(config.restart.0) => {
+                    if remote.any_answers().await {
+                        break;
+                    }
+                }
+            }
+        }
         attempt = attempt.saturating_add(1);
     }
 }

@@ -95,6 +95,17 @@ impl kite_broker::bridge::Remote for BridgeRemote {
     fn first_answers(&self) -> kite_broker::bridge::RemoteFuture<'_, bool> {
         Box::pin(self.connector.answers(&self.upstream, 0))
     }
+
+    fn any_answers(&self) -> kite_broker::bridge::RemoteFuture<'_, bool> {
+        Box::pin(async move {
+            for index in 0..self.upstream.addresses.len() {
+                if self.connector.answers(&self.upstream, index).await {
+                    return true;
+                }
+            }
+            false
+        })
+    }
 }
 
 fn remote_list(remote: &crate::config::Upstream) -> String {

@@ -561,3 +561,38 @@ fn a_bridge_over_tls_with_a_private_ca_and_a_client_certificate() {
         ("plant/secure", "over TLS")
     );
 }
+
+/// Back within a step: after a long outage the backoff has grown (1, 2, 4, 8 s ...), but the
+/// bridge checks every first step (1 s) whether the remote answers, and forwards again — and
+/// says so on its state topic — within about that much of the remote's return.
+#[test]
+fn forwarding_resumes_within_a_step_of_the_remotes_return() {
+    let mut remote = Mosquitto::start();
+    let kite = kite_with(&format!(
+        "[[bridge]]\nname = \"cloud\"\naddresses = [\"{}\"]\nrestart_secs = [1, 30]\n\n[[bridge.topic]]\npattern = \"plant/#\"\ndirection = \"out\"\n",
+        remote.url()
+    ));
+    let here = tcp(kite.mqtt_addr.unwrap());
+    let mut device = TestClient::connected(&here, Version::V5, "device");
+    let mut watcher = TestClient::connected(&mosquitto_via(&remote), Version::V5, "w");
+    watcher.subscribe("plant/#", QoS::AtMostOnce);
+    until_bridged(&mut device, "plant/probe", &mut watcher);
+    remote.stop();
+    std::thread::sleep(Duration::from_secs(9));
+    remote.run();
+    let back = Instant::now();
+    let state = |kite: &Gateway| {
+        let mut c = TestClient::connected(&tcp(kite.mqtt_addr.unwrap()), Version::V5, "state");
+        c.subscribe("$SYS/broker/bridge/cloud/state", QoS::AtMostOnce);
+        payload(&c.recv_publish())
+    };
+    while state(&kite) != "1" {
+        // The backoff alone would wait 4–16 s more here.
+        assert!(
+            back.elapsed() < Duration::from_secs(3),
+            "not back {:?} after the remote",
+            back.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
