@@ -248,7 +248,8 @@ pub struct BridgeStatus {
     pub messages_in: u64,
     /// Connections to the remote lost or refused.
     pub reconnects: u64,
-    /// Messages it could not forward.
+    /// Messages dropped: those it could not forward, and those its full queue refused
+    /// (beyond `max_queued_messages` or `max_queued_bytes`).
     pub dropped: u64,
     /// Why the remote was last lost or refused.
     pub last_error: Option<String>,

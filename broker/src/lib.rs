@@ -647,9 +647,9 @@ impl Broker {
             .into_iter()
             .map(|r| {
                 let slot = lock(&self.inner.sessions).get(r.local_id.as_str()).cloned();
-                let queued = slot.map_or(0, |s| {
+                let (queued, full) = slot.map_or((0, 0), |s| {
                     let st = lock(&s.state);
-                    st.queue.len() + st.inflight.len()
+                    (st.queue.len() + st.inflight.len(), st.dropped)
                 });
                 bridge::BridgeStatus {
                     up: r.state.up(),
@@ -657,7 +657,8 @@ impl Broker {
                     messages_out: r.state.messages_out(),
                     messages_in: r.state.messages_in(),
                     reconnects: r.state.reconnects(),
-                    dropped: r.state.dropped(),
+                    // Its own (not forwardable) and its queue's (full).
+                    dropped: r.state.dropped() + full,
                     last_error: r.state.last_error(),
                     notification_topic: r.notification_topic,
                     name: r.name,

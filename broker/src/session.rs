@@ -65,7 +65,7 @@ pub(crate) struct Inflight {
 /// Bounds of one session's queue that replace `[broker]`'s (`ConnInfo::with_queue`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueBounds {
-    /// Deliveries queued at most, whether a connection holds the session or not.
+    /// Deliveries queued or in flight at most, whether a connection holds the session or not.
     pub messages: usize,
     /// Their bytes at most.
     pub bytes: usize,
@@ -85,6 +85,8 @@ pub(crate) struct SessionState {
     pub ended: bool,
     /// The queue's own bounds, if its client has them (a bridge); else `[broker]`'s.
     pub bounds: Option<QueueBounds>,
+    /// Deliveries dropped because the queue was full (its count or its bytes).
+    pub dropped: u64,
     /// The store holds a record of this session.
     pub persisted: bool,
     /// Subscriptions by full filter (`$share/...` included).
@@ -161,6 +163,7 @@ impl Slot {
                 user: None,
                 ended: false,
                 bounds: None,
+                dropped: 0,
                 persisted: false,
                 subscriptions: HashMap::new(),
                 queue: VecDeque::new(),
@@ -205,12 +208,14 @@ impl Slot {
         }
         let full = match (st.bounds, st.owner, kind) {
             (_, _, Kind::Retained) if st.owner.is_some() => false,
-            (Some(b), _, _) => st.queue.len() >= b.messages,
+            // Sent and not acknowledged counts too: all of it waits for the bridge's remote.
+            (Some(b), _, _) => st.queue.len() + st.inflight.len() >= b.messages,
             (None, Some(_), Kind::Live) => st.live >= config.max_queued_messages_online,
             (None, _, _) => st.queue.len() >= config.max_queued_messages,
         };
         let max_bytes = st.bounds.map_or(config.max_queued_bytes, |b| b.bytes);
         if full || st.queued_bytes + size > max_bytes {
+            st.dropped += 1;
             return None;
         }
         d.live = st.owner.is_some() && kind == Kind::Live;

@@ -424,11 +424,7 @@ pub fn render_broker(broker: &kite_broker::Broker) -> String {
     }
     // Each bridge's state, one family per figure, one line per bridge (and direction).
     let bridges = broker.bridges();
-    let queued: Vec<(String, usize)> = broker
-        .bridge_statuses()
-        .into_iter()
-        .map(|b| (b.name, b.queued))
-        .collect();
+    let statuses = broker.bridge_statuses();
     if !bridges.is_empty() {
         let line = |labels: String, v: u64| format!("{labels} {v}");
         let families: [(&str, &str, &str, Vec<String>); 5] = [
@@ -457,9 +453,9 @@ pub fn render_broker(broker: &kite_broker::Broker) -> String {
                 "kite_bridge_queued",
                 "gauge",
                 "Messages waiting here for the remote broker, or sent and not yet acknowledged by it.",
-                queued
+                statuses
                     .iter()
-                    .map(|(n, q)| line(format!("{{bridge=\"{n}\"}}"), *q as u64))
+                    .map(|b| line(format!("{{bridge=\"{}\"}}", b.name), b.queued as u64))
                     .collect(),
             ),
             (
@@ -474,10 +470,10 @@ pub fn render_broker(broker: &kite_broker::Broker) -> String {
             (
                 "kite_bridge_dropped_total",
                 "counter",
-                "Messages the bridge could not forward (too large for the remote, refused by it).",
-                bridges
+                "Messages dropped: beyond the bridge's max_queued_messages or max_queued_bytes, or not forwardable (too large for the remote, refused by it).",
+                statuses
                     .iter()
-                    .map(|(n, b)| line(format!("{{bridge=\"{n}\"}}"), b.dropped()))
+                    .map(|b| line(format!("{{bridge=\"{}\"}}", b.name), b.dropped))
                     .collect(),
             ),
         ];

@@ -121,14 +121,36 @@ fn a_bridge_carries_out_and_in() {
     let mut device = TestClient::connected(&here, Version::V5, "device");
     until_bridged(&mut device, "plant/probe", &mut watcher);
 
-    // Out, QoS 1: the watcher on mosquitto gets it under the remote prefix.
+    // Out, QoS 1: the watcher on mosquitto gets it under the remote prefix, its MQTT 5
+    // properties unchanged.
     let mut m = publish("plant/line1/temp", "21.5", QoS::AtLeastOnce, 7);
     m.retain = true;
+    let properties = kite_mqtt::codec::Properties {
+        content_type: Some("text/plain".into()),
+        response_topic: Some("plant/line1/reply".into()),
+        correlation_data: Some(bytes::Bytes::from_static(b"req-42")),
+        message_expiry_interval: Some(3600),
+        user_properties: vec![("unit".into(), "°C".into()), ("site".into(), "a".into())],
+        ..Default::default()
+    };
+    m.properties = properties.clone().into();
     assert_eq!(device.publish(m), kite_mqtt::codec::ReasonCode::Success);
     let got = recv_real(&mut watcher);
     assert_eq!(
         (got.topic.as_str(), payload(&got).as_str()),
         ("site-a/plant/line1/temp", "21.5")
+    );
+    assert_eq!(got.properties.content_type, properties.content_type);
+    assert_eq!(got.properties.response_topic, properties.response_topic);
+    assert_eq!(got.properties.correlation_data, properties.correlation_data);
+    assert_eq!(got.properties.user_properties, properties.user_properties);
+    // The expiry left: counted down by each broker, never up.
+    assert!(
+        got.properties
+            .message_expiry_interval
+            .is_some_and(|e| (3590..=3600).contains(&e)),
+        "{:?}",
+        got.properties.message_expiry_interval
     );
     watcher.ack(&got);
     // Retained as published: a new subscriber on mosquitto gets it from mosquitto's store.
@@ -595,4 +617,69 @@ fn forwarding_resumes_within_a_step_of_the_remotes_return() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Bounded and counted: beyond the bridge's `max_queued_messages` new outgoing messages are
+/// dropped and counted (`kite_bridge_dropped_total`); what was kept arrives once the remote is
+/// back, and nothing else is lost.
+#[test]
+fn beyond_its_queue_bound_a_bridge_drops_new_messages_and_counts_them() {
+    let mut remote = Mosquitto::start_persistent();
+    let kite = kite_with(&format!(
+        "[[bridge]]\nname = \"cloud\"\naddresses = [\"{}\"]\nrestart_secs = [1, 1]\nmax_queued_messages = 50\n\n[[bridge.topic]]\npattern = \"plant/#\"\ndirection = \"out\"\nqos = 1\n",
+        remote.url()
+    ));
+    let here = tcp(kite.mqtt_addr.unwrap());
+    let there = mosquitto_via(&remote);
+    let mut c = connect(Version::V3_1_1, "archive");
+    c.clean_start = false;
+    let (mut archive, _) = TestClient::connect(&there, c.clone());
+    archive.subscribe("plant/#", QoS::AtLeastOnce);
+    let mut device = TestClient::connected(&here, Version::V5, "device");
+    until_bridged(&mut device, "plant/probe", &mut archive);
+    drop(archive);
+    remote.stop();
+    // Down (and so taking nothing) before the messages come.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while bridges_api(&kite, None).1["bridges"][0]["state"] != "down" {
+        assert!(Instant::now() < deadline, "the bridge did not notice");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for i in 1..=80u16 {
+        device.publish(publish("plant/seq", &i.to_string(), QoS::AtLeastOnce, i));
+    }
+    assert_eq!(metric(&kite, "kite_bridge_queued{bridge=\"cloud\"}"), 50);
+    assert_eq!(
+        metric(&kite, "kite_bridge_dropped_total{bridge=\"cloud\"}"),
+        30
+    );
+    remote.run();
+    let (mut archive, _) = TestClient::connect(&there, c);
+    let mut got = Vec::new();
+    while got.len() < 50 {
+        let p = recv_real(&mut archive);
+        archive.ack(&p);
+        if p.topic.as_str() == "plant/seq" {
+            got.push(payload(&p).parse::<u16>().unwrap());
+        }
+    }
+    got.dedup();
+    assert_eq!(
+        got,
+        (1..=50).collect::<Vec<_>>(),
+        "the first 50 kept, in order"
+    );
+    // And none of the dropped ones after them.
+    let more: Vec<String> = archive
+        .barrier()
+        .into_iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p) if p.topic.as_str() == "plant/seq" => Some(payload(&p)),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        more.iter().all(|m| m.parse::<u16>().unwrap() <= 50),
+        "{more:?}"
+    );
 }
