@@ -471,10 +471,14 @@ async fn run(
     notify(broker, &config, false);
     loop {
         let connected_at = std::time::Instant::now();
+        // No address answered (else the remote did, and ended or refused the session: then
+        // the backoff alone spaces the next try).
+        let mut unreachable = false;
         match remote.dial().await {
             Err(e) => {
                 tracing::warn!(bridge = %config.name, "cannot reach the remote broker: {e}");
                 state.error(e);
+                unreachable = true;
             }
             Ok((io, index)) => {
                 let link = Link {
@@ -511,15 +515,15 @@ async fn run(
         state.reconnects.fetch_add(1, Relaxed);
         attempt = backoff.next_attempt(attempt, connected_at.elapsed());
         let jitter = jitter();
-        // The backoff spaces the MQTT connections; meanwhile a plain connection every first
-        // step tells when an address answers again, so that forwarding resumes within a
-        // step of the remote's return rather than after the whole delay.
+        // The backoff spaces the MQTT connections; meanwhile, when no address answered, a
+        // plain connection every first step tells when one does again, so that forwarding
+        // resumes within a step of the remote's return rather than after the whole delay.
         let wait = tokio::time::sleep(backoff.delay(attempt, jitter));
         tokio::pin!(wait);
         loop {
             tokio::select! {
                 () = &mut wait => break,
-                () = tokio::time::sleep(config.restart.0) => {
+                () = tokio::time::sleep(config.restart.0), if unreachable => {
                     if remote.any_answers().await {
                         break;
                     }
