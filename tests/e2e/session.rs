@@ -32,12 +32,76 @@ async fn wait_connected(events: &mut tokio::sync::mpsc::Receiver<Event>) {
     }
 }
 
-/// 10,000 QoS 1 and 10,000 QoS 2 messages, mosquitto stopped and restarted twice in the
-/// middle, persistent sessions on both sides: every message acknowledged to the publisher
-/// arrives at the subscriber, and none arrives twice at QoS 2 ([MQTT-4.3.3]).
+/// A broker the scenario restarts on the same address, keeping its sessions.
+trait Restart: Send + 'static {
+    fn url(&self) -> String;
+    fn restart(&mut self);
+}
+
+impl Restart for Mosquitto {
+    fn url(&self) -> String {
+        Mosquitto::url(self)
+    }
+    fn restart(&mut self) {
+        Mosquitto::restart(self);
+    }
+}
+
+/// Kite's embedded broker on a fixed address, its sessions in a data directory.
+struct Embedded {
+    gateway: Option<Gateway>,
+    addr: std::net::SocketAddr,
+    data: std::path::PathBuf,
+}
+
+impl Embedded {
+    fn start(addr: std::net::SocketAddr, data: std::path::PathBuf) -> Gateway {
+        Gateway::start_with(&[], None, move |c| {
+            c.broker.listen = addr;
+            c.broker.data_dir = Some(data);
+        })
+    }
+}
+
+impl Restart for Embedded {
+    fn url(&self) -> String {
+        format!("mqtt://{}", self.addr)
+    }
+    fn restart(&mut self) {
+        drop(self.gateway.take());
+        self.gateway = Some(Self::start(self.addr, self.data.clone()));
+    }
+}
+
+/// 10,000 QoS 1 and 10,000 QoS 2 messages, the broker restarted twice in the middle,
+/// persistent sessions on both sides: every message acknowledged to the publisher arrives at
+/// the subscriber. Against Kite's broker, none arrives twice at QoS 2 ([MQTT-4.3.3]).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn qos1_and_qos2_survive_two_broker_restarts() {
-    let broker = Arc::new(std::sync::Mutex::new(Mosquitto::start_persistent()));
+async fn qos1_and_qos2_survive_two_restarts_of_kites_broker() {
+    let dir = kite_tests::TempDir::new("session-restarts");
+    let addr = format!("127.0.0.1:{}", kite_tests::free_port())
+        .parse()
+        .unwrap();
+    let data = dir.path().to_owned();
+    let broker = Embedded {
+        gateway: Some(Embedded::start(addr, data.clone())),
+        addr,
+        data,
+    };
+    survive_two_restarts(broker, true).await;
+}
+
+/// The same against mosquitto 2.0.11, which across a restart sometimes resends (with DUP) QoS 2
+/// messages whose exchange the subscriber had completed — a PUBLISH under a freed packet id is
+/// a new message to the receiver [MQTT-4.3.3] — so there every message must arrive, and a
+/// second copy only as such a resend (DUP set), never as a new publication.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qos1_and_qos2_survive_two_mosquitto_restarts() {
+    survive_two_restarts(Mosquitto::start_persistent(), false).await;
+}
+
+async fn survive_two_restarts(broker: impl Restart, exactly_once: bool) {
+    let broker = Arc::new(std::sync::Mutex::new(broker));
     let url = broker.lock().unwrap().url().parse().unwrap();
 
     // Subscriber: MQTT 3.1.1, persistent session from the first connection.
@@ -67,16 +131,19 @@ async fn qos1_and_qos2_survive_two_broker_restarts() {
         }
     }
     let received: Arc<std::sync::Mutex<HashMap<String, usize>>> = Arc::default();
+    // Second (and later) copies that came without DUP: a new publication, never right.
+    let new_copies: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
     let sub_task = {
-        let received = received.clone();
+        let (received, new_copies) = (received.clone(), new_copies.clone());
         tokio::spawn(async move {
             while let Some(event) = sub_events.recv().await {
                 if let Event::Message(p) = event {
-                    *received
-                        .lock()
-                        .unwrap()
-                        .entry(p.topic.to_string())
-                        .or_default() += 1;
+                    let mut r = received.lock().unwrap();
+                    let n = r.entry(p.topic.to_string()).or_default();
+                    *n += 1;
+                    if *n > 1 && !p.dup {
+                        new_copies.lock().unwrap().push(p.topic.to_string());
+                    }
                 }
             }
         })
@@ -181,19 +248,26 @@ async fn qos1_and_qos2_survive_two_broker_restarts() {
         .iter()
         .filter(|(t, n)| t.starts_with("load/2/") && **n > 1)
         .collect();
+    if exactly_once {
+        assert!(
+            duplicates.is_empty(),
+            "QoS 2 delivered twice: {duplicates:?}"
+        );
+    }
+    let new_copies = new_copies.lock().unwrap().clone();
     assert!(
-        duplicates.is_empty(),
-        "QoS 2 delivered twice: {duplicates:?}"
+        new_copies.iter().all(|t| t.starts_with("load/1/")),
+        "QoS 2 published again as new messages: {new_copies:?}"
     );
     for i in 0..PER_QOS {
         assert!(
             received.contains_key(&format!("load/1/{i}")),
             "QoS 1 message {i} lost"
         );
-        assert_eq!(
-            received.get(&format!("load/2/{i}")),
-            Some(&1),
-            "QoS 2 message {i}"
+        let copies = received.get(&format!("load/2/{i}")).copied().unwrap_or(0);
+        assert!(
+            copies == 1 || (!exactly_once && copies > 1),
+            "QoS 2 message {i}: {copies} copies"
         );
     }
     publisher.disconnect().await;
