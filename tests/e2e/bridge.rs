@@ -8,6 +8,8 @@ use kite_mqtt::{Packet, QoS, Version};
 use kite_tests::client::{TestClient, Via, connect, publish};
 use kite_tests::{Gateway, Mosquitto};
 
+use crate::hostile::metric;
+
 /// The bridges of `text` (a config file), as `kite serve` would read them.
 fn bridges(text: &str) -> Vec<kite_gateway::config::Bridge> {
     let dir = std::env::temp_dir().join(format!("kite-bridge-test-{}", std::process::id()));
@@ -25,21 +27,6 @@ fn bridges(text: &str) -> Vec<kite_gateway::config::Bridge> {
 fn kite_with(text: &str) -> Gateway {
     let bridges = bridges(text);
     Gateway::start_with(&[], None, move |c| c.bridges = bridges)
-}
-
-/// The value of the metric line that starts with `name` (labels included).
-fn metric(kite: &Gateway, name: &str) -> u64 {
-    let text = ureq::get(&kite.http_url("/metrics"))
-        .call()
-        .unwrap()
-        .into_body()
-        .read_to_string()
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("{name} not in /metrics:\n{text}"))
-        .parse()
-        .unwrap()
 }
 
 /// `GET /api/v1/bridges`, with optional Basic credentials: (status, body).
@@ -228,13 +215,22 @@ fn a_bridge_carries_out_and_in() {
     assert_eq!((gone.topic.as_str(), payload(&gone).as_str()), (STATE, "0"));
 }
 
-/// The remote goes away: what is published here meanwhile (QoS 1) waits in the bridge's
-/// session and reaches the remote, in order, once it is back.
-#[test]
-fn messages_wait_for_the_remote_and_arrive_in_order() {
-    let mut remote = Mosquitto::start_persistent();
+/// A bridge of `plant/#` (out, QoS 1, `extra` lines in its `[[bridge]]`) to a persistent
+/// mosquitto, up, with a persistent subscriber there that has gone away.
+struct Outage {
+    remote: Mosquitto,
+    kite: Gateway,
+    here: Via,
+    there: Via,
+    /// The subscriber's CONNECT, to come back with.
+    archive: kite_mqtt::codec::Connect,
+    device: TestClient,
+}
+
+fn outage_setup(extra: &str) -> Outage {
+    let remote = Mosquitto::start_persistent();
     let kite = kite_with(&format!(
-        "[[bridge]]\nname = \"cloud\"\naddresses = [\"{}\"]\nrestart_secs = [1, 1]\n\n[[bridge.topic]]\npattern = \"plant/#\"\ndirection = \"out\"\nqos = 1\n",
+        "[[bridge]]\nname = \"cloud\"\naddresses = [\"{}\"]\nrestart_secs = [1, 1]\n{extra}\n[[bridge.topic]]\npattern = \"plant/#\"\ndirection = \"out\"\nqos = 1\n",
         remote.url()
     ));
     let here = tcp(kite.mqtt_addr.unwrap());
@@ -246,7 +242,28 @@ fn messages_wait_for_the_remote_and_arrive_in_order() {
     archive.subscribe("plant/#", QoS::AtLeastOnce);
     let mut device = TestClient::connected(&here, Version::V5, "device");
     until_bridged(&mut device, "plant/probe", &mut archive);
-    drop(archive);
+    Outage {
+        remote,
+        kite,
+        here,
+        there,
+        archive: c,
+        device,
+    }
+}
+
+/// The remote goes away: what is published here meanwhile (QoS 1) waits in the bridge's
+/// session and reaches the remote, in order, once it is back.
+#[test]
+fn messages_wait_for_the_remote_and_arrive_in_order() {
+    let Outage {
+        mut remote,
+        kite,
+        here,
+        there,
+        archive: c,
+        mut device,
+    } = outage_setup("");
 
     remote.stop();
     // Here the bridge's state says it is down (retained "0"), once it noticed.
@@ -624,20 +641,14 @@ fn forwarding_resumes_within_a_step_of_the_remotes_return() {
 /// back, and nothing else is lost.
 #[test]
 fn beyond_its_queue_bound_a_bridge_drops_new_messages_and_counts_them() {
-    let mut remote = Mosquitto::start_persistent();
-    let kite = kite_with(&format!(
-        "[[bridge]]\nname = \"cloud\"\naddresses = [\"{}\"]\nrestart_secs = [1, 1]\nmax_queued_messages = 50\n\n[[bridge.topic]]\npattern = \"plant/#\"\ndirection = \"out\"\nqos = 1\n",
-        remote.url()
-    ));
-    let here = tcp(kite.mqtt_addr.unwrap());
-    let there = mosquitto_via(&remote);
-    let mut c = connect(Version::V3_1_1, "archive");
-    c.clean_start = false;
-    let (mut archive, _) = TestClient::connect(&there, c.clone());
-    archive.subscribe("plant/#", QoS::AtLeastOnce);
-    let mut device = TestClient::connected(&here, Version::V5, "device");
-    until_bridged(&mut device, "plant/probe", &mut archive);
-    drop(archive);
+    let Outage {
+        mut remote,
+        kite,
+        here: _,
+        there,
+        archive: c,
+        mut device,
+    } = outage_setup("max_queued_messages = 50\n");
     remote.stop();
     // Down (and so taking nothing) before the messages come.
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -42,7 +42,7 @@ fn serving(via: &Via, login: impl Fn(&str) -> Connect) {
     assert_eq!(&sub.recv_publish().payload[..], b"fine");
 }
 
-fn metric(gw: &Gateway, name: &str) -> u64 {
+pub(crate) fn metric(gw: &Gateway, name: &str) -> u64 {
     let text = ureq::get(&gw.http_url("/metrics"))
         .call()
         .unwrap()

@@ -774,6 +774,28 @@ fn median(runs: Vec<&Outcome>) -> Outcome {
     }
 }
 
+/// One saturated row: Kite's and mosquitto's msgs/s (with what was lost), their ratio, and
+/// their p50 / p99.
+fn side_by_side(key: &str, k: &Outcome, m: &Outcome) -> String {
+    let shown = |o: &Outcome| {
+        let mut s = format!("{:.0}", o.rate());
+        if o.delivered < o.expected {
+            let _ = write!(s, " ({} of {} delivered)", o.delivered, o.expected);
+        }
+        s
+    };
+    format!(
+        "| {key} | {} | {} | {:.2}× | {:.1} / {:.1} | {:.1} / {:.1} |",
+        shown(k),
+        shown(m),
+        k.rate() / m.rate().max(1e-9),
+        k.p50_us / 1000.0,
+        k.p99_us / 1000.0,
+        m.p50_us / 1000.0,
+        m.p99_us / 1000.0,
+    )
+}
+
 /// A transport as the tables name it.
 fn via(transport: Transport) -> &'static str {
     match transport {
@@ -837,24 +859,7 @@ fn broker_main(args: &[String]) {
                             rate: None,
                         };
                         let cells = on_both_median(&setup, transport, load, runs);
-                        let shown = |o: &Outcome| {
-                            let mut s = format!("{:.0}", o.rate());
-                            if o.delivered < o.expected {
-                                let _ = write!(s, " ({} of {} delivered)", o.delivered, o.expected);
-                            }
-                            s
-                        };
-                        let (k, m) = (&cells[0], &cells[1]);
-                        let line = format!(
-                            "| {key} | {} | {} | {:.2}× | {:.1} / {:.1} | {:.1} / {:.1} |",
-                            shown(k),
-                            shown(m),
-                            k.rate() / m.rate().max(1e-9),
-                            k.p50_us / 1000.0,
-                            k.p99_us / 1000.0,
-                            m.p50_us / 1000.0,
-                            m.p99_us / 1000.0,
-                        );
+                        let line = side_by_side(&key, &cells[0], &cells[1]);
                         println!("{line}");
                         let _ = writeln!(table, "{line}");
                     }
@@ -957,24 +962,7 @@ fn broker_main(args: &[String]) {
                 })
                 .collect();
             let cells = [0, 1].map(|i| median(all.iter().map(|r| &r[i]).collect()));
-            let (k, m) = (&cells[0], &cells[1]);
-            let shown = |o: &Outcome| {
-                let mut s = format!("{:.0}", o.rate());
-                if o.delivered < o.expected {
-                    let _ = write!(s, " ({} of {} delivered)", o.delivered, o.expected);
-                }
-                s
-            };
-            let line = format!(
-                "| {key} | {} | {} | {:.2}× | {:.1} / {:.1} | {:.1} / {:.1} |",
-                shown(k),
-                shown(m),
-                k.rate() / m.rate().max(1e-9),
-                k.p50_us / 1000.0,
-                k.p99_us / 1000.0,
-                m.p50_us / 1000.0,
-                m.p99_us / 1000.0,
-            );
+            let line = side_by_side(key, &cells[0], &cells[1]);
             println!("{line}");
             let _ = writeln!(table, "{line}");
         }
