@@ -229,6 +229,29 @@ impl Props {
     pub(crate) fn decode(r: &mut Reader, ctx: PropertyContext) -> Result<Self, DecodeError> {
         Properties::decode(r, ctx)
     }
+
+    /// Appends the properties as a packet carries them for `ctx` (property length, then the
+    /// properties) — for stores that keep a packet's properties apart from the packet, such as
+    /// the gateway's history. Nothing is written when they are not allowed in `ctx`.
+    pub fn encode_to(&self, ctx: PropertyContext, buf: &mut BytesMut) -> Result<(), EncodeError> {
+        let len = self.encoded_len(ctx)?;
+        self.write(len, buf);
+        Ok(())
+    }
+
+    /// Reads back what [`Props::encode_to`] wrote, which must be all of `bytes`.
+    pub fn decode_from(bytes: Bytes, ctx: PropertyContext) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let props = Properties::decode(&mut r, ctx)?;
+        if r.is_empty() {
+            Ok(props)
+        } else {
+            Err(DecodeError::PropertyLengthOverflow {
+                length: r.remaining(),
+                available: 0,
+            })
+        }
+    }
 }
 
 impl std::ops::Deref for Props {
