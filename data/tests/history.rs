@@ -1,7 +1,12 @@
 //! The history store through its interface: what is recorded comes back (also after a
 //! restart), series buckets match a naive M4, bounds hold, and bad queries are refused.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout
+)]
 
 use std::path::PathBuf;
 

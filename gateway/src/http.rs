@@ -41,6 +41,10 @@ pub fn router(state: AppState) -> Router {
         .route("/mqtt/{upstream}", get(mqtt_named))
         .route("/api/v1/upstreams", get(list_upstreams))
         .route("/api/v1/bridges", get(crate::bridges_api::list))
+        .route("/api/v1/history", get(crate::history_api::messages))
+        .route("/api/v1/history/series", get(crate::history_api::series))
+        .route("/api/v1/history/export", get(crate::history_api::export))
+        .route("/api/v1/history/topics", get(crate::history_api::topics))
         .route(
             "/api/v1/publish",
             axum::routing::post(crate::publish_api::publish),
@@ -131,6 +135,9 @@ async fn metrics(State(state): State<AppState>) -> Response {
             text += &crate::metrics::render_logins(state.logins().stats());
             if let Some(b) = &state.broker {
                 text += &crate::metrics::render_broker(b);
+            }
+            if let Some(h) = &state.history {
+                text += &crate::metrics::render_history(&state.metrics, &h.usage());
             }
             text
         },

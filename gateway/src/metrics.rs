@@ -109,6 +109,10 @@ pub struct Metrics {
     paced: [AtomicU64; 2],
     denied: [AtomicU64; 3],
     latency: [Histogram; 2],
+    /// The history recorder's session is up (1) or not (0).
+    pub(crate) history_up: AtomicU64,
+    /// Messages the recorder committed to the history store.
+    pub(crate) history_recorded: AtomicU64,
 }
 
 impl Metrics {
@@ -280,6 +284,61 @@ impl Metrics {
 }
 
 /// The password checks' counters (see [`crate::logins`]).
+/// The history recorder and store (`[history]`).
+pub fn render_history(m: &Metrics, usage: &kite_data::Usage) -> String {
+    let mut out = String::new();
+    for (name, kind, help, v) in [
+        (
+            "kite_history_up",
+            "gauge",
+            "Whether the history recorder's session is up (1) or not (0).",
+            m.history_up.load(Relaxed),
+        ),
+        (
+            "kite_history_recorded_total",
+            "counter",
+            "Messages the history recorder committed.",
+            m.history_recorded.load(Relaxed),
+        ),
+        (
+            "kite_history_bytes",
+            "gauge",
+            "Bytes the history store counts against [history] max_bytes.",
+            usage.bytes,
+        ),
+        (
+            "kite_history_topics",
+            "gauge",
+            "Topics recorded.",
+            usage.topics,
+        ),
+        (
+            "kite_history_messages",
+            "gauge",
+            "Messages kept in the history store.",
+            usage.messages,
+        ),
+        (
+            "kite_history_dropped_total",
+            "counter",
+            "Recorded messages removed to stay within [history] max_bytes.",
+            usage.dropped,
+        ),
+        (
+            "kite_history_expired_total",
+            "counter",
+            "Recorded messages removed for their age ([history] retention_days).",
+            usage.expired,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+        );
+    }
+    out
+}
+
 pub fn render_logins(s: &kite_broker::logins::LoginStats) -> String {
     let mut out = String::new();
     for (name, help, v) in [

@@ -139,6 +139,7 @@ pub async fn run(
             }
         }
     };
+    crate::recorder::start(&state);
     let app = router(state).into_make_service_with_connect_info::<Peer>();
     if let Some(tls) = &tls {
         reload_on_sighup(tls.clone());

@@ -19,6 +19,8 @@ pub struct AppState {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) tls: Option<crate::tls::Reloadable>,
     pub(crate) broker: Option<Broker>,
+    /// The history store, when `[history] record` is set.
+    pub(crate) history: Option<Arc<dyn kite_data::Storage>>,
     /// Where login checks run: browsers, devices and the publish API share it.
     pub(crate) logins: kite_broker::logins::Logins,
     /// Open connections per source address, all listeners together.
@@ -120,9 +122,18 @@ impl AppState {
                 None => Broker::new(broker_config, auth, logins.clone()),
             })
         };
+        let history: Option<Arc<dyn kite_data::Storage>> = match &config.history {
+            Some(h) => Some(Arc::new(kite_data::RedbStorage::open(
+                &h.dir,
+                h.sync,
+                h.retention,
+            )?)),
+            None => None,
+        };
         Ok(Self {
             tls,
             broker,
+            history,
             logins,
             config: Arc::new(config),
             connector,
@@ -132,6 +143,11 @@ impl AppState {
                 config_for_limits.max_connections_per_address,
             ),
         })
+    }
+
+    /// The history store, when `[history] record` is set.
+    pub fn history(&self) -> Option<&Arc<dyn kite_data::Storage>> {
+        self.history.as_ref()
     }
 
     /// Where login checks run.

@@ -18,9 +18,9 @@ use serde::de::DeserializeOwned;
 use super::env::{self, Applied};
 use super::{
     Bridge, BrokerSettings, BrokerUrl, Config, ConfigError, DEFAULT_DATA_DIR, DEFAULT_MQTT,
-    FileAcl, FileBridge, FileBridgeTopic, FileBroker, FileConfig, FileHttp, FileLimits, FileRole,
-    FileTls, FileUpstream, FileUser, GatewayLimits, Overrides, Upstream, UpstreamTls, anchor_paths,
-    check_name, check_origin, parse_listen,
+    FileAcl, FileBridge, FileBridgeTopic, FileBroker, FileConfig, FileHistory, FileHttp,
+    FileLimits, FileRole, FileTls, FileUpstream, FileUser, GatewayLimits, Overrides, Upstream,
+    UpstreamTls, anchor_paths, check_name, check_origin, parse_listen,
 };
 
 /// One problem: where it is and what is wrong.
@@ -402,6 +402,7 @@ fn resolve(pass: &mut Pass<'_>, table: &toml::Table, overrides: Overrides) -> Co
     let mut acl = FileAcl::default();
     let mut tls: Option<FileTls> = None;
     let mut jwt: Option<kite_policy::jwt::JwtSettings> = None;
+    let mut history: Option<FileHistory> = None;
     let mut upstreams: Vec<(usize, FileUpstream)> = Vec::new();
     let mut users: Vec<(usize, FileUser)> = Vec::new();
     let mut roles: Vec<(usize, FileRole)> = Vec::new();
@@ -417,6 +418,7 @@ fn resolve(pass: &mut Pass<'_>, table: &toml::Table, overrides: Overrides) -> Co
             "acl" => acl = pass.section("acl", None, value).unwrap_or_default(),
             "tls" => tls = pass.section("tls", None, value),
             "jwt" => jwt = pass.section("jwt", None, value),
+            "history" => history = pass.section("history", None, value),
             "upstream" | "user" | "role" => {
                 let Some(items) = value.as_array() else {
                     pass.report(
@@ -486,7 +488,7 @@ fn resolve(pass: &mut Pass<'_>, table: &toml::Table, overrides: Overrides) -> Co
                 None,
                 None,
                 format!(
-                    "unknown section [{other}]: the sections are [http], [limits], [tls], [broker], [acl], [jwt], [[upstream]], [[user]], [[role]], [[bridge]]"
+                    "unknown section [{other}]: the sections are [http], [limits], [tls], [broker], [acl], [jwt], [history], [[upstream]], [[user]], [[role]], [[bridge]]"
                 ),
             ),
         }
@@ -593,6 +595,7 @@ fn resolve(pass: &mut Pass<'_>, table: &toml::Table, overrides: Overrides) -> Co
     }
 
     let bridges = resolve_bridges(pass, bridges, !resolved.is_empty());
+    let history = history.and_then(|h| resolve_history(pass, h, &broker_settings));
 
     // [[role]], [[user]], [jwt], [acl].
     let (mut auth, problems) = kite_policy::auth::Auth::build(
@@ -678,7 +681,85 @@ fn resolve(pass: &mut Pass<'_>, table: &toml::Table, overrides: Overrides) -> Co
         v311_denied_publish: acl.v311_denied_publish.unwrap_or_default(),
         scope_client_ids: acl.scope_client_ids.unwrap_or(true),
         bridges,
+        history,
     }
+}
+
+/// `[history]` checked: `None` without `record` (nothing is recorded).
+fn resolve_history(
+    pass: &mut Pass<'_>,
+    h: FileHistory,
+    broker: &BrokerSettings,
+) -> Option<super::History> {
+    let mut report = |key: &str, message: String| pass.report("history", None, Some(key), message);
+    let retention_days = match h.retention_days {
+        None => super::DEFAULT_RETENTION_DAYS,
+        Some(d @ 0..=36_500) => d,
+        Some(d) => {
+            report(
+                "retention_days",
+                format!(
+                    "[history] retention_days = {d}: 1 to 36500 days, or 0 to keep messages until max_bytes is reached"
+                ),
+            );
+            super::DEFAULT_RETENTION_DAYS
+        }
+    };
+    let max_bytes = match h.max_bytes {
+        None => super::DEFAULT_HISTORY_BYTES,
+        Some(b) if b >= 1 << 20 => b,
+        Some(b) => {
+            report(
+                "max_bytes",
+                format!(
+                    "[history] max_bytes = {b}: at least 1048576 (1 MiB), e.g. 1073741824 for 1 GiB"
+                ),
+            );
+            super::DEFAULT_HISTORY_BYTES
+        }
+    };
+    let record = h.record?;
+    if record.is_empty() {
+        report(
+            "record",
+            "[history] record is empty: list the topic filters to record, e.g. [\"plant/#\"], or remove [history]".into(),
+        );
+    }
+    for filter in &record {
+        if let Err(e) = kite_mqtt::topic::validate_filter(filter) {
+            report(
+                "record",
+                format!("[history] record: {filter:?} is not a topic filter: {e}"),
+            );
+        } else if filter.starts_with("$share/") {
+            report(
+                "record",
+                format!(
+                    "[history] record: {filter:?} is a shared subscription: the recorder must see every message; give the filter without $share/<group>/"
+                ),
+            );
+        }
+    }
+    let Some(dir) = broker.data_dir.clone() else {
+        report(
+            "record",
+            "[history] record needs a data directory, and [broker] persistence = false has none: remove that line (the history is kept in [broker] data_dir)".into(),
+        );
+        return None;
+    };
+    let sync = match broker.sync {
+        kite_broker::store::Sync::Always => kite_data::Sync::Always,
+        kite_broker::store::Sync::Periodic => kite_data::Sync::Periodic,
+    };
+    Some(super::History {
+        record,
+        retention: kite_data::Retention {
+            max_age: (retention_days > 0).then(|| retention_days * 86_400_000),
+            max_bytes,
+        },
+        dir,
+        sync,
+    })
 }
 
 /// A `[[bridge]]` as read (its index), with its `[[bridge.topic]]` entries (each with its

@@ -225,7 +225,28 @@ pub struct Config {
     pub scope_client_ids: bool,
     /// The embedded broker's bridges to other brokers (`[[bridge]]`).
     pub bridges: Vec<Bridge>,
+    /// What the gateway records, when `[history] record` is set.
+    pub history: Option<History>,
 }
+
+/// `[history]`: the topics the gateway records, where, and for how long.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct History {
+    /// The filters recorded.
+    pub record: Vec<String>,
+    /// Age and size bounds.
+    pub retention: kite_data::Retention,
+    /// The data directory (`[broker] data_dir`): the file is `history.redb` in it.
+    pub dir: PathBuf,
+    /// When commits reach the disk (`[broker] sync`).
+    pub sync: kite_data::Sync,
+}
+
+/// Days kept by default (`[history] retention_days`).
+pub const DEFAULT_RETENTION_DAYS: u64 = 30;
+
+/// Bytes kept at most by default (`[history] max_bytes`): 1 GiB.
+pub const DEFAULT_HISTORY_BYTES: u64 = 1 << 30;
 
 /// One `[[bridge]]`: what the bridge does, and how to reach the remote (its addresses in order
 /// and TLS settings, as an upstream's).
@@ -312,6 +333,15 @@ pub(crate) struct FileConfig {
     #[serde(default)]
     pub(crate) acl: FileAcl,
     pub(crate) jwt: Option<kite_policy::jwt::JwtSettings>,
+    pub(crate) history: Option<FileHistory>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileHistory {
+    pub(crate) record: Option<Vec<String>>,
+    pub(crate) retention_days: Option<u64>,
+    pub(crate) max_bytes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

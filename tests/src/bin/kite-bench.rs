@@ -31,6 +31,10 @@
 //! Usage: kite-bench broker  --kite PATH --mosquitto PATH [--write FILE] [--quick] [--only TEXT] [--repeat N] [--runs N]
 //!        kite-bench gateway --kite PATH --mosquitto PATH --websockify PYTHONPATH [--write FILE] [--quick] [--runs N] [--saturated]
 //!        kite-bench app     --kite PATH --mosquitto PATH --assets DIR [--write FILE] [--quick]
+//!        kite-bench history --kite PATH --mosquitto PATH [--write FILE] [--quick]
+//!
+//! `history`: the history store — ingest, series queries, export, bytes on disk — and ingest
+//! through the embedded broker with its recorder (bench_history.rs).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -656,6 +660,7 @@ fn arg(args: &[String], name: &str) -> Option<String> {
 const USAGE: &str = "usage: kite-bench broker  --kite PATH --mosquitto PATH [--write FILE] [--quick] [--only TEXT] [--repeat N] [--runs N]
        kite-bench gateway --kite PATH --mosquitto PATH --websockify PYTHONPATH [--write FILE] [--quick] [--runs N] [--saturated]
        kite-bench app     --kite PATH --mosquitto PATH --assets DIR [--write FILE] [--quick]
+       kite-bench history --kite PATH --mosquitto PATH [--write FILE] [--quick]
 (`cargo xtask bench broker|gateway|app` builds everything and passes these)";
 
 /// A bad command line: what is wrong, the usage, exit status 2.
@@ -677,12 +682,28 @@ fn count(args: &[String], name: &str, default: usize) -> usize {
     })
 }
 
+#[path = "bench_history.rs"]
+mod bench_history;
+
+/// `kite-bench history`: the history store's figures (see bench_history.rs).
+fn history_main(args: &[String]) {
+    let setup = Setup::new(args);
+    let rows = bench_history::storage(&setup.dir, setup.scale as u64);
+    let mut table = String::from("| history | measured | goal |\n|---|---|---|\n");
+    for (what, got, goal) in rows {
+        table.push_str(&format!("| {what} | {got} | {goal} |\n"));
+    }
+    println!("\n{table}");
+    setup.finish(&table);
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
         Some("broker") => broker_main(&args),
         Some("gateway") => gateway_main(&args),
         Some("app") => app_main(&args),
+        Some("history") => history_main(&args),
         Some(other) => usage_error(&format!("unknown mode {other:?}")),
         None => usage_error("which benchmark?"),
     }

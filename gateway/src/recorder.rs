@@ -1,0 +1,256 @@
+//! The history recorder: subscribes to `[history] record` and writes what arrives into the
+//! history store ([`kite_data::Storage`]).
+//!
+//! With the embedded broker it is an in-process client (`Broker::connect_local`, client id
+//! `kite-history`) with a persistent session: QoS 1 deliveries are acknowledged only after the
+//! batch holding them is committed (fsynced with `sync = "always"`), so a `kill -9` loses
+//! nothing acknowledged — the broker resends the rest. In front of an upstream broker it
+//! keeps its own MQTT 5 session there (client id `kite-history-<hostname>`, persistent,
+//! QoS 1, reconnecting with backoff), acknowledging the same way.
+//!
+//! A batch is whatever arrived while the previous one was being committed, so the commit rate
+//! adapts to the load: one fsync per batch, not per message.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use kite_broker::{Broker, ConnInfo};
+use kite_data::{Record, Storage, Stored};
+use kite_mqtt::codec::{
+    Ack, Connect, Properties, Props, Publish, RetainHandling, Subscribe, Subscription,
+};
+use kite_mqtt::{Packet, QoS, Version};
+
+use crate::metrics::Metrics;
+
+/// The embedded broker's client id for the recorder.
+pub const CLIENT_ID: &str = "kite-history";
+
+/// What the recorder's session may hold at the broker while the store is slow (or while the
+/// gateway restarts): beyond, the broker drops and counts.
+const QUEUE: kite_broker::QueueBounds = kite_broker::QueueBounds {
+    messages: 200_000,
+    bytes: 256 << 20,
+};
+
+/// The time now, in ms since the epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A delivery as it is recorded.
+fn record(p: Publish, t: u64) -> Record {
+    let mut properties = p.properties;
+    // What is the broker's to the recorder, not the message's.
+    if !properties.is_empty() {
+        properties.subscription_identifiers.clear();
+        properties.topic_alias = None;
+    }
+    let properties = if properties.is_empty() {
+        Props::default()
+    } else {
+        properties
+    };
+    Record {
+        topic: p.topic.to_string(),
+        message: Stored {
+            t,
+            payload: p.payload,
+            qos: p.qos,
+            retain: p.retain,
+            properties,
+        },
+    }
+}
+
+/// Commits `batch` on a blocking thread.
+async fn commit(storage: &Arc<dyn Storage>, batch: Vec<Record>) -> Result<(), String> {
+    let storage = storage.clone();
+    tokio::task::spawn_blocking(move || storage.record(&batch))
+        .await
+        .map_err(|e| format!("the recording thread failed: {e}"))?
+        .map_err(|e| e.to_string())
+}
+
+/// The subscriptions: every filter at QoS 1, as published (RETAIN kept), retained messages
+/// only on a new subscription (a resumed session has recorded them already).
+fn subscriptions(filters: &[String]) -> Vec<Subscription> {
+    filters
+        .iter()
+        .map(|f| Subscription {
+            filter: f.as_str().into(),
+            qos: QoS::AtLeastOnce,
+            no_local: false,
+            retain_as_published: true,
+            retain_handling: RetainHandling::SendIfNew,
+        })
+        .collect()
+}
+
+/// Records from the embedded broker until it shuts down.
+pub async fn run_embedded(
+    broker: Broker,
+    storage: Arc<dyn Storage>,
+    filters: Vec<String>,
+    metrics: Arc<Metrics>,
+) {
+    let mut delay = Duration::from_millis(500);
+    loop {
+        match embedded_session(&broker, &storage, &filters, &metrics).await {
+            Ok(()) => return,
+            Err(e) => {
+                metrics
+                    .history_up
+                    .store(0, std::sync::atomic::Ordering::Relaxed);
+                tracing::error!("history recorder: {e}; retrying in {delay:?}");
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = broker.stopped() => return,
+        }
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// One session with the embedded broker: `Ok` when the broker closed it (shutting down).
+async fn embedded_session(
+    broker: &Broker,
+    storage: &Arc<dyn Storage>,
+    filters: &[String],
+    metrics: &Metrics,
+) -> Result<(), String> {
+    let connect = Connect {
+        version: Version::V5,
+        client_id: CLIENT_ID.into(),
+        bridge: false,
+        clean_start: false,
+        keep_alive: 0,
+        username: None,
+        password: None,
+        will: None,
+        properties: Properties {
+            session_expiry_interval: Some(u32::MAX),
+            ..Properties::default()
+        }
+        .into(),
+    };
+    let login = kite_policy::auth::Login {
+        user: "history".into(),
+        role: None,
+    };
+    let info = ConnInfo::internal(Some(login)).with_queue(QUEUE);
+    let (sender, mut receiver) = broker.connect_local(connect, info).split();
+    match receiver.recv().await {
+        Some(Packet::ConnAck(a)) if !a.reason.is_error() => {}
+        Some(other) => return Err(format!("the broker refused the recorder: {other:?}")),
+        None => return Ok(()),
+    }
+    sender
+        .send(Packet::Subscribe(Subscribe {
+            packet_id: 1,
+            filters: subscriptions(filters),
+            properties: Props::default(),
+        }))
+        .await
+        .map_err(|e| e.to_string())?;
+    metrics
+        .history_up
+        .store(1, std::sync::atomic::Ordering::Relaxed);
+    let mut packets = Vec::new();
+    loop {
+        packets.clear();
+        if !receiver.recv_many(&mut packets).await {
+            return Ok(());
+        }
+        let t = now_ms();
+        let mut batch = Vec::with_capacity(packets.len());
+        let mut acks = Vec::new();
+        for p in packets.drain(..) {
+            match p {
+                Packet::Publish(p) => {
+                    if p.qos == QoS::AtLeastOnce {
+                        acks.push(Packet::PubAck(Ack::new(p.packet_id)));
+                    }
+                    batch.push(record(p, t));
+                }
+                Packet::SubAck(a) => {
+                    if let Some(bad) = a.reasons.iter().find(|r| r.is_error()) {
+                        return Err(format!("the broker refused a recorded filter: {bad}"));
+                    }
+                }
+                Packet::Disconnect(d) => {
+                    tracing::info!(
+                        "history recorder: the broker closed its session: {}",
+                        d.reason
+                    );
+                }
+                _ => {}
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let n = batch.len() as u64;
+        commit(storage, batch).await?;
+        metrics
+            .history_recorded
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        // Only now: what is acknowledged is on disk.
+        if sender.send_all(acks).await.is_err() {
+            return Ok(());
+        }
+    }
+}
+
+/// Starts recording (`[history] record`) and the store's upkeep — retention, and the periodic
+/// fsync with `sync = "periodic"` — once a second, until `stop` completes.
+pub fn start(state: &crate::state::AppState) {
+    let (Some(storage), Some(history)) = (state.history().cloned(), state.config().history.clone())
+    else {
+        return;
+    };
+    let metrics = state.metrics.clone();
+    match state.broker().cloned() {
+        Some(broker) => {
+            let stopping = broker.clone();
+            tokio::spawn(run_embedded(
+                broker,
+                storage.clone(),
+                history.record.clone(),
+                metrics,
+            ));
+            tokio::spawn(upkeep(storage, async move { stopping.stopped().await }));
+        }
+        None => {
+            let shutdown = state.sessions().shutdown.subscribe();
+            tokio::spawn(upkeep(storage, async move {
+                let mut s = shutdown;
+                let _ = s.wait_for(|down| *down).await;
+            }));
+        }
+    }
+}
+
+/// Retention and the periodic fsync, once a second.
+async fn upkeep(storage: Arc<dyn Storage>, stop: impl std::future::Future<Output = ()>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = &mut stop => break,
+        }
+        let s = storage.clone();
+        match tokio::task::spawn_blocking(move || s.prune(now_ms())).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!("history upkeep: {e}"),
+            Err(e) => tracing::error!("history upkeep: {e}"),
+        }
+    }
+    // A last fsync of what periodic sync left.
+    let _ = tokio::task::spawn_blocking(move || storage.prune(now_ms())).await;
+}
