@@ -386,7 +386,8 @@ fn load(db: &Database, path: &Path) -> Result<Inner, DataError> {
         next_stream: u32::try_from(get("next_stream")?)
             .map_err(|_| corrupt("meta next_stream".into()))?,
         next_chunk: get("next_chunk")?,
-        next_segment: get("next_segment")?,
+        // Segment 0 would read as "closed through" in a stream that never closed a chunk.
+        next_segment: get("next_segment")?.max(1),
         dropped: get("dropped")?,
         expired: get("expired")?,
         bytes: get("bytes")?,

@@ -118,6 +118,20 @@ fn messages_come_back_newest_first_whole_and_after_a_restart() {
 }
 
 #[test]
+fn the_very_first_batch_survives_a_restart_in_its_open_chunk() {
+    let d = dir("first");
+    {
+        let s = open(&d, FOREVER);
+        s.record(&[rec("a", 1, "{\"v\": 5}")]).unwrap();
+    }
+    let s = open(&d, FOREVER);
+    assert_eq!(s.messages("a", Span::ALL, 10).unwrap().messages.len(), 1);
+    let series = s.series("a", Some("/v"), Span::ALL, 10).unwrap();
+    assert_eq!(series[0].buckets[0].count, 1);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
 fn a_clock_stepped_back_records_at_the_topics_last_time() {
     let d = dir("clock");
     let s = open(&d, FOREVER);

@@ -36,20 +36,38 @@ const EXPORT_PIECE: usize = 64 * 1024;
 
 type Params = Vec<(String, String)>;
 
-fn bad(field: &str, message: impl Into<String>) -> Response {
-    (
-        StatusCode::BAD_REQUEST,
-        axum::Json(serde_json::json!({ "error": message.into(), "field": field })),
-    )
-        .into_response()
+/// An answer other than 200: its status, and the JSON error naming the field.
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    field: Option<String>,
+    message: String,
 }
 
-fn forbidden(field: &str, message: String) -> Response {
-    (
-        StatusCode::FORBIDDEN,
-        axum::Json(serde_json::json!({ "error": message, "field": field })),
-    )
-        .into_response()
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = match self.field {
+            Some(field) => serde_json::json!({ "error": self.message, "field": field }),
+            None => serde_json::json!({ "error": self.message }),
+        };
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+fn bad(field: &str, message: impl Into<String>) -> ApiError {
+    ApiError {
+        status: StatusCode::BAD_REQUEST,
+        field: Some(field.to_owned()),
+        message: message.into(),
+    }
+}
+
+fn forbidden(field: &str, message: String) -> ApiError {
+    ApiError {
+        status: StatusCode::FORBIDDEN,
+        field: Some(field.to_owned()),
+        message,
+    }
 }
 
 fn failed(e: &DataError) -> Response {
@@ -59,7 +77,7 @@ fn failed(e: &DataError) -> Response {
                 kite_data::QueryError::Points(_) => "points",
                 _ => "field",
             };
-            bad(field, q.to_string())
+            bad(field, q.to_string()).into_response()
         }
         other => {
             tracing::error!("history: {other}");
@@ -75,7 +93,7 @@ fn failed(e: &DataError) -> Response {
 }
 
 /// The parameters, each at most once and each one of `known`.
-fn params<'p>(raw: &'p Params, known: &[&str]) -> Result<Vec<(&'p str, &'p str)>, Response> {
+fn params<'p>(raw: &'p Params, known: &[&str]) -> Result<Vec<(&'p str, &'p str)>, ApiError> {
     let mut seen: Vec<(&str, &str)> = Vec::new();
     for (k, v) in raw {
         if !known.contains(&k.as_str()) {
@@ -100,7 +118,7 @@ fn get<'p>(p: &[(&'p str, &'p str)], name: &str) -> Option<&'p str> {
 }
 
 /// A time: milliseconds since the epoch, or RFC 3339.
-fn parse_time(field: &str, v: &str) -> Result<u64, Response> {
+fn parse_time(field: &str, v: &str) -> Result<u64, ApiError> {
     if let Ok(ms) = v.parse::<u64>() {
         return Ok(ms);
     }
@@ -108,7 +126,7 @@ fn parse_time(field: &str, v: &str) -> Result<u64, Response> {
         bad(
             field,
             format!(
-                "{field} = {v:?}: give milliseconds since the epoch (1764928800000) or RFC 3339 (2026-12-05T10:00:00Z, 2026-12-05T11:00:00.5+01:00)"
+                "{field} = {v:?}: give milliseconds since the epoch (1796464800000) or RFC 3339 (2026-12-05T10:00:00Z, 2026-12-05T11:00:00.5+01:00)"
             ),
         )
     })
@@ -181,7 +199,7 @@ fn rfc3339(s: &str) -> Option<u64> {
 }
 
 /// The span from `from` and `to` (`from` defaulting to `default_from(to)`).
-fn span(p: &[(&str, &str)], default_from: impl Fn(u64) -> u64) -> Result<Span, Response> {
+fn span(p: &[(&str, &str)], default_from: impl Fn(u64) -> u64) -> Result<Span, ApiError> {
     let to = match get(p, "to") {
         Some(v) => parse_time("to", v)?,
         None => crate::recorder::now_ms(),
@@ -200,15 +218,13 @@ fn span(p: &[(&str, &str)], default_from: impl Fn(u64) -> u64) -> Result<Span, R
 }
 
 /// The store, or 404 when nothing is recorded.
-fn store(state: &AppState) -> Result<Arc<dyn Storage>, Response> {
-    state.history().cloned().ok_or_else(|| {
-        (
-            StatusCode::NOT_FOUND,
-            axum::Json(serde_json::json!({
-                "error": "this gateway records no history: set [history] record = [\"<filters>\"] in its config"
-            })),
-        )
-            .into_response()
+fn store(state: &AppState) -> Result<Arc<dyn Storage>, ApiError> {
+    state.history().cloned().ok_or_else(|| ApiError {
+        status: StatusCode::NOT_FOUND,
+        field: None,
+        message:
+            "this gateway records no history: set [history] record = [\"<filters>\"] in its config"
+                .into(),
     })
 }
 
@@ -233,7 +249,7 @@ fn readable(
     filter_allowed: bool,
     role: Option<&kite_policy::Role>,
     user: &str,
-) -> Result<String, Response> {
+) -> Result<String, ApiError> {
     let Some(v) = get(p, name) else {
         return Err(bad(name, format!("{name} is required")));
     };
@@ -319,7 +335,7 @@ pub async fn messages(
 ) -> Response {
     let store = match store(&state) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
     };
     let (role, user) = match caller(&state, &headers, peer.ip()).await {
         Ok(who) => who,
@@ -340,7 +356,7 @@ pub async fn messages(
     })();
     let (topic, span, limit) = match result {
         Ok(q) => q,
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
     };
     let page = tokio::task::spawn_blocking(move || store.messages(&topic, span, limit)).await;
     match page {
@@ -366,7 +382,7 @@ pub async fn series(
 ) -> Response {
     let store = match store(&state) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
     };
     let (role, user) = match caller(&state, &headers, peer.ip()).await {
         Ok(who) => who,
@@ -389,11 +405,11 @@ pub async fn series(
             })?,
         };
         let span = span(&p, |to| to.saturating_sub(DEFAULT_SERIES_SPAN))?;
-        Ok((topic, field, span, points))
+        Ok::<_, ApiError>((topic, field, span, points))
     })();
     let (topic, field, span, points) = match result {
         Ok(q) => q,
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
     };
     let answer =
         tokio::task::spawn_blocking(move || store.series(&topic, field.as_deref(), span, points))
@@ -434,14 +450,14 @@ pub async fn topics(
 ) -> Response {
     let store = match store(&state) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
     };
     let (role, user) = match caller(&state, &headers, peer.ip()).await {
         Ok(who) => who,
         Err(r) => return r,
     };
-    if let Err(r) = params(&raw, &[]) {
-        return r;
+    if let Err(e) = params(&raw, &[]) {
+        return e.into_response();
     }
     match tokio::task::spawn_blocking(move || store.topics()).await {
         Ok(Ok(list)) => {
@@ -487,7 +503,7 @@ pub async fn export(
 ) -> Response {
     let store = match store(&state) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
     };
     let (role, user) = match caller(&state, &headers, peer.ip()).await {
         Ok(who) => who,
@@ -511,7 +527,7 @@ pub async fn export(
     })();
     let (filter, csv, span) = match result {
         Ok(q) => q,
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
     };
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(2);
     tokio::task::spawn_blocking(move || {
@@ -604,14 +620,14 @@ mod tests {
     #[test]
     fn rfc3339_times() {
         assert_eq!(rfc3339("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(rfc3339("2026-12-05T10:00:00Z"), Some(1_764_928_800_000));
+        assert_eq!(rfc3339("2026-12-05T10:00:00Z"), Some(1_796_464_800_000));
         assert_eq!(
             rfc3339("2026-12-05T11:00:00.5+01:00"),
-            Some(1_764_928_800_500)
+            Some(1_796_464_800_500)
         );
         assert_eq!(
             rfc3339("2026-12-05T09:30:00.123456-00:30"),
-            Some(1_764_928_800_123)
+            Some(1_796_464_800_123)
         );
         assert_eq!(rfc3339("2024-02-29T00:00:00Z"), Some(1_709_164_800_000));
         for bad in [

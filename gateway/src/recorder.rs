@@ -89,16 +89,19 @@ fn subscriptions(filters: &[String]) -> Vec<Subscription> {
         .collect()
 }
 
-/// Records from the embedded broker until it shuts down.
-pub async fn run_embedded(
+/// Records from the embedded broker until it shuts down; `ready` is sent once the recorder's
+/// subscriptions are in place (or dropped if they cannot be).
+async fn run_embedded(
     broker: Broker,
     storage: Arc<dyn Storage>,
     filters: Vec<String>,
     metrics: Arc<Metrics>,
+    ready: tokio::sync::oneshot::Sender<()>,
 ) {
     let mut delay = Duration::from_millis(500);
+    let mut ready = Some(ready);
     loop {
-        match embedded_session(&broker, &storage, &filters, &metrics).await {
+        match embedded_session(&broker, &storage, &filters, &metrics, &mut ready).await {
             Ok(()) => return,
             Err(e) => {
                 metrics
@@ -121,6 +124,7 @@ async fn embedded_session(
     storage: &Arc<dyn Storage>,
     filters: &[String],
     metrics: &Metrics,
+    ready: &mut Option<tokio::sync::oneshot::Sender<()>>,
 ) -> Result<(), String> {
     let connect = Connect {
         version: Version::V5,
@@ -143,11 +147,16 @@ async fn embedded_session(
     };
     let info = ConnInfo::internal(Some(login)).with_queue(QUEUE);
     let (sender, mut receiver) = broker.connect_local(connect, info).split();
-    match receiver.recv().await {
-        Some(Packet::ConnAck(a)) if !a.reason.is_error() => {}
+    let keep_alive = match receiver.recv().await {
+        // The broker's keep-alive holds in-process clients too: a PINGREQ when idle.
+        Some(Packet::ConnAck(a)) if !a.reason.is_error() => {
+            a.properties.server_keep_alive.unwrap_or(60).max(2)
+        }
         Some(other) => return Err(format!("the broker refused the recorder: {other:?}")),
         None => return Ok(()),
-    }
+    };
+    let mut ping = tokio::time::interval(Duration::from_secs(u64::from(keep_alive) / 2));
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     sender
         .send(Packet::Subscribe(Subscribe {
             packet_id: 1,
@@ -156,14 +165,40 @@ async fn embedded_session(
         }))
         .await
         .map_err(|e| e.to_string())?;
+    // Deliveries of a resumed session may come before the SUBACK: they wait in the link.
+    let mut early = Vec::new();
+    loop {
+        match receiver.recv().await {
+            Some(Packet::SubAck(a)) => {
+                if let Some(bad) = a.reasons.iter().find(|r| r.is_error()) {
+                    return Err(format!("the broker refused a recorded filter: {bad}"));
+                }
+                break;
+            }
+            Some(p) => early.push(p),
+            None => return Ok(()),
+        }
+    }
+    receiver.put_back(early);
+    if let Some(ready) = ready.take() {
+        let _ = ready.send(());
+    }
     metrics
         .history_up
         .store(1, std::sync::atomic::Ordering::Relaxed);
     let mut packets = Vec::new();
     loop {
         packets.clear();
-        if !receiver.recv_many(&mut packets).await {
-            return Ok(());
+        tokio::select! {
+            open = receiver.recv_many(&mut packets) => if !open {
+                return Ok(());
+            },
+            _ = ping.tick() => {
+                if sender.send(Packet::PingReq).await.is_err() {
+                    return Ok(());
+                }
+                continue;
+            }
         }
         let t = now_ms();
         let mut batch = Vec::with_capacity(packets.len());
@@ -175,11 +210,6 @@ async fn embedded_session(
                         acks.push(Packet::PubAck(Ack::new(p.packet_id)));
                     }
                     batch.push(record(p, t));
-                }
-                Packet::SubAck(a) => {
-                    if let Some(bad) = a.reasons.iter().find(|r| r.is_error()) {
-                        return Err(format!("the broker refused a recorded filter: {bad}"));
-                    }
                 }
                 Packet::Disconnect(d) => {
                     tracing::info!(
@@ -205,33 +235,36 @@ async fn embedded_session(
     }
 }
 
-/// Starts recording (`[history] record`) and the store's upkeep — retention, and the periodic
-/// fsync with `sync = "periodic"` — once a second, until `stop` completes.
-pub fn start(state: &crate::state::AppState) {
-    let (Some(storage), Some(history)) = (state.history().cloned(), state.config().history.clone())
-    else {
+/// Starts the recorder on the embedded broker (`[history] record`); the receiver completes
+/// once its subscriptions are in place, so that the broker's listeners can wait for it and no
+/// early message goes unrecorded. `None` without `[history]`.
+pub fn start_embedded(
+    state: &crate::state::AppState,
+    broker: &Broker,
+) -> Option<tokio::sync::oneshot::Receiver<()>> {
+    let (storage, history) = (state.history()?.clone(), state.config().history.clone()?);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(run_embedded(
+        broker.clone(),
+        storage,
+        history.record,
+        state.metrics.clone(),
+        tx,
+    ));
+    Some(rx)
+}
+
+/// Starts the history store's upkeep (retention, and the fsync of `sync = "periodic"`) until
+/// the gateway shuts down.
+pub fn start_upkeep(state: &crate::state::AppState) {
+    let Some(storage) = state.history().cloned() else {
         return;
     };
-    let metrics = state.metrics.clone();
-    match state.broker().cloned() {
-        Some(broker) => {
-            let stopping = broker.clone();
-            tokio::spawn(run_embedded(
-                broker,
-                storage.clone(),
-                history.record.clone(),
-                metrics,
-            ));
-            tokio::spawn(upkeep(storage, async move { stopping.stopped().await }));
-        }
-        None => {
-            let shutdown = state.sessions().shutdown.subscribe();
-            tokio::spawn(upkeep(storage, async move {
-                let mut s = shutdown;
-                let _ = s.wait_for(|down| *down).await;
-            }));
-        }
-    }
+    let shutdown = state.sessions().shutdown.subscribe();
+    tokio::spawn(upkeep(storage, async move {
+        let mut s = shutdown;
+        let _ = s.wait_for(|down| *down).await;
+    }));
 }
 
 /// Retention and the periodic fsync, once a second.

@@ -18,30 +18,51 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 pub fn start_broker(state: &AppState, listener: TcpListener, tls_listener: Option<TcpListener>) {
     if let Some(b) = state.broker() {
         b.start_timers();
+        // The recorder subscribes before devices are let in (up to 5 s), so that the first
+        // messages are recorded too.
+        let (let_in, ready) = tokio::sync::watch::channel(false);
+        match crate::recorder::start_embedded(state, b) {
+            Some(subscribed) => {
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(Duration::from_secs(5), subscribed).await;
+                    let_in.send_replace(true);
+                });
+            }
+            None => {
+                let_in.send_replace(true);
+            }
+        }
         let tls = tls_listener.zip(state.tls().cloned());
         let listeners = [Some((listener, None))]
             .into_iter()
             .chain([tls.map(|(l, r)| (l, Some(Tls::Mqtt(r))))]);
         for (listener, tls) in listeners.flatten() {
             let (broker, stopping) = (b.clone(), b.clone());
-            tokio::spawn(accept_loop(
-                listener,
-                Permits::only(b.permits().clone()),
-                state.per_address().clone(),
-                tls,
-                async move { stopping.stopped().await },
-                move |a: Accepted| {
-                    let broker = broker.clone();
-                    async move {
-                        let info = match a.stream.transport() {
-                            "tls" => ConnInfo::tls(a.peer),
-                            _ => ConnInfo::tcp(a.peer),
-                        };
-                        let _held = (a.permit, a.address);
-                        broker.serve_connection(a.stream, info).await;
-                    }
-                },
-            ));
+            let permits = Permits::only(b.permits().clone());
+            let per_address = state.per_address().clone();
+            let mut ready = ready.clone();
+            tokio::spawn(async move {
+                let _ = ready.wait_for(|r| *r).await;
+                accept_loop(
+                    listener,
+                    permits,
+                    per_address,
+                    tls,
+                    async move { stopping.stopped().await },
+                    move |a: Accepted| {
+                        let broker = broker.clone();
+                        async move {
+                            let info = match a.stream.transport() {
+                                "tls" => ConnInfo::tls(a.peer),
+                                _ => ConnInfo::tcp(a.peer),
+                            };
+                            let _held = (a.permit, a.address);
+                            broker.serve_connection(a.stream, info).await;
+                        }
+                    },
+                )
+                .await;
+            });
         }
         let s = b.clone();
         tokio::spawn(async move { s.publish_sys().await });
@@ -139,7 +160,7 @@ pub async fn run(
             }
         }
     };
-    crate::recorder::start(&state);
+    crate::recorder::start_upkeep(&state);
     let app = router(state).into_make_service_with_connect_info::<Peer>();
     if let Some(tls) = &tls {
         reload_on_sighup(tls.clone());

@@ -9,6 +9,7 @@ mod auth;
 mod bridge;
 mod broker;
 mod gateway;
+mod history;
 mod hostile;
 mod jwt;
 mod limits;

@@ -1711,4 +1711,44 @@ role = \"ghost\"
         assert!(problems[0].message.contains("has no index.html"));
         assert!(problems[1].message.contains("needs a certificate"));
     }
+
+    #[test]
+    fn history_is_checked_key_by_key() {
+        let problems = check_text(
+            "[history]\nrecord = [\"a/#/b\", \"$share/g/x\", \"ok/#\"]\nretention_days = 99999\nmax_bytes = 10\n",
+            Path::new(""),
+        );
+        let keys: Vec<(&str, usize)> = problems.iter().map(|p| (p.key.as_str(), p.line)).collect();
+        assert_eq!(
+            keys,
+            [
+                ("history.record", 2),
+                ("history.record", 2),
+                ("history.retention_days", 3),
+                ("history.max_bytes", 4)
+            ],
+            "{problems:?}"
+        );
+        assert!(
+            problems[1].message.contains("shared subscription"),
+            "{problems:?}"
+        );
+        // Without `record` nothing is recorded; with it, the defaults.
+        let config = load(None, Overrides::default()).unwrap();
+        assert_eq!(config.history, None);
+        let dir = std::env::temp_dir().join(format!("kite-history-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("kite.toml");
+        std::fs::write(&file, "[history]\nrecord = [\"plant/#\"]\n").unwrap();
+        let h = load(Some(&file), Overrides::default())
+            .unwrap()
+            .history
+            .unwrap();
+        assert_eq!(h.record, ["plant/#"]);
+        assert_eq!(h.retention.max_age, Some(30 * 86_400_000));
+        assert_eq!(h.retention.max_bytes, 1 << 30);
+        // [broker] data_dir's default, relative to the working directory.
+        assert_eq!(h.dir, PathBuf::from("kite-data"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -34,7 +34,7 @@
 //!        kite-bench history --kite PATH --mosquitto PATH [--write FILE] [--quick]
 //!
 //! `history`: the history store — ingest, series queries, export, bytes on disk — and ingest
-//! through the embedded broker with its recorder (bench_history.rs).
+//! through the embedded broker with its recorder (tests/src/bench/history.rs).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -682,10 +682,10 @@ fn count(args: &[String], name: &str, default: usize) -> usize {
     })
 }
 
-#[path = "bench_history.rs"]
+#[path = "../bench/history.rs"]
 mod bench_history;
 
-/// `kite-bench history`: the history store's figures (see bench_history.rs).
+/// `kite-bench history`: the history store's figures (see tests/src/bench/history.rs).
 fn history_main(args: &[String]) {
     let setup = Setup::new(args);
     let rows = bench_history::storage(&setup.dir, setup.scale as u64);

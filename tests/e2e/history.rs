@@ -1,0 +1,373 @@
+//! Recorded history (issue #19): the gateway's recorder on the embedded broker, the history
+//! API over HTTP, across a restart, with access rules and bad input.
+
+use std::time::Duration;
+
+use kite_gateway::config::{Config, History};
+use kite_mqtt::{QoS, Version};
+use kite_tests::client::{TestClient, Via, publish};
+use kite_tests::{Gateway, TempDir, wait_for};
+
+/// `[history] record = filters`, kept in `dir` (the broker's data there too).
+fn recording(dir: &std::path::Path, filters: &[&str], max_bytes: u64) -> impl FnOnce(&mut Config) {
+    let dir = dir.to_owned();
+    let filters: Vec<String> = filters.iter().map(|f| (*f).to_owned()).collect();
+    move |c: &mut Config| {
+        c.broker.data_dir = Some(dir.clone());
+        c.history = Some(History {
+            record: filters,
+            retention: kite_data::Retention {
+                max_age: Some(30 * 86_400_000),
+                max_bytes,
+            },
+            dir,
+            sync: kite_data::Sync::Always,
+        });
+    }
+}
+
+/// `GET path`: (status, body as text).
+fn get(kite: &Gateway, path: &str) -> (u16, String) {
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    let mut response = agent.get(&kite.http_url(path)).call().unwrap();
+    let status = response.status().as_u16();
+    let text = response
+        .body_mut()
+        .with_config()
+        .limit(1 << 30)
+        .read_to_string()
+        .unwrap();
+    (status, text)
+}
+
+fn get_json(kite: &Gateway, path: &str) -> (u16, serde_json::Value) {
+    let (status, text) = get(kite, path);
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}: {text}")),
+    )
+}
+
+fn device(kite: &Gateway, id: &str) -> TestClient {
+    TestClient::connected(&Via::Tcp(kite.mqtt_addr.unwrap()), Version::V5, id)
+}
+
+/// Publishes `n` QoS 1 messages `{"temp": i}` on `topic` (each acknowledged).
+fn publish_temps(c: &mut TestClient, topic: &str, range: std::ops::Range<u32>) {
+    for i in range {
+        let id = u16::try_from(i % 60_000 + 1).unwrap();
+        c.publish(publish(
+            topic,
+            &format!("{{\"temp\": {i}}}"),
+            QoS::AtLeastOnce,
+            id,
+        ));
+    }
+}
+
+/// Waits until the history API lists `count` messages for `topic`.
+fn until_recorded(kite: &Gateway, topic: &str, count: u64) {
+    wait_for(
+        &format!("{count} messages of {topic} recorded"),
+        Duration::from_secs(10),
+        || {
+            let (_, v) = get_json(kite, "/api/v1/history/topics");
+            v["topics"]
+                .as_array()?
+                .iter()
+                .find(|t| t["topic"] == topic && t["count"].as_u64() == Some(count))
+                .map(|_| ())
+        },
+    );
+}
+
+#[test]
+fn recorded_messages_outlive_the_gateway_and_come_back_as_sent() {
+    let dir = TempDir::new("history-restart");
+    {
+        let kite = Gateway::start_with(&[], None, recording(dir.path(), &["plant/#"], 1 << 30));
+        let mut d = device(&kite, "sensor-1");
+        publish_temps(&mut d, "plant/a/temp", 0..300);
+        // Not recorded: outside the filters.
+        d.publish(publish("office/temp", "1", QoS::AtLeastOnce, 1));
+        until_recorded(&kite, "plant/a/temp", 300);
+        d.disconnect();
+    }
+    // A new gateway on the same data directory: everything is there before anything new.
+    let kite = Gateway::start_with(&[], None, recording(dir.path(), &["plant/#"], 1 << 30));
+    let (status, v) = get_json(&kite, "/api/v1/history?topic=plant/a/temp&limit=1000");
+    assert_eq!(status, 200, "{v}");
+    let messages = v["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 300);
+    assert_eq!(v["more"], false);
+    // Newest first, whole: payload, QoS, RETAIN, times in order.
+    assert_eq!(messages[0]["payload"], "{\"temp\": 299}");
+    assert_eq!(messages[299]["payload"], "{\"temp\": 0}");
+    assert_eq!(messages[0]["qos"], 1);
+    assert_eq!(messages[0]["retain"], false);
+    assert_eq!(messages[0]["encoding"], "text");
+    let times: Vec<u64> = messages.iter().map(|m| m["t"].as_u64().unwrap()).collect();
+    assert!(times.windows(2).all(|w| w[0] >= w[1]));
+    let (_, topics) = get_json(&kite, "/api/v1/history/topics");
+    assert_eq!(
+        topics["topics"].as_array().unwrap().len(),
+        1,
+        "office/temp is not recorded: {topics}"
+    );
+    assert_eq!(topics["topics"][0]["fields"], serde_json::json!(["/temp"]));
+
+    // More after the restart, into the same topic; MQTT 5 properties kept.
+    let mut d = device(&kite, "sensor-1");
+    publish_temps(&mut d, "plant/a/temp", 300..310);
+    let mut with_props = publish("plant/a/state", "", QoS::AtLeastOnce, 7);
+    with_props.payload = bytes::Bytes::from_static(&[0xff, 0x00]);
+    with_props.retain = true;
+    with_props.properties.content_type = Some("application/octet-stream".into());
+    with_props.properties.user_properties = vec![("line".into(), "1".into())];
+    d.publish(with_props);
+    until_recorded(&kite, "plant/a/temp", 310);
+    until_recorded(&kite, "plant/a/state", 1);
+    let (_, v) = get_json(&kite, "/api/v1/history?topic=plant/a/state");
+    let m = &v["messages"][0];
+    assert_eq!(m["encoding"], "base64");
+    assert_eq!(m["payload"], "/wA=");
+    assert_eq!(m["retain"], true);
+    assert_eq!(
+        m["properties"],
+        serde_json::json!({"content_type": "application/octet-stream", "user_properties": [["line", "1"]]})
+    );
+
+    // The series: every point in M4 buckets, over a span given in RFC 3339 and in ms.
+    let (status, v) = get_json(
+        &kite,
+        "/api/v1/history/series?topic=plant/%2B/temp&field=/temp&from=2020-01-01T00:00:00Z&points=5",
+    );
+    assert_eq!(status, 200, "{v}");
+    let series = v["series"].as_array().unwrap();
+    assert_eq!(series.len(), 1);
+    let buckets = series[0]["buckets"].as_array().unwrap();
+    assert!(buckets.len() <= 5);
+    let count: u64 = buckets.iter().map(|b| b["count"].as_u64().unwrap()).sum();
+    assert_eq!(count, 310);
+    let min = buckets
+        .iter()
+        .map(|b| b["min"].as_f64().unwrap())
+        .fold(f64::MAX, f64::min);
+    let max = buckets
+        .iter()
+        .map(|b| b["max"].as_f64().unwrap())
+        .fold(f64::MIN, f64::max);
+    assert_eq!((min, max), (0.0, 309.0));
+    assert_eq!(buckets[0]["first"], 0.0);
+    assert_eq!(buckets[buckets.len() - 1]["last"], 309.0);
+
+    // `more` and paging with `to`.
+    let (_, v) = get_json(&kite, "/api/v1/history?topic=plant/a/temp&limit=10");
+    assert_eq!(v["more"], true);
+    assert_eq!(v["messages"].as_array().unwrap().len(), 10);
+}
+
+#[test]
+fn export_streams_every_line_as_ndjson_or_csv() {
+    let dir = TempDir::new("history-export");
+    let kite = Gateway::start_with(&[], None, recording(dir.path(), &["site/#"], 1 << 30));
+    let mut d = device(&kite, "exporter");
+    for (i, topic) in ["site/1/v", "site/2/v", "site/3/v"].iter().enumerate() {
+        let start = u32::try_from(i).unwrap() * 1_000;
+        publish_temps(&mut d, topic, start..start + 1_000);
+    }
+    // A payload CSV must quote.
+    d.publish(publish("site/4/note", "a,\"b\"\nc", QoS::AtLeastOnce, 9));
+    for topic in ["site/1/v", "site/2/v", "site/3/v"] {
+        until_recorded(&kite, topic, 1_000);
+    }
+    until_recorded(&kite, "site/4/note", 1);
+    let (status, text) = get(&kite, "/api/v1/history/export?filter=site/%23");
+    assert_eq!(status, 200);
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3_001);
+    assert_eq!(lines[0]["topic"], "site/1/v");
+    assert_eq!(lines[0]["payload"], "{\"temp\": 0}");
+    assert_eq!(lines[2_999]["payload"], "{\"temp\": 2999}");
+    assert_eq!(lines[3_000]["payload"], "a,\"b\"\nc");
+
+    let (status, text) = get(&kite, "/api/v1/history/export?filter=site/%2B/v&format=csv");
+    assert_eq!(status, 200);
+    let rows: Vec<&str> = text.lines().collect();
+    assert_eq!(rows.len(), 3_001, "a header and 3,000 rows");
+    assert_eq!(rows[0], "t,topic,qos,retain,encoding,payload");
+    assert!(
+        rows[1].ends_with(",site/1/v,1,false,text,\"{\"\"temp\"\": 0}\""),
+        "{}",
+        rows[1]
+    );
+    let (_, text) = get(
+        &kite,
+        "/api/v1/history/export?filter=site/4/note&format=csv",
+    );
+    assert!(
+        text.ends_with(",site/4/note,1,false,text,\"a,\"\"b\"\"\nc\"\n"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_role_reads_only_the_history_it_may_subscribe_to() {
+    let dir = TempDir::new("history-acl");
+    let acl = kite_policy::acl::Acl {
+        publish: Some(vec!["#".into()]),
+        subscribe: Some(vec!["plant/a/#".into()]),
+        deny_publish: vec![],
+        deny_subscribe: vec!["plant/a/secret".into()],
+    };
+    let record = recording(dir.path(), &["plant/#"], 1 << 30);
+    let kite = Gateway::start_with(&[], None, move |c| {
+        record(c);
+        c.auth = kite_tests::anonymous_role(acl);
+    });
+    let mut d = device(&kite, "mixed");
+    publish_temps(&mut d, "plant/a/temp", 0..5);
+    publish_temps(&mut d, "plant/a/secret", 0..5);
+    publish_temps(&mut d, "plant/b/temp", 0..5);
+    // The topics list shows the recorder saw all three once they are in; the role sees one.
+    wait_for("recorded", Duration::from_secs(10), || {
+        let usage = kite.state().history().unwrap().usage();
+        (usage.messages == 15).then_some(())
+    });
+    let (status, v) = get_json(&kite, "/api/v1/history/topics");
+    assert_eq!(status, 200);
+    let names: Vec<&str> = v["topics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["topic"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["plant/a/temp"]);
+    for path in [
+        "/api/v1/history?topic=plant/b/temp",
+        "/api/v1/history?topic=plant/a/secret",
+        "/api/v1/history/series?topic=plant/%23&field=/temp",
+        "/api/v1/history/export?filter=%23",
+    ] {
+        let (status, v) = get_json(&kite, path);
+        assert_eq!(status, 403, "{path}: {v}");
+        assert!(v["error"].as_str().unwrap().contains("may not"), "{v}");
+        assert!(v["field"] == "topic" || v["field"] == "filter", "{v}");
+    }
+    // A filter the role may read that overlaps a deny rule: the denied topic is left out.
+    let (status, text) = get(&kite, "/api/v1/history/export?filter=plant/a/%23");
+    assert_eq!(status, 200);
+    assert_eq!(text.lines().count(), 5);
+    assert!(!text.contains("secret"));
+    let (_, v) = get_json(
+        &kite,
+        "/api/v1/history/series?topic=plant/a/%2B&field=/temp",
+    );
+    assert_eq!(v["series"].as_array().unwrap().len(), 1, "{v}");
+}
+
+#[test]
+fn bad_queries_get_a_400_naming_the_problem() {
+    let dir = TempDir::new("history-bad");
+    let kite = Gateway::start_with(&[], None, recording(dir.path(), &["plant/#"], 1 << 30));
+    let mut d = device(&kite, "bad");
+    publish_temps(&mut d, "plant/a/temp", 0..3);
+    until_recorded(&kite, "plant/a/temp", 3);
+    for (path, field, says) in [
+        (
+            "/api/v1/history?topic=plant/a/temp&from=10&to=5",
+            "from",
+            "after",
+        ),
+        ("/api/v1/history?topic=plant/%2B/temp", "topic", "wildcard"),
+        ("/api/v1/history", "topic", "required"),
+        (
+            "/api/v1/history?topic=plant/a/temp&limit=0",
+            "limit",
+            "1 to 10000",
+        ),
+        (
+            "/api/v1/history?topic=plant/a/temp&from=yesterday",
+            "from",
+            "RFC 3339",
+        ),
+        (
+            "/api/v1/history?topic=plant/a/temp&colour=red",
+            "colour",
+            "unknown parameter",
+        ),
+        (
+            "/api/v1/history/series?topic=plant/a/temp&field=/hum",
+            "field",
+            "recorded fields: \"/temp\"",
+        ),
+        (
+            "/api/v1/history/series?topic=plant/a/temp&field=temp",
+            "field",
+            "JSON Pointer",
+        ),
+        (
+            "/api/v1/history/series?topic=plant/a/temp&field=/temp&points=10001",
+            "points",
+            "1 to 10000",
+        ),
+        (
+            "/api/v1/history/series?topic=plant/a/temp&field=/temp&points=0",
+            "points",
+            "1 to 10000",
+        ),
+        (
+            "/api/v1/history/export?filter=plant/%23&format=xml",
+            "format",
+            "ndjson",
+        ),
+        ("/api/v1/history/export?filter=plant/%23/x", "filter", "#"),
+    ] {
+        let (status, v) = get_json(&kite, path);
+        assert_eq!(status, 400, "{path}: {v}");
+        assert_eq!(v["field"], field, "{path}: {v}");
+        assert!(v["error"].as_str().unwrap().contains(says), "{path}: {v}");
+    }
+    // Without [history]: a 404 that says how to turn it on.
+    let plain = Gateway::start(&[], None);
+    let (status, v) = get_json(&plain, "/api/v1/history/topics");
+    assert_eq!(status, 404);
+    assert!(
+        v["error"].as_str().unwrap().contains("[history] record"),
+        "{v}"
+    );
+}
+
+#[test]
+fn a_flooding_topic_cannot_grow_the_history_past_max_bytes() {
+    let dir = TempDir::new("history-flood");
+    let max = 2 << 20;
+    let kite = Gateway::start_with(&[], None, recording(dir.path(), &["#"], max));
+    let mut d = device(&kite, "flooder");
+    let payload = "x".repeat(1_000);
+    for i in 0..6_000u32 {
+        let id = u16::try_from(i % 60_000 + 1).unwrap();
+        d.publish(publish("flood", &payload, QoS::AtLeastOnce, id));
+    }
+    wait_for("the flood recorded", Duration::from_secs(20), || {
+        let u = kite.state().history().unwrap().usage();
+        (u.messages + u.dropped == 6_000).then_some(u)
+    });
+    let u = kite.state().history().unwrap().usage();
+    assert!(u.bytes <= max, "{u:?}");
+    assert!(u.dropped > 3_000, "{u:?}");
+    // The newest are kept.
+    let (_, v) = get_json(&kite, "/api/v1/history?topic=flood&limit=1");
+    assert_eq!(v["more"], true);
+    let (_, metrics) = get(&kite, "/metrics");
+    assert!(
+        metrics.contains(&format!("kite_history_dropped_total {}", u.dropped)),
+        "{metrics}"
+    );
+}
