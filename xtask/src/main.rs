@@ -32,6 +32,8 @@ Commands:
                    Kite's gateway, medians of 3 runs (about 6 minutes); writes target/bench/gateway.md
   bench app        the browser app in headless Chromium taking 20,000 msgs/s over 1,000
                    topics for 10 s (about 1 minute); writes target/bench/app.md
+  bench history    the history store: ingest, series queries, export, bytes on disk
+                   (about 1 minute); writes target/bench/history.md
   fuzz [TARGET] [SECS]
                    open-ended fuzzing with cargo-fuzz (installed once from crates.io):
                    TARGET `broker` (the embedded broker, three clients, default), `inbound` (the
@@ -74,12 +76,12 @@ fn main() -> ExitCode {
 /// alternatives (see tests/src/bin/kite-bench.rs).
 fn bench(root: &Path, args: &[String]) -> Result<(), Failure> {
     let which = args.first().map(String::as_str).unwrap_or_default();
-    if !["broker", "gateway", "app"].contains(&which) {
+    if !["broker", "gateway", "app", "history"].contains(&which) {
         return Err(Failure {
             what: "choosing a benchmark".into(),
             command: format!("cargo xtask bench {}", args.join(" ")),
             detail: "unknown benchmark".into(),
-            fix: "use `cargo xtask bench broker`, `cargo xtask bench gateway` or `cargo xtask bench app` (the codec's: `cargo bench -p kite-mqtt`)".into(),
+            fix: "use `cargo xtask bench broker`, `cargo xtask bench gateway`, `cargo xtask bench app` or `cargo xtask bench history` (the codec's: `cargo bench -p kite-mqtt`)".into(),
         });
     }
     let system = tools::ensure_test_packages()?;
