@@ -45,7 +45,9 @@ fn get(http: &str, path: &str) -> String {
     write!(s, "GET {path} HTTP/1.0\r\nHost: {http}\r\n\r\n").unwrap();
     let mut text = String::new();
     s.read_to_string(&mut text).unwrap();
-    text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default()
+    text.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default()
 }
 
 /// The payloads recorded for `crash/n`.
@@ -96,8 +98,17 @@ fn sigkill_loses_nothing_acknowledged_to_the_recorder() {
     };
     let distinct: HashSet<u32> = got.iter().copied().collect();
     let missing: Vec<u32> = (0..MESSAGES).filter(|i| !distinct.contains(i)).collect();
-    assert!(missing.is_empty(), "{} missing, the first {:?}", missing.len(), &missing[..missing.len().min(10)]);
+    assert!(
+        missing.is_empty(),
+        "{} missing, the first {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
     // At least once, never invented; duplicates only of a batch in flight at the kill.
-    assert!(got.len() - distinct.len() <= 1_000, "{} duplicates", got.len() - distinct.len());
+    assert!(
+        got.len() - distinct.len() <= 1_000,
+        "{} duplicates",
+        got.len() - distinct.len()
+    );
     let _ = std::fs::remove_dir_all(&data);
 }

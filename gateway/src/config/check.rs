@@ -595,7 +595,8 @@ fn resolve(pass: &mut Pass<'_>, table: &toml::Table, overrides: Overrides) -> Co
     }
 
     let bridges = resolve_bridges(pass, bridges, !resolved.is_empty());
-    let history = history.and_then(|h| resolve_history(pass, h, &broker_settings));
+    let history =
+        history.and_then(|h| resolve_history(pass, h, &broker_settings, !resolved.is_empty()));
 
     // [[role]], [[user]], [jwt], [acl].
     let (mut auth, problems) = kite_policy::auth::Auth::build(
@@ -690,6 +691,7 @@ fn resolve_history(
     pass: &mut Pass<'_>,
     h: FileHistory,
     broker: &BrokerSettings,
+    upstreams: bool,
 ) -> Option<super::History> {
     let mut report = |key: &str, message: String| pass.report("history", None, Some(key), message);
     let retention_days = match h.retention_days {
@@ -739,6 +741,13 @@ fn resolve_history(
                 ),
             );
         }
+    }
+    if upstreams {
+        report(
+            "record",
+            "[history] record: this Kite records from its embedded broker only, and an [[upstream]] is configured (recording in front of an upstream broker is not built yet); remove [history], or the [[upstream]] entries to use the embedded broker".into(),
+        );
+        return None;
     }
     let Some(dir) = broker.data_dir.clone() else {
         report(
