@@ -28,6 +28,8 @@ pub enum Target {
     Broker(BrokerUrl),
     /// MQTT over WebSocket (`ws://host:port/path`), e.g. Kite's own gateway.
     WebSocket(String),
+    /// A configured upstream: its addresses in order (failover) and its TLS settings.
+    Upstream(Upstream),
 }
 
 enum Command {
@@ -37,6 +39,7 @@ enum Command {
         oneshot::Sender<Result<u16, SessionError>>,
     ),
     Unsubscribe(Vec<MqttStr>, oneshot::Sender<Result<u16, SessionError>>),
+    Acknowledge(u16),
     Disconnect,
 }
 
@@ -88,6 +91,15 @@ impl Client {
         Ok(rx.await.map_err(|_| ClientError::Stopped)??)
     }
 
+    /// With `manual_ack`: acknowledges the QoS 1 message `packet_id` (its PUBACK goes now, if
+    /// it came on the connection still open; see `Session::acknowledge`).
+    pub async fn acknowledge(&self, packet_id: u16) -> Result<(), ClientError> {
+        self.tx
+            .send(Command::Acknowledge(packet_id))
+            .await
+            .map_err(|_| ClientError::Stopped)
+    }
+
     /// Sends DISCONNECT and stops the driver.
     pub async fn disconnect(&self) {
         let _ = self.tx.send(Command::Disconnect).await;
@@ -130,6 +142,11 @@ impl Transport {
                     .map(Transport::Stream)
                     .map_err(|e| e.to_string())
             }
+            Target::Upstream(upstream) => connector
+                .connect(upstream)
+                .await
+                .map(Transport::Stream)
+                .map_err(|e| e.to_string()),
             Target::WebSocket(url) => {
                 let mut request = url
                     .as_str()
@@ -199,6 +216,7 @@ async fn drive(
     let connector = match &target {
         Target::Broker(url) => Connector::new(&[Upstream::new("client", vec![url.clone()])]),
         Target::WebSocket(_) => Connector::new(&[]),
+        Target::Upstream(u) => Connector::new(std::slice::from_ref(u)),
     };
     let connector = match connector {
         Ok(c) => c,
@@ -281,6 +299,7 @@ async fn run_connection(
                 Some(Command::Unsubscribe(f, reply)) => {
                     let _ = reply.send(session.unsubscribe(f, Instant::now()));
                 }
+                Some(Command::Acknowledge(id)) => session.acknowledge(id, Instant::now()),
                 Some(Command::Disconnect) | None => {
                     let _ = session.disconnect(ReasonCode::NormalDisconnection, Instant::now());
                 }

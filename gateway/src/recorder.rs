@@ -254,6 +254,144 @@ pub fn start_embedded(
     Some(rx)
 }
 
+/// The recorder's client id at an upstream broker: `kite-history-<hostname>`, so that two
+/// gateways in front of one broker keep their own sessions.
+pub fn upstream_client_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "gateway".into());
+    format!("kite-history-{host}")
+}
+
+/// Starts the recorder in front of the default upstream broker: an MQTT 5 session of its own
+/// there (persistent, QoS 1, reconnecting with backoff), each QoS 1 message acknowledged
+/// after the batch holding it is committed. It stops when the gateway shuts down.
+pub fn start_upstream(state: &crate::state::AppState) {
+    let (Some(storage), Some(history), Some(upstream)) = (
+        state.history().cloned(),
+        state.config().history.clone(),
+        state.config().default_upstream().cloned(),
+    ) else {
+        return;
+    };
+    let shutdown = state.sessions().shutdown.subscribe();
+    tokio::spawn(run_upstream(
+        upstream,
+        history,
+        storage,
+        state.metrics.clone(),
+        shutdown,
+    ));
+}
+
+async fn run_upstream(
+    upstream: crate::config::Upstream,
+    history: crate::config::History,
+    storage: Arc<dyn Storage>,
+    metrics: Arc<Metrics>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    use kite_mqtt::session::{ConnectOptions, Event};
+    let opts = ConnectOptions {
+        version: Version::V5,
+        client_id: upstream_client_id().into(),
+        clean_start: false,
+        keep_alive: 30,
+        username: history.username.clone().map(Into::into),
+        password: history
+            .password
+            .clone()
+            .map(|p| bytes::Bytes::from(p.into_bytes())),
+        properties: Properties {
+            session_expiry_interval: Some(u32::MAX),
+            ..Properties::default()
+        },
+        manual_ack: true,
+        ..ConnectOptions::default()
+    };
+    let name = upstream.name.clone();
+    let (client, mut events) = crate::client::spawn(
+        opts,
+        crate::client::Target::Upstream(upstream),
+        kite_mqtt::session::Backoff::default(),
+    );
+    if let Err(e) = client.subscribe(subscriptions(&history.record)).await {
+        tracing::error!(upstream = %name, "history recorder: cannot subscribe: {e}");
+        return;
+    }
+    let mut batch = Vec::new();
+    let mut acks = Vec::new();
+    loop {
+        let first = tokio::select! {
+            ev = events.recv() => ev,
+            _ = shutdown.wait_for(|down| *down) => None,
+        };
+        let Some(first) = first else {
+            client.disconnect().await;
+            metrics
+                .history_up
+                .store(0, std::sync::atomic::Ordering::Relaxed);
+            return;
+        };
+        let t = now_ms();
+        let mut next = Some(first);
+        while let Some(ev) = next.take() {
+            match ev {
+                Event::Message(p) => {
+                    if p.qos == QoS::AtLeastOnce {
+                        acks.push(p.packet_id);
+                    }
+                    batch.push(record(p, t));
+                }
+                Event::Connected { .. } => {
+                    tracing::info!(upstream = %name, "history recorder connected");
+                    metrics
+                        .history_up
+                        .store(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                Event::Subscribed { reasons, .. } => {
+                    if let Some(bad) = reasons.iter().find(|r| r.is_error()) {
+                        tracing::error!(upstream = %name, "history recorder: the broker refused a recorded filter: {bad}");
+                    }
+                }
+                Event::Disconnected(reason) => {
+                    tracing::warn!(upstream = %name, "history recorder disconnected: {reason:?}");
+                    metrics
+                        .history_up
+                        .store(0, std::sync::atomic::Ordering::Relaxed);
+                }
+                _ => {}
+            }
+            if batch.len() < 10_000 {
+                next = events.try_recv().ok();
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let n = batch.len() as u64;
+        if let Err(e) = commit(&storage, std::mem::take(&mut batch)).await {
+            // Not acknowledged: the broker keeps them for the session and sends them again
+            // on the next connection.
+            tracing::error!(upstream = %name, "history recorder: {e}");
+            acks.clear();
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            continue;
+        }
+        metrics
+            .history_recorded
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        for id in acks.drain(..) {
+            if client.acknowledge(id).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
 /// Starts the history store's upkeep (retention, and the fsync of `sync = "periodic"`) until
 /// the gateway shuts down.
 pub fn start_upkeep(state: &crate::state::AppState) {

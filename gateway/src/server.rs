@@ -161,6 +161,9 @@ pub async fn run(
         }
     };
     crate::recorder::start_upkeep(&state);
+    if state.broker().is_none() {
+        crate::recorder::start_upstream(&state);
+    }
     let app = router(state).into_make_service_with_connect_info::<Peer>();
     if let Some(tls) = &tls {
         reload_on_sighup(tls.clone());

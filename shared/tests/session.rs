@@ -462,6 +462,48 @@ fn incoming_qos1_is_delivered_and_acknowledged() {
     assert_eq!(pair.server_reads(), [Packet::PubAck(Ack::new(9))]);
 }
 
+/// A recorder's QoS 1: the PUBACK goes when the application acknowledges, in any order;
+/// after a lost connection the old ids are void — the server sends those messages again
+/// (with DUP) under the new connection's ids [MQTT-4.4.0-1], and those are acknowledged.
+#[test]
+fn manual_ack_sends_puback_only_when_acknowledged() {
+    let mut pair = Pair::new(ConnectOptions {
+        client_id: "recorder".into(),
+        manual_ack: true,
+        clean_start: false,
+        ..ConnectOptions::default()
+    });
+    pair.connect();
+    for id in [3, 4] {
+        let mut p = publish("x", QoS::AtLeastOnce, b"hi");
+        p.packet_id = id;
+        pair.server_sends(Packet::Publish(p.clone()));
+        assert_eq!(pair.events(), [Event::Message(p)]);
+    }
+    assert!(
+        pair.server_reads().is_empty(),
+        "no PUBACK before the application's"
+    );
+    pair.client.acknowledge(4, pair.now);
+    pair.client.acknowledge(4, pair.now);
+    pair.client.acknowledge(77, pair.now);
+    assert_eq!(pair.server_reads(), [Packet::PubAck(Ack::new(4))]);
+    // Lost before 3 was acknowledged: acknowledging it now sends nothing.
+    pair.client.connection_lost(pair.now);
+    pair.events();
+    pair.connect_with(true, Properties::default());
+    pair.server_reads();
+    pair.client.acknowledge(3, pair.now);
+    assert!(pair.server_reads().is_empty());
+    let mut again = publish("x", QoS::AtLeastOnce, b"hi");
+    again.packet_id = 3;
+    again.dup = true;
+    pair.server_sends(Packet::Publish(again.clone()));
+    assert_eq!(pair.events(), [Event::Message(again)]);
+    pair.client.acknowledge(3, pair.now);
+    assert_eq!(pair.server_reads(), [Packet::PubAck(Ack::new(3))]);
+}
+
 #[test]
 fn incoming_qos2_is_delivered_once_even_when_resent_mqtt_4_3_3_9() {
     let mut pair = Pair::v5();

@@ -6,7 +6,7 @@ use std::time::Duration;
 use kite_gateway::config::{Config, History};
 use kite_mqtt::{QoS, Version};
 use kite_tests::client::{TestClient, Via, publish};
-use kite_tests::{Gateway, TempDir, wait_for};
+use kite_tests::{Gateway, Mosquitto, TempDir, wait_for};
 
 /// `[history] record = filters`, kept in `dir` (the broker's data there too).
 fn recording(dir: &std::path::Path, filters: &[&str], max_bytes: u64) -> impl FnOnce(&mut Config) {
@@ -22,6 +22,8 @@ fn recording(dir: &std::path::Path, filters: &[&str], max_bytes: u64) -> impl Fn
             },
             dir,
             sync: kite_data::Sync::Always,
+            username: None,
+            password: None,
         });
     }
 }
@@ -370,4 +372,49 @@ fn a_flooding_topic_cannot_grow_the_history_past_max_bytes() {
         metrics.contains(&format!("kite_history_dropped_total {}", u.dropped)),
         "{metrics}"
     );
+}
+
+/// In front of a real mosquitto: the gateway's own persistent session there
+/// (`kite-history-<hostname>`) records, also what was published while the gateway was down.
+#[test]
+fn in_front_of_mosquitto_the_recorder_keeps_its_own_session_there() {
+    let mosquitto = Mosquitto::start();
+    let dir = TempDir::new("history-upstream");
+    let url = mosquitto.url();
+    let start = || {
+        Gateway::start_with(
+            &[url.as_str()],
+            None,
+            recording(dir.path(), &["plant/#"], 1 << 30),
+        )
+    };
+    let kite = start();
+    wait_for("the recorder connected", Duration::from_secs(10), || {
+        get(&kite, "/metrics")
+            .1
+            .contains("kite_history_up 1")
+            .then_some(())
+    });
+    // Its subscription is in place once a probe is recorded.
+    wait_for("a probe recorded", Duration::from_secs(10), || {
+        mosquitto.publish("plant/probe", "1");
+        let (_, v) = get_json(&kite, "/api/v1/history/topics");
+        (!v["topics"].as_array()?.is_empty()).then_some(())
+    });
+    let device = Via::Tcp(format!("127.0.0.1:{}", mosquitto.port).parse().unwrap());
+    let mut d = TestClient::connected(&device, Version::V5, "upstream-device");
+    publish_temps(&mut d, "plant/a/temp", 0..200);
+    until_recorded(&kite, "plant/a/temp", 200);
+    drop(kite);
+    // While the gateway is down, mosquitto keeps the recorder's messages (QoS 1, persistent).
+    publish_temps(&mut d, "plant/a/temp", 200..300);
+    let kite = start();
+    until_recorded(&kite, "plant/a/temp", 300);
+    let (_, v) = get_json(&kite, "/api/v1/history?topic=plant/a/temp&limit=1");
+    assert_eq!(v["messages"][0]["payload"], "{\"temp\": 299}");
+    let (_, v) = get_json(
+        &kite,
+        "/api/v1/history/series?topic=plant/a/temp&field=/temp&points=1&from=0",
+    );
+    assert_eq!(v["series"][0]["buckets"][0]["count"], 300, "{v}");
 }

@@ -742,12 +742,11 @@ fn resolve_history(
             );
         }
     }
-    if upstreams {
+    if !upstreams && (h.username.is_some() || h.password.is_some()) {
         report(
-            "record",
-            "[history] record: this Kite records from its embedded broker only, and an [[upstream]] is configured (recording in front of an upstream broker is not built yet); remove [history], or the [[upstream]] entries to use the embedded broker".into(),
+            "username",
+            "[history] username and password are the recorder's login at an [[upstream]] broker; with the embedded broker the recorder needs none: remove them".into(),
         );
-        return None;
     }
     let Some(dir) = broker.data_dir.clone() else {
         report(
@@ -768,6 +767,8 @@ fn resolve_history(
         },
         dir,
         sync,
+        username: h.username,
+        password: h.password,
     })
 }
 

@@ -240,6 +240,10 @@ pub struct History {
     pub dir: PathBuf,
     /// When commits reach the disk (`[broker] sync`).
     pub sync: kite_data::Sync,
+    /// In front of an upstream: the recorder's login there (`[history] username`, `password`).
+    pub username: Option<String>,
+    /// Its password.
+    pub password: Option<String>,
 }
 
 /// Days kept by default (`[history] retention_days`).
@@ -342,6 +346,8 @@ pub(crate) struct FileHistory {
     pub(crate) record: Option<Vec<String>>,
     pub(crate) retention_days: Option<u64>,
     pub(crate) max_bytes: Option<u64>,
+    pub(crate) username: Option<String>,
+    pub(crate) password: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -72,6 +72,10 @@ pub struct ConnectOptions {
     /// [`Event::Received`], and the PUBREL goes only with [`Session::release`] (a relay, such
     /// as a bridge, that passes each step of the exchange on from another session).
     pub manual_release: bool,
+    /// Incoming QoS 1 messages wait for the application's acknowledgement: their PUBACK goes
+    /// only with [`Session::acknowledge`] (a recorder that acknowledges once what it received
+    /// is on disk). QoS 2 is acknowledged as usual.
+    pub manual_ack: bool,
 }
 
 impl Default for ConnectOptions {
@@ -91,6 +95,7 @@ impl Default for ConnectOptions {
             outgoing_topic_aliases: true,
             bridge: false,
             manual_release: false,
+            manual_ack: false,
         }
     }
 }
@@ -356,6 +361,8 @@ pub struct Session {
     next_key: u64,
     /// Incoming QoS 2 packet ids between PUBREC and PUBREL.
     incoming_qos2: HashSet<u16>,
+    /// With `manual_ack`: QoS 1 messages of this connection not yet acknowledged.
+    unacked: Vec<u16>,
     pending_subscribe: HashMap<u16, Subscribe>,
     pending_unsubscribe: HashMap<u16, Unsubscribe>,
     /// Subscriptions the server granted, to restore when it lost the session.
@@ -396,6 +403,7 @@ impl Session {
             outbox_bytes: 0,
             next_key: 0,
             incoming_qos2: HashSet::new(),
+            unacked: Vec::new(),
             pending_subscribe: HashMap::new(),
             pending_unsubscribe: HashMap::new(),
             subscriptions: Vec::new(),
@@ -649,6 +657,16 @@ impl Session {
         }
     }
 
+    /// With `manual_ack`: sends the PUBACK of the QoS 1 message `packet_id` received on this
+    /// connection. An id not waiting (already acknowledged, or received on a connection that
+    /// has since been lost — the server sends that message again) is ignored.
+    pub fn acknowledge(&mut self, packet_id: u16, now: Instant) {
+        if let Some(i) = self.unacked.iter().position(|id| *id == packet_id) {
+            self.unacked.remove(i);
+            self.send(&Packet::PubAck(Ack::new(packet_id)), now);
+        }
+    }
+
     /// Subscribes; returns the packet id reported again by [`Event::Subscribed`].
     pub fn subscribe(
         &mut self,
@@ -826,6 +844,9 @@ impl Session {
 
     fn close(&mut self, reason: CloseReason) {
         self.state = State::Idle;
+        // The server sends them again on the next connection (with DUP), under ids of that
+        // connection: an acknowledgement now would be for another message.
+        self.unacked.clear();
         self.ping_deadline = None;
         self.events.push_back(Event::Disconnected(reason));
     }
@@ -1149,7 +1170,13 @@ impl Session {
             QoS::AtLeastOnce => {
                 let id = p.packet_id;
                 self.events.push_back(Event::Message(p));
-                self.send(&Packet::PubAck(Ack::new(id)), now);
+                if self.opts.manual_ack {
+                    if !self.unacked.contains(&id) {
+                        self.unacked.push(id);
+                    }
+                } else {
+                    self.send(&Packet::PubAck(Ack::new(id)), now);
+                }
             }
             QoS::ExactlyOnce => {
                 let id = p.packet_id;
