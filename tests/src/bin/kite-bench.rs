@@ -688,7 +688,13 @@ mod bench_history;
 /// `kite-bench history`: the history store's figures (see tests/src/bench/history.rs).
 fn history_main(args: &[String]) {
     let setup = Setup::new(args);
-    let rows = bench_history::storage(&setup.dir, setup.scale as u64);
+    let mut rows = bench_history::storage(&setup.dir, setup.scale as u64);
+    rows.extend(bench_history::through_broker(
+        &setup.kite,
+        &setup.dir,
+        &setup.rt,
+        setup.scale,
+    ));
     let mut table = String::from("| history | measured | goal |\n|---|---|---|\n");
     for (what, got, goal) in rows {
         table.push_str(&format!("| {what} | {got} | {goal} |\n"));
