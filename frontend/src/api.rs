@@ -135,3 +135,40 @@ pub fn describe(value: JsValue) -> String {
         .or_else(|| js_sys::JSON::stringify(&value).ok().map(String::from))
         .unwrap_or_else(|| "an unknown error".to_owned())
 }
+
+/// `GET path` with an optional `Authorization` header: the HTTP status and, for a JSON
+/// answer, its value (`null` otherwise).
+pub async fn get_json(path: &str, auth: Option<&str>) -> Result<(u16, JsValue), String> {
+    let window = web_sys::window().ok_or("no browser window")?;
+    let init = web_sys::RequestInit::new();
+    if let Some(auth) = auth {
+        let headers = web_sys::Headers::new().map_err(describe)?;
+        headers.set("Authorization", auth).map_err(describe)?;
+        init.set_headers(&headers);
+    }
+    let response = JsFuture::from(window.fetch_with_str_and_init(path, &init))
+        .await
+        .map_err(describe)?;
+    let response: web_sys::Response = response
+        .dyn_into()
+        .map_err(|_| "fetch did not return a Response".to_owned())?;
+    let status = response.status();
+    let json = match response.json() {
+        Ok(p) => JsFuture::from(p).await.unwrap_or(JsValue::NULL),
+        Err(_) => JsValue::NULL,
+    };
+    Ok((status, json))
+}
+
+/// `value[name]`.
+pub fn field(value: &JsValue, name: &str) -> JsValue {
+    js_sys::Reflect::get(value, &JsValue::from_str(name)).unwrap_or(JsValue::UNDEFINED)
+}
+
+/// `value[name]` as a list.
+pub fn list(value: &JsValue, name: &str) -> Vec<JsValue> {
+    field(value, name)
+        .dyn_into::<js_sys::Array>()
+        .map(|a| a.iter().collect())
+        .unwrap_or_default()
+}

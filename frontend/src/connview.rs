@@ -452,6 +452,17 @@ fn topics(
         (s.received(), s.topics(), s.memory(), s.evicted(), s.caps())
     };
     let selected: Option<NodeId> = topic.and_then(|t| store.0.borrow().find(t));
+    // The gateway records its default broker: shown for profiles that dial it.
+    let recorded = handle.profile(id).and_then(|p| {
+        let default_broker =
+            p.url.is_empty() && (p.upstream.is_empty() || p.upstream == "embedded");
+        default_broker.then(|| {
+            (!p.username.is_empty()).then(|| {
+                let login = format!("{}:{}", p.username, p.password);
+                format!("Basic {}", crate::payload::base64(login.as_bytes()))
+            })
+        })
+    });
     let on_tree_filter = {
         let (store, handle) = (store.clone(), handle.clone());
         Callback::from(move |e: InputEvent| {
@@ -527,7 +538,7 @@ fn topics(
             <div class="explorer">
                 <TopicTree store={store.clone()} frame={frame} selected={selected} on_select={on_select} on_change={on_change} />
                 if let Some(node) = selected {
-                    <TopicDetail store={store.clone()} node={node} frame={frame} on_delete={on_delete} />
+                    <TopicDetail store={store.clone()} node={node} frame={frame} on_delete={on_delete} recorded={recorded} />
                 }
             </div>
         </section>

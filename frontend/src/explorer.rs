@@ -307,6 +307,11 @@ pub struct DetailProps {
     pub frame: u64,
     /// Delete the retained messages of these topics.
     pub on_delete: Callback<Vec<String>>,
+    /// Whether the gateway's recorded history is this connection's broker's (the profile
+    /// dials the gateway that served the page, to its default broker), and the login for its
+    /// API (`Authorization`), if the profile has one.
+    #[prop_or_default]
+    pub recorded: Option<Option<String>>,
 }
 
 /// One topic: its counters, a sparkline of numeric payloads, and its kept messages, newest
@@ -389,6 +394,9 @@ pub fn TopicDetail(props: &DetailProps) -> Html {
                 }
             </p>
             { confirmation.unwrap_or_default() }
+            if let (Some(auth), true) = (props.recorded.clone(), v.messages > 0) {
+                <crate::history::RecordedHistory topic={topic.clone()} {auth} />
+            }
             { sparkline(&numbers) }
             if !entries.is_empty() {
                 <p class="row formats">{ for formats }</p>

@@ -11,6 +11,7 @@ pub mod connview;
 pub mod editor;
 pub mod explorer;
 pub mod forms;
+pub mod history;
 pub mod mqtt;
 pub mod payload;
 pub mod profile;

@@ -7,7 +7,8 @@
 //!   `P` M4 buckets: `{"series": [{"topic", "field", "buckets": [{"t", "first", "last", "min",
 //!   "max", "count"}]}]}`; `topic` may be a filter (one series per topic).
 //! - `GET /api/v1/history/export?filter=F&from=..&to=..&format=ndjson|csv` — streamed.
-//! - `GET /api/v1/history/topics` — `{"topics": [{"topic", "count", "first", "last", "fields"}]}`.
+//! - `GET /api/v1/history/topics[?filter=F]` — `{"topics": [{"topic", "count", "first",
+//!   "last", "fields"}]}`, all recorded topics or those matching `F`.
 //!
 //! Times (`from`, `to`) are milliseconds since the epoch or RFC 3339 (`2026-12-05T10:00:00Z`);
 //! answers give milliseconds. Bad input is a `400` with `{"error", "field"}`.
@@ -456,13 +457,25 @@ pub async fn topics(
         Ok(who) => who,
         Err(r) => return r,
     };
-    if let Err(e) = params(&raw, &[]) {
-        return e.into_response();
-    }
+    let filter = match params(&raw, &["filter"]) {
+        Ok(p) => match get(&p, "filter") {
+            Some(f) => match kite_mqtt::topic::validate_filter(f) {
+                Ok(()) => Some(f.to_owned()),
+                Err(e) => return bad("filter", format!("filter {f:?}: {e}")).into_response(),
+            },
+            None => None,
+        },
+        Err(e) => return e.into_response(),
+    };
     match tokio::task::spawn_blocking(move || store.topics()).await {
         Ok(Ok(list)) => {
             let list: Vec<serde_json::Value> = list
                 .iter()
+                .filter(|t| {
+                    filter
+                        .as_deref()
+                        .is_none_or(|f| kite_mqtt::topic::matches(f, &t.topic))
+                })
                 .filter(|t| may_read(role.as_ref(), &user, &t.topic))
                 .map(|t| {
                     serde_json::json!({

@@ -120,6 +120,10 @@ fn recorded_messages_outlive_the_gateway_and_come_back_as_sent() {
         "office/temp is not recorded: {topics}"
     );
     assert_eq!(topics["topics"][0]["fields"], serde_json::json!(["/temp"]));
+    let (_, some) = get_json(&kite, "/api/v1/history/topics?filter=plant/%2B/temp");
+    assert_eq!(some["topics"].as_array().unwrap().len(), 1);
+    let (_, none) = get_json(&kite, "/api/v1/history/topics?filter=plant/b/%23");
+    assert_eq!(none["topics"], serde_json::json!([]));
 
     // More after the restart, into the same topic; MQTT 5 properties kept.
     let mut d = device(&kite, "sensor-1");
@@ -417,4 +421,118 @@ fn in_front_of_mosquitto_the_recorder_keeps_its_own_session_there() {
         "/api/v1/history/series?topic=plant/a/temp&field=/temp&points=1&from=0",
     );
     assert_eq!(v["series"][0]["buckets"][0]["count"], 300, "{v}");
+}
+
+/// The app shows a topic's recorded history — older than the tab — as a chart drawn from the
+/// series API (several fields, zoom), the recorded messages, and export links.
+#[test]
+fn the_app_charts_a_topics_recorded_history() {
+    use crate::app::{click, new_profile, screenshot, set_input, wait_until_text};
+    let dir = TempDir::new("history-app");
+    let kite = Gateway::start_with(
+        &[],
+        Some(kite_tests::assets_dir()),
+        recording(dir.path(), &["plant/#"], 1 << 30),
+    );
+    // Recorded before any tab was open.
+    let mut d = device(&kite, "env-sensor");
+    for i in 0..600u32 {
+        let id = u16::try_from(i + 1).unwrap();
+        let payload = format!(
+            "{{\"temp\": {}.{}, \"hum\": {}}}",
+            20 + (i / 20) % 6,
+            i % 10,
+            40 + (i * 7) % 13
+        );
+        d.publish(publish("plant/a/env", &payload, QoS::AtLeastOnce, id));
+    }
+    until_recorded(&kite, "plant/a/env", 600);
+
+    let browser = kite_tests::browser::Browser::start();
+    browser.resize(1280, 800);
+    browser.goto(&kite.http_url("/"));
+    new_profile(&browser, "Plant");
+    click(&browser, "#connect");
+    wait_until_text(&browser, ".status", "connected");
+    set_input(&browser, "#filter", "plant/#");
+    click(&browser, "#subscribe");
+    wait_until_text(&browser, ".subscription", "granted");
+    d.publish(publish(
+        "plant/a/env",
+        "{\"temp\": 23.5, \"hum\": 44}",
+        QoS::AtLeastOnce,
+        700,
+    ));
+    let row = r#".topic-row[data-topic="plant/a/env"]"#;
+    wait_until_text(&browser, row, "env");
+    click(&browser, row);
+    wait_until_text(
+        &browser,
+        ".recorded h4",
+        "Recorded on the gateway: 601 messages",
+    );
+    // The chart is drawn: its plot has coloured pixels.
+    let drawn = "const c = document.querySelector('canvas.chart'); if (!c) return 0; const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let n = 0; for (let i = 0; i < d.length; i += 4) { if (d[i + 3] > 0 && d[i + 2] > d[i] + 40) n++; } return n;";
+    wait_for("the chart drawn", Duration::from_secs(20), || {
+        (browser.eval(drawn).as_u64()? > 200).then_some(())
+    });
+    // Both fields can be shown on one chart.
+    let fields = browser.eval(
+        "return [...document.querySelectorAll('.chart-controls .field')].map(b => [b.textContent, b.getAttribute('aria-pressed')]);",
+    );
+    // Fields in the order first recorded (serde_json's map order: by key, or as written).
+    let names: std::collections::BTreeSet<&str> = fields
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f[0].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["/hum", "/temp"].into_iter().collect(), "{fields}");
+    assert_eq!(fields[0][1], "true", "the first field is shown: {fields}");
+    assert_eq!(fields[1][1], "false", "{fields}");
+    browser.eval("document.querySelectorAll('.chart-controls .field')[1].click(); return null;");
+    wait_for("two fields shown", Duration::from_secs(10), || {
+        let on =
+            browser.eval("return document.querySelectorAll('.chart-controls .field.on').length;");
+        (on == 2).then_some(())
+    });
+    // Zooming with the wheel changes the span shown (and asks for it again).
+    let before = browser.text(".chart-span").unwrap();
+    browser.eval(
+        "const c = document.querySelector('canvas.chart'); const r = c.getBoundingClientRect(); c.dispatchEvent(new WheelEvent('wheel', {deltaY: -100, clientX: r.left + r.width * 0.9, clientY: r.top + 50, bubbles: true, cancelable: true})); return null;",
+    );
+    wait_for("the span zoomed", Duration::from_secs(10), || {
+        (browser.text(".chart-span")? != before).then_some(())
+    });
+    // The recorded messages, newest first, and the export links.
+    let recent = browser.text(".recorded-list").unwrap();
+    assert!(recent.contains("{\"temp\": 23.5, \"hum\": 44}"), "{recent}");
+    let links = browser.eval(
+        "return [...document.querySelectorAll('.export a')].map(a => a.getAttribute('href'));",
+    );
+    assert_eq!(
+        links,
+        serde_json::json!([
+            "/api/v1/history/export?filter=plant%2Fa%2Fenv&format=csv",
+            "/api/v1/history/export?filter=plant%2Fa%2Fenv&format=ndjson",
+            "/api/v1/history/export?filter=plant%2Fa%2Fenv%2F%23&format=csv"
+        ])
+    );
+    // The second field is drawn too (red, the second colour), once its series arrived.
+    let red = "const c = document.querySelector('canvas.chart'); const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let n = 0; for (let i = 0; i < d.length; i += 4) { if (d[i + 3] > 0 && d[i] > d[i + 2] + 60) n++; } return n;";
+    wait_for("the second field drawn", Duration::from_secs(10), || {
+        (browser.eval(red).as_u64()? > 100).then_some(())
+    });
+    browser.eval("document.querySelector('.detail').scrollIntoView(); return null;");
+    screenshot(&browser, "history");
+    browser.resize(390, 844);
+    browser.eval("document.querySelector('.recorded').scrollIntoView(); return null;");
+    wait_for(
+        "the chart redrawn at phone width",
+        Duration::from_secs(10),
+        || (browser.eval(drawn).as_u64()? > 100).then_some(()),
+    );
+    screenshot(&browser, "history-phone");
+    let errors = browser.console_errors();
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
 }
