@@ -31,7 +31,7 @@
 //! Usage: kite-bench broker  --kite PATH --mosquitto PATH [--write FILE] [--quick] [--only TEXT] [--repeat N] [--runs N]
 //!        kite-bench gateway --kite PATH --mosquitto PATH --websockify PYTHONPATH [--write FILE] [--quick] [--runs N] [--saturated]
 //!        kite-bench app     --kite PATH --mosquitto PATH --assets DIR [--write FILE] [--quick]
-//!        kite-bench history --kite PATH --mosquitto PATH [--write FILE] [--quick]
+//!        kite-bench history --kite PATH --mosquitto PATH [--assets DIR] [--write FILE] [--quick]
 //!
 //! `history`: the history store — ingest, series queries, export, bytes on disk — and ingest
 //! through the embedded broker with its recorder (tests/src/bench/history.rs).
@@ -660,7 +660,7 @@ fn arg(args: &[String], name: &str) -> Option<String> {
 const USAGE: &str = "usage: kite-bench broker  --kite PATH --mosquitto PATH [--write FILE] [--quick] [--only TEXT] [--repeat N] [--runs N]
        kite-bench gateway --kite PATH --mosquitto PATH --websockify PYTHONPATH [--write FILE] [--quick] [--runs N] [--saturated]
        kite-bench app     --kite PATH --mosquitto PATH --assets DIR [--write FILE] [--quick]
-       kite-bench history --kite PATH --mosquitto PATH [--write FILE] [--quick]
+       kite-bench history --kite PATH --mosquitto PATH [--assets DIR] [--write FILE] [--quick]
 (`cargo xtask bench broker|gateway|app` builds everything and passes these)";
 
 /// A bad command line: what is wrong, the usage, exit status 2.
@@ -695,6 +695,14 @@ fn history_main(args: &[String]) {
         &setup.rt,
         setup.scale,
     ));
+    if let Some(assets) = arg(args, "--assets") {
+        rows.extend(bench_history::chart(
+            &setup.kite,
+            &setup.dir,
+            Path::new(&assets),
+            1_000_000 / setup.scale as u64,
+        ));
+    }
     let mut table = String::from("| history | measured | goal |\n|---|---|---|\n");
     for (what, got, goal) in rows {
         table.push_str(&format!("| {what} | {got} | {goal} |\n"));
