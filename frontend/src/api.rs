@@ -10,6 +10,8 @@ pub struct Upstreams {
     pub names: Vec<String>,
     /// The one `/mqtt` goes to.
     pub default: Option<String>,
+    /// Whether the gateway records that one's topics (`[history]`).
+    pub history: bool,
 }
 
 /// Asks the gateway that served the page for its upstreams.
@@ -48,7 +50,12 @@ fn parse_upstreams(json: &JsValue) -> Result<Upstreams, String> {
     let default = js_sys::Reflect::get(json, &JsValue::from_str("default"))
         .map_err(describe)?
         .as_string();
-    Ok(Upstreams { names, default })
+    let history = field(json, "history").as_bool().unwrap_or(false);
+    Ok(Upstreams {
+        names,
+        default,
+        history,
+    })
 }
 
 /// One bridge of the gateway's embedded broker, as `GET /api/v1/bridges` shows it.

@@ -94,6 +94,9 @@ pub fn App() -> Html {
         Load::Ready(u) => Some(u.clone()),
         _ => None,
     };
+    if let Some(u) = &known {
+        handle.set_recorded_broker(u.history.then(|| u.default.clone().unwrap_or_default()));
+    }
     let main = match &route {
         Route::Home | Route::NotFound => home(&handle, &upstreams, &bridges),
         Route::New => html! {

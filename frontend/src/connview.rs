@@ -453,16 +453,20 @@ fn topics(
     };
     let selected: Option<NodeId> = topic.and_then(|t| store.0.borrow().find(t));
     // The gateway records its default broker: shown for profiles that dial it.
-    let recorded = handle.profile(id).and_then(|p| {
-        let default_broker =
-            p.url.is_empty() && (p.upstream.is_empty() || p.upstream == "embedded");
-        default_broker.then(|| {
-            (!p.username.is_empty()).then(|| {
-                let login = format!("{}:{}", p.username, p.password);
-                format!("Basic {}", crate::payload::base64(login.as_bytes()))
+    let recorded_broker = handle.read(|w| w.recorded_broker.clone());
+    let recorded = handle
+        .profile(id)
+        .zip(recorded_broker)
+        .and_then(|(p, broker)| {
+            let default_broker =
+                p.url.is_empty() && (p.upstream.is_empty() || p.upstream == broker);
+            default_broker.then(|| {
+                (!p.username.is_empty()).then(|| {
+                    let login = format!("{}:{}", p.username, p.password);
+                    format!("Basic {}", crate::payload::base64(login.as_bytes()))
+                })
             })
-        })
-    });
+        });
     let on_tree_filter = {
         let (store, handle) = (store.clone(), handle.clone());
         Callback::from(move |e: InputEvent| {

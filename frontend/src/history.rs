@@ -277,6 +277,8 @@ pub fn RecordedHistory(props: &HistoryProps) -> Html {
     let generation = use_mut_ref(|| 0u32);
     // A drag in progress: its start x and span.
     let drag = use_mut_ref(|| None::<(f64, Span)>);
+    // The topic shown: an answer for another (a quick switch) is dropped.
+    let current = use_mut_ref(String::new);
 
     {
         let (info, recent, span, shown, series) = (
@@ -287,7 +289,14 @@ pub fn RecordedHistory(props: &HistoryProps) -> Html {
             series.clone(),
         );
         let auth = props.auth.clone();
+        let (current, generation) = (current.clone(), generation.clone());
         use_effect_with(props.topic.clone(), move |topic| {
+            current.borrow_mut().clone_from(topic);
+            // A series still on its way is of the topic before.
+            {
+                let mut g = generation.borrow_mut();
+                *g = g.wrapping_add(1);
+            }
             info.set(Info::Loading);
             series.set(Vec::new());
             recent.set(Vec::new());
@@ -298,6 +307,9 @@ pub fn RecordedHistory(props: &HistoryProps) -> Html {
                     Ok((status, json)) => info_of(status, &json),
                     Err(e) => Info::Failed(e),
                 };
+                if *current.borrow() != topic {
+                    return;
+                }
                 if let Info::Topic {
                     first,
                     last,
@@ -308,7 +320,9 @@ pub fn RecordedHistory(props: &HistoryProps) -> Html {
                     span.set(Some(initial_span(*first, *last, js_sys::Date::now())));
                     shown.set(fields.first().cloned().into_iter().collect());
                     let path = format!("/api/v1/history?topic={}&limit={RECENT}", enc(&topic));
-                    if let Ok((200, json)) = api::get_json(&path, auth.as_deref()).await {
+                    if let Ok((200, json)) = api::get_json(&path, auth.as_deref()).await
+                        && *current.borrow() == topic
+                    {
                         recent.set(
                             api::list(&json, "messages")
                                 .iter()
@@ -540,6 +554,7 @@ pub fn RecordedHistory(props: &HistoryProps) -> Html {
                     <button class="secondary" onclick={last(604_800_000.0)}>{ "7 d" }</button>
                 </p>
                 <canvas ref={canvas} class="chart" height="220" role="img"
+                        data-span={span.map(|s| format!("{}-{}", s.from as u64, s.to as u64))}
                         aria-label={format!("chart of {} from {span_text}", topic)}
                         {onwheel} {onpointerdown} {onpointermove} onpointerup={onpointerup.clone()} onpointercancel={onpointerup} />
                 <p class="muted chart-span">{ span_text }

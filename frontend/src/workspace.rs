@@ -148,6 +148,9 @@ pub struct Workspace {
     pub problem: Option<String>,
     /// `ws://host/mqtt` of the gateway that served the page.
     pub same_origin: String,
+    /// The broker whose topics that gateway records (its default broker's name), if it
+    /// records (`GET /api/v1/upstreams`).
+    pub recorded_broker: Option<String>,
     /// What each connection's store keeps (saved in the browser).
     pub caps: Caps,
     /// A sent draft the person chose to edit, by profile, until the form takes it.
@@ -199,6 +202,7 @@ impl Handle {
             sent: ByName::default(),
             problem,
             same_origin,
+            recorded_broker: None,
             caps,
             reuse: ByName::default(),
             frames,
@@ -238,6 +242,20 @@ impl Handle {
     /// The form took the draft.
     pub fn take_reuse(&self, id: &str) {
         self.0.borrow_mut().reuse.remove(id);
+    }
+
+    /// Says which broker the gateway records (see [`Workspace::recorded_broker`]), and
+    /// asks for a render when that changed.
+    pub fn set_recorded_broker(&self, broker: Option<String>) {
+        let changed = {
+            let mut w = self.0.borrow_mut();
+            let changed = w.recorded_broker != broker;
+            w.recorded_broker = broker;
+            changed
+        };
+        if changed {
+            self.request_frame();
+        }
     }
 
     /// Reads the workspace.

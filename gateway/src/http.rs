@@ -117,6 +117,8 @@ async fn list_upstreams(State(state): State<AppState>) -> Json<serde_json::Value
     Json(serde_json::json!({
         "upstreams": names,
         "default": state.default_target().as_ref().map(Target::name),
+        // Whether the gateway records the default broker's topics (`[history]`).
+        "history": state.history.is_some(),
     }))
 }
 

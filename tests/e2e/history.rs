@@ -120,6 +120,10 @@ fn recorded_messages_outlive_the_gateway_and_come_back_as_sent() {
         "office/temp is not recorded: {topics}"
     );
     assert_eq!(topics["topics"][0]["fields"], serde_json::json!(["/temp"]));
+    // The app learns from the upstreams list that this gateway records its default broker.
+    let (_, upstreams) = get_json(&kite, "/api/v1/upstreams");
+    assert_eq!(upstreams["history"], true);
+    assert_eq!(upstreams["default"], "embedded");
     let (_, some) = get_json(&kite, "/api/v1/history/topics?filter=plant/%2B/temp");
     assert_eq!(some["topics"].as_array().unwrap().len(), 1);
     let (_, none) = get_json(&kite, "/api/v1/history/topics?filter=plant/b/%23");
@@ -497,12 +501,13 @@ fn the_app_charts_a_topics_recorded_history() {
         (on == 2).then_some(())
     });
     // Zooming with the wheel changes the span shown (and asks for it again).
-    let before = browser.text(".chart-span").unwrap();
+    let span = "return document.querySelector('canvas.chart').dataset.span;";
+    let before = browser.eval(span);
     browser.eval(
         "const c = document.querySelector('canvas.chart'); const r = c.getBoundingClientRect(); c.dispatchEvent(new WheelEvent('wheel', {deltaY: -100, clientX: r.left + r.width * 0.9, clientY: r.top + 50, bubbles: true, cancelable: true})); return null;",
     );
     wait_for("the span zoomed", Duration::from_secs(10), || {
-        (browser.text(".chart-span")? != before).then_some(())
+        (browser.eval(span) != before).then_some(())
     });
     // The recorded messages, newest first, and the export links.
     let recent = browser.text(".recorded-list").unwrap();

@@ -180,7 +180,16 @@ async fn survive_two_restarts(broker: impl Restart, exactly_once: bool) {
         tokio::spawn(async move {
             while let Some(event) = pub_events.recv().await {
                 if let Event::Published { reason, .. } = event {
-                    assert_eq!(reason, ReasonCode::Success);
+                    // A PUBREL sent again after a restart may find the exchange complete
+                    // there (its PUBCOMP was lost with the connection): PUBCOMP 0x92
+                    // [MQTT-4.3.3] — the message was delivered, once.
+                    assert!(
+                        matches!(
+                            reason,
+                            ReasonCode::Success | ReasonCode::PacketIdentifierNotFound
+                        ),
+                        "{reason:?}"
+                    );
                     let n = acked.fetch_add(1, Ordering::SeqCst) + 1;
                     // Restart the broker twice while messages are in flight.
                     if n == 3_000 || n == 12_000 {
