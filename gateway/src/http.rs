@@ -91,7 +91,7 @@ async fn cache_headers(req: Request, next: Next) -> Response {
     res
 }
 
-/// Whether a file name carries trunk's content hash: `name-<16 hex digits>[_bg].ext`.
+/// Whether a file name carries trunk's content hash: `name-<12 to 16 hex digits>[_bg].ext`.
 fn is_hashed_asset(path: &str) -> bool {
     let file = path.rsplit('/').next().unwrap_or("");
     let stem = Path::new(file)
@@ -99,8 +99,12 @@ fn is_hashed_asset(path: &str) -> bool {
         .and_then(|s| s.to_str())
         .unwrap_or("");
     let stem = stem.strip_suffix("_bg").unwrap_or(stem);
-    stem.rsplit_once('-')
-        .is_some_and(|(_, hash)| hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()))
+    // Trunk writes its 64-bit hash in hex without leading zeros: 16 digits 15 times in 16,
+    // fewer otherwise (a 15-digit name was served `no-cache` once in CI). 12 or more: a name
+    // like `logo-2024.png` is not taken for a hashed one.
+    stem.rsplit_once('-').is_some_and(|(_, hash)| {
+        (12..=16).contains(&hash.len()) && hash.bytes().all(|b| b.is_ascii_hexdigit())
+    })
 }
 
 async fn list_upstreams(State(state): State<AppState>) -> Json<serde_json::Value> {
@@ -500,6 +504,8 @@ mod tests {
         assert!(is_hashed_asset("/kite-frontend-3f1c2a9b8d7e6f50.js"));
         assert!(is_hashed_asset("/kite-frontend-3f1c2a9b8d7e6f50_bg.wasm"));
         assert!(is_hashed_asset("/style-0123456789abcdef.css"));
+        assert!(is_hashed_asset("/kite-frontend-6a4dc6d9a96bb7e_bg.wasm"));
+        assert!(!is_hashed_asset("/logo-2024.png"));
         assert!(!is_hashed_asset("/"));
         assert!(!is_hashed_asset("/index.html"));
         assert!(!is_hashed_asset("/logo.svg"));
