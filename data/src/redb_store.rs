@@ -99,8 +99,8 @@ pub struct RedbStorage {
 
 #[derive(Debug, Default)]
 struct Inner {
-    topics: HashMap<String, Topic>,
-    streams: HashMap<u32, Stream>,
+    topics: HashMap<String, Topic, foldhash::fast::RandomState>,
+    streams: HashMap<u32, Stream, foldhash::fast::RandomState>,
     next_stream: u32,
     next_chunk: u64,
     next_segment: u64,
@@ -720,6 +720,8 @@ impl Storage for RedbStorage {
         let mut segment = Vec::with_capacity(batch.len() * 48);
         let mut body = Vec::with_capacity(128);
         let mut nums = Vec::new();
+        let mut targets: Vec<(u32, f64)> = Vec::new();
+        let mut fresh = Vec::new();
         let mut new_streams: Vec<u32> = Vec::new();
         let mut full: Vec<u32> = Vec::new();
         let mut newest = 0;
@@ -727,49 +729,60 @@ impl Storage for RedbStorage {
             if r.topic.is_empty() || r.topic.contains('\0') {
                 continue;
             }
-            if !g.topics.contains_key(&r.topic) {
-                let raw = g.add_stream(r.topic.clone());
-                new_streams.push(raw);
-                g.topics.insert(
-                    r.topic.clone(),
-                    Topic {
-                        raw,
-                        fields: Vec::new(),
-                        last_t: 0,
-                    },
-                );
-            }
-            let Some(topic) = g.topics.get_mut(&r.topic) else {
-                continue;
-            };
-            let t = r.message.t.max(topic.last_t);
-            topic.last_t = t;
-            newest = newest.max(t);
-            let raw = topic.raw;
+            // One lookup for a known topic: its stream, its time, the fields it has.
+            targets.clear();
+            fresh.clear();
             nums.clear();
             numbers::numbers(&r.message.payload, &mut nums);
-            // The fields' streams (new ones within the per-topic bound).
-            let mut targets: Vec<(u32, f64)> = Vec::with_capacity(nums.len());
-            for (field, v) in nums.drain(..) {
-                let known = g
-                    .topics
-                    .get(&r.topic)
-                    .and_then(|tp| tp.fields.iter().find(|f| f.0 == field).map(|f| f.1));
-                let id = match known {
-                    Some(id) => id,
-                    None => {
-                        let count = g.topics.get(&r.topic).map_or(0, |tp| tp.fields.len());
-                        if count >= MAX_FIELDS_PER_TOPIC {
-                            continue;
-                        }
-                        let id = g.add_stream(format!("{}\0{field}", r.topic));
-                        new_streams.push(id);
-                        if let Some(tp) = g.topics.get_mut(&r.topic) {
-                            tp.fields.push((field, id));
-                        }
-                        id
+            let known = g.topics.get_mut(r.topic.as_str()).map(|topic| {
+                let t = r.message.t.max(topic.last_t);
+                topic.last_t = t;
+                for (field, v) in nums.drain(..) {
+                    match topic.fields.iter().find(|f| f.0 == field) {
+                        Some(f) => targets.push((f.1, v)),
+                        None => fresh.push((field, v)),
                     }
-                };
+                }
+                (topic.raw, t, topic.fields.len())
+            });
+            let (raw, t, mut field_count) = match known {
+                Some(k) => k,
+                None => {
+                    let raw = g.add_stream(r.topic.clone());
+                    new_streams.push(raw);
+                    g.topics.insert(
+                        r.topic.clone(),
+                        Topic {
+                            raw,
+                            fields: Vec::new(),
+                            last_t: r.message.t,
+                        },
+                    );
+                    fresh.append(&mut nums);
+                    (raw, r.message.t, 0)
+                }
+            };
+            newest = newest.max(t);
+            // New fields' streams, within the per-topic bound.
+            for (field, v) in fresh.drain(..) {
+                if field_count >= MAX_FIELDS_PER_TOPIC {
+                    continue;
+                }
+                let same = g
+                    .topics
+                    .get(r.topic.as_str())
+                    .and_then(|tp| tp.fields.iter().find(|f| f.0 == field).map(|f| f.1));
+                if let Some(id) = same {
+                    // The same field twice in one payload: one stream.
+                    targets.push((id, v));
+                    continue;
+                }
+                let id = g.add_stream(format!("{}\0{field}", r.topic));
+                new_streams.push(id);
+                if let Some(tp) = g.topics.get_mut(r.topic.as_str()) {
+                    tp.fields.push((field, id));
+                }
+                field_count += 1;
                 targets.push((id, v));
             }
             body.clear();
@@ -790,7 +803,7 @@ impl Storage for RedbStorage {
                 }
             };
             add(raw, &body, g);
-            for (id, v) in targets {
+            for &(id, v) in &targets {
                 add(id, &chunk::number_body(v), g);
             }
         }

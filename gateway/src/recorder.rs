@@ -33,6 +33,9 @@ const QUEUE: kite_broker::QueueBounds = kite_broker::QueueBounds {
     bytes: 256 << 20,
 };
 
+/// The shortest time between two commits (see `embedded_session`).
+const COMMIT_EVERY: Duration = Duration::from_millis(10);
+
 /// The time now, in ms since the epoch.
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -187,8 +190,13 @@ async fn embedded_session(
         .history_up
         .store(1, std::sync::atomic::Ordering::Relaxed);
     let mut packets = Vec::new();
+    let mut last_commit = tokio::time::Instant::now();
     loop {
         packets.clear();
+        // At most one commit per COMMIT_EVERY: what arrives meanwhile waits in the link and
+        // the session's queue and makes the next batch (a commit's fixed cost is most of
+        // a small batch's).
+        tokio::time::sleep_until(last_commit + COMMIT_EVERY).await;
         tokio::select! {
             open = receiver.recv_many(&mut packets) => if !open {
                 return Ok(());
@@ -224,6 +232,7 @@ async fn embedded_session(
             continue;
         }
         let n = batch.len() as u64;
+        last_commit = tokio::time::Instant::now();
         commit(storage, batch).await?;
         metrics
             .history_recorded

@@ -31,7 +31,7 @@
 //! Usage: kite-bench broker  --kite PATH --mosquitto PATH [--write FILE] [--quick] [--only TEXT] [--repeat N] [--runs N]
 //!        kite-bench gateway --kite PATH --mosquitto PATH --websockify PYTHONPATH [--write FILE] [--quick] [--runs N] [--saturated]
 //!        kite-bench app     --kite PATH --mosquitto PATH --assets DIR [--write FILE] [--quick]
-//!        kite-bench history --kite PATH --mosquitto PATH [--assets DIR] [--write FILE] [--quick]
+//!        kite-bench history --kite PATH --mosquitto PATH [--assets DIR] [--write FILE] [--quick] [--only store|broker|paced|chart]
 //!
 //! `history`: the history store — ingest, series queries, export, bytes on disk — and ingest
 //! through the embedded broker with its recorder (tests/src/bench/history.rs).
@@ -660,7 +660,7 @@ fn arg(args: &[String], name: &str) -> Option<String> {
 const USAGE: &str = "usage: kite-bench broker  --kite PATH --mosquitto PATH [--write FILE] [--quick] [--only TEXT] [--repeat N] [--runs N]
        kite-bench gateway --kite PATH --mosquitto PATH --websockify PYTHONPATH [--write FILE] [--quick] [--runs N] [--saturated]
        kite-bench app     --kite PATH --mosquitto PATH --assets DIR [--write FILE] [--quick]
-       kite-bench history --kite PATH --mosquitto PATH [--assets DIR] [--write FILE] [--quick]
+       kite-bench history --kite PATH --mosquitto PATH [--assets DIR] [--write FILE] [--quick] [--only store|broker|paced|chart]
 (`cargo xtask bench broker|gateway|app` builds everything and passes these)";
 
 /// A bad command line: what is wrong, the usage, exit status 2.
@@ -688,14 +688,30 @@ mod bench_history;
 /// `kite-bench history`: the history store's figures (see tests/src/bench/history.rs).
 fn history_main(args: &[String]) {
     let setup = Setup::new(args);
-    let mut rows = bench_history::storage(&setup.dir, setup.scale as u64);
-    rows.extend(bench_history::through_broker(
-        &setup.kite,
-        &setup.dir,
-        &setup.rt,
-        setup.scale,
-    ));
-    if let Some(assets) = arg(args, "--assets") {
+    // `--only store|broker|paced|chart`: one part (a quicker look while working on it).
+    let only = arg(args, "--only");
+    let part = |name: &str| only.as_deref().is_none_or(|o| o == name);
+    let mut rows = Vec::new();
+    if part("store") {
+        rows.extend(bench_history::storage(&setup.dir, setup.scale as u64));
+    }
+    if part("broker") {
+        rows.extend(bench_history::through_broker(
+            &setup.kite,
+            &setup.dir,
+            &setup.rt,
+            setup.scale,
+        ));
+    }
+    if part("paced") {
+        rows.extend(bench_history::paced(
+            &setup.kite,
+            &setup.dir,
+            &setup.rt,
+            setup.scale,
+        ));
+    }
+    if let Some(assets) = arg(args, "--assets").filter(|_| part("chart")) {
         rows.extend(bench_history::chart(
             &setup.kite,
             &setup.dir,
