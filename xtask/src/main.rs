@@ -33,9 +33,11 @@ Commands:
   bench app        the browser app in headless Chromium taking 20,000 msgs/s over 1,000
                    topics for 10 s (about 1 minute); writes target/bench/app.md
   bench history    the history store (ingest, series queries, export, bytes on disk),
-                   ingest through the embedded broker with and without the recorder, and
-                   the app's chart over 1,000,000 points in headless Chromium (about 3
-                   minutes); writes target/bench/history.md
+                   ingest through the embedded broker with and without the recorder (at
+                   saturation, and 50,000 msgs/s recorded beside a load), and the app's
+                   chart over 1,000,000 points in headless Chromium (about 5 minutes;
+                   `--only store|broker|paced|chart` runs one part); writes
+                   target/bench/history.md
   fuzz [TARGET] [SECS]
                    open-ended fuzzing with cargo-fuzz (installed once from crates.io):
                    TARGET `broker` (the embedded broker, three clients, default), `inbound` (the
