@@ -330,23 +330,7 @@ async fn ingest_run(
     }
     // Until all arrived, or none for 2 s (the broker dropped the rest for a slow reader:
     // counted in its metrics); the rate is up to the last delivery.
-    let mut got = 0;
-    let mut last_at = start;
-    while got < total {
-        while let Some(p) = rd.buffered() {
-            if matches!(p, Packet::Publish(_)) {
-                got += 1;
-                last_at = Instant::now();
-            }
-        }
-        if got >= total {
-            break;
-        }
-        match tokio::time::timeout(std::time::Duration::from_secs(2), rd.fill()).await {
-            Ok(true) => {}
-            _ => break,
-        }
-    }
+    let (got, last_at) = receive(&mut rd, total, start).await;
     let broker_rate = got as f64 / (last_at - start).as_secs_f64();
     if let Some(second) = second {
         second.abort();
@@ -638,6 +622,31 @@ pub fn chart(kite: &Path, dir: &Path, assets: &Path, points: u64) -> Vec<(String
     )]
 }
 
+/// Counts the PUBLISHes `rd` receives until `total` arrived, or none for 2 s (the broker
+/// dropped the rest for a slow reader: counted in its metrics); returns how many and when the
+/// last arrived (`start` if none), for a rate up to the last delivery.
+async fn receive(rd: &mut super::Reader, total: usize, start: Instant) -> (usize, Instant) {
+    use kite_mqtt::Packet;
+    let mut got = 0;
+    let mut last_at = start;
+    while got < total {
+        while let Some(p) = rd.buffered() {
+            if matches!(p, Packet::Publish(_)) {
+                got += 1;
+                last_at = Instant::now();
+            }
+        }
+        if got >= total {
+            break;
+        }
+        match tokio::time::timeout(std::time::Duration::from_secs(2), rd.fill()).await {
+            Ok(true) => {}
+            _ => break,
+        }
+    }
+    (got, last_at)
+}
+
 /// Encodes `count` QoS 0 publishes of 64-byte numeric payloads under `prefix/dev-N/temp`
 /// (1,000 topics), numbered from `first`, into `buf`.
 fn encode_numbers(prefix: &str, first: usize, count: usize, buf: &mut bytes::BytesMut) {
@@ -741,23 +750,7 @@ async fn paced_run(
             tokio::time::sleep(std::time::Duration::from_secs(60)).await;
         });
     }
-    let mut got = 0;
-    let mut last_at = start;
-    while got < total {
-        while let Some(p) = rd.buffered() {
-            if matches!(p, Packet::Publish(_)) {
-                got += 1;
-                last_at = Instant::now();
-            }
-        }
-        if got >= total {
-            break;
-        }
-        match tokio::time::timeout(std::time::Duration::from_secs(2), rd.fill()).await {
-            Ok(true) => {}
-            _ => break,
-        }
-    }
+    let (got, last_at) = receive(&mut rd, total, start).await;
     let load_rate = got as f64 / (last_at - start).as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     if got < total {
