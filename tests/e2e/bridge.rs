@@ -626,9 +626,11 @@ fn forwarding_resumes_within_a_step_of_the_remotes_return() {
         payload(&c.recv_publish())
     };
     while state(&kite) != "1" {
-        // The backoff alone would wait 4–16 s more here.
+        // The backoff alone would wait 4–16 s more here; a step (1 s) and the reconnection
+        // take well under 2 s on an idle machine — the bound leaves room for a loaded CI
+        // runner (3.0 s was once exceeded by 15 ms there).
         assert!(
-            back.elapsed() < Duration::from_secs(3),
+            back.elapsed() < Duration::from_secs(5),
             "not back {:?} after the remote",
             back.elapsed()
         );
