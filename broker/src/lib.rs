@@ -24,6 +24,7 @@
 
 pub mod bridge;
 mod conn;
+pub mod events;
 mod local;
 pub mod logins;
 mod out;
@@ -301,6 +302,8 @@ struct Inner {
     permits: Arc<tokio::sync::Semaphore>,
     /// The bridges started on this broker.
     bridges: Mutex<Vec<bridge::Registered>>,
+    /// Client connections opened and closed ([`Broker::client_events`]).
+    events: tokio::sync::broadcast::Sender<events::ClientEvent>,
 }
 
 /// The embedded broker. Cheap to clone (one `Arc`).
@@ -401,6 +404,7 @@ impl Broker {
                 next_seq: AtomicU64::new(1),
                 loaded_expiries: Mutex::new(Vec::new()),
                 bridges: Mutex::new(Vec::new()),
+                events: tokio::sync::broadcast::Sender::new(events::CAPACITY),
             }),
         }
     }
@@ -671,6 +675,20 @@ impl Broker {
     /// [`Broker::serve_connection`] takes one first and holds it while the connection lives.
     pub fn permits(&self) -> &Arc<tokio::sync::Semaphore> {
         &self.inner.permits
+    }
+
+    /// Client connections opened and closed from now on (not the in-process clients'). A
+    /// receiver that falls more than [`events::CAPACITY`] events behind misses the oldest
+    /// and is told how many.
+    pub fn client_events(&self) -> tokio::sync::broadcast::Receiver<events::ClientEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Reports `event` to whoever watches (nobody: dropped).
+    pub(crate) fn report(&self, event: events::ClientEvent) {
+        if self.inner.events.receiver_count() > 0 {
+            let _ = self.inner.events.send(event);
+        }
     }
 
     /// Completes when [`Broker::shutdown`] was called.

@@ -288,3 +288,75 @@ async fn a_refused_local_login_gets_its_connack_and_the_link_closes() {
     }
     assert!(client.recv().await.is_none());
 }
+
+/// The device monitor's source: a client's connection opening and closing is reported with
+/// why it ended — a take-over [MQTT-3.1.4-3] says the client is still connected — and the
+/// broker's own in-process clients are not reported.
+#[tokio::test]
+async fn client_connections_are_reported_with_why_they_ended() {
+    use kite_broker::events::ClientEvent;
+    let b = broker(BrokerConfig::default());
+    let mut events = b.client_events();
+    let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 5000));
+    let _internal = open(&b, connect("kite-internal", true)).await;
+    let device = |c| b.connect_local(c, ConnInfo::websocket(peer, None));
+    let mut first = device(connect("dev-a", true));
+    assert!(matches!(next(&mut first).await, Packet::ConnAck(_)));
+    let mut next_event = async || {
+        tokio::time::timeout(Duration::from_secs(5), events.recv())
+            .await
+            .expect("an event within 5 s")
+            .expect("no lag")
+    };
+    let ClientEvent::Connected {
+        conn: a, client_id, ..
+    } = next_event().await
+    else {
+        panic!("expected Connected");
+    };
+    assert_eq!(&*client_id, "dev-a");
+    let mut second = device(connect("dev-a", true));
+    assert!(matches!(next(&mut second).await, Packet::ConnAck(_)));
+    let mut seen = [next_event().await, next_event().await];
+    seen.sort_by_key(|e| matches!(e, ClientEvent::Connected { .. }));
+    match &seen[..] {
+        [
+            ClientEvent::Disconnected {
+                conn,
+                taken_over: true,
+                clean: false,
+                ..
+            },
+            ClientEvent::Connected { conn: b2, .. },
+        ] => {
+            assert_eq!(*conn, a);
+            assert!(*b2 > a);
+        }
+        other => panic!("expected a take-over and a new connection, got {other:?}"),
+    }
+    drop(second);
+    match next_event().await {
+        ClientEvent::Disconnected {
+            client_id,
+            clean: false,
+            taken_over: false,
+            reason,
+            ..
+        } => {
+            assert_eq!(&*client_id, "dev-a");
+            assert!(reason.contains("without DISCONNECT"), "{reason}");
+        }
+        other => panic!("expected the connection's end, got {other:?}"),
+    }
+    let mut third = device(connect("dev-b", true));
+    assert!(matches!(next(&mut third).await, Packet::ConnAck(_)));
+    assert!(matches!(next_event().await, ClientEvent::Connected { .. }));
+    third
+        .send(Packet::Disconnect(Disconnect::new(ReasonCode::Success)))
+        .await
+        .unwrap();
+    assert!(matches!(
+        next_event().await,
+        ClientEvent::Disconnected { clean: true, .. }
+    ));
+}

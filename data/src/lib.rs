@@ -1,21 +1,30 @@
 //! What Kite keeps beyond the broker, behind one interface: [`Storage`]. Today it holds the
-//! recorded history (`history`); the device monitor's presence, alarms and dashboards will be
-//! added to the same trait, so that one implementation serves them all — [`RedbStorage`] (a
+//! recorded history (`history`) and the device monitor's devices (`devices`); alarms and
+//! dashboards will be added to the same trait, so that one implementation serves them all — [`RedbStorage`] (a
 //! file in the data directory) is the embedded default, and a shared database (PostgreSQL) can
 //! stand behind several gateways.
 //!
 //! No network and no async runtime: the calls block (on a disk write, a query), so async
 //! callers run them on blocking threads.
 
+pub mod devices;
 pub mod history;
 pub mod redb_store;
 
 use std::path::{Path, PathBuf};
 
+pub use devices::{Device, Presence, Said, Source};
 pub use history::{
     Bucket, MAX_POINTS, Millis, Page, QueryError, Record, Series, Span, Stored, TopicInfo, Usage,
 };
 pub use redb_store::{RedbStorage, Retention};
+
+/// The time now, in ms since the epoch (0 before it).
+pub fn now_ms() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
 
 /// When commits reach the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -37,7 +46,7 @@ pub enum DataError {
     Query(#[from] QueryError),
     /// The database refused the file or failed.
     #[error(
-        "history data file {path}: {detail} (move it away to start with an empty history, or point [broker] data_dir elsewhere)"
+        "data file {path}: {detail} (move it away to start with no history and no devices, or point [broker] data_dir elsewhere)"
     )]
     Database {
         /// The file.
@@ -47,7 +56,7 @@ pub enum DataError {
     },
     /// The file was written by an incompatible version of Kite.
     #[error(
-        "history data file {path} has format {found}, this Kite reads format {expected}: use the Kite version that wrote it, or move the file away"
+        "data file {path} has format {found}, this Kite reads format {expected}: use the Kite version that wrote it, or move the file away"
     )]
     Format {
         /// The file.
@@ -58,7 +67,7 @@ pub enum DataError {
         expected: u64,
     },
     /// A record could not be read back.
-    #[error("history data file {path}: corrupt {what}; move the file away")]
+    #[error("data file {path}: corrupt {what}; move the file away")]
     Corrupt {
         /// The file.
         path: PathBuf,
@@ -117,4 +126,10 @@ pub trait Storage: Send + std::marker::Sync + std::fmt::Debug + 'static {
 
     /// What the store holds.
     fn usage(&self) -> Usage;
+
+    /// Every device kept, in no particular order.
+    fn devices(&self) -> Result<Vec<Device>, DataError>;
+
+    /// Keeps `changed` (each replacing the device of its id), in one commit.
+    fn save_devices(&self, changed: &[Device]) -> Result<(), DataError>;
 }

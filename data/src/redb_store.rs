@@ -1,5 +1,5 @@
 //! [`RedbStorage`]: the embedded [`Storage`], one redb file in the data directory
-//! (`history.redb`).
+//! (`data.redb`; a `history.redb` of an earlier version is renamed to it on open).
 //!
 //! Each topic has a *stream* of its messages and one per numeric field (see
 //! [`crate::history::numbers`]). A stream's points go into its *open chunk* (in memory) until
@@ -21,6 +21,7 @@
 //! age      (u64, u64) → ()                  (last t, chunk): the oldest first, for
 //!                                           retention and max_bytes
 //! tail     u64 → &[u8]                      segment → (stream, t, entry)...
+//! devices  &str → &[u8]                     device id → the device (JSON)
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
@@ -38,7 +39,7 @@ use crate::history::numbers;
 use crate::history::{
     MAX_POINTS, Millis, Page, QueryError, Record, Series, Span, Stored, TopicInfo, Usage,
 };
-use crate::{DataError, Storage, Sync};
+use crate::{DataError, Device, Storage, Sync};
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const STREAMS: TableDefinition<&str, &[u8]> = TableDefinition::new("streams");
@@ -46,6 +47,7 @@ const CHUNKS: TableDefinition<u64, &[u8]> = TableDefinition::new("chunks");
 const INDEX: TableDefinition<(u32, u64, u64), u64> = TableDefinition::new("index");
 const AGE: TableDefinition<(u64, u64), ()> = TableDefinition::new("age");
 const TAIL: TableDefinition<u64, &[u8]> = TableDefinition::new("tail");
+const DEVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("devices");
 
 /// One row of `index` as a range yields it.
 type IndexRow<'a> = Result<
@@ -60,7 +62,10 @@ type IndexRow<'a> = Result<
 const FORMAT: u64 = 1;
 
 /// The file's name in the data directory.
-pub const FILE_NAME: &str = "history.redb";
+pub const FILE_NAME: &str = "data.redb";
+
+/// Its name before it held more than the history: renamed on open.
+const OLD_FILE_NAME: &str = "history.redb";
 
 /// Tail segments kept at most (bytes; or an eighth of `max_bytes`) before every open chunk
 /// is closed.
@@ -171,13 +176,20 @@ fn read_stream_record(b: &[u8]) -> Option<(u32, u64, u64, u64, u64)> {
 }
 
 impl RedbStorage {
-    /// Opens (or creates) `dir/history.redb` and rebuilds what was open.
+    /// Opens (or creates) `dir/data.redb` and rebuilds what was open.
     pub fn open(dir: &Path, sync: Sync, retention: Retention) -> Result<Self, DataError> {
         std::fs::create_dir_all(dir).map_err(|e| DataError::Database {
             path: dir.to_owned(),
             detail: format!("cannot create the data directory: {e}"),
         })?;
         let path = dir.join(FILE_NAME);
+        let old = dir.join(OLD_FILE_NAME);
+        if !path.exists() && old.exists() {
+            std::fs::rename(&old, &path).map_err(|e| DataError::Database {
+                path: old.clone(),
+                detail: format!("cannot rename it to {FILE_NAME}: {e}"),
+            })?;
+        }
         let db = Database::builder()
             .set_check_integrity_on_open(true)
             .create(&path)
@@ -371,6 +383,7 @@ fn load(db: &Database, path: &Path) -> Result<Inner, DataError> {
         txn.open_table(INDEX).map_err(|x| e(x.into()))?;
         txn.open_table(AGE).map_err(|x| e(x.into()))?;
         txn.open_table(TAIL).map_err(|x| e(x.into()))?;
+        txn.open_table(DEVICES).map_err(|x| e(x.into()))?;
     }
     txn.commit().map_err(|x| e(x.into()))?;
 
@@ -1137,6 +1150,43 @@ impl Storage for RedbStorage {
 
     fn usage(&self) -> Usage {
         lock(&self.inner).usage()
+    }
+
+    fn devices(&self) -> Result<Vec<Device>, DataError> {
+        let read = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = read.open_table(DEVICES).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in table.iter().map_err(|e| self.err(e))? {
+            let (k, v) = row.map_err(|e| self.err(e))?;
+            let device: Device =
+                serde_json::from_slice(v.value()).map_err(|e| DataError::Corrupt {
+                    path: self.path.clone(),
+                    what: format!("device {:?} ({e})", k.value()),
+                })?;
+            out.push(device);
+        }
+        Ok(out)
+    }
+
+    fn save_devices(&self, changed: &[Device]) -> Result<(), DataError> {
+        if changed.is_empty() {
+            return Ok(());
+        }
+        let mut guard = self.state()?;
+        let txn = self.begin(&mut guard, false)?;
+        {
+            let mut table = txn.open_table(DEVICES).map_err(|e| self.err(e))?;
+            for d in changed {
+                let bytes = serde_json::to_vec(d).map_err(|e| DataError::Database {
+                    path: self.path.clone(),
+                    detail: format!("cannot encode device {:?}: {e}", d.id),
+                })?;
+                table
+                    .insert(d.id.as_str(), bytes.as_slice())
+                    .map_err(|e| self.err(e))?;
+            }
+        }
+        txn.commit().map_err(|e| self.err(e))
     }
 }
 

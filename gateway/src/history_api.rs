@@ -35,11 +35,11 @@ const DEFAULT_SERIES_SPAN: u64 = 86_400_000;
 /// Export output is sent in pieces of about this size.
 const EXPORT_PIECE: usize = 64 * 1024;
 
-type Params = Vec<(String, String)>;
+pub(crate) type Params = Vec<(String, String)>;
 
 /// An answer other than 200: its status, and the JSON error naming the field.
 #[derive(Debug)]
-struct ApiError {
+pub(crate) struct ApiError {
     status: StatusCode,
     field: Option<String>,
     message: String,
@@ -55,7 +55,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn bad(field: &str, message: impl Into<String>) -> ApiError {
+pub(crate) fn bad(field: &str, message: impl Into<String>) -> ApiError {
     ApiError {
         status: StatusCode::BAD_REQUEST,
         field: Some(field.to_owned()),
@@ -63,7 +63,7 @@ fn bad(field: &str, message: impl Into<String>) -> ApiError {
     }
 }
 
-fn forbidden(field: &str, message: String) -> ApiError {
+pub(crate) fn forbidden(field: &str, message: String) -> ApiError {
     ApiError {
         status: StatusCode::FORBIDDEN,
         field: Some(field.to_owned()),
@@ -94,7 +94,10 @@ fn failed(e: &DataError) -> Response {
 }
 
 /// The parameters, each at most once and each one of `known`.
-fn params<'p>(raw: &'p Params, known: &[&str]) -> Result<Vec<(&'p str, &'p str)>, ApiError> {
+pub(crate) fn params<'p>(
+    raw: &'p Params,
+    known: &[&str],
+) -> Result<Vec<(&'p str, &'p str)>, ApiError> {
     let mut seen: Vec<(&str, &str)> = Vec::new();
     for (k, v) in raw {
         if !known.contains(&k.as_str()) {
@@ -114,7 +117,7 @@ fn params<'p>(raw: &'p Params, known: &[&str]) -> Result<Vec<(&'p str, &'p str)>
     Ok(seen)
 }
 
-fn get<'p>(p: &[(&'p str, &'p str)], name: &str) -> Option<&'p str> {
+pub(crate) fn get<'p>(p: &[(&'p str, &'p str)], name: &str) -> Option<&'p str> {
     p.iter().find(|(k, _)| *k == name).map(|(_, v)| *v)
 }
 
@@ -230,11 +233,11 @@ fn store(state: &AppState) -> Result<Arc<dyn Storage>, ApiError> {
 }
 
 /// Whether `role` may read `filter` (a topic name is a filter too).
-fn may_read(role: Option<&kite_policy::Role>, user: &str, filter: &str) -> bool {
+pub(crate) fn may_read(role: Option<&kite_policy::Role>, user: &str, filter: &str) -> bool {
     role.is_none_or(|r| r.acl.may_subscribe(filter, user, "http-api"))
 }
 
-async fn caller(
+pub(crate) async fn caller(
     state: &AppState,
     headers: &HeaderMap,
     peer: std::net::IpAddr,

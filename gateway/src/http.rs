@@ -45,6 +45,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/history/series", get(crate::history_api::series))
         .route("/api/v1/history/export", get(crate::history_api::export))
         .route("/api/v1/history/topics", get(crate::history_api::topics))
+        .route("/api/v1/devices", get(crate::devices_api::list))
+        .route("/api/v1/devices/{id}", get(crate::devices_api::one))
         .route(
             "/api/v1/publish",
             axum::routing::post(crate::publish_api::publish),
@@ -123,6 +125,8 @@ async fn list_upstreams(State(state): State<AppState>) -> Json<serde_json::Value
         "default": state.default_target().as_ref().map(Target::name),
         // Whether the gateway records the default broker's topics (`[history]`).
         "history": state.history.is_some(),
+        // Whether the gateway monitors devices (`[[devices]]`).
+        "devices": state.devices.is_some(),
     }))
 }
 
@@ -144,6 +148,9 @@ async fn metrics(State(state): State<AppState>) -> Response {
             }
             if let Some(h) = &state.history {
                 text += &crate::metrics::render_history(&state.metrics, &h.usage());
+            }
+            if let Some(d) = &state.devices {
+                text += &crate::monitor::render_metrics(d);
             }
             text
         },

@@ -12,7 +12,7 @@
 //! adapts to the load: one fsync per batch, not per message.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use kite_broker::{Broker, ConnInfo};
 use kite_data::{Record, Storage, Stored};
@@ -36,12 +36,7 @@ const QUEUE: kite_broker::QueueBounds = kite_broker::QueueBounds {
 /// The shortest time between two commits (see `embedded_session`).
 const COMMIT_EVERY: Duration = Duration::from_millis(10);
 
-/// The time now, in ms since the epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+pub use kite_data::now_ms;
 
 /// A delivery as it is recorded.
 fn record(p: Publish, t: u64) -> Record {
@@ -401,10 +396,10 @@ async fn run_upstream(
     }
 }
 
-/// Starts the history store's upkeep (retention, and the fsync of `sync = "periodic"`) until
-/// the gateway shuts down.
+/// Starts the data store's upkeep (the history's retention, and the fsync of
+/// `sync = "periodic"`) until the gateway shuts down.
 pub fn start_upkeep(state: &crate::state::AppState) {
-    let Some(storage) = state.history().cloned() else {
+    let Some(storage) = state.store().cloned() else {
         return;
     };
     let shutdown = state.sessions().shutdown.subscribe();

@@ -20,18 +20,24 @@ pub fn start_broker(state: &AppState, listener: TcpListener, tls_listener: Optio
         b.start_timers();
         // The recorder subscribes before devices are let in (up to 5 s), so that the first
         // messages are recorded too.
+        // So does the device monitor, so that it sees the first connections.
         let (let_in, ready) = tokio::sync::watch::channel(false);
-        match crate::recorder::start_embedded(state, b) {
-            Some(subscribed) => {
-                tokio::spawn(async move {
-                    let _ = tokio::time::timeout(Duration::from_secs(5), subscribed).await;
-                    let_in.send_replace(true);
-                });
-            }
-            None => {
-                let_in.send_replace(true);
-            }
-        }
+        let subscribed: Vec<_> = [
+            crate::recorder::start_embedded(state, b),
+            crate::devices::start_embedded(state, b),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        tokio::spawn(async move {
+            let all = async {
+                for s in subscribed {
+                    let _ = s.await;
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(5), all).await;
+            let_in.send_replace(true);
+        });
         let tls = tls_listener.zip(state.tls().cloned());
         let listeners = [Some((listener, None))]
             .into_iter()
@@ -160,9 +166,11 @@ pub async fn run(
             }
         }
     };
+    let monitor = state.devices().cloned();
     crate::recorder::start_upkeep(&state);
     if state.broker().is_none() {
         crate::recorder::start_upstream(&state);
+        crate::devices::start_upstream(&state);
     }
     let app = router(state).into_make_service_with_connect_info::<Peer>();
     if let Some(tls) = &tls {
@@ -173,6 +181,10 @@ pub async fn run(
         .with_graceful_shutdown(signal)
         .await?;
     let left = sessions.drained(DRAIN_TIMEOUT).await;
+    if let Some(m) = monitor {
+        // What changed since the last save (once a second) is kept too.
+        m.save().await;
+    }
     if let Some(b) = store_owner {
         // Connections got their DISCONNECT; what they stored is committed, the file closed.
         b.close_store();

@@ -21,6 +21,10 @@ pub struct AppState {
     pub(crate) broker: Option<Broker>,
     /// The history store, when `[history] record` is set.
     pub(crate) history: Option<Arc<dyn kite_data::Storage>>,
+    /// The data store (history, devices), when either is configured.
+    pub(crate) store: Option<Arc<dyn kite_data::Storage>>,
+    /// The device monitor, when `[[devices]]` rules are given.
+    pub(crate) devices: Option<Arc<crate::monitor::Monitor>>,
     /// Where login checks run: browsers, devices and the publish API share it.
     pub(crate) logins: kite_broker::logins::Logins,
     /// Open connections per source address, all listeners together.
@@ -122,18 +126,39 @@ impl AppState {
                 None => Broker::new(broker_config, auth, logins.clone()),
             })
         };
-        let history: Option<Arc<dyn kite_data::Storage>> = match &config.history {
-            Some(h) => Some(Arc::new(kite_data::RedbStorage::open(
-                &h.dir,
-                h.sync,
-                h.retention,
+        // One store for the history and the devices: the same file in the data directory.
+        let place = match (&config.history, &config.devices) {
+            (Some(h), _) => Some((&h.dir, h.sync, h.retention)),
+            (None, Some(d)) => Some((
+                &d.dir,
+                d.sync,
+                kite_data::Retention {
+                    max_age: None,
+                    max_bytes: u64::MAX,
+                },
+            )),
+            (None, None) => None,
+        };
+        let store: Option<Arc<dyn kite_data::Storage>> = match place {
+            Some((dir, sync, retention)) => Some(Arc::new(kite_data::RedbStorage::open(
+                dir, sync, retention,
             )?)),
             None => None,
+        };
+        let history = store.clone().filter(|_| config.history.is_some());
+        let devices = match (&config.devices, &store) {
+            (Some(d), Some(store)) => Some(Arc::new(crate::monitor::Monitor::open(
+                d.rules.clone(),
+                store.clone(),
+            )?)),
+            _ => None,
         };
         Ok(Self {
             tls,
             broker,
             history,
+            store,
+            devices,
             logins,
             config: Arc::new(config),
             connector,
@@ -148,6 +173,16 @@ impl AppState {
     /// The history store, when `[history] record` is set.
     pub fn history(&self) -> Option<&Arc<dyn kite_data::Storage>> {
         self.history.as_ref()
+    }
+
+    /// The data store (history, devices), when either is configured.
+    pub fn store(&self) -> Option<&Arc<dyn kite_data::Storage>> {
+        self.store.as_ref()
+    }
+
+    /// The device monitor, when `[[devices]]` rules are given.
+    pub fn devices(&self) -> Option<&Arc<crate::monitor::Monitor>> {
+        self.devices.as_ref()
     }
 
     /// Where login checks run.

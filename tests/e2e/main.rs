@@ -8,6 +8,7 @@ mod app_connections;
 mod auth;
 mod bridge;
 mod broker;
+mod devices;
 mod gateway;
 mod history;
 mod hostile;

@@ -38,6 +38,9 @@ Commands:
                    chart over 1,000,000 points in headless Chromium (about 5 minutes;
                    `--only store|broker|paced|chart` runs one part); writes
                    target/bench/history.md
+  bench devices    the device monitor with 10,000 devices: the devices API's answer times,
+                   memory per device, and the broker's deliveries with and without the
+                   monitor (about 1 minute); writes target/bench/devices.md
   fuzz [TARGET] [SECS]
                    open-ended fuzzing with cargo-fuzz (installed once from crates.io):
                    TARGET `broker` (the embedded broker, three clients, default), `inbound` (the
@@ -80,12 +83,12 @@ fn main() -> ExitCode {
 /// alternatives (see tests/src/bin/kite-bench.rs).
 fn bench(root: &Path, args: &[String]) -> Result<(), Failure> {
     let which = args.first().map(String::as_str).unwrap_or_default();
-    if !["broker", "gateway", "app", "history"].contains(&which) {
+    if !["broker", "gateway", "app", "history", "devices"].contains(&which) {
         return Err(Failure {
             what: "choosing a benchmark".into(),
             command: format!("cargo xtask bench {}", args.join(" ")),
             detail: "unknown benchmark".into(),
-            fix: "use `cargo xtask bench broker`, `cargo xtask bench gateway`, `cargo xtask bench app` or `cargo xtask bench history` (the codec's: `cargo bench -p kite-mqtt`)".into(),
+            fix: "use `cargo xtask bench broker`, `cargo xtask bench gateway`, `cargo xtask bench app`, `cargo xtask bench history` or `cargo xtask bench devices` (the codec's: `cargo bench -p kite-mqtt`)".into(),
         });
     }
     let system = tools::ensure_test_packages()?;

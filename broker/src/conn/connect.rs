@@ -155,6 +155,15 @@ pub(super) async fn open(
         }
     }
     Stats::add(&broker.stats().clients_connected, 1);
+    if info.transport != "local" {
+        broker.report(crate::events::ClientEvent::Connected {
+            conn: id,
+            client_id: client_id.clone(),
+            transport: info.transport,
+            keep_alive,
+            t: crate::events::now_ms(),
+        });
+    }
     tracing::debug!(peer = %info.peer, transport = info.transport, client_id = %client_id, present, "client connected");
 
     let mut ack = ConnAck {

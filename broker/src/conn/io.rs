@@ -163,9 +163,10 @@ where
         .conn
         .run(&mut rd, &mut wr, &mut inbuf, &mut out, opened.keep_alive)
         .await;
+    let conn = opened.conn.id;
     let client_id = opened.close(&end, &mut out);
     flush_and_close(&mut rd, &mut wr, &mut out).await;
-    closed(&broker, &info, &client_id, &end);
+    closed(&broker, &info, conn, &client_id, &end);
 }
 
 /// Serves an in-process client ([`crate::LocalClient`]): the same CONNECT handling, session,
@@ -190,9 +191,10 @@ pub(crate) async fn serve_local(
         .conn
         .run_local(&mut rx, &tx, &mut out, opened.keep_alive)
         .await;
+    let conn = opened.conn.id;
     let client_id = opened.close(&end, &mut out);
     flush_local(&tx, &mut out).await;
-    closed(&broker, &info, &client_id, &end);
+    closed(&broker, &info, conn, &client_id, &end);
 }
 
 /// Hands the last packets (a refusal, a DISCONNECT) to a local client, bounded by

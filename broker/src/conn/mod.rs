@@ -245,7 +245,17 @@ pub fn refusal(version: Version, code: ReasonCode, detail: &str) -> (Packet, Ver
 }
 
 /// The connection's last line and count.
-fn closed(broker: &Broker, info: &ConnInfo, client_id: &str, end: &End) {
+fn closed(broker: &Broker, info: &ConnInfo, conn: u64, client_id: &Arc<str>, end: &End) {
+    if info.transport != "local" {
+        broker.report(crate::events::ClientEvent::Disconnected {
+            conn,
+            client_id: client_id.clone(),
+            reason: end.describe(),
+            clean: matches!(end, End::Disconnect { will: false }),
+            taken_over: matches!(end, End::TakenOver),
+            t: crate::events::now_ms(),
+        });
+    }
     if info.transport == "websocket" {
         // The gateway logs the session's open and close lines.
         tracing::debug!(peer = %info.peer, client_id = %client_id, "connection ended: {}", end.describe());

@@ -18,9 +18,9 @@ use serde::de::DeserializeOwned;
 use super::env::{self, Applied};
 use super::{
     Bridge, BrokerSettings, BrokerUrl, Config, ConfigError, DEFAULT_DATA_DIR, DEFAULT_MQTT,
-    FileAcl, FileBridge, FileBridgeTopic, FileBroker, FileConfig, FileHistory, FileHttp,
-    FileLimits, FileRole, FileTls, FileUpstream, FileUser, GatewayLimits, Overrides, Upstream,
-    UpstreamTls, anchor_paths, check_name, check_origin, parse_listen,
+    FileAcl, FileBridge, FileBridgeTopic, FileBroker, FileConfig, FileDevices, FileHistory,
+    FileHttp, FileLimits, FileRole, FileTls, FileUpstream, FileUser, GatewayLimits, Overrides,
+    Upstream, UpstreamTls, anchor_paths, check_name, check_origin, parse_listen,
 };
 
 /// One problem: where it is and what is wrong.
@@ -403,6 +403,7 @@ fn resolve(pass: &mut Pass<'_>, table: &toml::Table, overrides: Overrides) -> Co
     let mut tls: Option<FileTls> = None;
     let mut jwt: Option<kite_policy::jwt::JwtSettings> = None;
     let mut history: Option<FileHistory> = None;
+    let mut devices: Vec<(usize, FileDevices)> = Vec::new();
     let mut upstreams: Vec<(usize, FileUpstream)> = Vec::new();
     let mut users: Vec<(usize, FileUser)> = Vec::new();
     let mut roles: Vec<(usize, FileRole)> = Vec::new();
@@ -419,6 +420,17 @@ fn resolve(pass: &mut Pass<'_>, table: &toml::Table, overrides: Overrides) -> Co
             "tls" => tls = pass.section("tls", None, value),
             "jwt" => jwt = pass.section("jwt", None, value),
             "history" => history = pass.section("history", None, value),
+            "devices" => {
+                let Some(items) = value.as_array() else {
+                    pass.report(key, None, None, "devices must be written as [[devices]] tables");
+                    continue;
+                };
+                for (i, item) in items.iter().enumerate() {
+                    if let Some(d) = pass.section(key, Some(i), item) {
+                        devices.push((i, d));
+                    }
+                }
+            }
             "upstream" | "user" | "role" => {
                 let Some(items) = value.as_array() else {
                     pass.report(
@@ -488,7 +500,7 @@ fn resolve(pass: &mut Pass<'_>, table: &toml::Table, overrides: Overrides) -> Co
                 None,
                 None,
                 format!(
-                    "unknown section [{other}]: the sections are [http], [limits], [tls], [broker], [acl], [jwt], [history], [[upstream]], [[user]], [[role]], [[bridge]]"
+                    "unknown section [{other}]: the sections are [http], [limits], [tls], [broker], [acl], [jwt], [history], [[upstream]], [[user]], [[role]], [[bridge]], [[devices]]"
                 ),
             ),
         }
@@ -595,8 +607,18 @@ fn resolve(pass: &mut Pass<'_>, table: &toml::Table, overrides: Overrides) -> Co
     }
 
     let bridges = resolve_bridges(pass, bridges, !resolved.is_empty());
+    let login = history
+        .as_ref()
+        .map(|h| (h.username.clone(), h.password.clone()));
     let history =
         history.and_then(|h| resolve_history(pass, h, &broker_settings, !resolved.is_empty()));
+    let devices = resolve_devices(
+        pass,
+        devices,
+        &broker_settings,
+        !resolved.is_empty(),
+        login.unwrap_or_default(),
+    );
 
     // [[role]], [[user]], [jwt], [acl].
     let (mut auth, problems) = kite_policy::auth::Auth::build(
@@ -683,7 +705,166 @@ fn resolve(pass: &mut Pass<'_>, table: &toml::Table, overrides: Overrides) -> Co
         scope_client_ids: acl.scope_client_ids.unwrap_or(true),
         bridges,
         history,
+        devices,
     }
+}
+
+/// `[[devices]]` checked rule by rule: `None` without rules.
+fn resolve_devices(
+    pass: &mut Pass<'_>,
+    rules: Vec<(usize, FileDevices)>,
+    broker: &BrokerSettings,
+    upstreams: bool,
+    (username, password): (Option<String>, Option<String>),
+) -> Option<super::Devices> {
+    use crate::presence::{Kind, Pattern, Rule};
+    if rules.is_empty() {
+        return None;
+    }
+    let mut out = Vec::new();
+    for (i, d) in rules {
+        let mut report =
+            |key: &str, message: String| pass.report("devices", Some(i), Some(key), message);
+        let kinds = [
+            d.status_topic.is_some(),
+            d.activity.is_some(),
+            d.sparkplug == Some(true),
+            d.clients == Some(true),
+        ];
+        let kinds = kinds.iter().filter(|k| **k).count();
+        if kinds != 1 {
+            let what = if kinds == 0 { "none" } else { "more than one" };
+            report(
+                "status_topic",
+                format!(
+                    "[[devices]] has {what} of status_topic, activity, sparkplug = true, clients = true: give exactly one per [[devices]] table (several tables may name the same devices)"
+                ),
+            );
+            continue;
+        }
+        let not_here = |key: &str, given: bool, report: &mut dyn FnMut(&str, String)| {
+            if given {
+                report(
+                    key,
+                    format!("[[devices]] {key} belongs to a status_topic rule: remove it here"),
+                );
+            }
+        };
+        let pattern = |key: &str, text: &str, report: &mut dyn FnMut(&str, String)| {
+            Pattern::parse(text)
+                .map_err(|e| report(key, format!("[[devices]] {key} = {e}")))
+                .ok()
+        };
+        if let Some(text) = &d.status_topic {
+            if d.stale_after_secs.is_some() {
+                report(
+                    "stale_after_secs",
+                    "[[devices]] stale_after_secs belongs to an activity rule: add one (activity = \"<same topics>\") beside this status_topic rule".into(),
+                );
+            }
+            let (default_on, default_off) = crate::presence::default_words();
+            let online = d.online.clone().unwrap_or(default_on);
+            let offline = d.offline.clone().unwrap_or(default_off);
+            for (key, words) in [("online", &online), ("offline", &offline)] {
+                if words.is_empty() || words.iter().any(|w| w.trim().is_empty()) {
+                    report(
+                        key,
+                        format!(
+                            "[[devices]] {key} = {words:?}: list the payloads that mean {key}, none of them empty, e.g. [\"{key}\"]"
+                        ),
+                    );
+                }
+            }
+            if let Some(w) = online
+                .iter()
+                .find(|w| offline.iter().any(|o| o.eq_ignore_ascii_case(w)))
+            {
+                report(
+                    "offline",
+                    format!(
+                        "[[devices]] {w:?} is both an online and an offline payload: keep it in one list"
+                    ),
+                );
+            }
+            if let Some(p) = pattern("status_topic", text, &mut report) {
+                out.push(Rule {
+                    kind: Kind::Status { online, offline },
+                    pattern: Some(p),
+                });
+            }
+            continue;
+        }
+        not_here("online", d.online.is_some(), &mut report);
+        not_here("offline", d.offline.is_some(), &mut report);
+        if let Some(text) = &d.activity {
+            let secs = match d.stale_after_secs {
+                None => super::DEFAULT_STALE_AFTER_SECS,
+                Some(s @ 1..=31_536_000) => s,
+                Some(s) => {
+                    report(
+                        "stale_after_secs",
+                        format!(
+                            "[[devices]] stale_after_secs = {s}: 1 to 31536000 (a year), e.g. 120"
+                        ),
+                    );
+                    super::DEFAULT_STALE_AFTER_SECS
+                }
+            };
+            if let Some(p) = pattern("activity", text, &mut report) {
+                out.push(Rule {
+                    kind: Kind::Activity {
+                        stale_after: secs * 1000,
+                    },
+                    pattern: Some(p),
+                });
+            }
+            continue;
+        }
+        if d.stale_after_secs.is_some() {
+            report(
+                "stale_after_secs",
+                "[[devices]] stale_after_secs belongs to an activity rule: remove it here".into(),
+            );
+        }
+        if d.sparkplug == Some(true) {
+            report(
+                "sparkplug",
+                "[[devices]] sparkplug = true is not supported by this version of Kite yet: watch the Sparkplug nodes' STATE or data topics with status_topic or activity rules meanwhile".into(),
+            );
+            continue;
+        }
+        if upstreams {
+            report(
+                "clients",
+                "[[devices]] clients = true needs the embedded broker: an [[upstream]] broker does not tell the gateway when its clients connect; use status_topic rules with the devices' Wills".into(),
+            );
+            continue;
+        }
+        out.push(Rule {
+            kind: Kind::Clients,
+            pattern: None,
+        });
+    }
+    let Some(dir) = broker.data_dir.clone() else {
+        pass.report(
+            "devices",
+            Some(0),
+            None,
+            "[[devices]] needs a data directory to keep devices across restarts, and [broker] persistence = false has none: remove that line",
+        );
+        return None;
+    };
+    let sync = match broker.sync {
+        kite_broker::store::Sync::Always => kite_data::Sync::Always,
+        kite_broker::store::Sync::Periodic => kite_data::Sync::Periodic,
+    };
+    Some(super::Devices {
+        rules: out,
+        dir,
+        sync,
+        username,
+        password,
+    })
 }
 
 /// `[history]` checked: `None` without `record` (nothing is recorded).
@@ -745,7 +926,7 @@ fn resolve_history(
     if !upstreams && (h.username.is_some() || h.password.is_some()) {
         report(
             "username",
-            "[history] username and password are the recorder's login at an [[upstream]] broker; with the embedded broker the recorder needs none: remove them".into(),
+            "[history] username and password are the login of the gateway's own sessions (recorder, device monitor) at an [[upstream]] broker; with the embedded broker they need none: remove them".into(),
         );
     }
     let Some(dir) = broker.data_dir.clone() else {
@@ -1759,6 +1940,58 @@ role = \"ghost\"
         assert_eq!(h.retention.max_bytes, 1 << 30);
         // [broker] data_dir's default, relative to the working directory.
         assert_eq!(h.dir, PathBuf::from("kite-data"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn devices_are_checked_rule_by_rule() {
+        let problems = check_text(
+            "[[devices]]\nstatus_topic = \"plant/{device}/status\"\nonline = [\"up\", \"\"]\n\n[[devices]]\nactivity = \"sensors/dev-{device}/#\"\nstale_after_secs = 0\n\n[[devices]]\nsparkplug = true\n\n[[devices]]\nclients = true\nactivity = \"x/{device}\"\n\n[[devices]]\nonline = [\"1\"]\n",
+            Path::new(""),
+        );
+        let keys: Vec<(&str, usize)> = problems.iter().map(|p| (p.key.as_str(), p.line)).collect();
+        assert_eq!(
+            keys,
+            [
+                ("devices[1].online", 3),
+                ("devices[2].activity", 6),
+                ("devices[2].stale_after_secs", 7),
+                ("devices[3].sparkplug", 10),
+                ("devices[4].status_topic", 12),
+                ("devices[5].status_topic", 16),
+            ],
+            "{problems:#?}"
+        );
+        assert!(problems[1].message.contains("whole level"), "{problems:?}");
+        assert!(problems[4].message.contains("exactly one"), "{problems:?}");
+        // A good file: the rules in order, with defaults.
+        let dir = std::env::temp_dir().join(format!("kite-devices-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("kite.toml");
+        std::fs::write(
+            &file,
+            "[[devices]]\nstatus_topic = \"plant/{device}/status\"\n[[devices]]\nactivity = \"sensors/{device}/#\"\n[[devices]]\nclients = true\n",
+        )
+        .unwrap();
+        let d = load(Some(&file), Overrides::default())
+            .unwrap()
+            .devices
+            .unwrap();
+        assert_eq!(d.rules.len(), 3);
+        assert_eq!(
+            d.rules[1].kind,
+            crate::presence::Kind::Activity {
+                stale_after: 300_000
+            }
+        );
+        assert_eq!(d.dir, PathBuf::from("kite-data"));
+        // Client connections are the embedded broker's to tell.
+        let problems = check_text(
+            "[[upstream]]\nname = \"a\"\naddresses = [\"mqtt://127.0.0.1:1883\"]\n[[devices]]\nclients = true\n",
+            Path::new(""),
+        );
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert_eq!(problems[0].key, "devices[1].clients");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

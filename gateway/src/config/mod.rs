@@ -227,7 +227,28 @@ pub struct Config {
     pub bridges: Vec<Bridge>,
     /// What the gateway records, when `[history] record` is set.
     pub history: Option<History>,
+    /// The device monitor, when `[[devices]]` rules are given.
+    pub devices: Option<Devices>,
 }
+
+/// `[[devices]]`: the device monitor's rules, and where it keeps the devices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Devices {
+    /// The rules, in the file's order.
+    pub rules: Vec<crate::presence::Rule>,
+    /// The data directory (`[broker] data_dir`): devices are kept in its `data.redb`.
+    pub dir: PathBuf,
+    /// When commits reach the disk (`[broker] sync`).
+    pub sync: kite_data::Sync,
+    /// In front of an upstream: the monitor's login there (`[history] username`,
+    /// `password`: the login of the gateway's own sessions).
+    pub username: Option<String>,
+    /// Its password.
+    pub password: Option<String>,
+}
+
+/// Seconds of silence before an `activity` device is stale by default.
+pub const DEFAULT_STALE_AFTER_SECS: u64 = 300;
 
 /// `[history]`: the topics the gateway records, where, and for how long.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -236,7 +257,7 @@ pub struct History {
     pub record: Vec<String>,
     /// Age and size bounds.
     pub retention: kite_data::Retention,
-    /// The data directory (`[broker] data_dir`): the file is `history.redb` in it.
+    /// The data directory (`[broker] data_dir`): the file is `data.redb` in it.
     pub dir: PathBuf,
     /// When commits reach the disk (`[broker] sync`).
     pub sync: kite_data::Sync,
@@ -338,6 +359,22 @@ pub(crate) struct FileConfig {
     pub(crate) acl: FileAcl,
     pub(crate) jwt: Option<kite_policy::jwt::JwtSettings>,
     pub(crate) history: Option<FileHistory>,
+    #[serde(default)]
+    pub(crate) devices: Vec<FileDevices>,
+}
+
+/// One `[[devices]]` rule as written: one of `status_topic`, `activity`, `sparkplug`,
+/// `clients`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileDevices {
+    pub(crate) status_topic: Option<String>,
+    pub(crate) online: Option<Vec<String>>,
+    pub(crate) offline: Option<Vec<String>>,
+    pub(crate) activity: Option<String>,
+    pub(crate) stale_after_secs: Option<u64>,
+    pub(crate) sparkplug: Option<bool>,
+    pub(crate) clients: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -32,6 +32,10 @@
 //!        kite-bench gateway --kite PATH --mosquitto PATH --websockify PYTHONPATH [--write FILE] [--quick] [--runs N] [--saturated]
 //!        kite-bench app     --kite PATH --mosquitto PATH --assets DIR [--write FILE] [--quick]
 //!        kite-bench history --kite PATH --mosquitto PATH [--assets DIR] [--write FILE] [--quick] [--only store|broker|paced|chart]
+//!        kite-bench devices --kite PATH --mosquitto PATH [--write FILE] [--quick]
+//!
+//! `devices`: the device monitor with 10,000 devices — the devices API's answer times, memory
+//! per device, the broker's deliveries with and without the monitor (tests/src/bench/devices.rs).
 //!
 //! `history`: the history store — ingest, series queries, export, bytes on disk — and ingest
 //! through the embedded broker with its recorder (tests/src/bench/history.rs).
@@ -661,6 +665,7 @@ const USAGE: &str = "usage: kite-bench broker  --kite PATH --mosquitto PATH [--w
        kite-bench gateway --kite PATH --mosquitto PATH --websockify PYTHONPATH [--write FILE] [--quick] [--runs N] [--saturated]
        kite-bench app     --kite PATH --mosquitto PATH --assets DIR [--write FILE] [--quick]
        kite-bench history --kite PATH --mosquitto PATH [--assets DIR] [--write FILE] [--quick] [--only store|broker|paced|chart]
+       kite-bench devices --kite PATH --mosquitto PATH [--write FILE] [--quick]
 (`cargo xtask bench broker|gateway|app` builds everything and passes these)";
 
 /// A bad command line: what is wrong, the usage, exit status 2.
@@ -684,6 +689,21 @@ fn count(args: &[String], name: &str, default: usize) -> usize {
 
 #[path = "../bench/history.rs"]
 mod bench_history;
+
+#[path = "../bench/devices.rs"]
+mod bench_devices;
+
+/// `kite-bench devices`: the device monitor's figures (see tests/src/bench/devices.rs).
+fn devices_main(args: &[String]) {
+    let setup = Setup::new(args);
+    let rows = bench_devices::figures(&setup.kite, &setup.dir.join("devices"), setup.scale);
+    let mut table = String::from("| devices | measured | goal |\n|---|---|---|\n");
+    for (what, got, goal) in rows {
+        table.push_str(&format!("| {what} | {got} | {goal} |\n"));
+    }
+    println!("\n{table}");
+    setup.finish(&table);
+}
 
 /// `kite-bench history`: the history store's figures (see tests/src/bench/history.rs).
 fn history_main(args: &[String]) {
@@ -734,6 +754,7 @@ fn main() {
         Some("gateway") => gateway_main(&args),
         Some("app") => app_main(&args),
         Some("history") => history_main(&args),
+        Some("devices") => devices_main(&args),
         Some(other) => usage_error(&format!("unknown mode {other:?}")),
         None => usage_error("which benchmark?"),
     }
