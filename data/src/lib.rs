@@ -7,12 +7,14 @@
 //! No network and no async runtime: the calls block (on a disk write, a query), so async
 //! callers run them on blocking threads.
 
+pub mod alarms;
 pub mod devices;
 pub mod history;
 pub mod redb_store;
 
 use std::path::{Path, PathBuf};
 
+pub use alarms::{Alarm, AlarmRule, AlarmState, Notify, Op, Severity};
 pub use devices::{Device, Presence, Said, Source};
 pub use history::{
     Bucket, MAX_POINTS, Millis, Page, QueryError, Record, Series, Span, Stored, TopicInfo, Usage,
@@ -132,4 +134,21 @@ pub trait Storage: Send + std::marker::Sync + std::fmt::Debug + 'static {
 
     /// Keeps `changed` (each replacing the device of its id), in one commit.
     fn save_devices(&self, changed: &[Device]) -> Result<(), DataError>;
+
+    /// Every alarm rule kept (those made through the API), in no particular order.
+    fn alarm_rules(&self) -> Result<Vec<AlarmRule>, DataError>;
+
+    /// Keeps `rule`, replacing the rule of its name.
+    fn save_alarm_rule(&self, rule: &AlarmRule) -> Result<(), DataError>;
+
+    /// Removes the rule named `name`; whether there was one.
+    fn delete_alarm_rule(&self, name: &str) -> Result<bool, DataError>;
+
+    /// Every alarm kept (active, acknowledged and the cleared history), in no particular
+    /// order.
+    fn alarms(&self) -> Result<Vec<Alarm>, DataError>;
+
+    /// Keeps `changed` (each replacing the alarm of its id) and removes the alarms numbered
+    /// `removed`, in one commit.
+    fn save_alarms(&self, changed: &[Alarm], removed: &[u64]) -> Result<(), DataError>;
 }

@@ -22,6 +22,8 @@
 //!                                           retention and max_bytes
 //! tail     u64 → &[u8]                      segment → (stream, t, entry)...
 //! devices  &str → &[u8]                     device id → the device (JSON)
+//! alarm_rules &str → &[u8]                  rule name → the rule (JSON)
+//! alarms   u64 → &[u8]                      alarm id → the alarm (JSON)
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
@@ -39,7 +41,7 @@ use crate::history::numbers;
 use crate::history::{
     MAX_POINTS, Millis, Page, QueryError, Record, Series, Span, Stored, TopicInfo, Usage,
 };
-use crate::{DataError, Device, Storage, Sync};
+use crate::{Alarm, AlarmRule, DataError, Device, Storage, Sync};
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const STREAMS: TableDefinition<&str, &[u8]> = TableDefinition::new("streams");
@@ -48,6 +50,8 @@ const INDEX: TableDefinition<(u32, u64, u64), u64> = TableDefinition::new("index
 const AGE: TableDefinition<(u64, u64), ()> = TableDefinition::new("age");
 const TAIL: TableDefinition<u64, &[u8]> = TableDefinition::new("tail");
 const DEVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("devices");
+const ALARM_RULES: TableDefinition<&str, &[u8]> = TableDefinition::new("alarm_rules");
+const ALARMS: TableDefinition<u64, &[u8]> = TableDefinition::new("alarms");
 
 /// One row of `index` as a range yields it.
 type IndexRow<'a> = Result<
@@ -384,6 +388,8 @@ fn load(db: &Database, path: &Path) -> Result<Inner, DataError> {
         txn.open_table(AGE).map_err(|x| e(x.into()))?;
         txn.open_table(TAIL).map_err(|x| e(x.into()))?;
         txn.open_table(DEVICES).map_err(|x| e(x.into()))?;
+        txn.open_table(ALARM_RULES).map_err(|x| e(x.into()))?;
+        txn.open_table(ALARMS).map_err(|x| e(x.into()))?;
     }
     txn.commit().map_err(|x| e(x.into()))?;
 
@@ -1153,39 +1159,114 @@ impl Storage for RedbStorage {
     }
 
     fn devices(&self) -> Result<Vec<Device>, DataError> {
-        let read = self.db.begin_read().map_err(|e| self.err(e))?;
-        let table = read.open_table(DEVICES).map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        for row in table.iter().map_err(|e| self.err(e))? {
-            let (k, v) = row.map_err(|e| self.err(e))?;
-            let device: Device =
-                serde_json::from_slice(v.value()).map_err(|e| DataError::Corrupt {
-                    path: self.path.clone(),
-                    what: format!("device {:?} ({e})", k.value()),
-                })?;
-            out.push(device);
-        }
-        Ok(out)
+        self.read_json(DEVICES, "device")
     }
 
     fn save_devices(&self, changed: &[Device]) -> Result<(), DataError> {
         if changed.is_empty() {
             return Ok(());
         }
-        let mut guard = self.state()?;
-        let txn = self.begin(&mut guard, false)?;
-        {
+        self.write(|txn| {
             let mut table = txn.open_table(DEVICES).map_err(|e| self.err(e))?;
             for d in changed {
-                let bytes = serde_json::to_vec(d).map_err(|e| DataError::Database {
-                    path: self.path.clone(),
-                    detail: format!("cannot encode device {:?}: {e}", d.id),
-                })?;
+                let bytes = self.encode(&d.id, d)?;
                 table
                     .insert(d.id.as_str(), bytes.as_slice())
                     .map_err(|e| self.err(e))?;
             }
+            Ok(())
+        })
+    }
+
+    fn alarm_rules(&self) -> Result<Vec<AlarmRule>, DataError> {
+        self.read_json(ALARM_RULES, "alarm rule")
+    }
+
+    fn save_alarm_rule(&self, rule: &AlarmRule) -> Result<(), DataError> {
+        self.write(|txn| {
+            let mut table = txn.open_table(ALARM_RULES).map_err(|e| self.err(e))?;
+            let bytes = self.encode(&rule.name, rule)?;
+            table
+                .insert(rule.name.as_str(), bytes.as_slice())
+                .map_err(|e| self.err(e))?;
+            Ok(())
+        })
+    }
+
+    fn delete_alarm_rule(&self, name: &str) -> Result<bool, DataError> {
+        let mut found = false;
+        self.write(|txn| {
+            let mut table = txn.open_table(ALARM_RULES).map_err(|e| self.err(e))?;
+            found = table.remove(name).map_err(|e| self.err(e))?.is_some();
+            Ok(())
+        })?;
+        Ok(found)
+    }
+
+    fn alarms(&self) -> Result<Vec<Alarm>, DataError> {
+        self.read_json(ALARMS, "alarm")
+    }
+
+    fn save_alarms(&self, changed: &[Alarm], removed: &[u64]) -> Result<(), DataError> {
+        if changed.is_empty() && removed.is_empty() {
+            return Ok(());
         }
+        self.write(|txn| {
+            let mut table = txn.open_table(ALARMS).map_err(|e| self.err(e))?;
+            for a in changed {
+                let bytes = self.encode(&a.id.to_string(), a)?;
+                table
+                    .insert(a.id, bytes.as_slice())
+                    .map_err(|e| self.err(e))?;
+            }
+            for id in removed {
+                table.remove(*id).map_err(|e| self.err(e))?;
+            }
+            Ok(())
+        })
+    }
+}
+
+impl RedbStorage {
+    /// Every row of a table of JSON values.
+    fn read_json<K: redb::Key + 'static, T: serde::de::DeserializeOwned>(
+        &self,
+        def: TableDefinition<K, &[u8]>,
+        what: &str,
+    ) -> Result<Vec<T>, DataError>
+    where
+        for<'a> K::SelfType<'a>: std::fmt::Debug,
+    {
+        let read = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = read.open_table(def).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in table.iter().map_err(|e| self.err(e))? {
+            let (k, v) = row.map_err(|e| self.err(e))?;
+            let value = serde_json::from_slice(v.value()).map_err(|e| DataError::Corrupt {
+                path: self.path.clone(),
+                what: format!("{what} {:?} ({e})", k.value()),
+            })?;
+            out.push(value);
+        }
+        Ok(out)
+    }
+
+    /// `value` as JSON (`key` names it in the error).
+    fn encode(&self, key: &str, value: &impl serde::Serialize) -> Result<Vec<u8>, DataError> {
+        serde_json::to_vec(value).map_err(|e| DataError::Database {
+            path: self.path.clone(),
+            detail: format!("cannot encode {key:?}: {e}"),
+        })
+    }
+
+    /// One write transaction around `f`, committed (fsynced with [`Sync::Always`]).
+    fn write(
+        &self,
+        f: impl FnOnce(&WriteTransaction) -> Result<(), DataError>,
+    ) -> Result<(), DataError> {
+        let mut guard = self.state()?;
+        let txn = self.begin(&mut guard, false)?;
+        f(&txn)?;
         txn.commit().map_err(|e| self.err(e))
     }
 }

@@ -95,3 +95,94 @@ fn presence_names_round_trip() {
     }
     assert_eq!(Presence::parse("gone"), None);
 }
+
+fn rule(name: &str) -> kite_data::AlarmRule {
+    kite_data::AlarmRule {
+        name: name.into(),
+        topic: Some("plant/+/temp".into()),
+        field: Some("/temp".into()),
+        device: None,
+        op: kite_data::Op::Gt,
+        value: Some(serde_json::json!(30)),
+        for_secs: 5,
+        clear_value: Some(28.0),
+        severity: kite_data::Severity::Major,
+        renotify_mins: Some(15.0),
+        notify: kite_data::Notify {
+            webhook: Some("https://ops.example.com/hook".into()),
+            mqtt: true,
+            browser: true,
+        },
+    }
+}
+
+fn alarm(id: u64, state: kite_data::AlarmState) -> kite_data::Alarm {
+    kite_data::Alarm {
+        id,
+        rule: "hot".into(),
+        source: "plant/a/temp".into(),
+        severity: kite_data::Severity::Major,
+        state,
+        since: 1_000,
+        raised_at: 6_000,
+        value: Some(serde_json::json!(31.5)),
+        text: "plant/a/temp /temp = 31.5 > 30".into(),
+        acknowledged_by: None,
+        acknowledged_at: None,
+        cleared_at: None,
+        cleared_why: None,
+        notified: 1,
+        notified_at: 6_000,
+    }
+}
+
+/// Alarm rules and alarms beside the devices: kept across a restart, replaced by their key,
+/// removed.
+#[test]
+fn alarm_rules_and_alarms_are_kept_replaced_and_removed() {
+    use kite_data::AlarmState;
+    let d = dir("alarms");
+    {
+        let s = RedbStorage::open(&d, Sync::Always, FOREVER).unwrap();
+        s.save_alarm_rule(&rule("hot")).unwrap();
+        s.save_alarm_rule(&rule("cold")).unwrap();
+        let mut changed = rule("hot");
+        changed.for_secs = 9;
+        s.save_alarm_rule(&changed).unwrap();
+        assert!(s.delete_alarm_rule("cold").unwrap());
+        assert!(!s.delete_alarm_rule("cold").unwrap());
+        s.save_alarms(
+            &[alarm(1, AlarmState::Cleared), alarm(2, AlarmState::Active)],
+            &[],
+        )
+        .unwrap();
+        s.save_alarms(&[alarm(2, AlarmState::Acknowledged)], &[1])
+            .unwrap();
+    }
+    let s = RedbStorage::open(&d, Sync::Always, FOREVER).unwrap();
+    let rules = s.alarm_rules().unwrap();
+    assert_eq!(rules.len(), 1);
+    assert_eq!((rules[0].name.as_str(), rules[0].for_secs), ("hot", 9));
+    assert_eq!(rules[0].notify, rule("hot").notify);
+    assert_eq!(
+        s.alarms().unwrap(),
+        vec![alarm(2, AlarmState::Acknowledged)]
+    );
+    drop(s);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn rules_read_as_the_api_writes_them() {
+    let text = r#"{"name": "hot", "topic": "plant/+/temp", "field": "/temp", "op": ">", "value": 30, "for_secs": 5, "clear_value": 28, "severity": "major", "renotify_mins": 15, "notify": {"webhook": "https://ops.example.com/hook", "mqtt": true, "browser": true}}"#;
+    let r: kite_data::AlarmRule = serde_json::from_str(text).unwrap();
+    assert_eq!(r, rule("hot"));
+    let r: kite_data::AlarmRule = serde_json::from_str(
+        r#"{"name": "down", "device": "*", "op": "offline", "severity": "critical"}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        (r.op, r.for_secs, r.notify.mqtt),
+        (kite_data::Op::Offline, 0, false)
+    );
+}

@@ -4,12 +4,14 @@
 //! `127.0.0.1:0` and call the same function.
 #![forbid(unsafe_code)]
 
+pub mod alarms;
 pub mod bridges_api;
 pub mod cli;
 pub mod client;
 pub mod config;
 pub mod devices;
 pub mod devices_api;
+pub mod feed;
 pub mod history_api;
 pub mod http;
 pub mod listen;
@@ -27,3 +29,4 @@ pub mod state;
 pub mod tls;
 pub mod upstream;
 pub mod violation;
+pub mod webhook;

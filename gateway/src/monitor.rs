@@ -18,7 +18,7 @@ pub struct Monitor {
     engine: Mutex<Engine>,
     store: Arc<dyn Storage>,
     /// Whether its session with the broker is up (1) or not (0).
-    pub up: AtomicU64,
+    pub up: Arc<AtomicU64>,
     /// Client events it missed because it fell behind.
     pub missed_events: AtomicU64,
     /// Saves that failed.
@@ -33,7 +33,7 @@ impl Monitor {
         Ok(Self {
             engine: Mutex::new(engine),
             store,
-            up: AtomicU64::new(0),
+            up: Arc::new(AtomicU64::new(0)),
             missed_events: AtomicU64::new(0),
             save_failures: AtomicU64::new(0),
         })

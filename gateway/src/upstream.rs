@@ -357,7 +357,7 @@ fn sep(s: &str) -> &'static str {
     if s.is_empty() { "" } else { "; " }
 }
 
-fn system_roots() -> Result<RootCertStore, anyhow::Error> {
+pub(crate) fn system_roots() -> Result<RootCertStore, anyhow::Error> {
     let found = rustls_native_certs::load_native_certs();
     let mut roots = RootCertStore::empty();
     let (added, _ignored) = roots.add_parsable_certificates(found.certs);
