@@ -541,7 +541,7 @@ impl Evaluator {
                     w.sources.entry(source).or_default().open = Some(id);
                 }
                 // Its rule is gone (the config changed while the gateway was down).
-                None => e.clear(id, crate::recorder::now_ms(), "its rule no longer exists"),
+                None => e.clear(id, kite_data::now_ms(), "its rule no longer exists"),
             }
         }
         e

@@ -142,7 +142,7 @@ async fn client_events(
 
 /// The monitor's client id at an upstream broker: `kite-devices-<hostname>`.
 pub fn upstream_client_id() -> String {
-    crate::recorder::upstream_client_id().replacen("kite-history-", "kite-devices-", 1)
+    crate::feed::upstream_client_id("kite-devices")
 }
 
 /// Starts the monitor in front of the default upstream broker. It stops when the gateway

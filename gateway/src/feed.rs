@@ -47,6 +47,18 @@ pub struct Feed {
     pub up: Arc<AtomicU64>,
 }
 
+/// A client id of the gateway's own at an upstream broker: `<prefix>-<hostname>`, so that
+/// two gateways in front of one broker keep their own sessions.
+pub fn upstream_client_id(prefix: &str) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "gateway".into());
+    format!("{prefix}-{host}")
+}
+
 /// A subscription as feeds make them: at `qos`, retained messages on subscribing, RETAIN
 /// clear on live messages.
 pub fn subscription(filter: &str, qos: QoS) -> Subscription {

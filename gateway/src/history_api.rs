@@ -55,6 +55,19 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// An answer with `status` and the JSON error (naming `field`, when given).
+pub(crate) fn api_error(
+    status: StatusCode,
+    field: Option<&str>,
+    message: impl Into<String>,
+) -> ApiError {
+    ApiError {
+        status,
+        field: field.map(str::to_owned),
+        message: message.into(),
+    }
+}
+
 pub(crate) fn bad(field: &str, message: impl Into<String>) -> ApiError {
     ApiError {
         status: StatusCode::BAD_REQUEST,

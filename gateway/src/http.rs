@@ -48,6 +48,20 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/devices", get(crate::devices_api::list))
         .route("/api/v1/devices/{id}", get(crate::devices_api::one))
         .route(
+            "/api/v1/alarms/rules",
+            get(crate::alarms_api::rules).post(crate::alarms_api::create),
+        )
+        .route(
+            "/api/v1/alarms/rules/{name}",
+            axum::routing::put(crate::alarms_api::replace).delete(crate::alarms_api::delete),
+        )
+        .route("/api/v1/alarms", get(crate::alarms_api::list))
+        .route("/api/v1/alarms/{id}", get(crate::alarms_api::one))
+        .route(
+            "/api/v1/alarms/{id}/ack",
+            axum::routing::post(crate::alarms_api::acknowledge),
+        )
+        .route(
             "/api/v1/publish",
             axum::routing::post(crate::publish_api::publish),
         )
@@ -127,6 +141,8 @@ async fn list_upstreams(State(state): State<AppState>) -> Json<serde_json::Value
         "history": state.history.is_some(),
         // Whether the gateway monitors devices (`[[devices]]`).
         "devices": state.devices.is_some(),
+        // Whether it keeps alarms (a data directory).
+        "alarms": state.alarms.is_some(),
     }))
 }
 
@@ -151,6 +167,9 @@ async fn metrics(State(state): State<AppState>) -> Response {
             }
             if let Some(d) = &state.devices {
                 text += &crate::monitor::render_metrics(d);
+            }
+            if let Some(a) = &state.alarms {
+                text += &a.render_metrics();
             }
             text
         },

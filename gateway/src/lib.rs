@@ -4,7 +4,9 @@
 //! `127.0.0.1:0` and call the same function.
 #![forbid(unsafe_code)]
 
+pub mod alarming;
 pub mod alarms;
+pub mod alarms_api;
 pub mod bridges_api;
 pub mod cli;
 pub mod client;

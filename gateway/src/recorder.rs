@@ -261,13 +261,7 @@ pub fn start_embedded(
 /// The recorder's client id at an upstream broker: `kite-history-<hostname>`, so that two
 /// gateways in front of one broker keep their own sessions.
 pub fn upstream_client_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "gateway".into());
-    format!("kite-history-{host}")
+    crate::feed::upstream_client_id("kite-history")
 }
 
 /// Starts the recorder in front of the default upstream broker: an MQTT 5 session of its own

@@ -25,6 +25,10 @@ pub fn start_broker(state: &AppState, listener: TcpListener, tls_listener: Optio
         let subscribed: Vec<_> = [
             crate::recorder::start_embedded(state, b),
             crate::devices::start_embedded(state, b),
+            state
+                .alarms()
+                .cloned()
+                .map(|a| crate::alarming::start_embedded(a, state.devices().cloned(), b)),
         ]
         .into_iter()
         .flatten()
@@ -171,6 +175,19 @@ pub async fn run(
     if state.broker().is_none() {
         crate::recorder::start_upstream(&state);
         crate::devices::start_upstream(&state);
+        if let (Some(service), Some(alarms), Some(upstream)) = (
+            state.alarms().cloned(),
+            state.config().alarms.clone(),
+            state.config().default_upstream().cloned(),
+        ) {
+            crate::alarming::start_upstream(
+                service,
+                state.devices().cloned(),
+                upstream,
+                (alarms.username, alarms.password),
+                state.sessions().shutdown.subscribe(),
+            );
+        }
     }
     let app = router(state).into_make_service_with_connect_info::<Peer>();
     if let Some(tls) = &tls {

@@ -25,6 +25,8 @@ pub struct AppState {
     pub(crate) store: Option<Arc<dyn kite_data::Storage>>,
     /// The device monitor, when `[[devices]]` rules are given.
     pub(crate) devices: Option<Arc<crate::monitor::Monitor>>,
+    /// The alarms, when there is a data directory.
+    pub(crate) alarms: Option<Arc<crate::alarming::AlarmService>>,
     /// Where login checks run: browsers, devices and the publish API share it.
     pub(crate) logins: kite_broker::logins::Logins,
     /// Open connections per source address, all listeners together.
@@ -127,17 +129,15 @@ impl AppState {
             })
         };
         // One store for the history and the devices: the same file in the data directory.
-        let place = match (&config.history, &config.devices) {
-            (Some(h), _) => Some((&h.dir, h.sync, h.retention)),
-            (None, Some(d)) => Some((
-                &d.dir,
-                d.sync,
-                kite_data::Retention {
-                    max_age: None,
-                    max_bytes: u64::MAX,
-                },
-            )),
-            (None, None) => None,
+        let unbounded = kite_data::Retention {
+            max_age: None,
+            max_bytes: u64::MAX,
+        };
+        let place = match (&config.history, &config.devices, &config.alarms) {
+            (Some(h), _, _) => Some((&h.dir, h.sync, h.retention)),
+            (None, Some(d), _) => Some((&d.dir, d.sync, unbounded)),
+            (None, None, Some(a)) => Some((&a.dir, a.sync, unbounded)),
+            (None, None, None) => None,
         };
         let store: Option<Arc<dyn kite_data::Storage>> = match place {
             Some((dir, sync, retention)) => Some(Arc::new(kite_data::RedbStorage::open(
@@ -153,12 +153,20 @@ impl AppState {
             )?)),
             _ => None,
         };
+        let alarms = match (&config.alarms, &store) {
+            (Some(a), Some(store)) => Some(Arc::new(crate::alarming::AlarmService::open(
+                a.rules.clone(),
+                store.clone(),
+            )?)),
+            _ => None,
+        };
         Ok(Self {
             tls,
             broker,
             history,
             store,
             devices,
+            alarms,
             logins,
             config: Arc::new(config),
             connector,
@@ -183,6 +191,11 @@ impl AppState {
     /// The device monitor, when `[[devices]]` rules are given.
     pub fn devices(&self) -> Option<&Arc<crate::monitor::Monitor>> {
         self.devices.as_ref()
+    }
+
+    /// The alarms, when there is a data directory.
+    pub fn alarms(&self) -> Option<&Arc<crate::alarming::AlarmService>> {
+        self.alarms.as_ref()
     }
 
     /// Where login checks run.

@@ -50,6 +50,8 @@ pub struct Role {
     pub client_id_prefix: String,
     /// Topic permissions (enforced by the embedded broker).
     pub acl: crate::acl::Acl,
+    /// May create, change and delete alarm rules (`manage_alarms = true`).
+    pub manage_alarms: bool,
 }
 
 impl Role {

@@ -2,6 +2,7 @@
 //! One test binary, one module per area.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod alarms;
 mod api;
 mod app;
 mod app_connections;

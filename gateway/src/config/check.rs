@@ -404,6 +404,7 @@ fn resolve(pass: &mut Pass<'_>, table: &toml::Table, overrides: Overrides) -> Co
     let mut jwt: Option<kite_policy::jwt::JwtSettings> = None;
     let mut history: Option<FileHistory> = None;
     let mut devices: Vec<(usize, FileDevices)> = Vec::new();
+    let mut alarm_rules: Vec<(usize, toml::Value)> = Vec::new();
     let mut upstreams: Vec<(usize, FileUpstream)> = Vec::new();
     let mut users: Vec<(usize, FileUser)> = Vec::new();
     let mut roles: Vec<(usize, FileRole)> = Vec::new();
@@ -420,6 +421,13 @@ fn resolve(pass: &mut Pass<'_>, table: &toml::Table, overrides: Overrides) -> Co
             "tls" => tls = pass.section("tls", None, value),
             "jwt" => jwt = pass.section("jwt", None, value),
             "history" => history = pass.section("history", None, value),
+            "alarm" => {
+                let Some(items) = value.as_array() else {
+                    pass.report(key, None, None, "alarm must be written as [[alarm]] tables");
+                    continue;
+                };
+                alarm_rules.extend(items.iter().cloned().enumerate());
+            }
             "devices" => {
                 let Some(items) = value.as_array() else {
                     pass.report(key, None, None, "devices must be written as [[devices]] tables");
@@ -500,7 +508,7 @@ fn resolve(pass: &mut Pass<'_>, table: &toml::Table, overrides: Overrides) -> Co
                 None,
                 None,
                 format!(
-                    "unknown section [{other}]: the sections are [http], [limits], [tls], [broker], [acl], [jwt], [history], [[upstream]], [[user]], [[role]], [[bridge]], [[devices]]"
+                    "unknown section [{other}]: the sections are [http], [limits], [tls], [broker], [acl], [jwt], [history], [[upstream]], [[user]], [[role]], [[bridge]], [[devices]], [[alarm]]"
                 ),
             ),
         }
@@ -612,13 +620,15 @@ fn resolve(pass: &mut Pass<'_>, table: &toml::Table, overrides: Overrides) -> Co
         .map(|h| (h.username.clone(), h.password.clone()));
     let history =
         history.and_then(|h| resolve_history(pass, h, &broker_settings, !resolved.is_empty()));
+    let login = login.unwrap_or_default();
     let devices = resolve_devices(
         pass,
         devices,
         &broker_settings,
         !resolved.is_empty(),
-        login.unwrap_or_default(),
+        login.clone(),
     );
+    let alarms = resolve_alarms(pass, alarm_rules, &broker_settings, login);
 
     // [[role]], [[user]], [jwt], [acl].
     let (mut auth, problems) = kite_policy::auth::Auth::build(
@@ -638,6 +648,7 @@ fn resolve(pass: &mut Pass<'_>, table: &toml::Table, overrides: Overrides) -> Co
                 upstream_username: r.upstream_username.clone(),
                 upstream_password: r.upstream_password.clone(),
                 client_id_prefix: r.client_id_prefix.clone(),
+                manage_alarms: r.manage_alarms,
             })
             .collect(),
     );
@@ -706,7 +717,86 @@ fn resolve(pass: &mut Pass<'_>, table: &toml::Table, overrides: Overrides) -> Co
         bridges,
         history,
         devices,
+        alarms,
     }
+}
+
+/// The data store's sync, as the broker's (`[broker] sync`).
+fn data_sync(broker: &BrokerSettings) -> kite_data::Sync {
+    match broker.sync {
+        kite_broker::store::Sync::Always => kite_data::Sync::Always,
+        kite_broker::store::Sync::Periodic => kite_data::Sync::Periodic,
+    }
+}
+
+/// `[[alarm]]` checked rule by rule (the API's checks, `alarms::parse_rule`); `None` without
+/// a data directory (then no rule may be given).
+fn resolve_alarms(
+    pass: &mut Pass<'_>,
+    rules: Vec<(usize, toml::Value)>,
+    broker: &BrokerSettings,
+    (username, password): (Option<String>, Option<String>),
+) -> Option<super::Alarms> {
+    let mut out: Vec<kite_data::AlarmRule> = Vec::new();
+    for (i, item) in &rules {
+        let json = match serde_json::to_value(item) {
+            Ok(j) => j,
+            Err(e) => {
+                pass.report("alarm", Some(*i), None, format!("[[alarm]]: {e}"));
+                continue;
+            }
+        };
+        match crate::alarms::parse_rule(&json) {
+            Ok(rule) => {
+                if out.iter().any(|r| r.name == rule.name) {
+                    pass.report(
+                        "alarm",
+                        Some(*i),
+                        Some("name"),
+                        format!(
+                            "[[alarm]] name {:?} is given twice: each rule has its own name",
+                            rule.name
+                        ),
+                    );
+                } else {
+                    out.push(rule);
+                }
+            }
+            Err(e) => {
+                let key = e.field.split('.').next().unwrap_or("name").to_owned();
+                let key = if key == "body" {
+                    "name".to_owned()
+                } else {
+                    key
+                };
+                pass.report(
+                    "alarm",
+                    Some(*i),
+                    Some(&key),
+                    format!("[[alarm]] {}", e.message),
+                );
+            }
+        }
+    }
+    let Some(dir) = broker.data_dir.clone() else {
+        if !rules.is_empty() {
+            pass.report(
+                "alarm",
+                Some(0),
+                None,
+                "[[alarm]] needs a data directory to keep alarms in, and [broker] persistence = false has none: remove that line",
+            );
+        }
+        return None;
+    };
+    let sync = data_sync(broker);
+    Some(super::Alarms {
+        rules: out,
+        dir,
+        sync,
+        username,
+        password,
+    })
 }
 
 /// `[[devices]]` checked rule by rule: `None` without rules.
@@ -854,10 +944,7 @@ fn resolve_devices(
         );
         return None;
     };
-    let sync = match broker.sync {
-        kite_broker::store::Sync::Always => kite_data::Sync::Always,
-        kite_broker::store::Sync::Periodic => kite_data::Sync::Periodic,
-    };
+    let sync = data_sync(broker);
     Some(super::Devices {
         rules: out,
         dir,
@@ -936,10 +1023,7 @@ fn resolve_history(
         );
         return None;
     };
-    let sync = match broker.sync {
-        kite_broker::store::Sync::Always => kite_data::Sync::Always,
-        kite_broker::store::Sync::Periodic => kite_data::Sync::Periodic,
-    };
+    let sync = data_sync(broker);
     Some(super::History {
         record,
         retention: kite_data::Retention {

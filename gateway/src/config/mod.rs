@@ -229,6 +229,24 @@ pub struct Config {
     pub history: Option<History>,
     /// The device monitor, when `[[devices]]` rules are given.
     pub devices: Option<Devices>,
+    /// Alarms, when there is a data directory to keep them in.
+    pub alarms: Option<Alarms>,
+}
+
+/// Alarms: the rules of the config file (`[[alarm]]`; more are made through the API), and
+/// where rules and alarms are kept.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alarms {
+    /// The `[[alarm]]` rules, checked, in the file's order.
+    pub rules: Vec<kite_data::AlarmRule>,
+    /// The data directory (`[broker] data_dir`): kept in its `data.redb`.
+    pub dir: PathBuf,
+    /// When commits reach the disk (`[broker] sync`).
+    pub sync: kite_data::Sync,
+    /// In front of an upstream: the login of the gateway's own sessions there.
+    pub username: Option<String>,
+    /// Its password.
+    pub password: Option<String>,
 }
 
 /// `[[devices]]`: the device monitor's rules, and where it keeps the devices.
@@ -361,6 +379,8 @@ pub(crate) struct FileConfig {
     pub(crate) history: Option<FileHistory>,
     #[serde(default)]
     pub(crate) devices: Vec<FileDevices>,
+    #[serde(default)]
+    pub(crate) alarm: Vec<toml::Table>,
 }
 
 /// One `[[devices]]` rule as written: one of `status_topic`, `activity`, `sparkplug`,
@@ -443,6 +463,8 @@ pub(crate) struct FileRole {
     pub(crate) deny_publish: Vec<String>,
     #[serde(default)]
     pub(crate) deny_subscribe: Vec<String>,
+    #[serde(default)]
+    pub(crate) manage_alarms: bool,
 }
 
 impl FileRole {
