@@ -1,8 +1,8 @@
 //! What Kite keeps beyond the broker, behind one interface: [`Storage`]. Today it holds the
-//! recorded history (`history`) and the device monitor's devices (`devices`); alarms and
-//! dashboards will be added to the same trait, so that one implementation serves them all — [`RedbStorage`] (a
-//! file in the data directory) is the embedded default, and a shared database (PostgreSQL) can
-//! stand behind several gateways.
+//! recorded history (`history`), the device monitor's devices (`devices`) and the alarms
+//! (`alarms`); dashboards will be added to the same trait, so that one implementation serves
+//! them all — [`RedbStorage`] (a file in the data directory) is the embedded default, and a
+//! shared database (PostgreSQL) can stand behind several gateways.
 //!
 //! No network and no async runtime: the calls block (on a disk write, a query), so async
 //! callers run them on blocking threads.

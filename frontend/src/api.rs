@@ -12,6 +12,10 @@ pub struct Upstreams {
     pub default: Option<String>,
     /// Whether the gateway records that one's topics (`[history]`).
     pub history: bool,
+    /// Whether it monitors devices (`[[devices]]`).
+    pub devices: bool,
+    /// Whether it keeps alarms.
+    pub alarms: bool,
 }
 
 /// Asks the gateway that served the page for its upstreams.
@@ -50,11 +54,13 @@ fn parse_upstreams(json: &JsValue) -> Result<Upstreams, String> {
     let default = js_sys::Reflect::get(json, &JsValue::from_str("default"))
         .map_err(describe)?
         .as_string();
-    let history = field(json, "history").as_bool().unwrap_or(false);
+    let flag = |name: &str| field(json, name).as_bool().unwrap_or(false);
     Ok(Upstreams {
         names,
         default,
-        history,
+        history: flag("history"),
+        devices: flag("devices"),
+        alarms: flag("alarms"),
     })
 }
 
@@ -153,6 +159,42 @@ pub async fn get_json(path: &str, auth: Option<&str>) -> Result<(u16, JsValue), 
         headers.set("Authorization", auth).map_err(describe)?;
         init.set_headers(&headers);
     }
+    let response = JsFuture::from(window.fetch_with_str_and_init(path, &init))
+        .await
+        .map_err(describe)?;
+    let response: web_sys::Response = response
+        .dyn_into()
+        .map_err(|_| "fetch did not return a Response".to_owned())?;
+    let status = response.status();
+    let json = match response.json() {
+        Ok(p) => JsFuture::from(p).await.unwrap_or(JsValue::NULL),
+        Err(_) => JsValue::NULL,
+    };
+    Ok((status, json))
+}
+
+/// `method path` with a JSON `body` (or none) and an optional `Authorization` header: the
+/// HTTP status and, for a JSON answer, its value (`null` otherwise).
+pub async fn send_json(
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    auth: Option<&str>,
+) -> Result<(u16, JsValue), String> {
+    let window = web_sys::window().ok_or("no browser window")?;
+    let init = web_sys::RequestInit::new();
+    init.set_method(method);
+    let headers = web_sys::Headers::new().map_err(describe)?;
+    if let Some(auth) = auth {
+        headers.set("Authorization", auth).map_err(describe)?;
+    }
+    if let Some(body) = body {
+        headers
+            .set("Content-Type", "application/json")
+            .map_err(describe)?;
+        init.set_body(&JsValue::from_str(body));
+    }
+    init.set_headers(&headers);
     let response = JsFuture::from(window.fetch_with_str_and_init(path, &init))
         .await
         .map_err(describe)?;

@@ -51,30 +51,11 @@ pub fn App() -> Html {
     let bridges = use_state(|| None::<Result<Bridges, String>>);
     {
         let bridges = bridges.clone();
-        use_effect_with((), move |()| {
-            let fetch = move || {
-                let bridges = bridges.clone();
-                wasm_bindgen_futures::spawn_local(async move {
-                    bridges.set(Some(api::bridges().await));
-                });
-            };
-            fetch();
-            let tick = wasm_bindgen::closure::Closure::<dyn FnMut()>::new(fetch);
-            let window = web_sys::window();
-            let id = window.as_ref().and_then(|w| {
-                use wasm_bindgen::JsCast;
-                w.set_interval_with_callback_and_timeout_and_arguments_0(
-                    tick.as_ref().unchecked_ref(),
-                    5_000,
-                )
-                .ok()
+        crate::tick::use_interval(5_000, move || {
+            let bridges = bridges.clone();
+            wasm_bindgen_futures::spawn_local(async move {
+                bridges.set(Some(api::bridges().await));
             });
-            move || {
-                if let (Some(w), Some(id)) = (window, id) {
-                    w.clear_interval_with_handle(id);
-                }
-                drop(tick);
-            }
         });
     }
     // Driver notices and messages change the workspace; the view follows at most once per
@@ -97,14 +78,21 @@ pub fn App() -> Html {
     if let Some(u) = &known {
         handle.set_recorded_broker(u.history.then(|| u.default.clone().unwrap_or_default()));
     }
+    let (auth, profile) = gateway_login(&handle, known.as_ref());
+    let open_alarms =
+        crate::alarms::use_alarm_watch(known.as_ref().is_some_and(|u| u.alarms), auth.clone());
     let main = match &route {
         Route::Home | Route::NotFound => home(&handle, &upstreams, &bridges),
+        Route::Devices => {
+            html! { <crate::devices::DevicesView auth={auth.clone()} profile={profile.clone()} /> }
+        }
+        Route::Alarms => html! { <crate::alarms::AlarmsView auth={auth.clone()} /> },
         Route::New => html! {
-            <ProfileEditor key="new" handle={handle.clone()} profile={handle.new_profile()} is_new=true upstreams={known} />
+            <ProfileEditor key="new" handle={handle.clone()} profile={handle.new_profile()} is_new=true upstreams={known.clone()} />
         },
         Route::Edit { id } => match handle.profile(id) {
             Some(p) => {
-                html! { <ProfileEditor key={format!("edit-{id}")} handle={handle.clone()} profile={p} is_new=false upstreams={known} /> }
+                html! { <ProfileEditor key={format!("edit-{id}")} handle={handle.clone()} profile={p} is_new=false upstreams={known.clone()} /> }
             }
             None => html! { <p class="error" role="alert">{ "There is no such connection." }</p> },
         },
@@ -133,12 +121,71 @@ pub fn App() -> Html {
             }
             <div class="layout">
                 <nav class="sidebar" aria-label="connections">
+                    { views(known.as_ref(), &route, open_alarms) }
                     { sidebar(&handle, current.as_deref()) }
                 </nav>
                 <main>{ main }</main>
             </div>
         </div>
     }
+}
+
+/// The gateway's own views — Devices, Alarms (with the count of open alarms) — when it has
+/// them.
+fn views(upstreams: Option<&Upstreams>, route: &Route, open_alarms: Option<usize>) -> Html {
+    let Some(u) = upstreams.filter(|u| u.devices || u.alarms) else {
+        return html! {};
+    };
+    let item = |to: Route, label: &'static str, badge: Option<usize>| {
+        let on = *route == to;
+        html! {
+            <li class={classes!("view", on.then_some("on"))}>
+                { link(to, "", html! { <>
+                    <span class="view-name">{ label }</span>
+                    if let Some(n) = badge.filter(|n| *n > 0) {
+                        <span class="badge alarm-badge" title="open alarms">{ n }</span>
+                    }
+                </> }) }
+            </li>
+        }
+    };
+    html! {
+        <>
+            <h2 class="side-title">{ "Gateway" }</h2>
+            <ul class="views">
+                if u.devices { { item(Route::Devices, "Devices", None) } }
+                if u.alarms { { item(Route::Alarms, "Alarms", open_alarms) } }
+            </ul>
+        </>
+    }
+}
+
+/// The login and the connection for the gateway's own API: the first saved connection that
+/// dials the gateway's default broker (its user name and password as HTTP Basic, if it has
+/// them).
+fn gateway_login(
+    handle: &Handle,
+    upstreams: Option<&Upstreams>,
+) -> (Option<String>, Option<String>) {
+    let default = upstreams
+        .and_then(|u| u.default.clone())
+        .unwrap_or_default();
+    handle.read(|w| {
+        let dials = |p: &&crate::profile::Profile| {
+            p.url.is_empty() && (p.upstream.is_empty() || p.upstream == default)
+        };
+        let with_login = w
+            .profiles
+            .iter()
+            .filter(dials)
+            .find(|p| !p.username.is_empty());
+        let auth = with_login.map(|p| {
+            let login = format!("{}:{}", p.username, p.password);
+            format!("Basic {}", crate::payload::base64(login.as_bytes()))
+        });
+        let profile = w.profiles.iter().find(dials).map(|p| p.id.clone());
+        (auth, profile)
+    })
 }
 
 /// Every saved connection with its colour and status, and "new connection".

@@ -4,10 +4,12 @@
 //! gateway's WebSocket endpoint, and it never parses MQTT bytes itself (that is `kite-mqtt`).
 #![forbid(unsafe_code)]
 
+pub mod alarms;
 pub mod api;
 pub mod app;
 pub mod compose;
 pub mod connview;
+pub mod devices;
 pub mod editor;
 pub mod explorer;
 pub mod forms;
@@ -18,6 +20,7 @@ pub mod profile;
 pub mod route;
 pub mod storage;
 pub mod store;
+pub mod tick;
 pub mod workspace;
 
 /// Mounts the app on the document's body.

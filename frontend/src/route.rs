@@ -35,6 +35,10 @@ pub enum Route {
         /// The topic name.
         topic: String,
     },
+    /// The gateway's devices: `/devices`.
+    Devices,
+    /// The gateway's alarms and alarm rules: `/alarms`.
+    Alarms,
     /// Anything else.
     NotFound,
 }
@@ -45,6 +49,8 @@ impl Route {
         let rest = match path.strip_prefix("/connections/") {
             Some(rest) => rest,
             None if path == "/" || path.is_empty() => return Self::Home,
+            None if path == "/devices" => return Self::Devices,
+            None if path == "/alarms" => return Self::Alarms,
             None => return Self::NotFound,
         };
         let (id, tail) = rest.split_once('/').unwrap_or((rest, ""));
@@ -70,6 +76,8 @@ impl Route {
         match self {
             Self::Home | Self::NotFound => "/".into(),
             Self::New => "/connections/new".into(),
+            Self::Devices => "/devices".into(),
+            Self::Alarms => "/alarms".into(),
             Self::Connection { id } => format!("/connections/{id}"),
             Self::Edit { id } => format!("/connections/{id}/edit"),
             Self::Topic { id, topic } => {

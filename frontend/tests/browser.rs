@@ -143,6 +143,10 @@ fn routes_read_and_write_paths() {
     use kite_frontend::route::Route;
     assert_eq!(Route::parse("/"), Route::Home);
     assert_eq!(Route::parse("/connections/new"), Route::New);
+    for (path, route) in [("/devices", Route::Devices), ("/alarms", Route::Alarms)] {
+        assert_eq!(Route::parse(path), route);
+        assert_eq!(route.path(), path);
+    }
     let id = "p0a1b2c3d".to_owned();
     assert_eq!(
         Route::parse("/connections/p0a1b2c3d"),

@@ -416,17 +416,11 @@ pub struct Evaluator {
 fn observed(payload: &[u8], field: Option<&str>) -> Option<Value> {
     let text = std::str::from_utf8(payload).ok()?.trim();
     match field {
-        None | Some("") => {
-            if let Ok(n) = text.parse::<f64>()
-                && n.is_finite()
-            {
-                return serde_json::Number::from_f64(n).map(Value::Number);
-            }
-            match serde_json::from_str::<Value>(text) {
-                Ok(v @ (Value::Number(_) | Value::String(_) | Value::Bool(_))) => Some(v),
-                _ => Some(Value::String(text.to_owned())),
-            }
-        }
+        // A number as it was written (35 stays 35, not 35.0); else the text.
+        None | Some("") => match serde_json::from_str::<Value>(text) {
+            Ok(v @ (Value::Number(_) | Value::String(_) | Value::Bool(_))) => Some(v),
+            _ => Some(Value::String(text.to_owned())),
+        },
         Some(pointer) => {
             if !text.starts_with(['{', '[']) {
                 return None;

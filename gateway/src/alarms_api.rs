@@ -8,7 +8,9 @@
 //! - `PUT /api/v1/alarms/rules/{name}` — replaces it (its open alarms clear); `404` if none.
 //! - `DELETE /api/v1/alarms/rules/{name}` — `204` (its open alarms clear).
 //! - `GET /api/v1/alarms?state=S&severity=V&rule=R&offset=N&limit=N` — `{"alarms": [..],
-//!   "more": bool}`: active first, then acknowledged, then cleared, newest first within each.
+//!   "more": bool, "counts": {"active", "acknowledged", "cleared"}}`: active first, then
+//!   acknowledged, then cleared, newest first within each (`counts`: of those asked for, before
+//!   `offset` and `limit`).
 //! - `GET /api/v1/alarms/{id}`, `POST /api/v1/alarms/{id}/ack` (`409` if acknowledged).
 //!
 //! The config file's rules (`[[alarm]]`) are changed in the file: the API answers `403`.
@@ -426,6 +428,11 @@ pub async fn list(
         .collect();
     // Newest first already; a stable sort keeps that within each state.
     seen.sort_by_key(|a| rank(a.state));
+    let mut counts = serde_json::Map::new();
+    for s in AlarmState::ALL {
+        let n = seen.iter().filter(|a| a.state == s).count();
+        counts.insert(s.as_str().into(), n.into());
+    }
     let more = seen.len() > q.offset.saturating_add(q.limit);
     let page: Vec<serde_json::Value> = seen
         .iter()
@@ -433,7 +440,8 @@ pub async fn list(
         .take(q.limit)
         .map(|a| alarm_json(a, rule_of(a).is_some_and(|r| r.2)))
         .collect();
-    axum::Json(serde_json::json!({ "alarms": page, "more": more })).into_response()
+    axum::Json(serde_json::json!({ "alarms": page, "more": more, "counts": counts }))
+        .into_response()
 }
 
 fn alarm_id(raw: &str) -> Result<u64, ApiError> {

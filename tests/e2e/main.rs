@@ -6,6 +6,7 @@ mod alarms;
 mod api;
 mod app;
 mod app_connections;
+mod app_devices;
 mod auth;
 mod bridge;
 mod broker;
