@@ -1,6 +1,8 @@
 //! Devices: what the gateway's device monitor knows of each device, as [`crate::Storage`]
 //! keeps it across restarts.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::Millis;
@@ -90,4 +92,11 @@ pub struct Device {
     /// The filters its topics are under (its rules' patterns with its id), for the app.
     #[serde(default)]
     pub topics: Vec<String>,
+    /// Sparkplug B: its metrics, from its last BIRTH and the DATA since (name → value).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metrics: BTreeMap<String, serde_json::Value>,
+    /// Sparkplug B edge nodes: the `bdSeq` of the last NBIRTH (an NDEATH with another is
+    /// stale: from an earlier session).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bd_seq: Option<u64>,
 }

@@ -33,6 +33,8 @@ fn device(id: &str, state: Presence, since: u64) -> Device {
         }),
         stale_after: Some(120_000),
         topics: vec![format!("plant/{id}/#")],
+        metrics: [("temp".to_owned(), serde_json::json!(21.5))].into(),
+        bd_seq: Some(3),
     }
 }
 

@@ -1106,6 +1106,8 @@ mod tests {
             said: None,
             stale_after: None,
             topics: Vec::new(),
+            metrics: Default::default(),
+            bd_seq: None,
         }
     }
 

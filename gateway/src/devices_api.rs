@@ -11,8 +11,8 @@
 //! - `GET /api/v1/devices/{id}` — one device, or `404`.
 //!
 //! A device: `{"id", "state", "since", "last_seen", "last_topic", "said": {"online", "t",
-//! "source", "detail"}, "stale_after_secs", "topics"}` (times in ms since the epoch; absent
-//! fields are unknown).
+//! "source", "detail"}, "stale_after_secs", "topics", "metrics", "bd_seq"}` (times in ms
+//! since the epoch; absent fields are unknown; `metrics` and `bd_seq` for Sparkplug B).
 
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -60,6 +60,10 @@ struct DeviceOut<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     stale_after_secs: Option<u64>,
     topics: &'a [String],
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    metrics: &'a std::collections::BTreeMap<String, serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bd_seq: Option<u64>,
 }
 
 #[derive(serde::Serialize)]
@@ -90,6 +94,8 @@ impl<'a> From<&'a Device> for DeviceOut<'a> {
             }),
             stale_after_secs: d.stale_after.map(|ms| ms / 1000),
             topics: &d.topics,
+            metrics: &d.metrics,
+            bd_seq: d.bd_seq,
         }
     }
 }

@@ -27,6 +27,7 @@ pub mod publish_api;
 pub mod recorder;
 pub mod rules;
 pub mod server;
+pub mod sparkplug;
 pub mod state;
 pub mod tls;
 pub mod upstream;

@@ -110,9 +110,9 @@ impl Monitor {
 
 /// The device monitor's metrics: devices by state, and its own health.
 pub fn render_metrics(m: &Monitor) -> String {
-    let (counts, refused) = {
+    let (counts, refused, bad, stale) = {
         let e = m.engine();
-        (e.counts(), e.refused)
+        (e.counts(), e.refused, e.bad_payloads, e.stale_deaths)
     };
     let mut out = String::from(
         "# HELP kite_devices Devices the monitor knows, by state.\n# TYPE kite_devices gauge\n",
@@ -132,6 +132,18 @@ pub fn render_metrics(m: &Monitor) -> String {
             "counter",
             "New device ids not added: the monitor holds as many devices as it may (100,000).",
             refused,
+        ),
+        (
+            "kite_devices_sparkplug_bad_payloads_total",
+            "counter",
+            "Sparkplug B payloads the monitor could not read.",
+            bad,
+        ),
+        (
+            "kite_devices_sparkplug_stale_deaths_total",
+            "counter",
+            "Sparkplug B NDEATHs ignored: their bdSeq was not the one of the node's last NBIRTH.",
+            stale,
         ),
         (
             "kite_devices_missed_events_total",

@@ -116,6 +116,10 @@ pub enum Kind {
     Activity { stale_after: u64 },
     /// The embedded broker's client connections: the client id is the device id.
     Clients,
+    /// Sparkplug B edge nodes (`group/node`) and their devices (`group/node/device`): BIRTH
+    /// and DEATH say online and offline (an NDEATH whose `bdSeq` is not the last NBIRTH's
+    /// is stale and ignored), DATA is a sign of life; metrics kept from BIRTH and DATA.
+    Sparkplug,
 }
 
 /// One `[[devices]]` rule.
@@ -185,6 +189,8 @@ struct Slot {
     rules: u64,
     /// Changed since it was last stored.
     dirty: bool,
+    /// Sparkplug: metric aliases from its last BIRTH (alias → name).
+    aliases: HashMap<u64, String>,
 }
 
 /// The engine: rules, devices, and what changed since the last [`Engine::take_dirty`].
@@ -197,6 +203,12 @@ pub struct Engine {
     changes: Vec<Change>,
     /// New devices refused beyond [`MAX_DEVICES`].
     pub refused: u64,
+    /// Whether a rule watches Sparkplug B.
+    sparkplug: bool,
+    /// Sparkplug payloads that could not be read.
+    pub bad_payloads: u64,
+    /// Sparkplug NDEATHs ignored: their `bdSeq` was not the node's session's.
+    pub stale_deaths: u64,
 }
 
 impl Engine {
@@ -204,7 +216,11 @@ impl Engine {
     /// device whose client was connected when the gateway stopped is offline now (its
     /// connection ended with the embedded broker).
     pub fn new(rules: Vec<Rule>, kept: Vec<Device>, now: Millis) -> Self {
+        let sparkplug = rules.iter().any(|r| r.kind == Kind::Sparkplug);
         let mut e = Self {
+            sparkplug,
+            bad_payloads: 0,
+            stale_deaths: 0,
             rules,
             devices: HashMap::with_capacity_and_hasher(kept.len(), Default::default()),
             conns: HashMap::new(),
@@ -232,6 +248,7 @@ impl Engine {
                     device,
                     rules,
                     dirty,
+                    aliases: HashMap::new(),
                 },
             );
         }
@@ -269,6 +286,9 @@ impl Engine {
                 }
             }
         }
+        if self.rules.iter().any(|r| r.kind == Kind::Sparkplug) {
+            out.push((format!("{}/#", crate::sparkplug::NAMESPACE), true));
+        }
         out
     }
 
@@ -296,9 +316,12 @@ impl Engine {
                         said: None,
                         stale_after: None,
                         topics: Vec::new(),
+                        metrics: Default::default(),
+                        bd_seq: None,
                     },
                     rules: 0,
                     dirty: true,
+                    aliases: HashMap::new(),
                 },
             );
             self.changes.push(Change {
@@ -315,6 +338,9 @@ impl Engine {
     /// A message on `topic`; `retained`: delivered because it was retained (on subscribing),
     /// not as it was published.
     pub fn on_message(&mut self, topic: &str, payload: &[u8], retained: bool, now: Millis) {
+        if self.sparkplug && topic.starts_with("spBv1.0/") {
+            self.on_sparkplug(topic, payload, retained, now);
+        }
         for i in 0..self.rules.len() {
             let rule = &self.rules[i];
             let Some(pattern) = &rule.pattern else {
@@ -378,6 +404,131 @@ impl Engine {
                 d.stale_after = Some(after);
             }
             self.settle(id, now);
+        }
+    }
+
+    /// A Sparkplug B message (see [`Kind::Sparkplug`]).
+    fn on_sparkplug(&mut self, topic: &str, payload: &[u8], retained: bool, now: Millis) {
+        use crate::sparkplug::Kind as K;
+        let Some((kind, id)) = crate::sparkplug::topic(topic) else {
+            return;
+        };
+        let decoded = match crate::sparkplug::decode(payload) {
+            Ok(p) => p,
+            Err(e) => {
+                self.bad_payloads += 1;
+                tracing::debug!(
+                    topic,
+                    "device monitor: a Sparkplug payload it cannot read: {}",
+                    e.0
+                );
+                return;
+            }
+        };
+        // The node of a death: a stale one (another session's bdSeq) is ignored.
+        if kind == K::NDeath
+            && let Some(known) = self.devices.get(&id).and_then(|s| s.device.bd_seq)
+            && decoded.bd_seq() != Some(known)
+        {
+            self.stale_deaths += 1;
+            tracing::info!(node = %id, "device monitor: NDEATH with bdSeq {:?} ignored: the node's session is {known}", decoded.bd_seq());
+            return;
+        }
+        let filter = match kind {
+            K::NBirth | K::NDeath | K::NData => {
+                let (group, node) = id.split_once('/').unwrap_or((&id, ""));
+                format!("spBv1.0/{group}/+/{node}")
+            }
+            _ => {
+                let mut parts = id.splitn(3, '/');
+                let (g, n, d) = (
+                    parts.next().unwrap_or_default(),
+                    parts.next().unwrap_or_default(),
+                    parts.next().unwrap_or_default(),
+                );
+                format!("spBv1.0/{g}/+/{n}/{d}")
+            }
+        };
+        let Some(slot) = self.slot(&id, now) else {
+            return;
+        };
+        let d = &mut slot.device;
+        if !d.topics.contains(&filter) {
+            d.topics.push(filter);
+        }
+        d.last_topic = Some(topic.to_owned());
+        if !retained {
+            d.last_seen = Some(now);
+        }
+        let birth = matches!(kind, K::NBirth | K::DBirth);
+        if birth {
+            d.metrics.clear();
+            slot.aliases.clear();
+            if kind == K::NBirth {
+                d.bd_seq = decoded.bd_seq();
+            }
+        }
+        for m in decoded.metrics {
+            let name = match (m.name, m.alias) {
+                (Some(n), alias) => {
+                    if let (true, Some(a)) = (birth, alias) {
+                        slot.aliases.insert(a, n.clone());
+                    }
+                    n
+                }
+                (None, Some(a)) => match slot.aliases.get(&a) {
+                    Some(n) => n.clone(),
+                    None => continue,
+                },
+                (None, None) => continue,
+            };
+            if d.metrics.len() < crate::sparkplug::MAX_METRICS || d.metrics.contains_key(&name) {
+                d.metrics.insert(name, m.value);
+            }
+        }
+        let word = match kind {
+            K::NBirth => Some((
+                true,
+                format!(
+                    "NBIRTH (bdSeq {})",
+                    d.bd_seq.map_or("?".into(), |b| b.to_string())
+                ),
+            )),
+            K::DBirth => Some((true, "DBIRTH".to_owned())),
+            K::NDeath => Some((false, "NDEATH".to_owned())),
+            K::DDeath => Some((false, "DDEATH".to_owned())),
+            K::NData | K::DData => None,
+        };
+        if let Some((online, detail)) = word {
+            d.said = Some(Said {
+                online,
+                t: now,
+                source: Source::Sparkplug,
+                detail,
+            });
+        }
+        self.settle(&id, now);
+        // A node's death is its devices' too.
+        if kind == K::NDeath {
+            let prefix = format!("{id}/");
+            let children: Vec<String> = self
+                .devices
+                .keys()
+                .filter(|k| k.starts_with(&prefix))
+                .cloned()
+                .collect();
+            for child in children {
+                if let Some(slot) = self.devices.get_mut(&child) {
+                    slot.device.said = Some(Said {
+                        online: false,
+                        t: now,
+                        source: Source::Sparkplug,
+                        detail: "its edge node's NDEATH".into(),
+                    });
+                    slot.dirty = true;
+                }
+                self.settle(&child, now);
+            }
         }
     }
 
@@ -712,5 +863,56 @@ mod tests {
         assert_eq!(e.devices().count(), MAX_DEVICES);
         assert_eq!(e.refused, 5);
         assert_eq!(e.counts(), [MAX_DEVICES as u64, 0, 0, 0]);
+    }
+
+    /// Sparkplug B: BIRTH and DEATH make nodes and devices online and offline, metrics come
+    /// from BIRTH and DATA (by alias too); an NDEATH of an earlier session — its bdSeq not the
+    /// last NBIRTH's, as when the old connection's Will comes after the node reconnected —
+    /// is ignored; a node's death is its devices' (Sparkplug B 3.0, the bdSeq rules).
+    #[test]
+    fn sparkplug_births_deaths_and_a_stale_bdseq() {
+        use crate::sparkplug::encode;
+        use serde_json::json;
+        let rule = Rule {
+            kind: Kind::Sparkplug,
+            pattern: None,
+        };
+        let mut e = Engine::new(vec![rule], Vec::new(), 0);
+        assert_eq!(e.filters(), [("spBv1.0/#".to_owned(), true)]);
+        let birth = encode(&[("bdSeq", json!(1)), ("temp", json!(20.5))], Some(0));
+        e.on_message("spBv1.0/plant/NBIRTH/edge", &birth, false, 1_000);
+        let node = e.get("plant/edge").unwrap();
+        assert_eq!((node.state, node.bd_seq), (Presence::Online, Some(1)));
+        assert_eq!(node.metrics.get("temp"), Some(&json!(20.5)));
+        let dbirth = encode(&[("rpm", json!(1200))], Some(1));
+        e.on_message("spBv1.0/plant/DBIRTH/edge/pump", &dbirth, false, 1_100);
+        e.on_message(
+            "spBv1.0/plant/DDATA/edge/pump",
+            &encode(&[("rpm", json!(1300))], Some(2)),
+            false,
+            1_200,
+        );
+        let pump = e.get("plant/edge/pump").unwrap();
+        assert_eq!(
+            (pump.state, pump.metrics.get("rpm")),
+            (Presence::Online, Some(&json!(1300)))
+        );
+        // The node reconnects (bdSeq 2), then the old connection's Will arrives.
+        let rebirth = encode(&[("bdSeq", json!(2)), ("temp", json!(21.0))], Some(0));
+        e.on_message("spBv1.0/plant/NBIRTH/edge", &rebirth, false, 2_000);
+        let old_death = encode(&[("bdSeq", json!(1))], None);
+        e.on_message("spBv1.0/plant/NDEATH/edge", &old_death, false, 2_100);
+        assert_eq!(e.get("plant/edge").unwrap().state, Presence::Online);
+        assert_eq!(e.stale_deaths, 1);
+        let death = encode(&[("bdSeq", json!(2))], None);
+        e.on_message("spBv1.0/plant/NDEATH/edge", &death, false, 3_000);
+        let node = e.get("plant/edge").unwrap();
+        assert_eq!((node.state, node.since), (Presence::Offline, 3_000));
+        let pump = e.get("plant/edge/pump").unwrap();
+        assert_eq!(pump.state, Presence::Offline);
+        assert_eq!(pump.said.as_ref().unwrap().detail, "its edge node's NDEATH");
+        // A payload that is not protobuf is counted, not a device.
+        e.on_message("spBv1.0/plant/NBIRTH/other", &[0x12, 0xff], false, 4_000);
+        assert_eq!((e.bad_payloads, e.get("plant/other")), (1, None));
     }
 }

@@ -372,3 +372,93 @@ fn in_front_of_mosquitto_the_monitor_follows_status_topics() {
     let v = until(&kite, "dev-n", "offline", state_is("offline"));
     assert_eq!(v["said"]["source"], "status", "{v}");
 }
+
+/// An edge node with the Sparkplug B Will (NDEATH with the session's bdSeq), as a client of the
+/// embedded broker, that announces itself with NBIRTH and `metrics`.
+fn edge_node(via: &Via, client_id: &str, bd_seq: u64) -> TestClient {
+    use kite_gateway::sparkplug::encode;
+    use serde_json::json;
+    let mut c = connect(Version::V5, client_id);
+    c.will = Some(Will {
+        topic: "spBv1.0/plant/NDEATH/edge-1".into(),
+        payload: Bytes::from(encode(&[("bdSeq", json!(bd_seq))], None)),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        properties: Default::default(),
+    });
+    let (mut client, ack) = TestClient::connect(via, c);
+    assert!(!ack.reason.is_error(), "{ack:?}");
+    let birth = encode(
+        &[
+            ("bdSeq", json!(bd_seq)),
+            ("Node Control/Rebirth", json!(false)),
+            ("temp", json!(20.5)),
+        ],
+        Some(0),
+    );
+    let mut p = publish("spBv1.0/plant/NBIRTH/edge-1", "", QoS::AtMostOnce, 0);
+    p.payload = Bytes::from(birth);
+    client.publish(p);
+    client
+}
+
+/// Sparkplug B through the real broker: NBIRTH and DBIRTH make a node and its device online
+/// with their metrics; when the node has reconnected (a new session, bdSeq 1) the old
+/// connection's Will (NDEATH, bdSeq 0) is stale and ignored; the new session's NDEATH makes the
+/// node and its device offline.
+#[test]
+fn sparkplug_nodes_follow_birth_and_death_and_a_stale_ndeath_is_ignored() {
+    use kite_gateway::sparkplug::encode;
+    use serde_json::json;
+    let dir = TempDir::new("devices-sparkplug");
+    let kite = Gateway::start_with(
+        &[],
+        None,
+        monitoring(dir.path(), "[[devices]]\nsparkplug = true\n"),
+    );
+    let via = Via::Tcp(kite.mqtt_addr.unwrap());
+    let old = edge_node(&via, "edge-1-a", 0);
+    let v = until(&kite, "plant%2Fedge-1", "online", state_is("online"));
+    assert_eq!(
+        (&v["bd_seq"], &v["metrics"]["temp"]),
+        (&json!(0), &json!(20.5)),
+        "{v}"
+    );
+    // The node reconnects (its old TCP connection not yet seen dead), then births a device.
+    let mut new = edge_node(&via, "edge-1-b", 1);
+    let mut dbirth = publish("spBv1.0/plant/DBIRTH/edge-1/pump", "", QoS::AtMostOnce, 0);
+    dbirth.payload = Bytes::from(encode(&[("rpm", json!(1200))], Some(1)));
+    new.publish(dbirth);
+    let pump = until(&kite, "plant%2Fedge-1%2Fpump", "online", state_is("online"));
+    assert_eq!(pump["metrics"]["rpm"], 1200, "{pump}");
+    until(&kite, "plant%2Fedge-1", "the new session", |v| {
+        v["bd_seq"] == 1
+    });
+    // The old connection dies: its Will is the stale NDEATH.
+    old.drop_connection();
+    wait_for("the stale NDEATH counted", Duration::from_secs(10), || {
+        let text = ureq::get(&kite.http_url("/metrics"))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap();
+        text.contains("kite_devices_sparkplug_stale_deaths_total 1")
+            .then_some(())
+    });
+    assert_eq!(
+        get_json(&kite, "/api/v1/devices/plant%2Fedge-1").1["state"],
+        "online"
+    );
+    // The live session ends: its NDEATH is the node's, and its device's.
+    new.drop_connection();
+    let v = until(&kite, "plant%2Fedge-1", "offline", state_is("offline"));
+    assert_eq!(v["said"]["source"], "sparkplug", "{v}");
+    let pump = until(
+        &kite,
+        "plant%2Fedge-1%2Fpump",
+        "offline",
+        state_is("offline"),
+    );
+    assert_eq!(pump["said"]["detail"], "its edge node's NDEATH", "{pump}");
+}

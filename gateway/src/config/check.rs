@@ -917,10 +917,10 @@ fn resolve_devices(
             );
         }
         if d.sparkplug == Some(true) {
-            report(
-                "sparkplug",
-                "[[devices]] sparkplug = true is not supported by this version of Kite yet: watch the Sparkplug nodes' STATE or data topics with status_topic or activity rules meanwhile".into(),
-            );
+            out.push(Rule {
+                kind: Kind::Sparkplug,
+                pattern: None,
+            });
             continue;
         }
         if upstreams {
@@ -2040,14 +2040,13 @@ role = \"ghost\"
                 ("devices[1].online", 3),
                 ("devices[2].activity", 6),
                 ("devices[2].stale_after_secs", 7),
-                ("devices[3].sparkplug", 10),
                 ("devices[4].status_topic", 12),
                 ("devices[5].status_topic", 16),
             ],
             "{problems:#?}"
         );
         assert!(problems[1].message.contains("whole level"), "{problems:?}");
-        assert!(problems[4].message.contains("exactly one"), "{problems:?}");
+        assert!(problems[3].message.contains("exactly one"), "{problems:?}");
         // A good file: the rules in order, with defaults.
         let dir = std::env::temp_dir().join(format!("kite-devices-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
