@@ -12,7 +12,7 @@ use std::rc::Rc;
 use wasm_bindgen::JsValue;
 use yew::prelude::*;
 
-use crate::api;
+use crate::api::{self, Load};
 use crate::tick::{ago, local_time, use_interval};
 
 /// Properties of [`AlarmsView`].
@@ -119,15 +119,6 @@ fn notify_new(alarms: &[Alarm], seen: &Rc<RefCell<Option<HashSet<u64>>>>) {
             &options,
         );
     }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-enum Load {
-    Loading,
-    Off,
-    Login,
-    Failed(String),
-    Ready(Rc<Vec<Alarm>>),
 }
 
 /// Which alarms are listed.
@@ -376,7 +367,7 @@ impl RuleForm {
 /// The Alarms view.
 #[component]
 pub fn AlarmsView(props: &AlarmsProps) -> Html {
-    let load = use_state(|| Load::Loading);
+    let load = use_state(|| Load::<Vec<Alarm>>::Loading);
     let rules = use_state(Vec::<Rule>::new);
     let show = use_state(|| Show::Open);
     let now = use_state(js_sys::Date::now);
@@ -389,18 +380,8 @@ pub fn AlarmsView(props: &AlarmsProps) -> Html {
         move || {
             let (load, rules, auth) = (load.clone(), rules.clone(), auth.clone());
             wasm_bindgen_futures::spawn_local(async move {
-                let answer = api::get_json("/api/v1/alarms?limit=500", auth.as_deref()).await;
-                load.set(match answer {
-                    Ok((200, json)) => Load::Ready(Rc::new(parse_alarms(&json))),
-                    Ok((404, _)) => Load::Off,
-                    Ok((401, _)) => Load::Login,
-                    Ok((status, json)) => Load::Failed(
-                        api::field(&json, "error")
-                            .as_string()
-                            .unwrap_or_else(|| format!("HTTP {status}")),
-                    ),
-                    Err(e) => Load::Failed(e),
-                });
+                let answer = api::ask("/api/v1/alarms?limit=500", auth.as_deref()).await;
+                load.set(Load::from(answer, parse_alarms));
                 if let Ok((200, json)) =
                     api::get_json("/api/v1/alarms/rules", auth.as_deref()).await
                 {
@@ -417,30 +398,12 @@ pub fn AlarmsView(props: &AlarmsProps) -> Html {
         let now = now.clone();
         use_interval(1_000, move || now.set(js_sys::Date::now()));
     }
-    let alarms = match &*load {
-        Load::Loading => {
-            return html! { <section class="card"><h2>{ "Alarms" }</h2><p class="muted">{ "Asking the gateway…" }</p></section> };
-        }
-        Load::Off => {
-            return html! {
-                <section class="card"><h2>{ "Alarms" }</h2>
-                    <p class="muted">{ "This gateway keeps no alarms: they need a data directory ([broker] data_dir)." }</p>
-                </section>
-            };
-        }
-        Load::Login => {
-            return html! {
-                <section class="card"><h2>{ "Alarms" }</h2>
-                    <p class="muted">{ "The gateway shows its alarms to logged-in users: give a connection to this gateway a user name and password." }</p>
-                </section>
-            };
-        }
-        Load::Failed(e) => {
-            return html! {
-                <section class="card"><h2>{ "Alarms" }</h2><p class="error" role="alert">{ format!("Could not read the alarms: {e}") }</p></section>
-            };
-        }
-        Load::Ready(a) => a.clone(),
+    let alarms = match load.ready(
+        "Alarms",
+        "This gateway keeps no alarms: they need a data directory ([broker] data_dir).",
+    ) {
+        Ok(a) => a,
+        Err(card) => return card,
     };
     let open_count = alarms.iter().filter(|a| a.state != "cleared").count();
     let listed: Vec<&Alarm> = alarms

@@ -152,25 +152,76 @@ pub fn describe(value: JsValue) -> String {
 /// `GET path` with an optional `Authorization` header: the HTTP status and, for a JSON
 /// answer, its value (`null` otherwise).
 pub async fn get_json(path: &str, auth: Option<&str>) -> Result<(u16, JsValue), String> {
-    let window = web_sys::window().ok_or("no browser window")?;
-    let init = web_sys::RequestInit::new();
-    if let Some(auth) = auth {
-        let headers = web_sys::Headers::new().map_err(describe)?;
-        headers.set("Authorization", auth).map_err(describe)?;
-        init.set_headers(&headers);
+    send_json("GET", path, None, auth).await
+}
+
+/// What the gateway answers an app view's question.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    /// 200, with its JSON.
+    Ok(JsValue),
+    /// 404: the gateway does not have it (not configured).
+    Off,
+    /// 401: a login is needed that no connection gives.
+    Login,
+    /// Anything else: why.
+    Failed(String),
+}
+
+/// What an app view has of the gateway's answer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Load<T> {
+    /// Asked, no answer yet.
+    Loading,
+    /// An answer that is not the data (not configured, a login needed, a failure).
+    Not(Answer),
+    /// The data, read.
+    Ready(std::rc::Rc<T>),
+}
+
+impl<T> Load<T> {
+    /// The answer, read with `parse` when it is the data.
+    pub fn from(answer: Answer, parse: impl FnOnce(&JsValue) -> T) -> Self {
+        match answer {
+            Answer::Ok(json) => Self::Ready(std::rc::Rc::new(parse(&json))),
+            other => Self::Not(other),
+        }
     }
-    let response = JsFuture::from(window.fetch_with_str_and_init(path, &init))
-        .await
-        .map_err(describe)?;
-    let response: web_sys::Response = response
-        .dyn_into()
-        .map_err(|_| "fetch did not return a Response".to_owned())?;
-    let status = response.status();
-    let json = match response.json() {
-        Ok(p) => JsFuture::from(p).await.unwrap_or(JsValue::NULL),
-        Err(_) => JsValue::NULL,
-    };
-    Ok((status, json))
+
+    /// The data; else the card to show instead (titled `title`; `off` says how to turn the
+    /// feature on).
+    pub fn ready(&self, title: &str, off: &str) -> Result<std::rc::Rc<T>, yew::Html> {
+        use yew::html;
+        let body = match self {
+            Self::Ready(data) => return Ok(data.clone()),
+            Self::Loading => html! { <p class="muted">{ "Asking the gateway…" }</p> },
+            Self::Not(Answer::Off) => html! { <p class="muted">{ off.to_owned() }</p> },
+            Self::Not(Answer::Login) => html! {
+                <p class="muted">{ "The gateway shows this to logged-in users: give a connection to this gateway a user name and password." }</p>
+            },
+            Self::Not(Answer::Failed(e)) => {
+                html! { <p class="error" role="alert">{ format!("Could not read it: {e}") }</p> }
+            }
+            // `from` makes no `Not(Ok)`.
+            Self::Not(Answer::Ok(_)) => html! {},
+        };
+        Err(html! { <section class="card"><h2>{ title.to_owned() }</h2>{ body }</section> })
+    }
+}
+
+/// `GET path` as an app view reads it.
+pub async fn ask(path: &str, auth: Option<&str>) -> Answer {
+    match get_json(path, auth).await {
+        Ok((200, json)) => Answer::Ok(json),
+        Ok((404, _)) => Answer::Off,
+        Ok((401, _)) => Answer::Login,
+        Ok((status, json)) => Answer::Failed(
+            field(&json, "error")
+                .as_string()
+                .unwrap_or_else(|| format!("HTTP {status}")),
+        ),
+        Err(e) => Answer::Failed(e),
+    }
 }
 
 /// `method path` with a JSON `body` (or none) and an optional `Authorization` header: the

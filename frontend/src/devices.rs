@@ -5,12 +5,11 @@
 //! topics in a connection that dials the gateway's default broker.
 
 use std::cmp::Ordering;
-use std::rc::Rc;
 
 use web_sys::HtmlElement;
 use yew::prelude::*;
 
-use crate::api;
+use crate::api::{self, Load};
 use crate::route::{Route, link};
 use crate::tick::{ago, local_time, use_interval};
 
@@ -83,36 +82,7 @@ pub enum Sort {
 }
 
 /// Orders ids as people read them: `dev-2` before `dev-10`.
-pub fn natural(a: &str, b: &str) -> Ordering {
-    let (mut x, mut y) = (a.as_bytes(), b.as_bytes());
-    loop {
-        match (x.first(), y.first()) {
-            (None, None) => return a.cmp(b),
-            (None, Some(_)) => return Ordering::Less,
-            (Some(_), None) => return Ordering::Greater,
-            (Some(c), Some(d)) if c.is_ascii_digit() && d.is_ascii_digit() => {
-                let n = x.iter().take_while(|c| c.is_ascii_digit()).count();
-                let m = y.iter().take_while(|c| c.is_ascii_digit()).count();
-                let z = |s: &[u8]| s.iter().take_while(|c| **c == b'0').count();
-                let (p, q) = (&x[..n], &y[..m]);
-                let (p, q) = (&p[z(p)..], &q[z(q)..]);
-                let o = p.len().cmp(&q.len()).then_with(|| p.cmp(q));
-                if o != Ordering::Equal {
-                    return o;
-                }
-                x = &x[n..];
-                y = &y[m..];
-            }
-            (Some(c), Some(d)) => {
-                if c != d {
-                    return c.cmp(d);
-                }
-                x = &x[1..];
-                y = &y[1..];
-            }
-        }
-    }
-}
+pub use kite_mqtt::topic::natural_cmp as natural;
 
 /// The devices shown: those in `state` (all: `None`) whose id or last topic contains `text`
 /// (ignoring ASCII case), sorted.
@@ -150,21 +120,10 @@ pub fn shown<'d>(
     v
 }
 
-#[derive(Debug, Clone, PartialEq)]
-enum Load {
-    Loading,
-    /// The gateway monitors no devices (404).
-    Off,
-    /// The API wants a login no connection gives (401).
-    Login,
-    Failed(String),
-    Ready(Rc<Vec<Device>>),
-}
-
 /// The Devices view.
 #[component]
 pub fn DevicesView(props: &DevicesProps) -> Html {
-    let load = use_state(|| Load::Loading);
+    let load = use_state(|| Load::<Vec<Device>>::Loading);
     let now = use_state(js_sys::Date::now);
     let state = use_state(|| None::<String>);
     let text = use_state(String::new);
@@ -175,18 +134,8 @@ pub fn DevicesView(props: &DevicesProps) -> Html {
         use_interval(5_000, move || {
             let (load, auth) = (load.clone(), auth.clone());
             wasm_bindgen_futures::spawn_local(async move {
-                let answer = api::get_json("/api/v1/devices?limit=10000", auth.as_deref()).await;
-                load.set(match answer {
-                    Ok((200, json)) => Load::Ready(Rc::new(parse_devices(&json))),
-                    Ok((404, _)) => Load::Off,
-                    Ok((401, _)) => Load::Login,
-                    Ok((status, json)) => Load::Failed(
-                        api::field(&json, "error")
-                            .as_string()
-                            .unwrap_or_else(|| format!("HTTP {status}")),
-                    ),
-                    Err(e) => Load::Failed(e),
-                });
+                let answer = api::ask("/api/v1/devices?limit=10000", auth.as_deref()).await;
+                load.set(Load::from(answer, parse_devices));
             });
         });
     }
@@ -194,30 +143,12 @@ pub fn DevicesView(props: &DevicesProps) -> Html {
         let now = now.clone();
         use_interval(1_000, move || now.set(js_sys::Date::now()));
     }
-    let devices = match &*load {
-        Load::Loading => {
-            return html! { <section class="card"><h2>{ "Devices" }</h2><p class="muted">{ "Asking the gateway…" }</p></section> };
-        }
-        Load::Off => {
-            return html! {
-                <section class="card"><h2>{ "Devices" }</h2>
-                    <p class="muted">{ "This gateway monitors no devices. Add [[devices]] rules to its config (status topics with Wills, activity, client connections): see the README's \"Devices\"." }</p>
-                </section>
-            };
-        }
-        Load::Login => {
-            return html! {
-                <section class="card"><h2>{ "Devices" }</h2>
-                    <p class="muted">{ "The gateway shows its devices to logged-in users: give a connection to this gateway a user name and password." }</p>
-                </section>
-            };
-        }
-        Load::Failed(e) => {
-            return html! {
-                <section class="card"><h2>{ "Devices" }</h2><p class="error" role="alert">{ format!("Could not read the devices: {e}") }</p></section>
-            };
-        }
-        Load::Ready(d) => d.clone(),
+    let devices = match load.ready(
+        "Devices",
+        "This gateway monitors no devices. Add [[devices]] rules to its config (status topics with Wills, activity, client connections, Sparkplug B): see the README's \"Devices\".",
+    ) {
+        Ok(d) => d,
+        Err(card) => return card,
     };
     let count = |s: &str| devices.iter().filter(|d| d.state == s).count();
     let rows = shown(&devices, state.as_deref(), &text, *sort);

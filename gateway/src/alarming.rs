@@ -345,55 +345,53 @@ impl AlarmService {
             );
         }
         let _ = writeln!(out, "kite_alarms{{state=\"cleared\"}} {cleared}");
-        for (name, kind, help, v) in [
-            (
-                "kite_alarms_up",
-                "gauge",
-                "Whether the alarms' session with the broker is up (1) or not (0).",
-                self.up.load(Relaxed),
-            ),
-            (
-                "kite_alarm_webhook_sent_total",
-                "counter",
-                "Webhook notifications delivered (a 2xx answer).",
-                self.webhook_sent.load(Relaxed),
-            ),
-            (
-                "kite_alarm_webhook_failures_total",
-                "counter",
-                "Webhook attempts that failed (each retry counts).",
-                self.webhook_failures.load(Relaxed),
-            ),
-            (
-                "kite_alarm_webhook_given_up_total",
-                "counter",
-                "Webhook notifications given up after every retry.",
-                self.webhook_given_up.load(Relaxed),
-            ),
-            (
-                "kite_alarm_webhook_dropped_total",
-                "counter",
-                "Webhook notifications dropped: 1,000 were waiting already.",
-                self.webhook_dropped.load(Relaxed),
-            ),
-            (
-                "kite_alarm_mqtt_failures_total",
-                "counter",
-                "MQTT notices that could not be published.",
-                self.mqtt_failures.load(Relaxed),
-            ),
-            (
-                "kite_alarm_save_failures_total",
-                "counter",
-                "Times the alarms that changed could not be kept in the data store.",
-                self.save_failures.load(Relaxed),
-            ),
-        ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
-            );
-        }
+        crate::metrics::write_rows(
+            &mut out,
+            &[
+                (
+                    "kite_alarms_up",
+                    "gauge",
+                    "Whether the alarms' session with the broker is up (1) or not (0).",
+                    self.up.load(Relaxed),
+                ),
+                (
+                    "kite_alarm_webhook_sent_total",
+                    "counter",
+                    "Webhook notifications delivered (a 2xx answer).",
+                    self.webhook_sent.load(Relaxed),
+                ),
+                (
+                    "kite_alarm_webhook_failures_total",
+                    "counter",
+                    "Webhook attempts that failed (each retry counts).",
+                    self.webhook_failures.load(Relaxed),
+                ),
+                (
+                    "kite_alarm_webhook_given_up_total",
+                    "counter",
+                    "Webhook notifications given up after every retry.",
+                    self.webhook_given_up.load(Relaxed),
+                ),
+                (
+                    "kite_alarm_webhook_dropped_total",
+                    "counter",
+                    "Webhook notifications dropped: 1,000 were waiting already.",
+                    self.webhook_dropped.load(Relaxed),
+                ),
+                (
+                    "kite_alarm_mqtt_failures_total",
+                    "counter",
+                    "MQTT notices that could not be published.",
+                    self.mqtt_failures.load(Relaxed),
+                ),
+                (
+                    "kite_alarm_save_failures_total",
+                    "counter",
+                    "Times the alarms that changed could not be kept in the data store.",
+                    self.save_failures.load(Relaxed),
+                ),
+            ],
+        );
         out
     }
 }

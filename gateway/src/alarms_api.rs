@@ -212,6 +212,48 @@ fn change_failed(e: ChangeError, name: &str) -> ApiError {
     }
 }
 
+/// A rule made or changed through the API: the caller may manage rules, the body is a good
+/// rule (named `name` when given), on a topic the caller may read; then stored and applied.
+async fn put(
+    state: AppState,
+    peer: std::net::IpAddr,
+    headers: HeaderMap,
+    name: Option<String>,
+    body: Body,
+) -> Result<Response, Response> {
+    let (service, who) = open(&state, &headers, peer).await?;
+    may_manage(&state, &who, None).map_err(IntoResponse::into_response)?;
+    let rule = read_rule(&state, body)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    if let Some(name) = &name
+        && rule.name != *name
+    {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            Some("name"),
+            format!(
+                "the body's name {:?} is not the path's {name:?}: a rule is renamed by deleting it and creating another",
+                rule.name
+            ),
+        )
+        .into_response());
+    }
+    may_manage(&state, &who, Some(&rule)).map_err(IntoResponse::into_response)?;
+    let created = name.is_none();
+    let name = rule.name.clone();
+    service
+        .put_rule(rule, created)
+        .await
+        .map_err(|e| change_failed(e, &name).into_response())?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, axum::Json(serde_json::json!({ "name": name }))).into_response())
+}
+
 /// `POST /api/v1/alarms/rules`.
 pub async fn create(
     State(state): State<AppState>,
@@ -219,29 +261,9 @@ pub async fn create(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let (service, who) = match open(&state, &headers, peer.ip()).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    if let Err(r) = may_manage(&state, &who, None) {
-        return r.into_response();
-    }
-    let rule = match read_rule(&state, body).await {
-        Ok(r) => r,
-        Err(r) => return r.into_response(),
-    };
-    if let Err(r) = may_manage(&state, &who, Some(&rule)) {
-        return r.into_response();
-    }
-    let name = rule.name.clone();
-    match service.put_rule(rule, true).await {
-        Ok(()) => (
-            StatusCode::CREATED,
-            axum::Json(serde_json::json!({ "name": name })),
-        )
-            .into_response(),
-        Err(e) => change_failed(e, &name).into_response(),
-    }
+    put(state, peer.ip(), headers, None, body)
+        .await
+        .unwrap_or_else(|r| r)
 }
 
 /// `PUT /api/v1/alarms/rules/{name}`.
@@ -252,35 +274,9 @@ pub async fn replace(
     Path(name): Path<String>,
     body: Body,
 ) -> Response {
-    let (service, who) = match open(&state, &headers, peer.ip()).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    if let Err(r) = may_manage(&state, &who, None) {
-        return r.into_response();
-    }
-    let rule = match read_rule(&state, body).await {
-        Ok(r) => r,
-        Err(r) => return r.into_response(),
-    };
-    if rule.name != name {
-        return error(
-            StatusCode::BAD_REQUEST,
-            Some("name"),
-            format!(
-                "the body's name {:?} is not the path's {name:?}: a rule is renamed by deleting it and creating another",
-                rule.name
-            ),
-        )
-        .into_response();
-    }
-    if let Err(r) = may_manage(&state, &who, Some(&rule)) {
-        return r.into_response();
-    }
-    match service.put_rule(rule, false).await {
-        Ok(()) => axum::Json(serde_json::json!({ "name": name })).into_response(),
-        Err(e) => change_failed(e, &name).into_response(),
-    }
+    put(state, peer.ip(), headers, Some(name), body)
+        .await
+        .unwrap_or_else(|r| r)
 }
 
 /// `DELETE /api/v1/alarms/rules/{name}`.

@@ -285,57 +285,65 @@ impl Metrics {
 
 /// The password checks' counters (see [`crate::logins`]).
 /// The history recorder and store (`[history]`).
-pub fn render_history(m: &Metrics, usage: &kite_data::Usage) -> String {
-    let mut out = String::new();
-    for (name, kind, help, v) in [
-        (
-            "kite_history_up",
-            "gauge",
-            "Whether the history recorder's session is up (1) or not (0).",
-            m.history_up.load(Relaxed),
-        ),
-        (
-            "kite_history_recorded_total",
-            "counter",
-            "Messages the history recorder committed.",
-            m.history_recorded.load(Relaxed),
-        ),
-        (
-            "kite_history_bytes",
-            "gauge",
-            "Bytes the history store counts against [history] max_bytes.",
-            usage.bytes,
-        ),
-        (
-            "kite_history_topics",
-            "gauge",
-            "Topics recorded.",
-            usage.topics,
-        ),
-        (
-            "kite_history_messages",
-            "gauge",
-            "Messages kept in the history store.",
-            usage.messages,
-        ),
-        (
-            "kite_history_dropped_total",
-            "counter",
-            "Recorded messages removed to stay within [history] max_bytes.",
-            usage.dropped,
-        ),
-        (
-            "kite_history_expired_total",
-            "counter",
-            "Recorded messages removed for their age ([history] retention_days).",
-            usage.expired,
-        ),
-    ] {
+/// Writes one metric per row: (name, "gauge" or "counter", help, value).
+pub fn write_rows(out: &mut String, rows: &[(&str, &str, &str, u64)]) {
+    for (name, kind, help, v) in rows {
         let _ = writeln!(
             out,
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
         );
     }
+}
+
+pub fn render_history(m: &Metrics, usage: &kite_data::Usage) -> String {
+    let mut out = String::new();
+    write_rows(
+        &mut out,
+        &[
+            (
+                "kite_history_up",
+                "gauge",
+                "Whether the history recorder's session is up (1) or not (0).",
+                m.history_up.load(Relaxed),
+            ),
+            (
+                "kite_history_recorded_total",
+                "counter",
+                "Messages the history recorder committed.",
+                m.history_recorded.load(Relaxed),
+            ),
+            (
+                "kite_history_bytes",
+                "gauge",
+                "Bytes the history store counts against [history] max_bytes.",
+                usage.bytes,
+            ),
+            (
+                "kite_history_topics",
+                "gauge",
+                "Topics recorded.",
+                usage.topics,
+            ),
+            (
+                "kite_history_messages",
+                "gauge",
+                "Messages kept in the history store.",
+                usage.messages,
+            ),
+            (
+                "kite_history_dropped_total",
+                "counter",
+                "Recorded messages removed to stay within [history] max_bytes.",
+                usage.dropped,
+            ),
+            (
+                "kite_history_expired_total",
+                "counter",
+                "Recorded messages removed for their age ([history] retention_days).",
+                usage.expired,
+            ),
+        ],
+    );
     out
 }
 

@@ -120,92 +120,49 @@ pub fn render_metrics(m: &Monitor) -> String {
     for (p, n) in kite_data::Presence::ALL.iter().zip(counts) {
         let _ = writeln!(out, "kite_devices{{state=\"{}\"}} {n}", p.as_str());
     }
-    for (name, kind, help, v) in [
-        (
-            "kite_devices_up",
-            "gauge",
-            "Whether the device monitor's session with the broker is up (1) or not (0).",
-            m.up.load(Relaxed),
-        ),
-        (
-            "kite_devices_refused_total",
-            "counter",
-            "New device ids not added: the monitor holds as many devices as it may (100,000).",
-            refused,
-        ),
-        (
-            "kite_devices_sparkplug_bad_payloads_total",
-            "counter",
-            "Sparkplug B payloads the monitor could not read.",
-            bad,
-        ),
-        (
-            "kite_devices_sparkplug_stale_deaths_total",
-            "counter",
-            "Sparkplug B NDEATHs ignored: their bdSeq was not the one of the node's last NBIRTH.",
-            stale,
-        ),
-        (
-            "kite_devices_missed_events_total",
-            "counter",
-            "Client connections and disconnections the monitor missed because it fell behind.",
-            m.missed_events.load(Relaxed),
-        ),
-        (
-            "kite_devices_save_failures_total",
-            "counter",
-            "Times the devices that changed could not be kept in the data store.",
-            m.save_failures.load(Relaxed),
-        ),
-    ] {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
-        );
-    }
+    crate::metrics::write_rows(
+        &mut out,
+        &[
+            (
+                "kite_devices_up",
+                "gauge",
+                "Whether the device monitor's session with the broker is up (1) or not (0).",
+                m.up.load(Relaxed),
+            ),
+            (
+                "kite_devices_refused_total",
+                "counter",
+                "New device ids not added: the monitor holds as many devices as it may (100,000).",
+                refused,
+            ),
+            (
+                "kite_devices_sparkplug_bad_payloads_total",
+                "counter",
+                "Sparkplug B payloads the monitor could not read.",
+                bad,
+            ),
+            (
+                "kite_devices_sparkplug_stale_deaths_total",
+                "counter",
+                "Sparkplug B NDEATHs ignored: their bdSeq was not the one of the node's last NBIRTH.",
+                stale,
+            ),
+            (
+                "kite_devices_missed_events_total",
+                "counter",
+                "Client connections and disconnections the monitor missed because it fell behind.",
+                m.missed_events.load(Relaxed),
+            ),
+            (
+                "kite_devices_save_failures_total",
+                "counter",
+                "Times the devices that changed could not be kept in the data store.",
+                m.save_failures.load(Relaxed),
+            ),
+        ],
+    );
     out
 }
 
 /// Orders ids as people read them: `dev-2` before `dev-10`.
-pub fn natural(a: &str, b: &str) -> std::cmp::Ordering {
-    let (mut x, mut y) = (a.as_bytes(), b.as_bytes());
-    loop {
-        match (x.first(), y.first()) {
-            (None, None) => return a.cmp(b),
-            (None, Some(_)) => return std::cmp::Ordering::Less,
-            (Some(_), None) => return std::cmp::Ordering::Greater,
-            (Some(c), Some(d)) if c.is_ascii_digit() && d.is_ascii_digit() => {
-                let n = x.iter().take_while(|c| c.is_ascii_digit()).count();
-                let m = y.iter().take_while(|c| c.is_ascii_digit()).count();
-                let (p, q) = (&x[..n], &y[..m]);
-                let z = |s: &[u8]| s.iter().take_while(|c| **c == b'0').count();
-                let (tp, tq) = (&p[z(p)..], &q[z(q)..]);
-                let o = tp.len().cmp(&tq.len()).then_with(|| tp.cmp(tq));
-                if o != std::cmp::Ordering::Equal {
-                    return o;
-                }
-                x = &x[n..];
-                y = &y[m..];
-            }
-            (Some(c), Some(d)) => {
-                if c != d {
-                    return c.cmp(d);
-                }
-                x = &x[1..];
-                y = &y[1..];
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::natural;
-
-    #[test]
-    fn ids_sort_as_people_read_them() {
-        let mut v = vec!["dev-10", "dev-2", "dev-1", "a", "dev-02", "dev-b"];
-        v.sort_by(|a, b| natural(a, b));
-        assert_eq!(v, ["a", "dev-1", "dev-02", "dev-2", "dev-10", "dev-b"]);
-    }
-}
+pub use kite_mqtt::topic::natural_cmp as natural;

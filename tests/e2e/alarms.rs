@@ -256,17 +256,7 @@ fn a_webhook_that_is_down_holds_up_no_message() {
         device.publish(publish(&format!("plant/{i}/v"), "1", QoS::AtLeastOnce, i));
     }
     reader.join().unwrap();
-    let metric = |name: &str| -> u64 {
-        let text = ureq::get(&kite.http_url("/metrics"))
-            .call()
-            .unwrap()
-            .body_mut()
-            .read_to_string()
-            .unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or(0)
-    };
+    let metric = |name: &str| kite.metric(name);
     wait_for("the alarms raised", Duration::from_secs(10), || {
         (metric("kite_alarms{state=\"active\",severity=\"warning\"}") == u64::from(n)).then_some(())
     });

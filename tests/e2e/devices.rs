@@ -33,17 +33,7 @@ fn monitoring(dir: &std::path::Path, rules: &str) -> impl FnOnce(&mut Config) + 
 }
 
 fn get_json(kite: &Gateway, path: &str) -> (u16, serde_json::Value) {
-    let agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .new_agent();
-    let mut response = agent.get(&kite.http_url(path)).call().unwrap();
-    let status = response.status().as_u16();
-    let text = response.body_mut().read_to_string().unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}: {text}")),
-    )
+    kite.get_json(path)
 }
 
 /// The device `id` once `pred` holds for it (10 s at most).
@@ -185,26 +175,9 @@ fn wills_silence_and_connections_make_presence_and_it_outlives_a_restart() {
         })
         .collect();
     assert_eq!(before[2].1["since"], v["since"]);
-    let (_, metrics) = {
-        let agent = ureq::Agent::new_with_defaults();
-        let text = agent
-            .get(&kite.http_url("/metrics"))
-            .call()
-            .unwrap()
-            .body_mut()
-            .read_to_string()
-            .unwrap();
-        (200, text)
-    };
-    assert!(
-        metrics.contains("kite_devices{state=\"offline\"} 3"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("kite_devices{state=\"stale\"} 1"),
-        "{metrics}"
-    );
-    assert!(metrics.contains("kite_devices_up 1"), "{metrics}");
+    assert_eq!(kite.metric("kite_devices{state=\"offline\"}"), 3);
+    assert_eq!(kite.metric("kite_devices{state=\"stale\"}"), 1);
+    assert_eq!(kite.metric("kite_devices_up"), 1);
 
     // Restart: each device as it was, since included.
     drop(kite);
@@ -437,14 +410,7 @@ fn sparkplug_nodes_follow_birth_and_death_and_a_stale_ndeath_is_ignored() {
     // The old connection dies: its Will is the stale NDEATH.
     old.drop_connection();
     wait_for("the stale NDEATH counted", Duration::from_secs(10), || {
-        let text = ureq::get(&kite.http_url("/metrics"))
-            .call()
-            .unwrap()
-            .body_mut()
-            .read_to_string()
-            .unwrap();
-        text.contains("kite_devices_sparkplug_stale_deaths_total 1")
-            .then_some(())
+        (kite.metric("kite_devices_sparkplug_stale_deaths_total") == 1).then_some(())
     });
     assert_eq!(
         get_json(&kite, "/api/v1/devices/plant%2Fedge-1").1["state"],

@@ -427,6 +427,37 @@ impl Gateway {
     pub fn ws_url(&self, path: &str) -> String {
         format!("ws://{}{path}", self.addr)
     }
+
+    /// `GET path` of the HTTP API: the status and the JSON answer (`null` if none).
+    pub fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .new_agent();
+        let mut response = agent.get(&self.http_url(path)).call().unwrap();
+        let status = response.status().as_u16();
+        let text = response
+            .body_mut()
+            .with_config()
+            .limit(1 << 30)
+            .read_to_string()
+            .unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or_default())
+    }
+
+    /// A value of `/metrics` (`name` with its labels, e.g. `kite_devices{state="online"}`);
+    /// 0 when it is not there.
+    pub fn metric(&self, name: &str) -> u64 {
+        let text = ureq::get(&self.http_url("/metrics"))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap_or_default();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0)
+    }
 }
 
 impl Drop for Gateway {

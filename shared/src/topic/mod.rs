@@ -181,6 +181,41 @@ fn load8(b: &[u8], at: usize) -> u64 {
     )
 }
 
+/// Orders names as people read them — runs of digits by their value, so `dev-2` comes
+/// before `dev-10` (and `dev-02` just before `dev-2`); the rest byte by byte. Device ids and
+/// topic levels are sorted with it.
+pub fn natural_cmp(a: &str, b: &str) -> core::cmp::Ordering {
+    use core::cmp::Ordering;
+    let (mut x, mut y) = (a.as_bytes(), b.as_bytes());
+    loop {
+        match (x.first(), y.first()) {
+            (None, None) => return a.cmp(b),
+            (None, Some(_)) => return Ordering::Less,
+            (Some(_), None) => return Ordering::Greater,
+            (Some(c), Some(d)) if c.is_ascii_digit() && d.is_ascii_digit() => {
+                let n = x.iter().take_while(|c| c.is_ascii_digit()).count();
+                let m = y.iter().take_while(|c| c.is_ascii_digit()).count();
+                let zeros = |s: &[u8]| s.iter().take_while(|c| **c == b'0').count();
+                let (p, q) = (&x[..n], &y[..m]);
+                let (p, q) = (&p[zeros(p)..], &q[zeros(q)..]);
+                let o = p.len().cmp(&q.len()).then_with(|| p.cmp(q));
+                if o != Ordering::Equal {
+                    return o;
+                }
+                x = &x[n..];
+                y = &y[m..];
+            }
+            (Some(c), Some(d)) => {
+                if c != d {
+                    return c.cmp(d);
+                }
+                x = &x[1..];
+                y = &y[1..];
+            }
+        }
+    }
+}
+
 /// Checks a topic filter as carried by SUBSCRIBE/UNSUBSCRIBE, including the `$share/` form.
 #[inline]
 pub fn validate_filter(filter: &str) -> Result<(), TopicError> {
@@ -341,6 +376,17 @@ pub fn matches_below_first(filter: &str, name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn names_sort_as_people_read_them() {
+        let mut v = vec!["dev-10", "dev-2", "dev-1", "a", "dev-02", "dev-b", "dev-2x"];
+        v.sort_by(|a, b| super::natural_cmp(a, b));
+        assert_eq!(
+            v,
+            ["a", "dev-1", "dev-02", "dev-2", "dev-2x", "dev-10", "dev-b"]
+        );
+    }
+
     use super::*;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;

@@ -11,47 +11,15 @@ use bytes::BytesMut;
 use kite_mqtt::codec::{Connect, Publish};
 use kite_mqtt::{Packet, QoS};
 
-/// `kite serve` with its data in `dir`, monitoring `bench/{device}/#` when `monitor`.
+/// `kite serve` with its data in `dir`, monitoring `bench/{device}/#` when `monitor`; and
+/// its HTTP port.
 fn start_kite(kite: &Path, dir: &Path, monitor: bool) -> (super::Running, u16) {
-    let (http, mqtt) = (super::free_port(), super::free_port());
-    let _ = std::fs::remove_dir_all(dir);
-    std::fs::create_dir_all(dir).unwrap();
-    let config = dir.join("kite.toml");
     let devices = if monitor {
         "[[devices]]\nactivity = \"bench/{device}/#\"\nstale_after_secs = 3600\n[[devices]]\nstatus_topic = \"bench/{device}/status\"\n"
     } else {
         ""
     };
-    std::fs::write(
-        &config,
-        format!(
-            "[limits]\nmax_connections_per_address = 0\n[broker]\ndata_dir = \"{}\"\nsys_interval_secs = 0\n{devices}",
-            dir.join("data").display()
-        ),
-    )
-    .unwrap();
-    let child = std::process::Command::new(kite)
-        .args(["serve", "--http", &format!("127.0.0.1:{http}")])
-        .args(["--mqtt", &format!("127.0.0.1:{mqtt}")])
-        .arg("--config")
-        .arg(&config)
-        .env("KITE_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    super::wait_port(mqtt);
-    super::wait_port(http);
-    let running = super::Running {
-        target: super::Target {
-            name: "Kite",
-            tcp: mqtt,
-            ws: format!("http://127.0.0.1:{http}"),
-            ws_protocol: "mqtt",
-            pid: child.id(),
-        },
-        child,
-    };
-    (running, http)
+    super::start_kite_configured(kite, dir, devices)
 }
 
 /// A connected MQTT client on `port` (blocking).

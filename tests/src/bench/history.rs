@@ -183,44 +183,12 @@ pub fn storage(dir: &Path, scale: u64) -> Vec<(String, String, String)> {
 
 /// `kite serve` (the embedded broker, its data in `dir`), recording `bench/#` when `record`.
 fn start_recording_kite(kite: &Path, dir: &Path, record: bool) -> super::Running {
-    let (http, mqtt) = (super::free_port(), super::free_port());
-    let _ = std::fs::remove_dir_all(dir);
-    std::fs::create_dir_all(dir).unwrap();
-    let config = dir.join("kite.toml");
     let history = if record {
         "[history]\nrecord = [\"bench/#\"]\n"
     } else {
         ""
     };
-    std::fs::write(
-        &config,
-        format!(
-            "[limits]\nmax_connections_per_address = 0\n[broker]\ndata_dir = \"{}\"\nsys_interval_secs = 0\n{history}",
-            dir.join("data").display()
-        ),
-    )
-    .unwrap();
-    let child = std::process::Command::new(kite)
-        .args(["serve", "--http", &format!("127.0.0.1:{http}")])
-        .args(["--mqtt", &format!("127.0.0.1:{mqtt}")])
-        .arg("--config")
-        .arg(&config)
-        .env("KITE_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    super::wait_port(mqtt);
-    super::wait_port(http);
-    super::Running {
-        target: super::Target {
-            name: "Kite",
-            tcp: mqtt,
-            ws: format!("http://127.0.0.1:{http}"),
-            ws_protocol: "mqtt",
-            pid: child.id(),
-        },
-        child,
-    }
+    super::start_kite_configured(kite, dir, history).0
 }
 
 /// A metric's value from `/metrics` at `http` (`ws` holds the HTTP base URL here).

@@ -687,6 +687,45 @@ fn count(args: &[String], name: &str, default: usize) -> usize {
     })
 }
 
+/// `kite serve` on fresh ports with its data in `dir` (emptied first) and `extra` config
+/// (TOML); and its HTTP port. `ws` of the target holds the HTTP base URL.
+fn start_kite_configured(kite: &Path, dir: &Path, extra: &str) -> (Running, u16) {
+    let (http, mqtt) = (free_port(), free_port());
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).unwrap();
+    let config = dir.join("kite.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[limits]\nmax_connections_per_address = 0\n[broker]\ndata_dir = \"{}\"\nsys_interval_secs = 0\n{extra}",
+            dir.join("data").display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(kite)
+        .args(["serve", "--http", &format!("127.0.0.1:{http}")])
+        .args(["--mqtt", &format!("127.0.0.1:{mqtt}")])
+        .arg("--config")
+        .arg(&config)
+        .env("KITE_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_port(mqtt);
+    wait_port(http);
+    let running = Running {
+        target: Target {
+            name: "Kite",
+            tcp: mqtt,
+            ws: format!("http://127.0.0.1:{http}"),
+            ws_protocol: "mqtt",
+            pid: child.id(),
+        },
+        child,
+    };
+    (running, http)
+}
+
 #[path = "../bench/history.rs"]
 mod bench_history;
 
