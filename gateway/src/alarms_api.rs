@@ -41,7 +41,7 @@ fn no_alarms() -> Response {
     api_error(
         StatusCode::NOT_FOUND,
         None,
-        "this gateway keeps no alarms: they need a data directory ([broker] data_dir, with persistence on)",
+        "this gateway keeps no alarms: they need a data directory ([broker] data_dir, with persistence on); in front of an upstream broker, give an [[alarm]] rule, [history] or [[devices]] to turn them on",
     )
     .into_response()
 }

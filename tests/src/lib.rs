@@ -364,8 +364,9 @@ impl Gateway {
             env: Vec::new(),
         };
         let mut config = Config::load(None, overrides).unwrap();
-        // In memory unless a test gives the broker a data directory.
+        // In memory unless a test gives the broker a data directory (and alarms one).
         config.broker.data_dir = None;
+        config.alarms = None;
         adjust(&mut config);
         let state = AppState::new(config.clone()).unwrap();
         let kept = state.clone();

@@ -628,7 +628,14 @@ fn resolve(pass: &mut Pass<'_>, table: &toml::Table, overrides: Overrides) -> Co
         !resolved.is_empty(),
         login.clone(),
     );
-    let alarms = resolve_alarms(pass, alarm_rules, &broker_settings, login);
+    // In front of an upstream the gateway keeps no files unless something asks for them: the
+    // alarms are on there with [[alarm]] rules, [history] or [[devices]].
+    let stateless = !resolved.is_empty() && history.is_none() && devices.is_none();
+    let alarms = if stateless && alarm_rules.is_empty() {
+        None
+    } else {
+        resolve_alarms(pass, alarm_rules, &broker_settings, login)
+    };
 
     // [[role]], [[user]], [jwt], [acl].
     let (mut auth, problems) = kite_policy::auth::Auth::build(
