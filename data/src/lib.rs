@@ -132,8 +132,9 @@ pub trait Storage: Send + std::marker::Sync + std::fmt::Debug + 'static {
     /// Every device kept, in no particular order.
     fn devices(&self) -> Result<Vec<Device>, DataError>;
 
-    /// Keeps `changed` (each replacing the device of its id), in one commit.
-    fn save_devices(&self, changed: &[Device]) -> Result<(), DataError>;
+    /// Removes the devices whose ids are `removed`, then keeps `changed` (each replacing the
+    /// device of its id), in one commit.
+    fn save_devices(&self, changed: &[Device], removed: &[String]) -> Result<(), DataError>;
 
     /// Every alarm rule kept (those made through the API), in no particular order.
     fn alarm_rules(&self) -> Result<Vec<AlarmRule>, DataError>;

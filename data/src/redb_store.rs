@@ -1162,12 +1162,15 @@ impl Storage for RedbStorage {
         self.read_json(DEVICES, "device")
     }
 
-    fn save_devices(&self, changed: &[Device]) -> Result<(), DataError> {
-        if changed.is_empty() {
+    fn save_devices(&self, changed: &[Device], removed: &[String]) -> Result<(), DataError> {
+        if changed.is_empty() && removed.is_empty() {
             return Ok(());
         }
         self.write(|txn| {
             let mut table = txn.open_table(DEVICES).map_err(|e| self.err(e))?;
+            for id in removed {
+                table.remove(id.as_str()).map_err(|e| self.err(e))?;
+            }
             for d in changed {
                 let bytes = self.encode(&d.id, d)?;
                 table

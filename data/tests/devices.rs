@@ -51,13 +51,21 @@ fn devices_are_kept_across_a_restart_and_replaced_by_id() {
         {
             let s = RedbStorage::open(&d, sync, FOREVER).unwrap();
             assert!(s.devices().unwrap().is_empty());
-            s.save_devices(&[
-                device("dev-a", Presence::Online, 1_000),
-                device("dev-b", Presence::Stale, 2_000),
-            ])
+            s.save_devices(
+                &[
+                    device("dev-a", Presence::Online, 1_000),
+                    device("dev-b", Presence::Stale, 2_000),
+                    device("dev-c", Presence::Online, 2_000),
+                ],
+                &[],
+            )
             .unwrap();
-            s.save_devices(&[device("dev-a", Presence::Offline, 3_000)])
-                .unwrap();
+            // A removed device is gone; one removed and saved in the same commit is kept.
+            s.save_devices(
+                &[device("dev-a", Presence::Offline, 3_000)],
+                &["dev-c".into(), "dev-a".into(), "dev-none".into()],
+            )
+            .unwrap();
             // With periodic sync, `prune` is what reaches the disk.
             s.prune(10_000).unwrap();
         }
@@ -78,7 +86,7 @@ fn a_history_file_of_an_earlier_version_is_taken_over() {
     let d = dir("rename");
     {
         let s = RedbStorage::open(&d, Sync::Always, FOREVER).unwrap();
-        s.save_devices(&[device("dev-a", Presence::Online, 1)])
+        s.save_devices(&[device("dev-a", Presence::Online, 1)], &[])
             .unwrap();
     }
     std::fs::rename(d.join("data.redb"), d.join("history.redb")).unwrap();

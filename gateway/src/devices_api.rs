@@ -9,6 +9,9 @@
 //!   the id `ID` (the last of the previous page), at most `N` (default 1,000, at most
 //!   10,000); `counts` are over the devices the caller sees, before `state` and `q`.
 //! - `GET /api/v1/devices/{id}` — one device, or `404`.
+//! - `DELETE /api/v1/devices/{id}` — forgets a device that is gone for good (`204`; `404` if
+//!   none): a role needs `manage_alarms = true` (`403` otherwise). It comes back, as new,
+//!   if it is heard from again.
 //!
 //! A device: `{"id", "state", "since", "last_seen", "last_topic", "said": {"online", "t",
 //! "source", "detail"}, "stale_after_secs", "topics", "metrics", "bd_seq"}` (times in ms
@@ -217,6 +220,59 @@ pub async fn list(
     }
 }
 
+/// `404` for `id`: none, or one the caller may not see (answered alike).
+fn no_device(id: &str) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        axum::Json(serde_json::json!({
+            "error": format!("no device {id:?} (or your role may not read its topics)"),
+            "field": "id",
+        })),
+    )
+        .into_response()
+}
+
+/// `DELETE /api/v1/devices/{id}`.
+pub async fn forget(
+    State(state): State<AppState>,
+    ConnectInfo(Peer { addr: peer, .. }): ConnectInfo<Peer>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let Some(monitor) = state.devices().cloned() else {
+        return not_monitored();
+    };
+    let (role, user) = match caller(&state, &headers, peer.ip()).await {
+        Ok(who) => who,
+        Err(r) => return r,
+    };
+    let forgotten = {
+        let mut engine = monitor.engine();
+        match engine.get(&id) {
+            Some(d) if visible(role.as_ref(), &user, d) => {
+                if role.as_ref().is_some_and(|r| !r.manage_alarms) {
+                    return (
+                        StatusCode::FORBIDDEN,
+                        axum::Json(serde_json::json!({
+                            "error": "your role may not forget devices: it needs manage_alarms = true",
+                        })),
+                    )
+                        .into_response();
+                }
+                engine.forget(&id)
+            }
+            _ => false,
+        }
+    };
+    if !forgotten {
+        return no_device(&id);
+    }
+    tracing::info!(device = %id, user = %user, "device forgotten");
+    // Stored now, so that a restart right after does not bring it back.
+    monitor.save().await;
+    StatusCode::NO_CONTENT.into_response()
+}
+
 /// `GET /api/v1/devices/{id}`.
 pub async fn one(
     State(state): State<AppState>,
@@ -235,13 +291,6 @@ pub async fn one(
     match device {
         Some(d) if visible(role.as_ref(), &user, &d) => axum::Json(device_json(&d)).into_response(),
         // A device the caller may not see is answered as one that does not exist.
-        _ => (
-            StatusCode::NOT_FOUND,
-            axum::Json(serde_json::json!({
-                "error": format!("no device {id:?} (or your role may not read its topics)"),
-                "field": "id",
-            })),
-        )
-            .into_response(),
+        _ => no_device(&id),
     }
 }

@@ -46,7 +46,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/history/export", get(crate::history_api::export))
         .route("/api/v1/history/topics", get(crate::history_api::topics))
         .route("/api/v1/devices", get(crate::devices_api::list))
-        .route("/api/v1/devices/{id}", get(crate::devices_api::one))
+        .route(
+            "/api/v1/devices/{id}",
+            get(crate::devices_api::one).delete(crate::devices_api::forget),
+        )
         .route(
             "/api/v1/alarms/rules",
             get(crate::alarms_api::rules).post(crate::alarms_api::create),

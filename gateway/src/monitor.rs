@@ -48,10 +48,10 @@ impl Monitor {
 
     /// Checks silence and stores what changed (on a blocking thread); logs state changes.
     pub(crate) async fn save(&self) {
-        let (dirty, changes) = {
+        let (dirty, removed, changes) = {
             let mut e = self.engine();
             e.tick(now_ms());
-            (e.take_dirty(), e.take_changes())
+            (e.take_dirty(), e.take_removed(), e.take_changes())
         };
         for c in &changes {
             match c.from {
@@ -61,11 +61,11 @@ impl Monitor {
                 None => tracing::debug!(device = %c.id, "new device"),
             }
         }
-        if dirty.is_empty() {
+        if dirty.is_empty() && removed.is_empty() {
             return;
         }
         let store = self.store.clone();
-        let saved = tokio::task::spawn_blocking(move || store.save_devices(&dirty)).await;
+        let saved = tokio::task::spawn_blocking(move || store.save_devices(&dirty, &removed)).await;
         let failed = match saved {
             Ok(Ok(())) => return,
             Ok(Err(e)) => e.to_string(),

@@ -17,6 +17,10 @@ use std::collections::HashMap;
 
 use kite_data::{Device, Millis, Presence, Said, Source};
 
+/// The client ids that `clients = true` leaves out unless told otherwise
+/// (`except_client_ids`): the app's own sessions (`kite-` and 6 hex digits by default).
+pub const APP_CLIENT_IDS: &str = "kite-*";
+
 /// Devices kept at most: beyond, new ids are not added (and counted), so that a flood of
 /// topics cannot grow the monitor without bound.
 pub const MAX_DEVICES: usize = 100_000;
@@ -114,8 +118,13 @@ pub enum Kind {
     },
     /// Any message is a sign of life; silent longer than this (ms): stale.
     Activity { stale_after: u64 },
-    /// The embedded broker's client connections: the client id is the device id.
-    Clients,
+    /// The embedded broker's client connections: the client id is the device id, for the
+    /// ids that match one of `ids` and none of `except` (globs: `*` is any run of
+    /// characters).
+    Clients {
+        ids: Vec<String>,
+        except: Vec<String>,
+    },
     /// Sparkplug B edge nodes (`group/node`) and their devices (`group/node/device`): BIRTH
     /// and DEATH say online and offline (an NDEATH whose `bdSeq` is not the last NBIRTH's
     /// is stale and ignored), DATA is a sign of life; metrics kept from BIRTH and DATA.
@@ -201,6 +210,8 @@ pub struct Engine {
     /// Client id → its current connection (a later one's end is not this one's).
     conns: HashMap<String, u64>,
     changes: Vec<Change>,
+    /// Devices forgotten since the last [`Engine::take_removed`] (to be removed from the store).
+    removed: Vec<String>,
     /// New devices refused beyond [`MAX_DEVICES`].
     pub refused: u64,
     /// Whether a rule watches Sparkplug B.
@@ -225,6 +236,7 @@ impl Engine {
             devices: HashMap::with_capacity_and_hasher(kept.len(), Default::default()),
             conns: HashMap::new(),
             changes: Vec::new(),
+            removed: Vec::new(),
             refused: 0,
         };
         for mut device in kept {
@@ -294,7 +306,19 @@ impl Engine {
 
     /// Whether a rule watches client connections.
     pub fn watches_clients(&self) -> bool {
-        self.rules.iter().any(|r| r.kind == Kind::Clients)
+        self.rules
+            .iter()
+            .any(|r| matches!(r.kind, Kind::Clients { .. }))
+    }
+
+    /// Whether a clients rule takes the client id `id` as a device.
+    fn takes_client(&self, id: &str) -> bool {
+        self.rules.iter().any(|r| match &r.kind {
+            Kind::Clients { ids, except } => {
+                ids.iter().any(|g| glob(g, id)) && !except.iter().any(|g| glob(g, id))
+            }
+            _ => false,
+        })
     }
 
     /// The device `id`, created if new (and if there is room), marked changed.
@@ -565,7 +589,7 @@ impl Engine {
                 (client_id, false, *t, reason.clone())
             }
         };
-        if id.is_empty() {
+        if id.is_empty() || !self.takes_client(id) {
             return;
         }
         let Some(slot) = self.slot(id, t) else {
@@ -630,6 +654,23 @@ impl Engine {
             .collect()
     }
 
+    /// Forgets the device `id` (gone for good): it is no longer listed and is removed from
+    /// the store at the next save; it comes back, as new, if it is heard from again. Whether
+    /// there was one.
+    pub fn forget(&mut self, id: &str) -> bool {
+        if self.devices.remove(id).is_none() {
+            return false;
+        }
+        self.removed.push(id.to_owned());
+        true
+    }
+
+    /// The devices forgotten since the last call (to be removed from the store before the
+    /// changed ones are kept: one forgotten and heard from again is in both).
+    pub fn take_removed(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.removed)
+    }
+
     /// The state changes since the last call.
     pub fn take_changes(&mut self) -> Vec<Change> {
         std::mem::take(&mut self.changes)
@@ -655,6 +696,28 @@ impl Engine {
         }
         n
     }
+}
+
+/// Whether `text` matches `pattern`, where `*` is any run of characters (none too) and
+/// every other character stands for itself.
+pub fn glob(pattern: &str, text: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or_default();
+    let Some(mut rest) = text.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        // No `*`: the whole text.
+        return rest.is_empty();
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(i) => rest = &rest[i + part.len()..],
+            None => return false,
+        }
+    }
+    rest.ends_with(last)
 }
 
 /// A device's state from its facts, as of `now` (see the module docs).
@@ -823,15 +886,21 @@ mod tests {
         }
     }
 
+    fn all_clients() -> Rule {
+        Rule {
+            kind: Kind::Clients {
+                ids: vec!["*".into()],
+                except: Vec::new(),
+            },
+            pattern: None,
+        }
+    }
+
     /// A take-over [MQTT-3.1.4-3] ends the old connection but the client stays connected;
     /// the current connection's end makes it offline, with why.
     #[test]
     fn client_connections_make_devices_online_and_offline() {
-        let clients = Rule {
-            kind: Kind::Clients,
-            pattern: None,
-        };
-        let mut e = Engine::new(vec![clients], Vec::new(), 0);
+        let mut e = Engine::new(vec![all_clients()], Vec::new(), 0);
         e.on_client(&connected(1, "dev-e", 1_000));
         assert_eq!(state(&e, "dev-e"), Presence::Online);
         e.on_client(&connected(2, "dev-e", 2_000));
@@ -844,11 +913,7 @@ mod tests {
         // Kept across a restart, and a client that was connected then is offline after.
         e.on_client(&connected(3, "dev-f", 10_000));
         let kept: Vec<Device> = e.devices().cloned().collect();
-        let rules = vec![Rule {
-            kind: Kind::Clients,
-            pattern: None,
-        }];
-        let e = Engine::new(rules, kept, 20_000);
+        let e = Engine::new(vec![all_clients()], kept, 20_000);
         assert_eq!(e.get("dev-e").unwrap().since, 9_000);
         let f = e.get("dev-f").unwrap();
         assert_eq!((f.state, f.since), (Presence::Offline, 20_000));
@@ -914,5 +979,68 @@ mod tests {
         // A payload that is not protobuf is counted, not a device.
         e.on_message("spBv1.0/plant/NBIRTH/other", &[0x12, 0xff], false, 4_000);
         assert_eq!((e.bad_payloads, e.get("plant/other")), (1, None));
+    }
+
+    /// `client_ids` and `except_client_ids`: the app's own sessions (`kite-…`) are not
+    /// devices unless asked.
+    #[test]
+    fn clients_are_chosen_by_their_ids() {
+        let rule = Rule {
+            kind: Kind::Clients {
+                ids: vec!["sensor-*".into(), "plc".into()],
+                except: vec!["*-test".into()],
+            },
+            pattern: None,
+        };
+        let mut e = Engine::new(vec![rule], Vec::new(), 0);
+        for (i, id) in ["sensor-1", "plc", "plc-2", "sensor-9-test", "kite-0a1b2c"]
+            .into_iter()
+            .enumerate()
+        {
+            e.on_client(&connected(i as u64, id, 1_000));
+        }
+        let mut ids: Vec<&str> = e.devices().map(|d| d.id.as_str()).collect();
+        ids.sort_unstable();
+        assert_eq!(ids, ["plc", "sensor-1"]);
+    }
+
+    #[test]
+    fn globs() {
+        for (g, t, m) in [
+            ("*", "", true),
+            ("*", "abc", true),
+            ("a*", "abc", true),
+            ("*c", "abc", true),
+            ("a*c", "ac", true),
+            ("a*b*c", "aXbYc", true),
+            ("a*b*c", "acb", false),
+            ("ab*ba", "aba", false),
+            ("abc", "abc", true),
+            ("abc", "abcd", false),
+            ("", "", true),
+            ("", "a", false),
+            ("kite-*", "kite-", true),
+            ("*-*-*", "a-b", false),
+        ] {
+            assert_eq!(glob(g, t), m, "{g:?} on {t:?}");
+        }
+    }
+
+    /// A forgotten device is gone from the list and from the store (next save), and comes
+    /// back as new when heard from again.
+    #[test]
+    fn a_forgotten_device_comes_back_only_when_heard_from() {
+        let mut e = Engine::new(vec![activity_rule(60)], Vec::new(), 0);
+        e.on_message("sensors/a/x", b"1", false, 1_000);
+        e.on_message("sensors/b/x", b"1", false, 1_000);
+        e.take_dirty();
+        assert!(e.forget("a"));
+        assert!(!e.forget("a"));
+        assert!(e.get("a").is_none());
+        assert_eq!(e.counts(), [1, 0, 0, 0]);
+        assert_eq!(e.take_removed(), ["a"]);
+        assert!(e.take_removed().is_empty());
+        e.on_message("sensors/a/x", b"2", false, 5_000);
+        assert_eq!(e.get("a").map(|d| d.since), Some(5_000));
     }
 }

@@ -50,7 +50,7 @@ pub struct Role {
     pub client_id_prefix: String,
     /// Topic permissions (enforced by the embedded broker).
     pub acl: crate::acl::Acl,
-    /// May create, change and delete alarm rules (`manage_alarms = true`).
+    /// May create, change and delete alarm rules, and forget devices (`manage_alarms = true`).
     pub manage_alarms: bool,
 }
 

@@ -68,22 +68,7 @@ fn webhook_receiver() -> (u16, mpsc::Receiver<Value>) {
 }
 
 fn call(kite: &Gateway, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
-    let agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .new_agent();
-    let url = kite.http_url(path);
-    let mut response = match (method, body) {
-        ("POST", Some(b)) => agent.post(&url).content_type("application/json").send(b),
-        ("POST", None) => agent.post(&url).send_empty(),
-        ("PUT", Some(b)) => agent.put(&url).content_type("application/json").send(b),
-        ("DELETE", _) => agent.delete(&url).call(),
-        _ => agent.get(&url).call(),
-    }
-    .unwrap();
-    let status = response.status().as_u16();
-    let text = response.body_mut().read_to_string().unwrap_or_default();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    kite.call(method, path, body)
 }
 
 fn next_hook(rx: &mpsc::Receiver<Value>, event: &str) -> Value {

@@ -428,3 +428,63 @@ fn sparkplug_nodes_follow_birth_and_death_and_a_stale_ndeath_is_ignored() {
     );
     assert_eq!(pump["said"]["detail"], "its edge node's NDEATH", "{pump}");
 }
+
+/// `clients = true` leaves the app's own sessions (`kite-…`) out unless told; a device gone
+/// for good is forgotten with `DELETE` (a role needs `manage_alarms`), stays forgotten
+/// across a restart, and comes back as new when it is heard from again.
+#[test]
+fn app_sessions_are_not_devices_and_a_device_can_be_forgotten() {
+    let dir = TempDir::new("devices-forget");
+    let rules = "[[devices]]\nactivity = \"plant/{device}/#\"\nstale_after_secs = 3600\n\n[[devices]]\nclients = true\nexcept_client_ids = [\"kite-*\", \"*-tool\"]\n";
+    let kite = Gateway::start_with(&[], None, monitoring(dir.path(), rules));
+    let via = Via::Ws(kite.ws_url("/mqtt"));
+    let _app = TestClient::connected(&via, Version::V5, "kite-0a1b2c");
+    let _tool = TestClient::connected(&via, Version::V5, "debug-tool");
+    let mut c = TestClient::connected(&via, Version::V5, "dev-x");
+    c.publish(publish("plant/gone/temp", "1", QoS::AtLeastOnce, 1));
+    until(&kite, "dev-x", "online", state_is("online"));
+    until(&kite, "gone", "online", state_is("online"));
+    let ids = |kite: &Gateway| -> Vec<String> {
+        let (_, v) = get_json(kite, "/api/v1/devices");
+        v["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(ids(&kite), ["dev-x", "gone"]);
+    assert_eq!(kite.call("DELETE", "/api/v1/devices/gone", None).0, 204);
+    let (status, v) = kite.call("DELETE", "/api/v1/devices/gone", None);
+    assert_eq!((status, v["field"].as_str()), (404, Some("id")), "{v}");
+    assert_eq!(ids(&kite), ["dev-x"]);
+    drop(c);
+    drop(kite);
+
+    // Forgotten in the store too; a role without manage_alarms may not forget.
+    let acl = kite_policy::acl::Acl {
+        publish: Some(vec!["#".into()]),
+        subscribe: Some(vec!["#".into()]),
+        deny_publish: vec![],
+        deny_subscribe: vec![],
+    };
+    let adjust = monitoring(dir.path(), rules);
+    let kite = Gateway::start_with(&[], None, move |c| {
+        adjust(c);
+        c.auth = kite_tests::anonymous_role(acl);
+    });
+    assert_eq!(ids(&kite), ["dev-x"]);
+    let (status, v) = kite.call("DELETE", "/api/v1/devices/dev-x", None);
+    assert_eq!(status, 403, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("manage_alarms"),
+        "{v}"
+    );
+    let mut c = TestClient::connected(
+        &Via::Tcp(kite.mqtt_addr.unwrap()),
+        Version::V5,
+        "feeder-tool",
+    );
+    c.publish(publish("plant/gone/temp", "2", QoS::AtLeastOnce, 1));
+    until(&kite, "gone", "back", state_is("online"));
+}

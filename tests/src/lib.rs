@@ -431,11 +431,27 @@ impl Gateway {
 
     /// `GET path` of the HTTP API: the status and the JSON answer (`null` if none).
     pub fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
+        self.call("GET", path, None)
+    }
+
+    /// `method path` of the HTTP API with a JSON `body`: the status and the JSON answer
+    /// (`null` if none).
+    pub fn call(&self, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .build()
             .new_agent();
-        let mut response = agent.get(&self.http_url(path)).call().unwrap();
+        let url = self.http_url(path);
+        let mut response = match (method, body) {
+            ("POST", Some(b)) => agent.post(&url).content_type("application/json").send(b),
+            ("POST", None) => agent.post(&url).send_empty(),
+            ("PUT", Some(b)) => agent.put(&url).content_type("application/json").send(b),
+            ("PUT", None) => agent.put(&url).send_empty(),
+            ("DELETE", _) => agent.delete(&url).call(),
+            ("GET", _) => agent.get(&url).call(),
+            _ => panic!("Gateway::call: no {method} here"),
+        }
+        .unwrap();
         let status = response.status().as_u16();
         let text = response
             .body_mut()

@@ -923,6 +923,21 @@ fn resolve_devices(
                 "[[devices]] stale_after_secs belongs to an activity rule: remove it here".into(),
             );
         }
+        if d.clients != Some(true) {
+            for (key, given) in [
+                ("client_ids", d.client_ids.is_some()),
+                ("except_client_ids", d.except_client_ids.is_some()),
+            ] {
+                if given {
+                    report(
+                        key,
+                        format!(
+                            "[[devices]] {key} belongs to a clients = true rule: remove it here"
+                        ),
+                    );
+                }
+            }
+        }
         if d.sparkplug == Some(true) {
             out.push(Rule {
                 kind: Kind::Sparkplug,
@@ -937,8 +952,19 @@ fn resolve_devices(
             );
             continue;
         }
+        let ids = d.client_ids.clone().unwrap_or_else(|| vec!["*".into()]);
+        let except = d
+            .except_client_ids
+            .clone()
+            .unwrap_or_else(|| vec![crate::presence::APP_CLIENT_IDS.into()]);
+        if ids.is_empty() {
+            report(
+                "client_ids",
+                "[[devices]] client_ids = []: no client would be a device; list the ids (\"*\" is any run of characters), e.g. [\"sensor-*\"], or leave the key out for every client".into(),
+            );
+        }
         out.push(Rule {
-            kind: Kind::Clients,
+            kind: Kind::Clients { ids, except },
             pattern: None,
         });
     }
@@ -2037,7 +2063,7 @@ role = \"ghost\"
     #[test]
     fn devices_are_checked_rule_by_rule() {
         let problems = check_text(
-            "[[devices]]\nstatus_topic = \"plant/{device}/status\"\nonline = [\"up\", \"\"]\n\n[[devices]]\nactivity = \"sensors/dev-{device}/#\"\nstale_after_secs = 0\n\n[[devices]]\nsparkplug = true\n\n[[devices]]\nclients = true\nactivity = \"x/{device}\"\n\n[[devices]]\nonline = [\"1\"]\n",
+            "[[devices]]\nstatus_topic = \"plant/{device}/status\"\nonline = [\"up\", \"\"]\n\n[[devices]]\nactivity = \"sensors/dev-{device}/#\"\nstale_after_secs = 0\n\n[[devices]]\nsparkplug = true\n\n[[devices]]\nclients = true\nactivity = \"x/{device}\"\n\n[[devices]]\nonline = [\"1\"]\n\n[[devices]]\nsparkplug = true\nclient_ids = [\"a\"]\n\n[[devices]]\nclients = true\nclient_ids = []\n",
             Path::new(""),
         );
         let keys: Vec<(&str, usize)> = problems.iter().map(|p| (p.key.as_str(), p.line)).collect();
@@ -2049,6 +2075,8 @@ role = \"ghost\"
                 ("devices[2].stale_after_secs", 7),
                 ("devices[4].status_topic", 12),
                 ("devices[5].status_topic", 16),
+                ("devices[6].client_ids", 21),
+                ("devices[7].client_ids", 25),
             ],
             "{problems:#?}"
         );
@@ -2072,6 +2100,14 @@ role = \"ghost\"
             d.rules[1].kind,
             crate::presence::Kind::Activity {
                 stale_after: 300_000
+            }
+        );
+        // Every client but the app's own sessions.
+        assert_eq!(
+            d.rules[2].kind,
+            crate::presence::Kind::Clients {
+                ids: vec!["*".into()],
+                except: vec!["kite-*".into()],
             }
         );
         assert_eq!(d.dir, PathBuf::from("kite-data"));

@@ -395,6 +395,8 @@ pub(crate) struct FileDevices {
     pub(crate) stale_after_secs: Option<u64>,
     pub(crate) sparkplug: Option<bool>,
     pub(crate) clients: Option<bool>,
+    pub(crate) client_ids: Option<Vec<String>>,
+    pub(crate) except_client_ids: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
