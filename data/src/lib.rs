@@ -1,13 +1,13 @@
 //! What Kite keeps beyond the broker, behind one interface: [`Storage`]. Today it holds the
-//! recorded history (`history`), the device monitor's devices (`devices`) and the alarms
-//! (`alarms`); dashboards will be added to the same trait, so that one implementation serves
-//! them all — [`RedbStorage`] (a file in the data directory) is the embedded default, and a
+//! recorded history (`history`), the device monitor's devices (`devices`), the alarms
+//! (`alarms`) and the dashboards (`dashboards`), so that one implementation serves them all — [`RedbStorage`] (a file in the data directory) is the embedded default, and a
 //! shared database (PostgreSQL) can stand behind several gateways.
 //!
 //! No network and no async runtime: the calls block (on a disk write, a query), so async
 //! callers run them on blocking threads.
 
 pub mod alarms;
+pub mod dashboards;
 pub mod devices;
 pub mod history;
 pub mod redb_store;
@@ -15,6 +15,7 @@ pub mod redb_store;
 use std::path::{Path, PathBuf};
 
 pub use alarms::{Alarm, AlarmRule, AlarmState, Notify, Op, Severity};
+pub use dashboards::Dashboard;
 pub use devices::{Device, Presence, Said, Source};
 pub use history::{
     Bucket, MAX_POINTS, Millis, Page, QueryError, Record, Series, Span, Stored, TopicInfo, Usage,
@@ -152,4 +153,17 @@ pub trait Storage: Send + std::marker::Sync + std::fmt::Debug + 'static {
     /// Keeps `changed` (each replacing the alarm of its id) and removes the alarms numbered
     /// `removed`, in one commit.
     fn save_alarms(&self, changed: &[Alarm], removed: &[u64]) -> Result<(), DataError>;
+
+    /// Every dashboard kept, in no particular order.
+    fn dashboards(&self) -> Result<Vec<Dashboard>, DataError>;
+
+    /// Keeps `dashboard`, replacing the one of its id.
+    fn save_dashboard(&self, dashboard: &Dashboard) -> Result<(), DataError>;
+
+    /// Removes the dashboard `id`; whether there was one.
+    fn delete_dashboard(&self, id: &str) -> Result<bool, DataError>;
+
+    /// Keeps `examples` if this store has never been given any (its first start), in one
+    /// commit; whether it did. Deleted examples do not come back.
+    fn seed_dashboards(&self, examples: &[Dashboard]) -> Result<bool, DataError>;
 }

@@ -41,7 +41,7 @@ use crate::history::numbers;
 use crate::history::{
     MAX_POINTS, Millis, Page, QueryError, Record, Series, Span, Stored, TopicInfo, Usage,
 };
-use crate::{Alarm, AlarmRule, DataError, Device, Storage, Sync};
+use crate::{Alarm, AlarmRule, Dashboard, DataError, Device, Storage, Sync};
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const STREAMS: TableDefinition<&str, &[u8]> = TableDefinition::new("streams");
@@ -52,6 +52,7 @@ const TAIL: TableDefinition<u64, &[u8]> = TableDefinition::new("tail");
 const DEVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("devices");
 const ALARM_RULES: TableDefinition<&str, &[u8]> = TableDefinition::new("alarm_rules");
 const ALARMS: TableDefinition<u64, &[u8]> = TableDefinition::new("alarms");
+const DASHBOARDS: TableDefinition<&str, &[u8]> = TableDefinition::new("dashboards");
 
 /// One row of `index` as a range yields it.
 type IndexRow<'a> = Result<
@@ -390,6 +391,7 @@ fn load(db: &Database, path: &Path) -> Result<Inner, DataError> {
         txn.open_table(DEVICES).map_err(|x| e(x.into()))?;
         txn.open_table(ALARM_RULES).map_err(|x| e(x.into()))?;
         txn.open_table(ALARMS).map_err(|x| e(x.into()))?;
+        txn.open_table(DASHBOARDS).map_err(|x| e(x.into()))?;
     }
     txn.commit().map_err(|x| e(x.into()))?;
 
@@ -1186,24 +1188,11 @@ impl Storage for RedbStorage {
     }
 
     fn save_alarm_rule(&self, rule: &AlarmRule) -> Result<(), DataError> {
-        self.write(|txn| {
-            let mut table = txn.open_table(ALARM_RULES).map_err(|e| self.err(e))?;
-            let bytes = self.encode(&rule.name, rule)?;
-            table
-                .insert(rule.name.as_str(), bytes.as_slice())
-                .map_err(|e| self.err(e))?;
-            Ok(())
-        })
+        self.put_json(ALARM_RULES, &rule.name, rule)
     }
 
     fn delete_alarm_rule(&self, name: &str) -> Result<bool, DataError> {
-        let mut found = false;
-        self.write(|txn| {
-            let mut table = txn.open_table(ALARM_RULES).map_err(|e| self.err(e))?;
-            found = table.remove(name).map_err(|e| self.err(e))?.is_some();
-            Ok(())
-        })?;
-        Ok(found)
+        self.remove_key(ALARM_RULES, name)
     }
 
     fn alarms(&self) -> Result<Vec<Alarm>, DataError> {
@@ -1228,9 +1217,75 @@ impl Storage for RedbStorage {
             Ok(())
         })
     }
+
+    fn dashboards(&self) -> Result<Vec<Dashboard>, DataError> {
+        self.read_json(DASHBOARDS, "dashboard")
+    }
+
+    fn save_dashboard(&self, dashboard: &Dashboard) -> Result<(), DataError> {
+        self.put_json(DASHBOARDS, &dashboard.id, dashboard)
+    }
+
+    fn delete_dashboard(&self, id: &str) -> Result<bool, DataError> {
+        self.remove_key(DASHBOARDS, id)
+    }
+
+    fn seed_dashboards(&self, examples: &[Dashboard]) -> Result<bool, DataError> {
+        let mut seeded = false;
+        self.write(|txn| {
+            let mut meta = txn.open_table(META).map_err(|e| self.err(e))?;
+            if meta
+                .get("dashboards_seeded")
+                .map_err(|e| self.err(e))?
+                .is_some()
+            {
+                return Ok(());
+            }
+            meta.insert("dashboards_seeded", 1)
+                .map_err(|e| self.err(e))?;
+            let mut table = txn.open_table(DASHBOARDS).map_err(|e| self.err(e))?;
+            for d in examples {
+                let bytes = self.encode(&d.id, d)?;
+                table
+                    .insert(d.id.as_str(), bytes.as_slice())
+                    .map_err(|e| self.err(e))?;
+            }
+            seeded = true;
+            Ok(())
+        })?;
+        Ok(seeded)
+    }
 }
 
 impl RedbStorage {
+    /// Keeps `value` as JSON under `key` in `def`, in a commit of its own.
+    fn put_json(
+        &self,
+        def: TableDefinition<&str, &[u8]>,
+        key: &str,
+        value: &impl serde::Serialize,
+    ) -> Result<(), DataError> {
+        self.write(|txn| {
+            let mut table = txn.open_table(def).map_err(|e| self.err(e))?;
+            let bytes = self.encode(key, value)?;
+            table
+                .insert(key, bytes.as_slice())
+                .map_err(|e| self.err(e))?;
+            Ok(())
+        })
+    }
+
+    /// Removes `key` from `def`, in a commit of its own; whether it was there.
+    fn remove_key(&self, def: TableDefinition<&str, &[u8]>, key: &str) -> Result<bool, DataError> {
+        let mut found = false;
+        self.write(|txn| {
+            let mut table = txn.open_table(def).map_err(|e| self.err(e))?;
+            found = table.remove(key).map_err(|e| self.err(e))?.is_some();
+            Ok(())
+        })?;
+        Ok(found)
+    }
+
     /// Every row of a table of JSON values.
     fn read_json<K: redb::Key + 'static, T: serde::de::DeserializeOwned>(
         &self,

@@ -22,7 +22,9 @@ use axum::response::{IntoResponse, Response};
 use kite_data::{Alarm, AlarmRule, AlarmState, Op, Severity};
 
 use crate::alarming::{AlarmService, ChangeError};
-use crate::history_api::{ApiError, Params, api_error, bad, caller, get, may_read, params};
+use crate::history_api::{
+    ApiError, Params, api_error, bad, caller, get, json_body, may_read, params,
+};
 use crate::listen::Peer;
 use crate::state::AppState;
 
@@ -153,31 +155,7 @@ fn may_manage(state: &AppState, who: &Caller, rule: Option<&AlarmRule>) -> Resul
 
 /// The body as a checked rule.
 async fn read_rule(state: &AppState, body: Body) -> Result<AlarmRule, ApiError> {
-    let deadline = state.config().limits.connect_timeout;
-    let bytes = match tokio::time::timeout(deadline, axum::body::to_bytes(body, MAX_BODY)).await {
-        Ok(Ok(b)) => b,
-        Ok(Err(e)) => {
-            return Err(error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                Some("body"),
-                format!("the rule could not be read (at most {MAX_BODY} bytes): {e}"),
-            ));
-        }
-        Err(_) => {
-            return Err(error(
-                StatusCode::REQUEST_TIMEOUT,
-                Some("body"),
-                "the rule did not arrive in time",
-            ));
-        }
-    };
-    let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
-        error(
-            StatusCode::BAD_REQUEST,
-            Some("body"),
-            format!("the body is not JSON: {e}"),
-        )
-    })?;
+    let v = json_body(state, body, MAX_BODY, "the rule").await?;
     crate::alarms::parse_rule(&v)
         .map_err(|e| error(StatusCode::BAD_REQUEST, Some(&e.field), e.message))
 }

@@ -106,6 +106,35 @@ fn failed(e: &DataError) -> Response {
     }
 }
 
+/// A request's body as JSON: `413` beyond `max` bytes, `408` when it does not arrive within
+/// the connect timeout, `400` when it is not JSON (`what`: "the rule", for the messages).
+pub(crate) async fn json_body(
+    state: &AppState,
+    body: axum::body::Body,
+    max: usize,
+    what: &str,
+) -> Result<serde_json::Value, ApiError> {
+    let deadline = state.config().limits.connect_timeout;
+    let bytes = match tokio::time::timeout(deadline, axum::body::to_bytes(body, max)).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => {
+            return Err(api_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                Some("body"),
+                format!("{what} could not be read (at most {max} bytes): {e}"),
+            ));
+        }
+        Err(_) => {
+            return Err(api_error(
+                StatusCode::REQUEST_TIMEOUT,
+                Some("body"),
+                format!("{what} did not arrive in time"),
+            ));
+        }
+    };
+    serde_json::from_slice(&bytes).map_err(|e| bad("body", format!("the body is not JSON: {e}")))
+}
+
 /// The parameters, each at most once and each one of `known`.
 pub(crate) fn params<'p>(
     raw: &'p Params,

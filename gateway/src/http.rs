@@ -45,6 +45,16 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/history/series", get(crate::history_api::series))
         .route("/api/v1/history/export", get(crate::history_api::export))
         .route("/api/v1/history/topics", get(crate::history_api::topics))
+        .route(
+            "/api/v1/dashboards",
+            get(crate::dashboards_api::list).post(crate::dashboards_api::create),
+        )
+        .route(
+            "/api/v1/dashboards/{id}",
+            get(crate::dashboards_api::one)
+                .put(crate::dashboards_api::replace)
+                .delete(crate::dashboards_api::delete),
+        )
         .route("/api/v1/devices", get(crate::devices_api::list))
         .route(
             "/api/v1/devices/{id}",
@@ -146,6 +156,8 @@ async fn list_upstreams(State(state): State<AppState>) -> Json<serde_json::Value
         "devices": state.devices.is_some(),
         // Whether it keeps alarms (a data directory).
         "alarms": state.alarms.is_some(),
+        // Whether it keeps dashboards (a data directory).
+        "dashboards": state.store.is_some(),
     }))
 }
 

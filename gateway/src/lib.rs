@@ -11,6 +11,8 @@ pub mod bridges_api;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod dashboards;
+pub mod dashboards_api;
 pub mod devices;
 pub mod devices_api;
 pub mod feed;

@@ -27,6 +27,8 @@ pub struct AppState {
     pub(crate) devices: Option<Arc<crate::monitor::Monitor>>,
     /// The alarms, when there is a data directory.
     pub(crate) alarms: Option<Arc<crate::alarming::AlarmService>>,
+    /// Held while a dashboard is written (its version checked, then bumped).
+    pub(crate) dashboard_writes: Arc<tokio::sync::Mutex<()>>,
     /// Where login checks run: browsers, devices and the publish API share it.
     pub(crate) logins: kite_broker::logins::Logins,
     /// Open connections per source address, all listeners together.
@@ -145,6 +147,12 @@ impl AppState {
             )?)),
             None => None,
         };
+        // The example dashboards read the embedded broker's $SYS topics.
+        if let (Some(store), Some(_)) = (&store, &broker)
+            && crate::dashboards::seed(store.as_ref())?
+        {
+            tracing::info!("example dashboards added: broker, traffic");
+        }
         let history = store.clone().filter(|_| config.history.is_some());
         let devices = match (&config.devices, &store) {
             (Some(d), Some(store)) => Some(Arc::new(crate::monitor::Monitor::open(
@@ -167,6 +175,7 @@ impl AppState {
             store,
             devices,
             alarms,
+            dashboard_writes: Arc::default(),
             logins,
             config: Arc::new(config),
             connector,
@@ -183,7 +192,7 @@ impl AppState {
         self.history.as_ref()
     }
 
-    /// The data store (history, devices), when either is configured.
+    /// The data store (history, devices, alarms, dashboards), when there is one.
     pub fn store(&self) -> Option<&Arc<dyn kite_data::Storage>> {
         self.store.as_ref()
     }

@@ -52,6 +52,39 @@ pub struct Role {
     pub acl: crate::acl::Acl,
     /// May create, change and delete alarm rules, and forget devices (`manage_alarms = true`).
     pub manage_alarms: bool,
+    /// What it may do with the gateway's dashboards (`dashboards = "view"`, the default).
+    pub dashboards: DashboardAccess,
+}
+
+/// What a role may do with dashboards.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum DashboardAccess {
+    /// Not even list them.
+    None,
+    /// List and open them (what each widget shows still follows the role's topic rules).
+    #[default]
+    View,
+    /// Also create, change and delete them.
+    Edit,
+}
+
+impl DashboardAccess {
+    /// Every access, least first.
+    pub const ALL: [Self; 3] = [Self::None, Self::View, Self::Edit];
+
+    /// Its name in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::View => "view",
+            Self::Edit => "edit",
+        }
+    }
+
+    /// The access named `s`.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.as_str() == s)
+    }
 }
 
 impl Role {
@@ -65,6 +98,7 @@ impl Role {
                 subscribe: Some(Vec::new()),
                 ..Default::default()
             },
+            dashboards: DashboardAccess::None,
             ..Self::default()
         }
     }

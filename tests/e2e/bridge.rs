@@ -31,20 +31,7 @@ fn kite_with(text: &str) -> Gateway {
 
 /// `GET /api/v1/bridges`, with optional Basic credentials: (status, body).
 fn bridges_api(kite: &Gateway, login: Option<(&str, &str)>) -> (u16, serde_json::Value) {
-    let agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .new_agent();
-    let mut req = agent.get(&kite.http_url("/api/v1/bridges"));
-    if let Some((user, password)) = login {
-        use base64::Engine as _;
-        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-        req = req.header("Authorization", &format!("Basic {token}"));
-    }
-    let mut response = req.call().unwrap();
-    let status = response.status().as_u16();
-    let text = response.body_mut().read_to_string().unwrap();
-    (status, serde_json::from_str(&text).unwrap())
+    kite.call_as(login, "GET", "/api/v1/bridges", None)
 }
 
 fn tcp(addr: std::net::SocketAddr) -> Via {

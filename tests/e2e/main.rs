@@ -10,6 +10,7 @@ mod app_devices;
 mod auth;
 mod bridge;
 mod broker;
+mod dashboards;
 mod devices;
 mod gateway;
 mod history;

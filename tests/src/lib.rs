@@ -437,21 +437,35 @@ impl Gateway {
     /// `method path` of the HTTP API with a JSON `body`: the status and the JSON answer
     /// (`null` if none).
     pub fn call(&self, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
+        self.call_as(None, method, path, body)
+    }
+
+    /// [`Gateway::call`] logged in as `login` (user, password) with HTTP Basic
+    /// authentication.
+    pub fn call_as(
+        &self,
+        login: Option<(&str, &str)>,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> (u16, serde_json::Value) {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .build()
             .new_agent();
         let url = self.http_url(path);
-        let mut response = match (method, body) {
-            ("POST", Some(b)) => agent.post(&url).content_type("application/json").send(b),
-            ("POST", None) => agent.post(&url).send_empty(),
-            ("PUT", Some(b)) => agent.put(&url).content_type("application/json").send(b),
-            ("PUT", None) => agent.put(&url).send_empty(),
-            ("DELETE", _) => agent.delete(&url).call(),
-            ("GET", _) => agent.get(&url).call(),
-            _ => panic!("Gateway::call: no {method} here"),
+        let mut request = ureq::http::Request::builder().method(method).uri(&url);
+        if let Some((user, password)) = login {
+            use base64::Engine as _;
+            let token =
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+            request = request.header("Authorization", format!("Basic {token}"));
         }
-        .unwrap();
+        if body.is_some() {
+            request = request.header("Content-Type", "application/json");
+        }
+        let request = request.body(body.unwrap_or_default().to_owned()).unwrap();
+        let mut response = agent.run(request).unwrap();
         let status = response.status().as_u16();
         let text = response
             .body_mut()

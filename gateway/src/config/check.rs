@@ -564,6 +564,8 @@ fn resolve(pass: &mut Pass<'_>, table: &toml::Table, overrides: Overrides) -> Co
         (None, None) => None,
     };
 
+    // A data directory asked for (in front of an upstream: keep alarms and dashboards there).
+    let dir_given = broker.data_dir.is_some() || overrides.data_dir.is_some();
     let mut broker_settings = resolve_broker(pass, &broker, &gateway_limits);
     if let Some(addr) = overrides.mqtt {
         broker_settings.listen = addr;
@@ -629,8 +631,9 @@ fn resolve(pass: &mut Pass<'_>, table: &toml::Table, overrides: Overrides) -> Co
         login.clone(),
     );
     // In front of an upstream the gateway keeps no files unless something asks for them: the
-    // alarms are on there with [[alarm]] rules, [history] or [[devices]].
-    let stateless = !resolved.is_empty() && history.is_none() && devices.is_none();
+    // alarms and dashboards are on there with [broker] data_dir (or --data-dir), [[alarm]]
+    // rules, [history] or [[devices]].
+    let stateless = !resolved.is_empty() && history.is_none() && devices.is_none() && !dir_given;
     let alarms = if stateless && alarm_rules.is_empty() {
         None
     } else {
@@ -638,6 +641,24 @@ fn resolve(pass: &mut Pass<'_>, table: &toml::Table, overrides: Overrides) -> Co
     };
 
     // [[role]], [[user]], [jwt], [acl].
+    let access = |i: usize, r: &FileRole, pass: &mut Pass| {
+        match r.dashboards.as_deref() {
+        None => kite_policy::auth::DashboardAccess::default(),
+        Some(s) => kite_policy::auth::DashboardAccess::parse(s).unwrap_or_else(|| {
+            pass.report(
+                "role",
+                Some(i),
+                Some("dashboards"),
+                format!(
+                    "[[role]] {:?}: dashboards = {s:?}: one of \"none\", \"view\" (list and open them, the default), \"edit\" (also create, change and delete them)",
+                    r.name
+                ),
+            );
+            kite_policy::auth::DashboardAccess::default()
+        }),
+    }
+    };
+    let dashboard_access: Vec<_> = roles.iter().map(|(i, r)| access(*i, r, pass)).collect();
     let (mut auth, problems) = kite_policy::auth::Auth::build(
         users
             .iter()
@@ -649,13 +670,15 @@ fn resolve(pass: &mut Pass<'_>, table: &toml::Table, overrides: Overrides) -> Co
             .collect(),
         roles
             .iter()
-            .map(|(_, r)| kite_policy::auth::Role {
+            .zip(dashboard_access)
+            .map(|((_, r), dashboards)| kite_policy::auth::Role {
                 acl: r.acl(),
                 name: r.name.clone(),
                 upstream_username: r.upstream_username.clone(),
                 upstream_password: r.upstream_password.clone(),
                 client_id_prefix: r.client_id_prefix.clone(),
                 manage_alarms: r.manage_alarms,
+                dashboards,
             })
             .collect(),
     );
@@ -2119,5 +2142,60 @@ role = \"ghost\"
         assert_eq!(problems.len(), 1, "{problems:#?}");
         assert_eq!(problems[0].key, "devices[1].clients");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn loaded(name: &str, text: &str) -> Config {
+        let dir =
+            std::env::temp_dir().join(format!("kite-dash-config-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("kite.toml");
+        std::fs::write(&file, text).unwrap();
+        let c = load(Some(&file), Overrides::default()).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        c
+    }
+
+    /// `dashboards` of a role: none, view (the default), edit; anything else is named.
+    #[test]
+    fn roles_have_a_dashboard_access() {
+        use kite_policy::auth::DashboardAccess;
+        let problems = check_text(
+            "[[role]]\nname = \"ops\"\ndashboards = \"write\"\n",
+            Path::new(""),
+        );
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert_eq!(
+            (problems[0].key.as_str(), problems[0].line),
+            ("role[1].dashboards", 3)
+        );
+        assert!(problems[0].message.contains("\"edit\""), "{problems:?}");
+        for (given, access) in [
+            ("dashboards = \"edit\"\n", DashboardAccess::Edit),
+            ("dashboards = \"none\"\n", DashboardAccess::None),
+            ("", DashboardAccess::View),
+        ] {
+            let c = loaded(
+                "role",
+                &format!("[[role]]\nname = \"guest\"\n{given}[acl]\nanonymous_role = \"guest\"\n"),
+            );
+            let role = c.auth.anonymous().and_then(|l| l.role);
+            assert_eq!(role.map(|r| r.dashboards), Some(access), "{given}");
+        }
+    }
+
+    /// In front of an upstream the gateway keeps nothing unless given a data directory; then
+    /// alarms and dashboards are kept there.
+    #[test]
+    fn an_upstream_gateway_keeps_dashboards_only_with_a_data_dir() {
+        let upstream = "[[upstream]]\nname = \"a\"\naddresses = [\"mqtt://127.0.0.1:1883\"]\n";
+        assert!(loaded("stateless", upstream).alarms.is_none());
+        let c = loaded(
+            "dir",
+            &format!("{upstream}[broker]\ndata_dir = \"/tmp/kite-dash-dir\"\n"),
+        );
+        assert_eq!(
+            c.alarms.map(|a| a.dir),
+            Some(PathBuf::from("/tmp/kite-dash-dir"))
+        );
     }
 }

@@ -467,6 +467,7 @@ pub(crate) struct FileRole {
     pub(crate) deny_subscribe: Vec<String>,
     #[serde(default)]
     pub(crate) manage_alarms: bool,
+    pub(crate) dashboards: Option<String>,
 }
 
 impl FileRole {
