@@ -2,6 +2,7 @@
 //! and the topic explorer.
 
 use kite_mqtt::Version;
+use wasm_bindgen::JsCast;
 use yew::prelude::*;
 
 use crate::compose::Draft;
@@ -491,7 +492,31 @@ fn topics(
         let handle = handle.clone();
         Callback::from(move |()| handle.request_frame())
     };
+    // Clears the search only; forgetting what was collected is `forget`, a step further.
+    let clear_search = {
+        let (store, handle) = (store.clone(), handle.clone());
+        move || {
+            if let Some(input) = web_sys::window()
+                .and_then(|w| w.document())
+                .and_then(|d| d.get_element_by_id("tree-filter"))
+                .and_then(|e| e.dyn_into::<web_sys::HtmlInputElement>().ok())
+            {
+                input.set_value("");
+            }
+            store.0.borrow_mut().set_filter("");
+            handle.request_frame();
+        }
+    };
     let clear = {
+        let clear_search = clear_search.clone();
+        Callback::from(move |_: MouseEvent| clear_search())
+    };
+    let on_find_key = Callback::from(move |e: KeyboardEvent| {
+        if e.key() == "Escape" {
+            clear_search();
+        }
+    });
+    let forget = {
         let (store, handle) = (store.clone(), handle.clone());
         Callback::from(move |_: MouseEvent| {
             store.0.borrow_mut().clear();
@@ -512,7 +537,7 @@ fn topics(
             if history {
                 caps.history_per_topic = n.min(10_000);
             } else {
-                caps.memory_bytes = n.clamp(1, 4096) * 1024 * 1024;
+                caps.memory_bytes = crate::store::memory_cap(n as u64);
             }
             handle.set_caps(caps);
         })
@@ -531,13 +556,20 @@ fn topics(
                     <label for="cap-history">{ "messages kept per topic" }</label>
                     <input id="cap-history" class="short" type="number" min="0" max="10000" value={caps.history_per_topic.to_string()} onchange={set_cap(true)} />
                     <label for="cap-memory">{ "MiB kept in all" }</label>
-                    <input id="cap-memory" class="short" type="number" min="1" max="4096" value={(caps.memory_bytes / (1024 * 1024)).to_string()} onchange={set_cap(false)} />
+                    <input id="cap-memory" class="short" type="number" min="1" max="2048" value={(caps.memory_bytes / (1024 * 1024)).to_string()} onchange={set_cap(false)} />
+                </p>
+            </details>
+            <details class="caps forget">
+                <summary>{ "Forget collected messages…" }</summary>
+                <p class="row">
+                    <span class="muted">{ format!("The {} and {} this tab collected are dropped (the broker keeps its retained messages).", plural(received, "message"), plural(topics as u64, "topic")) }</span>
+                    <button id="forget" class="danger" onclick={forget}>{ "Forget them" }</button>
                 </p>
             </details>
             <p class="row">
                 <label for="tree-filter">{ "Find" }</label>
-                <input id="tree-filter" oninput={on_tree_filter} placeholder="text, or a filter like plant/+/temp" spellcheck="false" autocomplete="off" />
-                <button id="clear" class="secondary" onclick={clear}>{ "Clear" }</button>
+                <input id="tree-filter" oninput={on_tree_filter} onkeydown={on_find_key} placeholder="text, a value, or a filter like plant/+/temp" spellcheck="false" autocomplete="off" title="Esc clears it" />
+                <button id="clear" class="secondary" onclick={clear} title="Clear the search">{ "Clear" }</button>
             </p>
             <div class="explorer">
                 <TopicTree store={store.clone()} frame={frame} selected={selected} on_select={on_select} on_change={on_change} />

@@ -26,7 +26,7 @@ pub struct EditorProps {
 #[component]
 pub fn ProfileEditor(props: &EditorProps) -> Html {
     let draft = use_state(|| props.profile.clone());
-    let errors = match draft.check() {
+    let errors = match draft.check_here() {
         Ok(_) => Vec::new(),
         Err(e) => e,
     };

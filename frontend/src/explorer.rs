@@ -290,7 +290,7 @@ pub fn TopicTree(props: &TreeProps) -> Html {
                 { for rows }
             </div>
             if total == 0 {
-                <p class="muted tree-empty">{ "No topics yet: subscribe, then messages appear here as they arrive." }</p>
+                <p class="muted tree-empty">{ if store.filtering() { "No topic or value matches the search (Esc clears it)." } else { "No topics yet: subscribe, then messages appear here as they arrive." } }</p>
             }
         </div>
     }

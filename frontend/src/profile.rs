@@ -182,6 +182,36 @@ impl Profile {
 
     /// The session options this profile asks for, or every problem found, by field.
     pub fn check(&self) -> Result<ConnectOptions, Vec<FieldError>> {
+        self.check_on(None)
+    }
+
+    /// [`Profile::check_on`] for the page the app runs in.
+    pub fn check_here(&self) -> Result<ConnectOptions, Vec<FieldError>> {
+        let scheme = web_sys::window().and_then(|w| w.location().protocol().ok());
+        self.check_on(scheme.as_deref())
+    }
+
+    /// [`Profile::check`] for a page served over `page_scheme` (`https:`: a `ws://` URL is
+    /// refused — the browser would block it as mixed content).
+    pub fn check_on(&self, page_scheme: Option<&str>) -> Result<ConnectOptions, Vec<FieldError>> {
+        let mixed = page_scheme == Some("https:") && self.url.trim().starts_with("ws://");
+        let mut checked = self.check_fields();
+        if mixed {
+            let e = FieldError {
+                field: "url",
+                message:
+                    "this page came over https: the browser allows only wss:// from it; use wss://"
+                        .into(),
+            };
+            match &mut checked {
+                Ok(_) => checked = Err(vec![e]),
+                Err(list) => list.push(e),
+            }
+        }
+        checked
+    }
+
+    fn check_fields(&self) -> Result<ConnectOptions, Vec<FieldError>> {
         let mut errors = Vec::new();
         let mut fail = |field: &'static str, message: String| {
             errors.push(FieldError { field, message });
@@ -190,11 +220,10 @@ impl Profile {
             fail("name", "give the connection a name".into());
         }
         let url = self.url.trim();
-        if !(url.is_empty() || url.starts_with("ws://") || url.starts_with("wss://")) {
-            fail(
-                "url",
-                format!("\"{url}\" is not a WebSocket URL: it starts with ws:// or wss://"),
-            );
+        if !url.is_empty()
+            && let Err(why) = check_ws_url(url)
+        {
+            fail("url", why);
         }
         let keep_alive = match number::<u16>(&self.keep_alive, "keep-alive", 65_535) {
             Ok(k) => k,
@@ -501,6 +530,46 @@ pub fn json_string(s: &str) -> String {
     out
 }
 
+/// A WebSocket URL as the browser will take it: `ws://` or `wss://`, a host, a port (if any)
+/// from 1 to 65535, no fragment.
+pub fn check_ws_url(url: &str) -> Result<(), String> {
+    let Some(rest) = url
+        .strip_prefix("ws://")
+        .or_else(|| url.strip_prefix("wss://"))
+    else {
+        return Err(format!(
+            "\"{url}\" is not a WebSocket URL: it starts with ws:// or wss://, e.g. wss://gateway.example/mqtt"
+        ));
+    };
+    if url.contains('#') {
+        return Err(format!("\"{url}\": a WebSocket URL has no # part"));
+    }
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let (host, port) = if let Some(v6) = host_port.strip_prefix('[') {
+        match v6.split_once(']') {
+            Some((h, p)) => (h, p.strip_prefix(':')),
+            None => return Err(format!("\"{url}\": an IPv6 host is written [::1]")),
+        }
+    } else {
+        match host_port.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (host_port, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(format!(
+            "\"{url}\" names no host: e.g. wss://gateway.example/mqtt"
+        ));
+    }
+    if let Some(p) = port
+        && !matches!(p.parse::<u32>(), Ok(1..=65_535))
+    {
+        return Err(format!("\"{url}\": port {p} is not a port (1 to 65535)"));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -560,6 +629,42 @@ mod tests {
         let p = &list_from_json(r#"[{"id":"a"}]"#).unwrap()[0];
         assert_eq!(p.keep_alive, "30");
         assert!(p.clean_start);
+    }
+
+    /// Issue #21, bug 6: `ws://` alone, port 99999 and a `ws://` from an https page are
+    /// refused by the form, with what to write instead.
+    #[test]
+    fn websocket_urls_are_checked_before_the_browser_sees_them() {
+        for good in [
+            "ws://localhost:8080/mqtt",
+            "wss://gw.example/mqtt",
+            "wss://gw.example",
+            "ws://[::1]:9001/mqtt",
+            "wss://user@gw.example:443/mqtt?x=1",
+        ] {
+            assert_eq!(check_ws_url(good), Ok(()), "{good}");
+        }
+        for (bad, says) in [
+            ("ws://", "no host"),
+            ("ws:///mqtt", "no host"),
+            ("ws://h:99999/mqtt", "99999"),
+            ("ws://h:0", "port 0"),
+            ("ws://h:/mqtt", "port"),
+            ("ws://h/mqtt#x", "#"),
+            ("ws://[::1/mqtt", "IPv6"),
+            ("http://h/mqtt", "ws:// or wss://"),
+        ] {
+            let e = check_ws_url(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+        let mut p = sample();
+        p.url = "ws://h:99999/mqtt".into();
+        let e = p.check().unwrap_err();
+        assert_eq!(e[0].field, "url");
+        p.url = "ws://gw.example/mqtt".into();
+        assert!(p.check_on(Some("http:")).is_ok());
+        let e = p.check_on(Some("https:")).unwrap_err();
+        assert!(e[0].message.contains("wss://"), "{e:?}");
     }
 
     #[test]

@@ -38,6 +38,15 @@ pub struct Caps {
     pub memory_bytes: usize,
 }
 
+/// The most the histories may hold, in MiB: the app's whole address space is 4 GiB (wasm32).
+pub const MAX_MEMORY_MIB: u64 = 2048;
+
+/// `mib` MiB as the bytes the histories may hold, within 1 ..= [`MAX_MEMORY_MIB`]. Computed
+/// in 64 bits: 4096 MiB in a 32-bit `usize` was 0, and every kept message was dropped.
+pub fn memory_cap(mib: u64) -> usize {
+    usize::try_from(mib.clamp(1, MAX_MEMORY_MIB) << 20).unwrap_or(usize::MAX)
+}
+
 impl Default for Caps {
     fn default() -> Self {
         Self {
@@ -77,6 +86,8 @@ struct Node {
     parent: NodeId,
     depth: u16,
     children: BTreeMap<Box<str>, NodeId>,
+    /// The children in the order people read them (`dev-2` before `dev-10`).
+    order: Vec<NodeId>,
     /// Messages on exactly this topic.
     messages: u64,
     /// Messages on this topic and every topic below it.
@@ -97,6 +108,7 @@ impl Node {
             parent,
             depth,
             children: BTreeMap::new(),
+            order: Vec::new(),
             messages: 0,
             total: 0,
             history: VecDeque::new(),
@@ -317,7 +329,13 @@ impl Store {
                     let id = self.nodes.len() as NodeId;
                     let depth = u16::try_from(depth).unwrap_or(u16::MAX);
                     self.nodes.push(Node::new(level, at, depth));
-                    self.nodes[at as usize].children.insert(level.into(), id);
+                    let parent = &self.nodes[at as usize];
+                    let place = parent.order.partition_point(|&c| {
+                        kite_mqtt::topic::natural_cmp(&self.nodes[c as usize].name, level).is_lt()
+                    });
+                    let parent = &mut self.nodes[at as usize];
+                    parent.children.insert(level.into(), id);
+                    parent.order.insert(place, id);
                     self.rows_dirty = true;
                     id
                 }
@@ -422,7 +440,8 @@ impl Store {
         }
     }
 
-    /// The nodes shown, in order: each level's children sorted by name, below expanded nodes
+    /// The nodes shown, in order: each level's children in natural order (`dev-2` before
+    /// `dev-10`), below expanded nodes
     /// only (with a filter: the matching topics and the levels above them, all open).
     pub fn rows(&mut self) -> &[NodeId] {
         if self.rows_dirty {
@@ -431,8 +450,8 @@ impl Store {
             rows.clear();
             let keep = self.matching();
             let mut stack: Vec<NodeId> = self.nodes[ROOT as usize]
-                .children
-                .values()
+                .order
+                .iter()
                 .rev()
                 .copied()
                 .collect();
@@ -443,7 +462,7 @@ impl Store {
                 rows.push(id);
                 let n = &self.nodes[id as usize];
                 if n.expanded || keep.is_some() {
-                    stack.extend(n.children.values().rev().copied());
+                    stack.extend(n.order.iter().rev().copied());
                 }
             }
             self.rows = rows;
@@ -453,14 +472,23 @@ impl Store {
 
     /// With a filter: the matching topics' nodes and every level above them.
     fn matching(&self) -> Option<HashSet<NodeId>> {
-        let matches: Box<dyn Fn(&str) -> bool> = match &self.filter {
-            Filter::None => return None,
-            Filter::Text(t) => Box::new(move |topic: &str| topic.to_ascii_lowercase().contains(t)),
-            Filter::Mqtt(f) => Box::new(move |topic: &str| kite_mqtt::topic::matches(f, topic)),
+        let matches = |topic: &str, id: NodeId| match &self.filter {
+            Filter::None => true,
+            // The topic, or its last value.
+            Filter::Text(t) => {
+                topic.to_ascii_lowercase().contains(t.as_str())
+                    || String::from_utf8_lossy(&self.nodes[id as usize].preview)
+                        .to_ascii_lowercase()
+                        .contains(t.as_str())
+            }
+            Filter::Mqtt(f) => kite_mqtt::topic::matches(f, topic),
         };
+        if self.filter == Filter::None {
+            return None;
+        }
         let mut keep = HashSet::new();
         for (topic, &id) in &self.by_topic {
-            if matches(topic) {
+            if matches(topic, id) {
                 let mut at = id;
                 while at != ROOT && keep.insert(at) {
                     at = self.nodes[at as usize].parent;
@@ -468,6 +496,12 @@ impl Store {
             }
         }
         Some(keep)
+    }
+
+    /// Whether a search is on (so that an empty tree says no topic matches, not that none
+    /// came).
+    pub fn filtering(&self) -> bool {
+        self.filter != Filter::None
     }
 
     /// Topics at `id` and below whose last message was retained (and not empty): what
@@ -510,6 +544,21 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    use super::{MAX_MEMORY_MIB, memory_cap};
+
+    /// "MiB kept in all" = 4096 kept nothing (issue #21, bug 1): the cap never wraps, and
+    /// never reaches 0.
+    #[test]
+    fn the_memory_cap_never_wraps_to_nothing() {
+        assert_eq!(memory_cap(32), 32 << 20);
+        assert_eq!(memory_cap(0), 1 << 20);
+        for mib in [4096, 4097, 1 << 32, u64::MAX] {
+            assert_eq!(memory_cap(mib) as u64, MAX_MEMORY_MIB << 20, "{mib}");
+        }
+        // What a 32-bit usize holds.
+        assert!(MAX_MEMORY_MIB << 20 <= u64::from(u32::MAX));
+    }
+
     use super::*;
 
     fn put(store: &mut Store, topic: &str, payload: &str, at_ms: f64) {
@@ -587,6 +636,27 @@ mod tests {
         // Collapsing hides the levels below.
         s.set_expanded(plant, false);
         assert_eq!(names(&mut s), ["$SYS", " uptime", "plant"]);
+    }
+
+    /// Issue #21: levels sort as people read them; Find matches last values too.
+    #[test]
+    fn natural_order_and_find_in_values() {
+        let mut s = Store::default();
+        for (t, v) in [("dev-10/t", "1"), ("dev-2/t", "OVERHEAT"), ("dev-1/t", "3")] {
+            put(&mut s, t, v, 0.0);
+        }
+        assert_eq!(
+            names(&mut s),
+            ["dev-1", " t", "dev-2", " t", "dev-10", " t"]
+        );
+        assert!(!s.filtering());
+        s.set_filter("overheat");
+        assert!(s.filtering());
+        assert_eq!(names(&mut s), ["dev-2", " t"]);
+        s.set_filter("nothing like it");
+        assert!(names(&mut s).is_empty());
+        s.set_filter("");
+        assert_eq!(names(&mut s).len(), 6);
     }
 
     #[test]

@@ -28,9 +28,11 @@ use crate::store::{Caps, Store};
 /// Reads saved caps: "<messages per topic> <bytes>".
 fn caps_from_text(text: &str) -> Option<Caps> {
     let (h, m) = text.split_once(' ')?;
+    let bytes: u64 = m.parse().ok()?;
     Some(Caps {
-        history_per_topic: h.parse().ok()?,
-        memory_bytes: m.parse().ok()?,
+        history_per_topic: h.parse::<usize>().ok()?.min(10_000),
+        // A cap saved as 0 by an earlier version (4096 MiB wrapped) is 1 MiB, not nothing.
+        memory_bytes: crate::store::memory_cap(bytes.div_ceil(1 << 20)),
     })
 }
 
@@ -307,7 +309,7 @@ impl Handle {
     /// Saves a profile (new or edited). A connection in use takes the new settings when it
     /// next connects. Returns what is wrong if it cannot be used.
     pub fn save_profile(&self, profile: Profile) -> Result<(), Vec<FieldError>> {
-        profile.check()?;
+        profile.check_here()?;
         self.write(
             |w| match w.profiles.iter_mut().find(|p| p.id == profile.id) {
                 Some(slot) => *slot = profile,
@@ -382,7 +384,7 @@ impl Handle {
             return Some(c);
         }
         let profile = self.profile(id)?;
-        let opts = profile.check().ok()?;
+        let opts = profile.check_here().ok()?;
         let url = self.read(|w| profile.endpoint(&w.same_origin));
         let weak = Rc::downgrade(&self.0);
         let key = id.to_owned();
@@ -414,7 +416,7 @@ impl Handle {
                 message: "this connection no longer exists".into(),
             }]
         })?;
-        let opts = profile.check()?;
+        let opts = profile.check_here()?;
         let url = self.read(|w| profile.endpoint(&w.same_origin));
         let Some(conn) = self.link(id) else {
             return Ok(());

@@ -7,6 +7,7 @@ mod api;
 mod app;
 mod app_connections;
 mod app_devices;
+mod app_explore;
 mod auth;
 mod bridge;
 mod broker;
