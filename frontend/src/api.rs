@@ -16,6 +16,8 @@ pub struct Upstreams {
     pub devices: bool,
     /// Whether it keeps alarms.
     pub alarms: bool,
+    /// Whether it keeps dashboards.
+    pub dashboards: bool,
 }
 
 /// Asks the gateway that served the page for its upstreams.
@@ -61,6 +63,7 @@ fn parse_upstreams(json: &JsValue) -> Result<Upstreams, String> {
         history: flag("history"),
         devices: flag("devices"),
         alarms: flag("alarms"),
+        dashboards: flag("dashboards"),
     })
 }
 

@@ -71,6 +71,7 @@ pub fn App() -> Html {
     }))
     .clone();
     let route = use_route();
+    let kiosk = matches!(route, Route::Dashboard { .. }) && crate::route::kiosk();
     let known = match &*upstreams {
         Load::Ready(u) => Some(u.clone()),
         _ => None,
@@ -87,6 +88,10 @@ pub fn App() -> Html {
             html! { <crate::devices::DevicesView auth={auth.clone()} profile={profile.clone()} /> }
         }
         Route::Alarms => html! { <crate::alarms::AlarmsView auth={auth.clone()} /> },
+        Route::Dashboards => html! { <crate::dashboard::DashboardList auth={auth.clone()} /> },
+        Route::Dashboard { id } => html! {
+            <crate::dashboard::DashboardView key={id.clone()} handle={handle.clone()} id={id.clone()} kiosk={kiosk} auth={auth.clone()} frame={frame} recorded={known.as_ref().is_some_and(|u| u.history)} />
+        },
         Route::New => html! {
             <ProfileEditor key="new" handle={handle.clone()} profile={handle.new_profile()} is_new=true upstreams={known.clone()} />
         },
@@ -109,6 +114,9 @@ pub fn App() -> Html {
         let handle = handle.clone();
         Callback::from(move |_: MouseEvent| handle.dismiss_problem())
     };
+    if kiosk {
+        return html! { <div id="kite-app" class="kite kiosk">{ main }</div> };
+    }
     html! {
         <div id="kite-app" class="kite">
             <header class="bar">
@@ -133,11 +141,12 @@ pub fn App() -> Html {
 /// The gateway's own views — Devices, Alarms (with the count of open alarms) — when it has
 /// them.
 fn views(upstreams: Option<&Upstreams>, route: &Route, open_alarms: Option<usize>) -> Html {
-    let Some(u) = upstreams.filter(|u| u.devices || u.alarms) else {
+    let Some(u) = upstreams.filter(|u| u.devices || u.alarms || u.dashboards) else {
         return html! {};
     };
     let item = |to: Route, label: &'static str, badge: Option<usize>| {
-        let on = *route == to;
+        let on =
+            *route == to || (to == Route::Dashboards && matches!(route, Route::Dashboard { .. }));
         html! {
             <li class={classes!("view", on.then_some("on"))}>
                 { link(to, "", html! { <>
@@ -153,6 +162,7 @@ fn views(upstreams: Option<&Upstreams>, route: &Route, open_alarms: Option<usize
         <>
             <h2 class="side-title">{ "Gateway" }</h2>
             <ul class="views">
+                if u.dashboards { { item(Route::Dashboards, "Dashboards", None) } }
                 if u.devices { { item(Route::Devices, "Devices", None) } }
                 if u.alarms { { item(Route::Alarms, "Alarms", open_alarms) } }
             </ul>

@@ -428,7 +428,16 @@ pub fn RecordedHistory(props: &HistoryProps) -> Html {
         let (canvas, series, span) = (canvas.clone(), series.clone(), *span);
         use_effect(move || {
             if let (Some(c), Some(span)) = (canvas.cast::<web_sys::HtmlCanvasElement>(), span) {
-                draw(&c, span, &series);
+                let lines: Vec<Line> = series
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| Line {
+                        colour: COLOURS[i % COLOURS.len()],
+                        width: s.width,
+                        buckets: &s.buckets,
+                    })
+                    .collect();
+                draw(&c, HEIGHT, span, &lines, true, false);
             }
         });
     }
@@ -641,31 +650,115 @@ fn number_label(v: f64) -> String {
         .unwrap_or_default()
 }
 
-/// Draws `series` over `span` on the canvas (sized to its CSS width, for the screen's pixels).
-fn draw(canvas: &web_sys::HtmlCanvasElement, span: Span, series: &[Loaded]) {
-    let Some(ctx) = canvas
+/// Draws on/off states over `span`, one row per series (colour, buckets of 0/1 values): a
+/// bucket's state holds until the next bucket (the last one's until the end of the span),
+/// and a bucket that was on at all (max 1) shows at least a sliver.
+pub fn draw_states(
+    canvas: &web_sys::HtmlCanvasElement,
+    height: f64,
+    span: Span,
+    rows: &[(&str, &[Bucket])],
+) {
+    let Some(ctx) = context(canvas, height) else {
+        return;
+    };
+    let css_w = f64::from(canvas.client_width()).max(100.0);
+    let w = css_w - LEFT - RIGHT;
+    let row_h = ((height - TOP - BOTTOM) / rows.len().max(1) as f64).min(40.0);
+    let x = |t: f64| LEFT + span.x(t, w);
+    for (i, (colour, buckets)) in rows.iter().enumerate() {
+        let top = TOP + i as f64 * row_h;
+        ctx.set_fill_style_str("rgba(107,114,128,0.15)");
+        ctx.fill_rect(LEFT, top + 2.0, w, row_h - 4.0);
+        ctx.set_fill_style_str(colour);
+        for (k, b) in buckets.iter().enumerate() {
+            let end = buckets.get(k + 1).map_or(span.to, |n| n.t);
+            let (x0, x1) = (x(b.t.max(span.from)), x(end.min(span.to)));
+            if b.last >= 1.0 {
+                ctx.fill_rect(x0, top + 2.0, (x1 - x0).max(1.0), row_h - 4.0);
+            } else if b.max >= 1.0 {
+                ctx.fill_rect(x0, top + 2.0, 1.0, row_h - 4.0);
+            }
+        }
+    }
+    time_axis(&ctx, span, w, height, TOP + rows.len() as f64 * row_h);
+}
+
+/// The canvas's 2D context, the canvas sized to its CSS width and `height` for the screen's
+/// pixels, and cleared.
+fn context(
+    canvas: &web_sys::HtmlCanvasElement,
+    height: f64,
+) -> Option<web_sys::CanvasRenderingContext2d> {
+    let ctx = canvas
         .get_context("2d")
         .ok()
         .flatten()
-        .and_then(|c| c.dyn_into::<web_sys::CanvasRenderingContext2d>().ok())
-    else {
-        return;
-    };
+        .and_then(|c| c.dyn_into::<web_sys::CanvasRenderingContext2d>().ok())?;
     let ratio = web_sys::window().map_or(1.0, |w| w.device_pixel_ratio());
     let css_w = f64::from(canvas.client_width()).max(100.0);
-    let (px_w, px_h) = ((css_w * ratio) as u32, (HEIGHT * ratio) as u32);
+    let (px_w, px_h) = ((css_w * ratio) as u32, (height * ratio) as u32);
     if canvas.width() != px_w || canvas.height() != px_h {
         canvas.set_width(px_w);
         canvas.set_height(px_h);
     }
     let _ = ctx.set_transform(ratio, 0.0, 0.0, ratio, 0.0, 0.0);
-    ctx.clear_rect(0.0, 0.0, css_w, HEIGHT);
-    let (w, h) = (css_w - LEFT - RIGHT, HEIGHT - TOP - BOTTOM);
-    let (lo, hi) = value_range(series.iter().map(|s| &s.buckets[..]), span);
-    let y = |v: f64| TOP + h - (v - lo) / (hi - lo) * h;
-    let x = |t: f64| LEFT + span.x(t, w);
+    ctx.clear_rect(0.0, 0.0, css_w, height);
     ctx.set_font("11px system-ui, sans-serif");
     ctx.set_line_width(1.0);
+    Some(ctx)
+}
+
+/// Time labels under a plot `w` wide whose bottom is at `bottom`, with their grid lines.
+fn time_axis(
+    ctx: &web_sys::CanvasRenderingContext2d,
+    span: Span,
+    w: f64,
+    height: f64,
+    bottom: f64,
+) {
+    ctx.set_fill_style_str("#6b7280");
+    ctx.set_stroke_style_str("rgba(107,114,128,0.25)");
+    ctx.begin_path();
+    let (times, step) = time_ticks(span, ((w / 110.0) as usize).max(2));
+    for t in times {
+        let xx = (LEFT + span.x(t, w)).round() + 0.5;
+        ctx.move_to(xx, TOP);
+        ctx.line_to(xx, bottom);
+        let _ = ctx.fill_text(&tick_label(t, step), xx - 16.0, height - 5.0);
+    }
+    ctx.stroke();
+}
+
+/// One line of a chart: its colour, bucket width (ms) and buckets.
+pub struct Line<'a> {
+    /// A CSS colour.
+    pub colour: &'a str,
+    /// Each bucket's width (ms).
+    pub width: f64,
+    /// Oldest first.
+    pub buckets: &'a [Bucket],
+}
+
+/// Draws `series` over `span` on the canvas, `height` CSS pixels tall (sized to its CSS
+/// width, for the screen's pixels): each bucket's min–max as a band (`band`), the line
+/// through first, min, max and last (M4), the area under it filled (`area`).
+pub fn draw(
+    canvas: &web_sys::HtmlCanvasElement,
+    height: f64,
+    span: Span,
+    series: &[Line],
+    band: bool,
+    area: bool,
+) {
+    let Some(ctx) = context(canvas, height) else {
+        return;
+    };
+    let css_w = f64::from(canvas.client_width()).max(100.0);
+    let (w, h) = (css_w - LEFT - RIGHT, height - TOP - BOTTOM);
+    let (lo, hi) = value_range(series.iter().map(|s| s.buckets), span);
+    let y = |v: f64| TOP + h - (v - lo) / (hi - lo) * h;
+    let x = |t: f64| LEFT + span.x(t, w);
     ctx.set_fill_style_str("#6b7280");
     ctx.set_stroke_style_str("rgba(107,114,128,0.25)");
     ctx.begin_path();
@@ -675,32 +768,41 @@ fn draw(canvas: &web_sys::HtmlCanvasElement, span: Span, series: &[Loaded]) {
         ctx.line_to(LEFT + w, yy);
         let _ = ctx.fill_text(&number_label(v), 4.0, yy + 4.0);
     }
-    let (times, step) = time_ticks(span, ((w / 110.0) as usize).max(2));
-    for t in times {
-        let xx = x(t).round() + 0.5;
-        ctx.move_to(xx, TOP);
-        ctx.line_to(xx, TOP + h);
-        let _ = ctx.fill_text(&tick_label(t, step), xx - 16.0, HEIGHT - 5.0);
-    }
     ctx.stroke();
+    time_axis(&ctx, span, w, height, TOP + h);
     ctx.save();
     ctx.begin_path();
     ctx.rect(LEFT, TOP, w, h);
     ctx.clip();
-    for (i, s) in series.iter().enumerate() {
-        let colour = COLOURS[i % COLOURS.len()];
+    for s in series {
+        let colour = s.colour;
         // The band: each bucket's min–max.
         ctx.set_global_alpha(0.2);
         ctx.set_fill_style_str(colour);
-        for b in &s.buckets {
+        for b in s.buckets.iter().filter(|_| band) {
             let (x0, x1) = (x(b.t), x(b.t + s.width));
             let (top, bottom) = (y(b.max), y(b.min));
             ctx.fill_rect(x0, top, (x1 - x0).max(1.0), (bottom - top).max(1.0));
+        }
+        // The area under the line.
+        if area && let (Some(first), Some(last)) = (s.buckets.first(), s.buckets.last()) {
+            ctx.begin_path();
+            ctx.move_to(x(first.t + s.width / 2.0), TOP + h);
+            for b in s.buckets {
+                ctx.line_to(x(b.t + s.width / 2.0), y(b.last));
+            }
+            ctx.line_to(x(last.t + s.width / 2.0), TOP + h);
+            ctx.fill();
         }
         // The line through each bucket's first, min, max and last (M4).
         ctx.set_global_alpha(1.0);
         ctx.set_stroke_style_str(colour);
         ctx.set_line_width(1.5);
+        // A lone point: a dot, where a line has nothing to join.
+        if let [b] = s.buckets {
+            ctx.set_fill_style_str(colour);
+            ctx.fill_rect(x(b.t + s.width / 2.0) - 2.0, y(b.last) - 2.0, 4.0, 4.0);
+        }
         ctx.begin_path();
         for (k, b) in s.buckets.iter().enumerate() {
             let xc = x(b.t + s.width / 2.0);

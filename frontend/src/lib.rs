@@ -9,6 +9,7 @@ pub mod api;
 pub mod app;
 pub mod compose;
 pub mod connview;
+pub mod dashboard;
 pub mod devices;
 pub mod editor;
 pub mod explorer;

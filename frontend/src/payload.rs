@@ -122,7 +122,7 @@ pub fn number(bytes: &[u8]) -> Option<f64> {
 
 /// A decimal number (digits, sign, point, exponent; finite), or `None`. In the browser the
 /// conversion is JavaScript's: Rust's float parser would cost the app 8 KB.
-fn to_f64(text: &str) -> Option<f64> {
+pub fn to_f64(text: &str) -> Option<f64> {
     let numeric = |b: u8| b.is_ascii_digit() || matches!(b, b'+' | b'-' | b'.' | b'e' | b'E');
     if !text.bytes().any(|b| b.is_ascii_digit()) || !text.bytes().all(numeric) {
         return None;
@@ -156,6 +156,83 @@ pub enum Json {
 }
 
 impl Json {
+    /// The field `key` of an object.
+    pub fn get(&self, key: &str) -> Option<&Self> {
+        match self {
+            Self::Obj(fields) => fields.iter().find(|(k, _)| k == key).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    /// Sets the field `key` of an object (added last if new); `None` removes it.
+    pub fn set(&mut self, key: &str, value: Option<Self>) {
+        if let Self::Obj(fields) = self {
+            match (fields.iter().position(|(k, _)| k == key), value) {
+                (Some(i), Some(v)) => fields[i].1 = v,
+                (Some(i), None) => {
+                    fields.remove(i);
+                }
+                (None, Some(v)) => fields.push((key.to_owned(), v)),
+                (None, None) => {}
+            }
+        }
+    }
+
+    /// The value a JSON Pointer (RFC 6901: `/a/0`, `~0` for `~`, `~1` for `/`) points at;
+    /// `""` is the whole value.
+    pub fn pointer(&self, pointer: &str) -> Option<&Self> {
+        if pointer.is_empty() {
+            return Some(self);
+        }
+        let mut at = self;
+        for token in pointer.strip_prefix('/')?.split('/') {
+            let token = token.replace("~1", "/").replace("~0", "~");
+            at = match at {
+                Self::Obj(_) => at.get(&token)?,
+                Self::Arr(items) => items.get(token.parse::<usize>().ok()?)?,
+                _ => return None,
+            };
+        }
+        Some(at)
+    }
+
+    /// A string's text.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Self::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// A number's value (`true`/`false` as 1/0, a string holding a number as that number).
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Self::Num(n) | Self::Str(n) => to_f64(n.trim()),
+            Self::Bool(b) => Some(f64::from(u8::from(*b))),
+            _ => None,
+        }
+    }
+
+    /// The items of an array (none for anything else).
+    pub fn items(&self) -> &[Self] {
+        match self {
+            Self::Arr(items) => items,
+            _ => &[],
+        }
+    }
+
+    /// The value as text for people: a string's own text, anything else as JSON.
+    pub fn text(&self) -> String {
+        match self {
+            Self::Str(s) => s.clone(),
+            other => {
+                let mut out = String::new();
+                compact(other, &mut out);
+                out
+            }
+        }
+    }
+
     /// A whole number from 0 to `max` (a saved setting), or `None`.
     pub fn small(&self, max: u8) -> Option<u8> {
         match self {

@@ -39,6 +39,13 @@ pub enum Route {
     Devices,
     /// The gateway's alarms and alarm rules: `/alarms`.
     Alarms,
+    /// The gateway's dashboards: `/dashboards`.
+    Dashboards,
+    /// One dashboard: `/dashboards/<id>` (`?kiosk` for a wall screen: [`kiosk`]).
+    Dashboard {
+        /// The dashboard's id.
+        id: String,
+    },
     /// Anything else.
     NotFound,
 }
@@ -51,7 +58,19 @@ impl Route {
             None if path == "/" || path.is_empty() => return Self::Home,
             None if path == "/devices" => return Self::Devices,
             None if path == "/alarms" => return Self::Alarms,
-            None => return Self::NotFound,
+            None if path == "/dashboards" => return Self::Dashboards,
+            None => match path.strip_prefix("/dashboards/") {
+                Some(id)
+                    if !id.is_empty()
+                        && id.len() <= 64
+                        && id
+                            .bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') =>
+                {
+                    return Self::Dashboard { id: id.to_owned() };
+                }
+                _ => return Self::NotFound,
+            },
         };
         let (id, tail) = rest.split_once('/').unwrap_or((rest, ""));
         if id == "new" && tail.is_empty() {
@@ -78,6 +97,8 @@ impl Route {
             Self::New => "/connections/new".into(),
             Self::Devices => "/devices".into(),
             Self::Alarms => "/alarms".into(),
+            Self::Dashboards => "/dashboards".into(),
+            Self::Dashboard { id } => format!("/dashboards/{id}"),
             Self::Connection { id } => format!("/connections/{id}"),
             Self::Edit { id } => format!("/connections/{id}/edit"),
             Self::Topic { id, topic } => {
@@ -109,6 +130,17 @@ fn decode_levels(encoded: &str) -> Option<String> {
         .map(|l| js_sys::decode_uri_component(l).ok().map(String::from))
         .collect();
     levels.map(|l| l.join("/"))
+}
+
+/// Whether the page was opened as a wall screen (`?kiosk`): no chrome around a dashboard.
+pub fn kiosk() -> bool {
+    web_sys::window()
+        .and_then(|w| w.location().search().ok())
+        .is_some_and(|q| {
+            q.trim_start_matches('?')
+                .split('&')
+                .any(|p| p == "kiosk" || p.starts_with("kiosk="))
+        })
 }
 
 /// Where the browser is.

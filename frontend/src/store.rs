@@ -404,6 +404,31 @@ impl Store {
             .flat_map(|n| n.history.iter())
     }
 
+    /// The last message on `topic`: its whole payload (when kept: the history, or a short
+    /// payload's preview), arrival time and order.
+    pub fn last(&self, topic: &str) -> Option<(&[u8], f64, u64)> {
+        let n = &self.nodes[*self.by_topic.get(topic)? as usize];
+        match n.history.back() {
+            Some(e) => Some((&e.payload, e.at_ms, e.seq)),
+            None if n.preview_len == n.preview.len() && n.messages > 0 => {
+                Some((&n.preview, n.last_ms, u64::MAX))
+            }
+            None => None,
+        }
+    }
+
+    /// The topics received that `filter` matches, in natural order.
+    pub fn topics_matching(&self, filter: &str) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .by_topic
+            .keys()
+            .filter(|t| kite_mqtt::topic::matches(filter, t))
+            .map(|t| t.to_string())
+            .collect();
+        out.sort_by(|a, b| kite_mqtt::topic::natural_cmp(a, b));
+        out
+    }
+
     /// The node's parent (`None` for a first level or the root).
     pub fn parent(&self, id: NodeId) -> Option<NodeId> {
         let n = self.nodes.get(id as usize)?;

@@ -477,6 +477,59 @@ impl Handle {
         Ok(())
     }
 
+    /// Subscribes (QoS 1) to the `filters` the connection does not have yet, for this page's
+    /// life and not saved with the profile: what a dashboard shows. Made now, or when the
+    /// connection comes up; renewed by the session if the broker loses it.
+    pub fn watch(&self, id: &str, filters: &[String]) {
+        let new: Vec<&String> = self.read(|w| {
+            let have = w.links.get(id).map(|l| &l.subs);
+            filters
+                .iter()
+                .filter(|f| have.is_none_or(|s| s.get(f).is_none()))
+                .collect()
+        });
+        if new.is_empty() {
+            return;
+        }
+        let Some(conn) = self.link(id) else { return };
+        for f in new {
+            self.send_subscribe(id, &conn, &SubSpec::new(f, 1));
+        }
+    }
+
+    /// Publishes `payload` to `topic` from a dashboard's control (no entry in the sent
+    /// history): the packet id to follow its acknowledgement with (`None` at QoS 0).
+    pub fn publish_to(
+        &self,
+        id: &str,
+        topic: &str,
+        payload: &str,
+        qos: u8,
+        retain: bool,
+    ) -> Result<Option<u16>, String> {
+        let conn = self
+            .link(id)
+            .ok_or("this connection's settings are not valid: edit it first")?;
+        let message = Publish {
+            qos: match qos {
+                0 => QoS::AtMostOnce,
+                1 => QoS::AtLeastOnce,
+                _ => QoS::ExactlyOnce,
+            },
+            retain,
+            topic: topic.into(),
+            payload: bytes::Bytes::copy_from_slice(payload.as_bytes()),
+            ..Default::default()
+        };
+        self.send(id, &conn, message);
+        Ok(self.read(|w| {
+            w.links
+                .get(id)
+                .and_then(|l| l.last_publish.as_ref())
+                .and_then(|(packet_id, _)| *packet_id)
+        }))
+    }
+
     /// Removes a subscription: from the profile, and UNSUBSCRIBE if connected.
     pub fn unsubscribe(&self, id: &str, filter: &str) {
         self.write(|w| {

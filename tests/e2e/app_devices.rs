@@ -13,7 +13,7 @@ use crate::app::{click, screenshot, set_input, wait_until_text};
 
 const RULES: &str = "[[devices]]\nstatus_topic = \"plant/{device}/status\"\n\n[[devices]]\nactivity = \"plant/{device}/#\"\nstale_after_secs = 3600\n";
 
-fn gateway(dir: &std::path::Path) -> Gateway {
+pub(crate) fn gateway(dir: &std::path::Path) -> Gateway {
     let file = dir.join("devices.toml");
     std::fs::write(&file, RULES).unwrap();
     let mut devices = kite_gateway::config::Config::load(Some(&file), Default::default())

@@ -141,7 +141,7 @@ fn api_lists_upstream_names_never_addresses() {
     let json: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(
         json,
-        serde_json::json!({"default": "default", "upstreams": ["default"], "history": false, "devices": false, "alarms": false})
+        serde_json::json!({"default": "default", "upstreams": ["default"], "history": false, "devices": false, "alarms": false, "dashboards": false})
     );
     assert!(!body.contains(&broker.port.to_string()));
 }

@@ -6,6 +6,7 @@ mod alarms;
 mod api;
 mod app;
 mod app_connections;
+mod app_dashboards;
 mod app_devices;
 mod app_explore;
 mod auth;
