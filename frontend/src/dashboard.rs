@@ -81,7 +81,7 @@ pub fn variable_values(topics: &[String], level: usize) -> Vec<String> {
             out.push(v.to_owned());
         }
     }
-    out.sort_by(|a, b| kite_mqtt::topic::natural_cmp(a, b));
+    crate::sort::sort_by(&mut out, |a, b| kite_mqtt::topic::natural_cmp(a, b));
     out
 }
 
@@ -1248,7 +1248,7 @@ fn table(w: &Widget, ctx: &Ctx) -> Html {
     };
     let (sorted_widget, by, desc) = &*ctx.sort;
     if *sorted_widget == w.id && *by > 0 {
-        rows.sort_by(|a, b| {
+        crate::sort::sort_by(&mut rows, |a, b| {
             let (x, y) = (&a.1[by - 1], &b.1[by - 1]);
             let o = match (x.as_f64(), y.as_f64()) {
                 (Some(p), Some(q)) => p.total_cmp(&q),
@@ -1307,7 +1307,7 @@ fn control(w: &Widget, ctx: &Ctx) -> Html {
             let onclick = Callback::from(move |_: MouseEvent| publish(next.clone()));
             html! {
                 <button class={classes!("switch", on.then_some("on"))} role="switch" aria-checked={on.to_string()} onclick={onclick}>
-                    <span class="knob" />{ if on { "on" } else if state.is_some() { "off" } else { "unknown" } }
+                    <span class="knob" />{ state.clone().unwrap_or_else(|| "unknown".into()) }
                 </button>
             }
         }
@@ -1511,21 +1511,47 @@ struct Kept {
 pub fn Chart(props: &ChartProps) -> Html {
     let canvas = use_node_ref();
     let kept = use_mut_ref(Vec::<Kept>::new);
-    // The recorded history, once per series list: the gateway's series API.
+    // The recorded history, once per series list (and once the gateway is known to record):
+    // a chart's from the series API, a timeline's from the messages (its states are words).
     {
-        let (kept, auth, series, window, recorded) = (
+        let (kept, auth, series, window, recorded, timeline, words) = (
             kept.clone(),
             props.auth.clone(),
             props.series.clone(),
             props.window_ms,
             props.recorded,
+            props.timeline,
+            props.on_words.clone(),
         );
-        use_effect_with(props.series.clone(), move |_| {
+        use_effect_with((props.series.clone(), props.recorded), move |_| {
             *kept.borrow_mut() = series.iter().map(|_| Kept::default()).collect();
             for (i, s) in series.into_iter().enumerate().filter(|_| recorded) {
-                let (kept, auth) = (kept.clone(), auth.clone());
+                let (kept, auth, words) = (kept.clone(), auth.clone(), words.clone());
                 wasm_bindgen_futures::spawn_local(async move {
                     let now = js_sys::Date::now();
+                    if timeline {
+                        let path = format!(
+                            "/api/v1/history?topic={}&from={}&to={}&limit=1000",
+                            js_sys::encode_uri_component(&s.topic),
+                            (now - window) as u64,
+                            now as u64
+                        );
+                        let Ok((200, json)) = api::get_json(&path, auth.as_deref()).await else {
+                            return;
+                        };
+                        let mut k = kept.borrow_mut();
+                        let Some(k) = k.get_mut(i) else { return };
+                        // Newest first: each goes in front of the live points.
+                        for m in api::list(&json, "messages") {
+                            let t = api::field(&m, "t").as_f64().unwrap_or(0.0);
+                            let text = api::field(&m, "payload").as_string().unwrap_or_default();
+                            let value = read_field(text.as_bytes(), &s.field).map(|v| v.text());
+                            let on = value
+                                .is_some_and(|v| words.iter().any(|w| w.eq_ignore_ascii_case(&v)));
+                            k.live.push_front((t, f64::from(u8::from(on))));
+                        }
+                        return;
+                    }
                     let path = format!(
                         "/api/v1/history/series?topic={}&field={}&from={}&to={}&points=600",
                         js_sys::encode_uri_component(&s.topic),

@@ -106,7 +106,7 @@ pub fn shown<'d>(
         _ => 3,
     };
     // One comparison for every order (one sort in the app's code, not three).
-    v.sort_by(|a, b| {
+    crate::sort::sort_by(&mut v, |a, b| {
         let first = match sort {
             Sort::Id => Ordering::Equal,
             Sort::State => rank(&a.state).cmp(&rank(&b.state)),

@@ -19,6 +19,7 @@ pub mod mqtt;
 pub mod payload;
 pub mod profile;
 pub mod route;
+pub mod sort;
 pub mod storage;
 pub mod store;
 pub mod tick;

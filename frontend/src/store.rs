@@ -425,7 +425,7 @@ impl Store {
             .filter(|t| kite_mqtt::topic::matches(filter, t))
             .map(|t| t.to_string())
             .collect();
-        out.sort_by(|a, b| kite_mqtt::topic::natural_cmp(a, b));
+        crate::sort::sort_by(&mut out, |a, b| kite_mqtt::topic::natural_cmp(a, b));
         out
     }
 

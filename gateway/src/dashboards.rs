@@ -109,7 +109,7 @@ pub const KINDS: [Kind; 13] = [
         name: "bar",
         size: (6, 4),
         topic: Some(Topic::Filter),
-        keys: &["field", "unit", "min", "max", "thresholds"],
+        keys: &["field", "unit", "decimals", "min", "max", "thresholds"],
     },
     Kind {
         name: "timeline",

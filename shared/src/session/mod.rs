@@ -1113,15 +1113,27 @@ impl Session {
             }
         }
         // Requests the server never answered go again.
-        let mut subs: Vec<Subscribe> = self.pending_subscribe.values().cloned().collect();
-        subs.sort_by_key(|s| s.packet_id);
-        for s in subs {
-            self.send(&Packet::Subscribe(s), now);
-        }
-        let mut unsubs: Vec<Unsubscribe> = self.pending_unsubscribe.values().cloned().collect();
-        unsubs.sort_by_key(|u| u.packet_id);
-        for u in unsubs {
-            self.send(&Packet::Unsubscribe(u), now);
+        // In the order they were made (by packet id; one sort of plain ids for both).
+        let mut ids: Vec<u16> = self.pending_subscribe.keys().copied().collect();
+        let subscribes = ids.len();
+        ids.extend(self.pending_unsubscribe.keys().copied());
+        ids[..subscribes].sort_unstable();
+        ids[subscribes..].sort_unstable();
+        for (i, id) in ids.into_iter().enumerate() {
+            let packet = if i < subscribes {
+                self.pending_subscribe
+                    .get(&id)
+                    .cloned()
+                    .map(Packet::Subscribe)
+            } else {
+                self.pending_unsubscribe
+                    .get(&id)
+                    .cloned()
+                    .map(Packet::Unsubscribe)
+            };
+            if let Some(p) = packet {
+                self.send(&p, now);
+            }
         }
         // The server lost the session: subscribe again to what it had granted.
         if !session_present
