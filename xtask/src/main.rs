@@ -83,12 +83,21 @@ fn main() -> ExitCode {
 /// alternatives (see tests/src/bin/kite-bench.rs).
 fn bench(root: &Path, args: &[String]) -> Result<(), Failure> {
     let which = args.first().map(String::as_str).unwrap_or_default();
-    if !["broker", "gateway", "app", "history", "devices"].contains(&which) {
+    if ![
+        "broker",
+        "gateway",
+        "app",
+        "history",
+        "devices",
+        "dashboard",
+    ]
+    .contains(&which)
+    {
         return Err(Failure {
             what: "choosing a benchmark".into(),
             command: format!("cargo xtask bench {}", args.join(" ")),
             detail: "unknown benchmark".into(),
-            fix: "use `cargo xtask bench broker`, `cargo xtask bench gateway`, `cargo xtask bench app`, `cargo xtask bench history` or `cargo xtask bench devices` (the codec's: `cargo bench -p kite-mqtt`)".into(),
+            fix: "use `cargo xtask bench broker`, `cargo xtask bench gateway`, `cargo xtask bench app`, `cargo xtask bench history`, `cargo xtask bench devices` or `cargo xtask bench dashboard` (the codec's: `cargo bench -p kite-mqtt`)".into(),
         });
     }
     let system = tools::ensure_test_packages()?;
@@ -97,7 +106,7 @@ fn bench(root: &Path, args: &[String]) -> Result<(), Failure> {
     } else {
         None
     };
-    let env = if which == "app" || which == "history" {
+    let env = if ["app", "history", "dashboard"].contains(&which) {
         // The app is measured as it ships: built by trunk in release.
         let env = tools::ensure_build_tools(root)?;
         build_app(root, &env)?;
@@ -142,7 +151,7 @@ fn bench(root: &Path, args: &[String]) -> Result<(), Failure> {
     if let Some(dir) = websockify {
         cmd.arg("--websockify").arg(dir);
     }
-    if which == "app" || which == "history" {
+    if ["app", "history", "dashboard"].contains(&which) {
         cmd.arg("--assets").arg(app_dir(root));
         system.apply(&mut cmd);
     }

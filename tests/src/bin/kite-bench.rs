@@ -690,6 +690,16 @@ fn count(args: &[String], name: &str, default: usize) -> usize {
 /// `kite serve` on fresh ports with its data in `dir` (emptied first) and `extra` config
 /// (TOML); and its HTTP port. `ws` of the target holds the HTTP base URL.
 fn start_kite_configured(kite: &Path, dir: &Path, extra: &str) -> (Running, u16) {
+    start_kite_serving(kite, dir, extra, &[])
+}
+
+/// [`start_kite_configured`] with more arguments for `kite serve` (e.g. `--assets DIR`).
+fn start_kite_serving(
+    kite: &Path,
+    dir: &Path,
+    extra: &str,
+    more: &[&std::ffi::OsStr],
+) -> (Running, u16) {
     let (http, mqtt) = (free_port(), free_port());
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).unwrap();
@@ -707,6 +717,7 @@ fn start_kite_configured(kite: &Path, dir: &Path, extra: &str) -> (Running, u16)
         .args(["--mqtt", &format!("127.0.0.1:{mqtt}")])
         .arg("--config")
         .arg(&config)
+        .args(more)
         .env("KITE_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()
@@ -731,6 +742,19 @@ mod bench_history;
 
 #[path = "../bench/devices.rs"]
 mod bench_devices;
+
+#[path = "../bench/dashboard.rs"]
+mod bench_dashboard;
+
+/// `kite-bench dashboard`: a dashboard's frames under load (see tests/src/bench/dashboard.rs).
+fn dashboard_main(args: &[String]) {
+    let setup = Setup::new(args);
+    let assets = PathBuf::from(required(args, "--assets", "DIR (the built app)"));
+    let secs = if setup.quick { 3 } else { 10 };
+    let table = bench_dashboard::figures(&setup.kite, &setup.dir.join("dashboard"), &assets, secs);
+    println!("\n{table}");
+    setup.finish(&table);
+}
 
 /// `kite-bench devices`: the device monitor's figures (see tests/src/bench/devices.rs).
 fn devices_main(args: &[String]) {
@@ -794,6 +818,7 @@ fn main() {
         Some("app") => app_main(&args),
         Some("history") => history_main(&args),
         Some("devices") => devices_main(&args),
+        Some("dashboard") => dashboard_main(&args),
         Some(other) => usage_error(&format!("unknown mode {other:?}")),
         None => usage_error("which benchmark?"),
     }
