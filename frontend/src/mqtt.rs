@@ -69,6 +69,32 @@ pub enum Status {
 }
 
 /// Whether the broker will refuse the same CONNECT again.
+/// Why redialing would only take the session back from another connection that uses the same
+/// client id — which would then take it back, forever (two tabs with one profile): the
+/// server said so (5.0: 0x8E Session taken over), or, with 3.1.1 brokers that close the older
+/// connection without a word, the connection was lost soon after it was accepted
+/// `SHORT_LIVED_IN_A_ROW` times in a row.
+pub fn taken_over(reason: &CloseReason, short_lived_in_a_row: u32) -> Option<String> {
+    const TEXT: &str = "another connection with the same client id took this session over (another tab with this connection, or a device using the same id); Kite stopped here so that the two do not take it from each other forever: change the client id, or close the other and connect again";
+    match reason {
+        CloseReason::ServerDisconnect {
+            reason: ReasonCode::SessionTakenOver,
+            ..
+        } => Some(TEXT.to_owned()),
+        CloseReason::ConnectionLost if short_lived_in_a_row >= SHORT_LIVED_IN_A_ROW => {
+            Some(format!(
+                "the broker closed this connection {short_lived_in_a_row} times in a row within seconds of accepting it — usually {TEXT}"
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// Connections lost this soon after being accepted count as short-lived.
+pub const SHORT_LIVED_MS: u128 = 3_000;
+/// Short-lived connections in a row that stop the redialing ([`taken_over`]).
+pub const SHORT_LIVED_IN_A_ROW: u32 = 4;
+
 fn refused_for_good(reason: &CloseReason) -> bool {
     matches!(
         reason,
@@ -91,6 +117,8 @@ struct Inner {
     backoff: Backoff,
     attempt: u32,
     connected_at: Option<Instant>,
+    /// Connections in a row lost within [`SHORT_LIVED_MS`] of being accepted.
+    short_lived: u32,
     user_closed: bool,
     /// The timer is a redial after a lost connection (not the session's deadline): pumping
     /// the session meanwhile (a publish into the outbox) must not cancel it.
@@ -181,6 +209,7 @@ impl Connection {
             backoff: Backoff::default(),
             attempt: 0,
             connected_at: None,
+            short_lived: 0,
             user_closed: true,
             redialing: false,
             opened: false,
@@ -515,11 +544,22 @@ impl Connection {
                     (CloseReason::ConnectionLost, Some(note)) => note,
                     _ => reason.to_string(),
                 };
-                if refused_for_good(&reason) {
-                    self.inner.borrow_mut().user_closed = true;
-                    self.emit(vec![Notice::Status(Status::Failed {
-                        reason: reason.to_string(),
-                    })]);
+                let short_lived = {
+                    let mut inner = self.inner.borrow_mut();
+                    let brief = inner
+                        .connected_at
+                        .is_some_and(|t| t.elapsed().as_millis() < SHORT_LIVED_MS);
+                    inner.short_lived = if brief { inner.short_lived + 1 } else { 0 };
+                    inner.short_lived
+                };
+                let stop = taken_over(&reason, short_lived)
+                    .or_else(|| refused_for_good(&reason).then(|| reason.to_string()));
+                if let Some(why) = stop {
+                    let mut inner = self.inner.borrow_mut();
+                    inner.user_closed = true;
+                    inner.short_lived = 0;
+                    drop(inner);
+                    self.emit(vec![Notice::Status(Status::Failed { reason: why })]);
                 } else {
                     self.schedule_reconnect(text);
                 }
@@ -561,5 +601,26 @@ impl Connection {
         self.emit(vec![Notice::Status(Status::Reconnecting { in_ms, reason })]);
         self.set_timer(i32::try_from(in_ms).unwrap_or(i32::MAX), true);
         self.inner.borrow_mut().redialing = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue #21, bug 5: two tabs with one client id took the session from each other forever
+    /// (0x8E [MQTT-3.1.4-3] each time the other reconnected); the driver stops and says why.
+    #[test]
+    fn a_session_taken_over_stops_the_redialing() {
+        let over = CloseReason::ServerDisconnect {
+            reason: ReasonCode::SessionTakenOver,
+            reason_string: None,
+        };
+        assert!(taken_over(&over, 0).is_some_and(|t| t.contains("same client id")));
+        let lost = CloseReason::ConnectionLost;
+        assert_eq!(taken_over(&lost, SHORT_LIVED_IN_A_ROW - 1), None);
+        let why = taken_over(&lost, SHORT_LIVED_IN_A_ROW).unwrap_or_default();
+        assert!(why.contains("4 times in a row"), "{why}");
+        assert_eq!(taken_over(&CloseReason::KeepAliveTimeout, 9), None);
     }
 }

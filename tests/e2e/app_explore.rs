@@ -110,3 +110,40 @@ fn the_profile_form_refuses_urls_the_browser_would_throw_on() {
             .then_some(())
     });
 }
+
+/// Bug 5: two tabs (here two browsers) with one client id took the session from each other
+/// forever (0x8E, then a redial that takes it back). The one taken over stops and says why;
+/// the other stays connected.
+#[test]
+fn two_tabs_with_one_client_id_stop_instead_of_fighting() {
+    let broker = kite_tests::Mosquitto::start();
+    let gateway = kite_tests::Gateway::start(&[&broker.url()], Some(kite_tests::assets_dir()));
+    let open = || {
+        let b = kite_tests::browser::Browser::start();
+        b.goto(&gateway.http_url("/"));
+        b.wait_text("#kite-app h1", WAIT);
+        b.eval(r#"localStorage.setItem('kite.profiles', JSON.stringify([{id: "dup", name: "dup", client_id: "kite-same", clean_start: false, session_expiry: "300"}])); return null;"#);
+        b.goto(&gateway.http_url("/connections/dup"));
+        b.wait_text("#connect", WAIT);
+        click(&b, "#connect");
+        wait_until_text(&b, ".connection .status", "connected");
+        b
+    };
+    let first = open();
+    let second = open();
+    let stopped = wait_until_text(&first, ".connection .status", "same client id");
+    assert!(stopped.contains("took this session over"), "{stopped}");
+    // And it stays that way: the second keeps the session.
+    std::thread::sleep(Duration::from_secs(3));
+    let status = second.text(".connection .status").unwrap_or_default();
+    assert!(
+        status.contains("connected") && !status.contains("reconnect"),
+        "{status}"
+    );
+    assert!(
+        first
+            .text(".connection .status")
+            .unwrap_or_default()
+            .contains("same client id")
+    );
+}
