@@ -163,6 +163,35 @@ pub fn TopicTree(props: &TreeProps) -> Html {
             selected_index,
         )
     };
+    // A newly selected topic (opened by its URL, or chosen): its levels opened and its row
+    // scrolled into view.
+    {
+        let (store, on_change, viewport, scroll) = (
+            props.store.clone(),
+            props.on_change.clone(),
+            viewport.clone(),
+            scroll.clone(),
+        );
+        use_effect_with(props.selected, move |selected| {
+            if let Some(id) = *selected {
+                let position = {
+                    let mut s = store.0.borrow_mut();
+                    s.reveal(id);
+                    s.rows().iter().position(|&r| r == id)
+                };
+                if let (Some(pos), Some(el)) = (position, viewport.cast::<HtmlElement>()) {
+                    let top = pos as f64 * ROW_HEIGHT;
+                    let now = f64::from(el.scroll_top());
+                    if top < now || top + ROW_HEIGHT > now + VIEWPORT {
+                        let to = (top - VIEWPORT / 2.0).max(0.0);
+                        el.set_scroll_top(to as i32);
+                        scroll.set(to);
+                    }
+                }
+                on_change.emit(());
+            }
+        });
+    }
     let store = props.store.0.borrow();
 
     let on_scroll = {

@@ -429,6 +429,15 @@ impl Store {
         out
     }
 
+    /// Opens every level above `id`, so that its row is shown (a topic opened by its URL).
+    pub fn reveal(&mut self, id: NodeId) {
+        let mut at = id;
+        while let Some(parent) = self.parent(at) {
+            self.set_expanded(parent, true);
+            at = parent;
+        }
+    }
+
     /// The node's parent (`None` for a first level or the root).
     pub fn parent(&self, id: NodeId) -> Option<NodeId> {
         let n = self.nodes.get(id as usize)?;
@@ -682,6 +691,20 @@ mod tests {
         assert!(names(&mut s).is_empty());
         s.set_filter("");
         assert_eq!(names(&mut s).len(), 6);
+    }
+
+    /// Issue #21, bug 7: a topic opened by its URL is shown, its levels opened.
+    #[test]
+    fn a_deep_topic_is_revealed() {
+        let mut s = Store::default();
+        put(&mut s, "a/b/c/d/e", "1", 0.0);
+        let deep = s.find("a/b/c/d/e").unwrap();
+        assert!(
+            !s.rows().contains(&deep),
+            "collapsed below the default depth"
+        );
+        s.reveal(deep);
+        assert!(s.rows().contains(&deep));
     }
 
     #[test]

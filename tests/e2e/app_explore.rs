@@ -147,3 +147,35 @@ fn two_tabs_with_one_client_id_stop_instead_of_fighting() {
             .contains("same client id")
     );
 }
+
+/// Bug 7: a topic's URL opened in a new page shows that topic in the tree — its levels
+/// opened (they are closed below the second level), its row selected and scrolled to.
+#[test]
+fn a_topic_url_opens_its_levels_and_selects_it() {
+    let (broker, gateway, browser, id) = connected_app();
+    set_input(&browser, "#filter", "lab/#");
+    click(&browser, "#subscribe");
+    wait_until_text(&browser, ".subscription", "granted");
+    for i in 0..60 {
+        let status = broker
+            .client("mosquitto_pub")
+            .args(["-t", &format!("lab/g/dev-{i}/temp/x"), "-m", "1", "-r"])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    let row = r#".topic-row[data-topic="lab/g/dev-57/temp/x"]"#;
+    browser.goto(&gateway.http_url(&format!("/connections/{id}/topic/lab/g/dev-57/temp/x")));
+    browser.wait_text("#connect", WAIT);
+    click(&browser, "#connect");
+    let selected = wait_for("the topic's row, selected", WAIT, || {
+        browser
+            .eval(&format!(
+                "const r = document.querySelector({}); return r ? r.getAttribute('aria-selected') : null;",
+                serde_json::Value::from(row)
+            ))
+            .as_str()
+            .map(str::to_owned)
+    });
+    assert_eq!(selected, "true");
+}
