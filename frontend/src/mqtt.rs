@@ -71,9 +71,10 @@ pub enum Status {
 /// Whether the broker will refuse the same CONNECT again.
 /// Why redialing would only take the session back from another connection that uses the same
 /// client id — which would then take it back, forever (two tabs with one profile): the
-/// server said so (5.0: 0x8E Session taken over), or, with 3.1.1 brokers that close the older
-/// connection without a word, the connection was lost soon after it was accepted
-/// `SHORT_LIVED_IN_A_ROW` times in a row.
+/// server said so (5.0: 0x8E Session taken over), or, with brokers that close the older
+/// connection without a word (3.1.1; mosquitto 2.0 in 5.0 too), the broker closed the
+/// connection cleanly within [`SHORT_LIVED_MS`] of accepting it [`SHORT_LIVED_IN_A_ROW`]
+/// times in a row.
 pub fn taken_over(reason: &CloseReason, short_lived_in_a_row: u32) -> Option<String> {
     const TEXT: &str = "another connection with the same client id took this session over (another tab with this connection, or a device using the same id); Kite stopped here so that the two do not take it from each other forever: change the client id, or close the other and connect again";
     match reason {
@@ -90,10 +91,11 @@ pub fn taken_over(reason: &CloseReason, short_lived_in_a_row: u32) -> Option<Str
     }
 }
 
-/// Connections lost this soon after being accepted count as short-lived.
-pub const SHORT_LIVED_MS: u128 = 3_000;
+/// Connections the broker closes this soon after accepting them count as short-lived (the
+/// other connection's redial comes within the longest backoff).
+pub const SHORT_LIVED_MS: u128 = 60_000;
 /// Short-lived connections in a row that stop the redialing ([`taken_over`]).
-pub const SHORT_LIVED_IN_A_ROW: u32 = 4;
+pub const SHORT_LIVED_IN_A_ROW: u32 = 3;
 
 fn refused_for_good(reason: &CloseReason) -> bool {
     matches!(
@@ -127,6 +129,9 @@ struct Inner {
     opened: bool,
     /// What the gateway said when it closed the socket (code and reason), for the status.
     close_note: Option<String>,
+    /// The last socket was closed normally (1000) by the other side: the broker ended the
+    /// connection (not the network).
+    closed_cleanly: bool,
     timer: Option<i32>,
     notify: Rc<dyn Fn(Notice)>,
     /// The closures the browser calls, made once per connection and never replaced while
@@ -214,6 +219,7 @@ impl Connection {
             redialing: false,
             opened: false,
             close_note: None,
+            closed_cleanly: false,
             timer: None,
             notify: Rc::new(notify),
             callbacks: None,
@@ -422,6 +428,7 @@ impl Connection {
                 return;
             }
             let (code, reason) = (e.code(), e.reason());
+            c.inner.borrow_mut().closed_cleanly = code == 1000;
             c.inner.borrow_mut().close_note = match (code, reason.is_empty()) {
                 (1000, true) => None,
                 (code, true) => Some(format!("the connection to the gateway closed ({code})")),
@@ -546,9 +553,11 @@ impl Connection {
                 };
                 let short_lived = {
                     let mut inner = self.inner.borrow_mut();
-                    let brief = inner
-                        .connected_at
-                        .is_some_and(|t| t.elapsed().as_millis() < SHORT_LIVED_MS);
+                    let brief = reason == CloseReason::ConnectionLost
+                        && std::mem::take(&mut inner.closed_cleanly)
+                        && inner
+                            .connected_at
+                            .is_some_and(|t| t.elapsed().as_millis() < SHORT_LIVED_MS);
                     inner.short_lived = if brief { inner.short_lived + 1 } else { 0 };
                     inner.short_lived
                 };
@@ -620,7 +629,7 @@ mod tests {
         let lost = CloseReason::ConnectionLost;
         assert_eq!(taken_over(&lost, SHORT_LIVED_IN_A_ROW - 1), None);
         let why = taken_over(&lost, SHORT_LIVED_IN_A_ROW).unwrap_or_default();
-        assert!(why.contains("4 times in a row"), "{why}");
+        assert!(why.contains("3 times in a row"), "{why}");
         assert_eq!(taken_over(&CloseReason::KeepAliveTimeout, 9), None);
     }
 }

@@ -85,7 +85,9 @@ impl SubSpec {
             filter: filter.to_owned(),
             qos,
             no_local: false,
-            retain_as_published: false,
+            // The RETAIN flag as published: the explorer then knows which topics the broker
+            // holds a retained message for, live too (5.0; 3.1.1 ignores it).
+            retain_as_published: true,
             retain_handling: 0,
         }
     }

@@ -248,7 +248,9 @@ impl Store {
         let history_per_topic = self.caps.history_per_topic;
         let node = &mut self.nodes[id as usize];
         node.messages += 1;
-        node.retained = retain;
+        // The broker holds a retained message here once one is seen (at subscribe time, or live
+        // with retain-as-published), until an empty message — a deletion — comes.
+        node.retained = !payload.is_empty() && (retain || node.retained);
         node.last_ms = at_ms;
         node.preview_len = payload.len();
         node.preview = Bytes::copy_from_slice(&payload[..payload.len().min(PREVIEW_BYTES)]);
@@ -427,6 +429,14 @@ impl Store {
             .collect();
         crate::sort::sort_by(&mut out, |a, b| kite_mqtt::topic::natural_cmp(a, b));
         out
+    }
+
+    /// This app published to `topic` with RETAIN: the broker holds it now (or, empty, no
+    /// longer holds one) — shown even when the broker does not send it back retained.
+    pub fn note_retained(&mut self, topic: &str, empty: bool) {
+        if let Some(&id) = self.by_topic.get(topic) {
+            self.nodes[id as usize].retained = !empty;
+        }
     }
 
     /// Opens every level above `id`, so that its row is shown (a topic opened by its URL).
@@ -691,6 +701,32 @@ mod tests {
         assert!(names(&mut s).is_empty());
         s.set_filter("");
         assert_eq!(names(&mut s).len(), 6);
+    }
+
+    /// Issue #21, bug 3: the retained marker followed only the last delivery — a live message
+    /// (RETAIN 0 [MQTT-3.3.1-9]) hid a retained one the broker still holds.
+    #[test]
+    fn the_retained_marker_stays_until_a_deletion() {
+        let mut s = Store::default();
+        s.ingest("a", b"1", 0, true, Props::default(), 0.0);
+        let a = s.find("a").unwrap();
+        s.ingest("a", b"2", 0, false, Props::default(), 1.0);
+        assert!(s.view(a, 1.0).unwrap().retained, "still held by the broker");
+        s.ingest("a", b"", 0, false, Props::default(), 2.0);
+        assert!(
+            !s.view(a, 2.0).unwrap().retained,
+            "an empty message deletes it"
+        );
+        s.note_retained("a", false);
+        assert!(
+            s.view(a, 2.0).unwrap().retained,
+            "the app's own retained publish"
+        );
+        assert_eq!(
+            s.retained_below(a),
+            Vec::<String>::new(),
+            "nothing kept to delete yet"
+        );
     }
 
     /// Issue #21, bug 7: a topic opened by its URL is shown, its levels opened.

@@ -572,6 +572,14 @@ impl Handle {
     }
 
     fn send(&self, id: &str, conn: &Connection, message: Publish) {
+        if message.retain
+            && let Some(store) = self.store(id)
+        {
+            store
+                .0
+                .borrow_mut()
+                .note_retained(&message.topic, message.payload.is_empty());
+        }
         let outcome = match conn.publish(message) {
             Ok(None) if conn.is_connected() => (None, "sent (QoS 0: no acknowledgement)".into()),
             Ok(None) => (None, "waiting in the outbox (QoS 0)".into()),
