@@ -70,6 +70,20 @@ pub fn App() -> Html {
         )
     }))
     .clone();
+    // A reconnect delay counts down in the status: a render each second while one waits.
+    {
+        let handle = handle.clone();
+        crate::tick::use_interval(1_000, move || {
+            let waiting = handle.read(|w| {
+                w.links
+                    .values()
+                    .any(|l| matches!(l.status, Status::Reconnecting { .. }))
+            });
+            if waiting {
+                handle.request_frame();
+            }
+        });
+    }
     let route = use_route();
     let kiosk = matches!(route, Route::Dashboard { .. }) && crate::route::kiosk();
     let known = match &*upstreams {

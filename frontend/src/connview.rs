@@ -33,9 +33,12 @@ pub fn status_text(status: &Status) -> String {
     match status {
         Status::Connecting => "connecting…".into(),
         Status::Connected => "connected".into(),
-        Status::Reconnecting { in_ms, reason } => format!(
+        // Counts down (the app renders every second while one is reconnecting).
+        Status::Reconnecting { at_ms, reason, .. } => format!(
             "reconnecting in {} s ({reason})",
-            crate::explorer::tenths(f64::from(*in_ms) / 1000.0)
+            ((*at_ms as f64 - js_sys::Date::now()) / 1000.0)
+                .ceil()
+                .max(0.0) as u32
         ),
         Status::Closed => "disconnected".into(),
         Status::Failed { reason } => format!("error: {reason}"),

@@ -54,6 +54,8 @@ pub enum Status {
     Reconnecting {
         /// Delay before the next attempt.
         in_ms: u32,
+        /// When the next attempt is (ms since the epoch): the delay counts down to it.
+        at_ms: u64,
         /// Why the last connection ended.
         reason: String,
     },
@@ -607,7 +609,12 @@ impl Connection {
             inner.backoff.delay(inner.attempt, js_sys::Math::random())
         };
         let in_ms = delay.as_millis().min(u32::MAX as u128) as u32;
-        self.emit(vec![Notice::Status(Status::Reconnecting { in_ms, reason })]);
+        let at_ms = js_sys::Date::now() as u64 + u64::from(in_ms);
+        self.emit(vec![Notice::Status(Status::Reconnecting {
+            in_ms,
+            at_ms,
+            reason,
+        })]);
         self.set_timer(i32::try_from(in_ms).unwrap_or(i32::MAX), true);
         self.inner.borrow_mut().redialing = true;
     }

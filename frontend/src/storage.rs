@@ -4,6 +4,9 @@
 /// Where the profiles are kept.
 pub const PROFILES: &str = "kite.profiles";
 
+/// The profiles that were connected, space-separated: connected again after a reload.
+pub const CONNECTED: &str = "kite.connected";
+
 /// Where the store caps are kept.
 pub const CAPS: &str = "kite.caps";
 

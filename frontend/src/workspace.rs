@@ -210,8 +210,12 @@ impl Handle {
             frames,
         })));
         let ids: Vec<String> = handle.read(|w| w.profiles.iter().map(|p| p.id.clone()).collect());
-        for id in ids {
-            handle.restore(&id);
+        for id in &ids {
+            handle.restore(id);
+        }
+        // What was connected before the reload is connected again, with its subscriptions.
+        for id in connected_ids().iter().filter(|id| ids.contains(id)) {
+            let _ = handle.connect(id);
         }
         handle
     }
@@ -326,6 +330,7 @@ impl Handle {
         if let Some(conn) = self.conn(id) {
             conn.close();
         }
+        remember_connected(id, false);
         self.write(|w| {
             w.profiles.retain(|p| p.id != id);
             w.links.remove(id);
@@ -428,6 +433,7 @@ impl Handle {
             );
         }
         conn.connect();
+        remember_connected(id, true);
         for spec in &profile.subscriptions {
             self.send_subscribe(id, &conn, spec);
         }
@@ -439,6 +445,7 @@ impl Handle {
         if let Some(conn) = self.conn(id) {
             conn.close();
         }
+        remember_connected(id, false);
     }
 
     fn send_subscribe(&self, id: &str, conn: &Connection, spec: &SubSpec) {
@@ -747,6 +754,25 @@ fn random_id() -> String {
         "p{:08x}",
         (js_sys::Math::random() * f64::from(u32::MAX)) as u32
     )
+}
+
+/// The profiles that were connected when the page was left ([`storage::CONNECTED`]).
+fn connected_ids() -> Vec<String> {
+    storage::get(storage::CONNECTED)
+        .ok()
+        .flatten()
+        .map(|t| t.split_whitespace().map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+/// Keeps (or forgets) that profile `id` is connected, for the next page load.
+fn remember_connected(id: &str, connected: bool) {
+    let mut ids = connected_ids();
+    ids.retain(|i| i != id);
+    if connected {
+        ids.push(id.to_owned());
+    }
+    let _ = storage::set(storage::CONNECTED, &ids.join(" "));
 }
 
 /// A random client id: `kite-` and 6 hex digits.

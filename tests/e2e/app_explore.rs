@@ -174,9 +174,8 @@ fn a_topic_url_opens_its_levels_and_selects_it() {
         assert!(status.success());
     }
     let row = r#".topic-row[data-topic="lab/g/dev-57/temp/x"]"#;
+    // (Connected before, it connects again by itself after the page loads.)
     browser.goto(&gateway.http_url(&format!("/connections/{id}/topic/lab/g/dev-57/temp/x")));
-    browser.wait_text("#connect", WAIT);
-    click(&browser, "#connect");
     let selected = wait_for("the topic's row, selected", WAIT, || {
         browser
             .eval(&format!(
@@ -224,4 +223,51 @@ fn retained_messages_show_as_retained_when_they_arrive_live() {
             .filter(|v| v.contains("closed"))
     });
     assert_eq!(browser.text(&marker("cmd/valve")).as_deref(), Some("R"));
+}
+
+/// A connection that was connected comes back connected after a reload, with its
+/// subscriptions; one disconnected stays so. A reconnect delay counts down.
+#[test]
+fn a_reload_keeps_a_connection_connected_and_the_delay_counts_down() {
+    let (mut broker, gateway, browser, id) = connected_app();
+    set_input(&browser, "#filter", "lab/#");
+    click(&browser, "#subscribe");
+    wait_until_text(&browser, ".subscription", "granted");
+    browser.goto(&gateway.http_url(&format!("/connections/{id}")));
+    wait_until_text(&browser, ".connection .status", "connected");
+    wait_until_text(&browser, ".subscription", "granted");
+    broker.publish("lab/after-reload", "1");
+    wait_until_text(&browser, ".count", "1 message");
+    // The broker goes away: the delay before the next attempt counts down, in whole seconds.
+    broker.stop();
+    let seconds = |s: &str| -> Option<u32> {
+        s.split("reconnecting in ")
+            .nth(1)?
+            .split(' ')
+            .next()?
+            .parse()
+            .ok()
+    };
+    let status = || browser.text(".connection .status").unwrap_or_default();
+    // The delays grow while the broker is away: one of 2 s or more, then less of it.
+    let start = wait_for("a delay of 2 s or more", WAIT, || {
+        seconds(&status()).filter(|s| *s >= 2)
+    });
+    wait_for("the delay to count down", WAIT, || {
+        seconds(&status()).filter(|s| *s < start)
+    });
+    broker.run();
+    wait_until_text(&browser, ".connection .status", "connected");
+    // Disconnected by the person: stays so after a reload.
+    click(&browser, "#connect");
+    wait_until_text(&browser, ".connection .status", "disconnected");
+    browser.goto(&gateway.http_url(&format!("/connections/{id}")));
+    browser.wait_text("#connect", WAIT);
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        browser
+            .text(".connection .status")
+            .unwrap_or_default()
+            .contains("disconnected")
+    );
 }
