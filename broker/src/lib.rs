@@ -944,9 +944,13 @@ impl Broker {
         Ok(routed.matched)
     }
 
-    /// The retained messages for a new subscription to `filter`.
-    pub(crate) fn retained_for(&self, filter: &str, now: Instant) -> Vec<Arc<Message>> {
-        read(&self.inner.retained).matching(filter, now)
+    /// The retained messages, read-locked: held by a SUBSCRIBE from registering its
+    /// subscriptions until their retained messages are queued, so that a retained publish
+    /// (which needs the write lock) is routed after them — a subscriber never gets the newer
+    /// value live and then the older one retained. Lock order: this, then `subs`, then a
+    /// session's slot; nothing takes this lock while holding those.
+    pub(crate) fn retained_read(&self) -> RwLockReadGuard<'_, retain::Retained> {
+        read(&self.inner.retained)
     }
 
     pub(crate) fn subscribe(&self, slot: &Arc<Slot>, filter: &str, entry: SubscribeEntry) {

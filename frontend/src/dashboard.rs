@@ -561,6 +561,8 @@ pub fn DashboardView(props: &ViewProps) -> Html {
     let vars = use_state(Vec::<(String, String)>::new);
     let conn = use_state(|| crate::storage::get(CONN_KEY).ok().flatten());
     let asked: Asked = use_mut_ref(Vec::new).clone();
+    // The connection this view opened, and when.
+    let opened = use_mut_ref(|| (None::<String>, 0.0_f64));
     let sent = use_state(|| None::<(String, Option<u16>)>);
     let armed = use_state(|| None::<String>);
     let sort = use_state(|| (String::new(), 0usize, false));
@@ -595,8 +597,16 @@ pub fn DashboardView(props: &ViewProps) -> Html {
         .cloned()
         .or_else(|| profiles.first().map(|(id, _)| id.clone()));
     let store = conn_id.as_deref().and_then(|id| {
-        // Opened (and kept open: a wall screen reconnects forever) while shown.
-        if props.handle.conn(id).is_none_or(|c| c.is_closed()) {
+        // Opened when the dashboard is shown (or its connection chosen); the connection then
+        // redials by itself. One that stopped for good (a refused login, a session taken
+        // over) is not hammered on every frame: a wall screen tries it again each minute.
+        let closed = props.handle.conn(id).is_none_or(|c| c.is_closed());
+        let now = js_sys::Date::now();
+        let mut last = opened.borrow_mut();
+        let due = last.0.as_deref() != Some(id) || (props.kiosk && now - last.1 > 60_000.0);
+        if closed && due {
+            *last = (Some(id.to_owned()), now);
+            drop(last);
             let _ = props.handle.connect(id);
         }
         props.handle.store(id)

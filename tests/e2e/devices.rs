@@ -332,10 +332,25 @@ fn in_front_of_mosquitto_the_monitor_follows_status_topics() {
             "-t",
             "plant/dev-n/cmd",
         ])
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let sub = Process(sub);
+    // Connected (so that its Will is at the broker) once it prints what it subscribed to.
+    let mut sub = Process(sub);
+    let out = sub.0.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    wait_for("dev-n connected", Duration::from_secs(10), || {
+        remote.publish("plant/dev-n/cmd", "ping");
+        rx.recv_timeout(Duration::from_millis(300)).ok()
+    });
     remote.publish("plant/dev-n/status", "1");
     until(&kite, "dev-n", "online", state_is("online"));
     Command::new("kill")

@@ -20,6 +20,8 @@ impl Conn {
         let mut retained = Vec::new();
         let broker = self.broker.clone();
         let config = broker.config();
+        // Until the retained messages are queued (see `Broker::retained_read`).
+        let held = broker.retained_read();
         for f in s.filters {
             let inner = parse_shared(&f.filter)
                 .ok()
@@ -81,7 +83,7 @@ impl Conn {
                     R::DoNotSend => false,
                 };
             if send {
-                for msg in self.broker.retained_for(&f.filter, now) {
+                for msg in held.matching(&f.filter, now) {
                     retained.push(Delivery {
                         seq: 0,
                         live: false,
@@ -114,6 +116,7 @@ impl Conn {
                 Stats::add(&self.broker.stats().messages_dropped, 1);
             }
         }
+        drop(held);
     }
 
     pub(super) fn on_unsubscribe(&mut self, u: Unsubscribe, out: &mut Out) {
