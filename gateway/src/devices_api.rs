@@ -40,6 +40,26 @@ fn not_monitored() -> Response {
         .into_response()
 }
 
+/// The monitor and the caller (role, user), or the answer to send.
+async fn open(
+    state: &AppState,
+    headers: &HeaderMap,
+    peer: std::net::IpAddr,
+) -> Result<
+    (
+        std::sync::Arc<crate::monitor::Monitor>,
+        Option<kite_policy::Role>,
+        String,
+    ),
+    Response,
+> {
+    let Some(monitor) = state.devices().cloned() else {
+        return Err(not_monitored());
+    };
+    let (role, user) = caller(state, headers, peer).await?;
+    Ok((monitor, role, user))
+}
+
 /// Whether the caller may see `d`.
 fn visible(role: Option<&kite_policy::Role>, user: &str, d: &Device) -> bool {
     if d.topics.is_empty() {
@@ -173,16 +193,13 @@ pub async fn list(
     headers: HeaderMap,
     Query(raw): Query<Params>,
 ) -> Response {
-    let Some(monitor) = state.devices().cloned() else {
-        return not_monitored();
+    let (monitor, role, user) = match open(&state, &headers, peer.ip()).await {
+        Ok(x) => x,
+        Err(r) => return r,
     };
     let q = match list_query(&raw) {
         Ok(q) => q,
         Err(e) => return e.into_response(),
-    };
-    let (role, user) = match caller(&state, &headers, peer.ip()).await {
-        Ok(who) => who,
-        Err(r) => return r,
     };
     let (counts, page, more) = monitor.page(
         |d| visible(role.as_ref(), &user, d),
@@ -239,11 +256,8 @@ pub async fn forget(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let Some(monitor) = state.devices().cloned() else {
-        return not_monitored();
-    };
-    let (role, user) = match caller(&state, &headers, peer.ip()).await {
-        Ok(who) => who,
+    let (monitor, role, user) = match open(&state, &headers, peer.ip()).await {
+        Ok(x) => x,
         Err(r) => return r,
     };
     let forgotten = {
@@ -280,11 +294,8 @@ pub async fn one(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let Some(monitor) = state.devices().cloned() else {
-        return not_monitored();
-    };
-    let (role, user) = match caller(&state, &headers, peer.ip()).await {
-        Ok(who) => who,
+    let (monitor, role, user) = match open(&state, &headers, peer.ip()).await {
+        Ok(x) => x,
         Err(r) => return r,
     };
     let device = monitor.engine().get(&id).cloned();

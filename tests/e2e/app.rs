@@ -90,6 +90,17 @@ pub(crate) fn set_input(browser: &Browser, selector: &str, value: &str) {
     ));
 }
 
+/// How many elements `selector` finds.
+pub(crate) fn count(browser: &Browser, selector: &str) -> u64 {
+    browser
+        .eval(&format!(
+            "return document.querySelectorAll({}).length;",
+            serde_json::Value::from(selector)
+        ))
+        .as_u64()
+        .unwrap()
+}
+
 pub(crate) fn click(browser: &Browser, selector: &str) {
     browser.eval(&format!(
         "document.querySelector({}).click(); return null;",

@@ -9,7 +9,8 @@ use kite_tests::browser::Browser;
 use kite_tests::{Gateway, Mosquitto, assets_dir, wait_for};
 
 use crate::app::{
-    click, connected_app, new_profile, open_profile_form, screenshot, set_input, wait_until_text,
+    click, connected_app, count, new_profile, open_profile_form, screenshot, set_input,
+    wait_until_text,
 };
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -21,16 +22,6 @@ fn choose(browser: &Browser, selector: &str, value: &str) {
         serde_json::Value::from(selector),
         serde_json::Value::from(value)
     ));
-}
-
-fn count(browser: &Browser, selector: &str) -> u64 {
-    browser
-        .eval(&format!(
-            "return document.querySelectorAll({}).length;",
-            serde_json::Value::from(selector)
-        ))
-        .as_u64()
-        .unwrap()
 }
 
 fn value(browser: &Browser, selector: &str) -> String {

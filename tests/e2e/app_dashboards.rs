@@ -10,19 +10,9 @@ use kite_tests::browser::Browser;
 use kite_tests::client::{TestClient, Via, publish};
 use kite_tests::{TempDir, wait_for};
 
-use crate::app::{click, new_profile, screenshot, set_input, wait_until_text};
+use crate::app::{click, count, new_profile, screenshot, set_input, wait_until_text};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn count(browser: &Browser, selector: &str) -> u64 {
-    browser
-        .eval(&format!(
-            "return document.querySelectorAll({}).length;",
-            serde_json::Value::from(selector)
-        ))
-        .as_u64()
-        .unwrap()
-}
 
 /// Adds a widget with the editor's form.
 fn add(browser: &Browser, kind: &str, topic: &str) {
