@@ -211,3 +211,26 @@ pub fn link(route: Route, class: &'static str, children: Html) -> Html {
     });
     html! { <a class={class} href={href} onclick={onclick}>{ children }</a> }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dashboard_routes_parse_and_print_back() {
+        assert_eq!(Route::parse("/dashboards"), Route::Dashboards);
+        let one = Route::Dashboard {
+            id: "line-1-2".into(),
+        };
+        assert_eq!(Route::parse("/dashboards/line-1-2"), one);
+        assert_eq!(Route::parse(&one.path()), one);
+        for bad in [
+            "/dashboards/",
+            "/dashboards/Line 1",
+            "/dashboards/a/b",
+            "/dashboardsx",
+        ] {
+            assert_eq!(Route::parse(bad), Route::NotFound, "{bad}");
+        }
+    }
+}
