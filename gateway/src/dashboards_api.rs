@@ -179,8 +179,11 @@ pub async fn one(
 async fn read_doc(state: &AppState, body: Body) -> Result<(Value, Option<Value>), ApiError> {
     let v = json_body(state, body, MAX_BODY, "the dashboard").await?;
     let version = v.get("version").cloned();
-    let doc =
-        check(&v).map_err(|e| api_error(StatusCode::BAD_REQUEST, Some(&e.field), e.message))?;
+    // Checked on a blocking thread: laying out 200 widgets is bounded, not free.
+    let checked = tokio::task::spawn_blocking(move || check(&v))
+        .await
+        .map_err(|e| api_error(StatusCode::INTERNAL_SERVER_ERROR, None, e.to_string()))?;
+    let doc = checked.map_err(|e| api_error(StatusCode::BAD_REQUEST, Some(&e.field), e.message))?;
     Ok((doc, version))
 }
 
