@@ -1257,7 +1257,8 @@ fn table(w: &Widget, ctx: &Ctx) -> Html {
             .collect()
     };
     let (sorted_widget, by, desc) = &*ctx.sort;
-    if *sorted_widget == w.id && *by > 0 {
+    // (A column chosen before the widget was edited to have fewer: no sort, no panic.)
+    if *sorted_widget == w.id && *by > 0 && *by <= columns.len() {
         crate::sort::sort_by(&mut rows, |a, b| {
             let (x, y) = (&a.1[by - 1], &b.1[by - 1]);
             let o = match (x.as_f64(), y.as_f64()) {
