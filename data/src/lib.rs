@@ -157,6 +157,9 @@ pub trait Storage: Send + std::marker::Sync + std::fmt::Debug + 'static {
     /// Every dashboard kept, in no particular order.
     fn dashboards(&self) -> Result<Vec<Dashboard>, DataError>;
 
+    /// The dashboard `id`, if kept.
+    fn dashboard(&self, id: &str) -> Result<Option<Dashboard>, DataError>;
+
     /// Keeps `dashboard`, replacing the one of its id.
     fn save_dashboard(&self, dashboard: &Dashboard) -> Result<(), DataError>;
 

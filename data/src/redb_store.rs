@@ -1222,6 +1222,20 @@ impl Storage for RedbStorage {
         self.read_json(DASHBOARDS, "dashboard")
     }
 
+    fn dashboard(&self, id: &str) -> Result<Option<Dashboard>, DataError> {
+        let read = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = read.open_table(DASHBOARDS).map_err(|e| self.err(e))?;
+        let Some(row) = table.get(id).map_err(|e| self.err(e))? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(row.value())
+            .map(Some)
+            .map_err(|e| DataError::Corrupt {
+                path: self.path.clone(),
+                what: format!("dashboard {id:?} ({e})"),
+            })
+    }
+
     fn save_dashboard(&self, dashboard: &Dashboard) -> Result<(), DataError> {
         self.put_json(DASHBOARDS, &dashboard.id, dashboard)
     }

@@ -56,6 +56,11 @@ fn dashboards_are_kept_replaced_deleted_and_seeded_once() {
             dashboard("ex-1", "Broker", 1)
         ]
     );
+    assert_eq!(
+        s.dashboard("a").unwrap(),
+        Some(dashboard("a", "Line 1 (renamed)", 2))
+    );
+    assert_eq!(s.dashboard("ex-2").unwrap(), None);
     // Seeded once: the deleted example does not come back.
     assert!(
         !s.seed_dashboards(&[dashboard("ex-2", "Clients", 1)])

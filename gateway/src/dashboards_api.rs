@@ -151,10 +151,7 @@ pub async fn list(
 /// The dashboard `id`, if kept.
 async fn find(store: &Arc<dyn Storage>, id: &str) -> Result<Option<Dashboard>, Response> {
     let id = id.to_owned();
-    blocking(store.clone(), move |s| {
-        Ok(s.dashboards()?.into_iter().find(|d| d.id == id))
-    })
-    .await
+    blocking(store.clone(), move |s| s.dashboard(&id)).await
 }
 
 /// `GET /api/v1/dashboards/{id}`.

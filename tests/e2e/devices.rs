@@ -32,6 +32,22 @@ fn monitoring(dir: &std::path::Path, rules: &str) -> impl FnOnce(&mut Config) + 
     }
 }
 
+/// A gateway monitoring with `rules` in `dir`, whose anonymous role may subscribe to
+/// `subscribe` only (and publish anything).
+fn monitoring_as(dir: &std::path::Path, rules: &str, subscribe: &[&str]) -> Gateway {
+    let acl = kite_policy::acl::Acl {
+        publish: Some(vec!["#".into()]),
+        subscribe: Some(subscribe.iter().map(|f| (*f).to_owned()).collect()),
+        deny_publish: vec![],
+        deny_subscribe: vec![],
+    };
+    let adjust = monitoring(dir, rules);
+    Gateway::start_with(&[], None, move |c| {
+        adjust(c);
+        c.auth = kite_tests::anonymous_role(acl);
+    })
+}
+
 fn get_json(kite: &Gateway, path: &str) -> (u16, serde_json::Value) {
     kite.get_json(path)
 }
@@ -282,17 +298,7 @@ fn the_devices_api_lists_filters_pages_and_hides_what_a_role_may_not_read() {
     drop(kite);
 
     // A role that may read plant/dev-1/# and plant/dev-2/temp only.
-    let acl = kite_policy::acl::Acl {
-        publish: Some(vec!["#".into()]),
-        subscribe: Some(vec!["plant/dev-1/#".into(), "plant/dev-2/temp".into()]),
-        deny_publish: vec![],
-        deny_subscribe: vec![],
-    };
-    let adjust = monitoring(dir.path(), rules);
-    let kite = Gateway::start_with(&[], None, move |c| {
-        adjust(c);
-        c.auth = kite_tests::anonymous_role(acl);
-    });
+    let kite = monitoring_as(dir.path(), rules, &["plant/dev-1/#", "plant/dev-2/temp"]);
     let (status, v) = get_json(&kite, "/api/v1/devices");
     assert_eq!(status, 200, "{v}");
     // dev-2's topics are plant/dev-2/#, which the role may not read whole; feeder is a client.
@@ -477,17 +483,7 @@ fn app_sessions_are_not_devices_and_a_device_can_be_forgotten() {
     drop(kite);
 
     // Forgotten in the store too; a role without manage_alarms may not forget.
-    let acl = kite_policy::acl::Acl {
-        publish: Some(vec!["#".into()]),
-        subscribe: Some(vec!["#".into()]),
-        deny_publish: vec![],
-        deny_subscribe: vec![],
-    };
-    let adjust = monitoring(dir.path(), rules);
-    let kite = Gateway::start_with(&[], None, move |c| {
-        adjust(c);
-        c.auth = kite_tests::anonymous_role(acl);
-    });
+    let kite = monitoring_as(dir.path(), rules, &["#"]);
     assert_eq!(ids(&kite), ["dev-x"]);
     let (status, v) = kite.call("DELETE", "/api/v1/devices/dev-x", None);
     assert_eq!(status, 403, "{v}");
