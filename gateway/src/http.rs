@@ -235,14 +235,39 @@ fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
     matches!((host, origin_host), (Some(h), Some(o)) if h.eq_ignore_ascii_case(o))
 }
 
+/// A WebSocket upgrade, or why the request is not one.
+type Upgrade = Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>;
+
+/// A `/mqtt` endpoint asked without a WebSocket upgrade answers `426` once its target is known
+/// to exist — so a plain GET (the app's probe after a failed WebSocket) tells an unknown
+/// upstream (`404`) and an unconfigured gateway (`503`) from a WebSocket refused for another
+/// reason.
+fn upgrade_or_426(
+    ws: Upgrade,
+    headers: &HeaderMap,
+    peer: Peer,
+    state: &AppState,
+    target: Target,
+) -> Response {
+    match ws {
+        Ok(ws) => upgrade(ws, headers, peer, state, target),
+        Err(_) => (
+            StatusCode::UPGRADE_REQUIRED,
+            [(header::UPGRADE, HeaderValue::from_static("websocket"))],
+            "this is an MQTT-over-WebSocket endpoint: connect with a WebSocket (subprotocol mqtt)\n",
+        )
+            .into_response(),
+    }
+}
+
 async fn mqtt_default(
-    ws: WebSocketUpgrade,
+    ws: Upgrade,
     headers: HeaderMap,
     ConnectInfo(peer): ConnectInfo<Peer>,
     State(state): State<AppState>,
 ) -> Response {
     match state.default_target() {
-        Some(t) => upgrade(ws, &headers, peer, &state, t),
+        Some(t) => upgrade_or_426(ws, &headers, peer, &state, t),
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
             "no upstream broker is configured\n",
@@ -252,14 +277,14 @@ async fn mqtt_default(
 }
 
 async fn mqtt_named(
-    ws: WebSocketUpgrade,
+    ws: Upgrade,
     headers: HeaderMap,
     ConnectInfo(peer): ConnectInfo<Peer>,
     State(state): State<AppState>,
     UrlPath(name): UrlPath<String>,
 ) -> Response {
     match state.target(&name) {
-        Some(t) => upgrade(ws, &headers, peer, &state, t),
+        Some(t) => upgrade_or_426(ws, &headers, peer, &state, t),
         None => (
             StatusCode::NOT_FOUND,
             format!("no upstream named {name:?}; GET /api/v1/upstreams lists them\n"),

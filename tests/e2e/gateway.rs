@@ -80,6 +80,14 @@ fn a_named_upstream_is_reachable_at_its_path() {
         .err()
         .unwrap();
     assert!(err.to_string().contains("404"), "{err}");
+    // Asked without a WebSocket (as the app's probe after a failed one asks): the unknown
+    // upstream is a 404 that says so, a known one a 426.
+    let (status, text) = gateway.get_text("/mqtt/nope");
+    assert_eq!(status, 404, "{text}");
+    assert!(text.contains("no upstream named \"nope\""), "{text}");
+    let (status, text) = gateway.get_text("/mqtt/lab");
+    assert_eq!(status, 426, "{text}");
+    assert!(text.contains("WebSocket"), "{text}");
 }
 
 #[test]

@@ -30,19 +30,7 @@ fn recording(dir: &std::path::Path, filters: &[&str], max_bytes: u64) -> impl Fn
 
 /// `GET path`: (status, body as text).
 fn get(kite: &Gateway, path: &str) -> (u16, String) {
-    let agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .new_agent();
-    let mut response = agent.get(&kite.http_url(path)).call().unwrap();
-    let status = response.status().as_u16();
-    let text = response
-        .body_mut()
-        .with_config()
-        .limit(1 << 30)
-        .read_to_string()
-        .unwrap();
-    (status, text)
+    kite.get_text(path)
 }
 
 fn get_json(kite: &Gateway, path: &str) -> (u16, serde_json::Value) {

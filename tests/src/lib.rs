@@ -449,6 +449,23 @@ impl Gateway {
         path: &str,
         body: Option<&str>,
     ) -> (u16, serde_json::Value) {
+        let (status, text) = self.call_text_as(login, method, path, body);
+        (status, serde_json::from_str(&text).unwrap_or_default())
+    }
+
+    /// `GET path`: the status and the body as text (CSV, NDJSON, plain-text errors).
+    pub fn get_text(&self, path: &str) -> (u16, String) {
+        self.call_text_as(None, "GET", path, None)
+    }
+
+    /// [`Gateway::call_as`], the answer's body as text.
+    pub fn call_text_as(
+        &self,
+        login: Option<(&str, &str)>,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> (u16, String) {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .build()
@@ -473,7 +490,7 @@ impl Gateway {
             .limit(1 << 30)
             .read_to_string()
             .unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or_default())
+        (status, text)
     }
 
     /// A value of `/metrics` (`name` with its labels, e.g. `kite_devices{state="online"}`);
