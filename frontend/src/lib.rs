@@ -18,6 +18,7 @@ pub mod history;
 pub mod mqtt;
 pub mod payload;
 pub mod profile;
+pub mod reach;
 pub mod route;
 pub mod sort;
 pub mod storage;

@@ -127,6 +127,9 @@ struct Inner {
     /// The timer is a redial after a lost connection (not the session's deadline): pumping
     /// the session meanwhile (a publish into the outbox) must not cancel it.
     redialing: bool,
+    /// The redial waited for (its delay and when, ms since the epoch): a later explanation of
+    /// the failure re-tells it with the reason.
+    waiting: Option<(u32, u64)>,
     /// The current socket opened (else a close means the gateway was not reached).
     opened: bool,
     /// What the gateway said when it closed the socket (code and reason), for the status.
@@ -219,6 +222,7 @@ impl Connection {
             short_lived: 0,
             user_closed: true,
             redialing: false,
+            waiting: None,
             opened: false,
             close_note: None,
             closed_cleanly: false,
@@ -425,7 +429,16 @@ impl Connection {
                 // The socket never opened: the session never started, so it has nothing to
                 // report; the driver tries again itself.
                 if !c.inner.borrow().user_closed {
-                    c.schedule_reconnect(format!("cannot reach the gateway at {url}"));
+                    c.schedule_reconnect(format!("cannot reach {url} (asking why…)"));
+                    // The browser tells nothing more of a failed WebSocket: the same URL over
+                    // plain HTTP tells a missing path from a server not reached.
+                    let weak = c.weak();
+                    wasm_bindgen_futures::spawn_local(async move {
+                        let why = crate::reach::explain(&url, &crate::reach::probe(&url).await);
+                        if let Some(c) = Self::from_weak(&weak) {
+                            c.explain_wait(why);
+                        }
+                    });
                 }
                 return;
             }
@@ -473,7 +486,11 @@ impl Connection {
     }
 
     fn clear_timer(&self) {
-        self.inner.borrow_mut().redialing = false;
+        {
+            let mut inner = self.inner.borrow_mut();
+            inner.redialing = false;
+            inner.waiting = None;
+        }
         if let (Some(id), Some(w)) = (self.inner.borrow_mut().timer.take(), web_sys::window()) {
             w.clear_timeout_with_handle(id);
         }
@@ -616,7 +633,24 @@ impl Connection {
             reason,
         })]);
         self.set_timer(i32::try_from(in_ms).unwrap_or(i32::MAX), true);
-        self.inner.borrow_mut().redialing = true;
+        let mut inner = self.inner.borrow_mut();
+        inner.redialing = true;
+        inner.waiting = Some((in_ms, at_ms));
+    }
+
+    /// Re-tells the redial waited for with `reason` (nothing if it is no longer waited for).
+    fn explain_wait(&self, reason: String) {
+        let waiting = {
+            let inner = self.inner.borrow();
+            inner.waiting.filter(|_| inner.redialing)
+        };
+        if let Some((in_ms, at_ms)) = waiting {
+            self.emit(vec![Notice::Status(Status::Reconnecting {
+                in_ms,
+                at_ms,
+                reason,
+            })]);
+        }
     }
 }
 

@@ -111,6 +111,46 @@ fn the_profile_form_refuses_urls_the_browser_would_throw_on() {
     });
 }
 
+/// Bug 8: a connection that fails no longer reads "cannot reach the gateway" whatever the
+/// cause. An unknown upstream is the gateway's 404 with its words; a port nobody listens on
+/// is "cannot reach" with the causes the browser cannot tell apart.
+#[test]
+fn a_failed_connection_says_why() {
+    let broker = kite_tests::Mosquitto::start();
+    let gateway = kite_tests::Gateway::start(&[&broker.url()], Some(kite_tests::assets_dir()));
+    let browser = kite_tests::browser::Browser::start();
+    browser.goto(&gateway.http_url("/"));
+    browser.wait_text("#kite-app h1", WAIT);
+    let port = gateway.addr.port();
+    let dead = kite_tests::free_port();
+    browser.eval(&format!(
+        r#"localStorage.setItem('kite.profiles', JSON.stringify([
+            {{id: "lost", name: "lost", url: "ws://127.0.0.1:{port}/mqtt/nope"}},
+            {{id: "dead", name: "dead", url: "ws://127.0.0.1:{dead}/mqtt"}}])); return null;"#
+    ));
+    browser.goto(&gateway.http_url("/connections/lost"));
+    browser.wait_text("#connect", WAIT);
+    click(&browser, "#connect");
+    let said = wait_until_text(&browser, ".connection .status", "HTTP 404");
+    assert!(
+        said.contains(&format!("nothing at ws://127.0.0.1:{port}/mqtt/nope"))
+            && said.contains("no upstream named \"nope\""),
+        "{said}"
+    );
+    browser.goto(&gateway.http_url("/connections/dead"));
+    browser.wait_text("#connect", WAIT);
+    click(&browser, "#connect");
+    let said = wait_until_text(&browser, ".connection .status", "cannot reach");
+    wait_until_text(
+        &browser,
+        ".connection .status",
+        &format!(
+            "cannot reach 127.0.0.1:{dead}: the connection was refused or the name does not resolve"
+        ),
+    );
+    assert!(said.starts_with("reconnecting in"), "{said}");
+}
+
 /// Bug 5: two tabs (here two browsers) with one client id took the session from each other
 /// forever (0x8E, then a redial that takes it back). The one taken over stops and says why;
 /// the other stays connected.
