@@ -84,6 +84,22 @@ pub fn App() -> Html {
             }
         });
     }
+    {
+        // The panes fill the window: a resize renders again (the tree measures its height).
+        let handle = handle.clone();
+        use_effect_with((), move |()| {
+            let on_resize = wasm_bindgen::closure::Closure::<dyn FnMut()>::new(move || {
+                handle.request_frame();
+            });
+            if let Some(w) = web_sys::window() {
+                w.set_onresize(Some(wasm_bindgen::JsCast::unchecked_ref(
+                    on_resize.as_ref(),
+                )));
+            }
+            // The app's life: the page's.
+            on_resize.forget();
+        });
+    }
     let route = use_route();
     let kiosk = matches!(route, Route::Dashboard { .. }) && crate::route::kiosk();
     let known = match &*upstreams {

@@ -61,6 +61,30 @@ pub fn status_class(status: &Status) -> &'static str {
 pub fn ConnectionView(props: &ViewProps) -> Html {
     let connect_errors = use_state(Vec::<FieldError>::new);
     let confirm_delete = use_state(|| false);
+    // Subscribe and publish are panels opened on demand; a connection without a subscription
+    // opens with its subscribe panel (nothing arrives before one).
+    let subs_open = use_state(|| {
+        props
+            .handle
+            .profile(&props.id)
+            .is_none_or(|p| p.subscriptions.is_empty())
+    });
+    let publish_open = use_state(|| false);
+    {
+        // A pause is this page's: leaving it (or going to another connection) resumes.
+        let handle = props.handle.clone();
+        use_effect_with(props.id.clone(), move |id| {
+            let id = id.clone();
+            move || {
+                if let Some(store) = handle.read(|w| w.links.get(&id).map(|l| l.store.clone())) {
+                    store.0.borrow_mut().resume();
+                }
+            }
+        });
+    }
+    // The selected topic, put in the publish form when the panel opens (numbered: the same
+    // topic again still fills it).
+    let prefill = use_state(|| None::<(u32, String)>);
     let Some(profile) = props.handle.profile(&props.id) else {
         return html! {
             <section class="card"><p class="error" role="alert">{ "There is no such connection. " }
@@ -111,6 +135,20 @@ pub fn ConnectionView(props: &ViewProps) -> Html {
         let confirm = confirm_delete.clone();
         Callback::from(move |_: MouseEvent| confirm.set(false))
     };
+    let toggle_subs = {
+        let open = subs_open.clone();
+        Callback::from(move |_: MouseEvent| open.set(!*open))
+    };
+    let toggle_publish = {
+        let (open, prefill, topic) = (publish_open.clone(), prefill.clone(), props.topic.clone());
+        Callback::from(move |_: MouseEvent| {
+            if !*open && let Some(t) = &topic {
+                prefill.set(Some((prefill.as_ref().map_or(0, |p| p.0 + 1), t.clone())));
+            }
+            open.set(!*open);
+        })
+    };
+    let subscriptions = profile.subscriptions.len();
     html! {
         <div class="connection" style={format!("--conn:{}", profile.colour)} data-profile={id.clone()}>
             <section class="card conn-head" aria-labelledby="conn-title">
@@ -123,6 +161,14 @@ pub fn ConnectionView(props: &ViewProps) -> Html {
                         { if *confirm_delete { "Really delete?" } else { "Delete" } }
                     </button>
                     if *confirm_delete { <button class="secondary" onclick={keep}>{ "Keep it" }</button> }
+                    <span class="panels">
+                    <button id="show-subs" class={classes!("secondary", "panel-toggle", subs_open.then_some("on"))}
+                            aria-expanded={subs_open.to_string()} aria-controls="subs-panel" onclick={toggle_subs}>
+                        { format!("Subscriptions ({subscriptions})") }</button>
+                    <button id="show-publish" class={classes!("secondary", "panel-toggle", publish_open.then_some("on"))}
+                            aria-expanded={publish_open.to_string()} aria-controls="publish-panel" onclick={toggle_publish}>
+                        { "Publish" }</button>
+                    </span>
                 </p>
                 <p class="muted endpoint-line">
                     { format!("MQTT {} · ", if version.is_v5() { "5.0" } else { "3.1.1" }) }
@@ -137,13 +183,13 @@ pub fn ConnectionView(props: &ViewProps) -> Html {
                 }
             </section>
             { outbox(&handle, &id) }
-            <section class="card" aria-labelledby="subs-title">
+            <section id="subs-panel" class="card" aria-labelledby="subs-title" hidden={!*subs_open}>
                 <h2 id="subs-title">{ "Subscriptions" }</h2>
                 <Subscriptions handle={handle.clone()} id={id.clone()} v5={version.is_v5()} frame={props.frame} />
             </section>
-            <section class="card" aria-labelledby="publish-title">
+            <section id="publish-panel" class="card" aria-labelledby="publish-title" hidden={!*publish_open}>
                 <h2 id="publish-title">{ "Publish" }</h2>
-                <PublishEditor handle={handle.clone()} id={id.clone()} version={version} frame={props.frame} />
+                <PublishEditor handle={handle.clone()} id={id.clone()} version={version} frame={props.frame} prefill={(*prefill).clone()} />
                 if let Some((_, state)) = last_publish {
                     <p class="muted publish-result" role="status">{ state }</p>
                 }
@@ -152,7 +198,7 @@ pub fn ConnectionView(props: &ViewProps) -> Html {
             if let Some(store) = store {
                 { topics(&handle, &id, &store, props.topic.as_deref(), props.frame) }
             } else {
-                <section class="card"><h2>{ "Topics" }</h2>
+                <section class="card topics-card"><h2>{ "Topics" }</h2>
                     <p class="muted">{ "Connect, then every message on your subscriptions appears here as a tree." }</p></section>
             }
         </div>
@@ -302,6 +348,9 @@ pub struct PublishProps {
     pub version: Version,
     /// Changes whenever the workspace may have (a resend may load a draft).
     pub frame: u64,
+    /// A topic to put in the form (numbered, so that the same one again is put again).
+    #[prop_or_default]
+    pub prefill: Option<(u32, String)>,
 }
 
 /// The publish form.
@@ -317,6 +366,17 @@ fn PublishEditor(props: &PublishProps) -> Html {
             if let Some(d) = reuse {
                 draft.set(d.clone());
                 handle.take_reuse(&id);
+            }
+        });
+    }
+    {
+        let draft = draft.clone();
+        use_effect_with(props.prefill.clone(), move |prefill| {
+            if let Some((_, topic)) = prefill {
+                draft.set(Draft {
+                    topic: topic.clone(),
+                    ..(*draft).clone()
+                });
             }
         });
     }
@@ -451,9 +511,28 @@ fn topics(
     frame: u64,
 ) -> Html {
     let store = store.clone();
-    let (received, topics, (kept_bytes, kept), evicted, caps) = {
+    let (received, topics, (kept_bytes, kept), evicted, caps, paused) = {
         let s = store.0.borrow();
-        (s.received(), s.topics(), s.memory(), s.evicted(), s.caps())
+        (
+            s.received(),
+            s.topics(),
+            s.memory(),
+            s.evicted(),
+            s.caps(),
+            s.paused(),
+        )
+    };
+    let pause = {
+        let (store, handle) = (store.clone(), handle.clone());
+        Callback::from(move |_: MouseEvent| {
+            let mut s = store.0.borrow_mut();
+            if s.paused().is_some() {
+                s.resume();
+            } else {
+                s.pause();
+            }
+            handle.request_frame();
+        })
     };
     let selected: Option<NodeId> = topic.and_then(|t| store.0.borrow().find(t));
     // The gateway records its default broker: shown for profiles that dial it.
@@ -547,12 +626,24 @@ fn topics(
     };
     let mib = |b: usize| b as f64 / (1024.0 * 1024.0);
     html! {
-        <section class="card" aria-labelledby="topics-title">
-            <h2 id="topics-title">{ "Topics" }</h2>
-            <p class="muted count">{ format!("{} received on {}", plural(received, "message"), plural(topics as u64, "topic")) }</p>
-            <p class="muted memory">{ format!("{kept} kept, {} MiB of {} MiB", crate::explorer::tenths(mib(kept_bytes)), caps.memory_bytes / (1024 * 1024)) }
-                if evicted > 0 { { format!(" · {evicted} oldest dropped for memory") } }
-            </p>
+        <section class="card topics-card" aria-labelledby="topics-title">
+            <div class="topics-head">
+                <h2 id="topics-title">{ "Topics" }</h2>
+                <span class="muted count">{ format!("{} received on {}", plural(received, "message"), plural(topics as u64, "topic")) }</span>
+                <span class="muted memory">{ format!("{kept} kept, {} MiB of {} MiB", crate::explorer::tenths(mib(kept_bytes)), caps.memory_bytes / (1024 * 1024)) }
+                    if evicted > 0 { { format!(" · {evicted} oldest dropped for memory") } }
+                </span>
+                if let Some((held, dropped)) = paused {
+                    <span class="paused" role="status">{ format!("Paused: {} held{}", plural(held as u64, "new message"),
+                        if dropped > 0 { format!(", {dropped} oldest dropped for memory") } else { String::new() }) }</span>
+                }
+            </div>
+            <div class="row find-row">
+                <label for="tree-filter">{ "Find" }</label>
+                <input id="tree-filter" oninput={on_tree_filter} onkeydown={on_find_key} placeholder="text, a value, or a filter like plant/+/temp" spellcheck="false" autocomplete="off" title="Esc clears it" />
+                <button id="clear" class="secondary" onclick={clear} title="Clear the search">{ "Clear" }</button>
+                <button id="pause" class={classes!("secondary", paused.is_some().then_some("on"))} aria-pressed={paused.is_some().to_string()} onclick={pause}
+                        title="Hold new messages (not shown) until resumed">{ if paused.is_some() { "Resume" } else { "Pause" } }</button>
             <details class="caps">
                 <summary>{ "Limits" }</summary>
                 <p class="row">
@@ -569,15 +660,17 @@ fn topics(
                     <button id="forget" class="danger" onclick={forget}>{ "Forget them" }</button>
                 </p>
             </details>
-            <p class="row">
-                <label for="tree-filter">{ "Find" }</label>
-                <input id="tree-filter" oninput={on_tree_filter} onkeydown={on_find_key} placeholder="text, a value, or a filter like plant/+/temp" spellcheck="false" autocomplete="off" title="Esc clears it" />
-                <button id="clear" class="secondary" onclick={clear} title="Clear the search">{ "Clear" }</button>
-            </p>
-            <div class="explorer">
-                <TopicTree store={store.clone()} frame={frame} selected={selected} on_select={on_select} on_change={on_change} />
+            </div>
+            <div class={classes!("explorer", selected.is_some().then_some("chosen"))}>
+                <div class="tree-pane">
+                    <TopicTree store={store.clone()} frame={frame} selected={selected} on_select={on_select} on_change={on_change} />
+                </div>
                 if let Some(node) = selected {
-                    <TopicDetail store={store.clone()} node={node} frame={frame} on_delete={on_delete} recorded={recorded} />
+                    <div class="detail-pane">
+                        // On a phone one pane shows at a time: back to the tree.
+                        { link(Route::Connection { id: id.to_owned() }, "back", html! { "← Topics" }) }
+                        <TopicDetail store={store.clone()} node={node} frame={frame} on_delete={on_delete} recorded={recorded} />
+                    </div>
                 }
             </div>
         </section>

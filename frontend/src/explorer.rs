@@ -20,7 +20,8 @@ use crate::store::{NodeId, Store};
 /// position alone).
 pub const ROW_HEIGHT: f64 = 24.0;
 
-/// Height of the tree's viewport, in CSS pixels (as in style.css).
+/// Height of the tree's viewport, in CSS pixels, until it is measured (the tree fills its
+/// pane's height, so the rows in view follow from the height measured after each render).
 const VIEWPORT: f64 = 432.0;
 
 /// Rows rendered beyond the viewport on each side, so fast scrolling shows no gaps.
@@ -146,10 +147,24 @@ pub struct TreeProps {
 #[component]
 pub fn TopicTree(props: &TreeProps) -> Html {
     let scroll = use_state(|| 0.0_f64);
+    let height = use_state(|| VIEWPORT);
     let viewport = use_node_ref();
+    {
+        // The pane's height follows the window and the panels above it.
+        let (height, viewport) = (height.clone(), viewport.clone());
+        use_effect(move || {
+            if let Some(el) = viewport.cast::<HtmlElement>() {
+                let h = f64::from(el.client_height());
+                if h > 0.0 && h != *height {
+                    height.set(h);
+                }
+            }
+        });
+    }
+    let view_height = *height;
     let now = js_sys::Date::now();
     let first = ((*scroll / ROW_HEIGHT) as usize).saturating_sub(OVERSCAN);
-    let shown = (VIEWPORT / ROW_HEIGHT) as usize + 2 * OVERSCAN;
+    let shown = (view_height / ROW_HEIGHT) as usize + 2 * OVERSCAN;
     let (total, visible, selected_index) = {
         let mut store = props.store.0.borrow_mut();
         let rows = store.rows();
@@ -182,8 +197,8 @@ pub fn TopicTree(props: &TreeProps) -> Html {
                 if let (Some(pos), Some(el)) = (position, viewport.cast::<HtmlElement>()) {
                     let top = pos as f64 * ROW_HEIGHT;
                     let now = f64::from(el.scroll_top());
-                    if top < now || top + ROW_HEIGHT > now + VIEWPORT {
-                        let to = (top - VIEWPORT / 2.0).max(0.0);
+                    if top < now || top + ROW_HEIGHT > now + view_height {
+                        let to = (top - view_height / 2.0).max(0.0);
                         el.set_scroll_top(to as i32);
                         scroll.set(to);
                     }
@@ -248,8 +263,8 @@ pub fn TopicTree(props: &TreeProps) -> Html {
                         let scroll_top = f64::from(el.scroll_top());
                         if top < scroll_top {
                             el.set_scroll_top(top as i32);
-                        } else if top + ROW_HEIGHT > scroll_top + VIEWPORT {
-                            el.set_scroll_top((top + ROW_HEIGHT - VIEWPORT) as i32);
+                        } else if top + ROW_HEIGHT > scroll_top + view_height {
+                            el.set_scroll_top((top + ROW_HEIGHT - view_height) as i32);
                         }
                     }
                 }
@@ -402,7 +417,11 @@ pub fn TopicDetail(props: &DetailProps) -> Html {
     });
     html! {
         <section class="detail" aria-label="topic detail">
-            <h3 class="detail-topic"><code>{ topic.clone() }</code></h3>
+            <h3 class="detail-topic"><code>{ topic.clone() }</code>
+                <button id="copy-topic" class="secondary copy" title="copy the topic" onclick={{
+                    let topic = topic.clone();
+                    Callback::from(move |_: MouseEvent| copy_text(&topic))
+                }}>{ "Copy" }</button></h3>
             <p class="muted detail-meta">
                 if v.messages == 0 {
                     { format!("a level: {} message{} on the topics below it", v.total, if v.total == 1 { "" } else { "s" }) }

@@ -165,6 +165,27 @@ pub struct Store {
     rows: Vec<NodeId>,
     rows_dirty: bool,
     filter: Filter,
+    /// While the live stream is paused: what arrived meanwhile, taken on resume.
+    held: Option<Held>,
+}
+
+/// Messages held while paused, oldest first, within the memory cap (beyond it, the oldest held
+/// are dropped and counted).
+#[derive(Debug, Default)]
+struct Held {
+    messages: VecDeque<HeldMessage>,
+    bytes: usize,
+    dropped: u64,
+}
+
+#[derive(Debug)]
+struct HeldMessage {
+    topic: Box<str>,
+    payload: Bytes,
+    qos: u8,
+    retain: bool,
+    properties: Props,
+    at_ms: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -199,7 +220,27 @@ impl Store {
             rows: Vec::new(),
             rows_dirty: true,
             filter: Filter::None,
+            held: None,
         }
+    }
+
+    /// Pauses the live stream: what arrives is held, not shown, until [`Store::resume`].
+    pub fn pause(&mut self) {
+        self.held.get_or_insert_with(Held::default);
+    }
+
+    /// Takes what was held while paused, in arrival order, and follows the stream again.
+    pub fn resume(&mut self) {
+        if let Some(held) = self.held.take() {
+            for m in held.messages {
+                self.ingest(&m.topic, &m.payload, m.qos, m.retain, m.properties, m.at_ms);
+            }
+        }
+    }
+
+    /// While paused: the messages held and those dropped beyond the memory cap.
+    pub fn paused(&self) -> Option<(usize, u64)> {
+        self.held.as_ref().map(|h| (h.messages.len(), h.dropped))
     }
 
     /// The caps in force.
@@ -237,6 +278,24 @@ impl Store {
         properties: Props,
         at_ms: f64,
     ) {
+        if let Some(held) = &mut self.held {
+            held.bytes += topic.len() + payload.len() + ENTRY_OVERHEAD;
+            held.messages.push_back(HeldMessage {
+                topic: topic.into(),
+                payload: Bytes::copy_from_slice(payload),
+                qos,
+                retain,
+                properties,
+                at_ms,
+            });
+            while held.bytes > self.caps.memory_bytes
+                && let Some(old) = held.messages.pop_front()
+            {
+                held.bytes -= old.topic.len() + old.payload.len() + ENTRY_OVERHEAD;
+                held.dropped += 1;
+            }
+            return;
+        }
         self.received += 1;
         let id = match self.by_topic.get(topic) {
             Some(&id) => id,
@@ -580,9 +639,13 @@ impl Store {
         self.enforce_memory();
     }
 
-    /// Forgets everything (the caps stay).
+    /// Forgets everything, what is held too (the caps and a pause stay).
     pub fn clear(&mut self) {
+        let paused = self.held.is_some();
         *self = Self::new(self.caps);
+        if paused {
+            self.pause();
+        }
     }
 }
 
@@ -607,6 +670,49 @@ mod tests {
 
     fn put(store: &mut Store, topic: &str, payload: &str, at_ms: f64) {
         store.ingest(topic, payload.as_bytes(), 1, false, Props::default(), at_ms);
+    }
+
+    /// Pausing the live stream holds what arrives, in order, within the memory cap; resuming
+    /// takes it as if it had just arrived.
+    #[test]
+    fn a_pause_holds_messages_until_resumed() {
+        let mut s = Store::new(Caps {
+            memory_bytes: 8 * (ENTRY_OVERHEAD + 8),
+            ..Caps::default()
+        });
+        put(&mut s, "a", "1", 0.0);
+        s.pause();
+        for (i, topic) in ["a", "b", "a", "c", "d"].iter().enumerate() {
+            put(&mut s, topic, &i.to_string(), i as f64);
+        }
+        assert_eq!(
+            (s.received(), s.topics()),
+            (1, 1),
+            "nothing shown while paused"
+        );
+        // Five held of 1 + 1 + overhead bytes each: within the cap.
+        assert_eq!(s.paused(), Some((5, 0)));
+        s.resume();
+        assert_eq!(s.paused(), None);
+        assert_eq!((s.received(), s.topics()), (6, 4));
+        let a = s.find("a").unwrap();
+        let last: Vec<&[u8]> = s.history(a).map(|e| &e.payload[..]).collect();
+        assert_eq!(last, [&b"1"[..], b"0", b"2"], "in arrival order");
+
+        // Beyond the cap the oldest held go, counted.
+        s.pause();
+        for i in 0..10 {
+            put(&mut s, "flood", &"x".repeat(ENTRY_OVERHEAD + i), i as f64);
+        }
+        let (held, dropped) = s.paused().unwrap();
+        assert!(held < 10 && dropped == 10 - held as u64, "{held} {dropped}");
+        s.resume();
+        let flood = s.find("flood").unwrap();
+        assert_eq!(
+            s.history(flood).last().map(|e| e.payload.len()),
+            Some(ENTRY_OVERHEAD + 9),
+            "the newest held is kept"
+        );
     }
 
     fn names(store: &mut Store) -> Vec<String> {

@@ -369,7 +369,7 @@ fn the_tree_stays_small_in_the_dom_with_thousands_of_topics() {
     browser.eval("const t = document.querySelector('.tree'); t.focus(); t.dispatchEvent(new KeyboardEvent('keydown', {key: 'ArrowUp', bubbles: true})); return null;");
     kite_tests::wait_for("the parent selected", Duration::from_secs(30), || {
         browser
-            .text(".detail-topic")
+            .text(".detail-topic code")
             .filter(|t| t == "site/group-01")
     });
     let errors = browser.console_errors();

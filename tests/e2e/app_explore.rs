@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use kite_tests::wait_for;
 
-use crate::app::{click, connected_app, open_profile_form, set_input, wait_until_text};
+use crate::app::{click, connected_app, count, open_profile_form, set_input, wait_until_text};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -85,6 +85,91 @@ fn search_clears_alone_and_forgetting_is_a_step_further() {
     wait_until_text(&browser, ".tree-empty", "No topics yet");
     let errors = browser.console_errors();
     assert!(errors.is_empty(), "console errors: {errors:#?}");
+}
+
+/// Whether `selector` is laid out (not hidden, not inside something hidden).
+fn shown(browser: &kite_tests::browser::Browser, selector: &str) -> bool {
+    browser.eval(&format!(
+        "const e = document.querySelector({}); return !!e && e.getClientRects().length > 0;",
+        serde_json::Value::from(selector)
+    )) == true
+}
+
+/// Part 1's layout: the topics fill the window beside the chosen topic; subscribe and publish
+/// are panels opened on demand (a new connection opens with its subscribe panel; publish comes
+/// prefilled with the chosen topic); the live stream pauses and resumes; a topic's path is
+/// copied; on a phone one pane shows at a time, with a way back.
+#[test]
+fn explore_fills_the_window_and_opens_its_panels_on_demand() {
+    let (broker, _gateway, browser, _) = connected_app();
+    browser.resize(1280, 800);
+    assert!(
+        shown(&browser, "#filter"),
+        "no subscription yet: the subscribe panel is open"
+    );
+    assert!(
+        !shown(&browser, "#pub-topic"),
+        "the publish panel waits to be asked for"
+    );
+    set_input(&browser, "#filter", "lab/#");
+    click(&browser, "#subscribe");
+    wait_until_text(&browser, ".subscription", "granted");
+    wait_until_text(&browser, "#show-subs", "Subscriptions (1)");
+    click(&browser, "#show-subs");
+    assert!(!shown(&browser, "#filter"), "closed on demand");
+    broker.publish("lab/a", "1");
+    broker.publish("lab/b", "2");
+    wait_until_text(&browser, ".count", "2 messages received on 2 topics");
+
+    // The tree reaches down to the window's bottom (less the card's padding), not 432 px.
+    let gap = browser.eval(
+        "return window.innerHeight - document.querySelector('.tree').getBoundingClientRect().bottom;",
+    );
+    let gap = gap.as_f64().unwrap();
+    assert!(
+        (0.0..80.0).contains(&gap),
+        "the tree ends {gap} px above the window's bottom"
+    );
+
+    // Publish, prefilled with the chosen topic.
+    click(&browser, "[data-topic='lab/a']");
+    wait_until_text(&browser, ".detail-topic", "lab/a");
+    click(&browser, "#show-publish");
+    assert!(shown(&browser, "#pub-topic"));
+    assert_eq!(
+        browser.eval("return document.querySelector('#pub-topic').value;"),
+        "lab/a"
+    );
+
+    // Copy the path.
+    browser.eval("window.copied = null; navigator.clipboard.writeText = t => { window.copied = t; return Promise.resolve(); }; return null;");
+    click(&browser, "#copy-topic");
+    assert_eq!(browser.eval("return window.copied;"), "lab/a");
+
+    // Pause: what arrives is held, not shown; Resume shows it.
+    click(&browser, "#pause");
+    wait_until_text(&browser, "#pause", "Resume");
+    broker.publish("lab/c", "3");
+    wait_until_text(&browser, ".paused", "Paused: 1 new message held");
+    assert_eq!(count(&browser, "[data-topic='lab/c']"), 0);
+    assert!(browser.text(".count").unwrap().starts_with("2 messages"));
+    click(&browser, "#pause");
+    wait_until_text(&browser, ".count", "3 messages received on 3 topics");
+    assert_eq!(count(&browser, ".paused"), 0);
+    wait_for("lab/c in the tree", WAIT, || {
+        (count(&browser, "[data-topic='lab/c']") == 1).then_some(())
+    });
+    crate::app::screenshot(&browser, "explore");
+
+    // A phone: the chosen topic alone, and back to the tree.
+    browser.resize(390, 844);
+    assert!(shown(&browser, ".detail-topic") && !shown(&browser, ".tree"));
+    click(&browser, ".detail-pane .back");
+    wait_for("the tree again", WAIT, || {
+        shown(&browser, ".tree").then_some(())
+    });
+    assert_eq!(count(&browser, ".detail-topic"), 0);
+    crate::app::screenshot(&browser, "explore-phone");
 }
 
 /// Bug 6: the profile form refuses `ws://` with no host and port 99999, naming the field,
