@@ -36,7 +36,7 @@ fn search_clears_alone_and_forgetting_is_a_step_further() {
     ] {
         broker.publish(topic, payload);
     }
-    wait_until_text(&browser, ".count", "3 messages received on 3 topics");
+    wait_until_text(&browser, ".count", "32 messages received on 3 topics");
     wait_for("natural order", WAIT, || {
         (rows(&browser) == ["lab", "lab/dev-1", "lab/dev-2", "lab/dev-10"]).then_some(())
     });
@@ -117,23 +117,36 @@ fn explore_fills_the_window_and_opens_its_panels_on_demand() {
     wait_until_text(&browser, "#show-subs", "Subscriptions (1)");
     click(&browser, "#show-subs");
     assert!(!shown(&browser, "#filter"), "closed on demand");
-    broker.publish("lab/a", "1");
+    for i in 0..30 {
+        broker.publish("lab/a", &format!("{{\"n\": {i}, \"ok\": true}}"));
+    }
     broker.publish("lab/b", "2");
-    wait_until_text(&browser, ".count", "2 messages received on 2 topics");
+    wait_until_text(&browser, ".count", "31 messages received on 2 topics");
 
-    // The tree reaches down to the window's bottom (less the card's padding), not 432 px.
-    let gap = browser.eval(
-        "return window.innerHeight - document.querySelector('.tree').getBoundingClientRect().bottom;",
-    );
-    let gap = gap.as_f64().unwrap();
-    assert!(
-        (0.0..80.0).contains(&gap),
-        "the tree ends {gap} px above the window's bottom"
+    // The tree and the chosen topic (30 messages: longer than the window) reach down to the
+    // window's bottom, less the card's padding — neither 432 px nor the page growing.
+    click(&browser, "[data-topic='lab/a']");
+    wait_until_text(&browser, ".detail-topic", "lab/a");
+    wait_until_text(&browser, ".detail-meta", "30 messages here");
+    for pane in [".tree", ".detail-pane"] {
+        let gap = browser.eval(&format!(
+            "return window.innerHeight - document.querySelector('{pane}').getBoundingClientRect().bottom;"
+        ));
+        let gap = gap.as_f64().unwrap();
+        assert!(
+            (0.0..80.0).contains(&gap),
+            "{pane} ends {gap} px above the window's bottom"
+        );
+    }
+    assert_eq!(
+        browser.eval(
+            "const m = document.querySelector('main'); return m.scrollHeight <= m.clientHeight;"
+        ),
+        true,
+        "the page itself does not scroll"
     );
 
     // Publish, prefilled with the chosen topic.
-    click(&browser, "[data-topic='lab/a']");
-    wait_until_text(&browser, ".detail-topic", "lab/a");
     click(&browser, "#show-publish");
     assert!(shown(&browser, "#pub-topic"));
     assert_eq!(
@@ -152,9 +165,9 @@ fn explore_fills_the_window_and_opens_its_panels_on_demand() {
     broker.publish("lab/c", "3");
     wait_until_text(&browser, ".paused", "Paused: 1 new message held");
     assert_eq!(count(&browser, "[data-topic='lab/c']"), 0);
-    assert!(browser.text(".count").unwrap().starts_with("2 messages"));
+    assert!(browser.text(".count").unwrap().starts_with("31 messages"));
     click(&browser, "#pause");
-    wait_until_text(&browser, ".count", "3 messages received on 3 topics");
+    wait_until_text(&browser, ".count", "32 messages received on 3 topics");
     assert_eq!(count(&browser, ".paused"), 0);
     wait_for("lab/c in the tree", WAIT, || {
         (count(&browser, "[data-topic='lab/c']") == 1).then_some(())
