@@ -78,6 +78,8 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/publish",
             axum::routing::post(crate::publish_api::publish),
         )
+        // Below the API's own routes: any other `/api/` path is a JSON 404, not the app.
+        .route("/api/{*rest}", axum::routing::any(api_not_found))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -91,7 +93,58 @@ pub fn router(state: AppState) -> Router {
     };
     api.merge(app)
         .layer(middleware::from_fn(cache_headers))
+        .layer(middleware::from_fn(api_errors_as_json))
         .layer(CompressionLayer::new())
+}
+
+/// `/api/` paths the gateway does not have.
+async fn api_not_found(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(serde_json::json!({
+            "error": format!("no such API: {method} {}; the README's \"HTTP API\" lists them", uri.path()),
+        })),
+    )
+        .into_response()
+}
+
+/// Every error the API answers is JSON, `{"error": "..."}`: those written as text by axum's
+/// extractors (a malformed query, a wrong method: 405) are rewritten here. Successful answers
+/// are JSON already, or the export's NDJSON/CSV, or empty (204).
+async fn api_errors_as_json(req: Request, next: Next) -> Response {
+    let api = req.uri().path().starts_with("/api/");
+    let res = next.run(req).await;
+    let json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !api || json || !(res.status().is_client_error() || res.status().is_server_error()) {
+        return res;
+    }
+    let (mut parts, body) = res.into_parts();
+    // These answers are short texts; a longer one is cut, not buffered whole.
+    let text = axum::body::to_bytes(body, 16 * 1024)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let message = match text.trim() {
+        "" => parts
+            .status
+            .canonical_reason()
+            .unwrap_or("error")
+            .to_owned(),
+        t => t.to_owned(),
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(
+        parts,
+        axum::body::Body::from(serde_json::json!({ "error": message }).to_string()),
+    )
 }
 
 async fn no_app() -> Response {

@@ -192,3 +192,87 @@ fn slow_or_oversize_bodies_are_refused() {
     let (status, body) = post(&gateway, &big, None);
     assert_eq!(status, 413, "{body}");
 }
+
+/// (status, Content-Type, body) of `method path` with `body` sent as `content_type`.
+fn raw_call(
+    gateway: &Gateway,
+    method: &str,
+    path: &str,
+    body: Option<(&str, &str)>,
+) -> (u16, String, String) {
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    let mut request = ureq::http::Request::builder()
+        .method(method)
+        .uri(gateway.http_url(path));
+    if let Some((content_type, _)) = body {
+        request = request.header("Content-Type", content_type);
+    }
+    let request = request
+        .body(body.map(|(_, b)| b.to_owned()).unwrap_or_default())
+        .unwrap();
+    let mut response = agent.run(request).unwrap();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let text = response.body_mut().read_to_string().unwrap_or_default();
+    (response.status().as_u16(), content_type, text)
+}
+
+/// Issue #22, item 4: an unknown path under `/api/` is a JSON 404 (it was the app's
+/// `index.html` with 200, which a script reads as garbage), and the API's other errors —
+/// a wrong method, a body that is not JSON — are JSON too, saying what is wrong.
+#[test]
+fn every_api_error_is_json_and_an_unknown_path_is_a_404() {
+    let gateway = Gateway::start_with(&[], Some(kite_tests::assets_dir()), |_| {});
+    let (status, content_type, text) = raw_call(&gateway, "GET", "/api/v1/nope", None);
+    assert_eq!(
+        (status, content_type.as_str()),
+        (404, "application/json"),
+        "{text}"
+    );
+    let body: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        body["error"],
+        "no such API: GET /api/v1/nope; the README's \"HTTP API\" lists them"
+    );
+    let (status, _, _) = raw_call(&gateway, "POST", "/api/nothing/at/all", None);
+    assert_eq!(status, 404);
+
+    // A known path with a method it does not take: 405, in JSON.
+    let (status, content_type, text) = raw_call(&gateway, "DELETE", "/api/v1/upstreams", None);
+    assert_eq!(
+        (status, content_type.as_str()),
+        (405, "application/json"),
+        "{text}"
+    );
+    let body: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(body["error"], "Method Not Allowed");
+
+    // The app is still the answer elsewhere, and the API's own answers are JSON.
+    let (status, content_type, _) = raw_call(&gateway, "GET", "/connections/x", None);
+    assert_eq!(status, 200);
+    assert!(content_type.starts_with("text/html"), "{content_type}");
+    for path in ["/api/v1/upstreams", "/api/v1/bridges"] {
+        let (status, content_type, text) = raw_call(&gateway, "GET", path, None);
+        assert_eq!(
+            (status, content_type.as_str()),
+            (200, "application/json"),
+            "{path}: {text}"
+        );
+    }
+    let (status, content_type, text) = raw_call(
+        &gateway,
+        "POST",
+        "/api/v1/publish",
+        Some(("text/plain", "not json")),
+    );
+    assert!((400..500).contains(&status), "{status} {text}");
+    assert_eq!(content_type, "application/json", "{text}");
+    assert!(serde_json::from_str::<serde_json::Value>(&text).unwrap()["error"].is_string());
+}
