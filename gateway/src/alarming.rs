@@ -418,6 +418,7 @@ fn feed(
         client_id,
         filters: service.filters.subscribe(),
         up: service.up.clone(),
+        stop: None,
     };
     let s = service.clone();
     let handler: crate::feed::Handler = Box::new(move |batch, now| {

@@ -57,6 +57,7 @@ fn feed(monitor: &Arc<Monitor>, client_id: String) -> (Feed, Handler) {
         client_id,
         filters,
         up: monitor.up.clone(),
+        stop: None,
     };
     let m = monitor.clone();
     let handler: Handler = Box::new(move |batch, now| {

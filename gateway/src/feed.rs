@@ -45,6 +45,20 @@ pub struct Feed {
     pub filters: watch::Receiver<Vec<Subscription>>,
     /// 1 while its session is up, else 0.
     pub up: Arc<AtomicU64>,
+    /// Ends the feed (on the embedded broker) when it says so or its sender is dropped;
+    /// `None`: the feed lasts as long as the broker. (In front of an upstream, the
+    /// `shutdown` of [`start_upstream`] does this.)
+    pub stop: Option<watch::Receiver<bool>>,
+}
+
+/// Completes when `stop` says so or its sender is gone; never without one.
+async fn stopped(stop: &mut Option<watch::Receiver<bool>>) {
+    match stop {
+        Some(s) => {
+            let _ = s.wait_for(|down| *down).await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// A client id of the gateway's own at an upstream broker: `<prefix>-<hostname>`, so that
@@ -220,6 +234,8 @@ async fn embedded_session(
                 }
                 continue;
             }
+            // Dropping the session ends it: it starts clean and expires at once.
+            () = stopped(&mut feed.stop) => return Ok(()),
         }
         next_read = tokio::time::Instant::now() + READ_EVERY;
         let mut acks = Vec::new();

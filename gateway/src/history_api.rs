@@ -289,7 +289,7 @@ pub(crate) async fn caller(
 }
 
 /// A topic name or filter parameter, checked, that the caller may read.
-fn readable(
+pub(crate) fn readable(
     p: &[(&str, &str)],
     name: &str,
     filter_allowed: bool,

@@ -41,6 +41,7 @@ pub fn router(state: AppState) -> Router {
         .route("/mqtt/{upstream}", get(mqtt_named))
         .route("/api/v1/upstreams", get(list_upstreams))
         .route("/api/v1/bridges", get(crate::bridges_api::list))
+        .route("/api/v1/events", get(crate::events_api::events))
         .route("/api/v1/history", get(crate::history_api::messages))
         .route("/api/v1/history/series", get(crate::history_api::series))
         .route("/api/v1/history/export", get(crate::history_api::export))

@@ -15,6 +15,7 @@ pub mod dashboards;
 pub mod dashboards_api;
 pub mod devices;
 pub mod devices_api;
+pub mod events_api;
 pub mod feed;
 pub mod history_api;
 pub mod http;

@@ -39,7 +39,7 @@ const COMMIT_EVERY: Duration = Duration::from_millis(10);
 pub use kite_data::now_ms;
 
 /// A delivery as it is recorded.
-fn record(p: Publish, t: u64) -> Record {
+pub(crate) fn record(p: Publish, t: u64) -> Record {
     let mut properties = p.properties;
     // What is the broker's to the recorder, not the message's.
     if !properties.is_empty() {
@@ -63,13 +63,24 @@ fn record(p: Publish, t: u64) -> Record {
     }
 }
 
-/// Commits `batch` on a blocking thread.
-async fn commit(storage: &Arc<dyn Storage>, batch: Vec<Record>) -> Result<(), String> {
+/// Where committed batches are told (the event streams listen).
+pub(crate) type Recorded = tokio::sync::broadcast::Sender<Arc<Vec<Record>>>;
+
+/// Commits `batch` on a blocking thread, then tells `recorded` (when anyone listens).
+async fn commit(
+    storage: &Arc<dyn Storage>,
+    recorded: &Recorded,
+    batch: Vec<Record>,
+) -> Result<(), String> {
     let storage = storage.clone();
-    tokio::task::spawn_blocking(move || storage.record(&batch))
+    let batch = tokio::task::spawn_blocking(move || storage.record(&batch).map(|()| batch))
         .await
         .map_err(|e| format!("the recording thread failed: {e}"))?
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    if recorded.receiver_count() > 0 {
+        let _ = recorded.send(Arc::new(batch));
+    }
+    Ok(())
 }
 
 /// The subscriptions: every filter at QoS 1, as published (RETAIN kept), retained messages
@@ -92,6 +103,7 @@ fn subscriptions(filters: &[String]) -> Vec<Subscription> {
 async fn run_embedded(
     broker: Broker,
     storage: Arc<dyn Storage>,
+    recorded: Recorded,
     filters: Vec<String>,
     metrics: Arc<Metrics>,
     ready: tokio::sync::oneshot::Sender<()>,
@@ -99,7 +111,7 @@ async fn run_embedded(
     let mut delay = Duration::from_millis(500);
     let mut ready = Some(ready);
     loop {
-        match embedded_session(&broker, &storage, &filters, &metrics, &mut ready).await {
+        match embedded_session(&broker, &storage, &recorded, &filters, &metrics, &mut ready).await {
             Ok(()) => return,
             Err(e) => {
                 metrics
@@ -120,6 +132,7 @@ async fn run_embedded(
 async fn embedded_session(
     broker: &Broker,
     storage: &Arc<dyn Storage>,
+    recorded: &Recorded,
     filters: &[String],
     metrics: &Metrics,
     ready: &mut Option<tokio::sync::oneshot::Sender<()>>,
@@ -228,7 +241,7 @@ async fn embedded_session(
         }
         let n = batch.len() as u64;
         last_commit = tokio::time::Instant::now();
-        commit(storage, batch).await?;
+        commit(storage, recorded, batch).await?;
         metrics
             .history_recorded
             .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
@@ -251,6 +264,7 @@ pub fn start_embedded(
     tokio::spawn(run_embedded(
         broker.clone(),
         storage,
+        state.recorded.clone(),
         history.record,
         state.metrics.clone(),
         tx,
@@ -280,6 +294,7 @@ pub fn start_upstream(state: &crate::state::AppState) {
         upstream,
         history,
         storage,
+        state.recorded.clone(),
         state.metrics.clone(),
         shutdown,
     ));
@@ -289,6 +304,7 @@ async fn run_upstream(
     upstream: crate::config::Upstream,
     history: crate::config::History,
     storage: Arc<dyn Storage>,
+    recorded: Recorded,
     metrics: Arc<Metrics>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -371,7 +387,7 @@ async fn run_upstream(
             continue;
         }
         let n = batch.len() as u64;
-        if let Err(e) = commit(&storage, std::mem::take(&mut batch)).await {
+        if let Err(e) = commit(&storage, &recorded, std::mem::take(&mut batch)).await {
             // Not acknowledged: the broker keeps them for the session and sends them again
             // on the next connection.
             tracing::error!(upstream = %name, "history recorder: {e}");

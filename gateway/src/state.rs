@@ -27,6 +27,9 @@ pub struct AppState {
     pub(crate) devices: Option<Arc<crate::monitor::Monitor>>,
     /// The alarms, when there is a data directory.
     pub(crate) alarms: Option<Arc<crate::alarming::AlarmService>>,
+    /// Each batch the recorder committed, with the times it is kept under (the event
+    /// streams' source for recorded topics, so that their ids are the recorder's).
+    pub(crate) recorded: tokio::sync::broadcast::Sender<Arc<Vec<kite_data::Record>>>,
     /// Held while a dashboard is written (its version checked, then bumped).
     pub(crate) dashboard_writes: Arc<tokio::sync::Mutex<()>>,
     /// Where login checks run: browsers, devices and the publish API share it.
@@ -34,6 +37,9 @@ pub struct AppState {
     /// Open connections per source address, all listeners together.
     pub(crate) per_address: crate::per_address::PerAddress,
 }
+
+/// Committed batches an event stream may lag behind before it is told it missed some.
+const RECORDED_BATCHES: usize = 1024;
 
 /// The name under which the embedded broker is listed and reachable (`/mqtt/embedded`).
 pub const EMBEDDED: &str = "embedded";
@@ -175,6 +181,7 @@ impl AppState {
             store,
             devices,
             alarms,
+            recorded: tokio::sync::broadcast::channel(RECORDED_BATCHES).0,
             dashboard_writes: Arc::default(),
             logins,
             config: Arc::new(config),
@@ -190,6 +197,11 @@ impl AppState {
     /// The history store, when `[history] record` is set.
     pub fn history(&self) -> Option<&Arc<dyn kite_data::Storage>> {
         self.history.as_ref()
+    }
+
+    /// What the recorder commits, batch by batch, from now on.
+    pub fn recorded(&self) -> tokio::sync::broadcast::Receiver<Arc<Vec<kite_data::Record>>> {
+        self.recorded.subscribe()
     }
 
     /// The data store (history, devices, alarms, dashboards), when there is one.
