@@ -95,6 +95,7 @@ pub fn router(state: AppState) -> Router {
     api.merge(app)
         .layer(middleware::from_fn(cache_headers))
         .layer(middleware::from_fn(api_errors_as_json))
+        .layer(middleware::from_fn_with_state(state.clone(), api_cors))
         .layer(CompressionLayer::new())
 }
 
@@ -278,15 +279,92 @@ fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
         return true;
     };
-    if allowed
+    listed(allowed, origin) || same_origin(headers, origin)
+}
+
+/// Whether `origin` is one of `[http] allowed_origins` (or that list has `"*"`).
+fn listed(allowed: &[String], origin: &str) -> bool {
+    allowed
         .iter()
         .any(|a| a == "*" || a.eq_ignore_ascii_case(origin))
-    {
-        return true;
-    }
+}
+
+/// Whether `origin` is the gateway's own (its host is the request's `Host`).
+fn same_origin(headers: &HeaderMap, origin: &str) -> bool {
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
     let origin_host = origin.split_once("://").map(|(_, h)| h);
     matches!((host, origin_host), (Some(h), Some(o)) if h.eq_ignore_ascii_case(o))
+}
+
+/// CORS for the HTTP API, by `[http] allowed_origins` as for `/mqtt`: a page from a listed
+/// origin gets `Access-Control-Allow-Origin` on every answer (errors too, so that it can read
+/// them) and its preflights answered (`204`); a page from another origin gets `403` for
+/// anything but a `GET` (so that a foreign page cannot publish or change anything through a
+/// visitor's browser), and its `GET`s answered without the header (the browser keeps the
+/// answer from it). Requests without `Origin` (not browsers) and from the gateway's own
+/// origin are not affected.
+async fn api_cors(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let origin = req
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+        .map(str::to_owned);
+    let Some(origin) =
+        origin.filter(|o| req.uri().path().starts_with("/api/") && !same_origin(req.headers(), o))
+    else {
+        return next.run(req).await;
+    };
+    let preflight = req.method() == axum::http::Method::OPTIONS
+        && req
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    if !listed(&state.config.allowed_origins, &origin) {
+        if preflight
+            || !matches!(
+                *req.method(),
+                axum::http::Method::GET | axum::http::Method::HEAD
+            )
+        {
+            return (
+                StatusCode::FORBIDDEN,
+                Json(serde_json::json!({
+                    "error": format!("pages from {origin} may not use this API: add the origin to [http] allowed_origins"),
+                    "field": "origin",
+                })),
+            )
+                .into_response();
+        }
+        return next.run(req).await;
+    }
+    let mut res = if preflight {
+        let mut res = StatusCode::NO_CONTENT.into_response();
+        let h = res.headers_mut();
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, POST, PUT, DELETE"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("Authorization, Content-Type, Last-Event-ID"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("600"),
+        );
+        res
+    } else {
+        next.run(req).await
+    };
+    let h = res.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&origin) {
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+    }
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("Location"),
+    );
+    h.append(header::VARY, HeaderValue::from_static("Origin"));
+    res
 }
 
 /// A WebSocket upgrade, or why the request is not one.

@@ -276,3 +276,143 @@ fn every_api_error_is_json_and_an_unknown_path_is_a_404() {
     assert_eq!(content_type, "application/json", "{text}");
     assert!(serde_json::from_str::<serde_json::Value>(&text).unwrap()["error"].is_string());
 }
+
+/// `method path` with these headers: (status, the named response header, body).
+fn call_with(
+    gateway: &Gateway,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+    wanted: &str,
+) -> (u16, Option<String>, String) {
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    let mut request = ureq::http::Request::builder()
+        .method(method)
+        .uri(gateway.http_url(path));
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    let mut response = agent.run(request.body(body.to_owned()).unwrap()).unwrap();
+    let header = response
+        .headers()
+        .get(wanted)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let text = response.body_mut().read_to_string().unwrap_or_default();
+    (response.status().as_u16(), header, text)
+}
+
+/// Issue #22, item 5: pages from other origins use the HTTP API only if `[http]
+/// allowed_origins` lets them — CORS answers and preflights for those; a `403` in JSON for
+/// anything but a `GET` from the others (a foreign page cannot publish through a visitor's
+/// browser); scripts (no `Origin`) and the gateway's own pages as before.
+#[test]
+fn the_api_follows_allowed_origins_for_pages_from_elsewhere() {
+    let gateway = Gateway::start_with(&[], None, |c| {
+        c.allowed_origins = vec!["https://dash.example.com".into()];
+    });
+    const ACAO: &str = "access-control-allow-origin";
+    let publish = r#"{"topic": "plant/valve/cmd", "payload": "open"}"#;
+    let json = ("Content-Type", "application/json");
+    let friend = ("Origin", "https://dash.example.com");
+    let stranger = ("Origin", "https://evil.example");
+
+    // A preflight from the listed origin.
+    let (status, allow, _) = call_with(
+        &gateway,
+        "OPTIONS",
+        "/api/v1/publish",
+        &[
+            friend,
+            ("Access-Control-Request-Method", "POST"),
+            (
+                "Access-Control-Request-Headers",
+                "content-type, authorization",
+            ),
+        ],
+        "",
+        ACAO,
+    );
+    assert_eq!(
+        (status, allow.as_deref()),
+        (204, Some("https://dash.example.com"))
+    );
+    let (_, headers, _) = call_with(
+        &gateway,
+        "OPTIONS",
+        "/api/v1/events",
+        &[friend, ("Access-Control-Request-Method", "GET")],
+        "",
+        "access-control-allow-headers",
+    );
+    let headers = headers.unwrap_or_default();
+    assert!(
+        headers.contains("Authorization") && headers.contains("Last-Event-ID"),
+        "{headers}"
+    );
+    // Its requests, answers and errors alike, carry the header.
+    let (status, allow, text) = call_with(
+        &gateway,
+        "POST",
+        "/api/v1/publish",
+        &[friend, json],
+        publish,
+        ACAO,
+    );
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(allow.as_deref(), Some("https://dash.example.com"));
+    let (status, allow, _) = call_with(&gateway, "GET", "/api/v1/nope", &[friend], "", ACAO);
+    assert_eq!(
+        (status, allow.as_deref()),
+        (404, Some("https://dash.example.com"))
+    );
+
+    // Another origin: refused for what changes things, its preflight too; a GET is answered
+    // without the header, which keeps the answer from the page.
+    let (status, _, text) = call_with(
+        &gateway,
+        "POST",
+        "/api/v1/publish",
+        &[stranger, json],
+        publish,
+        ACAO,
+    );
+    assert_eq!(status, 403, "{text}");
+    let error: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(error["field"], "origin", "{error}");
+    assert!(
+        error["error"]
+            .as_str()
+            .unwrap()
+            .contains("https://evil.example")
+    );
+    let (status, _, _) = call_with(
+        &gateway,
+        "OPTIONS",
+        "/api/v1/publish",
+        &[stranger, ("Access-Control-Request-Method", "POST")],
+        "",
+        ACAO,
+    );
+    assert_eq!(status, 403);
+    let (status, allow, _) = call_with(&gateway, "GET", "/api/v1/upstreams", &[stranger], "", ACAO);
+    assert_eq!((status, allow), (200, None));
+
+    // The gateway's own pages and scripts without Origin, as before.
+    let own = format!("http://{}", gateway.addr);
+    let (status, _, text) = call_with(
+        &gateway,
+        "POST",
+        "/api/v1/publish",
+        &[("Origin", &own), json],
+        publish,
+        ACAO,
+    );
+    assert_eq!(status, 200, "{text}");
+    let (status, _, text) = call_with(&gateway, "POST", "/api/v1/publish", &[json], publish, ACAO);
+    assert_eq!(status, 200, "{text}");
+}

@@ -207,7 +207,8 @@ pub struct Config {
     pub assets: Option<PathBuf>,
     /// Upstream brokers; the first one serves `/mqtt`.
     pub upstreams: Vec<Upstream>,
-    /// Origins (besides the gateway's own) whose pages may open `/mqtt`; `*` allows any.
+    /// Origins (besides the gateway's own) whose pages may open `/mqtt` and use the HTTP API
+    /// (CORS); `*` allows any.
     pub allowed_origins: Vec<String>,
     /// Connection and packet limits.
     pub limits: GatewayLimits,
