@@ -216,7 +216,9 @@ async fn the_driver_keeps_redialing_and_holds_publishes_while_down() {
         sleep(Duration::from_millis(50)).await;
     }
     assert!(
-        matches!(seen.borrow().last(), Some(Status::Reconnecting { reason, .. }) if reason.contains("cannot reach the gateway at ws://127.0.0.1:9/mqtt")),
+        // "cannot reach ws://127.0.0.1:9/mqtt (asking why…)", then the probe's answer:
+        // "cannot reach 127.0.0.1:9: the connection was refused or …".
+        matches!(seen.borrow().last(), Some(Status::Reconnecting { reason, .. }) if reason.contains("cannot reach") && reason.contains("127.0.0.1:9")),
         "{:?}",
         seen.borrow()
     );

@@ -282,6 +282,11 @@ fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
     listed(allowed, origin) || same_origin(headers, origin)
 }
 
+/// `kite.js` and its core, which pages of other origins load (as modules: with CORS).
+fn is_embed_file(path: &str) -> bool {
+    path == "/kite.js" || path.starts_with("/kite-core")
+}
+
 /// Whether `origin` is one of `[http] allowed_origins` (or that list has `"*"`).
 fn listed(allowed: &[String], origin: &str) -> bool {
     allowed
@@ -296,7 +301,7 @@ fn same_origin(headers: &HeaderMap, origin: &str) -> bool {
     matches!((host, origin_host), (Some(h), Some(o)) if h.eq_ignore_ascii_case(o))
 }
 
-/// CORS for the HTTP API, by `[http] allowed_origins` as for `/mqtt`: a page from a listed
+/// CORS for the HTTP API and `kite.js`, by `[http] allowed_origins` as for `/mqtt`: a page from a listed
 /// origin gets `Access-Control-Allow-Origin` on every answer (errors too, so that it can read
 /// them) and its preflights answered (`204`); a page from another origin gets `403` for
 /// anything but a `GET` (so that a foreign page cannot publish or change anything through a
@@ -309,9 +314,9 @@ async fn api_cors(State(state): State<AppState>, req: Request, next: Next) -> Re
         .get(header::ORIGIN)
         .and_then(|o| o.to_str().ok())
         .map(str::to_owned);
-    let Some(origin) =
-        origin.filter(|o| req.uri().path().starts_with("/api/") && !same_origin(req.headers(), o))
-    else {
+    let path = req.uri().path();
+    let covered = path.starts_with("/api/") || is_embed_file(path);
+    let Some(origin) = origin.filter(|o| covered && !same_origin(req.headers(), o)) else {
         return next.run(req).await;
     };
     let preflight = req.method() == axum::http::Method::OPTIONS

@@ -14,6 +14,7 @@ mod bridge;
 mod broker;
 mod dashboards;
 mod devices;
+mod embed;
 mod events;
 mod gateway;
 mod history;

@@ -1,0 +1,176 @@
+//! `kite.js` (issue #22, item 1) in a real Chromium: a plain page of another origin imports
+//! the module from the gateway, connects, subscribes and publishes through the embedded broker
+//! — allowed by `[http] allowed_origins`, and refused without it.
+
+use std::io::{BufRead as _, Write as _};
+use std::time::Duration;
+
+use kite_mqtt::{QoS, Version};
+use kite_tests::browser::Browser;
+use kite_tests::client::{TestClient, Via, publish};
+use kite_tests::{Gateway, wait_for};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Serves `html` for every request on a port of its own (another origin than the gateway's);
+/// returns the page's URL.
+fn page_server(html: String) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+            // The request line and headers, up to the blank line.
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+            }
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{html}",
+                html.len()
+            );
+        }
+    });
+    url
+}
+
+/// A page that loads kite.js from `gateway` and records what happens in `window.log`.
+fn page(gateway: &Gateway, script: &str) -> String {
+    let base = gateway.http_url("");
+    let ws = gateway.ws_url("/mqtt");
+    format!(
+        r#"<!doctype html><meta charset="utf-8"><title>kite.js test</title>
+<script type="module">
+window.log = [];
+const say = (line) => window.log.push(line);
+try {{
+  const {{ Kite }} = await import("{base}/kite.js");
+  const url = "{ws}";
+  {script}
+}} catch (e) {{ say("error " + e.message); }}
+</script>"#
+    )
+}
+
+fn log(browser: &Browser) -> Vec<String> {
+    browser
+        .eval("return window.log || [];")
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|v| v.as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn wait_for_line(browser: &Browser, line: &str) -> Vec<String> {
+    wait_for(&format!("{line:?} in the page's log"), WAIT, || {
+        let l = log(browser);
+        l.iter().any(|x| x == line).then_some(l)
+    })
+}
+
+/// The module from another origin: the retained value first, then live messages; a publish
+/// that resolves on PUBACK with its properties; two parts of the page on one filter make one
+/// SUBSCRIBE, the second given the retained value at once; a publish the broker refuses
+/// rejects with its reason.
+#[test]
+fn a_page_of_another_origin_publishes_and_subscribes_with_kite_js() {
+    let acl = kite_policy::acl::Acl {
+        publish: Some(vec!["plant/#".into()]),
+        subscribe: Some(vec!["#".into()]),
+        deny_publish: vec![],
+        deny_subscribe: vec![],
+    };
+    // The page's origin is known only once its server runs: allow the loopback pages.
+    let kite = Gateway::start_with(&[], Some(kite_tests::assets_dir()), move |c| {
+        c.auth = kite_tests::anonymous_role(acl);
+        c.allowed_origins = vec!["*".into()];
+    });
+    let device = Via::Tcp(kite.mqtt_addr.unwrap());
+    let mut d = TestClient::connected(&device, Version::V5, "device");
+    let mut retained = publish("plant/a/temp", "21.5", QoS::AtLeastOnce, 1);
+    retained.retain = true;
+    d.publish(retained);
+    d.subscribe("plant/valve/cmd", QoS::AtLeastOnce);
+
+    let script = r#"
+      const kite = await Kite.connect(url, { clientId: "page-1" });
+      window.kite = kite;
+      say("connected " + kite.state);
+      kite.subscribe("plant/+/temp", (m) => say(`one ${m.topic} ${m.text()} ${m.retain}`));
+      await kite.publish("plant/valve/cmd", "open", { qos: 1, properties: { contentType: "text/plain", userProperties: { by: "page" } } });
+      say("published");
+      try { await kite.publish("secret/x", "no", { qos: 1 }); say("secret published?"); }
+      catch (e) { say("refused " + e.message); }
+    "#;
+    let url = page_server(page(&kite, script));
+    let browser = Browser::start();
+    browser.goto(&url);
+    wait_for_line(&browser, "connected connected");
+    wait_for_line(&browser, "one plant/a/temp 21.5 true");
+    wait_for_line(&browser, "published");
+    let cmd = d.recv_publish();
+    assert_eq!(
+        (cmd.topic.as_str(), &cmd.payload[..]),
+        ("plant/valve/cmd", &b"open"[..])
+    );
+    assert_eq!(cmd.properties.content_type.as_deref(), Some("text/plain"));
+    assert_eq!(cmd.properties.user_properties.len(), 1);
+    let refused = wait_for("the refusal", WAIT, || {
+        log(&browser)
+            .into_iter()
+            .find(|l| l.starts_with("refused ") || l == "secret published?")
+    });
+    assert!(
+        refused.contains("Not authorized"),
+        "a publish outside the role's rules rejects with the broker's reason: {refused}"
+    );
+
+    // Live messages, and a second part of the page on the same filter.
+    d.publish(publish("plant/b/temp", "22", QoS::AtLeastOnce, 2));
+    wait_for_line(&browser, "one plant/b/temp 22 false");
+    let subscriptions = kite.metric("kite_broker_subscriptions");
+    browser.eval(
+        "window.kite.subscribe('plant/+/temp', (m) => window.log.push(`two ${m.topic} ${m.text()}`)); return null;",
+    );
+    wait_for_line(&browser, "two plant/a/temp 21.5");
+    wait_for_line(&browser, "two plant/b/temp 22");
+    assert_eq!(
+        kite.metric("kite_broker_subscriptions"),
+        subscriptions,
+        "one SUBSCRIBE for the page"
+    );
+    d.publish(publish("plant/c/temp", "23", QoS::AtLeastOnce, 3));
+    wait_for_line(&browser, "one plant/c/temp 23 false");
+    wait_for_line(&browser, "two plant/c/temp 23");
+    let errors = browser.console_errors();
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
+}
+
+/// Without the page's origin in `[http] allowed_origins` the module does not load (no CORS
+/// header) and the WebSocket is refused (403).
+#[test]
+fn a_page_of_an_origin_not_allowed_gets_nothing() {
+    let kite = Gateway::start_with(&[], Some(kite_tests::assets_dir()), |c| {
+        c.allowed_origins = vec!["https://dash.example.com".into()];
+    });
+    let url = page_server(page(&kite, r#"say("loaded");"#));
+    let browser = Browser::start();
+    browser.goto(&url);
+    let line = wait_for("the page's verdict", WAIT, || {
+        log(&browser).into_iter().next()
+    });
+    assert!(line.starts_with("error "), "{line}");
+    // And a page that has the module some other way still cannot open the WebSocket.
+    browser.eval(&format!(
+        "const ws = new WebSocket({:?}, 'mqtt'); ws.onerror = () => window.log.push('ws refused'); ws.onopen = () => window.log.push('ws open'); return null;",
+        kite.ws_url("/mqtt")
+    ));
+    wait_for_line(&browser, "ws refused");
+}
