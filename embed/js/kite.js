@@ -11,11 +11,14 @@
 // this file only carries its bytes over one WebSocket, runs its timer, reconnects, and counts
 // subscriptions so that any number of parts of a page share one SUBSCRIBE per filter.
 
+// (`cargo xtask` makes the classic kite.iife.js from this file: it replaces the next two
+// lines and drops `export`.)
 import init, { Session, matches } from "./kite-core.js";
+const CORE = new URL("./kite-core_bg.wasm", import.meta.url);
 
 let loading = null;
 function load() {
-  if (!loading) loading = init({ module_or_path: new URL("./kite-core_bg.wasm", import.meta.url) });
+  if (!loading) loading = init({ module_or_path: CORE });
   return loading;
 }
 

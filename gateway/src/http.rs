@@ -282,9 +282,12 @@ fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
     listed(allowed, origin) || same_origin(headers, origin)
 }
 
-/// `kite.js` and its core, which pages of other origins load (as modules: with CORS).
+/// `kite.js`, `kite.iife.js`, their cores and declarations, which pages of other origins load
+/// (a module, and any wasm, with CORS).
 fn is_embed_file(path: &str) -> bool {
-    path == "/kite.js" || path.starts_with("/kite-core")
+    matches!(path, "/kite.js" | "/kite.iife.js" | "/kite.d.ts")
+        || path.starts_with("/kite-core")
+        || path.starts_with("/kite-classic")
 }
 
 /// Whether `origin` is one of `[http] allowed_origins` (or that list has `"*"`).

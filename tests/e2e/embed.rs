@@ -174,3 +174,36 @@ fn a_page_of_an_origin_not_allowed_gets_nothing() {
     ));
     wait_for_line(&browser, "ws refused");
 }
+
+/// The classic script: `<script src=".../kite.iife.js">` defines `window.Kite`, the same API;
+/// its TypeScript declarations are served beside it.
+#[test]
+fn a_classic_script_page_uses_window_kite() {
+    let kite = Gateway::start_with(&[], Some(kite_tests::assets_dir()), |c| {
+        c.allowed_origins = vec!["*".into()];
+    });
+    let base = kite.http_url("");
+    let ws = kite.ws_url("/mqtt");
+    let html = format!(
+        r#"<!doctype html><meta charset="utf-8"><title>classic</title>
+<script src="{base}/kite.iife.js"></script>
+<script>
+window.log = [];
+Kite.connect("{ws}", {{ clientId: "classic-1", version: 4 }})
+  .then((kite) => {{
+    kite.subscribe("lab/#", (m) => window.log.push(m.topic + " " + m.text()));
+    return kite.publish("lab/hello", "from a classic script", {{ qos: 1 }});
+  }})
+  .then(() => window.log.push("published"))
+  .catch((e) => window.log.push("error " + e.message));
+</script>"#
+    );
+    let url = page_server(html);
+    let browser = Browser::start();
+    browser.goto(&url);
+    wait_for_line(&browser, "published");
+    wait_for_line(&browser, "lab/hello from a classic script");
+    let (status, text) = kite.get_text("/kite.d.ts");
+    assert_eq!(status, 200);
+    assert!(text.contains("export class Kite"), "{text}");
+}

@@ -271,14 +271,99 @@ fn build_embed(root: &Path, env: &tools::Env) -> Result<(), Failure> {
         "optimizing kite.js's wasm (wasm-opt)",
         "read wasm-opt's error above",
     )?;
-    let from = root.join("embed/js/kite.js");
-    std::fs::copy(&from, app.join("kite.js")).map_err(|e| Failure {
-        what: "copying kite.js into the app's directory".into(),
-        command: format!("cp {} {}", from.display(), app.display()),
+    for name in ["kite.js", "kite.d.ts"] {
+        let from = root.join("embed/js").join(name);
+        std::fs::copy(&from, app.join(name)).map_err(|e| Failure {
+            what: format!("copying {name} into the app's directory"),
+            command: format!("cp {} {}", from.display(), app.display()),
+            detail: e.to_string(),
+            fix: format!("check that embed/js/{name} exists"),
+        })?;
+    }
+    build_classic_embed(root, env, &wasm, &app)
+}
+
+/// `kite.iife.js`, for a classic `<script>`: wasm-bindgen's `no-modules` bindings and
+/// `kite.js` without its `import`/`export`, in one function that sets `window.Kite`; its
+/// wasm is `kite-classic_bg.wasm`.
+fn build_classic_embed(
+    root: &Path,
+    env: &tools::Env,
+    wasm: &Path,
+    app: &Path,
+) -> Result<(), Failure> {
+    let scratch = root.join("target/embed-classic");
+    run(
+        env.command("wasm-bindgen")
+            .args([
+                "--target",
+                "no-modules",
+                "--no-typescript",
+                "--out-name",
+                "kite-classic",
+                "--out-dir",
+            ])
+            .arg(&scratch)
+            .arg(wasm)
+            .current_dir(root),
+        "generating kite.iife.js's bindings (wasm-bindgen --target no-modules)",
+        "the wasm-bindgen CLI must match Cargo.lock's version (`cargo xtask` installs it)",
+    )?;
+    run(
+        env.command("wasm-opt")
+            .args(["-Oz", "--strip-debug", "--strip-producers"])
+            .args(WASM_FEATURES)
+            .arg(scratch.join("kite-classic_bg.wasm"))
+            .arg("-o")
+            .arg(app.join("kite-classic_bg.wasm"))
+            .current_dir(root),
+        "optimizing kite.iife.js's wasm (wasm-opt)",
+        "read wasm-opt's error above",
+    )?;
+    let read = |path: &Path| {
+        std::fs::read_to_string(path).map_err(|e| Failure {
+            what: format!("reading {}", path.display()),
+            command: format!("cat {}", path.display()),
+            detail: e.to_string(),
+            fix: "run `cargo xtask dist` again".into(),
+        })
+    };
+    let glue = read(&scratch.join("kite-classic.js"))?;
+    let module = read(&root.join("embed/js/kite.js"))?;
+    let swaps = [
+        (
+            "import init, { Session, matches } from \"./kite-core.js\";",
+            "const init = wasm_bindgen, { Session, matches } = wasm_bindgen;",
+        ),
+        (
+            "const CORE = new URL(\"./kite-core_bg.wasm\", import.meta.url);",
+            "const CORE = new URL(\"./kite-classic_bg.wasm\", document.currentScript.src);",
+        ),
+        ("export class Kite", "class Kite"),
+    ];
+    let mut classic = module;
+    for (from, to) in swaps {
+        if !classic.contains(from) {
+            return Err(Failure {
+                what: "making kite.iife.js from embed/js/kite.js".into(),
+                command: "(string replacement in xtask)".into(),
+                detail: format!("embed/js/kite.js no longer has `{from}`"),
+                fix: "keep that line in kite.js, or change build_classic_embed with it".into(),
+            });
+        }
+        classic = classic.replacen(from, to, 1);
+    }
+    let out = app.join("kite.iife.js");
+    std::fs::write(
+        &out,
+        format!("// kite.iife.js: a classic script that defines window.Kite (see kite.js).\n(() => {{\n{glue}\n{classic}\nwindow.Kite = Kite;\n}})();\n"),
+    )
+    .map_err(|e| Failure {
+        what: "writing kite.iife.js".into(),
+        command: format!("write {}", out.display()),
         detail: e.to_string(),
-        fix: "check that embed/js/kite.js exists".into(),
-    })?;
-    Ok(())
+        fix: "check the disk space and permissions of target/".into(),
+    })
 }
 
 /// The WebAssembly features wasm-opt may use (as index.html gives trunk for the app).
@@ -386,18 +471,25 @@ fn print_bundle_size(app: &Path) -> Result<(), Failure> {
         })
         .collect();
     files.sort();
-    let is_embed = |p: &PathBuf| {
+    let name = |p: &PathBuf| {
         p.file_name()
             .and_then(|n| n.to_str())
-            .is_some_and(|n| n == "kite.js" || n.starts_with("kite-core"))
+            .unwrap_or_default()
+            .to_owned()
     };
-    let (embed, app): (Vec<PathBuf>, Vec<PathBuf>) = files.into_iter().partition(is_embed);
+    let (classic, rest): (Vec<PathBuf>, Vec<PathBuf>) = files
+        .into_iter()
+        .partition(|p| name(p) == "kite.iife.js" || name(p).starts_with("kite-classic"));
+    let (embed, app): (Vec<PathBuf>, Vec<PathBuf>) = rest
+        .into_iter()
+        .partition(|p| name(p) == "kite.js" || name(p).starts_with("kite-core"));
     print_sizes("app bundle", &app, "budget: 250 KB")?;
     print_sizes(
         "kite.js for other pages",
         &embed,
         "budget: 40 KB with its components",
-    )
+    )?;
+    print_sizes("kite.iife.js, the same as a classic script", &classic, "")
 }
 
 /// Each file raw and gzip -9, and the total against `budget`.
@@ -413,10 +505,11 @@ fn print_sizes(what: &str, files: &[PathBuf], budget: &str) -> Result<(), Failur
         println!("  {:>9} B  {:>9} B gz  {name}", raw, gz);
     }
     println!(
-        "  {:>9} B  {:>9} B gz  total ({:.1} KB gzip; {budget})",
+        "  {:>9} B  {:>9} B gz  total ({:.1} KB gzip{}{budget})",
         raw_total,
         gz_total,
-        gz_total as f64 / 1000.0
+        gz_total as f64 / 1000.0,
+        if budget.is_empty() { "" } else { "; " }
     );
     Ok(())
 }
