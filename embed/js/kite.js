@@ -105,13 +105,14 @@ export class Kite {
   }
 
   /// Calls `handler(message)` for each message matching `filter` — first the retained ones
-  /// (also when another part of the page subscribed to the filter before). One SUBSCRIBE per
-  /// filter for the page; the last `unsubscribe()` sends the UNSUBSCRIBE.
-  subscribe(filter, handler, { qos = 1 } = {}) {
+  /// (also when another part of the page subscribed to the filter before) — and
+  /// `onError(reason)` if the broker refuses the filter. One SUBSCRIBE per filter for the
+  /// page; the last `unsubscribe()` sends the UNSUBSCRIBE.
+  subscribe(filter, handler, { qos = 1, onError } = {}) {
     filter = String(filter);
     let sub = this.#subs.get(filter);
     if (!sub) {
-      sub = { qos, handlers: new Set(), last: new Map(), error: null };
+      sub = { qos, handlers: new Set(), errors: new Set(), last: new Map(), error: null };
       this.#subs.set(filter, sub);
       if (this.#session.connected()) {
         this.#sendSubscribe(filter, sub);
@@ -119,11 +120,14 @@ export class Kite {
       }
     } else {
       for (const m of sub.last.values()) queueMicrotask(() => handler(m));
+      if (sub.error && onError) queueMicrotask(() => onError(sub.error));
     }
     sub.handlers.add(handler);
+    if (onError) sub.errors.add(onError);
     return {
       unsubscribe: () => {
         sub.handlers.delete(handler);
+        if (onError) sub.errors.delete(onError);
         if (sub.handlers.size === 0 && this.#subs.get(filter) === sub) {
           this.#subs.delete(filter);
           if (this.#session.connected()) {
@@ -225,7 +229,10 @@ export class Kite {
           this.#subscribing.delete(e.id);
           const sub = this.#subs.get(filter);
           if (sub) sub.error = e.ok ? null : `the broker refused ${filter}: ${e.reason}`;
-          if (sub && !e.ok) for (const fn of this.#listeners.status) fn({ state: this.#state, reason: sub.error, delay: 0, filter });
+          if (sub && !e.ok) {
+            for (const fn of sub.errors) fn(sub.error);
+            for (const fn of this.#listeners.status) fn({ state: this.#state, reason: sub.error, delay: 0, filter });
+          }
           break;
         }
         case "closed":
@@ -280,4 +287,213 @@ export class Kite {
       sub.error = String(e.message ?? e);
     }
   }
+}
+
+// ---------------------------------------------------------------------------------------
+// Web components, on top of the above (no framework). Each finds its connection: the
+// nearest <kite-connection url=...>, else <html data-kite-url=...>, else the gateway that
+// served this file (ws(s)://its-host/mqtt). Each shows the retained value first, follows the
+// broker's state (not its own), says why when it cannot ("not authorized", "disconnected"),
+// sends DOM events (kite-message, kite-publish, kite-error), and exposes CSS ::part()s.
+
+/// The connection for `el` (shared by every element with the same URL and options).
+function connectionFor(el) {
+  const host = el.closest("kite-connection");
+  if (host) return host.connection();
+  const url = document.documentElement.dataset.kiteUrl
+    ?? CORE.href.replace(/^http/, "ws").replace(/\/[^/]*$/, "/mqtt");
+  return Kite.connect(url);
+}
+
+/// The value at a JSON Pointer (`/a/0/b`) of a message's payload; the text itself without one.
+function read(m, field) {
+  if (!field) return m.text();
+  let v;
+  try { v = m.json(); } catch { return undefined; }
+  for (const key of field.split("/").slice(1)) {
+    if (v === null || typeof v !== "object") return undefined;
+    v = v[key.replaceAll("~1", "/").replaceAll("~0", "~")];
+  }
+  return typeof v === "object" ? JSON.stringify(v) : v;
+}
+
+const define = (name, cls) => {
+  if (globalThis.customElements && !customElements.get(name)) customElements.define(name, cls);
+};
+
+if (globalThis.HTMLElement) {
+  /// <kite-connection url client-id username password version>: the connection its
+  /// descendants use.
+  define("kite-connection", class extends HTMLElement {
+    #kite = null;
+    connection() {
+      if (!this.#kite) {
+        const a = (n) => this.getAttribute(n) ?? undefined;
+        const options = { clientId: a("client-id"), username: a("username"), password: a("password") };
+        if (a("version")) options.version = Number(a("version"));
+        this.#kite = Kite.connect(a("url"), options);
+        this.#kite.then((k) => k.on("status", (s) => this.setAttribute("state", s.state)), () => {});
+      }
+      return this.#kite;
+    }
+    disconnectedCallback() {
+      this.#kite?.then((k) => k.close(), () => {});
+      this.#kite = null;
+    }
+  });
+
+  /// The parts every element shares: a shadow root, its connection, its subscription, and
+  /// the state shown (attribute `state`: connecting, connected, reconnecting, closed, denied).
+  class Base extends HTMLElement {
+    #stop = [];
+    kite = null;
+    constructor() {
+      super();
+      this.attachShadow({ mode: "open" }).innerHTML = `<style>:host{display:inline-flex;align-items:baseline;gap:.3em}
+[part=status]:empty{display:none}[part=status]{font-size:.8em;opacity:.7}</style>${this.template()}<span part="status"></span>`;
+    }
+    part(name) { return this.shadowRoot.querySelector(`[part~=${name}]`); }
+    say(text, state) {
+      this.part("status").textContent = text;
+      if (state) this.setAttribute("state", state);
+    }
+    emit(type, detail) { this.dispatchEvent(new CustomEvent(type, { detail, bubbles: true, composed: true })); }
+    async connectedCallback() {
+      this.say("connecting…", "connecting");
+      let kite;
+      try {
+        kite = await connectionFor(this);
+      } catch (e) {
+        this.say(e.message, "closed");
+        this.emit("kite-error", { reason: e.message });
+        return;
+      }
+      if (!this.isConnected) return;
+      this.kite = kite;
+      this.say("", kite.state);
+      this.#stop.push(kite.on("status", (s) => {
+        if (s.filter) return;
+        this.say(s.state === "connected" ? "" : (s.state === "reconnecting" ? "disconnected" : s.reason), s.state);
+      }));
+      const topic = this.getAttribute("state-topic") ?? this.getAttribute("topic");
+      if (topic && this.follows()) {
+        const sub = kite.subscribe(topic, (m) => {
+          this.show(m);
+          this.emit("kite-message", m);
+        }, {
+          onError: (reason) => {
+            this.say(/authori/i.test(reason) ? "not authorized" : reason, "denied");
+            this.emit("kite-error", { reason });
+          },
+        });
+        this.#stop.push(() => sub.unsubscribe());
+      }
+    }
+    disconnectedCallback() {
+      for (const stop of this.#stop.splice(0)) stop();
+      this.kite = null;
+    }
+    follows() { return true; }
+    show() {}
+    /// Publishes `payload` on the element's topic with its `qos` and `retain`: pending until
+    /// the broker acknowledges it.
+    async send(payload) {
+      if (!this.kite) return;
+      const topic = this.getAttribute("topic");
+      this.setAttribute("pending", "");
+      try {
+        await this.kite.publish(topic, payload, {
+          qos: Number(this.getAttribute("qos") ?? 1),
+          retain: this.hasAttribute("retain"),
+        });
+        this.emit("kite-publish", { topic, payload });
+        this.say("", this.kite.state);
+      } catch (e) {
+        this.say(/authori/i.test(e.message) ? "not authorized" : e.message, "denied");
+        this.emit("kite-error", { topic, reason: e.message });
+      } finally {
+        this.removeAttribute("pending");
+      }
+    }
+  }
+
+  /// <kite-value topic field unit decimals>: the last value.
+  define("kite-value", class extends Base {
+    template() { return `<span part="value">–</span><span part="unit"></span>`; }
+    show(m) {
+      let v = read(m, this.getAttribute("field"));
+      const d = this.getAttribute("decimals");
+      if (d !== null && typeof v !== "undefined" && v !== "" && !Number.isNaN(Number(v))) v = Number(v).toFixed(Number(d));
+      this.part("value").textContent = v ?? "–";
+      this.part("unit").textContent = this.getAttribute("unit") ?? "";
+    }
+  });
+
+  /// <kite-switch topic on="1" off="0" state-topic field qos retain>: shows the topic's state
+  /// (or the state topic's) and publishes `on`/`off` when pressed.
+  define("kite-switch", class extends Base {
+    template() { return `<button part="switch" role="switch" aria-checked="false">off</button>`; }
+    connectedCallback() {
+      this.part("switch").onclick = () => {
+        const on = this.getAttribute("on") ?? "1";
+        const off = this.getAttribute("off") ?? "0";
+        this.send(this.hasAttribute("checked") ? off : on);
+      };
+      return super.connectedCallback();
+    }
+    show(m) {
+      const v = String(read(m, this.getAttribute("field")));
+      const on = v === (this.getAttribute("on") ?? "1");
+      this.toggleAttribute("checked", on);
+      const b = this.part("switch");
+      b.setAttribute("aria-checked", String(on));
+      b.textContent = on ? "on" : "off";
+    }
+  });
+
+  /// <kite-button topic payload qos retain>: publishes `payload` when pressed.
+  define("kite-button", class extends Base {
+    template() { return `<button part="button"><slot>Send</slot></button>`; }
+    follows() { return false; }
+    connectedCallback() {
+      this.part("button").onclick = () => this.send(this.getAttribute("payload") ?? "");
+      return super.connectedCallback();
+    }
+  });
+
+  /// <kite-slider topic min max step state-topic field>: follows the state, publishes the
+  /// value when it is let go.
+  define("kite-slider", class extends Base {
+    template() { return `<input part="slider" type="range"><output part="value"></output>`; }
+    connectedCallback() {
+      const input = this.part("slider");
+      for (const a of ["min", "max", "step"]) if (this.hasAttribute(a)) input.setAttribute(a, this.getAttribute(a));
+      input.oninput = () => { this.part("value").textContent = input.value; };
+      input.onchange = () => this.send(input.value);
+      return super.connectedCallback();
+    }
+    show(m) {
+      const v = read(m, this.getAttribute("field"));
+      if (v === undefined || Number.isNaN(Number(v))) return;
+      this.part("slider").value = v;
+      this.part("value").textContent = v;
+    }
+  });
+
+  /// <kite-gauge topic field min max unit>: the value on an arc.
+  define("kite-gauge", class extends Base {
+    template() {
+      return `<svg part="gauge" viewBox="0 0 100 60" width="120" height="72"><path d="M10 55 A40 40 0 0 1 90 55" fill="none" stroke="#ddd" stroke-width="8"/><path part="arc" fill="none" stroke="currentColor" stroke-width="8"/><text part="value" x="50" y="52" text-anchor="middle" font-size="14">–</text></svg>`;
+    }
+    show(m) {
+      const v = Number(read(m, this.getAttribute("field")));
+      if (Number.isNaN(v)) return;
+      const min = Number(this.getAttribute("min") ?? 0);
+      const max = Number(this.getAttribute("max") ?? 100);
+      const f = Math.min(1, Math.max(0, (v - min) / (max - min || 1)));
+      const a = Math.PI * (1 - f);
+      this.part("arc").setAttribute("d", `M10 55 A40 40 0 0 1 ${(50 + 40 * Math.cos(a)).toFixed(2)} ${(55 - 40 * Math.sin(a)).toFixed(2)}`);
+      this.part("value").textContent = `${v}${this.getAttribute("unit") ?? ""}`;
+    }
+  });
 }

@@ -207,3 +207,114 @@ Kite.connect("{ws}", {{ clientId: "classic-1", version: 4 }})
     assert_eq!(status, 200);
     assert!(text.contains("export class Kite"), "{text}");
 }
+
+/// Text of `part` in the shadow root of `selector`.
+fn part(browser: &Browser, selector: &str, part: &str) -> String {
+    browser
+        .eval(&format!(
+            "const e = document.querySelector({}); const p = e && e.shadowRoot && e.shadowRoot.querySelector('[part~={part}]'); return p ? p.textContent : null;",
+            serde_json::Value::from(selector)
+        ))
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn wait_part(browser: &Browser, selector: &str, name: &str, want: &str) {
+    wait_for(
+        &format!("{selector}::part({name}) = {want:?}"),
+        WAIT,
+        || (part(browser, selector, name) == want).then_some(()),
+    );
+}
+
+/// The web components on a plain page, with no script of its own but the module: the
+/// retained value first (a JSON field, decimals, unit, a gauge), a switch that follows the
+/// device's state rather than its own press, a button and a slider that publish, DOM events,
+/// and "not authorized" for a topic the role may not read.
+#[test]
+fn web_components_show_follow_and_publish() {
+    // Outside the role's subscribe rules: 0x87 Not authorized [MQTT-3.9.3].
+    let acl = kite_policy::acl::Acl {
+        publish: Some(vec!["plant/#".into()]),
+        subscribe: Some(vec!["plant/#".into()]),
+        deny_publish: vec![],
+        deny_subscribe: vec![],
+    };
+    let kite = Gateway::start_with(&[], Some(kite_tests::assets_dir()), move |c| {
+        c.auth = kite_tests::anonymous_role(acl);
+        c.allowed_origins = vec!["*".into()];
+    });
+    let device = Via::Tcp(kite.mqtt_addr.unwrap());
+    let mut d = TestClient::connected(&device, Version::V5, "device");
+    for (topic, payload) in [
+        ("plant/a/temp", r#"{"temp": 21.46}"#),
+        ("plant/valve/state", "closed"),
+    ] {
+        let mut p = publish(topic, payload, QoS::AtLeastOnce, 1);
+        p.retain = true;
+        d.publish(p);
+    }
+    d.subscribe("plant/valve/set", QoS::AtLeastOnce);
+    d.subscribe("plant/cmd", QoS::AtLeastOnce);
+    d.subscribe("plant/speed", QoS::AtLeastOnce);
+    let html = format!(
+        r#"<!doctype html><html data-kite-url="{ws}"><meta charset="utf-8"><title>components</title>
+<kite-value id="v" topic="plant/a/temp" field="/temp" unit="°C" decimals="1"></kite-value>
+<kite-gauge id="g" topic="plant/a/temp" field="/temp" max="50" unit="°"></kite-gauge>
+<kite-switch id="s" topic="plant/valve/set" state-topic="plant/valve/state" on="open" off="closed"></kite-switch>
+<kite-button id="b" topic="plant/cmd" payload="restart">Restart</kite-button>
+<kite-slider id="l" topic="plant/speed" min="0" max="100"></kite-slider>
+<kite-value id="denied" topic="secret/x"></kite-value>
+<script>window.log = []; document.addEventListener("kite-publish", (e) => window.log.push("publish " + e.detail.topic + " " + e.detail.payload));</script>
+<script type="module" src="{base}/kite.js"></script></html>"#,
+        ws = kite.ws_url("/mqtt"),
+        base = kite.http_url(""),
+    );
+    let url = page_server(html);
+    let browser = Browser::start();
+    browser.goto(&url);
+    wait_part(&browser, "#v", "value", "21.5");
+    assert_eq!(part(&browser, "#v", "unit"), "°C");
+    wait_part(&browser, "#g", "value", "21.46°");
+    wait_part(&browser, "#s", "switch", "off");
+
+    // The switch publishes "open" but shows what the device says.
+    browser.eval("document.querySelector('#s').shadowRoot.querySelector('[part~=switch]').click(); return null;");
+    let set = d.recv_publish();
+    assert_eq!(
+        (set.topic.as_str(), &set.payload[..]),
+        ("plant/valve/set", &b"open"[..])
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(part(&browser, "#s", "switch"), "off", "not its own state");
+    d.publish(publish("plant/valve/state", "open", QoS::AtLeastOnce, 2));
+    wait_part(&browser, "#s", "switch", "on");
+    assert_eq!(
+        browser.eval("return document.querySelector('#s').hasAttribute('checked');"),
+        true
+    );
+
+    browser.eval("document.querySelector('#b').shadowRoot.querySelector('[part~=button]').click(); return null;");
+    let cmd = d.recv_publish();
+    assert_eq!(
+        (cmd.topic.as_str(), &cmd.payload[..]),
+        ("plant/cmd", &b"restart"[..])
+    );
+    wait_for_line(&browser, "publish plant/cmd restart");
+
+    browser.eval("const i = document.querySelector('#l').shadowRoot.querySelector('[part~=slider]'); i.value = '42'; i.dispatchEvent(new Event('change')); return null;");
+    let speed = d.recv_publish();
+    assert_eq!(
+        (speed.topic.as_str(), &speed.payload[..]),
+        ("plant/speed", &b"42"[..])
+    );
+
+    wait_part(&browser, "#denied", "status", "not authorized");
+    assert_eq!(
+        browser.eval("return document.querySelector('#denied').getAttribute('state');"),
+        "denied"
+    );
+    let errors = browser.console_errors();
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
+}
