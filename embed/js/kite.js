@@ -139,6 +139,18 @@ export class Kite {
     };
   }
 
+  /// GETs `path` of the gateway's HTTP API (the gateway of the WebSocket's URL), with this
+  /// connection's login as HTTP Basic: the JSON answer; rejects with the API's `error`.
+  async api(path) {
+    const base = this.#url.replace(/^ws/, "http").replace(/\/mqtt(\/[^/]*)?$/, "");
+    const headers = {};
+    if (this.#options.username) headers.Authorization = "Basic " + btoa(`${this.#options.username}:${this.#options.password ?? ""}`);
+    const response = await fetch(base + path, { headers });
+    const body = await response.json().catch(() => ({}));
+    if (!response.ok) throw Object.assign(new Error(body.error ?? `HTTP ${response.status}`), { status: response.status });
+    return body;
+  }
+
   /// Leaves the connection; the last user's `close()` disconnects.
   close() {
     this.#users -= 1;
@@ -477,6 +489,95 @@ if (globalThis.HTMLElement) {
       if (v === undefined || Number.isNaN(Number(v))) return;
       this.part("slider").value = v;
       this.part("value").textContent = v;
+    }
+  });
+
+  /// <kite-status device>: a device's state from the gateway's device monitor (asked every
+  /// 5 s): `device-state` attribute and the `state` part (online, offline, stale, unknown),
+  /// `since` part ("since 3 min").
+  define("kite-status", class extends Base {
+    #timer = 0;
+    template() { return `<span part="dot">●</span><span part="state">…</span><span part="since"></span>`; }
+    follows() { return false; }
+    async connectedCallback() {
+      await super.connectedCallback();
+      const poll = async () => {
+        if (!this.kite || !this.isConnected) return;
+        try {
+          const d = await this.kite.api(`/api/v1/devices/${encodeURIComponent(this.getAttribute("device") ?? "")}`);
+          this.setAttribute("device-state", d.state);
+          this.part("state").textContent = d.state;
+          const mins = Math.round((Date.now() - d.since) / 60000);
+          this.part("since").textContent = mins < 1 ? " just now" : ` for ${mins} min`;
+          this.say("", this.kite.state);
+        } catch (e) {
+          this.say(e.status === 403 ? "not authorized" : e.message, e.status === 403 ? "denied" : undefined);
+        }
+        this.#timer = setTimeout(poll, 5000);
+      };
+      poll();
+    }
+    disconnectedCallback() {
+      clearTimeout(this.#timer);
+      super.disconnectedCallback();
+    }
+  });
+
+  /// <kite-chart topic field window="1h">: the recorded history (the gateway's series API, one
+  /// bucket per pixel column, min–max band), then live points; `points` attribute: how many
+  /// points it draws.
+  define("kite-chart", class extends Base {
+    #points = [];   // [t, min, max, last]
+    #frame = 0;
+    template() { return `<canvas part="chart" width="300" height="120"></canvas>`; }
+    span() {
+      const w = this.getAttribute("window") ?? "1h";
+      const n = parseFloat(w);
+      return n * ({ s: 1e3, m: 6e4, h: 3.6e6, d: 8.64e7 }[w.slice(-1)] ?? 1e3);
+    }
+    async connectedCallback() {
+      await super.connectedCallback();
+      if (!this.kite) return;
+      const canvas = this.part("chart");
+      const from = Date.now() - this.span();
+      const q = new URLSearchParams({ topic: this.getAttribute("topic"), from, points: canvas.width });
+      if (this.getAttribute("field")) q.set("field", this.getAttribute("field"));
+      try {
+        const { series } = await this.kite.api(`/api/v1/history/series?${q}`);
+        const recorded = (series?.[0]?.buckets ?? []).map((b) => [b.t, b.min, b.max, b.last]);
+        this.#points = recorded.concat(this.#points.filter((p) => !recorded.length || p[0] > recorded.at(-1)[0]));
+      } catch {
+        // Not recorded (or not allowed): live points only.
+      }
+      this.draw();
+    }
+    show(m) {
+      const v = Number(read(m, this.getAttribute("field")));
+      if (Number.isNaN(v) || m.retain) return;
+      this.#points.push([Date.now(), v, v, v]);
+      cancelAnimationFrame(this.#frame);
+      this.#frame = requestAnimationFrame(() => this.draw());
+    }
+    draw() {
+      const canvas = this.part("chart");
+      const cut = Date.now() - this.span();
+      this.#points = this.#points.filter((p) => p[0] >= cut);
+      this.setAttribute("points", String(this.#points.length));
+      const g = canvas.getContext("2d");
+      const { width: w, height: h } = canvas;
+      g.clearRect(0, 0, w, h);
+      if (!this.#points.length) return;
+      let lo = Infinity, hi = -Infinity;
+      for (const p of this.#points) { lo = Math.min(lo, p[1]); hi = Math.max(hi, p[2]); }
+      if (hi === lo) { hi += 1; lo -= 1; }
+      const x = (t) => ((t - cut) / this.span()) * w;
+      const y = (v) => h - 4 - ((v - lo) / (hi - lo)) * (h - 8);
+      g.fillStyle = "rgba(10,124,255,.15)";
+      for (const p of this.#points) g.fillRect(x(p[0]), y(p[2]), 1, Math.max(1, y(p[1]) - y(p[2])));
+      g.strokeStyle = getComputedStyle(this).color || "#0a7cff";
+      g.beginPath();
+      this.#points.forEach((p, i) => (i ? g.lineTo(x(p[0]), y(p[3])) : g.moveTo(x(p[0]), y(p[3]))));
+      g.stroke();
     }
   });
 

@@ -16,7 +16,7 @@ use kite_tests::{Gateway, Mosquitto, Process, TempDir, wait_for};
 const RULES: &str = "[[devices]]\nstatus_topic = \"plant/{device}/status\"\n\n[[devices]]\nactivity = \"plant/{device}/#\"\nstale_after_secs = 2\n\n[[devices]]\nclients = true\n";
 
 /// `[[devices]]` from `rules` (TOML), kept in `dir` (the broker's data there too).
-fn monitoring(dir: &std::path::Path, rules: &str) -> impl FnOnce(&mut Config) + use<> {
+pub(crate) fn monitoring(dir: &std::path::Path, rules: &str) -> impl FnOnce(&mut Config) + use<> {
     let file = dir.join("devices.toml");
     std::fs::write(&file, rules).unwrap();
     let mut devices = Config::load(Some(&file), Default::default())

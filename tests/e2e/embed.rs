@@ -318,3 +318,67 @@ fn web_components_show_follow_and_publish() {
     let errors = browser.console_errors();
     assert!(errors.is_empty(), "console errors: {errors:#?}");
 }
+
+/// `<kite-status>` reads the device monitor (and follows a device going offline);
+/// `<kite-chart>` starts from the recorded history and adds live points.
+#[test]
+fn status_and_chart_components_read_the_gateways_monitor_and_history() {
+    let dir = kite_tests::TempDir::new("embed-status-chart");
+    let record = crate::events::recording(dir.path(), &["plant/#"]);
+    let watch = crate::devices::monitoring(
+        dir.path(),
+        "[[devices]]\nstatus_topic = \"plant/{device}/status\"\n",
+    );
+    let kite = Gateway::start_with(&[], Some(kite_tests::assets_dir()), move |c| {
+        record(c);
+        watch(c);
+        c.allowed_origins = vec!["*".into()];
+    });
+    let device = Via::Tcp(kite.mqtt_addr.unwrap());
+    let mut d = TestClient::connected(&device, Version::V5, "pump-1");
+    let mut online = publish("plant/pump-1/status", "online", QoS::AtLeastOnce, 1);
+    online.retain = true;
+    d.publish(online);
+    for i in 0..20u16 {
+        d.publish(publish(
+            "plant/pump-1/temp",
+            &format!("{{\"temp\": {}}}", 20 + i % 5),
+            QoS::AtLeastOnce,
+            i + 2,
+        ));
+    }
+    wait_for("recorded", WAIT, || {
+        (kite.state().history().unwrap().usage().messages >= 21).then_some(())
+    });
+    let html = format!(
+        r#"<!doctype html><html data-kite-url="{ws}"><meta charset="utf-8"><title>status and chart</title>
+<kite-status id="st" device="pump-1"></kite-status>
+<kite-chart id="ch" topic="plant/pump-1/temp" field="/temp" window="1h"></kite-chart>
+<script type="module" src="{base}/kite.js"></script></html>"#,
+        ws = kite.ws_url("/mqtt"),
+        base = kite.http_url(""),
+    );
+    let url = page_server(html);
+    let browser = Browser::start();
+    browser.goto(&url);
+    wait_part(&browser, "#st", "state", "online");
+    let points = |b: &Browser| {
+        b.eval("return Number(document.querySelector('#ch').getAttribute('points'));")
+            .as_u64()
+            .unwrap_or(0)
+    };
+    // The recorded messages, in buckets (one per pixel column at most).
+    let recorded = wait_for("the recorded series", WAIT, || {
+        let n = points(&browser);
+        (n > 0).then_some(n)
+    });
+    d.publish(publish("plant/pump-1/temp", r#"{"temp": 30}"#, QoS::AtLeastOnce, 40));
+    wait_for("a live point", WAIT, || {
+        (points(&browser) == recorded + 1).then_some(())
+    });
+    // Offline: the next poll (5 s) says so.
+    d.publish(publish("plant/pump-1/status", "offline", QoS::AtLeastOnce, 41));
+    wait_part(&browser, "#st", "state", "offline");
+    let errors = browser.console_errors();
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
+}

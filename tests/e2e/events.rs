@@ -266,7 +266,7 @@ fn a_stream_follows_the_roles_rules() {
 }
 
 /// `[history] record = filters`, kept in `dir` (the broker's data there too).
-fn recording(dir: &std::path::Path, filters: &[&str]) -> impl FnOnce(&mut Config) {
+pub(crate) fn recording(dir: &std::path::Path, filters: &[&str]) -> impl FnOnce(&mut Config) {
     let dir = dir.to_owned();
     let filters: Vec<String> = filters.iter().map(|f| (*f).to_owned()).collect();
     move |c: &mut Config| {
