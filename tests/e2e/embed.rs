@@ -372,13 +372,43 @@ fn status_and_chart_components_read_the_gateways_monitor_and_history() {
         let n = points(&browser);
         (n > 0).then_some(n)
     });
-    d.publish(publish("plant/pump-1/temp", r#"{"temp": 30}"#, QoS::AtLeastOnce, 40));
+    d.publish(publish(
+        "plant/pump-1/temp",
+        r#"{"temp": 30}"#,
+        QoS::AtLeastOnce,
+        40,
+    ));
     wait_for("a live point", WAIT, || {
         (points(&browser) == recorded + 1).then_some(())
     });
     // Offline: the next poll (5 s) says so.
-    d.publish(publish("plant/pump-1/status", "offline", QoS::AtLeastOnce, 41));
+    d.publish(publish(
+        "plant/pump-1/status",
+        "offline",
+        QoS::AtLeastOnce,
+        41,
+    ));
     wait_part(&browser, "#st", "state", "offline");
+    let errors = browser.console_errors();
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
+}
+
+/// docs/embed-example.html as `cargo xtask serve` serves it: the `$SYS` values show, and the
+/// switch turns on once the page's own script, acting as the lamp, reports the new state.
+#[test]
+fn the_example_page_works() {
+    let kite = Gateway::start_with(&[], Some(kite_tests::assets_dir()), |_| {});
+    let browser = Browser::start();
+    browser.goto(&kite.http_url("/embed-example.html"));
+    wait_for("the connected clients", WAIT, || {
+        part(&browser, "#clients", "value")
+            .parse::<u64>()
+            .ok()
+            .filter(|n| *n >= 1)
+    });
+    wait_part(&browser, "#lamp", "switch", "off");
+    browser.eval("document.querySelector('#lamp').shadowRoot.querySelector('[part~=switch]').click(); return null;");
+    wait_part(&browser, "#lamp", "switch", "on");
     let errors = browser.console_errors();
     assert!(errors.is_empty(), "console errors: {errors:#?}");
 }

@@ -271,13 +271,17 @@ fn build_embed(root: &Path, env: &tools::Env) -> Result<(), Failure> {
         "optimizing kite.js's wasm (wasm-opt)",
         "read wasm-opt's error above",
     )?;
-    for name in ["kite.js", "kite.d.ts"] {
-        let from = root.join("embed/js").join(name);
+    for (dir, name) in [
+        ("embed/js", "kite.js"),
+        ("embed/js", "kite.d.ts"),
+        ("docs", "embed-example.html"),
+    ] {
+        let from = root.join(dir).join(name);
         std::fs::copy(&from, app.join(name)).map_err(|e| Failure {
             what: format!("copying {name} into the app's directory"),
             command: format!("cp {} {}", from.display(), app.display()),
             detail: e.to_string(),
-            fix: format!("check that embed/js/{name} exists"),
+            fix: format!("check that {dir}/{name} exists"),
         })?;
     }
     build_classic_embed(root, env, &wasm, &app)
