@@ -90,6 +90,7 @@ fn bench(root: &Path, args: &[String]) -> Result<(), Failure> {
         "history",
         "devices",
         "dashboard",
+        "embed",
     ]
     .contains(&which)
     {
@@ -97,7 +98,7 @@ fn bench(root: &Path, args: &[String]) -> Result<(), Failure> {
             what: "choosing a benchmark".into(),
             command: format!("cargo xtask bench {}", args.join(" ")),
             detail: "unknown benchmark".into(),
-            fix: "use `cargo xtask bench broker`, `cargo xtask bench gateway`, `cargo xtask bench app`, `cargo xtask bench history`, `cargo xtask bench devices` or `cargo xtask bench dashboard` (the codec's: `cargo bench -p kite-mqtt`)".into(),
+            fix: "use `cargo xtask bench broker`, `cargo xtask bench gateway`, `cargo xtask bench app`, `cargo xtask bench history`, `cargo xtask bench devices`, `cargo xtask bench dashboard` or `cargo xtask bench embed` (the codec's: `cargo bench -p kite-mqtt`)".into(),
         });
     }
     let system = tools::ensure_test_packages()?;
@@ -106,7 +107,7 @@ fn bench(root: &Path, args: &[String]) -> Result<(), Failure> {
     } else {
         None
     };
-    let env = if ["app", "history", "dashboard"].contains(&which) {
+    let env = if ["app", "history", "dashboard", "embed"].contains(&which) {
         // The app is measured as it ships: built by trunk in release.
         let env = tools::ensure_build_tools(root)?;
         build_app(root, &env)?;
@@ -151,7 +152,7 @@ fn bench(root: &Path, args: &[String]) -> Result<(), Failure> {
     if let Some(dir) = websockify {
         cmd.arg("--websockify").arg(dir);
     }
-    if ["app", "history", "dashboard"].contains(&which) {
+    if ["app", "history", "dashboard", "embed"].contains(&which) {
         cmd.arg("--assets").arg(app_dir(root));
         system.apply(&mut cmd);
     }

@@ -666,7 +666,8 @@ const USAGE: &str = "usage: kite-bench broker  --kite PATH --mosquitto PATH [--w
        kite-bench app     --kite PATH --mosquitto PATH --assets DIR [--write FILE] [--quick]
        kite-bench history --kite PATH --mosquitto PATH [--assets DIR] [--write FILE] [--quick] [--only store|broker|paced|chart]
        kite-bench devices --kite PATH --mosquitto PATH [--write FILE] [--quick]
-(`cargo xtask bench broker|gateway|app` builds everything and passes these)";
+       kite-bench dashboard|embed --kite PATH --mosquitto PATH --assets DIR [--write FILE] [--quick]
+(`cargo xtask bench broker|gateway|app|history|devices|dashboard|embed` builds everything and passes these)";
 
 /// A bad command line: what is wrong, the usage, exit status 2.
 fn usage_error(what: &str) -> ! {
@@ -746,6 +747,23 @@ mod bench_devices;
 #[path = "../bench/dashboard.rs"]
 mod bench_dashboard;
 
+#[path = "../bench/embed.rs"]
+mod bench_embed;
+
+/// `kite-bench embed`: kite.js in Chromium (see tests/src/bench/embed.rs).
+fn embed_main(args: &[String]) {
+    let setup = Setup::new(args);
+    let assets = PathBuf::from(required(
+        args,
+        "--assets",
+        "DIR (the built app and kite.js)",
+    ));
+    let secs = if setup.quick { 3 } else { 10 };
+    let table = bench_embed::figures(&setup.kite, &setup.dir.join("embed"), &assets, secs);
+    println!("\n{table}");
+    setup.finish(&table);
+}
+
 /// `kite-bench dashboard`: a dashboard's frames under load (see tests/src/bench/dashboard.rs).
 fn dashboard_main(args: &[String]) {
     let setup = Setup::new(args);
@@ -819,6 +837,7 @@ fn main() {
         Some("history") => history_main(&args),
         Some("devices") => devices_main(&args),
         Some("dashboard") => dashboard_main(&args),
+        Some("embed") => embed_main(&args),
         Some(other) => usage_error(&format!("unknown mode {other:?}")),
         None => usage_error("which benchmark?"),
     }
