@@ -2,7 +2,6 @@
 //! the module from the gateway, connects, subscribes and publishes through the embedded broker
 //! — allowed by `[http] allowed_origins`, and refused without it.
 
-use std::io::{BufRead as _, Write as _};
 use std::time::Duration;
 
 use kite_mqtt::{QoS, Version};
@@ -11,32 +10,6 @@ use kite_tests::client::{TestClient, Via, publish};
 use kite_tests::{Gateway, wait_for};
 
 const WAIT: Duration = Duration::from_secs(20);
-
-/// Serves `html` for every request on a port of its own (another origin than the gateway's);
-/// returns the page's URL.
-fn page_server(html: String) -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
-            // The request line and headers, up to the blank line.
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-            }
-            let _ = write!(
-                stream,
-                "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{html}",
-                html.len()
-            );
-        }
-    });
-    url
-}
 
 /// A page that loads kite.js from `gateway` and records what happens in `window.log`.
 fn page(gateway: &Gateway, script: &str) -> String {
@@ -109,7 +82,7 @@ fn a_page_of_another_origin_publishes_and_subscribes_with_kite_js() {
       try { await kite.publish("secret/x", "no", { qos: 1 }); say("secret published?"); }
       catch (e) { say("refused " + e.message); }
     "#;
-    let url = page_server(page(&kite, script));
+    let url = kite_tests::page_server(page(&kite, script));
     let browser = Browser::start();
     browser.goto(&url);
     wait_for_line(&browser, "connected connected");
@@ -160,7 +133,7 @@ fn a_page_of_an_origin_not_allowed_gets_nothing() {
     let kite = Gateway::start_with(&[], Some(kite_tests::assets_dir()), |c| {
         c.allowed_origins = vec!["https://dash.example.com".into()];
     });
-    let url = page_server(page(&kite, r#"say("loaded");"#));
+    let url = kite_tests::page_server(page(&kite, r#"say("loaded");"#));
     let browser = Browser::start();
     browser.goto(&url);
     let line = wait_for("the page's verdict", WAIT, || {
@@ -198,7 +171,7 @@ Kite.connect("{ws}", {{ clientId: "classic-1", version: 4 }})
   .catch((e) => window.log.push("error " + e.message));
 </script>"#
     );
-    let url = page_server(html);
+    let url = kite_tests::page_server(html);
     let browser = Browser::start();
     browser.goto(&url);
     wait_for_line(&browser, "published");
@@ -271,7 +244,7 @@ fn web_components_show_follow_and_publish() {
         ws = kite.ws_url("/mqtt"),
         base = kite.http_url(""),
     );
-    let url = page_server(html);
+    let url = kite_tests::page_server(html);
     let browser = Browser::start();
     browser.goto(&url);
     wait_part(&browser, "#v", "value", "21.5");
@@ -324,7 +297,7 @@ fn web_components_show_follow_and_publish() {
 #[test]
 fn status_and_chart_components_read_the_gateways_monitor_and_history() {
     let dir = kite_tests::TempDir::new("embed-status-chart");
-    let record = crate::events::recording(dir.path(), &["plant/#"]);
+    let record = crate::history::recording(dir.path(), &["plant/#"], 1 << 30);
     let watch = crate::devices::monitoring(
         dir.path(),
         "[[devices]]\nstatus_topic = \"plant/{device}/status\"\n",
@@ -358,7 +331,7 @@ fn status_and_chart_components_read_the_gateways_monitor_and_history() {
         ws = kite.ws_url("/mqtt"),
         base = kite.http_url(""),
     );
-    let url = page_server(html);
+    let url = kite_tests::page_server(html);
     let browser = Browser::start();
     browser.goto(&url);
     wait_part(&browser, "#st", "state", "online");

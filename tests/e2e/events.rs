@@ -6,7 +6,6 @@ use std::io::BufRead as _;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use kite_gateway::config::{Config, History};
 use kite_mqtt::codec::Properties;
 use kite_mqtt::{QoS, Version};
 use kite_tests::client::{TestClient, Via, publish};
@@ -265,32 +264,16 @@ fn a_stream_follows_the_roles_rules() {
     assert_eq!(status, 401, "{e:?}");
 }
 
-/// `[history] record = filters`, kept in `dir` (the broker's data there too).
-pub(crate) fn recording(dir: &std::path::Path, filters: &[&str]) -> impl FnOnce(&mut Config) {
-    let dir = dir.to_owned();
-    let filters: Vec<String> = filters.iter().map(|f| (*f).to_owned()).collect();
-    move |c: &mut Config| {
-        c.broker.data_dir = Some(dir.clone());
-        c.history = Some(History {
-            record: filters,
-            retention: kite_data::Retention {
-                max_age: None,
-                max_bytes: 1 << 30,
-            },
-            dir,
-            sync: kite_data::Sync::Always,
-            username: None,
-            password: None,
-        });
-    }
-}
-
 /// A client that comes back with `Last-Event-ID` first gets what the recorder kept since
 /// that event — what it missed while away — then the live stream.
 #[test]
 fn a_stream_resumes_over_the_recorder() {
     let dir = TempDir::new("events-resume");
-    let kite = Gateway::start_with(&[], None, recording(dir.path(), &["plant/#"]));
+    let kite = Gateway::start_with(
+        &[],
+        None,
+        crate::history::recording(dir.path(), &["plant/#"], 1 << 30),
+    );
     let mut d = device(&kite, "sensor");
     let (_, _, stream) = open(&kite, "/api/v1/events?filter=plant/%23", None);
     let stream = stream.unwrap();

@@ -9,7 +9,11 @@ use kite_tests::client::{TestClient, Via, publish};
 use kite_tests::{Gateway, Mosquitto, TempDir, wait_for};
 
 /// `[history] record = filters`, kept in `dir` (the broker's data there too).
-fn recording(dir: &std::path::Path, filters: &[&str], max_bytes: u64) -> impl FnOnce(&mut Config) {
+pub(crate) fn recording(
+    dir: &std::path::Path,
+    filters: &[&str],
+    max_bytes: u64,
+) -> impl FnOnce(&mut Config) + use<> {
     let dir = dir.to_owned();
     let filters: Vec<String> = filters.iter().map(|f| (*f).to_owned()).collect();
     move |c: &mut Config| {

@@ -525,3 +525,33 @@ impl Drop for Gateway {
         }
     }
 }
+
+/// Serves `html` for every request on a port of its own (a page of another origin than the
+/// gateway's, for kite.js); returns the page's URL. The server lives as long as the process.
+pub fn page_server(html: String) -> String {
+    use std::io::{BufRead as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port for the page");
+    let url = format!("http://{}/", listener.local_addr().expect("its address"));
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let Ok(read) = stream.try_clone() else {
+                continue;
+            };
+            let mut reader = std::io::BufReader::new(read);
+            // The request line and headers, up to the blank line.
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+            }
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n{html}",
+                html.len()
+            );
+        }
+    });
+    url
+}

@@ -7,38 +7,10 @@
 //! sent are the ones shown.
 
 use std::fmt::Write as _;
-use std::io::{BufRead as _, Write as _};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use kite_mqtt::{Packet, QoS};
-
-/// Serves `html` for every request on a port of its own; its URL.
-fn page_server(html: String) -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port for the page");
-    let url = format!("http://{}/", listener.local_addr().expect("its address"));
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            let Ok(read) = stream.try_clone() else {
-                continue;
-            };
-            let mut reader = std::io::BufReader::new(read);
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-            }
-            let _ = write!(
-                stream,
-                "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n{html}",
-                html.len()
-            );
-        }
-    });
-    url
-}
 
 fn numbers(v: &serde_json::Value) -> Vec<f64> {
     v.as_array()
@@ -94,7 +66,7 @@ pub fn figures(kite: &Path, dir: &Path, assets: &Path, secs: u64) -> String {
 </script>
 <script type="module" src="{base}/kite.js"></script></html>"##
     );
-    let first_url = page_server(first_page);
+    let first_url = kite_tests::page_server(first_page);
     let browser = kite_tests::browser::Browser::start();
     let runs = if secs < 10 { 5 } else { 15 };
     let mut painted = Vec::new();
@@ -119,7 +91,7 @@ pub fn figures(kite: &Path, dir: &Path, assets: &Path, secs: u64) -> String {
         r#"<!doctype html><html data-kite-url="{ws}"><meta charset="utf-8"><title>50 values</title>
 {elements}<script type="module" src="{base}/kite.js"></script></html>"#
     );
-    browser.goto(&page_server(load_page));
+    browser.goto(&kite_tests::page_server(load_page));
     let shown = |b: &kite_tests::browser::Browser, i: u64| {
         b.eval(&format!(
             "const e = document.querySelectorAll('kite-value')[{i}]; const p = e && e.shadowRoot && e.shadowRoot.querySelector('[part~=value]'); return p ? p.textContent : null;"
