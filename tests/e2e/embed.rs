@@ -385,3 +385,70 @@ fn the_example_page_works() {
     let errors = browser.console_errors();
     assert!(errors.is_empty(), "console errors: {errors:#?}");
 }
+
+/// In front of mosquitto: a value from `mosquitto_pub`; while mosquitto is down, publishes
+/// wait in the outbox and are acknowledged once it is back (read back with `mosquitto_sub`),
+/// and the page's subscription is there again.
+#[test]
+fn through_mosquitto_publishes_wait_out_a_broker_restart() {
+    let mut broker = kite_tests::Mosquitto::start();
+    let kite = Gateway::start_with(&[&broker.url()], Some(kite_tests::assets_dir()), |c| {
+        c.allowed_origins = vec!["*".into()];
+    });
+    let script = r#"
+      const kite = await Kite.connect(url, { clientId: "page-outbox", clean: false, sessionExpiry: 300 });
+      window.kite = kite;
+      kite.on("status", (s) => say("status " + s.state));
+      kite.subscribe("lab/in/#", (m) => say(`in ${m.topic} ${m.text()}`));
+      say("ready");
+    "#;
+    let browser = Browser::start();
+    browser.goto(&kite_tests::page_server(page(&kite, script)));
+    wait_for_line(&browser, "ready");
+    wait_for("the subscription", WAIT, || {
+        broker.publish("lab/in/x", "hello");
+        log(&browser)
+            .iter()
+            .any(|l| l == "in lab/in/x hello")
+            .then_some(())
+    });
+
+    broker.stop();
+    wait_for_line(&browser, "status reconnecting");
+    browser.eval(
+        "for (const n of [1, 2, 3]) window.kite.publish(`lab/out/${n}`, `kept ${n}`, { qos: 1, retain: true }).then(() => window.log.push(`acked ${n}`), (e) => window.log.push(`failed ${n} ${e.message}`)); return null;",
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !log(&browser)
+            .iter()
+            .any(|l| l.starts_with("acked") || l.starts_with("failed")),
+        "nothing is acknowledged while the broker is down: {:?}",
+        log(&browser)
+    );
+    broker.run();
+    for n in 1..=3 {
+        wait_for_line(&browser, &format!("acked {n}"));
+    }
+    let out = broker
+        .client("mosquitto_sub")
+        .args(["-t", "lab/out/#", "-C", "3", "-W", "10", "-v"])
+        .output()
+        .unwrap();
+    let mut got: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        ["lab/out/1 kept 1", "lab/out/2 kept 2", "lab/out/3 kept 3"]
+    );
+    wait_for("the subscription after the restart", WAIT, || {
+        broker.publish("lab/in/y", "again");
+        log(&browser)
+            .iter()
+            .any(|l| l == "in lab/in/y again")
+            .then_some(())
+    });
+}
