@@ -12,7 +12,7 @@ use kite_tests::{Gateway, wait_for};
 const WAIT: Duration = Duration::from_secs(20);
 
 /// A page that loads kite.js from `gateway` and records what happens in `window.log`.
-fn page(gateway: &Gateway, script: &str) -> String {
+pub(crate) fn page(gateway: &Gateway, script: &str) -> String {
     let base = gateway.http_url("");
     let ws = gateway.ws_url("/mqtt");
     format!(
@@ -29,7 +29,7 @@ try {{
     )
 }
 
-fn log(browser: &Browser) -> Vec<String> {
+pub(crate) fn log(browser: &Browser) -> Vec<String> {
     browser
         .eval("return window.log || [];")
         .as_array()
@@ -41,7 +41,7 @@ fn log(browser: &Browser) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn wait_for_line(browser: &Browser, line: &str) -> Vec<String> {
+pub(crate) fn wait_for_line(browser: &Browser, line: &str) -> Vec<String> {
     wait_for(&format!("{line:?} in the page's log"), WAIT, || {
         let l = log(browser);
         l.iter().any(|x| x == line).then_some(l)

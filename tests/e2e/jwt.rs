@@ -2,6 +2,7 @@
 //! role's credentials, into the embedded broker from a device, and for the publish API.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use bytes::Bytes;
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
@@ -301,4 +302,52 @@ fn a_token_without_a_role_grants_nothing() {
             .as_u16();
         assert_eq!(status, 403);
     }
+}
+
+/// A page given a short-lived token (issue #22, item 5): kite.js logs in with it as the
+/// password; its role publishes only under `users/<sub>/`, the rest is refused with the
+/// broker's reason; an expired token is refused at connect.
+#[test]
+fn a_web_page_logs_in_with_a_token() {
+    let dir = TempDir::new("jwt-page");
+    let gateway = Gateway::start_with(&[], Some(kite_tests::assets_dir()), |c| {
+        configure(c, dir.path(), false);
+        c.allowed_origins = vec!["*".into()];
+    });
+    let token = hs256(&claims("panel-1"));
+    let mut expired = claims("panel-1");
+    expired["exp"] = (now() - 5).into();
+    let expired = hs256(&expired);
+    let script = format!(
+        r#"
+      try {{ await Kite.connect(url, {{ clientId: "old", password: "{expired}" }}); say("expired let in?"); }}
+      catch (e) {{ say("expired: " + e.message); }}
+      const kite = await Kite.connect(url, {{ clientId: "panel-1", password: "{token}" }});
+      await kite.publish("users/panel-1/cmd", "open", {{ qos: 1 }});
+      say("own topic published");
+      try {{ await kite.publish("users/other/cmd", "open", {{ qos: 1 }}); say("other published?"); }}
+      catch (e) {{ say("other: " + e.message); }}
+    "#
+    );
+    let browser = kite_tests::browser::Browser::start();
+    browser.goto(&kite_tests::page_server(crate::embed::page(
+        &gateway, &script,
+    )));
+    let lines = crate::embed::wait_for_line(&browser, "own topic published");
+    assert!(
+        lines.iter().any(|l| l.starts_with("expired: ")
+            && l.contains("Bad User Name or Password")
+            && l.contains("expired")),
+        "{lines:?}"
+    );
+    let lines = kite_tests::wait_for("the refusal", Duration::from_secs(20), || {
+        let l = crate::embed::log(&browser);
+        l.iter().any(|x| x.starts_with("other")).then_some(l)
+    });
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("other: ") && l.contains("Not authorized")),
+        "{lines:?}"
+    );
 }
