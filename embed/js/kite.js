@@ -76,7 +76,10 @@ export class Kite {
       this.#readyReject = reject;
     });
     const timeout = options.timeout ?? 10000;
-    setTimeout(() => this.#readyReject?.(new Error(`not connected to ${url} within ${timeout} ms`)), timeout);
+    // Never accepted within the timeout: the connection is given up (nobody holds it yet).
+    setTimeout(() => {
+      if (this.#readyReject) this.#stop(`not connected to ${url} within ${timeout} ms`);
+    }, timeout);
     this.#dial();
   }
 
@@ -276,11 +279,7 @@ export class Kite {
   #fail(reason, final) {
     if (this.#closed) return;
     if (final) {
-      this.#closed = true;
-      this.#readyReject?.(new Error(reason));
-      for (const p of this.#pending.values()) p.reject(new Error(reason));
-      this.#pending.clear();
-      this.#status("closed", reason);
+      this.#stop(reason);
       return;
     }
     const ceiling = Math.min(30000, 500 * 2 ** Math.min(this.#attempt, 16));
@@ -289,6 +288,21 @@ export class Kite {
     this.#status("reconnecting", reason, delay);
     clearTimeout(this.#redial);
     this.#redial = setTimeout(() => { this.#status("connecting"); this.#dial(); }, delay);
+  }
+
+  /// Ends the connection for good: its promises reject with `reason`, and the next
+  /// `Kite.connect` with the same URL and options starts a new one.
+  #stop(reason) {
+    this.#closed = true;
+    if (shared.get(this.#key) === this) shared.delete(this.#key);
+    clearTimeout(this.#timer);
+    clearTimeout(this.#redial);
+    if (this.#ws) { this.#ws.onclose = null; this.#ws.close(); this.#ws = null; }
+    this.#readyReject?.(new Error(reason));
+    this.#readyResolve = this.#readyReject = null;
+    for (const p of this.#pending.values()) p.reject(new Error(reason));
+    this.#pending.clear();
+    this.#status("closed", reason);
   }
 
   /// Queues the SUBSCRIBE (the caller pumps).
