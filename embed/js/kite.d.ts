@@ -72,7 +72,7 @@ export class Kite {
   /** Listens; returns a function that stops listening. */
   on(type: "status", listener: (status: Status) => void): () => void;
   on(type: "message", listener: (message: Message) => void): () => void;
-  /** Resolves when the broker has it (QoS 1: PUBACK, QoS 2: PUBCOMP; QoS 0: once sent). */
+  /** Resolves when the broker has it (QoS 1: PUBACK, QoS 2: PUBCOMP); QoS 0 at once, queued. */
   publish(topic: string, payload: string | Uint8Array, options?: PublishOptions): Promise<void>;
   /** The retained messages first, then each message matching `filter`. */
   subscribe(filter: string, handler: (message: Message) => void, options?: { qos?: 0 | 1 | 2 }): Subscription;

@@ -92,9 +92,9 @@ export class Kite {
     return () => this.#listeners[type]?.delete(fn);
   }
 
-  /// Publishes; resolves when the broker has it (QoS 1: PUBACK, QoS 2: PUBCOMP; QoS 0: once
-  /// written), rejects with the broker's reason. While disconnected it waits in a bounded
-  /// outbox and goes when the connection is back.
+  /// Publishes; resolves when the broker has it (QoS 1: PUBACK, QoS 2: PUBCOMP; QoS 0 at
+  /// once, queued: nothing acknowledges it), rejects with the broker's reason. While
+  /// disconnected it waits in a bounded outbox and goes when the connection is back.
   publish(topic, payload, { qos = 0, retain = false, properties } = {}) {
     let id;
     try {
