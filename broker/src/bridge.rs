@@ -530,7 +530,6 @@ async fn run(
                 }
             }
         }
-        attempt = attempt.saturating_add(1);
     }
 }
 

@@ -592,15 +592,16 @@ fn a_bridge_over_tls_with_a_private_ca_and_a_client_certificate() {
 /// first step whether the remote answers, and forwards again — and says so on its state topic —
 /// within about a step of the remote's return.
 ///
-/// The figures are chosen so that the test tells the two apart however loaded the machine is:
-/// with `restart_secs = [2, 600]` the waits after the loss are 2–4 s, then 8–16 s (both
-/// dials fail during a 22 s outage), then 32–64 s — so the backoff alone would come back 20 s
-/// or more after the remote, while a step is 2 s. The bound, 15 s, is far from both.
+/// Told apart from the backoff whatever the jitter or the load: with `restart_secs = [1,
+/// 600]` the waits double — 1–2 s after the loss, then 2–4, 4–8, 8–16, 16–32 s after each
+/// failed try. The remote comes back as the fifth failure is counted (`reconnects` = 5: the
+/// loss and four tries), so the backoff alone would wait 16 s or more, while a step is 1 s.
+/// The bound, 12 s, is far from both.
 #[test]
 fn forwarding_resumes_within_a_step_of_the_remotes_return() {
     let mut remote = Mosquitto::start();
     let kite = kite_with(&format!(
-        "[[bridge]]\nname = \"cloud\"\naddresses = [\"{}\"]\nrestart_secs = [2, 600]\n\n[[bridge.topic]]\npattern = \"plant/#\"\ndirection = \"out\"\n",
+        "[[bridge]]\nname = \"cloud\"\naddresses = [\"{}\"]\nrestart_secs = [1, 600]\n\n[[bridge.topic]]\npattern = \"plant/#\"\ndirection = \"out\"\n",
         remote.url()
     ));
     let here = tcp(kite.mqtt_addr.unwrap());
@@ -609,7 +610,16 @@ fn forwarding_resumes_within_a_step_of_the_remotes_return() {
     watcher.subscribe("plant/#", QoS::AtMostOnce);
     until_bridged(&mut device, "plant/probe", &mut watcher);
     remote.stop();
-    std::thread::sleep(Duration::from_secs(22));
+    let reconnects = |kite: &Gateway| {
+        bridges_api(kite, None).1["bridges"][0]["reconnects"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    kite_tests::wait_for(
+        "the loss and four failed tries",
+        Duration::from_secs(60),
+        || (reconnects(&kite) >= 5).then_some(()),
+    );
     remote.run();
     let back = Instant::now();
     let state = |kite: &Gateway| {
@@ -619,7 +629,7 @@ fn forwarding_resumes_within_a_step_of_the_remotes_return() {
     };
     while state(&kite) != "1" {
         assert!(
-            back.elapsed() < Duration::from_secs(15),
+            back.elapsed() < Duration::from_secs(12),
             "not back {:?} after the remote; the bridge says {}",
             back.elapsed(),
             bridges_api(&kite, None).1
