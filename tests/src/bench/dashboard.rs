@@ -70,13 +70,7 @@ pub fn figures(kite: &Path, dir: &Path, assets: &Path, secs: u64) -> String {
             .as_str()
             .map(str::to_owned)
     });
-    browser.eval(
-        r#"window.__frames = []; window.__long = [];
-           new PerformanceObserver(l => { for (const e of l.getEntries()) window.__long.push(e.duration); }).observe({type: 'longtask', buffered: false});
-           let last = performance.now();
-           const tick = (t) => { window.__frames.push(t - last); last = t; if (!window.__stop) requestAnimationFrame(tick); };
-           requestAnimationFrame(tick); return null;"#,
-    );
+    super::watch_frames(&browser);
     // 20 series × 100 msgs/s, in 10 ms batches (one message per series per batch).
     let topics: Vec<String> = (0..charts)
         .map(|i| format!("bench/chart-{i}"))
@@ -114,16 +108,7 @@ pub fn figures(kite: &Path, dir: &Path, assets: &Path, secs: u64) -> String {
         .unwrap_or_default()
         .to_owned();
     assert_eq!(shown, format!("{last:.1}"), "the dashboard did not keep up");
-    let frames: Vec<f64> = browser
-        .eval("window.__stop = true; return window.__frames.slice(1);")
-        .as_array()
-        .map(|a| a.iter().filter_map(serde_json::Value::as_f64).collect())
-        .unwrap_or_default();
-    let long: Vec<f64> = browser
-        .eval("return window.__long;")
-        .as_array()
-        .map(|a| a.iter().filter_map(serde_json::Value::as_f64).collect())
-        .unwrap_or_default();
+    let (frames, long) = super::frames_and_long_tasks(&browser);
     let mut sorted = frames.clone();
     sorted.sort_by(f64::total_cmp);
     let at = |q: f64| {

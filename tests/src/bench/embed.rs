@@ -12,12 +12,6 @@ use std::time::{Duration, Instant};
 
 use kite_mqtt::{Packet, QoS};
 
-fn numbers(v: &serde_json::Value) -> Vec<f64> {
-    v.as_array()
-        .map(|a| a.iter().filter_map(serde_json::Value::as_f64).collect())
-        .unwrap_or_default()
-}
-
 fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted
         .get(((sorted.len() as f64 - 1.0) * q) as usize)
@@ -110,13 +104,7 @@ pub fn figures(kite: &Path, dir: &Path, assets: &Path, secs: u64) -> String {
         std::thread::sleep(Duration::from_millis(100));
         (shown(&browser, values - 1) == "0.0").then_some(())
     });
-    browser.eval(
-        r#"window.__frames = []; window.__long = [];
-           new PerformanceObserver(l => { for (const e of l.getEntries()) window.__long.push(e.duration); }).observe({type: 'longtask', buffered: false});
-           let last = performance.now();
-           const tick = (t) => { window.__frames.push(t - last); last = t; if (!window.__stop) requestAnimationFrame(tick); };
-           requestAnimationFrame(tick); return null;"#,
-    );
+    super::watch_frames(&browser);
     // 1,000 msgs/s: every 10 ms, one message to each of 10 values in turn.
     let start = Instant::now();
     let ticks = secs * 100;
@@ -149,9 +137,7 @@ pub fn figures(kite: &Path, dir: &Path, assets: &Path, secs: u64) -> String {
     let want = format!("{:.1}", 20.0 + (n % 97) as f64 / 10.0);
     let got = shown(&browser, n % values);
     assert_eq!(got, want, "the page did not keep up");
-    let mut frames =
-        numbers(&browser.eval("window.__stop = true; return window.__frames.slice(1);"));
-    let long = numbers(&browser.eval("return window.__long;"));
+    let (mut frames, long) = super::frames_and_long_tasks(&browser);
     frames.sort_by(f64::total_cmp);
 
     let mut table = String::new();

@@ -738,6 +738,32 @@ fn start_kite_serving(
     (running, http)
 }
 
+/// Starts recording, in the page, every animation frame's interval
+/// (`requestAnimationFrame`) and the main thread's long tasks (over 50 ms).
+fn watch_frames(browser: &kite_tests::browser::Browser) {
+    browser.eval(
+        r#"window.__frames = []; window.__long = [];
+           new PerformanceObserver(l => { for (const e of l.getEntries()) window.__long.push(e.duration); }).observe({type: 'longtask', buffered: false});
+           let last = performance.now();
+           const tick = (t) => { window.__frames.push(t - last); last = t; if (!window.__stop) requestAnimationFrame(tick); };
+           requestAnimationFrame(tick); return null;"#,
+    );
+}
+
+/// Stops [`watch_frames`]: the frames' intervals (the first, partial one left out) and the
+/// long tasks' durations, in ms.
+fn frames_and_long_tasks(browser: &kite_tests::browser::Browser) -> (Vec<f64>, Vec<f64>) {
+    let numbers = |v: serde_json::Value| -> Vec<f64> {
+        v.as_array()
+            .map(|a| a.iter().filter_map(serde_json::Value::as_f64).collect())
+            .unwrap_or_default()
+    };
+    (
+        numbers(browser.eval("window.__stop = true; return window.__frames.slice(1);")),
+        numbers(browser.eval("return window.__long;")),
+    )
+}
+
 #[path = "../bench/history.rs"]
 mod bench_history;
 
