@@ -115,7 +115,7 @@ export class Kite {
     filter = String(filter);
     let sub = this.#subs.get(filter);
     if (!sub) {
-      sub = { qos, handlers: new Set(), errors: new Set(), last: new Map(), error: null };
+      sub = { qos, handlers: new Set(), errors: new Set(), last: new Map(), error: null, held: false };
       this.#subs.set(filter, sub);
       if (this.#session.connected()) {
         this.#sendSubscribe(filter, sub);
@@ -220,8 +220,12 @@ export class Kite {
           this.#readyResolve?.();
           this.#readyResolve = this.#readyReject = null;
           this.#status("connected");
-          // A new session (or one the broker forgot) has none of the page's subscriptions.
-          if (!e.sessionPresent) for (const [filter, sub] of this.#subs) this.#sendSubscribe(filter, sub);
+          // A new session (or one the broker forgot) has none of the page's subscriptions; a
+          // resumed one has those it acknowledged, not those made while away.
+          for (const [filter, sub] of this.#subs) {
+            if (!e.sessionPresent) sub.held = false;
+            if (!sub.held) this.#sendSubscribe(filter, sub);
+          }
           break;
         case "message": {
           const m = message(e);
@@ -243,7 +247,10 @@ export class Kite {
           const filter = this.#subscribing.get(e.id);
           this.#subscribing.delete(e.id);
           const sub = this.#subs.get(filter);
-          if (sub) sub.error = e.ok ? null : `the broker refused ${filter}: ${e.reason}`;
+          if (sub) {
+            sub.error = e.ok ? null : `the broker refused ${filter}: ${e.reason}`;
+            sub.held = e.ok;
+          }
           if (sub && !e.ok) {
             for (const fn of sub.errors) fn(sub.error);
             for (const fn of this.#listeners.status) fn({ state: this.#state, reason: sub.error, delay: 0, filter });

@@ -452,3 +452,52 @@ fn through_mosquitto_publishes_wait_out_a_broker_restart() {
             .then_some(())
     });
 }
+
+/// A session the broker kept (mosquitto with persistence, `clean: false`): after a restart the
+/// page's acknowledged subscription is still the broker's, and one made while the broker was
+/// away is sent when it is back.
+#[test]
+fn a_kept_session_gets_the_subscriptions_made_while_away() {
+    let mut broker = kite_tests::Mosquitto::start_persistent();
+    let kite = Gateway::start_with(&[&broker.url()], Some(kite_tests::assets_dir()), |c| {
+        c.allowed_origins = vec!["*".into()];
+    });
+    let script = r#"
+      const kite = await Kite.connect(url, { clientId: "page-kept", clean: false, sessionExpiry: 300 });
+      window.kite = kite;
+      kite.on("status", (s) => say("status " + s.state));
+      kite.subscribe("lab/a/#", (m) => say(`a ${m.topic} ${m.text()}`));
+      say("ready");
+    "#;
+    let browser = Browser::start();
+    browser.goto(&kite_tests::page_server(page(&kite, script)));
+    wait_for_line(&browser, "ready");
+    wait_for("the first subscription", WAIT, || {
+        broker.publish("lab/a/x", "one");
+        log(&browser)
+            .iter()
+            .any(|l| l == "a lab/a/x one")
+            .then_some(())
+    });
+    broker.stop();
+    wait_for_line(&browser, "status reconnecting");
+    browser.eval(
+        "window.kite.subscribe('lab/b/#', (m) => window.log.push(`b ${m.topic} ${m.text()}`)); return null;",
+    );
+    broker.run();
+    wait_for_line(&browser, "status connected");
+    wait_for("the subscription made while away", WAIT, || {
+        broker.publish("lab/b/y", "two");
+        log(&browser)
+            .iter()
+            .any(|l| l == "b lab/b/y two")
+            .then_some(())
+    });
+    wait_for("the kept one", WAIT, || {
+        broker.publish("lab/a/z", "three");
+        log(&browser)
+            .iter()
+            .any(|l| l == "a lab/a/z three")
+            .then_some(())
+    });
+}
