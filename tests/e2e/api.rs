@@ -200,28 +200,13 @@ fn raw_call(
     path: &str,
     body: Option<(&str, &str)>,
 ) -> (u16, String, String) {
-    let agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .new_agent();
-    let mut request = ureq::http::Request::builder()
-        .method(method)
-        .uri(gateway.http_url(path));
-    if let Some((content_type, _)) = body {
-        request = request.header("Content-Type", content_type);
-    }
-    let request = request
-        .body(body.map(|(_, b)| b.to_owned()).unwrap_or_default())
-        .unwrap();
-    let mut response = agent.run(request).unwrap();
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    let text = response.body_mut().read_to_string().unwrap_or_default();
-    (response.status().as_u16(), content_type, text)
+    let headers: Vec<(&str, &str)> = body
+        .map(|(content_type, _)| vec![("Content-Type", content_type)])
+        .unwrap_or_default();
+    let text = body.map_or("", |(_, b)| b);
+    let (status, content_type, text) =
+        call_with(gateway, method, path, &headers, text, "content-type");
+    (status, content_type.unwrap_or_default(), text)
 }
 
 /// Issue #22, item 4: an unknown path under `/api/` is a JSON 404 (it was the app's

@@ -386,15 +386,39 @@ fn the_example_page_works() {
     assert!(errors.is_empty(), "console errors: {errors:#?}");
 }
 
+/// A gateway in front of `broker` that lets pages of any origin in, and a browser on a page
+/// running `script` (which says "ready" when it has subscribed).
+fn page_in_front_of(broker: &kite_tests::Mosquitto, script: &str) -> (Gateway, Browser) {
+    let kite = Gateway::start_with(&[&broker.url()], Some(kite_tests::assets_dir()), |c| {
+        c.allowed_origins = vec!["*".into()];
+    });
+    let browser = Browser::start();
+    browser.goto(&kite_tests::page_server(page(&kite, script)));
+    wait_for_line(&browser, "ready");
+    (kite, browser)
+}
+
+/// Publishes `payload` on `topic` with `mosquitto_pub` until the page logs `line` (its
+/// subscription may still be on its way).
+fn until_heard(
+    browser: &Browser,
+    broker: &kite_tests::Mosquitto,
+    topic: &str,
+    payload: &str,
+    line: &str,
+) {
+    wait_for(&format!("{line:?} in the page's log"), WAIT, || {
+        broker.publish(topic, payload);
+        log(browser).iter().any(|l| l == line).then_some(())
+    });
+}
+
 /// In front of mosquitto: a value from `mosquitto_pub`; while mosquitto is down, publishes
 /// wait in the outbox and are acknowledged once it is back (read back with `mosquitto_sub`),
 /// and the page's subscription is there again.
 #[test]
 fn through_mosquitto_publishes_wait_out_a_broker_restart() {
     let mut broker = kite_tests::Mosquitto::start();
-    let kite = Gateway::start_with(&[&broker.url()], Some(kite_tests::assets_dir()), |c| {
-        c.allowed_origins = vec!["*".into()];
-    });
     let script = r#"
       const kite = await Kite.connect(url, { clientId: "page-outbox", clean: false, sessionExpiry: 300 });
       window.kite = kite;
@@ -402,16 +426,8 @@ fn through_mosquitto_publishes_wait_out_a_broker_restart() {
       kite.subscribe("lab/in/#", (m) => say(`in ${m.topic} ${m.text()}`));
       say("ready");
     "#;
-    let browser = Browser::start();
-    browser.goto(&kite_tests::page_server(page(&kite, script)));
-    wait_for_line(&browser, "ready");
-    wait_for("the subscription", WAIT, || {
-        broker.publish("lab/in/x", "hello");
-        log(&browser)
-            .iter()
-            .any(|l| l == "in lab/in/x hello")
-            .then_some(())
-    });
+    let (_kite, browser) = page_in_front_of(&broker, script);
+    until_heard(&browser, &broker, "lab/in/x", "hello", "in lab/in/x hello");
 
     broker.stop();
     wait_for_line(&browser, "status reconnecting");
@@ -444,13 +460,7 @@ fn through_mosquitto_publishes_wait_out_a_broker_restart() {
         got,
         ["lab/out/1 kept 1", "lab/out/2 kept 2", "lab/out/3 kept 3"]
     );
-    wait_for("the subscription after the restart", WAIT, || {
-        broker.publish("lab/in/y", "again");
-        log(&browser)
-            .iter()
-            .any(|l| l == "in lab/in/y again")
-            .then_some(())
-    });
+    until_heard(&browser, &broker, "lab/in/y", "again", "in lab/in/y again");
 }
 
 /// A session the broker kept (mosquitto with persistence, `clean: false`): after a restart the
@@ -459,9 +469,6 @@ fn through_mosquitto_publishes_wait_out_a_broker_restart() {
 #[test]
 fn a_kept_session_gets_the_subscriptions_made_while_away() {
     let mut broker = kite_tests::Mosquitto::start_persistent();
-    let kite = Gateway::start_with(&[&broker.url()], Some(kite_tests::assets_dir()), |c| {
-        c.allowed_origins = vec!["*".into()];
-    });
     let script = r#"
       const kite = await Kite.connect(url, { clientId: "page-kept", clean: false, sessionExpiry: 300 });
       window.kite = kite;
@@ -469,16 +476,8 @@ fn a_kept_session_gets_the_subscriptions_made_while_away() {
       kite.subscribe("lab/a/#", (m) => say(`a ${m.topic} ${m.text()}`));
       say("ready");
     "#;
-    let browser = Browser::start();
-    browser.goto(&kite_tests::page_server(page(&kite, script)));
-    wait_for_line(&browser, "ready");
-    wait_for("the first subscription", WAIT, || {
-        broker.publish("lab/a/x", "one");
-        log(&browser)
-            .iter()
-            .any(|l| l == "a lab/a/x one")
-            .then_some(())
-    });
+    let (_kite, browser) = page_in_front_of(&broker, script);
+    until_heard(&browser, &broker, "lab/a/x", "one", "a lab/a/x one");
     broker.stop();
     wait_for_line(&browser, "status reconnecting");
     browser.eval(
@@ -486,18 +485,7 @@ fn a_kept_session_gets_the_subscriptions_made_while_away() {
     );
     broker.run();
     wait_for_line(&browser, "status connected");
-    wait_for("the subscription made while away", WAIT, || {
-        broker.publish("lab/b/y", "two");
-        log(&browser)
-            .iter()
-            .any(|l| l == "b lab/b/y two")
-            .then_some(())
-    });
-    wait_for("the kept one", WAIT, || {
-        broker.publish("lab/a/z", "three");
-        log(&browser)
-            .iter()
-            .any(|l| l == "a lab/a/z three")
-            .then_some(())
-    });
+    // The subscription made while away, then the kept one.
+    until_heard(&browser, &broker, "lab/b/y", "two", "b lab/b/y two");
+    until_heard(&browser, &broker, "lab/a/z", "three", "a lab/a/z three");
 }
