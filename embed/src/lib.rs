@@ -3,6 +3,13 @@
 //! WebSocket and the timer, hands the session what arrives and sends what it gives. Every
 //! packet is encoded, decoded and checked here; the script holds no MQTT of its own.
 #![forbid(unsafe_code)]
+#![cfg_attr(not(feature = "std"), no_std)]
+
+extern crate alloc;
+
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use alloc::{format, vec};
 
 use bytes::Bytes;
 use js_sys::{Array, Object, Reflect, Uint8Array};
@@ -17,6 +24,26 @@ use wasm_bindgen::prelude::*;
 #[wasm_bindgen]
 pub struct Session {
     inner: session::Session,
+}
+
+/// Now, on the session's clock.
+#[cfg(feature = "std")]
+fn now() -> Instant {
+    Instant::now()
+}
+
+#[cfg(not(feature = "std"))]
+#[wasm_bindgen]
+extern "C" {
+    #[wasm_bindgen(js_namespace = performance, js_name = now)]
+    fn performance_now() -> f64;
+}
+
+/// Now, on the session's clock: the page's `performance.now()` (whole milliseconds; `as`
+/// saturates, so no value from the page can make it panic).
+#[cfg(not(feature = "std"))]
+fn now() -> Instant {
+    Instant::after_origin(core::time::Duration::from_millis(performance_now() as u64))
 }
 
 /// `options`' `key` as a string, if it is one.
@@ -37,7 +64,7 @@ fn set(o: &Object, key: &str, value: impl Into<JsValue>) {
     let _ = Reflect::set(o, &JsValue::from_str(key), &value.into());
 }
 
-fn error(message: impl std::fmt::Display) -> JsError {
+fn error(message: impl core::fmt::Display) -> JsError {
     JsError::new(&message.to_string())
 }
 
@@ -84,17 +111,17 @@ impl Session {
 
     /// The WebSocket opened: the CONNECT (and, on a resumed session, what waits) goes.
     pub fn connect(&mut self) {
-        self.inner.connect(Instant::now());
+        self.inner.connect(now());
     }
 
     /// Bytes from the WebSocket.
     pub fn receive(&mut self, bytes: &[u8]) {
-        self.inner.handle_bytes(bytes, Instant::now());
+        self.inner.handle_bytes(bytes, now());
     }
 
     /// The WebSocket closed.
     pub fn lost(&mut self) {
-        self.inner.connection_lost(Instant::now());
+        self.inner.connection_lost(now());
     }
 
     /// The next bytes to send, or `undefined`.
@@ -105,13 +132,13 @@ impl Session {
     /// Milliseconds until [`Session::tick`] is due, or -1 when nothing is.
     pub fn timeout(&self) -> f64 {
         self.inner.poll_timeout().map_or(-1.0, |at| {
-            at.saturating_duration_since(Instant::now()).as_secs_f64() * 1000.0
+            at.saturating_duration_since(now()).as_secs_f64() * 1000.0
         })
     }
 
     /// The timer fired.
     pub fn tick(&mut self) {
-        self.inner.handle_timeout(Instant::now());
+        self.inner.handle_timeout(now());
     }
 
     /// Whether the broker accepted the connection.
@@ -147,7 +174,7 @@ impl Session {
             properties: publish_properties(properties)?.into(),
             ..Publish::default()
         };
-        let id = self.inner.publish(publish, Instant::now()).map_err(error)?;
+        let id = self.inner.publish(publish, now()).map_err(error)?;
         Ok(id.unwrap_or(0))
     }
 
@@ -164,14 +191,14 @@ impl Session {
             retain_handling: RetainHandling::SendAtSubscribe,
         };
         self.inner
-            .subscribe(vec![sub], Default::default(), Instant::now())
+            .subscribe(vec![sub], Default::default(), now())
             .map_err(error)
     }
 
     /// Unsubscribes from `filter`.
     pub fn unsubscribe(&mut self, filter: &str) -> Result<u16, JsError> {
         self.inner
-            .unsubscribe(vec![filter.into()], Instant::now())
+            .unsubscribe(vec![filter.into()], now())
             .map_err(error)
     }
 
@@ -179,7 +206,7 @@ impl Session {
     pub fn disconnect(&mut self) {
         let _ = self
             .inner
-            .disconnect(kite_mqtt::codec::ReasonCode::Success, Instant::now());
+            .disconnect(kite_mqtt::codec::ReasonCode::Success, now());
     }
 
     /// The next event, or `undefined`: `{type: "connected", sessionPresent, clientId}`,
@@ -264,6 +291,18 @@ impl Session {
         o.into()
     }
 }
+
+// kite.js's build (no `std`): a panic (a bug: nothing from the page or the network panics on
+// purpose) traps, which the page's script sees as a `RuntimeError` from the call it made.
+#[cfg(all(not(feature = "std"), target_arch = "wasm32"))]
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo) -> ! {
+    core::arch::wasm32::unreachable()
+}
+
+#[cfg(all(not(feature = "std"), target_arch = "wasm32"))]
+#[global_allocator]
+static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
 
 /// Whether the topic `name` matches `filter` (`+`, `#`, the `$` rule).
 #[wasm_bindgen]

@@ -3,6 +3,18 @@
 //! Architecture invariant: this crate does no I/O and never reads the clock. Time is passed
 //! in by the caller; bytes go in and come out as buffers.
 #![forbid(unsafe_code)]
+#![cfg_attr(not(feature = "std"), no_std)]
+
+extern crate alloc;
+
+/// What `std`'s prelude would give, for the `no_std` build (see the `std` feature).
+mod prelude {
+    pub use alloc::borrow::ToOwned;
+    pub use alloc::boxed::Box;
+    pub use alloc::format;
+    pub use alloc::string::{String, ToString};
+    pub use alloc::vec::Vec;
+}
 
 pub mod codec;
 pub mod session;

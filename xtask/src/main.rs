@@ -233,6 +233,8 @@ fn build_embed(root: &Path, env: &tools::Env) -> Result<(), Failure> {
                 "build",
                 "-p",
                 "kite-embed",
+                // no_std: no std panic and formatting machinery in the wasm (embed/Cargo.toml).
+                "--no-default-features",
                 "--target",
                 tools::WASM_TARGET,
                 "--profile",
@@ -590,6 +592,25 @@ fn test(root: &Path, args: &[String]) -> Result<(), Failure> {
                 .current_dir(root),
             "clippy for wasm32",
             "fix the warnings above; `shared` must build for wasm32-unknown-unknown",
+        )?;
+        // kite.js's build: kite-embed and kite-mqtt without std.
+        run(
+            cargo(&env)
+                .args([
+                    "clippy",
+                    "--target",
+                    tools::WASM_TARGET,
+                    "-p",
+                    "kite-embed",
+                    "--no-default-features",
+                    "--lib",
+                    "--",
+                    "-D",
+                    "warnings",
+                ])
+                .current_dir(root),
+            "clippy for wasm32 without std (kite.js)",
+            "fix the warnings above; kite-mqtt must build without its `std` feature",
         )
     });
     stage("build the app (trunk, release)", &mut || {

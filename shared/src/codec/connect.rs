@@ -1,5 +1,6 @@
 //! CONNECT (MQTT 5.0 §3.1, 3.1.1 §3.1).
 
+use crate::prelude::*;
 use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 

@@ -9,6 +9,7 @@
 //! CONNECT carries its own protocol version; every other packet is read and written in the
 //! version the caller passes (the one the connection negotiated).
 
+use crate::prelude::*;
 mod ack;
 mod auth;
 mod connack;
@@ -71,8 +72,8 @@ impl Version {
     }
 }
 
-impl std::fmt::Display for Version {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl core::fmt::Display for Version {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.write_str(match self {
             Self::V3_1 => "MQTT 3.1",
             Self::V3_1_1 => "MQTT 3.1.1",
@@ -166,8 +167,8 @@ impl PacketType {
     }
 }
 
-impl std::fmt::Display for PacketType {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl core::fmt::Display for PacketType {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.write_str(match self {
             Self::Connect => "CONNECT",
             Self::ConnAck => "CONNACK",

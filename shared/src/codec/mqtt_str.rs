@@ -1,9 +1,10 @@
 //! [`MqttStr`]: the string type of topic names and topic filters.
 
-use std::borrow::Borrow;
-use std::fmt;
-use std::hash::{Hash, Hasher};
-use std::ops::Deref;
+use crate::prelude::*;
+use core::borrow::Borrow;
+use core::fmt;
+use core::hash::{Hash, Hasher};
+use core::ops::Deref;
 
 use arrayvec::ArrayString;
 use bytes::Bytes;
@@ -118,13 +119,13 @@ impl PartialEq for MqttStr {
 impl Eq for MqttStr {}
 
 impl PartialOrd for MqttStr {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+    fn partial_cmp(&self, other: &Self) -> Option<core::cmp::Ordering> {
         Some(self.cmp(other))
     }
 }
 
 impl Ord for MqttStr {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+    fn cmp(&self, other: &Self) -> core::cmp::Ordering {
         self.as_str().cmp(other.as_str())
     }
 }

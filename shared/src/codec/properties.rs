@@ -1,6 +1,7 @@
 //! MQTT 5 properties (§2.2.2): every property, which packets may carry it, no duplicates
 //! except User Property (and Subscription Identifier in PUBLISH), and value rules.
 
+use crate::prelude::*;
 use bytes::{Bytes, BytesMut};
 
 use super::wire::{self, Reader};
@@ -15,8 +16,8 @@ pub enum PropertyContext {
     Will,
 }
 
-impl std::fmt::Display for PropertyContext {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl core::fmt::Display for PropertyContext {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             Self::Packet(p) => write!(f, "{p}"),
             Self::Will => f.write_str("Will properties"),
@@ -254,7 +255,7 @@ impl Props {
     }
 }
 
-impl std::ops::Deref for Props {
+impl core::ops::Deref for Props {
     type Target = Properties;
 
     #[inline]
@@ -263,7 +264,7 @@ impl std::ops::Deref for Props {
     }
 }
 
-impl std::ops::DerefMut for Props {
+impl core::ops::DerefMut for Props {
     #[inline]
     fn deref_mut(&mut self) -> &mut Properties {
         self.0.get_or_insert_with(Box::default)
@@ -288,9 +289,9 @@ impl PartialEq for Props {
 
 impl Eq for Props {}
 
-impl std::fmt::Debug for Props {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Debug::fmt(&**self, f)
+impl core::fmt::Debug for Props {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        core::fmt::Debug::fmt(&**self, f)
     }
 }
 

@@ -1,5 +1,6 @@
 //! PUBLISH (MQTT 5.0 §3.3, 3.1.1 §3.3).
 
+use crate::prelude::*;
 use bytes::{Buf, Bytes, BytesMut};
 
 use super::wire::{self, Reader};

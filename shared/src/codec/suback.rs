@@ -1,5 +1,6 @@
 //! SUBACK (MQTT 5.0 §3.9, 3.1.1 §3.9).
 
+use crate::prelude::*;
 use bytes::BytesMut;
 
 use super::wire::{self, Reader};

@@ -1,6 +1,7 @@
 //! SUBSCRIBE (MQTT 5.0 §3.8, 3.1.1 §3.8).
 
 use super::MqttStr;
+use crate::prelude::*;
 use bytes::BytesMut;
 
 use super::wire::{self, Reader};

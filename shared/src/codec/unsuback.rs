@@ -1,5 +1,6 @@
 //! UNSUBACK (MQTT 5.0 §3.11, 3.1.1 §3.11).
 
+use crate::prelude::*;
 use bytes::BytesMut;
 
 use super::properties::PropertyContext;

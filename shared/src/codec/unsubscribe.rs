@@ -1,6 +1,7 @@
 //! UNSUBSCRIBE (MQTT 5.0 §3.10, 3.1.1 §3.10).
 
 use super::MqttStr;
+use crate::prelude::*;
 use bytes::BytesMut;
 
 use super::wire::{self, Reader};

@@ -98,7 +98,7 @@ pub fn put_var_int(buf: &mut BytesMut, mut value: u32) {
 pub fn utf8(bytes: &[u8]) -> Option<&str> {
     match ascii::AsciiStr::from_ascii(bytes) {
         Ok(s) => Some(s.as_str()),
-        Err(_) => std::str::from_utf8(bytes).ok(),
+        Err(_) => core::str::from_utf8(bytes).ok(),
     }
 }
 
@@ -281,7 +281,7 @@ impl Reader {
     /// read: afterwards the reader is empty and [`Reader::into_body`] returns nothing.
     #[inline]
     pub fn rest(&mut self) -> Bytes {
-        let mut b = std::mem::take(&mut self.buf);
+        let mut b = core::mem::take(&mut self.buf);
         b.truncate(self.end);
         self.end = 0;
         b.advance(self.pos);

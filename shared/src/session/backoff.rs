@@ -1,7 +1,7 @@
 //! Reconnect delays: exponential backoff with jitter, as a pure function (no clock, no RNG:
 //! the driver passes a random number).
 
-use std::time::Duration;
+use core::time::Duration;
 
 /// Exponential backoff between reconnect attempts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

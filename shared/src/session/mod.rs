@@ -16,15 +16,27 @@
 //! and a clear close reason for any misbehaving server.
 
 mod backoff;
+// Used as the session's `Instant` only without std; compiled (and tested) always.
+#[cfg_attr(feature = "std", allow(dead_code))]
+mod clock;
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::fmt;
-use std::time::Duration;
+use alloc::collections::VecDeque;
+use core::fmt;
+use core::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 
 use crate::codec::MqttStr;
+use crate::prelude::*;
+// Without std, hashbrown's maps (foldhash) stand in for std's (which are hashbrown's with SipHash).
+#[cfg(not(feature = "std"))]
+pub use clock::Instant;
+#[cfg(not(feature = "std"))]
+use hashbrown::{HashMap, HashSet};
+#[cfg(feature = "std")]
+use std::collections::{HashMap, HashSet};
+#[cfg(feature = "std")]
 pub use web_time::Instant;
 
 pub use backoff::Backoff;

@@ -4,9 +4,13 @@
 //! A *topic name* is what a PUBLISH carries; it never holds wildcards. A *topic filter* is what
 //! a SUBSCRIBE carries; it may hold `+` (one level) and `#` (this level and all below, last).
 
+use crate::prelude::*;
 use thiserror::Error;
 
+// The broker's trie: hash maps with std's seeded hasher, so only with `std`.
+#[cfg(feature = "std")]
 mod tree;
+#[cfg(feature = "std")]
 pub use tree::{DEFAULT_DEPTH, SubscriptionTree};
 
 /// The longest UTF-8 string MQTT can carry: a two-byte length prefix ([MQTT-1.5.3]).

@@ -9,8 +9,8 @@
 //! at most that many times, whatever a client sends — a filter of 65,536 levels cannot overflow
 //! the stack — and a subscription costs at most that many nodes plus its own bytes.
 
+use core::hash::Hash;
 use std::collections::HashMap;
-use std::hash::Hash;
 
 use super::{Levels, TopicError, levels, matches_below_first, parse_shared, validate_filter};
 
