@@ -287,7 +287,21 @@ fn build_embed(root: &Path, env: &tools::Env) -> Result<(), Failure> {
             fix: format!("check that {dir}/{name} exists"),
         })?;
     }
-    build_classic_embed(root, env, &wasm, &app)
+    build_classic_embed(root, env, &wasm, &app)?;
+    // Minified as they ship; the sources stay readable in embed/js (and kite.d.ts documents).
+    for name in ["kite.js", "kite-core.js", "kite.iife.js"] {
+        let file = app.join(name);
+        run(
+            env.command("esbuild")
+                .arg(&file)
+                .args(["--minify", "--log-level=warning", "--allow-overwrite"])
+                .arg(format!("--outfile={}", file.display()))
+                .current_dir(root),
+            &format!("minifying {name} (esbuild)"),
+            "read esbuild's error above: embed/js/kite.js must stay valid JavaScript",
+        )?;
+    }
+    Ok(())
 }
 
 /// `kite.iife.js`, for a classic `<script>`: wasm-bindgen's `no-modules` bindings and

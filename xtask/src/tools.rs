@@ -6,6 +6,7 @@
 //! | trunk 0.22.1          | `cargo install --locked` without fat LTO (~13 min)      |
 //! | wasm-bindgen-cli      | `cargo install`, version read from Cargo.lock (~4 min)  |
 //! | wasm-opt (binaryen)   | `npm install binaryen@132` into the user's cache dir    |
+//! | esbuild 0.25.12       | `npm install` into the cache dir (minifies kite.js)     |
 //! | chromium, chromedriver, mosquitto, mosquitto-clients | `apt-get install` (as root)  |
 //! | paho-mqtt 2.1.0 (tests) | `python3 -m pip install --target` into the cache dir  |
 
@@ -19,6 +20,7 @@ use crate::step;
 pub const WASM_TARGET: &str = "wasm32-unknown-unknown";
 const TRUNK_VERSION: &str = "0.22.1";
 const BINARYEN_VERSION: &str = "132";
+const ESBUILD_VERSION: &str = "0.25.12";
 const PAHO_VERSION: &str = "2.1.0";
 const DEBIAN_PACKAGES: [(&str, &str); 4] = [
     ("chromium", "chromium"),
@@ -101,14 +103,16 @@ fn cache_dir() -> PathBuf {
         .join("kite")
 }
 
-fn binaryen_dir() -> PathBuf {
-    cache_dir().join(format!("binaryen-{BINARYEN_VERSION}"))
+/// Where npm installs `package` at `version`: one directory per version.
+fn npm_dir(package: &str, version: &str) -> PathBuf {
+    cache_dir().join(format!("{package}-{version}"))
 }
 
 /// Makes sure the wasm toolchain is present; returns the environment to run it in.
 pub fn ensure_build_tools(root: &Path) -> Result<Env, Failure> {
-    let binaryen_bin = binaryen_dir().join("node_modules/.bin");
-    let env = Env::new(std::slice::from_ref(&binaryen_bin));
+    let binaryen_bin = npm_dir("binaryen", BINARYEN_VERSION).join("node_modules/.bin");
+    let esbuild_bin = npm_dir("esbuild", ESBUILD_VERSION).join("node_modules/.bin");
+    let env = Env::new(&[binaryen_bin, esbuild_bin]);
     let wasm_bindgen = wasm_bindgen_version(root)?;
     check_trunk_toml(root, &wasm_bindgen)?;
 
@@ -191,47 +195,21 @@ pub fn ensure_build_tools(root: &Path) -> Result<Env, Failure> {
     }
 
     // 4. wasm-opt from npm's binaryen (Debian's is too old for wasm-bindgen's output).
-    let want = format!("wasm-opt (binaryen {BINARYEN_VERSION})");
-    let wasm_opt = binaryen_bin.join("wasm-opt");
-    let present = env
-        .version(wasm_opt.to_str().unwrap_or("wasm-opt"))
-        .is_some_and(|v| v.contains(&format!("version {BINARYEN_VERSION}")));
-    if present && env.which("wasm-opt") == Some(wasm_opt.clone()) {
-        progress(4, &want, "present");
-    } else {
-        let dir = binaryen_dir();
-        progress(
-            4,
-            &want,
-            &format!("installing with npm into {}", dir.display()),
-        );
-        if env.which("npm").is_none() {
-            return Err(Failure {
-                what: "installing wasm-opt".into(),
-                command: format!(
-                    "npm install --prefix {} binaryen@{BINARYEN_VERSION}",
-                    dir.display()
-                ),
-                detail: "npm is not installed".into(),
-                fix: "install Node.js 20 and npm (apt-get install nodejs npm), then run again"
-                    .into(),
-            });
-        }
-        run(
-            env.command("npm")
-                .args([
-                    "install",
-                    "--no-audit",
-                    "--no-fund",
-                    "--no-save",
-                    "--prefix",
-                ])
-                .arg(&dir)
-                .arg(format!("binaryen@{BINARYEN_VERSION}")),
-            "installing wasm-opt (npm binaryen)",
-            "check the network access to the npm registry",
-        )?;
-    }
+    npm_tool(
+        &env,
+        4,
+        ("binaryen", BINARYEN_VERSION),
+        "wasm-opt",
+        &format!("version {BINARYEN_VERSION}"),
+    )?;
+    // 5. esbuild, which minifies kite.js and its bindings (trunk minifies the app's own).
+    npm_tool(
+        &env,
+        5,
+        ("esbuild", ESBUILD_VERSION),
+        "esbuild",
+        ESBUILD_VERSION,
+    )?;
     Ok(env)
 }
 
@@ -240,7 +218,55 @@ fn cargo_bin() -> OsString {
 }
 
 fn progress(n: usize, what: &str, state: &str) {
-    println!("[xtask] ({n}/4) {what:<40} {state}");
+    println!("[xtask] ({n}/5) {what:<40} {state}");
+}
+
+/// Makes sure `bin` of npm's `package`@`version` is in its cache directory and first on
+/// `env`'s PATH (its `--version` containing `version_says`); installs it with npm if not.
+fn npm_tool(
+    env: &Env,
+    n: usize,
+    (package, version): (&str, &str),
+    bin: &str,
+    version_says: &str,
+) -> Result<(), Failure> {
+    let want = format!("{bin} ({package} {version})");
+    let dir = npm_dir(package, version);
+    let path = dir.join("node_modules/.bin").join(bin);
+    let present = env
+        .version(path.to_str().unwrap_or(bin))
+        .is_some_and(|v| v.contains(version_says));
+    if present && env.which(bin) == Some(path.clone()) {
+        progress(n, &want, "present");
+        return Ok(());
+    }
+    progress(
+        n,
+        &want,
+        &format!("installing with npm into {}", dir.display()),
+    );
+    if env.which("npm").is_none() {
+        return Err(Failure {
+            what: format!("installing {bin}"),
+            command: format!("npm install --prefix {} {package}@{version}", dir.display()),
+            detail: "npm is not installed".into(),
+            fix: "install Node.js 20 and npm (apt-get install nodejs npm), then run again".into(),
+        });
+    }
+    run(
+        env.command("npm")
+            .args([
+                "install",
+                "--no-audit",
+                "--no-fund",
+                "--no-save",
+                "--prefix",
+            ])
+            .arg(&dir)
+            .arg(format!("{package}@{version}")),
+        &format!("installing {bin} (npm {package})"),
+        "check the network access to the npm registry",
+    )
 }
 
 /// The `wasm-bindgen` version pinned in Cargo.lock.
