@@ -895,6 +895,83 @@ fn subscribe_and_unsubscribe_report_their_answers() {
     );
 }
 
+/// What a SUBSCRIBE or UNSUBSCRIBE left unanswered (or made offline) is sent again on the next
+/// connection in the order it was made — the server applies them in the order it reads them,
+/// so "unsubscribe x, then subscribe x again" must not arrive as the reverse and end
+/// unsubscribed (kite.js does exactly this when the last widget on a filter goes and a new
+/// one comes while the connection is down). Also across the wrap of packet ids (65535 → 1,
+/// [MQTT-2.2.1-3]: ids are non-zero).
+#[test]
+fn unanswered_subscribes_and_unsubscribes_go_again_in_the_order_they_were_made() {
+    let mut pair = Pair::v5();
+    pair.connect();
+    // Use up ids 1..=65533 with answered subscribes, so the next ids are 65534, 65535, 1, 2.
+    for _ in 1..=65533u32 {
+        let id = pair
+            .client
+            .subscribe(
+                vec![Subscription::new("warm", QoS::AtMostOnce)],
+                Props::default(),
+                pair.now,
+            )
+            .unwrap();
+        pair.server_sends(Packet::SubAck(SubAck {
+            packet_id: id,
+            reasons: vec![R::GrantedQoS0],
+            properties: Props::default(),
+        }));
+    }
+    pair.server_reads();
+    pair.events();
+    pair.client.connection_lost(pair.now);
+    pair.events();
+
+    let made = [
+        pair.client.unsubscribe(vec!["x".into()], pair.now).unwrap(),
+        pair.client
+            .subscribe(
+                vec![Subscription::new("x", QoS::AtLeastOnce)],
+                Props::default(),
+                pair.now,
+            )
+            .unwrap(),
+        pair.client.unsubscribe(vec!["y".into()], pair.now).unwrap(),
+        pair.client
+            .subscribe(
+                vec![Subscription::new("y", QoS::AtLeastOnce)],
+                Props::default(),
+                pair.now,
+            )
+            .unwrap(),
+    ];
+    assert_eq!(
+        made,
+        [65534, 65535, 1, 2],
+        "the ids wrap as the test means them to"
+    );
+
+    // session_present: only what waits goes (no re-subscription of what was granted).
+    pair.connect_with(true, Properties::default());
+    let sent: Vec<(u16, &str, String)> = pair
+        .server_reads()
+        .into_iter()
+        .map(|p| match p {
+            Packet::Subscribe(s) => (s.packet_id, "SUBSCRIBE", s.filters[0].filter.to_string()),
+            Packet::Unsubscribe(u) => (u.packet_id, "UNSUBSCRIBE", u.filters[0].to_string()),
+            p => panic!("{p:?}"),
+        })
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            (65534, "UNSUBSCRIBE", "x".to_string()),
+            (65535, "SUBSCRIBE", "x".to_string()),
+            (1, "UNSUBSCRIBE", "y".to_string()),
+            (2, "SUBSCRIBE", "y".to_string()),
+        ]
+    );
+}
+
 #[test]
 fn invalid_commands_are_refused_before_anything_is_sent() {
     let mut pair = Pair::v5();

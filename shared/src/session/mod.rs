@@ -1124,27 +1124,25 @@ impl Session {
                 }
             }
         }
-        // Requests the server never answered go again.
-        // In the order they were made (by packet id; one sort of plain ids for both).
-        let mut ids: Vec<u16> = self.pending_subscribe.keys().copied().collect();
-        let subscribes = ids.len();
-        ids.extend(self.pending_unsubscribe.keys().copied());
-        ids[..subscribes].sort_unstable();
-        ids[subscribes..].sort_unstable();
-        for (i, id) in ids.into_iter().enumerate() {
-            let packet = if i < subscribes {
-                self.pending_subscribe
-                    .get(&id)
-                    .cloned()
-                    .map(Packet::Subscribe)
-            } else {
-                self.pending_unsubscribe
-                    .get(&id)
-                    .cloned()
-                    .map(Packet::Unsubscribe)
-            };
-            if let Some(p) = packet {
-                self.send(&p, now);
+        // Requests the server never answered go again, SUBSCRIBEs and UNSUBSCRIBEs together in
+        // the order they were made (the server applies them in the order it reads them). Ids
+        // are allocated one after another from `next_id`, wrapping from 65535 to 1 and skipping
+        // those in use, so the oldest waiting request is the first at or after `next_id`: one
+        // walk around the ids, only when something waits (and no sort in kite.js's wasm).
+        if !(self.pending_subscribe.is_empty() && self.pending_unsubscribe.is_empty()) {
+            let mut id = self.next_id;
+            for _ in 0..u16::MAX {
+                let packet = match self.pending_subscribe.get(&id) {
+                    Some(s) => Some(Packet::Subscribe(s.clone())),
+                    None => self
+                        .pending_unsubscribe
+                        .get(&id)
+                        .map(|u| Packet::Unsubscribe(u.clone())),
+                };
+                if let Some(p) = packet {
+                    self.send(&p, now);
+                }
+                id = id.checked_add(1).unwrap_or(1);
             }
         }
         // The server lost the session: subscribe again to what it had granted.
