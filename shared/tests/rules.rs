@@ -571,6 +571,19 @@ fn connect_rules_mqtt_3_1_2() {
         rejects(V3, "100c 0004 4d515458 04 02 0000 0000"),
         DecodeError::InvalidProtocolName { .. }
     ));
+    // The name is shown as found, but a control character in it cannot start a fake log line.
+    let e = rejects(V3, "100c 0004 4d510a54 04 02 0000 0000");
+    assert_eq!(
+        e,
+        DecodeError::InvalidProtocolName {
+            name: "MQ\u{FFFD}T".into()
+        }
+    );
+    assert!(
+        e.to_string()
+            .starts_with("protocol name \"MQ\u{FFFD}T\" does not match"),
+        "{e}"
+    );
     // [MQTT-3.1.2-2] level 6.
     assert!(matches!(
         rejects(V3, "100c 0004 4d515454 06 02 0000 0000"),

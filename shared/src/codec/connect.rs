@@ -72,6 +72,16 @@ pub(crate) struct Lens {
     will_props: Option<usize>,
 }
 
+/// A name from the network as it may be shown and logged: lossy UTF-8, control characters
+/// (a newline that would fake a log line) as U+FFFD. (Not `{:?}`: its escaping tables would
+/// weigh on kite.js's wasm.)
+fn printable(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes)
+        .chars()
+        .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
+        .collect()
+}
+
 impl Connect {
     pub(crate) fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
         let name = r.binary("protocol name")?;
@@ -84,7 +94,7 @@ impl Connect {
             (b"MQIsdp", 3) => Version::V3_1,
             (b"MQTT", 3..=5) | (b"MQIsdp", 4..=5) => {
                 return Err(DecodeError::InvalidProtocolName {
-                    name: String::from_utf8_lossy(&name).into_owned(),
+                    name: printable(&name),
                 });
             }
             (b"MQTT" | b"MQIsdp", _) => {
@@ -92,7 +102,7 @@ impl Connect {
             }
             (other, _) => {
                 return Err(DecodeError::InvalidProtocolName {
-                    name: String::from_utf8_lossy(other).into_owned(),
+                    name: printable(other),
                 });
             }
         };

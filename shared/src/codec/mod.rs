@@ -335,7 +335,7 @@ pub enum DecodeError {
     },
     /// [MQTT-3.1.2-1]: the protocol name is "MQTT" (levels 4 and 5) or "MQIsdp" (level 3).
     #[error(
-        "protocol name {name:?} does not match the protocol level: 3.1.1 and 5.0 use \"MQTT\", 3.1 uses \"MQIsdp\" [MQTT-3.1.2-1]"
+        "protocol name \"{name}\" does not match the protocol level: 3.1.1 and 5.0 use \"MQTT\", 3.1 uses \"MQIsdp\" [MQTT-3.1.2-1]"
     )]
     InvalidProtocolName {
         /// The name found (lossy).
@@ -399,7 +399,7 @@ pub enum DecodeError {
         options: u8,
     },
     /// v5 §3.8.3.1 [MQTT-3.8.3-4]: No Local on a shared subscription is a protocol error.
-    #[error("No Local is set on shared subscription {filter:?} [MQTT-3.8.3-4]")]
+    #[error("No Local is set on shared subscription \"{filter}\" [MQTT-3.8.3-4]")]
     NoLocalOnSharedSubscription {
         /// The filter.
         filter: String,
