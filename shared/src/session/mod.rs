@@ -19,6 +19,8 @@ mod backoff;
 // Used as the session's `Instant` only without std; compiled (and tested) always.
 #[cfg_attr(feature = "std", allow(dead_code))]
 mod clock;
+#[cfg_attr(feature = "std", allow(dead_code))]
+mod fnv;
 
 use alloc::collections::VecDeque;
 use core::fmt;
@@ -29,11 +31,14 @@ use bytestring::ByteString;
 
 use crate::codec::MqttStr;
 use crate::prelude::*;
-// Without std, hashbrown's maps (foldhash) stand in for std's (which are hashbrown's with SipHash).
 #[cfg(not(feature = "std"))]
 pub use clock::Instant;
+// Without std, hashbrown's maps with FNV (see `fnv`) stand in for std's (hashbrown's with a
+// seeded SipHash).
 #[cfg(not(feature = "std"))]
-use hashbrown::{HashMap, HashSet};
+type HashMap<K, V> = hashbrown::HashMap<K, V, fnv::BuildFnv>;
+#[cfg(not(feature = "std"))]
+type HashSet<K> = hashbrown::HashSet<K, fnv::BuildFnv>;
 #[cfg(feature = "std")]
 use std::collections::{HashMap, HashSet};
 #[cfg(feature = "std")]
@@ -414,13 +419,13 @@ impl Session {
             outbox: VecDeque::new(),
             outbox_bytes: 0,
             next_key: 0,
-            incoming_qos2: HashSet::new(),
+            incoming_qos2: HashSet::default(),
             unacked: Vec::new(),
-            pending_subscribe: HashMap::new(),
-            pending_unsubscribe: HashMap::new(),
+            pending_subscribe: HashMap::default(),
+            pending_unsubscribe: HashMap::default(),
             subscriptions: Vec::new(),
-            aliases: HashMap::new(),
-            out_aliases: HashMap::new(),
+            aliases: HashMap::default(),
+            out_aliases: HashMap::default(),
             out_alias_max: 0,
             send_window: opts.max_inflight.max(1),
             server_max_packet: None,
