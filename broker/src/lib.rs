@@ -536,6 +536,12 @@ impl Broker {
         }
     }
 
+    /// A store section (see `Store::section`), when there is a store: what is submitted
+    /// while it lives commits in one transaction. Taken before any other lock, never nested.
+    pub(crate) fn store_section(&self) -> Option<std::sync::RwLockReadGuard<'_, ()>> {
+        self.inner.store.as_ref().map(Store::section)
+    }
+
     /// The store's committed ticket, when there is a store.
     pub(crate) fn committed(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         self.inner.store.as_ref().map(Store::committed)
@@ -689,6 +695,17 @@ impl Broker {
         if self.inner.events.receiver_count() > 0 {
             let _ = self.inner.events.send(event);
         }
+    }
+
+    /// After [`Broker::shutdown`]: waits, at most `timeout`, until every device connection
+    /// has ended (all [`Broker::permits`] back), so that nothing they submit comes after the
+    /// store is closed. Whether they all ended.
+    pub async fn connections_ended(&self, timeout: std::time::Duration) -> bool {
+        let all = u32::try_from(self.inner.config.max_connections).unwrap_or(u32::MAX);
+        matches!(
+            tokio::time::timeout(timeout, self.inner.permits.acquire_many(all)).await,
+            Ok(Ok(_))
+        )
     }
 
     /// Completes when [`Broker::shutdown`] was called.

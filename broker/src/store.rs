@@ -13,8 +13,9 @@
 //! resent with the same id (PUBLISH with DUP, or PUBREL) and delivered once [MQTT-4.4.0-1].
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -107,6 +108,12 @@ pub(crate) struct Store {
     submit: Mutex<(u64, Option<Writes>)>,
     committed: tokio::sync::watch::Receiver<u64>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Held (shared) by a section whose writes must commit together ([`Store::section`]);
+    /// the writer holds it exclusively while it gathers a batch, so a section's writes are all
+    /// in one transaction or none is, and [`Store::close`] never cuts one in two.
+    sections: Arc<RwLock<()>>,
+    /// The last ticket whose write is in the writer's channel.
+    submitted: Arc<AtomicU64>,
 }
 
 /// What was in the file at start.
@@ -189,9 +196,21 @@ impl Store {
         let (tx, rx) = mpsc::channel();
         let (committed_tx, committed) = tokio::sync::watch::channel(0u64);
         let thread_path = path.clone();
+        let sections = Arc::new(RwLock::new(()));
+        let submitted = Arc::new(AtomicU64::new(0));
+        let (writer_sections, writer_submitted) = (sections.clone(), submitted.clone());
         let thread = std::thread::Builder::new()
             .name("kite-store".into())
-            .spawn(move || writer(db, rx, committed_tx, sync, &thread_path))
+            .spawn(move || {
+                writer(
+                    db,
+                    rx,
+                    committed_tx,
+                    sync,
+                    &thread_path,
+                    (&writer_sections, &writer_submitted),
+                )
+            })
             .map_err(|e| db_error(&path, format!("cannot start the writer thread: {e}")))?;
         Ok((
             Self {
@@ -199,6 +218,8 @@ impl Store {
                 submit: Mutex::new((0, Some(tx))),
                 committed,
                 writer: Mutex::new(Some(thread)),
+                sections,
+                submitted,
             },
             loaded,
         ))
@@ -221,7 +242,17 @@ impl Store {
                 *tx = None;
             }
         }
+        self.submitted
+            .store(*ticket, std::sync::atomic::Ordering::Release);
         *ticket
+    }
+
+    /// A section: every write submitted while the guard lives commits in the same transaction
+    /// (or none does, if the broker stops first). Not to be nested on one thread.
+    pub(crate) fn section(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        self.sections
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The committed ticket, for connections holding back acknowledgements.
@@ -232,7 +263,14 @@ impl Store {
     /// Stops the writer after what was submitted (at shutdown), and waits for it: then the
     /// file is closed.
     pub(crate) fn close(&self) {
-        lock(&self.submit).1 = None;
+        {
+            // Not in the middle of a section: its writes go whole, or (after this) not at all.
+            let _whole = self
+                .sections
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            lock(&self.submit).1 = None;
+        }
         if let Some(t) = lock(&self.writer).take() {
             let _ = t.join();
         }
@@ -321,6 +359,7 @@ fn writer(
     committed: tokio::sync::watch::Sender<u64>,
     sync: Sync,
     path: &Path,
+    (sections, submitted): (&RwLock<()>, &AtomicU64),
 ) {
     let mut last_sync = Instant::now();
     let mut dirty = false;
@@ -336,7 +375,18 @@ fn writer(
         let mut batch = Vec::new();
         if let Some(op) = first {
             batch.push(op);
-            while batch.len() < 50_000 {
+            // No section half-submitted: wait for the one under way to finish, so that all
+            // of it is in the channel now (and in this batch, up to the cap below).
+            // Every write submitted until now is in the channel; a batch stops at its cap only
+            // past them, where no section can be cut (none is under way).
+            let _whole = sections
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let whole_upto = submitted.load(std::sync::atomic::Ordering::Acquire);
+            loop {
+                if batch.len() >= 50_000 && batch.last().is_some_and(|(t, _)| *t >= whole_upto) {
+                    break;
+                }
                 match rx.try_recv() {
                     Ok(op) => batch.push(op),
                     Err(_) => break,
@@ -610,6 +660,68 @@ pub(crate) fn session_record(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn retained(topic: &str) -> Op {
+        let now = Instant::now();
+        let msg = Message::from_publish(
+            Publish {
+                qos: QoS::AtLeastOnce,
+                topic: topic.into(),
+                retain: true,
+                payload: Bytes::from_static(b"1"),
+                ..Publish::default()
+            },
+            None,
+            now,
+        );
+        Op::PutRetained(
+            topic.into(),
+            encode_message(&msg, QoS::AtLeastOnce, true, &[], None, now),
+        )
+    }
+
+    /// A shutdown never cuts a section in two: `close` waits for the section under way, whose
+    /// writes then all commit. (Before sections, `close` returned at once and the second write
+    /// was refused: the first alone was on disk — a QoS 2 id without its deliveries.)
+    #[test]
+    fn close_waits_for_a_section_and_commits_all_of_it() {
+        let dir = std::env::temp_dir().join(format!("kite-store-section-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (store, _) = Store::open(&dir, Sync::Always).unwrap();
+        let (in_section, closing) = (mpsc::channel(), mpsc::channel::<()>());
+        std::thread::scope(|scope| {
+            let store = &store;
+            scope.spawn(move || {
+                let _section = store.section();
+                store.submit([retained("a/first")]);
+                in_section.0.send(()).unwrap();
+                // Until the closer has had its chance to cut in.
+                let _ = closing.1.recv();
+                store.submit([retained("a/second")]);
+            });
+            in_section.1.recv().unwrap();
+            let closer = scope.spawn(move || store.close());
+            // Two seconds for `close` to finish if it does not wait (it used to at once).
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while !closer.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            assert!(!closer.is_finished(), "close did not wait for the section");
+            closing.0.send(()).unwrap();
+        });
+        drop(store);
+        let (store, loaded) = Store::open(&dir, Sync::Always).unwrap();
+        let mut topics: Vec<String> = loaded
+            .retained
+            .iter()
+            .map(|m| m.topic.to_string())
+            .collect();
+        topics.sort();
+        assert_eq!(topics, ["a/first", "a/second"]);
+        store.close();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn records_round_trip() {

@@ -203,7 +203,15 @@ pub async fn run(
         m.save().await;
     }
     if let Some(b) = store_owner {
-        // Connections got their DISCONNECT; what they stored is committed, the file closed.
+        // Device connections got their DISCONNECT; once they have ended, what they stored is
+        // committed and the file closed (one still open after the timeout has its later
+        // writes refused whole, never cut: see the store's sections).
+        if !b.connections_ended(DRAIN_TIMEOUT).await {
+            tracing::warn!(
+                "device connections still open after {}s; closing the broker's data file anyway",
+                DRAIN_TIMEOUT.as_secs()
+            );
+        }
         b.close_store();
     }
     if left > 0 {

@@ -93,6 +93,16 @@ impl Conn {
             }
             return Ok(());
         }
+        // A QoS 2 message's packet id and its deliveries are stored in one transaction: were
+        // the id stored alone (a stop between two commits), the publisher's resent PUBLISH
+        // would be acknowledged as a duplicate and the message never routed; were the
+        // deliveries stored alone, it would be routed twice.
+        let broker = self.broker.clone();
+        let _section = if qos == QoS::ExactlyOnce {
+            broker.store_section()
+        } else {
+            None
+        };
         let mut ticket = 0;
         let fresh = match qos {
             QoS::ExactlyOnce => {
