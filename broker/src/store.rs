@@ -375,10 +375,9 @@ fn writer(
         let mut batch = Vec::new();
         if let Some(op) = first {
             batch.push(op);
-            // No section half-submitted: wait for the one under way to finish, so that all
-            // of it is in the channel now (and in this batch, up to the cap below).
-            // Every write submitted until now is in the channel; a batch stops at its cap only
-            // past them, where no section can be cut (none is under way).
+            // No section half-submitted: wait for the one under way to finish. Then every
+            // write submitted until now is in the channel, and the batch stops at its cap only
+            // past them, where no section can be cut (none is under way while this is held).
             let _whole = sections
                 .write()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
