@@ -583,46 +583,36 @@ fn test(root: &Path, args: &[String]) -> Result<(), Failure> {
         )
     });
     stage("clippy (wasm32: shared, frontend, embed)", &mut || {
-        run(
-            cargo(&env)
-                .args([
-                    "clippy",
-                    "--target",
-                    tools::WASM_TARGET,
-                    "-p",
-                    "kite-mqtt",
-                    "-p",
-                    "kite-frontend",
-                    "-p",
-                    "kite-embed",
-                    // Benches (criterion) are not browser targets.
-                    "--lib",
-                    "--bins",
-                    "--tests",
-                    "--",
-                    "-D",
-                    "warnings",
-                ])
-                .current_dir(root),
+        let clippy = |packages: &[&str], what: &str, fix: &str| {
+            run(
+                cargo(&env)
+                    .args(["clippy", "--target", tools::WASM_TARGET])
+                    .args(packages)
+                    .args(["--", "-D", "warnings"])
+                    .current_dir(root),
+                what,
+                fix,
+            )
+        };
+        clippy(
+            // Benches (criterion) are not browser targets.
+            &[
+                "-p",
+                "kite-mqtt",
+                "-p",
+                "kite-frontend",
+                "-p",
+                "kite-embed",
+                "--lib",
+                "--bins",
+                "--tests",
+            ],
             "clippy for wasm32",
             "fix the warnings above; `shared` must build for wasm32-unknown-unknown",
         )?;
         // kite.js's build: kite-embed and kite-mqtt without std.
-        run(
-            cargo(&env)
-                .args([
-                    "clippy",
-                    "--target",
-                    tools::WASM_TARGET,
-                    "-p",
-                    "kite-embed",
-                    "--no-default-features",
-                    "--lib",
-                    "--",
-                    "-D",
-                    "warnings",
-                ])
-                .current_dir(root),
+        clippy(
+            &["-p", "kite-embed", "--no-default-features", "--lib"],
             "clippy for wasm32 without std (kite.js)",
             "fix the warnings above; kite-mqtt must build without its `std` feature",
         )
