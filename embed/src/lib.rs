@@ -300,9 +300,14 @@ fn panic(_: &core::panic::PanicInfo) -> ! {
     core::arch::wasm32::unreachable()
 }
 
+// kite.js's allocator: lol_alloc's free list (first fit, neighbours merged on free) is about
+// 0.5 KB of wasm where dlmalloc was 6–8 KB; a page's session makes few, short-lived
+// allocations (a packet, a message, an event), so its list stays short. The lock is a spin
+// lock that a single-threaded page never waits on; it keeps this crate free of `unsafe`.
 #[cfg(all(not(feature = "std"), target_arch = "wasm32"))]
 #[global_allocator]
-static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
+static ALLOCATOR: lol_alloc::LockedAllocator<lol_alloc::FreeListAllocator> =
+    lol_alloc::LockedAllocator::new(lol_alloc::FreeListAllocator::new());
 
 /// Whether the topic `name` matches `filter` (`+`, `#`, the `$` rule).
 #[wasm_bindgen]
