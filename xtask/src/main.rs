@@ -626,7 +626,16 @@ fn test(root: &Path, args: &[String]) -> Result<(), Failure> {
             .current_dir(root)
             .env("KITE_ASSETS", app_dir(root));
         system.apply(&mut cmd);
-        run_tests(&mut cmd, "host tests", &mut counts)
+        run_tests(&mut cmd, "host tests", &mut counts)?;
+        // Alone, kite-embed builds kite-mqtt as kite.js ships it: a client's codec, without
+        // the `server` feature the workspace run switches on for the broker's crates.
+        run_tests(
+            cargo(&env)
+                .args(["test", "-p", "kite-embed"])
+                .current_dir(root),
+            "kite-embed's tests in kite.js's client build",
+            &mut counts,
+        )
     });
     stage("wasm tests in headless Chromium", &mut || {
         let mut cmd = cargo(&env);

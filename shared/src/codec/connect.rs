@@ -83,6 +83,8 @@ fn printable(bytes: &[u8]) -> String {
 }
 
 impl Connect {
+    // Read only by a server's build (`DecodeError::SentByClients`).
+    #[cfg_attr(not(feature = "server"), allow(dead_code))]
     pub(crate) fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
         let name = r.binary("protocol name")?;
         let raw_level = r.u8("protocol level")?;

@@ -281,6 +281,14 @@ pub enum DecodeError {
         /// The flags required.
         expected: u8,
     },
+    /// CONNECT, SUBSCRIBE or UNSUBSCRIBE, which only clients send (§2.1.2's direction column),
+    /// read by a client's build: kite-mqtt without its `server` feature (kite.js, the app)
+    /// does not carry their decoders. A session treats it as the server breaking the protocol.
+    #[error("{packet} is a packet only clients send (§2.1.2)")]
+    SentByClients {
+        /// The packet type.
+        packet: PacketType,
+    },
     /// [MQTT-3.3.1-4]: a PUBLISH must not have both QoS bits set.
     #[error("PUBLISH has QoS 3, which does not exist [MQTT-3.3.1-4]")]
     InvalidQoS,
@@ -708,6 +716,7 @@ fn decode_body(
     version: Version,
 ) -> Result<Packet, DecodeError> {
     let packet = match packet_type {
+        #[cfg(feature = "server")]
         PacketType::Connect => Packet::Connect(Box::new(Connect::decode(r)?)),
         PacketType::ConnAck => Packet::ConnAck(ConnAck::decode(r, version)?),
         PacketType::Publish => Packet::Publish(Publish::decode(flags, r, version)?),
@@ -715,9 +724,18 @@ fn decode_body(
         PacketType::PubRec => Packet::PubRec(Ack::decode(PacketType::PubRec, r, version)?),
         PacketType::PubRel => Packet::PubRel(Ack::decode(PacketType::PubRel, r, version)?),
         PacketType::PubComp => Packet::PubComp(Ack::decode(PacketType::PubComp, r, version)?),
+        #[cfg(feature = "server")]
         PacketType::Subscribe => Packet::Subscribe(Subscribe::decode(r, version)?),
         PacketType::SubAck => Packet::SubAck(SubAck::decode(r, version)?),
+        #[cfg(feature = "server")]
         PacketType::Unsubscribe => Packet::Unsubscribe(Unsubscribe::decode(r, version)?),
+        // A client's build reads only what servers send (see `DecodeError::SentByClients`).
+        #[cfg(not(feature = "server"))]
+        PacketType::Connect | PacketType::Subscribe | PacketType::Unsubscribe => {
+            return Err(DecodeError::SentByClients {
+                packet: packet_type,
+            });
+        }
         PacketType::UnsubAck => Packet::UnsubAck(UnsubAck::decode(r, version)?),
         PacketType::PingReq => Packet::PingReq,
         PacketType::PingResp => Packet::PingResp,

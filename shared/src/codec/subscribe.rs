@@ -67,6 +67,8 @@ pub struct Subscribe {
 }
 
 impl Subscribe {
+    // Read only by a server's build (`DecodeError::SentByClients`).
+    #[cfg_attr(not(feature = "server"), allow(dead_code))]
     pub(crate) fn decode(r: &mut Reader, version: Version) -> Result<Self, DecodeError> {
         let packet_id = super::read_packet_id(r, PacketType::Subscribe)?;
         let properties = super::read_props(r, version, PacketType::Subscribe)?;

@@ -29,7 +29,7 @@ use core::time::Duration;
 use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 
-use crate::codec::MqttStr;
+use crate::codec::{MqttStr, PacketType};
 use crate::prelude::*;
 #[cfg(not(feature = "std"))]
 pub use clock::Instant;
@@ -572,6 +572,12 @@ impl Session {
                     }
                 }
                 Ok(None) => return,
+                // Only a client's build (no `server` feature) reads these as an error; the
+                // same violation as when they are decoded (`handle_packet`).
+                Err(DecodeError::SentByClients { packet }) => {
+                    self.sent_by_clients(packet, now);
+                    return;
+                }
                 Err(e) => {
                     let code = match e {
                         DecodeError::PacketTooLarge { .. } => ReasonCode::PacketTooLarge,
@@ -873,6 +879,15 @@ impl Session {
         self.close(CloseReason::ProtocolViolation { code, detail });
     }
 
+    /// The server sent a packet only clients send (§2.1.2).
+    fn sent_by_clients(&mut self, packet: PacketType, now: Instant) {
+        self.violation(
+            ReasonCode::ProtocolError,
+            format!("the server sent {packet}, which only clients send"),
+            now,
+        );
+    }
+
     fn allocate_id(&mut self) -> Result<u16, SessionError> {
         for _ in 0..u16::MAX {
             let id = self.next_id;
@@ -1037,14 +1052,7 @@ impl Session {
             other @ (Packet::Connect(_)
             | Packet::Subscribe(_)
             | Packet::Unsubscribe(_)
-            | Packet::PingReq) => self.violation(
-                ReasonCode::ProtocolError,
-                format!(
-                    "the server sent {}, which only clients send",
-                    other.packet_type()
-                ),
-                now,
-            ),
+            | Packet::PingReq) => self.sent_by_clients(other.packet_type(), now),
         }
     }
 
