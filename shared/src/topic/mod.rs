@@ -292,10 +292,12 @@ impl<'a> Iterator for Levels<'a> {
     #[inline]
     fn next(&mut self) -> Option<&'a str> {
         let rest = self.rest?;
-        match rest.as_bytes().iter().position(|&b| b == b'/') {
-            Some(i) => {
-                self.rest = Some(&rest[i + 1..]);
-                Some(&rest[..i])
+        // `split_once`, not indexing: `str` indexing carries a panic path whose message
+        // formats a `char` with `{:?}`, and those escaping tables weigh on kite.js's wasm.
+        match rest.split_once('/') {
+            Some((level, after)) => {
+                self.rest = Some(after);
+                Some(level)
             }
             None => {
                 self.rest = None;
@@ -320,7 +322,7 @@ pub fn parse_shared(filter: &str) -> Result<Option<SharedFilter<'_>>, TopicError
     let Some(rest) = filter.strip_prefix(SHARE_PREFIX) else {
         return Ok(None);
     };
-    let Some(slash) = rest.as_bytes().iter().position(|&b| b == b'/') else {
+    let Some((group, inner)) = rest.split_once('/') else {
         return Err(
             if rest.is_empty() || rest.bytes().any(|b| b == b'+' || b == b'#') {
                 TopicError::InvalidShareName {
@@ -333,7 +335,6 @@ pub fn parse_shared(filter: &str) -> Result<Option<SharedFilter<'_>>, TopicError
             },
         );
     };
-    let (group, inner) = (&rest[..slash], &rest[slash + 1..]);
     if group.is_empty() || group.bytes().any(|b| b == b'+' || b == b'#') {
         return Err(TopicError::InvalidShareName {
             filter: filter.to_owned(),
