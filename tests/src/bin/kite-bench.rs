@@ -156,6 +156,17 @@ impl Wr {
 }
 
 async fn open(target: &Target, transport: Transport, client_id: &str) -> (Reader, Wr) {
+    open_session(target, transport, client_id, true).await
+}
+
+/// [`open`], with Clean Session as `clean` says (`false`: a persistent session, whose
+/// deliveries a broker with persistence keeps on disk).
+async fn open_session(
+    target: &Target,
+    transport: Transport,
+    client_id: &str,
+    clean: bool,
+) -> (Reader, Wr) {
     let (rd, mut wr) = match transport {
         Transport::Tcp => {
             let s = TcpStream::connect(("127.0.0.1", target.tcp)).await.unwrap();
@@ -182,6 +193,7 @@ async fn open(target: &Target, transport: Transport, client_id: &str) -> (Reader
         version: V,
         client_id: client_id.into(),
         keep_alive: 120,
+        clean_start: clean,
         ..Connect::default()
     }))
     .encode(V, &mut b)
@@ -213,6 +225,9 @@ struct Load {
     per_publisher: usize,
     /// Messages per second per publisher (sent in 10 ms ticks); `None`: as fast as possible.
     rate: Option<u32>,
+    /// Every client with a persistent session (Clean Session 0), as devices that must not
+    /// miss a message connect; else clean sessions.
+    persistent: bool,
 }
 
 struct Outcome {
@@ -243,7 +258,7 @@ async fn subscriber(
     epoch: Instant,
     ready: tokio::sync::mpsc::Sender<()>,
 ) -> (Vec<u64>, u64) {
-    let (mut rd, mut wr) = open(&target, transport, &id).await;
+    let (mut rd, mut wr) = open_session(&target, transport, &id, !load.persistent).await;
     let mut b = BytesMut::new();
     Packet::Subscribe(Subscribe {
         packet_id: 1,
@@ -266,15 +281,23 @@ async fn subscriber(
     'run: while latencies.len() < expected {
         // Everything already read, then the acknowledgements for it in one write, then read.
         while let Some(p) = rd.buffered() {
-            if let Packet::Publish(p) = p {
-                let sent = u64::from_be_bytes(p.payload[..8].try_into().unwrap());
-                last = nanos(epoch);
-                latencies.push(last.saturating_sub(sent));
-                if p.qos == QoS::AtLeastOnce {
-                    Packet::PubAck(Ack::new(p.packet_id))
-                        .encode(V, &mut acks)
-                        .unwrap();
+            match p {
+                Packet::Publish(p) => {
+                    let sent = u64::from_be_bytes(p.payload[..8].try_into().unwrap());
+                    last = nanos(epoch);
+                    latencies.push(last.saturating_sub(sent));
+                    let ack = match p.qos {
+                        QoS::AtMostOnce => continue,
+                        QoS::AtLeastOnce => Packet::PubAck(Ack::new(p.packet_id)),
+                        // Delivered on arrival; PUBREC now, PUBCOMP when PUBREL comes.
+                        QoS::ExactlyOnce => Packet::PubRec(Ack::new(p.packet_id)),
+                    };
+                    ack.encode(V, &mut acks).unwrap();
                 }
+                Packet::PubRel(r) => Packet::PubComp(Ack::new(r.packet_id))
+                    .encode(V, &mut acks)
+                    .unwrap(),
+                _ => {}
             }
         }
         if !acks.is_empty() && !wr.send(acks.split().freeze()).await {
@@ -292,18 +315,25 @@ async fn subscriber(
 }
 
 async fn publisher(target: Target, transport: Transport, id: String, load: Load, epoch: Instant) {
-    let (mut rd, mut wr) = open(&target, transport, &id).await;
+    let (mut rd, mut wr) = open_session(&target, transport, &id, !load.persistent).await;
     let window = Arc::new(tokio::sync::Semaphore::new(WINDOW));
+    // QoS 2: each PUBREC's id, for the PUBREL this task writes (the reader cannot).
+    let (rel_tx, mut rel_rx) = tokio::sync::mpsc::unbounded_channel::<u16>();
     let acks = {
         let window = window.clone();
         tokio::spawn(async move {
             while let Some(p) = rd.recv().await {
-                if matches!(p, Packet::PubAck(_)) {
-                    window.add_permits(1);
+                match p {
+                    Packet::PubAck(_) | Packet::PubComp(_) => window.add_permits(1),
+                    Packet::PubRec(r) => {
+                        let _ = rel_tx.send(r.packet_id);
+                    }
+                    _ => {}
                 }
             }
         })
     };
+    let acknowledged = load.qos != QoS::AtMostOnce;
     let pad = vec![0x5a; load.size.saturating_sub(8)];
     let mut batch = BytesMut::new();
     let mut ticks = tokio::time::interval(Duration::from_millis(10));
@@ -318,6 +348,21 @@ async fn publisher(target: Target, transport: Transport, id: String, load: Load,
         }
         if load.qos == QoS::AtLeastOnce {
             window.acquire().await.unwrap().forget();
+        } else if load.qos == QoS::ExactlyOnce {
+            // Waiting for room in the window, answer the PUBRECs that make it.
+            loop {
+                tokio::select! {
+                    permit = window.acquire() => {
+                        permit.unwrap().forget();
+                        break;
+                    }
+                    Some(id) = rel_rx.recv() => {
+                        if !send_pubrels(&mut wr, id, &mut rel_rx).await {
+                            return;
+                        }
+                    }
+                }
+            }
         }
         let mut payload = BytesMut::with_capacity(load.size.max(8));
         // Paced, a message carries the time it was due, not the time it went out: a broker
@@ -344,7 +389,10 @@ async fn publisher(target: Target, transport: Transport, id: String, load: Load,
         .unwrap();
         // Several packets per write (per WebSocket frame): up to 64 KiB, or when the QoS 1
         // window is used up.
-        let window_empty = load.qos == QoS::AtLeastOnce && window.available_permits() == 0;
+        while let Ok(id) = rel_rx.try_recv() {
+            Packet::PubRel(Ack::new(id)).encode(V, &mut batch).unwrap();
+        }
+        let window_empty = acknowledged && window.available_permits() == 0;
         let tick_done = per_tick.is_some_and(|n| (i + 1) % n == 0);
         let flush =
             batch.len() >= 64 * 1024 || window_empty || tick_done || i + 1 == load.per_publisher;
@@ -352,11 +400,42 @@ async fn publisher(target: Target, transport: Transport, id: String, load: Load,
             break;
         }
     }
-    if load.qos == QoS::AtLeastOnce {
-        // Wait for the last acknowledgements (bounded by the scenario timeout).
-        let _ = tokio::time::timeout(SCENARIO_TIMEOUT, window.acquire_many(WINDOW as u32)).await;
+    if acknowledged {
+        // Wait for the last acknowledgements (bounded by the scenario timeout), answering
+        // the last PUBRECs.
+        let last = async {
+            loop {
+                tokio::select! {
+                    all = window.acquire_many(WINDOW as u32) => {
+                        let _ = all;
+                        break;
+                    }
+                    Some(id) = rel_rx.recv() => {
+                        if !send_pubrels(&mut wr, id, &mut rel_rx).await {
+                            break;
+                        }
+                    }
+                }
+            }
+        };
+        let _ = tokio::time::timeout(SCENARIO_TIMEOUT, last).await;
     }
     acks.abort();
+}
+
+/// Writes PUBREL for `first` and every other PUBREC already in; `false` when the connection
+/// is gone.
+async fn send_pubrels(
+    wr: &mut Wr,
+    first: u16,
+    more: &mut tokio::sync::mpsc::UnboundedReceiver<u16>,
+) -> bool {
+    let mut b = BytesMut::new();
+    Packet::PubRel(Ack::new(first)).encode(V, &mut b).unwrap();
+    while let Ok(id) = more.try_recv() {
+        Packet::PubRel(Ack::new(id)).encode(V, &mut b).unwrap();
+    }
+    wr.send(b.freeze()).await
 }
 
 /// The publishers' own runtime (one thread); the subscribers run on [`Setup`]'s (two). On one
@@ -687,6 +766,9 @@ fn count(args: &[String], name: &str, default: usize) -> usize {
             .unwrap_or_else(|_| usage_error(&format!("{name} {v:?}: expected a whole number")))
     })
 }
+
+/// `[broker]` lines for queues that drop nothing in a benchmark's load.
+const OPEN_QUEUE: &str = "max_queued_messages = 1000000\nmax_queued_messages_online = 1000000\n";
 
 /// `kite serve` on fresh ports with its data in `dir` (emptied first) and `extra` config
 /// (TOML); and its HTTP port. `ws` of the target holds the HTTP base URL.
@@ -1038,6 +1120,7 @@ fn broker_main(args: &[String]) {
                             size,
                             per_publisher,
                             rate: None,
+                            persistent: false,
                         };
                         let cells = on_both_median(&setup, transport, load, runs);
                         let line = side_by_side(&key, &cells[0], &cells[1]);
@@ -1071,6 +1154,7 @@ fn broker_main(args: &[String]) {
                     size: 64,
                     per_publisher: rate as usize * 3 / scale,
                     rate: Some(rate),
+                    persistent: false,
                 };
                 for _ in 0..repeat {
                     let cells = on_both_median(&setup, transport, load, runs);
@@ -1092,6 +1176,98 @@ fn broker_main(args: &[String]) {
             }
         }
     }
+    // Durable: every client with a persistent session, so that the broker keeps each
+    // delivery until it is acknowledged — on disk where it has persistence. Kite in memory,
+    // Kite with its data file (`sync = "always"`: fsync before acknowledging; "periodic":
+    // once a second), and mosquitto with `persistence true` (its database written every
+    // `autosave_interval`, 30 min by default, and on exit: not per message). The queues are
+    // opened on both (a million messages) so that none is dropped: the figure is what the
+    // publishers get through, each with 100 unacknowledged at most.
+    let durable_key = |qos: QoS| format!("durable 4 → 1 | {} | 64 B | TCP", qos as u8);
+    if [QoS::AtLeastOnce, QoS::ExactlyOnce]
+        .iter()
+        .any(|q| wanted(&durable_key(*q)))
+    {
+        let _ = writeln!(
+            table,
+            "\n| durable, 4 → 1, persistent sessions | QoS | payload | via | Kite in memory msgs/s | Kite on disk, sync always | Kite on disk, sync periodic | mosquitto, persistence true | p50 / p99 ms (same order) |\n|---|---|---|---|---|---|---|---|---|"
+        );
+        for qos in [QoS::AtLeastOnce, QoS::ExactlyOnce] {
+            let key = durable_key(qos);
+            if !wanted(&key) {
+                continue;
+            }
+            let load = Load {
+                publishers: 4,
+                subscribers: 1,
+                qos,
+                size: 64,
+                per_publisher: 10_000 / scale,
+                rate: None,
+                persistent: true,
+            };
+            for _ in 0..repeat {
+                let all: Vec<[Outcome; 4]> = (0..runs.max(1))
+                    .map(|_| {
+                        [0, 1, 2, 3].map(|which| {
+                            let running = match which {
+                                0 => start_kite_full(kite, dir, None, OPEN_QUEUE),
+                                1 => {
+                                    let extra = format!("sync = \"always\"\n{OPEN_QUEUE}");
+                                    start_kite_configured(kite, &dir.join("durable"), &extra).0
+                                }
+                                2 => {
+                                    let extra = format!("sync = \"periodic\"\n{OPEN_QUEUE}");
+                                    start_kite_configured(kite, &dir.join("durable"), &extra).0
+                                }
+                                _ => {
+                                    let data = dir.join("mosquitto-data");
+                                    let _ = std::fs::remove_dir_all(&data);
+                                    std::fs::create_dir_all(&data).unwrap();
+                                    start_mosquitto_with(
+                                        mosquitto,
+                                        dir,
+                                        &format!(
+                                            "persistence true\npersistence_location {}/\nmax_queued_messages 1000000\n",
+                                            data.display()
+                                        ),
+                                    )
+                                }
+                            };
+                            rt.block_on(run_load(&running.target, Transport::Tcp, load))
+                        })
+                    })
+                    .collect();
+                let cells = [0, 1, 2, 3].map(|i| median(all.iter().map(|r| &r[i]).collect()));
+                let rate = |o: &Outcome| {
+                    if o.delivered < o.expected {
+                        format!(
+                            "{:.0} ({} of {} delivered)",
+                            o.rate(),
+                            o.delivered,
+                            o.expected
+                        )
+                    } else {
+                        format!("{:.0}", o.rate())
+                    }
+                };
+                let lat = cells
+                    .iter()
+                    .map(|o| format!("{:.1} / {:.1}", o.p50_us / 1000.0, o.p99_us / 1000.0))
+                    .collect::<Vec<_>>()
+                    .join(" · ");
+                let line = format!(
+                    "| {key} | {} | {} | {} | {} | {lat} |",
+                    rate(&cells[0]),
+                    rate(&cells[1]),
+                    rate(&cells[2]),
+                    rate(&cells[3]),
+                );
+                println!("{line}");
+                let _ = writeln!(table, "{line}");
+            }
+        }
+    }
     // Bridged: publishers on the bridging broker, the subscriber on a fresh mosquitto it
     // bridges `bench/#` to (out, QoS 1) — Kite's bridge, and mosquitto's own bridge doing the
     // same (mosquitto → mosquitto, its defaults otherwise).
@@ -1108,6 +1284,7 @@ fn broker_main(args: &[String]) {
             size: 64,
             per_publisher: 25_000 / scale,
             rate: None,
+            persistent: false,
         };
         for _ in 0..repeat {
             let all: Vec<[Outcome; 2]> = (0..runs.max(1))
@@ -1352,6 +1529,7 @@ fn gateway_main(args: &[String]) {
             size: 64,
             per_publisher: 50_000 / scale,
             rate: None,
+            persistent: false,
         };
         let outcomes: Vec<Outcome> = (0..WAYS.len()).map(|way| measure(way, load)).collect();
         let cells: Vec<String> = outcomes
@@ -1414,6 +1592,7 @@ fn gateway_main(args: &[String]) {
         size: 64,
         per_publisher: 7_500 / scale,
         rate: Some(2_500),
+        persistent: false,
     };
     let p99: Vec<f64> = (0..WAYS.len())
         .map(|way| measure(way, paced).p99_us / 1000.0)
