@@ -20,7 +20,7 @@ mod backoff;
 #[cfg_attr(feature = "std", allow(dead_code))]
 mod clock;
 #[cfg_attr(feature = "std", allow(dead_code))]
-mod fnv;
+mod vecmap;
 
 use alloc::collections::VecDeque;
 use core::fmt;
@@ -33,12 +33,11 @@ use crate::codec::{MqttStr, PacketType};
 use crate::prelude::*;
 #[cfg(not(feature = "std"))]
 pub use clock::Instant;
-// Without std, hashbrown's maps with FNV (see `fnv`) stand in for std's (hashbrown's with a
-// seeded SipHash).
+// Without std, sorted vectors (see `vecmap`) stand in for std's hash maps.
 #[cfg(not(feature = "std"))]
-type HashMap<K, V> = hashbrown::HashMap<K, V, fnv::BuildFnv>;
+type HashMap<K, V> = vecmap::VecMap<K, V>;
 #[cfg(not(feature = "std"))]
-type HashSet<K> = hashbrown::HashSet<K, fnv::BuildFnv>;
+type HashSet<K> = vecmap::VecSet<K>;
 #[cfg(feature = "std")]
 use std::collections::{HashMap, HashSet};
 #[cfg(feature = "std")]
