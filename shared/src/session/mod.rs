@@ -19,7 +19,8 @@ mod backoff;
 // Used as the session's `Instant` only without std; compiled (and tested) always.
 #[cfg_attr(feature = "std", allow(dead_code))]
 mod clock;
-#[cfg_attr(feature = "std", allow(dead_code))]
+// The session's maps in the browser and without std; compiled (and tested) always.
+#[cfg_attr(all(feature = "std", not(target_arch = "wasm32")), allow(dead_code))]
 mod vecmap;
 
 use alloc::collections::VecDeque;
@@ -33,12 +34,12 @@ use crate::codec::{MqttStr, PacketType};
 use crate::prelude::*;
 #[cfg(not(feature = "std"))]
 pub use clock::Instant;
-// Without std, sorted vectors (see `vecmap`) stand in for std's hash maps.
-#[cfg(not(feature = "std"))]
+// In the browser (and without std), sorted vectors (see `vecmap`) stand in for std's hash maps.
+#[cfg(any(not(feature = "std"), target_arch = "wasm32"))]
 type HashMap<K, V> = vecmap::VecMap<K, V>;
-#[cfg(not(feature = "std"))]
+#[cfg(any(not(feature = "std"), target_arch = "wasm32"))]
 type HashSet<K> = vecmap::VecSet<K>;
-#[cfg(feature = "std")]
+#[cfg(all(feature = "std", not(target_arch = "wasm32")))]
 use std::collections::{HashMap, HashSet};
 #[cfg(feature = "std")]
 pub use web_time::Instant;

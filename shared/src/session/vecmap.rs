@@ -1,10 +1,12 @@
-//! The session's maps in the `no_std` build (kite.js): a vector kept sorted by key.
+//! The session's maps in the browser (the app and kite.js, wasm32) and without std: a vector
+//! kept sorted by key. Natively (the bridge, the gateway's clients) they are std's hash maps.
 //!
-//! They are small or grow only by what the page itself does: packet ids of SUBSCRIBEs and
-//! UNSUBSCRIBEs awaiting their answer, QoS 2 ids awaiting PUBREL, topic aliases (ours up to
-//! the server's Topic Alias Maximum, the server's up to ours). A lookup is a binary search; an
-//! insert or removal moves the entries after it (at 65,535 aliases, about a megabyte once per
-//! new topic on a connection). hashbrown with a hasher cost kite.js's wasm 3.3 KB gzip more.
+//! In a page they are small or grow only by what the page itself does: packet ids of
+//! SUBSCRIBEs and UNSUBSCRIBEs awaiting their answer, QoS 2 ids awaiting PUBREL, topic aliases
+//! (ours up to the server's Topic Alias Maximum, the server's up to ours). A lookup is a binary
+//! search; an insert or removal moves the entries after it (at 65,535 aliases, about a
+//! megabyte once per new topic on a connection). hashbrown's maps cost kite.js's wasm 3.3 KB
+//! gzip more, the app's 2.2 KB.
 
 use crate::prelude::*;
 
