@@ -335,9 +335,66 @@ fn strp(s: &Option<MqttStr>) -> Option<&[u8]> {
 }
 
 impl Properties {
-    /// Whether no property is set.
+    /// Whether no property is set. (Field by field, not `== Self::EMPTY`: that compared the
+    /// strings and lists too, at twice the code in kite.js's wasm. Destructured, so that a new
+    /// property cannot be left out.)
     pub fn is_empty(&self) -> bool {
-        *self == Self::EMPTY
+        let Self {
+            payload_format_indicator,
+            message_expiry_interval,
+            content_type,
+            response_topic,
+            correlation_data,
+            subscription_identifiers,
+            session_expiry_interval,
+            assigned_client_identifier,
+            server_keep_alive,
+            authentication_method,
+            authentication_data,
+            request_problem_information,
+            will_delay_interval,
+            request_response_information,
+            response_information,
+            server_reference,
+            reason_string,
+            receive_maximum,
+            topic_alias_maximum,
+            topic_alias,
+            maximum_qos,
+            retain_available,
+            user_properties,
+            maximum_packet_size,
+            wildcard_subscription_available,
+            subscription_identifier_available,
+            shared_subscription_available,
+        } = self;
+        payload_format_indicator.is_none()
+            && message_expiry_interval.is_none()
+            && content_type.is_none()
+            && response_topic.is_none()
+            && correlation_data.is_none()
+            && subscription_identifiers.is_empty()
+            && session_expiry_interval.is_none()
+            && assigned_client_identifier.is_none()
+            && server_keep_alive.is_none()
+            && authentication_method.is_none()
+            && authentication_data.is_none()
+            && request_problem_information.is_none()
+            && will_delay_interval.is_none()
+            && request_response_information.is_none()
+            && response_information.is_none()
+            && server_reference.is_none()
+            && reason_string.is_none()
+            && receive_maximum.is_none()
+            && topic_alias_maximum.is_none()
+            && topic_alias.is_none()
+            && maximum_qos.is_none()
+            && retain_available.is_none()
+            && user_properties.is_empty()
+            && maximum_packet_size.is_none()
+            && wildcard_subscription_available.is_none()
+            && subscription_identifier_available.is_none()
+            && shared_subscription_available.is_none()
     }
 
     /// Reads a property length and that many bytes of properties (allocating only if there
@@ -745,5 +802,137 @@ impl Properties {
             P::SharedSubscriptionAvailable,
             self.shared_subscription_available,
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::{Properties, QoS};
+    use bytes::Bytes;
+
+    /// `is_empty` looks at every property: each one set alone makes the list non-empty.
+    #[test]
+    fn each_property_alone_is_not_empty() {
+        assert!(Properties::default().is_empty() && Properties::EMPTY.is_empty());
+        let e = Properties::default;
+        let s = || Some("x".into());
+        let b = || Some(Bytes::from_static(b"x"));
+        let one: [Properties; 27] = [
+            Properties {
+                payload_format_indicator: Some(false),
+                ..e()
+            },
+            Properties {
+                message_expiry_interval: Some(0),
+                ..e()
+            },
+            Properties {
+                content_type: s(),
+                ..e()
+            },
+            Properties {
+                response_topic: s(),
+                ..e()
+            },
+            Properties {
+                correlation_data: b(),
+                ..e()
+            },
+            Properties {
+                subscription_identifiers: vec![1],
+                ..e()
+            },
+            Properties {
+                session_expiry_interval: Some(0),
+                ..e()
+            },
+            Properties {
+                assigned_client_identifier: s(),
+                ..e()
+            },
+            Properties {
+                server_keep_alive: Some(0),
+                ..e()
+            },
+            Properties {
+                authentication_method: s(),
+                ..e()
+            },
+            Properties {
+                authentication_data: b(),
+                ..e()
+            },
+            Properties {
+                request_problem_information: Some(false),
+                ..e()
+            },
+            Properties {
+                will_delay_interval: Some(0),
+                ..e()
+            },
+            Properties {
+                request_response_information: Some(false),
+                ..e()
+            },
+            Properties {
+                response_information: s(),
+                ..e()
+            },
+            Properties {
+                server_reference: s(),
+                ..e()
+            },
+            Properties {
+                reason_string: s(),
+                ..e()
+            },
+            Properties {
+                receive_maximum: Some(1),
+                ..e()
+            },
+            Properties {
+                topic_alias_maximum: Some(0),
+                ..e()
+            },
+            Properties {
+                topic_alias: Some(1),
+                ..e()
+            },
+            Properties {
+                maximum_qos: Some(QoS::AtMostOnce),
+                ..e()
+            },
+            Properties {
+                retain_available: Some(false),
+                ..e()
+            },
+            Properties {
+                user_properties: vec![("k".into(), "v".into())],
+                ..e()
+            },
+            Properties {
+                maximum_packet_size: Some(1),
+                ..e()
+            },
+            Properties {
+                wildcard_subscription_available: Some(false),
+                ..e()
+            },
+            Properties {
+                subscription_identifier_available: Some(false),
+                ..e()
+            },
+            Properties {
+                shared_subscription_available: Some(false),
+                ..e()
+            },
+        ];
+        for (i, p) in one.iter().enumerate() {
+            assert!(!p.is_empty(), "property #{i} alone: {p:?}");
+            assert_ne!(*p, Properties::EMPTY, "property #{i} alone");
+        }
     }
 }
