@@ -469,11 +469,12 @@ async fn run(
     let mut carrying = Carrying::default();
     let mut subscribed = false;
     notify(broker, &config, false);
+    // No address answered (else the remote did, and ended or refused the session: then the
+    // backoff alone spaces the next try).
+    let mut unreachable = false;
     loop {
         let connected_at = std::time::Instant::now();
-        // No address answered (else the remote did, and ended or refused the session: then
-        // the backoff alone spaces the next try).
-        let mut unreachable = false;
+        let was_unreachable = std::mem::take(&mut unreachable);
         match remote.dial().await {
             Err(e) => {
                 tracing::warn!(bridge = %config.name, "cannot reach the remote broker: {e}");
@@ -481,6 +482,12 @@ async fn run(
                 unreachable = true;
             }
             Ok((io, index)) => {
+                // Back after none answered: the tries made while it was away say nothing of
+                // the remote itself, so a session it now fails (a broker still starting)
+                // backs off from the first step, not from the outage's grown delay.
+                if was_unreachable {
+                    attempt = 0;
+                }
                 let link = Link {
                     broker,
                     config: &config,

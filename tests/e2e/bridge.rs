@@ -642,6 +642,84 @@ fn forwarding_resumes_within_a_step_of_the_remotes_return() {
     until_bridged(&mut device, "plant/again", &mut watcher);
 }
 
+/// A remote on `port` that comes back still starting: for its first `booting` it accepts a
+/// connection and closes it at once (as a broker that listens before it is ready may); then it
+/// carries each connection to mosquitto on `to`, both ways.
+fn booting_remote(port: u16, booting: Duration, to: u16) {
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let up = Instant::now();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            if up.elapsed() < booting {
+                continue; // dropped: closed at once
+            }
+            let Ok(server) = TcpStream::connect(("127.0.0.1", to)) else {
+                continue;
+            };
+            let ways = [
+                (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                (server, client),
+            ];
+            for (mut from, mut into) in ways {
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from, &mut into);
+                    let _ = into.shutdown(Shutdown::Write);
+                });
+            }
+        }
+    });
+}
+
+/// After an outage the backoff has grown; when the remote answers again but fails the first
+/// session (still starting), the bridge tries again from the backoff's first step — not after
+/// the outage's grown delay, with no check meanwhile (it had waited 16 s or more: the
+/// flaky failures of `forwarding_resumes_within_a_step_of_the_remotes_return` fit this).
+///
+/// With `restart_secs = [1, 600]` and four failed tries (1–2, 2–4, 4–8 s apart), the fifth
+/// failure — the first session on the returned remote, in its 2 s of starting — was followed
+/// by 16–32 s of waiting; now by 1–2 s (and 2–4 s if that try still falls in the 2 s). The
+/// bound, 12 s, is far from both.
+#[test]
+fn a_remote_that_fails_its_first_session_on_return_is_tried_again_soon() {
+    let remote = Mosquitto::start();
+    let port = kite_tests::free_port();
+    let kite = kite_with(&format!(
+        "[[bridge]]\nname = \"cloud\"\naddresses = [\"mqtt://127.0.0.1:{port}\"]\nrestart_secs = [1, 600]\n\n[[bridge.topic]]\npattern = \"plant/#\"\ndirection = \"out\"\n"
+    ));
+    let reconnects = |kite: &Gateway| {
+        bridges_api(kite, None).1["bridges"][0]["reconnects"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    kite_tests::wait_for(
+        "four failed tries while nothing listens",
+        Duration::from_secs(60),
+        || (reconnects(&kite) >= 4).then_some(()),
+    );
+    // Back, but closing what it accepts for 2 s: the bridge's check (a plain connection
+    // every first step, 1 s) and its session right after it both meet a closed connection.
+    booting_remote(port, Duration::from_secs(2), remote.port);
+    let back = Instant::now();
+    let up = |kite: &Gateway| bridges_api(kite, None).1["bridges"][0]["state"] == "up";
+    while !up(&kite) {
+        assert!(
+            back.elapsed() < Duration::from_secs(12),
+            "not up {:?} after the remote's return; the bridge says {}",
+            back.elapsed(),
+            bridges_api(&kite, None).1
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // It failed a session on the returned remote before (else this test proves nothing).
+    assert!(reconnects(&kite) >= 5, "{}", bridges_api(&kite, None).1);
+    // And it forwards.
+    let mut device = TestClient::connected(&tcp(kite.mqtt_addr.unwrap()), Version::V5, "device");
+    let mut watcher = TestClient::connected(&mosquitto_via(&remote), Version::V5, "w");
+    watcher.subscribe("plant/#", QoS::AtMostOnce);
+    until_bridged(&mut device, "plant/back", &mut watcher);
+}
+
 /// Bounded and counted: beyond the bridge's `max_queued_messages` new outgoing messages are
 /// dropped and counted (`kite_bridge_dropped_total`); what was kept arrives once the remote is
 /// back, and nothing else is lost.
