@@ -34,6 +34,13 @@ fn bridges_api(kite: &Gateway, login: Option<(&str, &str)>) -> (u16, serde_json:
     kite.call_as(login, "GET", "/api/v1/bridges", None)
 }
 
+/// The first bridge's `reconnects` count from the bridges API (0 if absent).
+fn reconnects(kite: &Gateway) -> u64 {
+    bridges_api(kite, None).1["bridges"][0]["reconnects"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
 fn tcp(addr: std::net::SocketAddr) -> Via {
     Via::Tcp(addr)
 }
@@ -610,11 +617,6 @@ fn forwarding_resumes_within_a_step_of_the_remotes_return() {
     watcher.subscribe("plant/#", QoS::AtMostOnce);
     until_bridged(&mut device, "plant/probe", &mut watcher);
     remote.stop();
-    let reconnects = |kite: &Gateway| {
-        bridges_api(kite, None).1["bridges"][0]["reconnects"]
-            .as_u64()
-            .unwrap_or(0)
-    };
     kite_tests::wait_for(
         "the loss and four failed tries",
         Duration::from_secs(60),
@@ -687,11 +689,6 @@ fn a_remote_that_fails_its_first_session_on_return_is_tried_again_soon() {
     let kite = kite_with(&format!(
         "[[bridge]]\nname = \"cloud\"\naddresses = [\"mqtt://127.0.0.1:{port}\"]\nrestart_secs = [1, 600]\n\n[[bridge.topic]]\npattern = \"plant/#\"\ndirection = \"out\"\n"
     ));
-    let reconnects = |kite: &Gateway| {
-        bridges_api(kite, None).1["bridges"][0]["reconnects"]
-            .as_u64()
-            .unwrap_or(0)
-    };
     kite_tests::wait_for(
         "four failed tries while nothing listens",
         Duration::from_secs(60),
