@@ -474,13 +474,17 @@ if (globalThis.HTMLElement) {
       };
       return super.connectedCallback();
     }
+    /// A state that is neither `on` nor `off` is shown as it is (with an `unknown`
+    /// attribute), not as "off"; a press then sends `on`.
     show(m) {
       const v = String(read(m, this.getAttribute("field")));
       const on = v === (this.getAttribute("on") ?? "1");
+      const known = on || v === (this.getAttribute("off") ?? "0");
       this.toggleAttribute("checked", on);
+      this.toggleAttribute("unknown", !known);
       const b = this.part("switch");
       b.setAttribute("aria-checked", String(on));
-      b.textContent = on ? "on" : "off";
+      b.textContent = on ? "on" : known ? "off" : v;
     }
   });
 

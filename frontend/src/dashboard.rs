@@ -1152,6 +1152,9 @@ fn waiting(topic: &str) -> Html {
     html! { <p class="muted waiting">{ format!("waiting for {topic}") }</p> }
 }
 
+/// Characters a value tile shows in its big type; longer ones get a smaller type.
+const LONG_VALUE: usize = 12;
+
 fn value_tile(w: &Widget, ctx: &Ctx) -> Html {
     let Some((v, at)) = ctx.value(&w.topic, &w.field) else {
         return waiting(&w.topic);
@@ -1162,8 +1165,11 @@ fn value_tile(w: &Widget, ctx: &Ctx) -> Html {
         }
         _ => (v.text(), None),
     };
+    // A long value (a whole JSON document, before a field is chosen) in a smaller type, so
+    // that it fits its tile.
+    let long = text.chars().count() > LONG_VALUE;
     html! {
-        <div class="value" title={format!("{} · {}", w.topic, crate::tick::ago(at, ctx.now))}>
+        <div class={classes!("value", long.then_some("long"))} title={format!("{} · {}", w.topic, crate::tick::ago(at, ctx.now))}>
             <span class="big" style={colour.map(|c| format!("color:{c}"))}>{ text }</span>
             if !w.unit.is_empty() { <span class="unit">{ w.unit.clone() }</span> }
         </div>
@@ -1294,6 +1300,16 @@ fn table(w: &Widget, ctx: &Ctx) -> Html {
     }
 }
 
+/// Where a switch stands for `state`: on, off, or neither (`None`: no state yet, or a payload
+/// that is not one of its two).
+fn switch_position(state: Option<&str>, on: &str, off: &str) -> Option<bool> {
+    match state {
+        Some(s) if s == on => Some(true),
+        Some(s) if s == off => Some(false),
+        _ => None,
+    }
+}
+
 /// A control: it shows the topic's real state (not its own), publishes, and shows what the
 /// broker said.
 fn control(w: &Widget, ctx: &Ctx) -> Html {
@@ -1313,11 +1329,21 @@ fn control(w: &Widget, ctx: &Ctx) -> Html {
     };
     let input = match w.kind.as_str() {
         "switch" => {
-            let on = state.as_deref() == Some(w.on.as_str());
+            let position = switch_position(state.as_deref(), &w.on, &w.off);
+            let on = position == Some(true);
             let next = if on { w.off.clone() } else { w.on.clone() };
             let onclick = Callback::from(move |_: MouseEvent| publish(next.clone()));
+            // A state that is neither payload is shown as it is, the knob in the middle, and
+            // says how to fix it; a press sends the "on" payload.
+            let title = match (&state, position) {
+                (Some(s), None) => format!(
+                    "the state \"{s}\" is neither on (\"{}\") nor off (\"{}\"): set this widget's on and off payloads",
+                    w.on, w.off
+                ),
+                _ => String::new(),
+            };
             html! {
-                <button class={classes!("switch", on.then_some("on"))} role="switch" aria-checked={on.to_string()} onclick={onclick}>
+                <button class={classes!("switch", on.then_some("on"), position.is_none().then_some("unknown"))} role="switch" aria-checked={on.to_string()} title={title} onclick={onclick}>
                     <span class="knob" />{ state.clone().unwrap_or_else(|| "unknown".into()) }
                 </button>
             }
@@ -1754,6 +1780,16 @@ pub fn downsample(points: impl Iterator<Item = (f64, f64)>, from: f64, width: f6
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_switch_stands_where_its_state_says_and_nowhere_for_another_payload() {
+        assert_eq!(switch_position(Some("on"), "on", "off"), Some(true));
+        assert_eq!(switch_position(Some("off"), "on", "off"), Some(false));
+        // A device that says 1 to a switch whose payloads are on/off: neither, not "off".
+        assert_eq!(switch_position(Some("1"), "on", "off"), None);
+        assert_eq!(switch_position(None, "on", "off"), None);
+        assert_eq!(switch_position(Some(""), "on", ""), Some(false));
+    }
 
     #[test]
     fn variables_are_substituted_and_listed() {

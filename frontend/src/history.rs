@@ -709,6 +709,12 @@ fn context(
     Some(ctx)
 }
 
+/// How many value labels a plot `h` CSS pixels tall asks for: four, fewer where they would
+/// crowd (a label is 11 px; `ticks` may give up to twice as many as asked).
+fn value_tick_count(h: f64) -> usize {
+    ((h / 40.0) as usize).clamp(1, 4)
+}
+
 /// Time labels under a plot `w` wide whose bottom is at `bottom`, with their grid lines.
 fn time_axis(
     ctx: &web_sys::CanvasRenderingContext2d,
@@ -762,7 +768,7 @@ pub fn draw(
     ctx.set_fill_style_str("#6b7280");
     ctx.set_stroke_style_str("rgba(107,114,128,0.25)");
     ctx.begin_path();
-    for v in ticks(lo, hi, 4) {
+    for v in ticks(lo, hi, value_tick_count(h)) {
         let yy = y(v).round() + 0.5;
         ctx.move_to(LEFT, yy);
         ctx.line_to(LEFT + w, yy);
@@ -855,6 +861,22 @@ mod tests {
         assert_eq!(ticks(1013.2, 1013.9, 3), [1013.2, 1013.4, 1013.6, 1013.8]);
         assert_eq!(ticks(5.0, 5.0, 4), [5.0]);
         assert_eq!(ticks(f64::NAN, 1.0, 4).len(), 1);
+    }
+
+    #[test]
+    fn a_short_plot_asks_for_fewer_value_labels() {
+        assert_eq!(value_tick_count(300.0), 4);
+        assert_eq!(value_tick_count(100.0), 2);
+        assert_eq!(value_tick_count(30.0), 1);
+        assert_eq!(value_tick_count(0.0), 1);
+        // However many `ticks` gives for that, they are at least 11 px apart (a label's height).
+        for h in [30.0, 45.0, 60.0, 100.0, 160.0, 300.0] {
+            for (lo, hi) in [(0.0, 1.0), (20.0, 31.5), (-3.0, 7.0), (1013.2, 1013.9)] {
+                let t = ticks(lo, hi, value_tick_count(h));
+                let gap = h / (hi - lo) * (t.get(1).unwrap_or(&hi) - t[0]);
+                assert!(t.len() < 2 || gap >= 11.0, "{h} px, {lo}..{hi}: {t:?}");
+            }
+        }
     }
 
     #[test]

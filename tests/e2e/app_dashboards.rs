@@ -14,6 +14,10 @@ use crate::app::{click, count, new_profile, screenshot, set_input, wait_until_te
 
 const WAIT: Duration = Duration::from_secs(30);
 
+/// A sensor's whole JSON document, as a value tile with no field shows it.
+const LONG_JSON: &str =
+    r#"{"temp": 21.5, "humidity": 40.25, "battery": 97, "firmware": "2.4.1-rc3"}"#;
+
 /// Adds a widget with the editor's form.
 fn add(browser: &Browser, kind: &str, topic: &str) {
     browser.eval(&format!(
@@ -154,6 +158,40 @@ fn a_dashboard_built_in_the_app_is_shared_fed_and_controls_a_device() {
             == "false")
             .then_some(())
     });
+    // A state that is neither payload is shown as it is — not as "off" — and says why.
+    // (From another client: the device hears the valve topic, and its publishes wait for
+    // their PUBACK.)
+    let mut feed = TestClient::connected(&via, Version::V5, "dev-a-feed");
+    let mut odd = publish("plant/dev-a/valve", "1", QoS::AtLeastOnce, 4);
+    odd.retain = true;
+    feed.publish(odd);
+    wait_for("the switch in neither position", WAIT, || {
+        (count(&browser, ".switch.unknown") == 1).then_some(())
+    });
+    let title = browser.eval("return document.querySelector('.switch').title;");
+    assert!(
+        title
+            .as_str()
+            .is_some_and(|t| t.contains("\"1\" is neither on")),
+        "{title}"
+    );
+    let mut off = publish("plant/dev-a/valve", "off", QoS::AtLeastOnce, 5);
+    off.retain = true;
+    feed.publish(off);
+    wait_for("the switch off again", WAIT, || {
+        (count(&browser, ".switch.unknown") == 0).then_some(())
+    });
+
+    // A whole JSON document in a value tile (no field chosen) is shown in a smaller type.
+    feed.publish(publish("plant/dev-a/temp", LONG_JSON, QoS::AtLeastOnce, 6));
+    wait_for("the long value in a smaller type", WAIT, || {
+        (count(&browser, ".tile[data-kind=value] .value.long") == 1).then_some(())
+    });
+    feed.publish(publish("plant/dev-a/temp", "21.5", QoS::AtLeastOnce, 7));
+    wait_for("the value back", WAIT, || {
+        let t = tile_text(&browser, "value");
+        (t.contains("21.5") && !t.contains("humidity")).then_some(())
+    });
     screenshot(&browser, "dashboard");
 
     // After a reload, and for a second browser, the same dashboard.
@@ -207,4 +245,68 @@ fn a_dashboard_built_in_the_app_is_shared_fed_and_controls_a_device() {
         .filter(|e| !e.contains("/api/v1/devices/dev-a - Failed to load resource"))
         .collect();
     assert!(errors.is_empty(), "console errors: {errors:#?}");
+}
+
+/// Tiles one row high, smaller than what they show: each keeps its title readable — the
+/// content scrolls or is cut below it, never over it (a table, a chart or a long value had
+/// squeezed the title to nothing and covered it) — and a long value gets a smaller type.
+#[test]
+fn small_tiles_keep_their_titles() {
+    let dir = TempDir::new("app-dashboards-small");
+    let kite = crate::app_devices::gateway(dir.path());
+    let mut device = TestClient::connected(&Via::Tcp(kite.mqtt_addr.unwrap()), Version::V5, "d");
+    for (i, (topic, payload)) in [
+        ("plant/dev-a/temp", LONG_JSON),
+        ("plant/dev-b/temp", "19"),
+        ("plant/dev-c/temp", "20.5"),
+        ("plant/dev-d/temp", "18"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut p = publish(topic, payload, QoS::AtLeastOnce, i as u16 + 1);
+        p.retain = true;
+        device.publish(p);
+    }
+    let one_row = |x: u32, kind: &str, topic: &str| serde_json::json!({"kind": kind, "topic": topic, "layout": {"x": x, "y": 0, "w": 3, "h": 1}});
+    let doc = serde_json::json!({"schemaVersion": 1, "title": "Small", "widgets": [
+        one_row(0, "value", "plant/dev-a/temp"),
+        one_row(3, "table", "plant/+/temp"),
+        one_row(6, "chart", "plant/dev-b/temp"),
+        one_row(9, "bar", "plant/+/temp"),
+    ]});
+    let (status, made) = kite.call("POST", "/api/v1/dashboards", Some(&doc.to_string()));
+    assert_eq!(status, 201, "{made}");
+
+    let browser = Browser::start();
+    browser.goto(&kite.http_url("/"));
+    new_profile(&browser, "Lab");
+    click(&browser, "#connect");
+    wait_until_text(&browser, ".status", "connected");
+    browser.goto(&kite.http_url("/dashboards/small"));
+    wait_for("the long value in a smaller type", WAIT, || {
+        (count(&browser, ".tile[data-kind=value] .value.long") == 1).then_some(())
+    });
+    wait_for("the table's rows", WAIT, || {
+        (count(&browser, ".tile-table tbody tr") == 4).then_some(())
+    });
+    wait_for("the bars", WAIT, || {
+        (count(&browser, ".bar-row") >= 3).then_some(())
+    });
+    let covered = browser.eval(
+        "return [...document.querySelectorAll('.tile')].flatMap(t => {
+           const h = t.querySelector('.tile-title');
+           if (!h) return [t.dataset.kind + ' (no title)'];
+           h.scrollIntoView({block: 'center'});
+           const r = h.getBoundingClientRect();
+           const hit = document.elementFromPoint(r.left + 4, r.top + r.height / 2);
+           return r.height >= 10 && h.contains(hit) ? [] : [t.dataset.kind];
+         });",
+    );
+    assert_eq!(
+        covered,
+        serde_json::json!([]),
+        "tiles whose title is covered or squeezed"
+    );
+    screenshot(&browser, "dashboard-small-tiles");
 }

@@ -267,6 +267,19 @@ fn web_components_show_follow_and_publish() {
         browser.eval("return document.querySelector('#s').hasAttribute('checked');"),
         true
     );
+    // A state that is neither "open" nor "closed" is shown as it is, not as "off".
+    d.publish(publish("plant/valve/state", "stuck", QoS::AtLeastOnce, 3));
+    wait_part(&browser, "#s", "switch", "stuck");
+    assert_eq!(
+        browser.eval("const s = document.querySelector('#s'); return [s.hasAttribute('checked'), s.hasAttribute('unknown')];"),
+        serde_json::json!([false, true])
+    );
+    d.publish(publish("plant/valve/state", "closed", QoS::AtLeastOnce, 4));
+    wait_part(&browser, "#s", "switch", "off");
+    assert_eq!(
+        browser.eval("return document.querySelector('#s').hasAttribute('unknown');"),
+        false
+    );
 
     browser.eval("document.querySelector('#b').shadowRoot.querySelector('[part~=button]').click(); return null;");
     let cmd = d.recv_publish();
