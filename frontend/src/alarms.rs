@@ -136,6 +136,8 @@ struct Rule {
     summary: String,
     severity: String,
     from_config: bool,
+    /// The rule in the editor's fields, to change it.
+    form: RuleForm,
 }
 
 fn parse_rules(json: &JsValue) -> Vec<Rule> {
@@ -174,11 +176,40 @@ fn parse_rules(json: &JsValue) -> Vec<Rule> {
             if let Some(c) = written("clear_value") {
                 summary += &format!(", clears past {c}");
             }
+            let (name, op, severity) = (text("name")?, text("op")?, text("severity")?);
+            // As typed in the editor: numbers as JavaScript writes them, text as it is.
+            let typed = |v: JsValue| match v.as_string() {
+                Some(s) => s,
+                None if v.is_undefined() || v.is_null() => String::new(),
+                None => js_sys::JSON::stringify(&v)
+                    .map(String::from)
+                    .unwrap_or_default(),
+            };
+            let notify = api::field(r, "notify");
+            let form = RuleForm {
+                name: name.clone(),
+                topic: text("topic").unwrap_or_default(),
+                field: text("field").unwrap_or_default(),
+                device: text("device").unwrap_or_else(|| "*".into()),
+                op: op.clone(),
+                value: typed(api::field(r, "value")),
+                for_secs: written("for_secs").unwrap_or_default(),
+                clear_value: typed(api::field(r, "clear_value")),
+                severity: severity.clone(),
+                renotify_mins: typed(api::field(r, "renotify_mins")),
+                webhook: api::field(&notify, "webhook")
+                    .as_string()
+                    .unwrap_or_default(),
+                mqtt: api::field(&notify, "mqtt").as_bool().unwrap_or(false),
+                browser: api::field(&notify, "browser").as_bool().unwrap_or(false),
+                changing: Some(name.clone()),
+            };
             Some(Rule {
-                name: text("name")?,
+                name,
                 summary: summary.trim().to_owned(),
-                severity: text("severity")?,
+                severity,
                 from_config: text("from").as_deref() == Some("config"),
+                form,
             })
         })
         .collect()
@@ -211,6 +242,8 @@ pub struct RuleForm {
     pub webhook: String,
     pub mqtt: bool,
     pub browser: bool,
+    /// The rule being changed (its name, which stays), or `None` for a new rule.
+    pub changing: Option<String>,
 }
 
 impl Default for RuleForm {
@@ -229,6 +262,7 @@ impl Default for RuleForm {
             webhook: String::new(),
             mqtt: false,
             browser: true,
+            changing: None,
         }
     }
 }
@@ -590,10 +624,20 @@ fn rule_card(
                 (form.clone(), refused.clone(), auth.clone(), fetch.clone());
             wasm_bindgen_futures::spawn_local(async move {
                 let body = form.to_json();
-                match api::send_json("POST", "/api/v1/alarms/rules", Some(&body), auth.as_deref())
-                    .await
-                {
-                    Ok((201, _)) => {
+                // A new rule is posted (201); a changed one replaces its namesake (200).
+                let (method, path, done) = match &form.changing {
+                    None => ("POST", "/api/v1/alarms/rules".to_owned(), 201),
+                    Some(name) => (
+                        "PUT",
+                        format!(
+                            "/api/v1/alarms/rules/{}",
+                            js_sys::encode_uri_component(name)
+                        ),
+                        200,
+                    ),
+                };
+                match api::send_json(method, &path, Some(&body), auth.as_deref()).await {
+                    Ok((status, _)) if status == done => {
                         form.set(RuleForm::default());
                         refused.set(None);
                     }
@@ -636,6 +680,20 @@ fn rule_card(
             });
         })
     };
+    let change = |rule: RuleForm| {
+        let (form, refused) = (form.clone(), refused.clone());
+        Callback::from(move |_: MouseEvent| {
+            form.set(rule.clone());
+            refused.set(None);
+        })
+    };
+    let cancel = {
+        let (form, refused) = (form.clone(), refused.clone());
+        Callback::from(move |_: MouseEvent| {
+            form.set(RuleForm::default());
+            refused.set(None);
+        })
+    };
     let f = (**form).clone();
     let offline = f.op == "offline";
     html! {
@@ -651,14 +709,22 @@ fn rule_card(
                         if r.from_config {
                             <span class="muted">{ "(config file)" }</span>
                         } else {
+                            <button class="secondary change" onclick={change(r.form.clone())}>{ "Change" }</button>
                             <button class="secondary" onclick={delete(r.name.clone())}>{ "Delete" }</button>
                         }
                     </li>
                 }) }
             </ul>
-            <h3>{ "New rule" }</h3>
+            <h3>{ match &f.changing { Some(n) => format!("Change rule {n}"), None => "New rule".into() } }</h3>
+            // (A refusal that names no field is the name's; while changing a rule, its name is
+            // not an input, so it shows here.)
+            if let (Some(_), Some(why)) = (&f.changing, problem("name")) {
+                <p class="error" data-problem="name">{ why }</p>
+            }
             <form class="rule-form" onsubmit={on_submit}>
-                { text_input("name", "Name", f.name.clone(), "hot", |f, v| f.name = v) }
+                if f.changing.is_none() {
+                    { text_input("name", "Name", f.name.clone(), "hot", |f, v| f.name = v) }
+                }
                 { select("op", "Condition", f.op.clone(), &[(">", ">"), (">=", "≥"), ("<", "<"), ("<=", "≤"), ("==", "="), ("!=", "≠"), ("silent_for", "no message for (s)"), ("offline", "device offline")], |f, v| f.op = v) }
                 if offline {
                     { text_input("device", "Device", f.device.clone(), "* or dev-a", |f, v| f.device = v) }
@@ -678,7 +744,10 @@ fn rule_card(
                 { text_input("webhook", "Webhook", f.webhook.clone(), "https://ops.example.com/hook", |f, v| f.webhook = v) }
                 { check("mqtt", "MQTT notice (kite/alarms/…)", f.mqtt, |f, v| f.mqtt = v) }
                 { check("browser", "Browser notification", f.browser, |f, v| f.browser = v) }
-                <button type="submit" disabled={!problems.is_empty()}>{ "Add rule" }</button>
+                <button type="submit" disabled={!problems.is_empty()}>{ if f.changing.is_some() { "Save rule" } else { "Add rule" } }</button>
+                if f.changing.is_some() {
+                    <button type="button" class="secondary" onclick={cancel}>{ "Cancel" }</button>
+                }
             </form>
         </section>
     }

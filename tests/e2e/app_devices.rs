@@ -153,6 +153,54 @@ fn the_app_lists_devices_and_acknowledges_an_alarm() {
     );
     click(&browser, ".rule-form button[type=submit]");
     wait_until_text(&browser, ".rule[data-rule='quiet']", "silent_for 600");
+
+    // A rule is changed in the same editor: its fields as saved, the name kept; the
+    // gateway replaces it (PUT), and the editor is for a new rule again.
+    click(&browser, ".rule[data-rule='hot'] .change");
+    wait_until_text(&browser, ".rules h3", "Change rule hot");
+    let typed = browser.eval(
+        "const f = document.querySelector('.rule-form');
+         return [f.querySelector('[name=name]') === null, f.topic.value, f.value.value, f.op.value, f.severity.value, f.browser.checked];",
+    );
+    assert_eq!(
+        typed,
+        serde_json::json!([true, "plant/+/temp", "30", ">", "critical", true])
+    );
+    set_input(&browser, ".rule-form input[name='value']", "40");
+    set_input(&browser, ".rule-form input[name='clear_value']", "38");
+    click(&browser, ".rule-form button[type=submit]");
+    wait_until_text(&browser, ".rule[data-rule='hot']", "> 40, clears past 38");
+    wait_until_text(&browser, ".rules h3", "New rule");
+    let (status, listed) = kite.get_json("/api/v1/alarms/rules");
+    assert_eq!(status, 200);
+    let hot: Vec<&serde_json::Value> = listed["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["name"] == "hot")
+        .collect();
+    assert_eq!(hot.len(), 1, "{listed}");
+    assert_eq!(
+        (
+            hot[0]["value"].as_f64(),
+            hot[0]["clear_value"].as_f64(),
+            hot[0]["severity"].as_str()
+        ),
+        (Some(40.0), Some(38.0), Some("critical")),
+        "{listed}"
+    );
+    // Cancel leaves the rule as it is.
+    click(&browser, ".rule[data-rule='quiet'] .change");
+    wait_until_text(&browser, ".rules h3", "Change rule quiet");
+    set_input(&browser, ".rule-form input[name='value']", "5");
+    click(&browser, ".rule-form button[type=button]");
+    wait_until_text(&browser, ".rules h3", "New rule");
+    assert!(
+        browser
+            .text(".rule[data-rule='quiet']")
+            .unwrap()
+            .contains("silent_for 600")
+    );
     browser.resize(390, 844);
     screenshot(&browser, "alarms-phone");
     let errors = browser.console_errors();
