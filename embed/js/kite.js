@@ -550,7 +550,7 @@ if (globalThis.HTMLElement) {
 
   /// <kite-chart topic field window="1h">: the recorded history (the gateway's series API, one
   /// bucket per pixel column, min–max band), then live points; `points` attribute: how many
-  /// points it draws.
+  /// points it draws; `runs`: how many separate lines (a hole in the data breaks the line).
   define("kite-chart", class extends Base {
     #points = [];   // [t, min, max, last]
     #frame = 0;
@@ -600,9 +600,16 @@ if (globalThis.HTMLElement) {
       g.fillStyle = "rgba(10,124,255,.15)";
       for (const p of this.#points) g.fillRect(x(p[0]), y(p[2]), 1, Math.max(1, y(p[1]) - y(p[2])));
       g.strokeStyle = getComputedStyle(this).color || "#0a7cff";
+      // No line across a hole in the data, as in the app's charts: neighbours more than five
+      // times the median spacing (and four pixels) apart are not joined.
+      const pts = this.#points;
+      const steps = pts.slice(1).map((p, i) => p[0] - pts[i][0]).sort((a, b) => a - b);
+      const gap = Math.max(5 * (steps[steps.length >> 1] || 0), (4 * this.span()) / w);
+      let runs = 0;
       g.beginPath();
-      this.#points.forEach((p, i) => (i ? g.lineTo(x(p[0]), y(p[3])) : g.moveTo(x(p[0]), y(p[3]))));
+      pts.forEach((p, i) => (i && p[0] - pts[i - 1][0] <= gap ? g.lineTo(x(p[0]), y(p[3])) : (runs++, g.moveTo(x(p[0]), y(p[3])))));
       g.stroke();
+      this.setAttribute("runs", String(runs));
     }
   });
 

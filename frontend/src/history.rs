@@ -123,6 +123,41 @@ pub struct Bucket {
     pub count: f64,
 }
 
+/// A line breaks where its data has a hole: between two buckets more than this many times
+/// the series' median spacing apart (and at least [`GAP_MIN_BUCKETS`] bucket widths) —
+/// nothing was recorded there, the device or the gateway was silent, and a straight line
+/// across would draw values that never were. Scale-free: zooming in on regular data does not
+/// break it, a device every minute is joined, a silence of five minutes is not.
+pub const GAP_FACTOR: f64 = 5.0;
+
+/// The narrowest hole that breaks a line, in bucket widths (dense data has buckets one width
+/// apart, so a median of one would otherwise break at the first late message).
+pub const GAP_MIN_BUCKETS: f64 = 4.0;
+
+/// `buckets` (oldest first, each `width` ms wide) cut into the runs a line joins: where two
+/// neighbours are further apart than [`GAP_FACTOR`] times the median spacing, and than
+/// [`GAP_MIN_BUCKETS`] widths, a new run starts.
+pub fn runs(buckets: &[Bucket], width: f64) -> Vec<&[Bucket]> {
+    let steps: Vec<f64> = buckets.windows(2).map(|w| w[1].t - w[0].t).collect();
+    let median = match steps.len() {
+        0 => 0.0,
+        n => steps[crate::sort::order(n, &|a, b| steps[a].total_cmp(&steps[b]))[n / 2]],
+    };
+    let gap = (median * GAP_FACTOR).max(width * GAP_MIN_BUCKETS);
+    let mut out = Vec::new();
+    let mut start = 0;
+    for (k, step) in steps.iter().enumerate() {
+        if *step > gap {
+            out.push(&buckets[start..=k]);
+            start = k + 1;
+        }
+    }
+    if start < buckets.len() {
+        out.push(&buckets[start..]);
+    }
+    out
+}
+
 /// The value range of `series` within `span` (padded by 5 %; a flat line gets ±1).
 pub fn value_range<'a>(series: impl Iterator<Item = &'a [Bucket]>, span: Span) -> (f64, f64) {
     let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
@@ -790,36 +825,46 @@ pub fn draw(
             let (top, bottom) = (y(b.max), y(b.min));
             ctx.fill_rect(x0, top, (x1 - x0).max(1.0), (bottom - top).max(1.0));
         }
+        // Each run of data apart: no line (or area) across a hole.
+        let runs = runs(s.buckets, s.width);
         // The area under the line.
-        if area && let (Some(first), Some(last)) = (s.buckets.first(), s.buckets.last()) {
+        if area {
             ctx.begin_path();
-            ctx.move_to(x(first.t + s.width / 2.0), TOP + h);
-            for b in s.buckets {
-                ctx.line_to(x(b.t + s.width / 2.0), y(b.last));
+            for run in &runs {
+                let (Some(first), Some(last)) = (run.first(), run.last()) else {
+                    continue;
+                };
+                ctx.move_to(x(first.t + s.width / 2.0), TOP + h);
+                for b in *run {
+                    ctx.line_to(x(b.t + s.width / 2.0), y(b.last));
+                }
+                ctx.line_to(x(last.t + s.width / 2.0), TOP + h);
+                ctx.close_path();
             }
-            ctx.line_to(x(last.t + s.width / 2.0), TOP + h);
             ctx.fill();
         }
         // The line through each bucket's first, min, max and last (M4).
         ctx.set_global_alpha(1.0);
         ctx.set_stroke_style_str(colour);
+        ctx.set_fill_style_str(colour);
         ctx.set_line_width(1.5);
-        // A lone point: a dot, where a line has nothing to join.
-        if let [b] = s.buckets {
-            ctx.set_fill_style_str(colour);
-            ctx.fill_rect(x(b.t + s.width / 2.0) - 2.0, y(b.last) - 2.0, 4.0, 4.0);
-        }
         ctx.begin_path();
-        for (k, b) in s.buckets.iter().enumerate() {
-            let xc = x(b.t + s.width / 2.0);
-            if k == 0 {
-                ctx.move_to(xc, y(b.first));
-            } else {
-                ctx.line_to(xc, y(b.first));
+        for run in &runs {
+            // A lone point: a dot, where a line has nothing to join.
+            if let [b] = run {
+                ctx.fill_rect(x(b.t + s.width / 2.0) - 2.0, y(b.last) - 2.0, 4.0, 4.0);
             }
-            ctx.line_to(xc, y(b.min));
-            ctx.line_to(xc, y(b.max));
-            ctx.line_to(xc, y(b.last));
+            for (k, b) in run.iter().enumerate() {
+                let xc = x(b.t + s.width / 2.0);
+                if k == 0 {
+                    ctx.move_to(xc, y(b.first));
+                } else {
+                    ctx.line_to(xc, y(b.first));
+                }
+                ctx.line_to(xc, y(b.min));
+                ctx.line_to(xc, y(b.max));
+                ctx.line_to(xc, y(b.last));
+            }
         }
         ctx.stroke();
     }
@@ -861,6 +906,51 @@ mod tests {
         assert_eq!(ticks(1013.2, 1013.9, 3), [1013.2, 1013.4, 1013.6, 1013.8]);
         assert_eq!(ticks(5.0, 5.0, 4), [5.0]);
         assert_eq!(ticks(f64::NAN, 1.0, 4).len(), 1);
+    }
+
+    /// Buckets one `width` (1) wide at these starts, each of value `t`.
+    fn at(starts: &[f64]) -> Vec<Bucket> {
+        starts
+            .iter()
+            .map(|&t| Bucket {
+                t,
+                first: t,
+                last: t,
+                min: t,
+                max: t,
+                count: 1.0,
+            })
+            .collect()
+    }
+
+    fn run_lengths(buckets: &[Bucket]) -> Vec<usize> {
+        runs(buckets, 1.0).iter().map(|r| r.len()).collect()
+    }
+
+    #[test]
+    fn a_line_breaks_at_a_hole_in_the_data_and_nowhere_else() {
+        // Dense data, silent for 30 widths, then again: two runs.
+        let mut t: Vec<f64> = (0..20).map(f64::from).collect();
+        t.extend((50..60).map(f64::from));
+        assert_eq!(run_lengths(&at(&t)), [20, 10]);
+        // A late message or two in dense data is no hole (under four widths).
+        assert_eq!(run_lengths(&at(&[0.0, 1.0, 2.0, 5.0, 6.0, 9.0, 10.0])), [7]);
+        // Sparse but regular (every 10 widths, as zoomed in on a device every minute), with
+        // jitter: one run. Five times its spacing apart: broken.
+        assert_eq!(run_lengths(&at(&[0.0, 9.0, 21.0, 30.0, 41.0, 50.0])), [6]);
+        assert_eq!(
+            run_lengths(&at(&[0.0, 10.0, 20.0, 30.0, 90.0, 100.0, 110.0])),
+            [4, 3]
+        );
+        // A lone point between two holes is a run of its own (drawn as a dot).
+        assert_eq!(
+            run_lengths(&at(&[0.0, 1.0, 2.0, 3.0, 40.0, 80.0, 81.0, 82.0])),
+            [4, 1, 3]
+        );
+        assert_eq!(run_lengths(&at(&[])), Vec::<usize>::new());
+        assert_eq!(run_lengths(&at(&[5.0])), [1]);
+        // Two points say nothing of a spacing: joined.
+        assert_eq!(run_lengths(&at(&[5.0, 500.0])), [2]);
     }
 
     #[test]

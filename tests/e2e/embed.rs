@@ -340,6 +340,7 @@ fn status_and_chart_components_read_the_gateways_monitor_and_history() {
         r#"<!doctype html><html data-kite-url="{ws}"><meta charset="utf-8"><title>status and chart</title>
 <kite-status id="st" device="pump-1"></kite-status>
 <kite-chart id="ch" topic="plant/pump-1/temp" field="/temp" window="1h"></kite-chart>
+<kite-chart id="short" topic="plant/pump-1/temp" field="/temp" window="30s"></kite-chart>
 <script type="module" src="{base}/kite.js"></script></html>"#,
         ws = kite.ws_url("/mqtt"),
         base = kite.http_url(""),
@@ -367,6 +368,41 @@ fn status_and_chart_components_read_the_gateways_monitor_and_history() {
     wait_for("a live point", WAIT, || {
         (points(&browser) == recorded + 1).then_some(())
     });
+    // A hole in the data breaks the line: on a 30 s chart (100 ms a pixel), five points
+    // 100 ms apart are one line; after 1.5 s of silence, five more are a line of their own.
+    let runs = |b: &Browser| {
+        b.eval("return Number(document.querySelector('#short').getAttribute('runs'));")
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let mut id = 50;
+    let mut five = |d: &mut TestClient| {
+        for _ in 0..5 {
+            id += 1;
+            d.publish(publish(
+                "plant/pump-1/temp",
+                r#"{"temp": 25}"#,
+                QoS::AtLeastOnce,
+                id,
+            ));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    five(&mut d);
+    std::thread::sleep(Duration::from_millis(300));
+    let before = runs(&browser);
+    assert!(before >= 1, "{before}");
+    std::thread::sleep(Duration::from_millis(1_200));
+    five(&mut d);
+    wait_for("a second line after the hole", WAIT, || {
+        (runs(&browser) == before + 1).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        runs(&browser),
+        before + 1,
+        "one more line, not one per point"
+    );
     // Offline: the next poll (5 s) says so.
     d.publish(publish(
         "plant/pump-1/status",
