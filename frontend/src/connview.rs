@@ -295,12 +295,14 @@ fn Subscriptions(props: &SubsProps) -> Html {
                         onchange={on_check(&spec, |s, v| s.no_local = v)} />{ " no local" }</label>
                     <label title="keep the RETAIN flag as published"><input id="sub-rap" type="checkbox" checked={spec.retain_as_published}
                         onchange={on_check(&spec, |s, v| s.retain_as_published = v)} />{ " retain as published" }</label>
-                    <label for="sub-rh">{ "retained" }</label>
-                    <select id="sub-rh" onchange={on_select(&spec, |s, v| s.retain_handling = v.parse().unwrap_or(0))}>
-                        <option value="0" selected={spec.retain_handling == 0}>{ "send at subscribe" }</option>
-                        <option value="1" selected={spec.retain_handling == 1}>{ "send if new" }</option>
-                        <option value="2" selected={spec.retain_handling == 2}>{ "do not send" }</option>
-                    </select>
+                    // (The select inside its label: a narrow row wraps them together.)
+                    <label class="nowrap">{ "retained " }
+                        <select id="sub-rh" onchange={on_select(&spec, |s, v| s.retain_handling = v.parse().unwrap_or(0))}>
+                            <option value="0" selected={spec.retain_handling == 0}>{ "send at subscribe" }</option>
+                            <option value="1" selected={spec.retain_handling == 1}>{ "send if new" }</option>
+                            <option value="2" selected={spec.retain_handling == 2}>{ "do not send" }</option>
+                        </select>
+                    </label>
                 }
                 <button id="subscribe" type="submit" disabled={filter_error.is_some()}>{ "Subscribe" }</button>
             </form>

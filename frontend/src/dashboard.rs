@@ -795,6 +795,9 @@ pub fn DashboardView(props: &ViewProps) -> Html {
             if store.is_none() && !props.kiosk {
                 <p class="muted">{ "Make a connection to this gateway to feed the dashboard: " }{ link(Route::New, "button", html! { "New connection" }) }</p>
             }
+            if widgets.is_empty() {
+                <p class="muted empty-dashboard">{ if edit_mode { "No widgets yet: pick a kind and a topic above, then Add widget." } else if props.kiosk { "This dashboard has no widgets yet." } else { "This dashboard has no widgets yet: Edit adds them." } }</p>
+            }
             <div class="grid" ref={grid} style={format!("grid-template-columns:repeat({columns}, minmax(0, 1fr));grid-auto-rows:{ROW}px")}>
                 { for tiles }
             </div>

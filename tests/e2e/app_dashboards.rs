@@ -54,10 +54,13 @@ fn a_dashboard_built_in_the_app_is_shared_fed_and_controls_a_device() {
     set_input(&browser, "#new-dashboard", "Line 1");
     browser.eval("document.querySelector('#new-dashboard').form.requestSubmit(); return null;");
     wait_until_text(&browser, ".dashboard-name", "Line 1");
+    // A new dashboard says what to do rather than showing nothing.
+    wait_until_text(&browser, ".empty-dashboard", "Edit adds them");
     click(&browser, "#edit-dashboard");
     wait_for("the editor", WAIT, || {
         (count(&browser, ".add-widget") == 1).then_some(())
     });
+    wait_until_text(&browser, ".empty-dashboard", "Add widget");
     let kinds = [
         ("value", "plant/dev-a/temp"),
         ("gauge", "plant/dev-a/temp"),
@@ -79,6 +82,7 @@ fn a_dashboard_built_in_the_app_is_shared_fed_and_controls_a_device() {
             (count(&browser, ".tile") == i as u64 + 1).then_some(())
         });
     }
+    assert_eq!(count(&browser, ".empty-dashboard"), 0);
     click(&browser, "#save-dashboard");
     wait_for("saved", WAIT, || {
         (count(&browser, "#edit-dashboard") == 1).then_some(())
