@@ -766,9 +766,22 @@ fn time_axis(
         let xx = (LEFT + span.x(t, w)).round() + 0.5;
         ctx.move_to(xx, TOP);
         ctx.line_to(xx, bottom);
-        let _ = ctx.fill_text(&tick_label(t, step), xx - 16.0, height - 5.0);
+        let label = tick_label(t, step);
+        let _ = ctx.fill_text(
+            &label,
+            label_x(xx, label.len(), LEFT + w + RIGHT),
+            height - 5.0,
+        );
     }
     ctx.stroke();
+}
+
+/// Where a time label of `chars` characters starts: centred under its tick at `x`, but
+/// inside the canvas (`width` wide) — a tick near the right edge had its label cut off.
+fn label_x(x: f64, chars: usize, width: f64) -> f64 {
+    // 11 px system-ui digits are about 6.5 px wide.
+    let w = chars as f64 * 6.5;
+    (x - w / 2.0).min(width - w).max(0.0)
 }
 
 /// One line of a chart: its colour, bucket width (ms) and buckets.
@@ -951,6 +964,16 @@ mod tests {
         assert_eq!(run_lengths(&at(&[5.0])), [1]);
         // Two points say nothing of a spacing: joined.
         assert_eq!(run_lengths(&at(&[5.0, 500.0])), [2]);
+    }
+
+    #[test]
+    fn time_labels_stay_inside_the_canvas() {
+        // Centred under the tick where there is room.
+        assert_eq!(label_x(200.0, 5, 400.0), 200.0 - 16.25);
+        // A tick 5 px from the right edge: the label ends at the edge.
+        assert_eq!(label_x(395.0, 5, 400.0), 400.0 - 32.5);
+        // And never starts before the left one.
+        assert_eq!(label_x(3.0, 8, 400.0), 0.0);
     }
 
     #[test]
