@@ -1068,7 +1068,7 @@ fn head(
         })
     };
     let add = {
-        let editing = editing.clone();
+        let (editing, error, auth) = (editing.clone(), error.clone(), props.auth.clone());
         Callback::from(move |e: SubmitEvent| {
             e.prevent_default();
             let (kind, topic) = (form_value(&e, "kind"), form_value(&e, "topic"));
@@ -1086,7 +1086,32 @@ fn head(
                 Some(Json::Arr(items)) => items.push(Json::Obj(w)),
                 _ => doc.set("widgets", Some(Json::Arr(vec![Json::Obj(w)]))),
             }
-            editing.set(Some(doc));
+            // The gateway checks it as a save would and answers it as it will be kept: the
+            // new widget shows where and how big it will be, and a bad one is refused now,
+            // by its key, not at Save.
+            let mut body = String::new();
+            payload::compact(&doc, &mut body);
+            let (editing, error, auth) = (editing.clone(), error.clone(), auth.clone());
+            wasm_bindgen_futures::spawn_local(async move {
+                let checked = api::send_json(
+                    "POST",
+                    "/api/v1/dashboards?check=true",
+                    Some(&body),
+                    auth.as_deref(),
+                )
+                .await;
+                match checked {
+                    Ok((200, json)) => {
+                        let laid_out = js_sys::JSON::stringify(&json)
+                            .ok()
+                            .and_then(|t| payload::parse(&String::from(t)));
+                        editing.set(Some(laid_out.unwrap_or(doc)));
+                        error.set(None);
+                    }
+                    Ok((_, json)) => error.set(Some(api_error(&json))),
+                    Err(e) => error.set(Some(e)),
+                }
+            });
         })
     };
     let rename = {

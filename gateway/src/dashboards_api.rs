@@ -9,7 +9,10 @@
 //! - `GET /api/v1/dashboards/{id}` — the document ([`crate::dashboards`]) with `id`, `version`,
 //!   `created`, `updated`, `updatedBy`: the export.
 //! - `POST /api/v1/dashboards` — a document (an export too: the kept keys are ignored) →
-//!   `201 {"id", "version"}`, its id made from its title.
+//!   `201 {"id", "version"}`, its id made from its title. With `?check=true` nothing is
+//!   saved: the answer is `200` and the document as it would be kept (ids, layout and
+//!   defaults filled in) — the app's editor shows a new widget where it will be, and a bad
+//!   one at once.
 //! - `PUT /api/v1/dashboards/{id}` — replaces it → `{"id", "version"}`; a `version` in the
 //!   body that is not the current one is `409` (someone changed it since it was opened).
 //! - `DELETE /api/v1/dashboards/{id}` — `204`.
@@ -17,7 +20,7 @@
 //! Bad documents are `400` naming the key (`widgets[2].topic`); bodies over 256 KiB `413`.
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use kite_data::{Dashboard, Storage, now_ms};
@@ -26,7 +29,7 @@ use serde_json::Value;
 use std::sync::Arc;
 
 use crate::dashboards::{MAX_DASHBOARDS, check, new_id};
-use crate::history_api::{ApiError, api_error, caller, json_body};
+use crate::history_api::{ApiError, Params, api_error, bad, caller, get, json_body, params};
 use crate::listen::Peer;
 use crate::state::AppState;
 
@@ -184,21 +187,44 @@ async fn read_doc(state: &AppState, body: Body) -> Result<(Value, Option<Value>)
     Ok((doc, version))
 }
 
+/// `check` of `POST /api/v1/dashboards?check=true`: whether to check only.
+fn check_only(raw: &Params) -> Result<bool, ApiError> {
+    let p = params(raw, &["check"])?;
+    match get(&p, "check") {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(v) => Err(bad(
+            "check",
+            format!(
+                "check = {v:?}: true (check the dashboard and answer it as it would be kept, saving nothing) or false"
+            ),
+        )),
+    }
+}
+
 /// `POST /api/v1/dashboards`.
 pub async fn create(
     State(state): State<AppState>,
     ConnectInfo(Peer { addr: peer, .. }): ConnectInfo<Peer>,
     headers: HeaderMap,
+    Query(raw): Query<Params>,
     body: Body,
 ) -> Response {
     let (store, user, _) = match open(&state, &headers, peer.ip(), DashboardAccess::Edit).await {
         Ok(x) => x,
         Err(r) => return r,
     };
+    let only_check = match check_only(&raw) {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
     let doc = match read_doc(&state, body).await {
         Ok((doc, _)) => doc,
         Err(e) => return e.into_response(),
     };
+    if only_check {
+        return axum::Json(doc).into_response();
+    }
     let _writing = state.dashboard_writes.lock().await;
     let made = blocking(store, move |s| {
         let all = s.dashboards()?;

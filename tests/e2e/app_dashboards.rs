@@ -83,10 +83,21 @@ fn a_dashboard_built_in_the_app_is_shared_fed_and_controls_a_device() {
         });
     }
     assert_eq!(count(&browser, ".empty-dashboard"), 0);
+    // A widget the gateway would refuse is refused as it is added, by its key, and is not
+    // added (a wildcard where one topic is needed [MQTT-4.7.1-1]).
+    add(&browser, "value", "plant/+/temp");
+    wait_until_text(&browser, ".dashboard > .error", "widgets[13].topic");
+    assert_eq!(count(&browser, ".tile"), 13);
+    // Each widget is shown where, and as big as, it will be kept.
+    let places = |b: &Browser| {
+        b.eval("return [...document.querySelectorAll('.tile')].map(t => t.getAttribute('style'));")
+    };
+    let edited = places(&browser);
     click(&browser, "#save-dashboard");
     wait_for("saved", WAIT, || {
         (count(&browser, "#edit-dashboard") == 1).then_some(())
     });
+    assert_eq!(places(&browser), edited, "tiles moved when saved");
     let (status, saved) = kite.get_json("/api/v1/dashboards/line-1");
     assert_eq!(status, 200, "{saved}");
     let saved_kinds: Vec<&str> = saved["widgets"]
@@ -242,11 +253,13 @@ fn a_dashboard_built_in_the_app_is_shared_fed_and_controls_a_device() {
     });
     screenshot(&browser, "dashboard-kiosk");
     // The device widget asked for dev-a before the device was seen: the gateway's 404 is
-    // what it showed ("no device"), and the browser logs it.
+    // what it showed ("no device"), and the browser logs it; so is the 400 of the widget
+    // refused as it was added.
     let errors: Vec<String> = browser
         .console_errors()
         .into_iter()
         .filter(|e| !e.contains("/api/v1/devices/dev-a - Failed to load resource"))
+        .filter(|e| !e.contains("/api/v1/dashboards?check=true - Failed to load resource: the server responded with a status of 400"))
         .collect();
     assert!(errors.is_empty(), "console errors: {errors:#?}");
 }

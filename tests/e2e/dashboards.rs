@@ -239,3 +239,102 @@ fn roles_view_or_edit_dashboards() {
         204
     );
 }
+
+/// `POST /api/v1/dashboards?check=true` (the app's editor, as widgets are added): the
+/// document checked as a save checks it and answered as it would be kept — ids, layout and
+/// defaults filled in — with nothing saved; a bad one is the save's `400` naming its key; a
+/// role that may only view gets `403`, as for a save.
+#[test]
+fn a_dashboard_is_checked_without_being_saved() {
+    use kite_policy::auth::{Auth, DashboardAccess, Role, User};
+    let dir = TempDir::new("dashboards-check");
+    let hash = kite_policy::auth::hash_password(b"pw").unwrap();
+    let adjust = in_dir(dir.path());
+    let kite = Gateway::start_with(&[], None, move |c| {
+        adjust(c);
+        let user = |name: &str| User {
+            name: name.into(),
+            password_hash: hash.clone(),
+            role: Some(name.into()),
+        };
+        let role = |name: &str, dashboards| Role {
+            name: name.into(),
+            dashboards,
+            ..Role::default()
+        };
+        c.auth = Auth::new(
+            vec![user("ann"), user("bob")],
+            vec![
+                role("ann", DashboardAccess::Edit),
+                role("bob", DashboardAccess::View),
+            ],
+        )
+        .unwrap();
+    });
+    let ann = Some(("ann", "pw"));
+    let before = kite.call_as(ann, "GET", "/api/v1/dashboards", None).1;
+    let doc = r#"{"schemaVersion": 1, "title": "Line 1", "widgets": [
+        {"kind": "value", "topic": "plant/a/temp"},
+        {"kind": "chart", "topic": "plant/a/temp"}]}"#;
+    let (status, checked) = kite.call_as(ann, "POST", "/api/v1/dashboards?check=true", Some(doc));
+    assert_eq!(status, 200, "{checked}");
+    // As a save keeps it: ids, each widget's size from its kind, the first free place.
+    assert_eq!(checked["columns"], 12, "{checked}");
+    assert_eq!(
+        (&checked["widgets"][0]["id"], &checked["widgets"][1]["id"]),
+        (&json!("w1"), &json!("w2"))
+    );
+    assert_eq!(
+        checked["widgets"][0]["layout"],
+        json!({"x": 0, "y": 0, "w": 3, "h": 2})
+    );
+    assert_eq!(
+        checked["widgets"][1]["layout"],
+        json!({"x": 3, "y": 0, "w": 6, "h": 4})
+    );
+    // The same document saved is kept the same way.
+    let (status, made) = kite.call_as(ann, "POST", "/api/v1/dashboards", Some(doc));
+    assert_eq!(status, 201, "{made}");
+    let (_, saved) = kite.call_as(ann, "GET", "/api/v1/dashboards/line-1", None);
+    assert_eq!(saved["widgets"], checked["widgets"]);
+    // Checking saved nothing: one more dashboard than before, the one posted.
+    let after = kite.call_as(ann, "GET", "/api/v1/dashboards", None).1;
+    assert_eq!(
+        after["dashboards"].as_array().unwrap().len(),
+        before["dashboards"].as_array().unwrap().len() + 1
+    );
+
+    // A wildcard where one topic is needed: the save's 400, naming the key [MQTT-4.7.1-1].
+    let bad = r#"{"schemaVersion": 1, "title": "X", "widgets": [{"kind": "value", "topic": "plant/+/temp"}]}"#;
+    let (status, v) = kite.call_as(ann, "POST", "/api/v1/dashboards?check=true", Some(bad));
+    assert_eq!(
+        (status, &v["field"]),
+        (400, &json!("widgets[0].topic")),
+        "{v}"
+    );
+    for (query, field) in [("check=maybe", "check"), ("dry=true", "dry")] {
+        let (status, v) = kite.call_as(
+            ann,
+            "POST",
+            &format!("/api/v1/dashboards?{query}"),
+            Some(doc),
+        );
+        assert_eq!((status, &v["field"]), (400, &json!(field)), "{query}: {v}");
+    }
+    // Viewing is not editing.
+    let (status, v) = kite.call_as(
+        Some(("bob", "pw")),
+        "POST",
+        "/api/v1/dashboards?check=true",
+        Some(doc),
+    );
+    assert_eq!(status, 403, "{v}");
+    assert_eq!(
+        kite.call_as(ann, "GET", "/api/v1/dashboards", None).1["dashboards"]
+            .as_array()
+            .unwrap()
+            .len(),
+        after["dashboards"].as_array().unwrap().len(),
+        "nothing saved by a check"
+    );
+}
