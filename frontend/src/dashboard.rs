@@ -557,6 +557,9 @@ pub fn DashboardView(props: &ViewProps) -> Html {
     let doc = use_state(|| Load::<Doc>::Loading);
     let reload = use_state(|| 0u32);
     let editing = use_state(|| None::<Json>);
+    // A widget being checked by the gateway: Add waits for it (a second one added meanwhile
+    // would be laid out on the document without the first).
+    let adding = use_state(|| false);
     let error = use_state(|| None::<String>);
     let vars = use_state(Vec::<(String, String)>::new);
     let conn = use_state(|| crate::storage::get(CONN_KEY).ok().flatten());
@@ -777,6 +780,7 @@ pub fn DashboardView(props: &ViewProps) -> Html {
             props,
             &loaded,
             &editing,
+            &adding,
             &error,
             &reload,
             &conn,
@@ -999,6 +1003,7 @@ fn head(
     props: &ViewProps,
     loaded: &Rc<Doc>,
     editing: &UseStateHandle<Option<Json>>,
+    adding: &UseStateHandle<bool>,
     error: &UseStateHandle<Option<String>>,
     reload: &UseStateHandle<u32>,
     conn: &UseStateHandle<Option<String>>,
@@ -1068,13 +1073,22 @@ fn head(
         })
     };
     let add = {
-        let (editing, error, auth) = (editing.clone(), error.clone(), props.auth.clone());
+        let (editing, adding, error, auth) = (
+            editing.clone(),
+            adding.clone(),
+            error.clone(),
+            props.auth.clone(),
+        );
         Callback::from(move |e: SubmitEvent| {
             e.prevent_default();
             let (kind, topic) = (form_value(&e, "kind"), form_value(&e, "topic"));
             let Some(mut doc) = (*editing).clone() else {
                 return;
             };
+            if *adding {
+                return;
+            }
+            adding.set(true);
             let mut w = vec![("kind".to_owned(), Json::Str(kind.clone()))];
             match kind.as_str() {
                 "text" => w.push(("text".into(), Json::Str(topic))),
@@ -1091,7 +1105,8 @@ fn head(
             // by its key, not at Save.
             let mut body = String::new();
             payload::compact(&doc, &mut body);
-            let (editing, error, auth) = (editing.clone(), error.clone(), auth.clone());
+            let (editing, adding, error, auth) =
+                (editing.clone(), adding.clone(), error.clone(), auth.clone());
             wasm_bindgen_futures::spawn_local(async move {
                 let checked = api::send_json(
                     "POST",
@@ -1111,6 +1126,7 @@ fn head(
                     Ok((_, json)) => error.set(Some(api_error(&json))),
                     Err(e) => error.set(Some(e)),
                 }
+                adding.set(false);
             });
         })
     };
@@ -1143,7 +1159,7 @@ fn head(
                 <form class="add-widget row" onsubmit={add}>
                     <select name="kind" aria-label="kind">{ for KINDS.iter().map(|k| html! { <option value={*k}>{ *k }</option> }) }</select>
                     <input name="topic" aria-label="topic" placeholder="topic (device id, or text)" />
-                    <button type="submit" class="secondary" id="add-widget">{ "Add widget" }</button>
+                    <button type="submit" class="secondary" id="add-widget" disabled={**adding}>{ "Add widget" }</button>
                 </form>
                 <button id="save-dashboard" onclick={save}>{ "Save" }</button>
                 <button class="secondary" onclick={cancel}>{ "Cancel" }</button>

@@ -97,6 +97,10 @@ fn a_dashboard_built_in_the_app_is_shared_fed_and_controls_a_device() {
     wait_for("saved", WAIT, || {
         (count(&browser, "#edit-dashboard") == 1).then_some(())
     });
+    // (Saving reloads the dashboard from the gateway: its tiles come back as it keeps them.)
+    wait_for("the saved dashboard's tiles", WAIT, || {
+        (count(&browser, ".tile") == 13).then_some(())
+    });
     assert_eq!(places(&browser), edited, "tiles moved when saved");
     let (status, saved) = kite.get_json("/api/v1/dashboards/line-1");
     assert_eq!(status, 200, "{saved}");
