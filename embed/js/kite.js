@@ -478,13 +478,15 @@ if (globalThis.HTMLElement) {
     /// attribute), not as "off"; a press then sends `on`.
     show(m) {
       const v = String(read(m, this.getAttribute("field")));
-      const on = v === (this.getAttribute("on") ?? "1");
-      const known = on || v === (this.getAttribute("off") ?? "0");
+      const [onWord, offWord] = [this.getAttribute("on") ?? "1", this.getAttribute("off") ?? "0"];
+      const on = v === onWord;
+      const known = on || v === offWord;
       this.toggleAttribute("checked", on);
       this.toggleAttribute("unknown", !known);
       const b = this.part("switch");
       b.setAttribute("aria-checked", String(on));
       b.textContent = on ? "on" : known ? "off" : v;
+      b.title = known ? "" : `"${v}" is neither on ("${onWord}") nor off ("${offWord}"): set the on and off attributes`;
     }
   });
 

@@ -271,8 +271,8 @@ fn web_components_show_follow_and_publish() {
     d.publish(publish("plant/valve/state", "stuck", QoS::AtLeastOnce, 3));
     wait_part(&browser, "#s", "switch", "stuck");
     assert_eq!(
-        browser.eval("const s = document.querySelector('#s'); return [s.hasAttribute('checked'), s.hasAttribute('unknown')];"),
-        serde_json::json!([false, true])
+        browser.eval("const s = document.querySelector('#s'); return [s.hasAttribute('checked'), s.hasAttribute('unknown'), s.shadowRoot.querySelector('[part~=switch]').title];"),
+        serde_json::json!([false, true, "\"stuck\" is neither on (\"open\") nor off (\"closed\"): set the on and off attributes"])
     );
     d.publish(publish("plant/valve/state", "closed", QoS::AtLeastOnce, 4));
     wait_part(&browser, "#s", "switch", "off");
