@@ -21,6 +21,39 @@ fn in_dir(dir: &std::path::Path) -> impl Fn(&mut Config) + use<> {
     }
 }
 
+/// A gateway keeping its data in `dir`, with a user per `(name, access)` (password "pw")
+/// whose role, of the same name, has that dashboards access.
+fn with_roles(
+    dir: &std::path::Path,
+    users: &'static [(&'static str, kite_policy::auth::DashboardAccess)],
+) -> Gateway {
+    use kite_policy::auth::{Auth, Role, User};
+    let hash = kite_policy::auth::hash_password(b"pw").unwrap();
+    let adjust = in_dir(dir);
+    Gateway::start_with(&[], None, move |c| {
+        adjust(c);
+        c.auth = Auth::new(
+            users
+                .iter()
+                .map(|(name, _)| User {
+                    name: (*name).into(),
+                    password_hash: hash.clone(),
+                    role: Some((*name).into()),
+                })
+                .collect(),
+            users
+                .iter()
+                .map(|(name, dashboards)| Role {
+                    name: (*name).into(),
+                    dashboards: *dashboards,
+                    ..Role::default()
+                })
+                .collect(),
+        )
+        .unwrap();
+    })
+}
+
 fn titles(kite: &Gateway) -> Vec<String> {
     let (status, v) = kite.get_json("/api/v1/dashboards");
     assert_eq!(status, 200, "{v}");
@@ -147,32 +180,16 @@ fn dashboards_are_made_checked_versioned_exported_and_kept() {
 /// sees nothing; who changed a dashboard is kept.
 #[test]
 fn roles_view_or_edit_dashboards() {
-    use kite_policy::auth::{Auth, DashboardAccess, Role, User};
+    use kite_policy::auth::DashboardAccess;
     let dir = TempDir::new("dashboards-roles");
-    let hash = kite_policy::auth::hash_password(b"pw").unwrap();
-    let user = |name: &str| User {
-        name: name.into(),
-        password_hash: hash.clone(),
-        role: Some(name.into()),
-    };
-    let role = |name: &str, dashboards| Role {
-        name: name.into(),
-        dashboards,
-        ..Role::default()
-    };
-    let adjust = in_dir(dir.path());
-    let kite = Gateway::start_with(&[], None, move |c| {
-        adjust(c);
-        c.auth = Auth::new(
-            vec![user("ann"), user("bob"), user("eve")],
-            vec![
-                role("ann", DashboardAccess::Edit),
-                role("bob", DashboardAccess::View),
-                role("eve", DashboardAccess::None),
-            ],
-        )
-        .unwrap();
-    });
+    let kite = with_roles(
+        dir.path(),
+        &[
+            ("ann", DashboardAccess::Edit),
+            ("bob", DashboardAccess::View),
+            ("eve", DashboardAccess::None),
+        ],
+    );
     let body =
         r#"{"schemaVersion": 1, "title": "Shared", "widgets": [{"kind": "text", "text": "hi"}]}"#;
     assert_eq!(kite.call("POST", "/api/v1/dashboards", Some(body)).0, 401);
@@ -246,31 +263,15 @@ fn roles_view_or_edit_dashboards() {
 /// role that may only view gets `403`, as for a save.
 #[test]
 fn a_dashboard_is_checked_without_being_saved() {
-    use kite_policy::auth::{Auth, DashboardAccess, Role, User};
+    use kite_policy::auth::DashboardAccess;
     let dir = TempDir::new("dashboards-check");
-    let hash = kite_policy::auth::hash_password(b"pw").unwrap();
-    let adjust = in_dir(dir.path());
-    let kite = Gateway::start_with(&[], None, move |c| {
-        adjust(c);
-        let user = |name: &str| User {
-            name: name.into(),
-            password_hash: hash.clone(),
-            role: Some(name.into()),
-        };
-        let role = |name: &str, dashboards| Role {
-            name: name.into(),
-            dashboards,
-            ..Role::default()
-        };
-        c.auth = Auth::new(
-            vec![user("ann"), user("bob")],
-            vec![
-                role("ann", DashboardAccess::Edit),
-                role("bob", DashboardAccess::View),
-            ],
-        )
-        .unwrap();
-    });
+    let kite = with_roles(
+        dir.path(),
+        &[
+            ("ann", DashboardAccess::Edit),
+            ("bob", DashboardAccess::View),
+        ],
+    );
     let ann = Some(("ann", "pw"));
     let before = kite.call_as(ann, "GET", "/api/v1/dashboards", None).1;
     let doc = r#"{"schemaVersion": 1, "title": "Line 1", "widgets": [
